@@ -1,0 +1,300 @@
+//! Address and prefix parsing, canonicalisation and set arithmetic.
+//!
+//! Every address that sipban handles passes through here before it reaches a decision or the
+//! `ipset` tool (design invariant 7: ipset resolves text it cannot parse through DNS). The
+//! canonical form of a blocklist key is an [`IpNet`] with host bits cleared; IPv4-mapped IPv6
+//! addresses (`::ffff:a.b.c.d`) become plain IPv4, so one host never appears under two keys.
+//!
+//! This module must never do I/O, and never accept a host name: only literal addresses.
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// An address family; the kernel keeps one set per family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(net: &IpNet) -> Family {
+        match net {
+            IpNet::V4(_) => Family::V4,
+            IpNet::V6(_) => Family::V6,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Family::V4 => "v4",
+            Family::V6 => "v6",
+        }
+    }
+
+    /// The full host prefix length for this family (32 or 128).
+    pub fn max_prefix(self) -> u8 {
+        match self {
+            Family::V4 => 32,
+            Family::V6 => 128,
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// Why a piece of text is not an address or prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetError {
+    Empty,
+    NotAnAddress,
+    BadPrefixLength,
+}
+
+impl fmt::Display for NetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NetError::Empty => "empty",
+            NetError::NotAnAddress => "not an IP address or CIDR prefix",
+            NetError::BadPrefixLength => "prefix length out of range",
+        })
+    }
+}
+
+impl std::error::Error for NetError {}
+
+/// Canonical form of a single address: IPv4-mapped IPv6 becomes IPv4.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+/// A single host as a prefix (/32 or /128), canonicalised.
+pub fn host_net(ip: IpAddr) -> IpNet {
+    match canonical_ip(ip) {
+        IpAddr::V4(a) => IpNet::V4(Ipv4Net::from(a)),
+        IpAddr::V6(a) => IpNet::V6(Ipv6Net::from(a)),
+    }
+}
+
+/// Parse a literal address or CIDR prefix (`192.0.2.1`, `192.0.2.0/24`, `2001:db8::/32`,
+/// `[2001:db8::1]`, `::ffff:192.0.2.1`). Host bits are cleared (`192.0.2.7/24` becomes
+/// `192.0.2.0/24`). Surrounding whitespace is ignored; nothing else is.
+pub fn parse_net(text: &str) -> Result<IpNet, NetError> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(NetError::Empty);
+    }
+    let (addr, len) = match t.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (t, None),
+    };
+    let addr = addr
+        .strip_prefix('[')
+        .and_then(|a| a.strip_suffix(']'))
+        .unwrap_or(addr);
+    let ip: IpAddr = addr.parse().map_err(|_| NetError::NotAnAddress)?;
+    let Some(len) = len else {
+        return Ok(host_net(ip));
+    };
+    if len.is_empty() || len.len() > 3 || !len.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(NetError::BadPrefixLength);
+    }
+    let len: u8 = len.parse().map_err(|_| NetError::BadPrefixLength)?;
+    let net = match ip {
+        IpAddr::V4(a) => IpNet::V4(Ipv4Net::new(a, len).map_err(|_| NetError::BadPrefixLength)?),
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            // ::ffff:a.b.c.d/120 is the IPv4 /24 written in IPv6 form.
+            Some(v4) if len >= 96 => IpNet::V4(
+                Ipv4Net::new(v4, len - 96).map_err(|_| NetError::BadPrefixLength)?,
+            ),
+            _ => IpNet::V6(Ipv6Net::new(a, len).map_err(|_| NetError::BadPrefixLength)?),
+        },
+    };
+    Ok(net.trunc())
+}
+
+/// Parse a single address (no prefix), canonicalised. Accepts `[v6]` brackets.
+pub fn parse_ip(text: &str) -> Option<IpAddr> {
+    let t = text.trim();
+    let t = t
+        .strip_prefix('[')
+        .and_then(|a| a.strip_suffix(']'))
+        .unwrap_or(t);
+    t.parse::<IpAddr>().ok().map(canonical_ip)
+}
+
+/// Address space that can never be a meaningful ban target, whatever the source says:
+/// unspecified, loopback, link-local, multicast, broadcast and "this network". Returns the
+/// name of the range the prefix touches, or `None`.
+pub fn special_range(net: &IpNet) -> Option<&'static str> {
+    for (range, name) in special_ranges() {
+        if overlaps(range, net) {
+            return Some(name);
+        }
+    }
+    None
+}
+
+/// Private and shared address space (RFC 1918, RFC 6598 CGNAT, IPv6 ULA). A public feed that
+/// lists these would lock a LAN out, so feeds may not ban them unless a feed opts in.
+pub fn private_range(net: &IpNet) -> Option<&'static str> {
+    for (range, name) in private_ranges() {
+        if overlaps(range, net) {
+            return Some(name);
+        }
+    }
+    None
+}
+
+fn special_ranges() -> &'static [(IpNet, &'static str)] {
+    use std::sync::OnceLock;
+    static R: OnceLock<Vec<(IpNet, &'static str)>> = OnceLock::new();
+    R.get_or_init(|| {
+        vec![
+            (v4(Ipv4Addr::new(0, 0, 0, 0), 8), "this-network 0.0.0.0/8"),
+            (v4(Ipv4Addr::new(127, 0, 0, 0), 8), "loopback 127.0.0.0/8"),
+            (v4(Ipv4Addr::new(169, 254, 0, 0), 16), "link-local 169.254.0.0/16"),
+            (v4(Ipv4Addr::new(224, 0, 0, 0), 4), "multicast 224.0.0.0/4"),
+            (v4(Ipv4Addr::new(255, 255, 255, 255), 32), "broadcast"),
+            (v6(Ipv6Addr::UNSPECIFIED, 128), "unspecified ::"),
+            (v6(Ipv6Addr::LOCALHOST, 128), "loopback ::1"),
+            (v6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10), "link-local fe80::/10"),
+            (v6(Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8), "multicast ff00::/8"),
+        ]
+    })
+}
+
+fn private_ranges() -> &'static [(IpNet, &'static str)] {
+    use std::sync::OnceLock;
+    static R: OnceLock<Vec<(IpNet, &'static str)>> = OnceLock::new();
+    R.get_or_init(|| {
+        vec![
+            (v4(Ipv4Addr::new(10, 0, 0, 0), 8), "private 10.0.0.0/8"),
+            (v4(Ipv4Addr::new(172, 16, 0, 0), 12), "private 172.16.0.0/12"),
+            (v4(Ipv4Addr::new(192, 168, 0, 0), 16), "private 192.168.0.0/16"),
+            (v4(Ipv4Addr::new(100, 64, 0, 0), 10), "shared 100.64.0.0/10"),
+            (v6(Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7), "unique-local fc00::/7"),
+        ]
+    })
+}
+
+fn v4(a: Ipv4Addr, len: u8) -> IpNet {
+    // Constant, valid lengths only: `Ipv4Net::new` cannot fail for len <= 32.
+    IpNet::V4(Ipv4Net::new(a, len).unwrap_or_default())
+}
+
+fn v6(a: Ipv6Addr, len: u8) -> IpNet {
+    IpNet::V6(Ipv6Net::new(a, len).unwrap_or_default())
+}
+
+/// Whether two prefixes share at least one address (one contains the other).
+pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(b) || b.contains(a)
+}
+
+/// `net` minus every prefix in `holes`, as a list of disjoint prefixes (empty when a hole
+/// covers `net`). Prefixes of another family are ignored. The result never holds an address of
+/// a hole and holds every other address of `net`.
+pub fn subtract(net: IpNet, holes: &[IpNet]) -> Vec<IpNet> {
+    let mut out = Vec::new();
+    let relevant: Vec<IpNet> = holes
+        .iter()
+        .filter(|h| Family::of(h) == Family::of(&net) && overlaps(h, &net))
+        .copied()
+        .collect();
+    subtract_into(net, &relevant, &mut out);
+    out
+}
+
+fn subtract_into(net: IpNet, holes: &[IpNet], out: &mut Vec<IpNet>) {
+    if holes.iter().any(|h| h.contains(&net)) {
+        return;
+    }
+    let inner: Vec<IpNet> = holes.iter().filter(|h| net.contains(*h)).copied().collect();
+    if inner.is_empty() {
+        out.push(net);
+        return;
+    }
+    // Split in two halves and recurse; depth is bounded by the prefix length (<= 128).
+    match net.subnets(net.prefix_len() + 1) {
+        Ok(halves) => {
+            for half in halves {
+                let hs: Vec<IpNet> = inner.iter().filter(|h| overlaps(h, &half)).copied().collect();
+                subtract_into(half, &hs, out);
+            }
+        }
+        Err(_) => {} // a host prefix fully covered by a hole: nothing left
+    }
+}
+
+/// Text form used everywhere (state, plans, the ipset batch): a host prefix is written as a
+/// bare address, anything broader in CIDR form.
+pub fn display_net(net: &IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> IpNet {
+        parse_net(s).unwrap()
+    }
+
+    #[test]
+    fn parses_and_canonicalises() {
+        assert_eq!(display_net(&n("192.0.2.7/24")), "192.0.2.0/24");
+        assert_eq!(display_net(&n(" 192.0.2.7 ")), "192.0.2.7");
+        assert_eq!(display_net(&n("::ffff:192.0.2.7")), "192.0.2.7");
+        assert_eq!(display_net(&n("::ffff:192.0.2.7/120")), "192.0.2.0/24");
+        assert_eq!(display_net(&n("[2001:db8::1]")), "2001:db8::1");
+        assert_eq!(
+            display_net(&n("2001:0db8:0000:0000:0000:0000:0000:0bad")),
+            "2001:db8::bad"
+        );
+        assert_eq!(parse_net("example.org"), Err(NetError::NotAnAddress));
+        assert_eq!(parse_net("10.0.0.999"), Err(NetError::NotAnAddress));
+        assert_eq!(parse_net("10.0.0.0/33"), Err(NetError::BadPrefixLength));
+        assert_eq!(parse_net("10.0.0.0/"), Err(NetError::BadPrefixLength));
+        assert_eq!(parse_net("10.0.0.0/+8"), Err(NetError::BadPrefixLength));
+        assert_eq!(parse_net(""), Err(NetError::Empty));
+    }
+
+    #[test]
+    fn special_and_private() {
+        assert!(special_range(&n("127.0.0.1")).is_some());
+        assert!(special_range(&n("0.0.0.0/0")).is_some());
+        assert!(special_range(&n("::/0")).is_some());
+        assert!(special_range(&n("::1")).is_some());
+        assert!(special_range(&n("192.0.2.1")).is_none());
+        assert!(private_range(&n("192.168.1.1")).is_some());
+        assert!(private_range(&n("192.0.0.0/8")).is_some());
+        assert!(private_range(&n("193.0.0.0/8")).is_none());
+    }
+
+    #[test]
+    fn subtract_splits_around_holes() {
+        let out = subtract(n("192.0.0.0/16"), &[n("192.0.2.0/24")]);
+        assert_eq!(out.len(), 8);
+        assert!(out.iter().all(|p| !overlaps(p, &n("192.0.2.0/24"))));
+        let total: u64 = out.iter().map(|p| 1u64 << (32 - p.prefix_len())).sum();
+        assert_eq!(total, 65536 - 256);
+        assert!(subtract(n("192.0.2.1"), &[n("192.0.2.0/24")]).is_empty());
+        assert_eq!(subtract(n("192.0.2.1"), &[n("2001:db8::/32")]), vec![n("192.0.2.1")]);
+    }
+}

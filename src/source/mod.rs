@@ -1,0 +1,16 @@
+//! Sources of offenders. Every source turns what it read (a feed body, an API page, a log
+//! line) into [`Sighting`]s and nothing else: no source knows about the allowlist, the cap or
+//! the firewall. That keeps the decide step the single place where policy lives.
+
+use ipnet::IpNet;
+
+/// One fact from one source: "this source listed or saw `net` at `seen`; keep it `ttl` seconds
+/// after that unless it is seen again". Addresses are canonical (see [`crate::net`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sighting {
+    pub net: IpNet,
+    /// Unix seconds.
+    pub seen: i64,
+    /// Seconds the entry lives after `seen`.
+    pub ttl: u32,
+}
