@@ -7,9 +7,15 @@
 //! ```
 //!
 //! Module map:
+//! - [`config`]: the YAML schema (what the admin wrote) and the resolved [`config::Settings`].
+//! - [`catalogue`]: built-in feed definitions from `feeds/*.yaml`.
 //! - [`net`]: address parsing, canonicalisation and prefix arithmetic; the only way text
 //!   becomes an address.
+//! - [`http`]: the HTTPS client every remote source uses (rustls, system roots).
 //! - [`source`]: producers of [`source::Sighting`]s (feeds, and later APIBAN and log detectors).
 
+pub mod catalogue;
+pub mod config;
+pub mod http;
 pub mod net;
 pub mod source;

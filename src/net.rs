@@ -115,9 +115,9 @@ pub fn parse_net(text: &str) -> Result<IpNet, NetError> {
         IpAddr::V4(a) => IpNet::V4(Ipv4Net::new(a, len).map_err(|_| NetError::BadPrefixLength)?),
         IpAddr::V6(a) => match a.to_ipv4_mapped() {
             // ::ffff:a.b.c.d/120 is the IPv4 /24 written in IPv6 form.
-            Some(v4) if len >= 96 => IpNet::V4(
-                Ipv4Net::new(v4, len - 96).map_err(|_| NetError::BadPrefixLength)?,
-            ),
+            Some(v4) if len >= 96 => {
+                IpNet::V4(Ipv4Net::new(v4, len - 96).map_err(|_| NetError::BadPrefixLength)?)
+            }
             _ => IpNet::V6(Ipv6Net::new(a, len).map_err(|_| NetError::BadPrefixLength)?),
         },
     };
@@ -164,13 +164,22 @@ fn special_ranges() -> &'static [(IpNet, &'static str)] {
         vec![
             (v4(Ipv4Addr::new(0, 0, 0, 0), 8), "this-network 0.0.0.0/8"),
             (v4(Ipv4Addr::new(127, 0, 0, 0), 8), "loopback 127.0.0.0/8"),
-            (v4(Ipv4Addr::new(169, 254, 0, 0), 16), "link-local 169.254.0.0/16"),
+            (
+                v4(Ipv4Addr::new(169, 254, 0, 0), 16),
+                "link-local 169.254.0.0/16",
+            ),
             (v4(Ipv4Addr::new(224, 0, 0, 0), 4), "multicast 224.0.0.0/4"),
             (v4(Ipv4Addr::new(255, 255, 255, 255), 32), "broadcast"),
             (v6(Ipv6Addr::UNSPECIFIED, 128), "unspecified ::"),
             (v6(Ipv6Addr::LOCALHOST, 128), "loopback ::1"),
-            (v6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10), "link-local fe80::/10"),
-            (v6(Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8), "multicast ff00::/8"),
+            (
+                v6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10),
+                "link-local fe80::/10",
+            ),
+            (
+                v6(Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8),
+                "multicast ff00::/8",
+            ),
         ]
     })
 }
@@ -181,10 +190,19 @@ fn private_ranges() -> &'static [(IpNet, &'static str)] {
     R.get_or_init(|| {
         vec![
             (v4(Ipv4Addr::new(10, 0, 0, 0), 8), "private 10.0.0.0/8"),
-            (v4(Ipv4Addr::new(172, 16, 0, 0), 12), "private 172.16.0.0/12"),
-            (v4(Ipv4Addr::new(192, 168, 0, 0), 16), "private 192.168.0.0/16"),
+            (
+                v4(Ipv4Addr::new(172, 16, 0, 0), 12),
+                "private 172.16.0.0/12",
+            ),
+            (
+                v4(Ipv4Addr::new(192, 168, 0, 0), 16),
+                "private 192.168.0.0/16",
+            ),
             (v4(Ipv4Addr::new(100, 64, 0, 0), 10), "shared 100.64.0.0/10"),
-            (v6(Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7), "unique-local fc00::/7"),
+            (
+                v6(Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7),
+                "unique-local fc00::/7",
+            ),
         ]
     })
 }
@@ -230,7 +248,11 @@ fn subtract_into(net: IpNet, holes: &[IpNet], out: &mut Vec<IpNet>) {
     match net.subnets(net.prefix_len() + 1) {
         Ok(halves) => {
             for half in halves {
-                let hs: Vec<IpNet> = inner.iter().filter(|h| overlaps(h, &half)).copied().collect();
+                let hs: Vec<IpNet> = inner
+                    .iter()
+                    .filter(|h| overlaps(h, &half))
+                    .copied()
+                    .collect();
                 subtract_into(half, &hs, out);
             }
         }
@@ -295,6 +317,9 @@ mod tests {
         let total: u64 = out.iter().map(|p| 1u64 << (32 - p.prefix_len())).sum();
         assert_eq!(total, 65536 - 256);
         assert!(subtract(n("192.0.2.1"), &[n("192.0.2.0/24")]).is_empty());
-        assert_eq!(subtract(n("192.0.2.1"), &[n("2001:db8::/32")]), vec![n("192.0.2.1")]);
+        assert_eq!(
+            subtract(n("192.0.2.1"), &[n("2001:db8::/32")]),
+            vec![n("192.0.2.1")]
+        );
     }
 }

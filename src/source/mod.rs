@@ -14,3 +14,5 @@ pub struct Sighting {
     /// Seconds the entry lives after `seen`.
     pub ttl: u32,
 }
+
+pub mod feed;
