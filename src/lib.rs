@@ -11,11 +11,13 @@
 //! - [`catalogue`]: built-in feed definitions from `feeds/*.yaml`.
 //! - [`net`]: address parsing, canonicalisation and prefix arithmetic; the only way text
 //!   becomes an address.
+//! - [`decide`]: the pure policy step (allowlist, prefix rules, provenance, cap) and the plan.
 //! - [`http`]: the HTTPS client every remote source uses (rustls, system roots).
 //! - [`source`]: producers of [`source::Sighting`]s (feeds, and later APIBAN and log detectors).
 
 pub mod catalogue;
 pub mod config;
+pub mod decide;
 pub mod http;
 pub mod net;
 pub mod source;

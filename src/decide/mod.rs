@@ -1,0 +1,426 @@
+//! decide: (previous entries, sightings, allowlist, policies, caps, now) → desired entries.
+//!
+//! This is where provenance, TTL refresh, prefix sanity, the allowlist, priorities and the hard
+//! cap live. It is pure: no I/O, no clock reads, no network. Everything it needs is an argument,
+//! so it is tested without a kernel, a clock or a network.
+//!
+//! Two layers come out of it:
+//! - **entries**: what the sources said (address, which sources, first/last seen, expiry),
+//!   before the allowlist, so that removing an allowlist rule brings bans back and `explain`
+//!   can say "listed by X, protected by Y". They are persisted.
+//! - **desired**: what belongs in the kernel sets now: entries minus the allowlist, ranked, cut
+//!   to the cap per family. Over the cap the lowest priority goes first, then the address
+//!   listed by fewer sources, then the least recently seen; every eviction is counted.
+
+pub mod allow;
+pub mod plan;
+
+use crate::net::{self, Family};
+use crate::source::Sighting;
+use allow::Allowlist;
+use ipnet::IpNet;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+
+pub(crate) fn ser_net<S: serde::Serializer>(n: &IpNet, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&net::display_net(n))
+}
+
+/// How many candidates per family the state keeps beyond the cap (as a multiple of the cap), so
+/// that an evicted address can come back when room frees up, while memory stays bounded.
+pub const KEEP_FACTOR: usize = 4;
+
+/// Which prefixes a source may ban.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SourcePolicy {
+    pub name: String,
+    pub priority: u16,
+    pub min_prefix_v4: u8,
+    pub min_prefix_v6: u8,
+    /// May this source ban private space (RFC 1918, CGNAT, ULA)? Feeds: no, unless opted in.
+    /// Local detectors: yes (a compromised phone on the LAN is a real attacker).
+    pub allow_private: bool,
+}
+
+impl SourcePolicy {
+    fn min_prefix(&self, family: Family) -> u8 {
+        match family {
+            Family::V4 => self.min_prefix_v4,
+            Family::V6 => self.min_prefix_v6,
+        }
+    }
+
+    /// Why this source may not ban `net`, if it may not.
+    pub fn reject(&self, net: &IpNet) -> Option<Rejection> {
+        let family = Family::of(net);
+        if net.prefix_len() == 0 {
+            return Some(Rejection::Everything);
+        }
+        if net.prefix_len() < self.min_prefix(family) {
+            return Some(Rejection::TooBroad);
+        }
+        if net::special_range(net).is_some() {
+            return Some(Rejection::Special);
+        }
+        if !self.allow_private && net::private_range(net).is_some() {
+            return Some(Rejection::Private);
+        }
+        None
+    }
+}
+
+/// Why a listed prefix was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rejection {
+    /// 0.0.0.0/0 or ::/0.
+    Everything,
+    /// Broader than the source's `min_prefix`.
+    TooBroad,
+    /// Loopback, link-local, multicast, unspecified, broadcast, "this network".
+    Special,
+    /// Private or shared space from a source that may not ban it.
+    Private,
+}
+
+impl Rejection {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Rejection::Everything => "the whole address space",
+            Rejection::TooBroad => "broader than min_prefix",
+            Rejection::Special => "loopback/link-local/multicast/reserved",
+            Rejection::Private => "private address space",
+        }
+    }
+}
+
+/// One source's claim on an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mark {
+    /// Index into the policies passed to [`decide`].
+    pub source: u16,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub expires: i64,
+}
+
+/// An address with its provenance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub net: IpNet,
+    pub marks: Vec<Mark>,
+}
+
+/// Sort key: higher is kept first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Rank {
+    pub priority: u16,
+    pub sources: u16,
+    pub last_seen: i64,
+}
+
+impl Entry {
+    pub fn rank(&self, policies: &[SourcePolicy]) -> Rank {
+        let priority = self
+            .marks
+            .iter()
+            .filter_map(|m| policies.get(m.source as usize).map(|p| p.priority))
+            .max()
+            .unwrap_or(0);
+        Rank {
+            priority,
+            sources: self.marks.len().min(u16::MAX as usize) as u16,
+            last_seen: self
+                .marks
+                .iter()
+                .map(|m| m.last_seen)
+                .max()
+                .unwrap_or(i64::MIN),
+        }
+    }
+
+    pub fn expires(&self) -> i64 {
+        self.marks
+            .iter()
+            .map(|m| m.expires)
+            .max()
+            .unwrap_or(i64::MIN)
+    }
+}
+
+/// A prefix that belongs in a kernel set, with the instant its ban ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Desired {
+    pub net: IpNet,
+    pub expires: i64,
+}
+
+/// Per-source counters for the plan.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SourceCounts {
+    /// Sightings this source produced in this run.
+    pub listed: usize,
+    /// Refused by prefix rules, by reason.
+    pub rejected: BTreeMap<Rejection, usize>,
+    /// Entries this source holds after the run (before the allowlist).
+    pub held: usize,
+    /// Of those, fully protected by the allowlist.
+    pub allowlisted: usize,
+    /// Of those, in a kernel set.
+    pub in_set: usize,
+    /// Marks that ran out of TTL in this run.
+    pub expired: usize,
+}
+
+/// An allowlist rule that stopped a listed prefix (fully or partly).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AllowHit {
+    #[serde(serialize_with = "ser_net")]
+    pub listed: IpNet,
+    #[serde(serialize_with = "ser_net")]
+    pub rule: IpNet,
+    pub reason: allow::AllowReason,
+    /// Whether the listed prefix was split and the rest kept.
+    pub partial: bool,
+}
+
+/// Caps and keep limits for one family.
+#[derive(Clone, Copy, Debug)]
+pub struct Caps {
+    pub v4: usize,
+    pub v6: usize,
+}
+
+impl Caps {
+    pub fn get(&self, f: Family) -> usize {
+        match f {
+            Family::V4 => self.v4,
+            Family::V6 => self.v6,
+        }
+    }
+}
+
+/// Everything decide produced.
+#[derive(Clone, Debug, Default)]
+pub struct Decision {
+    /// Entries to persist, sorted by prefix.
+    pub entries: Vec<Entry>,
+    pub desired_v4: Vec<Desired>,
+    pub desired_v6: Vec<Desired>,
+    /// Candidates over the cap, per family (not in the kernel set).
+    pub evicted_v4: usize,
+    pub evicted_v6: usize,
+    /// Candidates beyond the keep limit, dropped from the state as well.
+    pub forgotten: usize,
+    pub per_source: Vec<SourceCounts>,
+    pub allow_hits: Vec<AllowHit>,
+    /// Marks of sources that are no longer configured.
+    pub dropped_unknown: usize,
+}
+
+impl Decision {
+    pub fn desired(&self, f: Family) -> &[Desired] {
+        match f {
+            Family::V4 => &self.desired_v4,
+            Family::V6 => &self.desired_v6,
+        }
+    }
+
+    pub fn evicted(&self, f: Family) -> usize {
+        match f {
+            Family::V4 => self.evicted_v4,
+            Family::V6 => self.evicted_v6,
+        }
+    }
+}
+
+/// What a source contributed in this run: sightings to merge, tagged with the source index.
+#[derive(Clone, Debug, Default)]
+pub struct Input {
+    pub source: u16,
+    pub sightings: Vec<Sighting>,
+}
+
+/// The pure decision. `previous` marks must refer to `policies` by index; marks with an index
+/// out of range (a source removed from the config) are dropped and counted.
+pub fn decide(
+    previous: Vec<Entry>,
+    inputs: &[Input],
+    policies: &[SourcePolicy],
+    allowlist: &Allowlist,
+    caps: Caps,
+    now: i64,
+) -> Decision {
+    let mut d = Decision {
+        per_source: vec![SourceCounts::default(); policies.len()],
+        ..Decision::default()
+    };
+    let mut map: HashMap<IpNet, Vec<Mark>> = HashMap::with_capacity(previous.len());
+
+    // 1. Carry what is still valid from the previous run.
+    for entry in previous {
+        let mut marks = Vec::with_capacity(entry.marks.len());
+        for m in entry.marks {
+            let Some(policy) = policies.get(m.source as usize) else {
+                d.dropped_unknown += 1;
+                continue;
+            };
+            if m.expires <= now {
+                d.per_source[m.source as usize].expired += 1;
+                continue;
+            }
+            if policy.reject(&entry.net).is_some() {
+                // The policy got stricter since the entry was stored.
+                continue;
+            }
+            marks.push(m);
+        }
+        if !marks.is_empty() {
+            map.insert(entry.net, marks);
+        }
+    }
+
+    // 2. Merge this run's sightings, refusing what a source may not ban.
+    for input in inputs {
+        let Some(policy) = policies.get(input.source as usize) else {
+            continue;
+        };
+        let counts = &mut d.per_source[input.source as usize];
+        for s in &input.sightings {
+            counts.listed += 1;
+            if let Some(why) = policy.reject(&s.net) {
+                *counts.rejected.entry(why).or_default() += 1;
+                continue;
+            }
+            let expires = s.seen.saturating_add(i64::from(s.ttl));
+            if expires <= now {
+                continue;
+            }
+            let marks = map.entry(s.net).or_default();
+            match marks.iter_mut().find(|m| m.source == input.source) {
+                Some(m) => {
+                    m.first_seen = m.first_seen.min(s.seen);
+                    m.last_seen = m.last_seen.max(s.seen);
+                    m.expires = m.expires.max(expires);
+                }
+                None => marks.push(Mark {
+                    source: input.source,
+                    first_seen: s.seen,
+                    last_seen: s.seen,
+                    expires,
+                }),
+            }
+        }
+    }
+
+    // 3. Subtract the allowlist and rank per family.
+    let mut candidates: [Vec<(Rank, Desired, usize)>; 2] = [Vec::new(), Vec::new()];
+    let mut entries: Vec<Entry> = map
+        .into_iter()
+        .map(|(net, mut marks)| {
+            marks.sort_by_key(|m| m.source);
+            Entry { net, marks }
+        })
+        .collect();
+    entries.sort_by(|a, b| a.net.cmp(&b.net));
+    for (idx, entry) in entries.iter().enumerate() {
+        let rank = entry.rank(policies);
+        let expires = entry.expires();
+        let fam = Family::of(&entry.net) as usize;
+        match allowlist.subtract(&entry.net) {
+            None => candidates[fam].push((
+                rank,
+                Desired {
+                    net: entry.net,
+                    expires,
+                },
+                idx,
+            )),
+            Some(pieces) => {
+                if let Some(rule) = allowlist.hit(&entry.net) {
+                    d.allow_hits.push(AllowHit {
+                        listed: entry.net,
+                        rule: rule.net,
+                        reason: rule.reason.clone(),
+                        partial: !pieces.is_empty(),
+                    });
+                }
+                if pieces.is_empty() {
+                    for m in &entry.marks {
+                        d.per_source[m.source as usize].allowlisted += 1;
+                    }
+                }
+                for piece in pieces {
+                    candidates[fam].push((
+                        rank,
+                        Desired {
+                            net: piece,
+                            expires,
+                        },
+                        idx,
+                    ));
+                }
+            }
+        }
+    }
+
+    // 4. Cap: keep the best `cap` per family; remember up to KEEP_FACTOR×cap.
+    let mut keep_entry = vec![false; entries.len()];
+    let mut in_set_entry = vec![false; entries.len()];
+    for family in [Family::V4, Family::V6] {
+        let cands = &mut candidates[family as usize];
+        // Best first; ties broken by prefix so the choice is deterministic.
+        cands.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.net.cmp(&b.1.net)));
+        // Overlapping pieces of different entries may coincide: keep one per prefix.
+        let mut seen = std::collections::HashSet::with_capacity(cands.len());
+        cands.retain(|c| seen.insert(c.1.net));
+        let cap = caps.get(family);
+        let keep = cap.saturating_mul(KEEP_FACTOR).max(cap);
+        let mut desired = Vec::with_capacity(cap.min(cands.len()));
+        for (i, (_, want, idx)) in cands.iter().enumerate() {
+            if i < cap {
+                desired.push(*want);
+                in_set_entry[*idx] = true;
+            }
+            if i < keep {
+                keep_entry[*idx] = true;
+            }
+        }
+        let evicted = cands.len().saturating_sub(cap);
+        desired.sort_by(|a, b| a.net.cmp(&b.net));
+        match family {
+            Family::V4 => {
+                d.desired_v4 = desired;
+                d.evicted_v4 = evicted;
+            }
+            Family::V6 => {
+                d.desired_v6 = desired;
+                d.evicted_v6 = evicted;
+            }
+        }
+    }
+
+    // 5. Entries to persist: those kept, plus fully allowlisted ones (so lifting the allowlist
+    //    rule brings them back before they expire).
+    let mut kept = Vec::with_capacity(entries.len());
+    for (idx, entry) in entries.into_iter().enumerate() {
+        let allowlisted = allowlist.subtract(&entry.net).is_some_and(|p| p.is_empty());
+        if keep_entry[idx] || allowlisted {
+            for m in &entry.marks {
+                let c = &mut d.per_source[m.source as usize];
+                c.held += 1;
+                if in_set_entry[idx] {
+                    c.in_set += 1;
+                }
+            }
+            kept.push(entry);
+        } else {
+            d.forgotten += 1;
+        }
+    }
+    d.entries = kept;
+    d
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,321 @@
+use super::allow::{AllowReason, Allowlist};
+use super::*;
+use proptest::prelude::*;
+use std::net::{IpAddr, Ipv4Addr};
+
+fn n(s: &str) -> IpNet {
+    net::parse_net(s).unwrap()
+}
+
+fn policy(name: &str, priority: u16) -> SourcePolicy {
+    SourcePolicy {
+        name: name.into(),
+        priority,
+        min_prefix_v4: 16,
+        min_prefix_v6: 32,
+        allow_private: false,
+    }
+}
+
+fn sight(net: IpNet, seen: i64, ttl: u32) -> Sighting {
+    Sighting { net, seen, ttl }
+}
+
+fn v4(i: u32) -> IpNet {
+    // Public space, away from special and private ranges: 45.0.0.0 + i.
+    net::host_net(IpAddr::V4(Ipv4Addr::from(0x2d00_0000u32 + i)))
+}
+
+const CAPS: Caps = Caps {
+    v4: 65_536,
+    v6: 65_536,
+};
+
+#[test]
+fn provenance_and_ttl_refresh() {
+    let policies = vec![policy("a", 50), policy("b", 60)];
+    let now = 10_000;
+    let inputs = vec![
+        Input {
+            source: 0,
+            sightings: vec![sight(n("192.0.2.1"), now, 3600)],
+        },
+        Input {
+            source: 1,
+            sightings: vec![sight(n("192.0.2.1"), now, 7200)],
+        },
+    ];
+    let d = decide(Vec::new(), &inputs, &policies, &Allowlist::new(), CAPS, now);
+    assert_eq!(d.entries.len(), 1);
+    assert_eq!(d.entries[0].marks.len(), 2);
+    assert_eq!(
+        d.desired_v4,
+        vec![Desired {
+            net: n("192.0.2.1"),
+            expires: now + 7200
+        }]
+    );
+
+    // An hour later source a lists it again: its mark is refreshed, first_seen kept.
+    let later = now + 3000;
+    let inputs = vec![Input {
+        source: 0,
+        sightings: vec![sight(n("192.0.2.1"), later, 3600)],
+    }];
+    let d = decide(
+        d.entries,
+        &inputs,
+        &policies,
+        &Allowlist::new(),
+        CAPS,
+        later,
+    );
+    let a = d.entries[0].marks.iter().find(|m| m.source == 0).unwrap();
+    assert_eq!(
+        (a.first_seen, a.last_seen, a.expires),
+        (now, later, later + 3600)
+    );
+
+    // Past every expiry with no new sightings, the entry is gone and counted.
+    let d = decide(
+        d.entries,
+        &[],
+        &policies,
+        &Allowlist::new(),
+        CAPS,
+        now + 100_000,
+    );
+    assert!(d.entries.is_empty() && d.desired_v4.is_empty());
+    assert_eq!(d.per_source[0].expired + d.per_source[1].expired, 2);
+}
+
+#[test]
+fn carried_entries_survive_a_failed_source_until_ttl() {
+    let policies = vec![policy("a", 50)];
+    let inputs = vec![Input {
+        source: 0,
+        sightings: vec![sight(n("192.0.2.9"), 0, 1000)],
+    }];
+    let d = decide(Vec::new(), &inputs, &policies, &Allowlist::new(), CAPS, 0);
+    let d = decide(d.entries, &[], &policies, &Allowlist::new(), CAPS, 999);
+    assert_eq!(d.desired_v4.len(), 1);
+    let d = decide(d.entries, &[], &policies, &Allowlist::new(), CAPS, 1000);
+    assert!(d.desired_v4.is_empty());
+}
+
+#[test]
+fn removed_sources_are_dropped() {
+    let policies = vec![policy("a", 50), policy("b", 50)];
+    let inputs = vec![Input {
+        source: 1,
+        sightings: vec![sight(n("192.0.2.9"), 0, 1000)],
+    }];
+    let d = decide(Vec::new(), &inputs, &policies, &Allowlist::new(), CAPS, 0);
+    let d = decide(d.entries, &[], &policies[..1], &Allowlist::new(), CAPS, 1);
+    assert!(d.entries.is_empty());
+    assert_eq!(d.dropped_unknown, 1);
+}
+
+#[test]
+fn prefix_rules() {
+    let mut p = policy("a", 50);
+    let inputs = vec![Input {
+        source: 0,
+        sightings: [
+            "0.0.0.0/0",
+            "::/0",
+            "45.0.0.0/8",
+            "127.0.0.1",
+            "10.1.2.3",
+            "224.0.0.5",
+            "fe80::1",
+            "45.1.0.0/16",
+            "2001:db8::/16",
+            "2001:db8::/32",
+        ]
+        .iter()
+        .map(|s| sight(n(s), 0, 100))
+        .collect(),
+    }];
+    let d = decide(
+        Vec::new(),
+        &inputs,
+        std::slice::from_ref(&p),
+        &Allowlist::new(),
+        CAPS,
+        0,
+    );
+    let r = &d.per_source[0].rejected;
+    assert_eq!(r[&Rejection::Everything], 2);
+    assert_eq!(r[&Rejection::TooBroad], 2);
+    assert_eq!(r[&Rejection::Special], 3);
+    assert_eq!(r[&Rejection::Private], 1);
+    assert_eq!(d.desired_v4.len() + d.desired_v6.len(), 2);
+    p.allow_private = true;
+    let d = decide(Vec::new(), &inputs, &[p], &Allowlist::new(), CAPS, 0);
+    assert!(d.desired_v4.iter().any(|x| x.net == n("10.1.2.3")));
+}
+
+#[test]
+fn allowlist_splits_and_protects() {
+    let policies = vec![policy("a", 50)];
+    let mut allow = Allowlist::new();
+    allow.add(n("45.1.2.0/24"), AllowReason::Config);
+    allow.add(n("45.9.9.9"), AllowReason::OwnAddress("eth0".into()));
+    let inputs = vec![Input {
+        source: 0,
+        sightings: vec![
+            sight(n("45.1.0.0/16"), 0, 100),
+            sight(n("45.9.9.9"), 0, 100),
+        ],
+    }];
+    let d = decide(Vec::new(), &inputs, &policies, &allow, CAPS, 0);
+    assert_eq!(d.desired_v4.len(), 8, "a /16 minus a /24 is 8 prefixes");
+    assert!(d
+        .desired_v4
+        .iter()
+        .all(|x| !net::overlaps(&x.net, &n("45.1.2.0/24"))));
+    assert!(d.desired_v4.iter().all(|x| x.net != n("45.9.9.9")));
+    assert_eq!(d.allow_hits.len(), 2);
+    // Both facts are kept, so lifting the allowlist brings them back.
+    assert_eq!(d.entries.len(), 2);
+    let d = decide(d.entries, &[], &policies, &Allowlist::new(), CAPS, 1);
+    assert_eq!(d.desired_v4.len(), 2);
+}
+
+/// Acceptance: cap 1,000, 5,000 candidates from three feeds of different priorities. The set
+/// holds exactly 1,000, chosen by priority, then multiplicity, then recency; 4,000 evictions.
+#[test]
+fn cap_keeps_priority_then_multiplicity_then_recency() {
+    let policies = vec![policy("high", 80), policy("mid", 50), policy("low", 20)];
+    let now = 1_000_000;
+    // high: 0..600. mid: 600..3100 (2,500). low: 3100..5000 (1,900) plus 300 of mid's
+    // (2800..3100), which therefore have two sources.
+    let mut inputs = vec![
+        Input {
+            source: 0,
+            ..Input::default()
+        },
+        Input {
+            source: 1,
+            ..Input::default()
+        },
+        Input {
+            source: 2,
+            ..Input::default()
+        },
+    ];
+    for i in 0..600 {
+        inputs[0]
+            .sightings
+            .push(sight(v4(i), now - 10_000 + i64::from(i), 86_400));
+    }
+    for i in 600..3100 {
+        // Recency grows with i.
+        inputs[1]
+            .sightings
+            .push(sight(v4(i), now - 10_000 + i64::from(i), 86_400));
+    }
+    for i in 2800..5000 {
+        inputs[2]
+            .sightings
+            .push(sight(v4(i), now - 10_000 + i64::from(i), 86_400));
+    }
+    let caps = Caps { v4: 1000, v6: 1000 };
+    let d = decide(Vec::new(), &inputs, &policies, &Allowlist::new(), caps, now);
+    assert_eq!(d.desired_v4.len(), 1000);
+    assert_eq!(d.evicted_v4, 4000);
+    let got: std::collections::HashSet<IpNet> = d.desired_v4.iter().map(|x| x.net).collect();
+    // All 600 of the highest priority.
+    assert!((0..600).all(|i| got.contains(&v4(i))));
+    // 400 slots left among mid (priority 50): first the 300 listed twice (2800..3100)...
+    assert!((2800..3100).all(|i| got.contains(&v4(i))));
+    // ...then the 100 most recent single-source ones (2700..2800).
+    assert!((2700..2800).all(|i| got.contains(&v4(i))));
+    assert!(!got.contains(&v4(2699)));
+    // Nothing from low-only.
+    assert!((3100..5000).all(|i| !got.contains(&v4(i))));
+    assert_eq!(d.per_source[0].in_set, 600);
+}
+
+#[test]
+fn keep_limit_bounds_the_state() {
+    let policies = vec![policy("a", 50)];
+    let inputs = vec![Input {
+        source: 0,
+        sightings: (0..100).map(|i| sight(v4(i), i64::from(i), 1000)).collect(),
+    }];
+    let caps = Caps { v4: 10, v6: 10 };
+    let d = decide(Vec::new(), &inputs, &policies, &Allowlist::new(), caps, 200);
+    assert_eq!(d.desired_v4.len(), 10);
+    assert_eq!(d.entries.len(), 10 * KEEP_FACTOR);
+    assert_eq!(d.forgotten, 100 - 10 * KEEP_FACTOR);
+}
+
+fn arb_net() -> impl Strategy<Value = IpNet> {
+    prop_oneof![
+        // Anywhere in IPv4 with any prefix, including /0 and special space.
+        (any::<u32>(), 0u8..=32)
+            .prop_map(
+                |(a, l)| IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::from(a), l).unwrap()).trunc()
+            ),
+        // Concentrated near the allowlist so overlaps happen often.
+        (0u32..1024, 20u8..=32).prop_map(|(a, l)| IpNet::V4(
+            ipnet::Ipv4Net::new(Ipv4Addr::from(0xC000_0200u32 + a), l).unwrap()
+        )
+        .trunc()),
+        (any::<u128>(), 0u8..=128).prop_map(|(a, l)| IpNet::V6(
+            ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(a), l).unwrap()
+        )
+        .trunc()),
+        Just(n("0.0.0.0/0")),
+        Just(n("::/0")),
+        Just(n("127.0.0.1")),
+        Just(n("192.0.2.10")),
+        Just(n("::1")),
+    ]
+}
+
+proptest! {
+    /// Whatever the sources list, nothing that overlaps an allowlisted or own address, and no
+    /// special-purpose address, is ever desired in a kernel set; the cap always holds.
+    #[test]
+    fn never_bans_allowlisted_or_special(
+        lists in proptest::collection::vec(proptest::collection::vec(arb_net(), 0..60), 1..4),
+        cap in 1usize..50,
+        allow_private in any::<bool>(),
+    ) {
+        let policies: Vec<SourcePolicy> = (0..lists.len())
+            .map(|i| SourcePolicy { allow_private, min_prefix_v4: 1, min_prefix_v6: 1, ..policy(&format!("s{i}"), i as u16 * 10) })
+            .collect();
+        let mut allow = Allowlist::new();
+        allow.add(n("192.0.2.0/26"), AllowReason::Config);
+        allow.add(n("192.0.2.10"), AllowReason::OwnAddress("eth0".into()));
+        allow.add(n("2001:db8::/32"), AllowReason::Config);
+        let inputs: Vec<Input> = lists
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Input { source: i as u16, sightings: l.iter().map(|&x| sight(x, 0, 100)).collect() })
+            .collect();
+        let caps = Caps { v4: cap, v6: cap };
+        let d = decide(Vec::new(), &inputs, &policies, &allow, caps, 1);
+        prop_assert!(d.desired_v4.len() <= cap && d.desired_v6.len() <= cap);
+        for x in d.desired_v4.iter().chain(d.desired_v6.iter()) {
+            prop_assert!(x.net.prefix_len() > 0);
+            prop_assert!(net::special_range(&x.net).is_none(), "{} is special", x.net);
+            for rule in allow.rules() {
+                prop_assert!(!net::overlaps(&rule.net, &x.net), "{} overlaps allowlisted {}", x.net, rule.net);
+            }
+            if !allow_private {
+                prop_assert!(net::private_range(&x.net).is_none());
+            }
+        }
+        // And the same holds when the stored entries are fed back in.
+        let again = decide(d.entries, &[], &policies, &allow, caps, 2);
+        for x in again.desired_v4.iter().chain(again.desired_v6.iter()) {
+            for rule in allow.rules() {
+                prop_assert!(!net::overlaps(&rule.net, &x.net));
+            }
+        }
+    }
+}
