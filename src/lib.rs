@@ -18,6 +18,8 @@
 pub mod catalogue;
 pub mod config;
 pub mod decide;
+pub mod hostaddr;
 pub mod http;
 pub mod net;
 pub mod source;
+pub mod store;

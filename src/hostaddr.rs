@@ -1,0 +1,109 @@
+//! This host's own addresses: every interface address and the default gateways, IPv4 and IPv6.
+//! They go on the allowlist (when `allow_own_addresses` is on) so no feed or log line can ever
+//! lock the box out of itself or its router.
+//!
+//! Read-only: interface addresses come from getifaddrs (through `if-addrs`), gateways from
+//! `/proc/net/route` and `/proc/net/ipv6_route`. This module must never change anything.
+
+use crate::net;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// An address of this host and where it was found (interface name or "default gateway").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnAddress {
+    pub ip: IpAddr,
+    pub what: String,
+}
+
+/// All own addresses. Errors reading one source are logged and skipped: a partial list is
+/// still better than none, and the config allowlist stays in force regardless.
+pub fn own_addresses() -> Vec<OwnAddress> {
+    let mut out = Vec::new();
+    match if_addrs::get_if_addrs() {
+        Ok(ifaces) => {
+            for i in ifaces {
+                out.push(OwnAddress { ip: net::canonical_ip(i.ip()), what: format!("interface {}", i.name) });
+            }
+        }
+        Err(e) => tracing::warn!("cannot list interface addresses: {e}"),
+    }
+    if let Ok(text) = std::fs::read_to_string("/proc/net/route") {
+        for ip in gateways_v4(&text) {
+            out.push(OwnAddress { ip: IpAddr::V4(ip), what: "default gateway".into() });
+        }
+    }
+    if let Ok(text) = std::fs::read_to_string("/proc/net/ipv6_route") {
+        for ip in gateways_v6(&text) {
+            out.push(OwnAddress { ip: IpAddr::V6(ip), what: "default gateway".into() });
+        }
+    }
+    out.dedup_by(|a, b| a.ip == b.ip);
+    out
+}
+
+/// Gateways of default routes in `/proc/net/route` (hex, little-endian addresses).
+pub fn gateways_v4(text: &str) -> Vec<Ipv4Addr> {
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 8 {
+            continue;
+        }
+        let (Ok(dest), Ok(gw), Ok(mask)) = (
+            u32::from_str_radix(f[1], 16),
+            u32::from_str_radix(f[2], 16),
+            u32::from_str_radix(f[7], 16),
+        ) else {
+            continue;
+        };
+        if dest == 0 && mask == 0 && gw != 0 {
+            out.push(Ipv4Addr::from(u32::from_be(gw)));
+        }
+    }
+    out
+}
+
+/// Gateways of default routes in `/proc/net/ipv6_route` (32 hex digits per address).
+pub fn gateways_v6(text: &str) -> Vec<Ipv6Addr> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 5 {
+            continue;
+        }
+        let (Ok(dest), Ok(plen), Ok(gw)) = (
+            u128::from_str_radix(f[0], 16),
+            u8::from_str_radix(f[1], 16),
+            u128::from_str_radix(f[4], 16),
+        ) else {
+            continue;
+        };
+        if dest == 0 && plen == 0 && gw != 0 {
+            out.push(Ipv6Addr::from(gw));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_routes() {
+        let v4 = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                  eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
+                  eth0\t0001A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n";
+        assert_eq!(gateways_v4(v4), vec![Ipv4Addr::new(192, 168, 1, 1)]);
+        let v6 = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003 eth0\n\
+                  20010db8000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001 eth0\n";
+        assert_eq!(gateways_v6(v6), vec!["fe80::1".parse::<Ipv6Addr>().unwrap()]);
+    }
+
+    #[test]
+    fn own_addresses_are_canonical() {
+        for a in own_addresses() {
+            assert_eq!(a.ip, net::canonical_ip(a.ip));
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The state store: one SQLite database in `state_dir`.
+//!
+//! It holds entries with provenance, per-feed metadata (ETag, Last-Modified, last success, last
+//! good count), run history, and opaque per-source blobs (detector state, cursors). A run writes
+//! everything in one transaction at its end, so a run killed at any instant leaves either the
+//! old state or the new one, and the next run converges from either.
+//!
+//! The database uses a rollback journal (not WAL) so that a non-root `--dry-run` can read it
+//! with a read-only connection. This module must never hold secrets: API keys are not stored.
+
+use crate::decide::{Entry, Mark};
+use crate::net;
+use crate::source::feed::FeedMeta;
+use anyhow::{Context, Result};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub const DB_FILE: &str = "state.db";
+const SCHEMA_VERSION: i64 = 1;
+/// How many runs `runs` keeps.
+const KEEP_RUNS: i64 = 200;
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// One row of run history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunRecord {
+    pub started: i64,
+    pub finished: i64,
+    /// `ok`, `partial` (some sources failed) or `failed`.
+    pub outcome: String,
+    /// The run summary as JSON.
+    pub summary: String,
+}
+
+impl Store {
+    pub fn db_path(state_dir: &Path) -> PathBuf {
+        state_dir.join(DB_FILE)
+    }
+
+    /// Open (creating if needed) the database for a real run.
+    pub fn open(state_dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("creating state directory {}", state_dir.display()))?;
+        let path = Self::db_path(state_dir);
+        let conn = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = DELETE;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;",
+        )
+        .with_context(|| format!("configuring {}", path.display()))?;
+        let store = Store { conn, path };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Open an existing database read-only (for `--dry-run`, `list`, `explain`). `Ok(None)` when
+    /// there is no database yet.
+    pub fn open_read_only(state_dir: &Path) -> Result<Option<Store>> {
+        let path = Self::db_path(state_dir);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .with_context(|| format!("opening {} read-only", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let store = Store { conn, path };
+        let version: i64 = store
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .with_context(|| format!("reading {}", store.path.display()))?;
+        if version == 0 {
+            return Ok(None);
+        }
+        if version > SCHEMA_VERSION {
+            anyhow::bail!(
+                "{} was written by a newer sipban (schema {version}, this one knows {SCHEMA_VERSION})",
+                store.path.display()
+            );
+        }
+        Ok(Some(store))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            anyhow::bail!(
+                "{} was written by a newer sipban (schema {version}, this one knows {SCHEMA_VERSION})",
+                self.path.display()
+            );
+        }
+        if version < 1 {
+            self.conn
+                .execute_batch(
+                    "BEGIN;
+                     CREATE TABLE IF NOT EXISTS entries (
+                         net TEXT NOT NULL,
+                         source TEXT NOT NULL,
+                         first_seen INTEGER NOT NULL,
+                         last_seen INTEGER NOT NULL,
+                         expires INTEGER NOT NULL,
+                         PRIMARY KEY (net, source)
+                     ) WITHOUT ROWID;
+                     CREATE TABLE IF NOT EXISTS feeds (
+                         name TEXT PRIMARY KEY,
+                         etag TEXT,
+                         last_modified TEXT,
+                         last_attempt INTEGER,
+                         last_success INTEGER,
+                         last_good_count INTEGER,
+                         consecutive_failures INTEGER NOT NULL DEFAULT 0,
+                         last_error TEXT
+                     );
+                     CREATE TABLE IF NOT EXISTS runs (
+                         id INTEGER PRIMARY KEY AUTOINCREMENT,
+                         started INTEGER NOT NULL,
+                         finished INTEGER NOT NULL,
+                         outcome TEXT NOT NULL,
+                         summary TEXT NOT NULL
+                     );
+                     CREATE TABLE IF NOT EXISTS blobs (
+                         key TEXT PRIMARY KEY,
+                         value BLOB NOT NULL
+                     );
+                     PRAGMA user_version = 1;
+                     COMMIT;",
+                )
+                .with_context(|| format!("creating the schema in {}", self.path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// All entries. `sources` maps source names to the indexes decide uses; marks of sources
+    /// not in the map get index `u16::MAX`, which decide drops and counts.
+    pub fn load_entries(&self, sources: &HashMap<String, u16>) -> Result<Vec<Entry>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT net, source, first_seen, last_seen, expires FROM entries ORDER BY net")?;
+        let mut rows = stmt.query([])?;
+        let mut out: Vec<Entry> = Vec::new();
+        let mut by_net: HashMap<ipnet::IpNet, usize> = HashMap::new();
+        while let Some(row) = rows.next()? {
+            let text: String = row.get(0)?;
+            let Ok(netv) = net::parse_net(&text) else {
+                tracing::warn!("state: skipping unreadable entry `{text}`");
+                continue;
+            };
+            let source: String = row.get(1)?;
+            let mark = Mark {
+                source: sources.get(&source).copied().unwrap_or(u16::MAX),
+                first_seen: row.get(2)?,
+                last_seen: row.get(3)?,
+                expires: row.get(4)?,
+            };
+            match by_net.get(&netv) {
+                Some(&i) => out[i].marks.push(mark),
+                None => {
+                    by_net.insert(netv, out.len());
+                    out.push(Entry { net: netv, marks: vec![mark] });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn feed_metas(&self) -> Result<HashMap<String, FeedMeta>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT name, etag, last_modified, last_attempt, last_success, last_good_count,
+                    consecutive_failures, last_error FROM feeds",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                FeedMeta {
+                    etag: r.get(1)?,
+                    last_modified: r.get(2)?,
+                    last_attempt: r.get(3)?,
+                    last_success: r.get(4)?,
+                    last_good_count: r.get::<_, Option<i64>>(5)?.map(|v| v.max(0) as u64),
+                    consecutive_failures: r.get::<_, i64>(6)?.clamp(0, i64::from(u32::MAX)) as u32,
+                    last_error: r.get(7)?,
+                },
+            ))
+        })?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (name, meta) = row?;
+            out.insert(name, meta);
+        }
+        Ok(out)
+    }
+
+    pub fn blob(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM blobs WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn last_run(&self) -> Result<Option<RunRecord>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT started, finished, outcome, summary FROM runs ORDER BY id DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok(RunRecord {
+                        started: r.get(0)?,
+                        finished: r.get(1)?,
+                        outcome: r.get(2)?,
+                        summary: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Write the outcome of a run in one transaction: entries (replacing all), feed metadata,
+    /// blobs and the run record. `source_names[i]` names source index `i`.
+    pub fn commit_run(&mut self, commit: &RunCommit<'_>) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            tx.execute("DELETE FROM entries", [])?;
+            let mut ins = tx.prepare(
+                "INSERT INTO entries (net, source, first_seen, last_seen, expires) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut text = String::new();
+            for e in commit.entries {
+                text.clear();
+                text.push_str(&net::display_net(&e.net));
+                for m in &e.marks {
+                    let Some(source) = commit.source_names.get(m.source as usize) else { continue };
+                    ins.execute(params![text, source, m.first_seen, m.last_seen, m.expires])?;
+                }
+            }
+            let mut feed = tx.prepare(
+                "INSERT INTO feeds (name, etag, last_modified, last_attempt, last_success, last_good_count,
+                                    consecutive_failures, last_error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(name) DO UPDATE SET etag = ?2, last_modified = ?3, last_attempt = ?4,
+                     last_success = ?5, last_good_count = ?6, consecutive_failures = ?7, last_error = ?8",
+            )?;
+            for (name, m) in commit.feeds {
+                feed.execute(params![
+                    name,
+                    m.etag,
+                    m.last_modified,
+                    m.last_attempt,
+                    m.last_success,
+                    m.last_good_count.map(|v| v as i64),
+                    i64::from(m.consecutive_failures),
+                    m.last_error
+                ])?;
+            }
+            let mut blob = tx.prepare(
+                "INSERT INTO blobs (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+            )?;
+            for (key, value) in commit.blobs {
+                blob.execute(params![key, value])?;
+            }
+            if let Some(run) = commit.run {
+                tx.execute(
+                    "INSERT INTO runs (started, finished, outcome, summary) VALUES (?1, ?2, ?3, ?4)",
+                    params![run.started, run.finished, run.outcome, run.summary],
+                )?;
+                tx.execute(
+                    "DELETE FROM runs WHERE id <= (SELECT MAX(id) FROM runs) - ?1",
+                    [KEEP_RUNS],
+                )?;
+            }
+        }
+        tx.commit()
+            .with_context(|| format!("committing the run to {}", self.path.display()))?;
+        Ok(())
+    }
+}
+
+/// Everything one run persists.
+pub struct RunCommit<'a> {
+    pub entries: &'a [Entry],
+    pub source_names: &'a [String],
+    pub feeds: &'a [(String, FeedMeta)],
+    pub blobs: &'a [(String, Vec<u8>)],
+    pub run: Option<&'a RunRecord>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Store::open_read_only(dir.path()).unwrap().is_none());
+        let mut s = Store::open(dir.path()).unwrap();
+        let names = vec!["a".to_string(), "b".to_string()];
+        let entries = vec![
+            Entry {
+                net: net::parse_net("192.0.2.0/24").unwrap(),
+                marks: vec![
+                    Mark { source: 0, first_seen: 1, last_seen: 2, expires: 3 },
+                    Mark { source: 1, first_seen: 4, last_seen: 5, expires: 6 },
+                ],
+            },
+            Entry {
+                net: net::parse_net("2001:db8::1").unwrap(),
+                marks: vec![Mark { source: 1, first_seen: 7, last_seen: 8, expires: 9 }],
+            },
+        ];
+        let meta = FeedMeta { etag: Some("\"x\"".into()), last_good_count: Some(2), ..FeedMeta::default() };
+        let run = RunRecord { started: 1, finished: 2, outcome: "ok".into(), summary: "{}".into() };
+        s.commit_run(&RunCommit {
+            entries: &entries,
+            source_names: &names,
+            feeds: &[("a".into(), meta.clone())],
+            blobs: &[("k".into(), b"v".to_vec())],
+            run: Some(&run),
+        })
+        .unwrap();
+        drop(s);
+        let r = Store::open_read_only(dir.path()).unwrap().unwrap();
+        let map: HashMap<String, u16> = [("a".to_string(), 0), ("b".to_string(), 1)].into();
+        assert_eq!(r.load_entries(&map).unwrap(), entries);
+        assert_eq!(r.feed_metas().unwrap()["a"], meta);
+        assert_eq!(r.blob("k").unwrap().unwrap(), b"v");
+        assert_eq!(r.last_run().unwrap().unwrap(), run);
+        // Unknown sources map to u16::MAX.
+        let only_a: HashMap<String, u16> = [("a".to_string(), 0)].into();
+        let loaded = r.load_entries(&only_a).unwrap();
+        assert_eq!(loaded[1].marks[0].source, u16::MAX);
+    }
+}
