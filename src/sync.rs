@@ -1,0 +1,679 @@
+//! One run: gather → decide → plan → apply → persist, and nothing else.
+//!
+//! The order is what makes a run crash-safe: the kernel is diffed against what it really
+//! holds (not against saved state), the sets are changed first (atomically per batch), feed
+//! caches are replaced by rename, and the state is committed in one transaction last. A run
+//! killed anywhere leaves either the old or the new state, and the next run converges.
+//!
+//! `--dry-run` runs the same gather/decide/plan, then stops: no kernel write, no state write,
+//! no cache write. Without root it diffs against the saved state and says so.
+
+use crate::config::{FeedLocation, Settings};
+use crate::decide::allow::{AllowReason, Allowlist};
+use crate::decide::plan::{self, CurrentSet, FamilyPlan};
+use crate::decide::{self, AllowHit, Caps, Decision, Entry, Input, SourceCounts, SourcePolicy};
+use crate::firewall::ipset::{Ipset, IpsetError, SetSpec};
+use crate::hostaddr;
+use crate::http;
+use crate::lock::{self, LockError};
+use crate::net::{self, Family};
+use crate::source::feed::{self, FeedMeta, FeedStatus};
+use crate::source::Sighting;
+use crate::store::{RunCommit, RunRecord, Store};
+use anyhow::Context;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// How a run ended; also the process exit code (see the README).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Everything worked.
+    Ok,
+    /// The sets are right for what could be read, but at least one source failed; its last
+    /// good entries were kept.
+    Partial,
+    /// Nothing could be applied (or the plan could not be made); the live sets are unchanged.
+    Failed,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Partial => "partial",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// What the plan was diffed against.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Baseline {
+    Kernel,
+    SavedState,
+    Empty,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SourceReport {
+    pub name: String,
+    pub kind: &'static str,
+    pub priority: u16,
+    /// Feeds only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feed: Option<FeedReport>,
+    pub counts: SourceCounts,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FeedReport {
+    pub location: String,
+    #[serde(flatten)]
+    pub status: FeedStatus,
+    pub bytes: u64,
+    pub invalid: usize,
+    pub invalid_samples: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AllowSummary {
+    pub config: usize,
+    pub own_addresses: usize,
+    pub feed_hosts: usize,
+    pub hits: Vec<AllowHit>,
+}
+
+/// Everything a run did or would do. `Display` is for people, `Serialize` for `--json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    pub dry_run: bool,
+    pub started: i64,
+    pub finished: i64,
+    pub state: String,
+    pub baseline: Baseline,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_note: Option<String>,
+    pub sources: Vec<SourceReport>,
+    pub allowlist: AllowSummary,
+    pub sets: Vec<FamilyPlan>,
+    pub entries_held: usize,
+    pub forgotten: usize,
+    pub dropped_unknown_source: usize,
+    pub applied: bool,
+    pub errors: Vec<String>,
+    pub outcome: Outcome,
+}
+
+/// A run that could not start or plan at all.
+#[derive(Debug)]
+pub enum SyncError {
+    Locked(LockError),
+    Fatal(anyhow::Error),
+}
+
+impl fmt::Display for SyncError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SyncError::Locked(e) => write!(f, "{e}"),
+            SyncError::Fatal(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for SyncError {}
+
+impl From<anyhow::Error> for SyncError {
+    fn from(e: anyhow::Error) -> Self {
+        SyncError::Fatal(e)
+    }
+}
+
+/// The configured sources in a fixed order; decide refers to them by index.
+pub struct Sources {
+    pub policies: Vec<SourcePolicy>,
+    pub kinds: Vec<&'static str>,
+}
+
+impl Sources {
+    pub fn from_settings(settings: &Settings) -> Sources {
+        let mut policies = Vec::new();
+        let mut kinds = Vec::new();
+        for f in &settings.feeds {
+            policies.push(SourcePolicy {
+                name: f.name.clone(),
+                priority: f.priority,
+                min_prefix_v4: f.min_prefix_v4,
+                min_prefix_v6: f.min_prefix_v6,
+                allow_private: f.allow_private,
+            });
+            kinds.push("feed");
+        }
+        Sources { policies, kinds }
+    }
+
+    pub fn index(&self) -> HashMap<String, u16> {
+        self.policies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.clone(), i as u16))
+            .collect()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.policies.iter().map(|p| p.name.clone()).collect()
+    }
+}
+
+/// The caps from the config.
+pub fn caps(settings: &Settings) -> Caps {
+    Caps { v4: settings.sets.v4.cap as usize, v6: settings.sets.v6.cap as usize }
+}
+
+/// The kernel set sipban wants for a family.
+pub fn set_spec(settings: &Settings, family: Family) -> SetSpec {
+    let s = settings.sets.get(family);
+    SetSpec {
+        name: s.name.clone(),
+        family,
+        maxelem: plan::maxelem(s.cap),
+        hashsize: plan::hashsize(s.cap),
+    }
+}
+
+/// The allowlist: config, own addresses (when enabled), feed servers.
+pub fn base_allowlist(settings: &Settings, summary: &mut AllowSummary) -> Allowlist {
+    let mut allow = Allowlist::new();
+    for n in &settings.allowlist {
+        allow.add(*n, AllowReason::Config);
+        summary.config += 1;
+    }
+    if settings.allow_own_addresses {
+        for a in hostaddr::own_addresses() {
+            allow.add(net::host_net(a.ip), AllowReason::OwnAddress(a.what));
+            summary.own_addresses += 1;
+        }
+    }
+    allow
+}
+
+/// Resolve the hosts of http(s) feeds (a few seconds at most each; failures are skipped: the
+/// download would fail too, and its address is added from the connection if it succeeds).
+async fn feed_host_addresses(settings: &Settings) -> Vec<(IpAddr, String)> {
+    let mut out = Vec::new();
+    for f in &settings.feeds {
+        let FeedLocation::Http(url) = &f.location else { continue };
+        let Some(host) = crate::config::url_host(url) else { continue };
+        if let Some(ip) = net::parse_ip(host) {
+            out.push((ip, f.name.clone()));
+            continue;
+        }
+        let lookup = tokio::net::lookup_host((host.to_string(), 443));
+        match tokio::time::timeout(Duration::from_secs(3), lookup).await {
+            Ok(Ok(addrs)) => {
+                for a in addrs {
+                    out.push((net::canonical_ip(a.ip()), f.name.clone()));
+                }
+            }
+            Ok(Err(e)) => tracing::debug!(feed = %f.name, "cannot resolve {host}: {e}"),
+            Err(_) => tracing::debug!(feed = %f.name, "resolving {host} timed out"),
+        }
+    }
+    out
+}
+
+/// Read a family's kernel set as a [`CurrentSet`].
+fn read_current(ipset: &Ipset, spec: &SetSpec) -> Result<CurrentSet, IpsetError> {
+    Ok(match ipset.read(&spec.name)? {
+        None => CurrentSet::default(),
+        Some(k) => CurrentSet {
+            exists: true,
+            compatible: k.header.matches(spec),
+            members: k.members,
+        },
+    })
+}
+
+/// What the saved state says the sets hold now.
+fn current_from_state(decision: &Decision, family: Family, now: i64) -> CurrentSet {
+    CurrentSet {
+        exists: true,
+        compatible: true,
+        members: decision
+            .desired(family)
+            .iter()
+            .map(|d| (d.net, plan::timeout_for(d.expires, now)))
+            .collect(),
+    }
+}
+
+/// One sync run.
+pub async fn run(settings: &Settings, ipset: &Ipset, dry_run: bool, now: i64) -> Result<RunReport, SyncError> {
+    let _lock = if dry_run {
+        None
+    } else {
+        Some(lock::acquire(&settings.state_dir).map_err(SyncError::Locked)?)
+    };
+    let mut store = if dry_run {
+        match Store::open_read_only(&settings.state_dir) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("{e:#}; planning without saved state");
+                None
+            }
+        }
+    } else {
+        Some(Store::open(&settings.state_dir)?)
+    };
+    let state_path = Store::db_path(&settings.state_dir).display().to_string();
+
+    let sources = Sources::from_settings(settings);
+    let index = sources.index();
+    let previous: Vec<Entry> = match &store {
+        Some(s) => s.load_entries(&index)?,
+        None => Vec::new(),
+    };
+    let metas: HashMap<String, FeedMeta> = match &store {
+        Some(s) => s.feed_metas()?,
+        None => HashMap::new(),
+    };
+
+    // Gather.
+    let mut allow_summary = AllowSummary::default();
+    let mut allow = base_allowlist(settings, &mut allow_summary);
+    for (ip, feed) in feed_host_addresses(settings).await {
+        allow.add(net::host_net(ip), AllowReason::FeedHost(feed));
+        allow_summary.feed_hosts += 1;
+    }
+    let needs_http = settings.feeds.iter().any(|f| matches!(f.location, FeedLocation::Http(_)));
+    let client = if needs_http {
+        Some(http::client(
+            http::Timeouts { connect: Duration::from_secs(10), total: Duration::from_secs(300) },
+            None,
+        )?)
+    } else {
+        None
+    };
+    let mut errors = Vec::new();
+    let mut inputs = Vec::new();
+    let mut feed_reports = Vec::new();
+    let mut new_metas = Vec::new();
+    let mut cache_writes = Vec::new();
+    for (i, f) in settings.feeds.iter().enumerate() {
+        let meta = metas.get(&f.name).cloned().unwrap_or_default();
+        let cache_file = feed::cache_path(&settings.state_dir, &f.name);
+        let cache = feed::read_cache(&cache_file);
+        let result = feed::run_feed(client.as_ref(), f, &meta, cache.as_deref(), now).await;
+        if let Some(ip) = result.remote_addr {
+            allow.add(net::host_net(ip), AllowReason::FeedHost(f.name.clone()));
+            allow_summary.feed_hosts += 1;
+        }
+        if let FeedStatus::Failed(reason) = &result.status {
+            errors.push(format!("feed {}: {reason}; keeping its last good entries", f.name));
+        }
+        let (invalid, invalid_samples) = result
+            .listing
+            .as_ref()
+            .map(|l| (l.invalid, l.invalid_samples.clone()))
+            .unwrap_or_default();
+        if let Some(listing) = result.listing {
+            let ttl = f.ttl;
+            inputs.push(Input {
+                source: i as u16,
+                sightings: listing.nets.iter().map(|&n| Sighting { net: n, seen: now, ttl }).collect(),
+            });
+            if result.cache_update {
+                cache_writes.push((cache_file, listing.nets));
+            }
+        }
+        feed_reports.push(FeedReport {
+            location: f.location.to_string(),
+            status: result.status,
+            bytes: result.bytes,
+            invalid,
+            invalid_samples,
+        });
+        if !matches!(feed_reports[i].status, FeedStatus::NotDue { .. }) {
+            new_metas.push((f.name.clone(), result.meta));
+        }
+    }
+
+    // Decide.
+    let caps = caps(settings);
+    let baseline_state = if dry_run {
+        Some(decide::decide(previous.clone(), &[], &sources.policies, &allow, caps, now))
+    } else {
+        None
+    };
+    let decision = decide::decide(previous, &inputs, &sources.policies, &allow, caps, now);
+    drop(inputs);
+
+    // Plan against the kernel (or, for a dry run that cannot read it, the saved state).
+    let mut baseline = Baseline::Kernel;
+    let mut baseline_note = None;
+    let mut plans = Vec::new();
+    for family in [Family::V4, Family::V6] {
+        let spec = set_spec(settings, family);
+        let current = match read_current(ipset, &spec) {
+            Ok(c) => c,
+            Err(e) if dry_run => {
+                let (cur, b, note) = match (&baseline_state, &store) {
+                    (Some(d), Some(_)) => (
+                        current_from_state(d, family, now),
+                        Baseline::SavedState,
+                        format!("kernel sets not readable ({e}); diffed against the saved state in {state_path}"),
+                    ),
+                    _ => (
+                        CurrentSet::default(),
+                        Baseline::Empty,
+                        format!("kernel sets not readable ({e}) and no saved state at {state_path}; diffed against empty sets"),
+                    ),
+                };
+                baseline = b;
+                baseline_note = Some(note);
+                cur
+            }
+            Err(e) => {
+                return Err(SyncError::Fatal(anyhow::Error::new(e).context(format!("reading kernel set {}", spec.name))));
+            }
+        };
+        let cap = settings.sets.get(family).cap;
+        plans.push(plan::plan_family(
+            family,
+            &spec.name,
+            cap,
+            decision.desired(family),
+            decision.evicted(family),
+            &current,
+            now,
+        ));
+    }
+
+    let mut report = RunReport {
+        dry_run,
+        started: now,
+        finished: now,
+        state: state_path,
+        baseline,
+        baseline_note,
+        sources: sources
+            .policies
+            .iter()
+            .zip(&sources.kinds)
+            .enumerate()
+            .map(|(i, (p, kind))| SourceReport {
+                name: p.name.clone(),
+                kind,
+                priority: p.priority,
+                feed: feed_reports.get(i).cloned(),
+                counts: decision.per_source[i].clone(),
+            })
+            .collect(),
+        allowlist: AllowSummary { hits: decision.allow_hits.clone(), ..allow_summary },
+        sets: plans,
+        entries_held: decision.entries.len(),
+        forgotten: decision.forgotten,
+        dropped_unknown_source: decision.dropped_unknown,
+        applied: false,
+        errors,
+        outcome: Outcome::Ok,
+    };
+    if dry_run {
+        report.outcome = if report.errors.is_empty() { Outcome::Ok } else { Outcome::Partial };
+        return Ok(report);
+    }
+
+    // Apply.
+    let mut apply_failed = false;
+    for (fi, family) in [Family::V4, Family::V6].into_iter().enumerate() {
+        let spec = set_spec(settings, family);
+        if let Err(e) = apply_family(ipset, &spec, &report.sets[fi], decision.desired(family), now) {
+            report.errors.push(format!("set {}: {e:#}", spec.name));
+            apply_failed = true;
+        }
+    }
+    report.applied = !apply_failed;
+
+    // Persist: caches by rename, then one transaction.
+    for (path, nets) in &cache_writes {
+        if let Err(e) = feed::write_cache(path, nets) {
+            report.errors.push(format!("writing feed cache {}: {e}", path.display()));
+        }
+    }
+    report.outcome = if apply_failed {
+        Outcome::Failed
+    } else if report.errors.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::Partial
+    };
+    let finished = unix_now().max(now);
+    report.finished = finished;
+    let record = RunRecord {
+        started: now,
+        finished,
+        outcome: report.outcome.label().to_string(),
+        summary: report.summary_json().to_string(),
+    };
+    if let Some(store) = store.as_mut() {
+        store
+            .commit_run(&RunCommit {
+                entries: &decision.entries,
+                source_names: &sources.names(),
+                feeds: &new_metas,
+                blobs: &[],
+                run: Some(&record),
+            })
+            .context("saving state")?;
+    }
+    Ok(report)
+}
+
+/// Apply one family's plan, verify the count, and fall back to a rebuild once if a diff left
+/// the set with an unexpected size.
+fn apply_family(
+    ipset: &Ipset,
+    spec: &SetSpec,
+    plan: &FamilyPlan,
+    desired: &[decide::Desired],
+    now: i64,
+) -> anyhow::Result<()> {
+    let full = || -> Vec<(ipnet::IpNet, u32)> {
+        desired.iter().map(|d| (d.net, plan::timeout_for(d.expires, now))).collect()
+    };
+    if plan.rebuild.is_some() {
+        ipset.rebuild(spec, &full())?;
+    } else if !plan.is_noop() {
+        let mut adds = plan.adds.clone();
+        adds.extend_from_slice(&plan.refreshes);
+        ipset.apply_diff(spec, &adds, &plan.dels)?;
+    }
+    let count = ipset.header(&spec.name)?.map(|(_, n)| n);
+    if count == Some(plan.after) {
+        return Ok(());
+    }
+    if plan.rebuild.is_none() {
+        tracing::warn!(
+            set = %spec.name,
+            "after the diff the set holds {count:?} entries, expected {}; rebuilding",
+            plan.after
+        );
+        ipset.rebuild(spec, &full())?;
+        let count = ipset.header(&spec.name)?.map(|(_, n)| n);
+        if count == Some(plan.after) {
+            return Ok(());
+        }
+        anyhow::bail!("after a rebuild the set holds {count:?} entries, expected {}", plan.after);
+    }
+    anyhow::bail!("after the rebuild the set holds {count:?} entries, expected {}", plan.after)
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl RunReport {
+    /// Counts only (no address lists): what the run history stores.
+    pub fn summary_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "dry_run": self.dry_run,
+            "outcome": self.outcome,
+            "baseline": self.baseline,
+            "entries_held": self.entries_held,
+            "errors": self.errors,
+            "sources": self.sources.iter().map(|s| serde_json::json!({
+                "name": s.name,
+                "kind": s.kind,
+                "status": s.feed.as_ref().map(|f| &f.status),
+                "counts": s.counts,
+            })).collect::<Vec<_>>(),
+            "sets": self.sets.iter().map(|p| serde_json::json!({
+                "family": p.family,
+                "set": p.set,
+                "cap": p.cap,
+                "before": p.before,
+                "after": p.after,
+                "added": p.adds.len(),
+                "deleted": p.dels.len(),
+                "refreshed": p.refreshes.len(),
+                "evicted": p.evicted,
+                "rebuild": p.rebuild,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// How many addresses of each list the human output shows.
+const SHOW: usize = 25;
+
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.dry_run {
+            writeln!(f, "sipban sync --dry-run: the plan below was NOT applied; nothing was changed.")?;
+        } else {
+            writeln!(f, "sipban sync: {}", match self.outcome {
+                Outcome::Ok => "done",
+                Outcome::Partial => "done, with source errors (their last good entries were kept)",
+                Outcome::Failed => "FAILED: the live sets were left as they were",
+            })?;
+        }
+        match (&self.baseline, &self.baseline_note) {
+            (_, Some(note)) => writeln!(f, "compared against: {note}")?,
+            (Baseline::Kernel, None) => writeln!(f, "compared against: the kernel sets")?,
+            (b, None) => writeln!(f, "compared against: {b:?}")?,
+        }
+        writeln!(f, "\nsources:")?;
+        for s in &self.sources {
+            let c = &s.counts;
+            let status = match &s.feed {
+                Some(fr) => match &fr.status {
+                    FeedStatus::Fresh => format!("fresh ({} bytes)", fr.bytes),
+                    FeedStatus::NotModified => "not modified (cached copy)".to_string(),
+                    FeedStatus::NotDue { next_in } => {
+                        format!("not due (next download in {})", crate::config::human_duration(*next_in))
+                    }
+                    FeedStatus::Failed(r) => format!("FAILED: {r}"),
+                },
+                None => String::new(),
+            };
+            writeln!(f, "  {:<20} {:<5} prio {:<4} {status}", s.name, s.kind, s.priority)?;
+            let rejected: usize = c.rejected.values().sum();
+            let mut line = format!(
+                "  {:<20} listed {}, holds {}, in set {}",
+                "", c.listed, c.held, c.in_set
+            );
+            if c.allowlisted > 0 {
+                line.push_str(&format!(", allowlisted {}", c.allowlisted));
+            }
+            if c.expired > 0 {
+                line.push_str(&format!(", expired {}", c.expired));
+            }
+            if rejected > 0 {
+                let why: Vec<String> = c.rejected.iter().map(|(r, n)| format!("{n} {}", r.describe())).collect();
+                line.push_str(&format!(", rejected {rejected} ({})", why.join(", ")));
+            }
+            if let Some(fr) = &s.feed {
+                if fr.invalid > 0 {
+                    line.push_str(&format!(
+                        ", {} unreadable lines (e.g. `{}`)",
+                        fr.invalid,
+                        fr.invalid_samples.first().map(String::as_str).unwrap_or("")
+                    ));
+                }
+            }
+            writeln!(f, "{line}")?;
+        }
+        if self.sources.is_empty() {
+            writeln!(f, "  (none configured)")?;
+        }
+        let a = &self.allowlist;
+        writeln!(
+            f,
+            "\nallowlist: {} from config, {} own addresses, {} feed servers",
+            a.config, a.own_addresses, a.feed_hosts
+        )?;
+        for h in a.hits.iter().take(SHOW) {
+            writeln!(
+                f,
+                "  {} {} by {} ({})",
+                net::display_net(&h.listed),
+                if h.partial { "partly protected (the rest is kept)" } else { "protected" },
+                net::display_net(&h.rule),
+                h.reason
+            )?;
+        }
+        if a.hits.len() > SHOW {
+            writeln!(f, "  ... and {} more", a.hits.len() - SHOW)?;
+        }
+        writeln!(f, "\nsets:")?;
+        for p in &self.sets {
+            writeln!(
+                f,
+                "  {} ({}): {} -> {} of cap {}: +{} added, -{} deleted, {} timeouts refreshed, {} evicted over the cap",
+                p.set,
+                p.family,
+                p.before,
+                p.after,
+                p.cap,
+                p.adds.len(),
+                p.dels.len(),
+                p.refreshes.len(),
+                p.evicted
+            )?;
+            match &p.rebuild {
+                Some(why) => writeln!(f, "    method: rebuild in a temporary set and swap ({why})")?,
+                None if p.is_noop() => writeln!(f, "    method: nothing to change")?,
+                None => writeln!(f, "    method: one in-place batch")?,
+            }
+            for (n, t) in p.adds.iter().take(SHOW) {
+                writeln!(f, "    + {} (for {})", net::display_net(n), crate::config::human_duration(u64::from(*t)))?;
+            }
+            if p.adds.len() > SHOW {
+                writeln!(f, "    + ... and {} more (--json lists all)", p.adds.len() - SHOW)?;
+            }
+            for n in p.dels.iter().take(SHOW) {
+                writeln!(f, "    - {}", net::display_net(n))?;
+            }
+            if p.dels.len() > SHOW {
+                writeln!(f, "    - ... and {} more (--json lists all)", p.dels.len() - SHOW)?;
+            }
+        }
+        if self.forgotten > 0 {
+            writeln!(f, "\n{} candidates far below the cap were dropped from the state", self.forgotten)?;
+        }
+        if !self.errors.is_empty() {
+            writeln!(f, "\nerrors:")?;
+            for e in &self.errors {
+                writeln!(f, "  {e}")?;
+            }
+        }
+        Ok(())
+    }
+}
