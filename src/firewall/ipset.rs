@@ -1088,6 +1088,41 @@ mod tests {
         assert!(check_any_name("x", "-n").is_err());
     }
 
+    /// A stand-in for ipset: `list -t` describes an unreferenced hash:ip set, and `restore`
+    /// fails on the line that destroys it, as when a rule appears between the check and the batch.
+    #[test]
+    fn in_use_live_set_during_rebuild_is_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("fake-ipset");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\n\
+             case \"$1 $2\" in\n\
+             'list -t') printf 'Name: %s\\nType: hash:ip\\nHeader: family inet hashsize 1024 \
+             maxelem 65536\\nReferences: 0\\nNumber of entries: 1\\n' \"$3\" ;;\n\
+             '-exist restore') echo 'ipset v7.17: Error in line 6: Set cannot be destroyed: \
+             it is in use by a kernel component' >&2; exit 1 ;;\n\
+             '-exist destroy') exit 0 ;;\n\
+             *) exit 2 ;;\n\
+             esac\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let ipset = Ipset::with_argv(vec![script.into()]);
+        let entries = [(n("192.0.2.1"), 60), (n("192.0.2.2"), 60)];
+        let err = ipset
+            .rebuild(&spec("sb4", Family::V4), &entries)
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("ipset restore failed at line 6"), "{text}");
+        assert!(text.contains("`destroy sb4`"), "{text}");
+        assert!(
+            text.contains("Set sb4 is referenced by a firewall rule"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn classifies_ipset_messages() {
         let failed = ExitStatus::from_raw(1 << 8);
