@@ -427,24 +427,6 @@ fn at(origin: &Path, loc: &serde_saphyr::Location) -> String {
     )
 }
 
-/// ipset names are at most 31 bytes; sipban needs room for its `-tmp` rebuild suffix.
-fn validate_set_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 27 {
-        return Err(format!(
-            "set name `{name}` must be 1-27 characters (ipset allows 31, sipban appends -tmp)"
-        ));
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-    {
-        return Err(format!(
-            "set name `{name}` may only hold letters, digits, '-', '_' and '.'"
-        ));
-    }
-    Ok(())
-}
-
 fn valid_source_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
@@ -463,7 +445,7 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
     let set = |r: Option<RawSet>, default_name: &str| -> Result<SetSettings, ConfigError> {
         let r = r.unwrap_or_default();
         let name = r.name.unwrap_or_else(|| default_name.to_string());
-        validate_set_name(&name)
+        crate::firewall::ipset::validate_set_name(&name)
             .map_err(|e| ConfigError(format!("{}: sets: {e}", path.display())))?;
         let cap = r.cap.unwrap_or(65_536);
         if cap == 0 {

@@ -22,19 +22,28 @@ pub fn own_addresses() -> Vec<OwnAddress> {
     match if_addrs::get_if_addrs() {
         Ok(ifaces) => {
             for i in ifaces {
-                out.push(OwnAddress { ip: net::canonical_ip(i.ip()), what: format!("interface {}", i.name) });
+                out.push(OwnAddress {
+                    ip: net::canonical_ip(i.ip()),
+                    what: format!("interface {}", i.name),
+                });
             }
         }
         Err(e) => tracing::warn!("cannot list interface addresses: {e}"),
     }
     if let Ok(text) = std::fs::read_to_string("/proc/net/route") {
         for ip in gateways_v4(&text) {
-            out.push(OwnAddress { ip: IpAddr::V4(ip), what: "default gateway".into() });
+            out.push(OwnAddress {
+                ip: IpAddr::V4(ip),
+                what: "default gateway".into(),
+            });
         }
     }
     if let Ok(text) = std::fs::read_to_string("/proc/net/ipv6_route") {
         for ip in gateways_v6(&text) {
-            out.push(OwnAddress { ip: IpAddr::V6(ip), what: "default gateway".into() });
+            out.push(OwnAddress {
+                ip: IpAddr::V6(ip),
+                what: "default gateway".into(),
+            });
         }
     }
     out.dedup_by(|a, b| a.ip == b.ip);
@@ -91,13 +100,17 @@ mod tests {
 
     #[test]
     fn parses_proc_routes() {
-        let v4 = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+        let v4 =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
                   eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
                   eth0\t0001A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n";
         assert_eq!(gateways_v4(v4), vec![Ipv4Addr::new(192, 168, 1, 1)]);
         let v6 = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003 eth0\n\
                   20010db8000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001 eth0\n";
-        assert_eq!(gateways_v6(v6), vec!["fe80::1".parse::<Ipv6Addr>().unwrap()]);
+        assert_eq!(
+            gateways_v6(v6),
+            vec!["fe80::1".parse::<Ipv6Addr>().unwrap()]
+        );
     }
 
     #[test]

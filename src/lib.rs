@@ -11,15 +11,23 @@
 //! - [`catalogue`]: built-in feed definitions from `feeds/*.yaml`.
 //! - [`net`]: address parsing, canonicalisation and prefix arithmetic; the only way text
 //!   becomes an address.
-//! - [`decide`]: the pure policy step (allowlist, prefix rules, provenance, cap) and the plan.
-//! - [`http`]: the HTTPS client every remote source uses (rustls, system roots).
 //! - [`source`]: producers of [`source::Sighting`]s (feeds, and later APIBAN and log detectors).
+//! - [`hostaddr`]: this host's own addresses (for the allowlist).
+//! - [`decide`]: the pure policy step (allowlist, prefix rules, provenance, cap) and the plan.
+//! - [`firewall`]: the only code that changes the kernel: ipset batches, swaps and read-back.
+//! - [`store`]: the SQLite state (entries, feed metadata, run history).
+//! - [`lock`]: one run at a time.
+//! - [`sync`]: one run of the pipeline, and its report.
+//! - [`http`]: the HTTPS client every remote source uses (rustls, system roots).
 
 pub mod catalogue;
 pub mod config;
 pub mod decide;
+pub mod firewall;
 pub mod hostaddr;
 pub mod http;
+pub mod lock;
 pub mod net;
 pub mod source;
 pub mod store;
+pub mod sync;

@@ -21,13 +21,19 @@ pub struct RunLock {
 pub enum LockError {
     /// Another run holds the lock.
     Busy { path: PathBuf, holder: Option<u32> },
-    Io { path: PathBuf, error: std::io::Error },
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
 }
 
 impl std::fmt::Display for LockError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LockError::Busy { path, holder: Some(pid) } => write!(
+            LockError::Busy {
+                path,
+                holder: Some(pid),
+            } => write!(
                 f,
                 "another sipban run (pid {pid}) holds {}; this run changed nothing and exits",
                 path.display()
@@ -47,7 +53,10 @@ impl std::error::Error for LockError {}
 /// Take the lock or fail at once.
 pub fn acquire(state_dir: &Path) -> Result<RunLock, LockError> {
     let path = state_dir.join(LOCK_FILE);
-    let io = |error| LockError::Io { path: path.clone(), error };
+    let io = |error| LockError::Io {
+        path: path.clone(),
+        error,
+    };
     std::fs::create_dir_all(state_dir).map_err(io)?;
     let mut file = OpenOptions::new()
         .read(true)
@@ -61,7 +70,10 @@ pub fn acquire(state_dir: &Path) -> Result<RunLock, LockError> {
         Err(TryLockError::WouldBlock) => {
             let mut text = String::new();
             let _ = file.read_to_string(&mut text);
-            return Err(LockError::Busy { path, holder: text.trim().parse().ok() });
+            return Err(LockError::Busy {
+                path,
+                holder: text.trim().parse().ok(),
+            });
         }
         Err(TryLockError::Error(e)) => return Err(io(e)),
     }

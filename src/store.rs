@@ -47,7 +47,8 @@ impl Store {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("creating state directory {}", state_dir.display()))?;
         let path = Self::db_path(state_dir);
-        let conn = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let conn =
+            Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(
             "PRAGMA journal_mode = DELETE;
@@ -67,8 +68,11 @@ impl Store {
         if !path.exists() {
             return Ok(None);
         }
-        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .with_context(|| format!("opening {} read-only", path.display()))?;
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| format!("opening {} read-only", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let store = Store { conn, path };
         let version: i64 = store
@@ -92,7 +96,9 @@ impl Store {
     }
 
     fn migrate(&self) -> Result<()> {
-        let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if version > SCHEMA_VERSION {
             anyhow::bail!(
                 "{} was written by a newer sipban (schema {version}, this one knows {SCHEMA_VERSION})",
@@ -143,9 +149,9 @@ impl Store {
     /// All entries. `sources` maps source names to the indexes decide uses; marks of sources
     /// not in the map get index `u16::MAX`, which decide drops and counts.
     pub fn load_entries(&self, sources: &HashMap<String, u16>) -> Result<Vec<Entry>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT net, source, first_seen, last_seen, expires FROM entries ORDER BY net")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT net, source, first_seen, last_seen, expires FROM entries ORDER BY net",
+        )?;
         let mut rows = stmt.query([])?;
         let mut out: Vec<Entry> = Vec::new();
         let mut by_net: HashMap<ipnet::IpNet, usize> = HashMap::new();
@@ -166,7 +172,10 @@ impl Store {
                 Some(&i) => out[i].marks.push(mark),
                 None => {
                     by_net.insert(netv, out.len());
-                    out.push(Entry { net: netv, marks: vec![mark] });
+                    out.push(Entry {
+                        net: netv,
+                        marks: vec![mark],
+                    });
                 }
             }
         }
@@ -203,7 +212,9 @@ impl Store {
     pub fn blob(&self, key: &str) -> Result<Option<Vec<u8>>> {
         Ok(self
             .conn
-            .query_row("SELECT value FROM blobs WHERE key = ?1", [key], |r| r.get(0))
+            .query_row("SELECT value FROM blobs WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
             .optional()?)
     }
 
@@ -239,7 +250,9 @@ impl Store {
                 text.clear();
                 text.push_str(&net::display_net(&e.net));
                 for m in &e.marks {
-                    let Some(source) = commit.source_names.get(m.source as usize) else { continue };
+                    let Some(source) = commit.source_names.get(m.source as usize) else {
+                        continue;
+                    };
                     ins.execute(params![text, source, m.first_seen, m.last_seen, m.expires])?;
                 }
             }
@@ -308,17 +321,41 @@ mod tests {
             Entry {
                 net: net::parse_net("192.0.2.0/24").unwrap(),
                 marks: vec![
-                    Mark { source: 0, first_seen: 1, last_seen: 2, expires: 3 },
-                    Mark { source: 1, first_seen: 4, last_seen: 5, expires: 6 },
+                    Mark {
+                        source: 0,
+                        first_seen: 1,
+                        last_seen: 2,
+                        expires: 3,
+                    },
+                    Mark {
+                        source: 1,
+                        first_seen: 4,
+                        last_seen: 5,
+                        expires: 6,
+                    },
                 ],
             },
             Entry {
                 net: net::parse_net("2001:db8::1").unwrap(),
-                marks: vec![Mark { source: 1, first_seen: 7, last_seen: 8, expires: 9 }],
+                marks: vec![Mark {
+                    source: 1,
+                    first_seen: 7,
+                    last_seen: 8,
+                    expires: 9,
+                }],
             },
         ];
-        let meta = FeedMeta { etag: Some("\"x\"".into()), last_good_count: Some(2), ..FeedMeta::default() };
-        let run = RunRecord { started: 1, finished: 2, outcome: "ok".into(), summary: "{}".into() };
+        let meta = FeedMeta {
+            etag: Some("\"x\"".into()),
+            last_good_count: Some(2),
+            ..FeedMeta::default()
+        };
+        let run = RunRecord {
+            started: 1,
+            finished: 2,
+            outcome: "ok".into(),
+            summary: "{}".into(),
+        };
         s.commit_run(&RunCommit {
             entries: &entries,
             source_names: &names,

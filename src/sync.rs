@@ -171,7 +171,10 @@ impl Sources {
 
 /// The caps from the config.
 pub fn caps(settings: &Settings) -> Caps {
-    Caps { v4: settings.sets.v4.cap as usize, v6: settings.sets.v6.cap as usize }
+    Caps {
+        v4: settings.sets.v4.cap as usize,
+        v6: settings.sets.v6.cap as usize,
+    }
 }
 
 /// The kernel set sipban wants for a family.
@@ -206,8 +209,12 @@ pub fn base_allowlist(settings: &Settings, summary: &mut AllowSummary) -> Allowl
 async fn feed_host_addresses(settings: &Settings) -> Vec<(IpAddr, String)> {
     let mut out = Vec::new();
     for f in &settings.feeds {
-        let FeedLocation::Http(url) = &f.location else { continue };
-        let Some(host) = crate::config::url_host(url) else { continue };
+        let FeedLocation::Http(url) = &f.location else {
+            continue;
+        };
+        let Some(host) = crate::config::url_host(url) else {
+            continue;
+        };
         if let Some(ip) = net::parse_ip(host) {
             out.push((ip, f.name.clone()));
             continue;
@@ -252,7 +259,12 @@ fn current_from_state(decision: &Decision, family: Family, now: i64) -> CurrentS
 }
 
 /// One sync run.
-pub async fn run(settings: &Settings, ipset: &Ipset, dry_run: bool, now: i64) -> Result<RunReport, SyncError> {
+pub async fn run(
+    settings: &Settings,
+    ipset: &Ipset,
+    dry_run: bool,
+    now: i64,
+) -> Result<RunReport, SyncError> {
     let _lock = if dry_run {
         None
     } else {
@@ -289,10 +301,16 @@ pub async fn run(settings: &Settings, ipset: &Ipset, dry_run: bool, now: i64) ->
         allow.add(net::host_net(ip), AllowReason::FeedHost(feed));
         allow_summary.feed_hosts += 1;
     }
-    let needs_http = settings.feeds.iter().any(|f| matches!(f.location, FeedLocation::Http(_)));
+    let needs_http = settings
+        .feeds
+        .iter()
+        .any(|f| matches!(f.location, FeedLocation::Http(_)));
     let client = if needs_http {
         Some(http::client(
-            http::Timeouts { connect: Duration::from_secs(10), total: Duration::from_secs(300) },
+            http::Timeouts {
+                connect: Duration::from_secs(10),
+                total: Duration::from_secs(300),
+            },
             None,
         )?)
     } else {
@@ -313,7 +331,10 @@ pub async fn run(settings: &Settings, ipset: &Ipset, dry_run: bool, now: i64) ->
             allow_summary.feed_hosts += 1;
         }
         if let FeedStatus::Failed(reason) = &result.status {
-            errors.push(format!("feed {}: {reason}; keeping its last good entries", f.name));
+            errors.push(format!(
+                "feed {}: {reason}; keeping its last good entries",
+                f.name
+            ));
         }
         let (invalid, invalid_samples) = result
             .listing
@@ -324,7 +345,15 @@ pub async fn run(settings: &Settings, ipset: &Ipset, dry_run: bool, now: i64) ->
             let ttl = f.ttl;
             inputs.push(Input {
                 source: i as u16,
-                sightings: listing.nets.iter().map(|&n| Sighting { net: n, seen: now, ttl }).collect(),
+                sightings: listing
+                    .nets
+                    .iter()
+                    .map(|&n| Sighting {
+                        net: n,
+                        seen: now,
+                        ttl,
+                    })
+                    .collect(),
             });
             if result.cache_update {
                 cache_writes.push((cache_file, listing.nets));
@@ -345,7 +374,14 @@ pub async fn run(settings: &Settings, ipset: &Ipset, dry_run: bool, now: i64) ->
     // Decide.
     let caps = caps(settings);
     let baseline_state = if dry_run {
-        Some(decide::decide(previous.clone(), &[], &sources.policies, &allow, caps, now))
+        Some(decide::decide(
+            previous.clone(),
+            &[],
+            &sources.policies,
+            &allow,
+            caps,
+            now,
+        ))
     } else {
         None
     };
@@ -378,7 +414,9 @@ pub async fn run(settings: &Settings, ipset: &Ipset, dry_run: bool, now: i64) ->
                 cur
             }
             Err(e) => {
-                return Err(SyncError::Fatal(anyhow::Error::new(e).context(format!("reading kernel set {}", spec.name))));
+                return Err(SyncError::Fatal(
+                    anyhow::Error::new(e).context(format!("reading kernel set {}", spec.name)),
+                ));
             }
         };
         let cap = settings.sets.get(family).cap;
@@ -413,7 +451,10 @@ pub async fn run(settings: &Settings, ipset: &Ipset, dry_run: bool, now: i64) ->
                 counts: decision.per_source[i].clone(),
             })
             .collect(),
-        allowlist: AllowSummary { hits: decision.allow_hits.clone(), ..allow_summary },
+        allowlist: AllowSummary {
+            hits: decision.allow_hits.clone(),
+            ..allow_summary
+        },
         sets: plans,
         entries_held: decision.entries.len(),
         forgotten: decision.forgotten,
@@ -423,7 +464,11 @@ pub async fn run(settings: &Settings, ipset: &Ipset, dry_run: bool, now: i64) ->
         outcome: Outcome::Ok,
     };
     if dry_run {
-        report.outcome = if report.errors.is_empty() { Outcome::Ok } else { Outcome::Partial };
+        report.outcome = if report.errors.is_empty() {
+            Outcome::Ok
+        } else {
+            Outcome::Partial
+        };
         return Ok(report);
     }
 
@@ -431,7 +476,13 @@ pub async fn run(settings: &Settings, ipset: &Ipset, dry_run: bool, now: i64) ->
     let mut apply_failed = false;
     for (fi, family) in [Family::V4, Family::V6].into_iter().enumerate() {
         let spec = set_spec(settings, family);
-        if let Err(e) = apply_family(ipset, &spec, &report.sets[fi], decision.desired(family), now) {
+        if let Err(e) = apply_family(
+            ipset,
+            &spec,
+            &report.sets[fi],
+            decision.desired(family),
+            now,
+        ) {
             report.errors.push(format!("set {}: {e:#}", spec.name));
             apply_failed = true;
         }
@@ -441,7 +492,9 @@ pub async fn run(settings: &Settings, ipset: &Ipset, dry_run: bool, now: i64) ->
     // Persist: caches by rename, then one transaction.
     for (path, nets) in &cache_writes {
         if let Err(e) = feed::write_cache(path, nets) {
-            report.errors.push(format!("writing feed cache {}: {e}", path.display()));
+            report
+                .errors
+                .push(format!("writing feed cache {}: {e}", path.display()));
         }
     }
     report.outcome = if apply_failed {
@@ -483,7 +536,10 @@ fn apply_family(
     now: i64,
 ) -> anyhow::Result<()> {
     let full = || -> Vec<(ipnet::IpNet, u32)> {
-        desired.iter().map(|d| (d.net, plan::timeout_for(d.expires, now))).collect()
+        desired
+            .iter()
+            .map(|d| (d.net, plan::timeout_for(d.expires, now)))
+            .collect()
     };
     if plan.rebuild.is_some() {
         ipset.rebuild(spec, &full())?;
@@ -507,9 +563,15 @@ fn apply_family(
         if count == Some(plan.after) {
             return Ok(());
         }
-        anyhow::bail!("after a rebuild the set holds {count:?} entries, expected {}", plan.after);
+        anyhow::bail!(
+            "after a rebuild the set holds {count:?} entries, expected {}",
+            plan.after
+        );
     }
-    anyhow::bail!("after the rebuild the set holds {count:?} entries, expected {}", plan.after)
+    anyhow::bail!(
+        "after the rebuild the set holds {count:?} entries, expected {}",
+        plan.after
+    )
 }
 
 pub fn unix_now() -> i64 {
@@ -556,13 +618,21 @@ const SHOW: usize = 25;
 impl fmt::Display for RunReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.dry_run {
-            writeln!(f, "sipban sync --dry-run: the plan below was NOT applied; nothing was changed.")?;
+            writeln!(
+                f,
+                "sipban sync --dry-run: the plan below was NOT applied; nothing was changed."
+            )?;
         } else {
-            writeln!(f, "sipban sync: {}", match self.outcome {
-                Outcome::Ok => "done",
-                Outcome::Partial => "done, with source errors (their last good entries were kept)",
-                Outcome::Failed => "FAILED: the live sets were left as they were",
-            })?;
+            writeln!(
+                f,
+                "sipban sync: {}",
+                match self.outcome {
+                    Outcome::Ok => "done",
+                    Outcome::Partial =>
+                        "done, with source errors (their last good entries were kept)",
+                    Outcome::Failed => "FAILED: the live sets were left as they were",
+                }
+            )?;
         }
         match (&self.baseline, &self.baseline_note) {
             (_, Some(note)) => writeln!(f, "compared against: {note}")?,
@@ -577,13 +647,20 @@ impl fmt::Display for RunReport {
                     FeedStatus::Fresh => format!("fresh ({} bytes)", fr.bytes),
                     FeedStatus::NotModified => "not modified (cached copy)".to_string(),
                     FeedStatus::NotDue { next_in } => {
-                        format!("not due (next download in {})", crate::config::human_duration(*next_in))
+                        format!(
+                            "not due (next download in {})",
+                            crate::config::human_duration(*next_in)
+                        )
                     }
                     FeedStatus::Failed(r) => format!("FAILED: {r}"),
                 },
                 None => String::new(),
             };
-            writeln!(f, "  {:<20} {:<5} prio {:<4} {status}", s.name, s.kind, s.priority)?;
+            writeln!(
+                f,
+                "  {:<20} {:<5} prio {:<4} {status}",
+                s.name, s.kind, s.priority
+            )?;
             let rejected: usize = c.rejected.values().sum();
             let mut line = format!(
                 "  {:<20} listed {}, holds {}, in set {}",
@@ -596,7 +673,11 @@ impl fmt::Display for RunReport {
                 line.push_str(&format!(", expired {}", c.expired));
             }
             if rejected > 0 {
-                let why: Vec<String> = c.rejected.iter().map(|(r, n)| format!("{n} {}", r.describe())).collect();
+                let why: Vec<String> = c
+                    .rejected
+                    .iter()
+                    .map(|(r, n)| format!("{n} {}", r.describe()))
+                    .collect();
                 line.push_str(&format!(", rejected {rejected} ({})", why.join(", ")));
             }
             if let Some(fr) = &s.feed {
@@ -624,7 +705,11 @@ impl fmt::Display for RunReport {
                 f,
                 "  {} {} by {} ({})",
                 net::display_net(&h.listed),
-                if h.partial { "partly protected (the rest is kept)" } else { "protected" },
+                if h.partial {
+                    "partly protected (the rest is kept)"
+                } else {
+                    "protected"
+                },
                 net::display_net(&h.rule),
                 h.reason
             )?;
@@ -648,25 +733,44 @@ impl fmt::Display for RunReport {
                 p.evicted
             )?;
             match &p.rebuild {
-                Some(why) => writeln!(f, "    method: rebuild in a temporary set and swap ({why})")?,
+                Some(why) => {
+                    writeln!(f, "    method: rebuild in a temporary set and swap ({why})")?
+                }
                 None if p.is_noop() => writeln!(f, "    method: nothing to change")?,
                 None => writeln!(f, "    method: one in-place batch")?,
             }
             for (n, t) in p.adds.iter().take(SHOW) {
-                writeln!(f, "    + {} (for {})", net::display_net(n), crate::config::human_duration(u64::from(*t)))?;
+                writeln!(
+                    f,
+                    "    + {} (for {})",
+                    net::display_net(n),
+                    crate::config::human_duration(u64::from(*t))
+                )?;
             }
             if p.adds.len() > SHOW {
-                writeln!(f, "    + ... and {} more (--json lists all)", p.adds.len() - SHOW)?;
+                writeln!(
+                    f,
+                    "    + ... and {} more (--json lists all)",
+                    p.adds.len() - SHOW
+                )?;
             }
             for n in p.dels.iter().take(SHOW) {
                 writeln!(f, "    - {}", net::display_net(n))?;
             }
             if p.dels.len() > SHOW {
-                writeln!(f, "    - ... and {} more (--json lists all)", p.dels.len() - SHOW)?;
+                writeln!(
+                    f,
+                    "    - ... and {} more (--json lists all)",
+                    p.dels.len() - SHOW
+                )?;
             }
         }
         if self.forgotten > 0 {
-            writeln!(f, "\n{} candidates far below the cap were dropped from the state", self.forgotten)?;
+            writeln!(
+                f,
+                "\n{} candidates far below the cap were dropped from the state",
+                self.forgotten
+            )?;
         }
         if !self.errors.is_empty() {
             writeln!(f, "\nerrors:")?;

@@ -1,0 +1,11 @@
+//! The kernel firewall: the only part of sipban that changes what the kernel blocks.
+//!
+//! [`ipset`] keeps the kernel sets (one per address family) equal to the blocklist that the
+//! decide step produced: small diffs as one batch of adds and deletes, full rebuilds as one
+//! batch that fills a temporary set and swaps it in, so the live set is never empty or partial.
+//!
+//! Nothing here decides *what* to block: callers pass canonical, already-filtered prefixes and
+//! enforce the cap. Nothing here may touch a set or rule that sipban's configuration does not
+//! name, and nothing here may pass text that was not parsed as an address to a kernel tool.
+
+pub mod ipset;
