@@ -18,6 +18,7 @@
 //! - [`store`]: the SQLite state (entries, feed metadata, run history).
 //! - [`lock`]: one run at a time.
 //! - [`sync`]: one run of the pipeline, and its report.
+//! - [`inspect`]: read-only `list` and `explain`.
 //! - [`http`]: the HTTPS client every remote source uses (rustls, system roots).
 
 pub mod catalogue;
@@ -31,3 +32,18 @@ pub mod net;
 pub mod source;
 pub mod store;
 pub mod sync;
+pub mod inspect;
+
+/// Process exit codes (documented in the README).
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// The run failed; the live sets were left as they were.
+    pub const FAILED: u8 = 1;
+    /// Bad command line or bad configuration.
+    pub const USAGE: u8 = 2;
+    /// The run completed, but at least one source failed (its last good entries were kept).
+    pub const PARTIAL: u8 = 3;
+    /// Another run holds the lock; this one changed nothing.
+    pub const LOCKED: u8 = 4;
+}

@@ -1,1 +1,251 @@
-fn main() {}
+//! The `sipban` command line: parse arguments, load the config, call the library, map the
+//! outcome to an exit code. No logic of its own lives here.
+
+use clap::{Parser, Subcommand};
+use sipban::config::{self, Settings};
+use sipban::exit;
+use sipban::firewall::ipset::Ipset;
+use sipban::sync::{self, Outcome, SyncError};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "sipban", version, about = "Blocklist agent for SIP PBX hosts: feeds and detections into kernel ipsets")]
+struct Cli {
+    /// Config file.
+    #[arg(long, global = true, default_value = config::DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// More log output on stderr (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Gather, decide and apply once (or, with --dry-run, print the plan and change nothing).
+    Sync {
+        /// Print the plan; write nothing to the kernel or the state. Works without root.
+        #[arg(long)]
+        dry_run: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// List the entries a sync would hold in the sets, from the saved state.
+    List {
+        /// Only entries listed by this source.
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Say why an address is or is not blocked.
+    Explain {
+        ip: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the built-in feed catalogue.
+    Feeds {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the config and print the resolved settings.
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    ExitCode::from(run(cli))
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => tracing::Level::WARN,
+        1 => tracing::Level::INFO,
+        _ => tracing::Level::DEBUG,
+    };
+    let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false)
+        .with_ansi(false);
+    if under_systemd {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load(cli: &Cli) -> Result<Settings, u8> {
+    config::load(&cli.config).map_err(|e| {
+        eprintln!("sipban: {e}");
+        exit::USAGE
+    })
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> u8 {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => {
+            println!("{s}");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("sipban: cannot encode JSON: {e}");
+            exit::FAILED
+        }
+    }
+}
+
+fn run(cli: Cli) -> u8 {
+    let now = sync::unix_now();
+    match &cli.command {
+        Command::Sync { dry_run, json } => {
+            let settings = match load(&cli) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("sipban: cannot start the runtime: {e}");
+                    return exit::FAILED;
+                }
+            };
+            let ipset = Ipset::new();
+            match rt.block_on(sync::run(&settings, &ipset, *dry_run, now)) {
+                Ok(report) => {
+                    if *json {
+                        print_json(&report);
+                    } else {
+                        print!("{report}");
+                    }
+                    for e in &report.errors {
+                        eprintln!("sipban: {e}");
+                    }
+                    match report.outcome {
+                        Outcome::Ok => exit::OK,
+                        Outcome::Partial => exit::PARTIAL,
+                        Outcome::Failed => exit::FAILED,
+                    }
+                }
+                Err(SyncError::Locked(e)) => {
+                    eprintln!("sipban: {e}");
+                    exit::LOCKED
+                }
+                Err(e) => {
+                    eprintln!("sipban: {e}");
+                    if !*dry_run {
+                        eprintln!("sipban: nothing was changed (use `sipban sync --dry-run` to preview without root)");
+                    }
+                    exit::FAILED
+                }
+            }
+        }
+        Command::Config { command: ConfigCommand::Check { json } } => {
+            let settings = match load(&cli) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            if *json {
+                return print_json(&settings);
+            }
+            println!("{}: OK", cli.config.display());
+            match serde_saphyr::to_string(&settings) {
+                Ok(text) => print!("{text}"),
+                Err(_) => println!("{settings:#?}"),
+            }
+            exit::OK
+        }
+        Command::List { source, json } => {
+            let settings = match load(&cli) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let rows = match sipban::inspect::list(&settings, source.as_deref(), now) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("sipban: {e:#}");
+                    return exit::FAILED;
+                }
+            };
+            if *json {
+                return print_json(&rows);
+            }
+            for r in &rows {
+                println!(
+                    "{:<40} {:<7} expires {}  {}",
+                    r.net,
+                    if r.in_set { "in-set" } else { "evicted" },
+                    sipban::inspect::fmt_time(r.expires),
+                    r.sources.join(",")
+                );
+            }
+            eprintln!("{} entries", rows.len());
+            exit::OK
+        }
+        Command::Explain { ip, json } => {
+            let settings = match load(&cli) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let Some(addr) = sipban::net::parse_ip(ip) else {
+                eprintln!("sipban: `{ip}` is not an IP address");
+                return exit::USAGE;
+            };
+            match sipban::inspect::explain(&settings, addr, &Ipset::new(), now) {
+                Ok(x) if *json => print_json(&x),
+                Ok(x) => {
+                    print!("{x}");
+                    exit::OK
+                }
+                Err(e) => {
+                    eprintln!("sipban: {e:#}");
+                    exit::FAILED
+                }
+            }
+        }
+        Command::Feeds { json } => {
+            let all: Vec<_> = sipban::catalogue::all().collect();
+            if *json {
+                let v: Vec<serde_json::Value> = all
+                    .iter()
+                    .map(|f| {
+                        serde_json::json!({
+                            "name": f.name, "url": f.url, "format": f.format,
+                            "interval": f.interval.map(|d| d.to_string()),
+                            "description": f.description, "licence": f.licence, "homepage": f.homepage,
+                        })
+                    })
+                    .collect();
+                return print_json(&v);
+            }
+            for f in all {
+                println!("{}", f.name.as_deref().unwrap_or("?"));
+                println!("  {}", f.description.as_deref().unwrap_or(""));
+                println!("  url: {}", f.url.as_deref().unwrap_or(""));
+                if let Some(i) = f.interval {
+                    println!("  polite interval: {i}");
+                }
+                println!("  licence: {}", f.licence.as_deref().unwrap_or(""));
+            }
+            exit::OK
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Read-only views of the state for people: `sipban list` and `sipban explain IP`.
+//!
+//! Both answer from the saved state with the current config's policies and allowlist applied,
+//! the same way a sync would, so "why is this address (not) blocked?" has one answer. They
+//! never write anything and never touch the network.
+
+use crate::config::{human_duration, Settings};
+use crate::decide::{self, Decision, Entry};
+use crate::firewall::ipset::Ipset;
+use crate::net::{self, Family};
+use crate::store::Store;
+use crate::sync::{self, AllowSummary, Sources};
+use anyhow::Result;
+use serde::Serialize;
+use std::fmt;
+use std::net::IpAddr;
+
+/// Unix seconds as `2026-11-21 12:00:00 UTC`.
+pub fn fmt_time(t: i64) -> String {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// The saved entries and what a sync would decide from them right now.
+pub struct View {
+    pub sources: Sources,
+    pub entries: Vec<Entry>,
+    pub decision: Decision,
+    pub allow: decide::allow::Allowlist,
+    pub has_state: bool,
+}
+
+pub fn view(settings: &Settings, now: i64) -> Result<View> {
+    let store = Store::open_read_only(&settings.state_dir)?;
+    let sources = Sources::from_settings(settings);
+    let entries = match &store {
+        Some(s) => s.load_entries(&sources.index())?,
+        None => Vec::new(),
+    };
+    let mut summary = AllowSummary::default();
+    let allow = sync::base_allowlist(settings, &mut summary);
+    let decision = decide::decide(entries.clone(), &[], &sources.policies, &allow, sync::caps(settings), now);
+    Ok(View { sources, entries, decision, allow, has_state: store.is_some() })
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ListRow {
+    pub net: String,
+    pub sources: Vec<String>,
+    pub last_seen: i64,
+    pub expires: i64,
+    pub in_set: bool,
+}
+
+/// Entries a sync would put in the sets (and, with `all`, those it holds but does not), one
+/// row per prefix, optionally only those listed by `source`.
+pub fn list(settings: &Settings, source: Option<&str>, now: i64) -> Result<Vec<ListRow>> {
+    let v = view(settings, now)?;
+    let in_set: std::collections::HashSet<ipnet::IpNet> = v
+        .decision
+        .desired_v4
+        .iter()
+        .chain(v.decision.desired_v6.iter())
+        .map(|d| d.net)
+        .collect();
+    let names = v.sources.names();
+    let mut rows = Vec::new();
+    for e in &v.decision.entries {
+        let srcs: Vec<String> = e
+            .marks
+            .iter()
+            .filter_map(|m| names.get(m.source as usize).cloned())
+            .collect();
+        if let Some(want) = source {
+            if !srcs.iter().any(|s| s == want) {
+                continue;
+            }
+        }
+        rows.push(ListRow {
+            net: net::display_net(&e.net),
+            sources: srcs,
+            last_seen: e.marks.iter().map(|m| m.last_seen).max().unwrap_or(0),
+            expires: e.expires(),
+            in_set: in_set.contains(&e.net),
+        });
+    }
+    Ok(rows)
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Listing {
+    pub source: String,
+    pub entry: String,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub expires: i64,
+    pub ttl_left: i64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Explanation {
+    pub ip: IpAddr,
+    pub listings: Vec<Listing>,
+    /// The kernel set entries a sync would hold for it (possibly a split piece of a listing).
+    pub in_set: Vec<String>,
+    pub set_name: String,
+    /// The allowlist rule that protects it, if any.
+    pub allowlisted_by: Option<String>,
+    /// Address space rules that keep some or all sources from banning it.
+    pub range_note: Option<String>,
+    /// Whether the live kernel set holds it: `None` when the kernel cannot be read (not root).
+    pub kernel: Option<bool>,
+    pub has_state: bool,
+}
+
+pub fn explain(settings: &Settings, ip: IpAddr, ipset: &Ipset, now: i64) -> Result<Explanation> {
+    let ip = net::canonical_ip(ip);
+    let host = net::host_net(ip);
+    let v = view(settings, now)?;
+    let names = v.sources.names();
+    let mut listings = Vec::new();
+    for e in &v.entries {
+        if !e.net.contains(&ip) {
+            continue;
+        }
+        for m in &e.marks {
+            let Some(source) = names.get(m.source as usize) else { continue };
+            if m.expires <= now {
+                continue;
+            }
+            listings.push(Listing {
+                source: source.clone(),
+                entry: net::display_net(&e.net),
+                first_seen: m.first_seen,
+                last_seen: m.last_seen,
+                expires: m.expires,
+                ttl_left: m.expires - now,
+            });
+        }
+    }
+    let family = Family::of(&host);
+    let in_set: Vec<String> = v
+        .decision
+        .desired(family)
+        .iter()
+        .filter(|d| d.net.contains(&ip))
+        .map(|d| net::display_net(&d.net))
+        .collect();
+    let allowlisted_by = v.allow.hit(&host).map(|r| format!("{} ({})", net::display_net(&r.net), r.reason));
+    let range_note = if let Some(r) = net::special_range(&host) {
+        Some(format!("{r}: no source may ban it"))
+    } else {
+        net::private_range(&host).map(|r| format!("{r}: feeds may not ban it unless they set allow_private"))
+    };
+    let set_name = settings.sets.get(family).name.clone();
+    let kernel = ipset
+        .read(&set_name)
+        .ok()
+        .map(|k| k.is_some_and(|k| k.members.keys().any(|n| n.contains(&ip))));
+    Ok(Explanation { ip, listings, in_set, set_name, allowlisted_by, range_note, kernel, has_state: v.has_state })
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}:", self.ip)?;
+        if !self.has_state {
+            writeln!(f, "  (no saved state yet: run `sipban sync` first)")?;
+        }
+        if self.listings.is_empty() {
+            writeln!(f, "  not listed by any source")?;
+        }
+        for l in &self.listings {
+            writeln!(
+                f,
+                "  listed by {} as {}: first seen {}, last seen {}, {} left",
+                l.source,
+                l.entry,
+                fmt_time(l.first_seen),
+                fmt_time(l.last_seen),
+                human_duration(l.ttl_left.max(0) as u64)
+            )?;
+        }
+        if let Some(a) = &self.allowlisted_by {
+            writeln!(f, "  protected by the allowlist: {a}")?;
+        }
+        if let Some(r) = &self.range_note {
+            writeln!(f, "  address space: {r}")?;
+        }
+        if self.in_set.is_empty() {
+            if !self.listings.is_empty() && self.allowlisted_by.is_none() && self.range_note.is_none() {
+                writeln!(f, "  NOT in set {}: evicted over the cap by higher-ranked entries", self.set_name)?;
+            } else {
+                writeln!(f, "  not in set {}", self.set_name)?;
+            }
+        } else {
+            writeln!(f, "  in set {} as {}", self.set_name, self.in_set.join(", "))?;
+        }
+        match self.kernel {
+            Some(true) => writeln!(f, "  kernel: the live set holds it")?,
+            Some(false) => writeln!(f, "  kernel: the live set does not hold it")?,
+            None => writeln!(f, "  kernel: not readable (needs root)")?,
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times() {
+        assert_eq!(super::fmt_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(super::fmt_time(1_795_270_000), "2026-11-21 12:06:40 UTC");
+        assert_eq!(super::fmt_time(951_782_400), "2000-02-29 00:00:00 UTC");
+    }
+}
