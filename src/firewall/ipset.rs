@@ -283,7 +283,8 @@ impl Ipset {
     /// first, then all `dels`, so a batch cut short never shrinks the set. Re-adding a present
     /// entry sets its timeout to the new value. The caller guarantees the set exists with a
     /// compatible type and that current + adds stays below maxelem. Nothing runs when both lists
-    /// are empty.
+    /// are empty. Timeouts are clamped to 1..=[`MAX_TIMEOUT`] (see [`clamp_timeout`]); every
+    /// entry is checked against the spec's family before ipset starts.
     pub fn apply_diff(
         &self,
         spec: &SetSpec,
@@ -316,6 +317,9 @@ impl Ipset {
     /// firewall rule references it the rebuild stops before changing anything, with an error
     /// naming the set. If the batch fails, the live set is left as it was and the temporary set
     /// is removed (best effort).
+    ///
+    /// `entries` is the whole new content: an empty slice leaves an empty live set, so callers
+    /// must not rebuild from a failed fetch. Timeouts are clamped as in [`Ipset::apply_diff`].
     pub fn rebuild(&self, spec: &SetSpec, entries: &[(IpNet, u32)]) -> Result<(), IpsetError> {
         let what = format!("rebuild of set {}", spec.name);
         check_spec(&what, spec)?;
@@ -334,8 +338,8 @@ impl Ipset {
                     message: format!(
                         "set {live} is {} and cannot be swapped with a hash:net family {} \
                          set, and it cannot be replaced because it is referenced by a \
-                         firewall rule ({} reference(s)). Remove the rule that uses {live} \
-                         (for example `iptables -D INPUT -m set --match-set {live} src -j \
+                         firewall rule or a list:set ({} reference(s)). Remove the rule that uses \
+                         {live} (for example `iptables -D INPUT -m set --match-set {live} src -j \
                          DROP`), or configure another set name, and run again",
                         info.header.describe(),
                         family_word(spec.family),
