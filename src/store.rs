@@ -95,6 +95,16 @@ impl Store {
         &self.path
     }
 
+    /// The connection, for sources that keep tables of their own (they create them with
+    /// `CREATE TABLE IF NOT EXISTS` and write in their own transactions).
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
     fn migrate(&self) -> Result<()> {
         let version: i64 = self
             .conn
