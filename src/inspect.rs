@@ -55,8 +55,21 @@ pub fn view(settings: &Settings, now: i64) -> Result<View> {
     };
     let mut summary = AllowSummary::default();
     let allow = sync::base_allowlist(settings, &mut summary);
-    let decision = decide::decide(entries.clone(), &[], &sources.policies, &allow, sync::caps(settings), now);
-    Ok(View { sources, entries, decision, allow, has_state: store.is_some() })
+    let decision = decide::decide(
+        entries.clone(),
+        &[],
+        &sources.policies,
+        &allow,
+        sync::caps(settings),
+        now,
+    );
+    Ok(View {
+        sources,
+        entries,
+        decision,
+        allow,
+        has_state: store.is_some(),
+    })
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -140,7 +153,9 @@ pub fn explain(settings: &Settings, ip: IpAddr, ipset: &Ipset, now: i64) -> Resu
             continue;
         }
         for m in &e.marks {
-            let Some(source) = names.get(m.source as usize) else { continue };
+            let Some(source) = names.get(m.source as usize) else {
+                continue;
+            };
             if m.expires <= now {
                 continue;
             }
@@ -162,18 +177,31 @@ pub fn explain(settings: &Settings, ip: IpAddr, ipset: &Ipset, now: i64) -> Resu
         .filter(|d| d.net.contains(&ip))
         .map(|d| net::display_net(&d.net))
         .collect();
-    let allowlisted_by = v.allow.hit(&host).map(|r| format!("{} ({})", net::display_net(&r.net), r.reason));
+    let allowlisted_by = v
+        .allow
+        .hit(&host)
+        .map(|r| format!("{} ({})", net::display_net(&r.net), r.reason));
     let range_note = if let Some(r) = net::special_range(&host) {
         Some(format!("{r}: no source may ban it"))
     } else {
-        net::private_range(&host).map(|r| format!("{r}: feeds may not ban it unless they set allow_private"))
+        net::private_range(&host)
+            .map(|r| format!("{r}: feeds may not ban it unless they set allow_private"))
     };
     let set_name = settings.sets.get(family).name.clone();
     let kernel = ipset
         .read(&set_name)
         .ok()
         .map(|k| k.is_some_and(|k| k.members.keys().any(|n| n.contains(&ip))));
-    Ok(Explanation { ip, listings, in_set, set_name, allowlisted_by, range_note, kernel, has_state: v.has_state })
+    Ok(Explanation {
+        ip,
+        listings,
+        in_set,
+        set_name,
+        allowlisted_by,
+        range_note,
+        kernel,
+        has_state: v.has_state,
+    })
 }
 
 impl fmt::Display for Explanation {
@@ -203,13 +231,25 @@ impl fmt::Display for Explanation {
             writeln!(f, "  address space: {r}")?;
         }
         if self.in_set.is_empty() {
-            if !self.listings.is_empty() && self.allowlisted_by.is_none() && self.range_note.is_none() {
-                writeln!(f, "  NOT in set {}: evicted over the cap by higher-ranked entries", self.set_name)?;
+            if !self.listings.is_empty()
+                && self.allowlisted_by.is_none()
+                && self.range_note.is_none()
+            {
+                writeln!(
+                    f,
+                    "  NOT in set {}: evicted over the cap by higher-ranked entries",
+                    self.set_name
+                )?;
             } else {
                 writeln!(f, "  not in set {}", self.set_name)?;
             }
         } else {
-            writeln!(f, "  in set {} as {}", self.set_name, self.in_set.join(", "))?;
+            writeln!(
+                f,
+                "  in set {} as {}",
+                self.set_name,
+                self.in_set.join(", ")
+            )?;
         }
         match self.kernel {
             Some(true) => writeln!(f, "  kernel: the live set holds it")?,

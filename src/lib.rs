@@ -27,12 +27,12 @@ pub mod decide;
 pub mod firewall;
 pub mod hostaddr;
 pub mod http;
+pub mod inspect;
 pub mod lock;
 pub mod net;
 pub mod source;
 pub mod store;
 pub mod sync;
-pub mod inspect;
 
 /// Process exit codes (documented in the README).
 pub mod exit {

@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "sipban", version, about = "Blocklist agent for SIP PBX hosts: feeds and detections into kernel ipsets")]
+#[command(
+    name = "sipban",
+    version,
+    about = "Blocklist agent for SIP PBX hosts: feeds and detections into kernel ipsets"
+)]
 struct Cli {
     /// Config file.
     #[arg(long, global = true, default_value = config::DEFAULT_CONFIG_PATH)]
@@ -68,6 +72,11 @@ enum ConfigCommand {
     },
 }
 
+/// `println!` that ignores a closed stdout.
+macro_rules! outln {
+    ($($arg:tt)*) => { out(&format!("{}\n", format_args!($($arg)*))) };
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
@@ -100,10 +109,19 @@ fn load(cli: &Cli) -> Result<Settings, u8> {
     })
 }
 
+/// Write to stdout; a closed pipe (`sipban list | head`) is not an error worth a panic.
+fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
+}
+
 fn print_json<T: serde::Serialize>(value: &T) -> u8 {
     match serde_json::to_string_pretty(value) {
         Ok(s) => {
-            println!("{s}");
+            out(&format!("{s}\n"));
             exit::OK
         }
         Err(e) => {
@@ -121,7 +139,10 @@ fn run(cli: Cli) -> u8 {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("sipban: cannot start the runtime: {e}");
@@ -134,7 +155,7 @@ fn run(cli: Cli) -> u8 {
                     if *json {
                         print_json(&report);
                     } else {
-                        print!("{report}");
+                        out(&report.to_string());
                     }
                     for e in &report.errors {
                         eprintln!("sipban: {e}");
@@ -158,7 +179,9 @@ fn run(cli: Cli) -> u8 {
                 }
             }
         }
-        Command::Config { command: ConfigCommand::Check { json } } => {
+        Command::Config {
+            command: ConfigCommand::Check { json },
+        } => {
             let settings = match load(&cli) {
                 Ok(s) => s,
                 Err(code) => return code,
@@ -166,10 +189,10 @@ fn run(cli: Cli) -> u8 {
             if *json {
                 return print_json(&settings);
             }
-            println!("{}: OK", cli.config.display());
+            outln!("{}: OK", cli.config.display());
             match serde_saphyr::to_string(&settings) {
-                Ok(text) => print!("{text}"),
-                Err(_) => println!("{settings:#?}"),
+                Ok(text) => out(&text),
+                Err(_) => outln!("{settings:#?}"),
             }
             exit::OK
         }
@@ -189,7 +212,7 @@ fn run(cli: Cli) -> u8 {
                 return print_json(&rows);
             }
             for r in &rows {
-                println!(
+                outln!(
                     "{:<40} {:<7} expires {}  {}",
                     r.net,
                     if r.in_set { "in-set" } else { "evicted" },
@@ -212,7 +235,7 @@ fn run(cli: Cli) -> u8 {
             match sipban::inspect::explain(&settings, addr, &Ipset::new(), now) {
                 Ok(x) if *json => print_json(&x),
                 Ok(x) => {
-                    print!("{x}");
+                    out(&x.to_string());
                     exit::OK
                 }
                 Err(e) => {
@@ -237,13 +260,13 @@ fn run(cli: Cli) -> u8 {
                 return print_json(&v);
             }
             for f in all {
-                println!("{}", f.name.as_deref().unwrap_or("?"));
-                println!("  {}", f.description.as_deref().unwrap_or(""));
-                println!("  url: {}", f.url.as_deref().unwrap_or(""));
+                outln!("{}", f.name.as_deref().unwrap_or("?"));
+                outln!("  {}", f.description.as_deref().unwrap_or(""));
+                outln!("  url: {}", f.url.as_deref().unwrap_or(""));
                 if let Some(i) = f.interval {
-                    println!("  polite interval: {i}");
+                    outln!("  polite interval: {i}");
                 }
-                println!("  licence: {}", f.licence.as_deref().unwrap_or(""));
+                outln!("  licence: {}", f.licence.as_deref().unwrap_or(""));
             }
             exit::OK
         }
