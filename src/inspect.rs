@@ -265,7 +265,7 @@ mod tests {
     #[test]
     fn times() {
         assert_eq!(super::fmt_time(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(super::fmt_time(1_795_270_000), "2026-11-21 12:06:40 UTC");
+        assert_eq!(super::fmt_time(1_795_270_000), "2026-11-21 14:06:40 UTC");
         assert_eq!(super::fmt_time(951_782_400), "2000-02-29 00:00:00 UTC");
     }
 }

@@ -354,6 +354,7 @@ pub async fn run(
                         ttl,
                     })
                     .collect(),
+                complete: true,
             });
             if result.cache_update {
                 cache_writes.push((cache_file, listing.nets));
@@ -535,6 +536,9 @@ fn apply_family(
     desired: &[decide::Desired],
     now: i64,
 ) -> anyhow::Result<()> {
+    if ipset.destroy_leftover_tmp(spec)? {
+        tracing::info!(set = %spec.name, "removed a temporary set left by an interrupted run");
+    }
     let full = || -> Vec<(ipnet::IpNet, u32)> {
         desired
             .iter()
@@ -671,6 +675,9 @@ impl fmt::Display for RunReport {
             }
             if c.expired > 0 {
                 line.push_str(&format!(", expired {}", c.expired));
+            }
+            if c.delisted > 0 {
+                line.push_str(&format!(", delisted {}", c.delisted));
             }
             if rejected > 0 {
                 let why: Vec<String> = c

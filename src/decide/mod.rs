@@ -170,6 +170,8 @@ pub struct SourceCounts {
     pub in_set: usize,
     /// Marks that ran out of TTL in this run.
     pub expired: usize,
+    /// Marks dropped because a complete listing no longer holds them.
+    pub delisted: usize,
 }
 
 /// An allowlist rule that stopped a listed prefix (fully or partly).
@@ -239,6 +241,11 @@ impl Decision {
 pub struct Input {
     pub source: u16,
     pub sightings: Vec<Sighting>,
+    /// The sightings are the source's complete current list (a feed download): addresses of
+    /// this source that it no longer lists are dropped now, not when their TTL runs out, so a
+    /// false positive removed upstream is unblocked at the next sync. Additive sources (APIBAN,
+    /// log detectors) leave this false and their entries live until their TTL.
+    pub complete: bool,
 }
 
 /// The pure decision. `previous` marks must refer to `policies` by index; marks with an index
@@ -311,6 +318,23 @@ pub fn decide(
                 }),
             }
         }
+    }
+
+    // 2b. A complete listing replaces what its source listed before.
+    for input in inputs.iter().filter(|i| i.complete) {
+        let listed: std::collections::HashSet<IpNet> =
+            input.sightings.iter().map(|s| s.net).collect();
+        let Some(counts) = d.per_source.get_mut(input.source as usize) else {
+            continue;
+        };
+        map.retain(|net, marks| {
+            if !listed.contains(net) {
+                let before = marks.len();
+                marks.retain(|m| m.source != input.source);
+                counts.delisted += before - marks.len();
+            }
+            !marks.is_empty()
+        });
     }
 
     // 3. Subtract the allowlist and rank per family.

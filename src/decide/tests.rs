@@ -39,10 +39,12 @@ fn provenance_and_ttl_refresh() {
         Input {
             source: 0,
             sightings: vec![sight(n("192.0.2.1"), now, 3600)],
+            complete: false,
         },
         Input {
             source: 1,
             sightings: vec![sight(n("192.0.2.1"), now, 7200)],
+            complete: false,
         },
     ];
     let d = decide(Vec::new(), &inputs, &policies, &Allowlist::new(), CAPS, now);
@@ -61,6 +63,7 @@ fn provenance_and_ttl_refresh() {
     let inputs = vec![Input {
         source: 0,
         sightings: vec![sight(n("192.0.2.1"), later, 3600)],
+        complete: false,
     }];
     let d = decide(
         d.entries,
@@ -90,11 +93,53 @@ fn provenance_and_ttl_refresh() {
 }
 
 #[test]
+fn a_complete_listing_replaces_the_source_but_not_others() {
+    let policies = vec![policy("feed", 50), policy("detector", 100)];
+    let first = vec![
+        Input {
+            source: 0,
+            sightings: vec![
+                sight(n("192.0.2.1"), 0, 1000),
+                sight(n("192.0.2.2"), 0, 1000),
+            ],
+            complete: true,
+        },
+        Input {
+            source: 1,
+            sightings: vec![sight(n("192.0.2.2"), 0, 1000)],
+            complete: false,
+        },
+    ];
+    let d = decide(Vec::new(), &first, &policies, &Allowlist::new(), CAPS, 0);
+    assert_eq!(d.desired_v4.len(), 2);
+    // The feed drops both; the detector's mark on .2 stays, .1 goes at once.
+    let second = vec![Input {
+        source: 0,
+        sightings: vec![sight(n("192.0.2.3"), 10, 1000)],
+        complete: true,
+    }];
+    let d = decide(d.entries, &second, &policies, &Allowlist::new(), CAPS, 10);
+    let nets: Vec<IpNet> = d.desired_v4.iter().map(|x| x.net).collect();
+    assert_eq!(nets, vec![n("192.0.2.2"), n("192.0.2.3")]);
+    assert_eq!(d.per_source[0].delisted, 2);
+    // Re-listing keeps first_seen.
+    let third = vec![Input {
+        source: 0,
+        sightings: vec![sight(n("192.0.2.3"), 20, 1000)],
+        complete: true,
+    }];
+    let d = decide(d.entries, &third, &policies, &Allowlist::new(), CAPS, 20);
+    let e = d.entries.iter().find(|e| e.net == n("192.0.2.3")).unwrap();
+    assert_eq!((e.marks[0].first_seen, e.marks[0].last_seen), (10, 20));
+}
+
+#[test]
 fn carried_entries_survive_a_failed_source_until_ttl() {
     let policies = vec![policy("a", 50)];
     let inputs = vec![Input {
         source: 0,
         sightings: vec![sight(n("192.0.2.9"), 0, 1000)],
+        complete: false,
     }];
     let d = decide(Vec::new(), &inputs, &policies, &Allowlist::new(), CAPS, 0);
     let d = decide(d.entries, &[], &policies, &Allowlist::new(), CAPS, 999);
@@ -109,6 +154,7 @@ fn removed_sources_are_dropped() {
     let inputs = vec![Input {
         source: 1,
         sightings: vec![sight(n("192.0.2.9"), 0, 1000)],
+        complete: false,
     }];
     let d = decide(Vec::new(), &inputs, &policies, &Allowlist::new(), CAPS, 0);
     let d = decide(d.entries, &[], &policies[..1], &Allowlist::new(), CAPS, 1);
@@ -136,6 +182,7 @@ fn prefix_rules() {
         .iter()
         .map(|s| sight(n(s), 0, 100))
         .collect(),
+        complete: false,
     }];
     let d = decide(
         Vec::new(),
@@ -168,6 +215,7 @@ fn allowlist_splits_and_protects() {
             sight(n("45.1.0.0/16"), 0, 100),
             sight(n("45.9.9.9"), 0, 100),
         ],
+        complete: false,
     }];
     let d = decide(Vec::new(), &inputs, &policies, &allow, CAPS, 0);
     assert_eq!(d.desired_v4.len(), 8, "a /16 minus a /24 is 8 prefixes");
@@ -244,6 +292,7 @@ fn keep_limit_bounds_the_state() {
     let inputs = vec![Input {
         source: 0,
         sightings: (0..100).map(|i| sight(v4(i), i64::from(i), 1000)).collect(),
+        complete: false,
     }];
     let caps = Caps { v4: 10, v6: 10 };
     let d = decide(Vec::new(), &inputs, &policies, &Allowlist::new(), caps, 200);
@@ -295,7 +344,7 @@ proptest! {
         let inputs: Vec<Input> = lists
             .iter()
             .enumerate()
-            .map(|(i, l)| Input { source: i as u16, sightings: l.iter().map(|&x| sight(x, 0, 100)).collect() })
+            .map(|(i, l)| Input { source: i as u16, sightings: l.iter().map(|&x| sight(x, 0, 100)).collect(), complete: false })
             .collect();
         let caps = Caps { v4: cap, v6: cap };
         let d = decide(Vec::new(), &inputs, &policies, &allow, caps, 1);

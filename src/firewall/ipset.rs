@@ -265,6 +265,27 @@ impl Ipset {
     }
 
     /// Names of all sets (`ipset list -n`).
+    /// Destroy the leftover temporary set of `spec` (from a run killed between swap and
+    /// destroy), if there is one. Never touches the live set.
+    pub fn destroy_leftover_tmp(&self, spec: &SetSpec) -> Result<bool, IpsetError> {
+        let tmp = spec.tmp_name();
+        check_any_name("cleanup", &tmp)?;
+        if !self.list_names()?.iter().any(|n| *n == tmp) {
+            return Ok(false);
+        }
+        let out = self.output(&["destroy", &tmp])?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(classify(
+                &format!("ipset destroy {tmp}"),
+                &stderr,
+                out.status,
+                None,
+            ));
+        }
+        Ok(true)
+    }
+
     pub fn list_names(&self) -> Result<Vec<String>, IpsetError> {
         let out = self.output(&["list", "-n"])?;
         if !out.status.success() {

@@ -90,6 +90,26 @@ impl NetNs {
     }
 }
 
+/// Run `f` on a new thread that has entered `ns` (setns), so every socket it opens and every
+/// process it starts (without `ip netns exec`) lives in the namespace: in-process stub
+/// servers, the `sipban` binary and `ipset` then all see the same private network. The
+/// calling thread's namespace is never changed. A panic in `f` is re-raised here.
+pub fn run_in<R: Send + 'static>(ns: &NetNs, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let path = format!("/run/netns/{}", ns.name);
+    let handle = std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: setns on a valid namespace fd only changes this thread's network namespace.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns({path}): {}", std::io::Error::last_os_error());
+        f()
+    });
+    match handle.join() {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
 impl Drop for NetNs {
     fn drop(&mut self) {
         if let Err(e) = run(&["ip", "netns", "delete", &self.name]) {
