@@ -69,7 +69,7 @@ impl fmt::Display for Dur {
 /// `7d`, `2h`, `90s`: the largest unit that divides the value.
 pub fn human_duration(secs: u64) -> String {
     for (unit, n) in [("w", 604_800), ("d", 86_400), ("h", 3600), ("m", 60)] {
-        if secs >= n && secs % n == 0 {
+        if secs >= n && secs.is_multiple_of(n) {
             return format!("{}{}", secs / n, unit);
         }
     }

@@ -245,19 +245,17 @@ fn subtract_into(net: IpNet, holes: &[IpNet], out: &mut Vec<IpNet>) {
         out.push(net);
         return;
     }
-    // Split in two halves and recurse; depth is bounded by the prefix length (<= 128).
-    match net.subnets(net.prefix_len() + 1) {
-        Ok(halves) => {
-            for half in halves {
-                let hs: Vec<IpNet> = inner
-                    .iter()
-                    .filter(|h| overlaps(h, &half))
-                    .copied()
-                    .collect();
-                subtract_into(half, &hs, out);
-            }
+    // Split in two halves and recurse; depth is bounded by the prefix length (<= 128). A host
+    // prefix cannot be split, but it never gets here: a hole inside it also contains it.
+    if let Ok(halves) = net.subnets(net.prefix_len() + 1) {
+        for half in halves {
+            let hs: Vec<IpNet> = inner
+                .iter()
+                .filter(|h| overlaps(h, &half))
+                .copied()
+                .collect();
+            subtract_into(half, &hs, out);
         }
-        Err(_) => {} // a host prefix fully covered by a hole: nothing left
     }
 }
 

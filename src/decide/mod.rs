@@ -346,7 +346,7 @@ pub fn decide(
             Entry { net, marks }
         })
         .collect();
-    entries.sort_by(|a, b| a.net.cmp(&b.net));
+    entries.sort_by_key(|e| e.net);
     for (idx, entry) in entries.iter().enumerate() {
         let rank = entry.rank(policies);
         let expires = entry.expires();
@@ -411,7 +411,7 @@ pub fn decide(
             }
         }
         let evicted = cands.len().saturating_sub(cap);
-        desired.sort_by(|a, b| a.net.cmp(&b.net));
+        desired.sort_by_key(|d| d.net);
         match family {
             Family::V4 => {
                 d.desired_v4 = desired;

@@ -270,7 +270,7 @@ impl Ipset {
     pub fn destroy_leftover_tmp(&self, spec: &SetSpec) -> Result<bool, IpsetError> {
         let tmp = spec.tmp_name();
         check_any_name("cleanup", &tmp)?;
-        if !self.list_names()?.iter().any(|n| *n == tmp) {
+        if !self.list_names()?.contains(&tmp) {
             return Ok(false);
         }
         let out = self.output(&["destroy", &tmp])?;
