@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite on a Debian / Raspberry Pi OS machine. Needs root: firewall tests run
+# against the real kernel, each inside a private network namespace, so the host's sets and
+# rules are never touched. Installs what the tests need first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+    echo "scripts/test.sh: run as root (sudo): the kernel tests create private network namespaces" >&2
+    exit 2
+fi
+. scripts/ensure-toolchain.sh
+sipban_apt_install build-essential ca-certificates curl ipset iptables nftables iproute2 util-linux procps
+sipban_ensure_rust
+# The kernel modules the tests use; on most systems they load on demand anyway.
+modprobe -q ip_set_hash_net 2>/dev/null || true
+cargo test --locked "$@"

@@ -1,0 +1,244 @@
+//! The command line as a user meets it: no kernel access needed (everything here runs as a
+//! non-root user when the tests run as root).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sipban"))
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A world-readable scratch directory holding a copy of the binary, so `nobody` can run it
+/// wherever the checkout lives (CI may clone below a directory only root can enter).
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::copy(bin(), dir.path().join("sipban")).unwrap();
+        Scratch { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Run the copied sipban as an unprivileged user: `nobody` through setpriv when we are root.
+    fn as_user(&self, args: &[&str]) -> Output {
+        let exe = self.path().join("sipban");
+        let mut cmd = if is_root() {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+                .arg(exe);
+            c
+        } else {
+            Command::new(exe)
+        };
+        cmd.args(args)
+            .current_dir("/")
+            .output()
+            .expect("run sipban")
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The README's main job: a dry run of the shipped example config by a non-root user.
+#[test]
+fn dry_run_of_the_example_config_as_a_non_root_user() {
+    if is_root() && !common::netns::require_program("setpriv") {
+        return;
+    }
+    // The example config and its sample feed, copied as they ship (the feed path is relative
+    // to the config file).
+    let scratch = Scratch::new();
+    std::fs::copy(
+        repo().join("config.example.yaml"),
+        scratch.path().join("config.yaml"),
+    )
+    .unwrap();
+    std::fs::create_dir(scratch.path().join("examples")).unwrap();
+    std::fs::copy(
+        repo().join("examples/sample-feed.txt"),
+        scratch.path().join("examples/sample-feed.txt"),
+    )
+    .unwrap();
+    let config = scratch.path().join("config.yaml");
+    let o = scratch.as_user(&["sync", "--dry-run", "--config", config.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("NOT applied"), "{}", text(&o));
+    assert!(out.contains("+ 192.0.2.10"), "{}", text(&o));
+    assert!(out.contains("+ 2001:db8:bad::/48"), "{}", text(&o));
+    assert!(
+        out.contains("compared against: kernel sets not readable"),
+        "says what it diffed against: {}",
+        text(&o)
+    );
+    assert!(
+        out.contains("2001:db8::5 protected by 2001:db8::/48"),
+        "{}",
+        text(&o)
+    );
+    assert!(!out.contains("0.0.0.0/0 ("), "{}", text(&o));
+    // JSON for scripts.
+    let o = scratch.as_user(&[
+        "sync",
+        "--dry-run",
+        "--json",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let j: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    assert_eq!(j["dry_run"], true);
+    assert_eq!(j["sets"][0]["adds"].as_array().unwrap().len(), 5);
+    assert_eq!(j["sources"][0]["counts"]["rejected"]["everything"], 1);
+}
+
+#[test]
+fn dry_run_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("l.txt");
+    std::fs::write(&list, "45.0.0.1\n").unwrap();
+    let state = dir.path().join("state");
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir: {}\nfeeds:\n  - {{ name: a, url: 'file://{}' }}\n",
+            state.display(),
+            list.display()
+        ),
+    )
+    .unwrap();
+    let o = Command::new(bin())
+        .args(["sync", "--dry-run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!state.exists(), "a dry run created {}", state.display());
+}
+
+#[test]
+fn config_check_prints_resolved_settings_and_errors_have_positions() {
+    let config = repo().join("config.example.yaml");
+    let o = Command::new(bin())
+        .args(["config", "check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("sipban-v4") && out.contains("sample"),
+        "{}",
+        text(&o)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "sets:\n  v4: { name: x, cap: 10 }\nfeeds:\n  - name: a\n    url: https://x.org/\n    intervall: 1h\n").unwrap();
+    let o = Command::new(bin())
+        .args(["config", "check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("bad.yaml") && err.contains("line 6") && err.contains("intervall"),
+        "{}",
+        text(&o)
+    );
+
+    let o = Command::new(bin())
+        .args(["sync", "--config"])
+        .arg(dir.path().join("missing.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+#[test]
+fn explain_and_list_without_state() {
+    let scratch = Scratch::new();
+    let cfg = scratch.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir: {}\nallowlist: [192.0.2.0/24]\n",
+            scratch.path().join("s").display()
+        ),
+    )
+    .unwrap();
+    let o = scratch.as_user(&["explain", "192.0.2.7", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("not listed") && out.contains("192.0.2.0/24 (allowlist in config)"),
+        "{}",
+        text(&o)
+    );
+    let o = Command::new(bin())
+        .args(["explain", "not-an-ip", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let o = Command::new(bin())
+        .args(["list", "--json", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "[]",
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn feeds_lists_the_catalogue() {
+    let o = Command::new(bin()).arg("feeds").output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    for name in [
+        "blocklist-de-sip",
+        "voipbl",
+        "spamhaus-drop-v4",
+        "spamhaus-drop-v6",
+        "firehol-level1",
+    ] {
+        assert!(out.contains(name), "{name}: {}", text(&o));
+    }
+}
