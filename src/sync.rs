@@ -265,6 +265,10 @@ pub async fn run(
     dry_run: bool,
     now: i64,
 ) -> Result<RunReport, SyncError> {
+    let clock = std::time::Instant::now();
+    let phase = |name: &str| {
+        tracing::debug!("{name}: {:.1} ms", clock.elapsed().as_secs_f64() * 1000.0)
+    };
     let _lock = if dry_run {
         None
     } else {
@@ -294,6 +298,7 @@ pub async fn run(
         None => HashMap::new(),
     };
 
+    phase("loaded state");
     // Gather.
     let mut allow_summary = AllowSummary::default();
     let mut allow = base_allowlist(settings, &mut allow_summary);
@@ -372,6 +377,7 @@ pub async fn run(
         }
     }
 
+    phase("gathered");
     // Decide.
     let caps = caps(settings);
     let baseline_state = if dry_run {
@@ -389,6 +395,7 @@ pub async fn run(
     let decision = decide::decide(previous, &inputs, &sources.policies, &allow, caps, now);
     drop(inputs);
 
+    phase("decided");
     // Plan against the kernel (or, for a dry run that cannot read it, the saved state).
     let mut baseline = Baseline::Kernel;
     let mut baseline_note = None;
@@ -432,6 +439,7 @@ pub async fn run(
         ));
     }
 
+    phase("planned");
     let mut report = RunReport {
         dry_run,
         started: now,
@@ -489,6 +497,7 @@ pub async fn run(
         }
     }
     report.applied = !apply_failed;
+    phase("applied");
 
     // Persist: caches by rename, then one transaction.
     for (path, nets) in &cache_writes {
@@ -524,6 +533,7 @@ pub async fn run(
             })
             .context("saving state")?;
     }
+    phase("committed");
     Ok(report)
 }
 
