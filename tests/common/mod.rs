@@ -1,3 +1,4 @@
 //! Helpers shared by integration tests (`mod common;` in each test file).
 
+pub mod https;
 pub mod netns;
