@@ -650,7 +650,7 @@ pub async fn pull(
         return run;
     }
     if refreshing {
-        match store.as_deref_mut() {
+        match store {
             Some(s) => match state::finish_refresh(s.conn_mut(), now, ttl) {
                 Ok(swap) => {
                     run.refresh = RefreshState::Completed {
@@ -714,6 +714,89 @@ pub async fn check(
         })
 }
 
+/// APIBAN's half of `sipban check IP`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum RemoteCheck {
+    /// The config has no `apiban:` section.
+    NotConfigured,
+    Listed {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    NotListed,
+    /// The key could not be loaded or APIBAN could not be asked (already redacted).
+    Error {
+        message: String,
+    },
+}
+
+/// `sipban check IP`: what APIBAN says and what the local state says.
+#[derive(Debug, Serialize)]
+pub struct CheckReport {
+    pub ip: IpAddr,
+    pub apiban: RemoteCheck,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local: Option<crate::inspect::Explanation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_error: Option<String>,
+}
+
+/// Ask APIBAN (when configured) and the local state about `ip`.
+pub async fn check_report(
+    settings: &crate::config::Settings,
+    ip: IpAddr,
+    ipset: &crate::firewall::ipset::Ipset,
+    now: i64,
+) -> CheckReport {
+    let ip = net::canonical_ip(ip);
+    let apiban = match &settings.apiban {
+        None => RemoteCheck::NotConfigured,
+        Some(a) => match load_key(a) {
+            Err(message) => RemoteCheck::Error { message },
+            Ok(key) => match check(a, &key, ip).await {
+                Ok(CheckAnswer { listed: true, id }) => RemoteCheck::Listed { id },
+                Ok(CheckAnswer { listed: false, .. }) => RemoteCheck::NotListed,
+                Err(e) => RemoteCheck::Error {
+                    message: redact(&e.0, &key),
+                },
+            },
+        },
+    };
+    let (local, local_error) = match crate::inspect::explain(settings, ip, ipset, now) {
+        Ok(x) => (Some(x), None),
+        Err(e) => (None, Some(format!("{e:#}"))),
+    };
+    CheckReport {
+        ip,
+        apiban,
+        local,
+        local_error,
+    }
+}
+
+impl fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.apiban {
+            RemoteCheck::NotConfigured => {
+                writeln!(f, "APIBAN: not asked (no apiban: section in the config)")?
+            }
+            RemoteCheck::Listed { id: Some(id) } => {
+                writeln!(f, "APIBAN: {} is LISTED (ID {id})", self.ip)?
+            }
+            RemoteCheck::Listed { id: None } => writeln!(f, "APIBAN: {} is LISTED", self.ip)?,
+            RemoteCheck::NotListed => writeln!(f, "APIBAN: {} is not listed", self.ip)?,
+            RemoteCheck::Error { message } => writeln!(f, "APIBAN: could not ask: {message}")?,
+        }
+        write!(f, "local state: ")?;
+        match (&self.local, &self.local_error) {
+            (Some(x), _) => write!(f, "{x}"),
+            (None, Some(e)) => writeln!(f, "could not be read: {e}"),
+            (None, None) => writeln!(f, "could not be read"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -763,6 +846,28 @@ mod tests {
         assert!(bad("requests_per_2min: 0\n").contains("between"));
         assert!(bad("full_refresh: 10m\n").contains("1h"));
         assert!(crate::config::parse_yaml::<RawApiban>("key: abc\n", "t").is_err());
+    }
+
+    #[test]
+    fn config_section() {
+        let load = |t: &str| crate::config::load_str(t, Path::new("/etc/sipban/config.yaml"));
+        assert!(load("state_dir: /x\n").unwrap().apiban.is_none());
+        let s = load(
+            "apiban:\n  key_file: /etc/sipban/apiban.key\n  api: v1\n  ttl: 2d\n  priority: 90\n",
+        )
+        .unwrap()
+        .apiban
+        .unwrap();
+        assert_eq!((s.api, s.ttl, s.priority), (ApiVersion::V1, 2 * 86_400, 90));
+        let e = load("state_dir: /x\napiban:\n  api: v1\n  set: all\n").unwrap_err();
+        assert!(e.0.contains("line 3") && e.0.contains("v2"), "{e}");
+        let e = load("apiban:\n  key: abc\n").unwrap_err();
+        assert!(e.0.contains("line 2") && e.0.contains("key"), "{e}");
+        let e = load("apiban:\n  priority: 5000\n").unwrap_err();
+        assert!(e.0.contains("priority"), "{e}");
+        // The resolved settings name the key file, and hold no key.
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains("apiban.key"), "{json}");
     }
 
     #[test]
