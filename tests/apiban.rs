@@ -882,3 +882,187 @@ fn assert_no_key_in_dir(dir: &Path) {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The `sipban` binary: output, `check`, trust, key hygiene.
+
+/// A config for the binary. `ca_file: None` leaves trust to the system store.
+fn write_config(e: &Env, server: &HttpsServer, api: &str, ca_file: Option<&Path>) -> PathBuf {
+    let mut text = format!(
+        "state_dir: {}\nallow_own_addresses: false\nsets:\n  v4: {{name: sbt-apiban-v4}}\n  v6: {{name: sbt-apiban-v6}}\napiban:\n  key_file: {}\n  api: {api}\n  base_url: {}\n  requests_per_2min: 1000\n",
+        e.state_dir().display(),
+        e.key_file.display(),
+        server.base_url()
+    );
+    if let Some(ca) = ca_file {
+        text.push_str(&format!("  ca_file: {}\n", ca.display()));
+    }
+    let path = e.dir.path().join("config.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+struct Ran {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Run `sipban` with `PATH` pointing at an empty directory, so no `ipset` is found and the
+/// host's sets are never read: a dry run falls back to the saved state.
+fn sipban(e: &Env, config: &Path, args: &[&str], extra_env: &[(&str, &Path)]) -> Ran {
+    let empty = e.dir.path().join("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("sipban"));
+    cmd.arg("--config")
+        .arg(config)
+        .args(args)
+        .env("PATH", &empty)
+        .env_remove(apiban::KEY_ENV)
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR");
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    Ran {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn the_key_never_appears_in_any_output_or_the_state() {
+    for api in ["v1", "v2"] {
+        let e = env();
+        let fake = Fake::new(dataset(3, 0));
+        fake.listed.lock().unwrap().insert("198.18.250.7".into());
+        let server = serve(&fake);
+        let config = write_config(&e, &server, api, Some(&ca_file()));
+        let mut outputs: Vec<(String, Ran)> = Vec::new();
+        let mut run = |args: &[&str]| {
+            let r = sipban(&e, &config, args, &[]);
+            outputs.push((args.join(" "), r));
+            outputs
+                .last()
+                .map(|(_, r)| (r.code, r.stdout.clone(), r.stderr.clone()))
+                .unwrap()
+        };
+        // A dry run with no state yet: the plan adds what APIBAN lists.
+        let (code, stdout, stderr) = run(&["sync", "--dry-run"]);
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        assert!(
+            stdout.contains("apiban") && stdout.contains("caught up"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("+ 198.18.0.1 "), "{stdout}");
+        assert!(
+            !Store::db_path(&e.state_dir()).exists(),
+            "a dry run wrote the state"
+        );
+        // A real sync applies the pages to the state, then fails at the kernel (no ipset here).
+        let (code, _, stderr) = run(&["-vv", "sync"]);
+        assert_eq!(code, 1, "{stderr}");
+        let (code, stdout, _) = run(&["-vv", "sync", "--dry-run", "--json"]);
+        assert_eq!(code, 0);
+        let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let src = &v["sources"][0];
+        assert_eq!(src["name"], "apiban");
+        assert_eq!(src["apiban"]["status"], "caught_up");
+        assert_eq!(src["counts"]["held"], 750);
+        let (code, stdout, stderr) = run(&["-vv", "check", "198.18.250.7"]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(
+            stdout.contains("LISTED") && stdout.contains("not listed by any source"),
+            "{stdout}"
+        );
+        let (code, stdout, _) = run(&["check", "198.18.0.1", "--json"]);
+        assert_eq!(code, 0);
+        let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(v["apiban"]["answer"], "not_listed");
+        assert_eq!(v["local"]["listings"][0]["source"], "apiban");
+        run(&["config", "check"]);
+        run(&["config", "check", "--json"]);
+        // Failures: a dropped connection, a 403, a 429.
+        for reply in [
+            Reply::Drop,
+            Fake::unauthorized(),
+            Reply::json(
+                429,
+                r#"{"ipaddress":"rate limit exceeded","ID":"unauthorized"}"#,
+            ),
+        ] {
+            fake.fault(server.request_count() + 1, reply.clone());
+            let (code, stdout, stderr) = run(&["-vv", "sync", "--dry-run"]);
+            assert_eq!(code, 3, "{stdout}{stderr}");
+            assert!(stderr.contains("apiban:"), "{stderr}");
+            fake.fault(server.request_count() + 1, reply);
+            let (code, _, _) = run(&["-vv", "check", "198.18.250.7"]);
+            assert_eq!(code, 3);
+        }
+        let all: String = outputs
+            .iter()
+            .map(|(a, r)| format!("$ sipban {a}\n{}{}", r.stdout, r.stderr))
+            .collect();
+        assert!(!all.contains(KEY), "the key was printed:\n{all}");
+        if api == "v1" {
+            assert!(
+                all.contains("/api/[redacted]/banned/"),
+                "v1 URLs are logged redacted:\n{all}"
+            );
+        }
+        assert!(Store::db_path(&e.state_dir()).exists());
+        assert_no_key_in_dir(&e.state_dir());
+    }
+}
+
+#[test]
+fn a_key_file_readable_by_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let e = env();
+    let fake = Fake::new(dataset(1, 0));
+    let server = serve(&fake);
+    let config = write_config(&e, &server, "v2", Some(&ca_file()));
+    std::fs::set_permissions(&e.key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let r = sipban(&e, &config, &["sync", "--dry-run"], &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("chmod 640") && r.stderr.contains(&e.key_file.display().to_string()),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains(KEY) && !r.stdout.contains(KEY));
+    assert_eq!(server.request_count(), 0);
+    let r = sipban(&e, &config, &["check", "198.18.0.7"], &[]);
+    assert_eq!(r.code, 3);
+    assert!(r.stdout.contains("chmod 640"), "{}", r.stdout);
+}
+
+#[test]
+fn trust_comes_from_the_system_store_which_honours_ssl_cert_file() {
+    let e = env();
+    let fake = Fake::new(Vec::new());
+    fake.listed.lock().unwrap().insert("198.18.0.7".into());
+    let server = serve(&fake);
+    let config = write_config(&e, &server, "v2", None);
+    // Without the test CA the server's certificate is refused, and nothing is sent.
+    let r = sipban(&e, &config, &["check", "198.18.0.7"], &[]);
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.to_lowercase().contains("certificate"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(server.request_count(), 0);
+    // With SSL_CERT_FILE naming it, as for other tools on the box, it is trusted.
+    let ca = ca_file();
+    let r = sipban(
+        &e,
+        &config,
+        &["check", "198.18.0.7"],
+        &[("SSL_CERT_FILE", &ca)],
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("LISTED"), "{}", r.stdout);
+}
