@@ -333,7 +333,8 @@ fn pacing_never_exceeds_the_limit_across_a_backlog_and_back_to_back_runs() {
     let server = serve(&fake);
     let mut s = settings_for(&server, ApiVersion::V2, &e.key_file);
     s.requests_per_2min = 5;
-    s.window = Duration::from_millis(1000);
+    // 420 ms between requests; the 5 % margin leaves 100 ms of slack per 5 requests for jitter.
+    s.window = Duration::from_secs(2);
     let mut store = e.store();
     let first = pull(&s, &mut store, T0);
     assert_eq!(first.status, PullStatus::RateLimited);
