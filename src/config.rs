@@ -210,6 +210,7 @@ pub struct RawConfig {
     pub allowlist: Option<Vec<Cidr>>,
     pub allow_own_addresses: Option<bool>,
     pub feeds: Option<Vec<Spanned<RawFeed>>>,
+    pub apiban: Option<Spanned<crate::source::apiban::RawApiban>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -287,6 +288,8 @@ pub struct Settings {
     pub allowlist: Vec<IpNet>,
     pub allow_own_addresses: bool,
     pub feeds: Vec<FeedSettings>,
+    /// Present when the config has an `apiban:` section.
+    pub apiban: Option<crate::source::apiban::ApibanSettings>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -483,6 +486,15 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
         feeds.push(feed);
     }
 
+    let apiban = match raw.apiban {
+        Some(spanned) => Some(
+            crate::source::apiban::resolve(spanned.value, &base_dir).map_err(|e| {
+                ConfigError(format!("{}: apiban: {e}", at(path, &spanned.referenced)))
+            })?,
+        ),
+        None => None,
+    };
+
     Ok(Settings {
         config_path: path.to_path_buf(),
         state_dir,
@@ -495,6 +507,7 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
             .collect(),
         allow_own_addresses: raw.allow_own_addresses.unwrap_or(true),
         feeds,
+        apiban,
     })
 }
 

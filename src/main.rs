@@ -56,6 +56,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ask APIBAN (when configured) and the local state whether an address is listed.
+    Check {
+        ip: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the built-in feed catalogue.
     Feeds {
         #[arg(long)]
@@ -242,6 +248,40 @@ fn run(cli: Cli) -> u8 {
                     eprintln!("sipban: {e:#}");
                     exit::FAILED
                 }
+            }
+        }
+        Command::Check { ip, json } => {
+            let settings = match load(&cli) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let Some(addr) = sipban::net::parse_ip(ip) else {
+                eprintln!("sipban: `{ip}` is not an IP address");
+                return exit::USAGE;
+            };
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("sipban: cannot start the runtime: {e}");
+                    return exit::FAILED;
+                }
+            };
+            use sipban::source::apiban::{self, RemoteCheck};
+            let report = rt.block_on(apiban::check_report(&settings, addr, &Ipset::new(), now));
+            if *json {
+                print_json(&report);
+            } else {
+                print!("{report}");
+            }
+            if report.local.is_none() {
+                exit::FAILED
+            } else if matches!(report.apiban, RemoteCheck::Error { .. }) {
+                exit::PARTIAL
+            } else {
+                exit::OK
             }
         }
         Command::Feeds { json } => {

@@ -17,6 +17,7 @@ use crate::hostaddr;
 use crate::http;
 use crate::lock::{self, LockError};
 use crate::net::{self, Family};
+use crate::source::apiban::{self, ApibanRun};
 use crate::source::feed::{self, FeedMeta, FeedStatus};
 use crate::source::Sighting;
 use crate::store::{RunCommit, RunRecord, Store};
@@ -67,6 +68,9 @@ pub struct SourceReport {
     /// Feeds only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub feed: Option<FeedReport>,
+    /// APIBAN only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apiban: Option<ApibanRun>,
     pub counts: SourceCounts,
 }
 
@@ -152,6 +156,17 @@ impl Sources {
                 allow_private: f.allow_private,
             });
             kinds.push("feed");
+        }
+        if let Some(a) = &settings.apiban {
+            // APIBAN lists single hosts.
+            policies.push(SourcePolicy {
+                name: apiban::SOURCE.to_string(),
+                priority: a.priority,
+                min_prefix_v4: 32,
+                min_prefix_v6: 128,
+                allow_private: false,
+            });
+            kinds.push("apiban");
         }
         Sources { policies, kinds }
     }
@@ -289,6 +304,19 @@ pub async fn run(
 
     let sources = Sources::from_settings(settings);
     let index = sources.index();
+    // APIBAN commits each page as it arrives, so it runs before the entries are loaded: what
+    // it applied flows into this run's decision (see source::apiban).
+    let mut apiban_run = match &settings.apiban {
+        Some(a) => {
+            let key = apiban::load_key(a).map_err(|e| SyncError::Fatal(anyhow::anyhow!(e)))?;
+            let target = match store.as_mut() {
+                Some(s) if !dry_run => apiban::Target::Apply(s),
+                s => apiban::Target::DryRun(s.map(|s| &*s)),
+            };
+            Some(apiban::pull(a, &key, target, now).await)
+        }
+        None => None,
+    };
     let previous: Vec<Entry> = match &store {
         Some(s) => s.load_entries(&index)?,
         None => Vec::new(),
@@ -377,7 +405,25 @@ pub async fn run(
         }
     }
 
+    if let Some(r) = apiban_run.as_mut() {
+        if let Some(ip) = r.remote_addr {
+            allow.add(
+                net::host_net(ip),
+                AllowReason::FeedHost(apiban::SOURCE.to_string()),
+            );
+            allow_summary.feed_hosts += 1;
+        }
+        errors.extend(r.error());
+        if let Some(&i) = index.get(apiban::SOURCE) {
+            inputs.push(Input {
+                source: i,
+                sightings: std::mem::take(&mut r.sightings),
+                complete: false,
+            });
+        }
+    }
     phase("gathered");
+
     // Decide.
     let caps = caps(settings);
     let baseline_state = if dry_run {
@@ -457,6 +503,11 @@ pub async fn run(
                 kind,
                 priority: p.priority,
                 feed: feed_reports.get(i).cloned(),
+                apiban: if *kind == "apiban" {
+                    apiban_run.clone()
+                } else {
+                    None
+                },
                 counts: decision.per_source[i].clone(),
             })
             .collect(),
@@ -608,6 +659,7 @@ impl RunReport {
                 "name": s.name,
                 "kind": s.kind,
                 "status": s.feed.as_ref().map(|f| &f.status),
+                "apiban": s.apiban,
                 "counts": s.counts,
             })).collect::<Vec<_>>(),
             "sets": self.sets.iter().map(|p| serde_json::json!({
@@ -668,7 +720,11 @@ impl fmt::Display for RunReport {
                     }
                     FeedStatus::Failed(r) => format!("FAILED: {r}"),
                 },
-                None => String::new(),
+                None => s
+                    .apiban
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
             };
             writeln!(
                 f,

@@ -15,4 +15,5 @@ pub struct Sighting {
     pub ttl: u32,
 }
 
+pub mod apiban;
 pub mod feed;

@@ -1,4 +1,5 @@
 //! Helpers shared by integration tests (`mod common;` in each test file).
 
+pub mod https;
 pub mod netns;
 pub mod stub;

@@ -1,0 +1,937 @@
+//! The APIBAN source: page through APIBAN's list of SIP (or HTTP) attackers, resumably and
+//! politely, and answer `sipban check IP`.
+//!
+//! A pull starts at the saved cursor (ID `100` the first time) and asks for pages of up to 250
+//! addresses, oldest first, until APIBAN answers "no new bans" (HTTP 400, `ID: "none"`). In a
+//! real run every page is committed on its own (see [`state`]): its addresses become marks of
+//! source `apiban` in `entries`, with the cursor after it, so a run stopped by a 429, a network
+//! error or a kill keeps every page it applied and the next run resumes from the saved cursor.
+//! Requests are paced by a `governor` limiter of `requests_per_2min` per two minutes; the time
+//! of the last request is saved so back-to-back runs keep the pace too.
+//!
+//! Every `full_refresh`, the listing is fetched again from the first ID into a staging table;
+//! when that backlog reaches "no new bans", one transaction replaces the APIBAN marks with the
+//! staged ones (dropping what APIBAN no longer lists). A refresh interrupted halfway changes
+//! nothing live; the next run continues it.
+//!
+//! This module must never let the key reach a log line, an error, a report, `--json` output
+//! or the state database: the key lives in a [`Secret`] that prints as `[redacted]`, and every
+//! text that could contain it goes through [`redact`]. It must never turn certificate checks
+//! off: its client comes from [`crate::http::client`].
+
+pub mod api;
+pub mod state;
+
+pub use api::CheckAnswer;
+
+use crate::config::{Dur, Priority};
+use crate::net;
+use crate::source::Sighting;
+use crate::store::Store;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The source name of APIBAN's marks in `entries`.
+pub const SOURCE: &str = "apiban";
+
+/// The environment variable that holds the key (it wins over `key_file`).
+pub const KEY_ENV: &str = "SIPBAN_APIBAN_KEY";
+
+/// Where the key is read from when the config names no `key_file`.
+pub const DEFAULT_KEY_FILE: &str = "/etc/sipban/apiban.key";
+
+/// The placeholder the official clients ship in their sample config.
+const PLACEHOLDER_KEY: &str = "MY API KEY";
+
+/// At most this many pages in one run (250 each: far above APIBAN's few thousand addresses);
+/// a guard against a server that never says "no new bans".
+pub const MAX_PAGES_PER_RUN: usize = 400;
+
+/// Requests are spaced this much wider than `window / requests_per_2min` (1/20 = 5 %), so
+/// that network jitter between us and the server cannot make the server count one too many.
+const PACE_MARGIN_DIVISOR: u32 = 20;
+
+// ---------------------------------------------------------------------------------------------
+// Configuration.
+
+/// Which API generation to speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiVersion {
+    /// `GET /api/<KEY>/banned/<ID>`: the key is in the URL path (redacted wherever printed).
+    V1,
+    /// `POST /api/get` with `Authorization: Bearer <KEY>` and `{"set","id"}`.
+    V2,
+}
+
+/// Which APIBAN dataset to read (v2; v1 has only SIP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApibanSet {
+    Sip,
+    Http,
+    All,
+}
+
+impl ApibanSet {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApibanSet::Sip => "sip",
+            ApibanSet::Http => "http",
+            ApibanSet::All => "all",
+        }
+    }
+}
+
+/// The `apiban:` section as written.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiban {
+    /// A file holding the key (mode 640 or stricter). `SIPBAN_APIBAN_KEY` wins over it.
+    pub key_file: Option<PathBuf>,
+    pub api: Option<ApiVersion>,
+    pub set: Option<ApibanSet>,
+    pub base_url: Option<String>,
+    pub ttl: Option<Dur>,
+    pub priority: Option<Priority>,
+    pub requests_per_2min: Option<u32>,
+    pub full_refresh: Option<Dur>,
+    /// An extra CA (PEM) to trust besides the system store.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The resolved `apiban:` section. It holds the key file's path, never the key.
+#[derive(Clone, Debug, Serialize)]
+pub struct ApibanSettings {
+    pub key_file: PathBuf,
+    pub api: ApiVersion,
+    pub set: ApibanSet,
+    /// Without a trailing `/`.
+    pub base_url: String,
+    pub ttl: u32,
+    pub priority: u16,
+    pub requests_per_2min: u32,
+    /// Seconds.
+    pub full_refresh: u64,
+    pub ca_file: Option<PathBuf>,
+    /// The pacing window `requests_per_2min` counts in: 120 s. Not a config key; tests shrink
+    /// it.
+    #[serde(skip)]
+    pub window: Duration,
+    /// Whole-request timeout. Not a config key.
+    #[serde(skip)]
+    pub timeout: Duration,
+    /// Connect timeout. Not a config key.
+    #[serde(skip)]
+    pub connect_timeout: Duration,
+}
+
+/// Most requests per window a config may ask for.
+pub const MAX_REQUESTS_PER_WINDOW: u32 = 1000;
+
+/// Apply defaults and validate. No I/O: the key file is only recorded.
+pub fn resolve(raw: RawApiban, config_dir: &Path) -> Result<ApibanSettings, String> {
+    let api = raw.api.unwrap_or(ApiVersion::V2);
+    let set = raw.set.unwrap_or(ApibanSet::Sip);
+    if api == ApiVersion::V1 && set != ApibanSet::Sip {
+        return Err(format!(
+            "`set: {}` needs `api: v2` (the v1 API serves only the sip set)",
+            set.as_str()
+        ));
+    }
+    let base_url = raw
+        .base_url
+        .unwrap_or_else(|| "https://apiban.org".to_string());
+    let base_url = base_url.trim_end_matches('/').to_string();
+    let host = base_url.strip_prefix("https://").ok_or_else(|| {
+        format!(
+            "base_url `{base_url}` must start with https:// (the key is sent with every request)"
+        )
+    })?;
+    if host.is_empty() || host.contains(['?', '#', '@']) {
+        return Err(format!("base_url `{base_url}` is not a plain https URL"));
+    }
+    let ttl = raw.ttl.unwrap_or(Dur(7 * 86_400)).0;
+    if ttl == 0 || ttl > u64::from(u32::MAX) {
+        return Err("ttl must be between 1s and 136 years".into());
+    }
+    let requests_per_2min = raw.requests_per_2min.unwrap_or(5);
+    if !(1..=MAX_REQUESTS_PER_WINDOW).contains(&requests_per_2min) {
+        return Err(format!(
+            "requests_per_2min must be between 1 and {MAX_REQUESTS_PER_WINDOW} (APIBAN documents 5 to 11 per key)"
+        ));
+    }
+    let full_refresh = raw.full_refresh.unwrap_or(Dur(7 * 86_400)).0;
+    if full_refresh < 3600 {
+        return Err("full_refresh must be at least 1h".into());
+    }
+    let anchor = |p: PathBuf| {
+        if p.is_absolute() {
+            p
+        } else {
+            config_dir.join(p)
+        }
+    };
+    Ok(ApibanSettings {
+        key_file: anchor(
+            raw.key_file
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_KEY_FILE)),
+        ),
+        api,
+        set,
+        base_url,
+        ttl: ttl as u32,
+        priority: raw.priority.unwrap_or(Priority(80)).0,
+        requests_per_2min,
+        full_refresh,
+        ca_file: raw.ca_file.map(anchor),
+        window: Duration::from_secs(120),
+        timeout: Duration::from_secs(30),
+        connect_timeout: Duration::from_secs(10),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The key.
+
+/// An API key. `Debug` and `Display` print `[redacted]`; only [`Secret::expose`] gives the
+/// value, for the one place that sends it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret {
+    value: String,
+    origin: String,
+}
+
+impl Secret {
+    /// `origin` says where the key came from (a file path or the variable name) for messages.
+    pub fn new(value: impl Into<String>, origin: impl Into<String>) -> Secret {
+        Secret {
+            value: value.into(),
+            origin: origin.into(),
+        }
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+
+    /// Where the key came from, e.g. `the key file /etc/sipban/apiban.key`.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret([redacted] from {})", self.origin)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// `text` with every occurrence of the key replaced by `[redacted]`. Every URL and message
+/// that may hold the key goes through this before it is printed or returned.
+pub fn redact(text: &str, key: &Secret) -> String {
+    if key.value.is_empty() {
+        return text.to_string();
+    }
+    text.replace(&key.value, "[redacted]")
+}
+
+/// Load the key: `SIPBAN_APIBAN_KEY` if set, else the key file.
+pub fn load_key(settings: &ApibanSettings) -> Result<Secret, String> {
+    load_key_with(settings, std::env::var(KEY_ENV).ok())
+}
+
+/// [`load_key`] with the environment value passed in (tests).
+pub fn load_key_with(settings: &ApibanSettings, env: Option<String>) -> Result<Secret, String> {
+    if let Some(v) = env {
+        return check_key(v.trim(), &format!("the variable {KEY_ENV}"))
+            .map(|k| Secret::new(k, format!("the variable {KEY_ENV}")));
+    }
+    let path = &settings.key_file;
+    let shown = path.display();
+    let meta = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read the APIBAN key file {shown}: {e} (or set {KEY_ENV})"))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o007 != 0 {
+            return Err(format!(
+                "the APIBAN key file {shown} can be read by other users (mode {mode:04o}); \
+                 refusing to use it: run `chmod 640 {shown}`"
+            ));
+        }
+    }
+    if !meta.is_file() {
+        return Err(format!("the APIBAN key file {shown} is not a regular file"));
+    }
+    if meta.len() > 4096 {
+        return Err(format!(
+            "the APIBAN key file {shown} is too large to hold a key"
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the APIBAN key file {shown}: {e}"))?;
+    let what = format!("the key file {shown}");
+    check_key(text.trim(), &what).map(|k| Secret::new(k, what))
+}
+
+fn check_key(key: &str, what: &str) -> Result<String, String> {
+    if key.is_empty() {
+        return Err(format!("APIBAN: {what} holds no key"));
+    }
+    if key == PLACEHOLDER_KEY {
+        return Err(format!(
+            "APIBAN: {what} still holds the placeholder `{PLACEHOLDER_KEY}`; get a key at https://apiban.org/getkey.html"
+        ));
+    }
+    let ok = key.len() <= 256
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b'?' | b'#' | b'%' | b'\\'));
+    if !ok {
+        return Err(format!(
+            "APIBAN: {what} holds characters that cannot be part of an API key (one line, no spaces)"
+        ));
+    }
+    Ok(key.to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// A pull.
+
+/// Where a pull's pages go.
+pub enum Target<'a> {
+    /// A real run: every page is committed to the store as it arrives.
+    Apply(&'a mut Store),
+    /// `--dry-run`: read the saved cursor (if there is a state) and write nothing.
+    DryRun(Option<&'a Store>),
+}
+
+/// How a pull ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", content = "detail", rename_all = "snake_case")]
+pub enum PullStatus {
+    /// APIBAN said "no new bans".
+    CaughtUp,
+    /// HTTP 429: paging stopped; applied pages are kept and the next run resumes.
+    RateLimited,
+    /// HTTP 401/403; the message names where the key came from (never the key).
+    Unauthorized(String),
+    /// Network error, malformed answer, storage error...; applied pages are kept.
+    Failed(String),
+}
+
+/// The state of the periodic full refresh after this run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(tag = "refresh", rename_all = "snake_case")]
+pub enum RefreshState {
+    /// Normal paging from the saved cursor.
+    #[default]
+    NotDue,
+    /// A refresh is staged but not complete; the live entries are unchanged.
+    InProgress,
+    /// The staged listing replaced the APIBAN entries in this run.
+    Completed { entries: usize, dropped: usize },
+}
+
+/// What one pull did.
+#[derive(Clone, Debug, Serialize)]
+pub struct ApibanRun {
+    #[serde(flatten)]
+    pub status: PullStatus,
+    /// Requests sent.
+    pub requests: usize,
+    /// Pages of addresses received.
+    pub pages_fetched: usize,
+    /// Pages committed to the state (0 in a dry run).
+    pub pages_applied: usize,
+    /// Addresses in the fetched pages.
+    pub addresses: usize,
+    /// Items of fetched pages that were not addresses.
+    pub invalid: usize,
+    #[serde(flatten)]
+    pub refresh: RefreshState,
+    /// The address APIBAN answered from (for the allowlist).
+    #[serde(skip)]
+    pub remote_addr: Option<IpAddr>,
+    /// Addresses to merge in this run: the live pages fetched (in a real run they are already
+    /// committed; merging them again is idempotent), or, when a refresh completes in a dry
+    /// run, the staged listing.
+    #[serde(skip)]
+    pub sightings: Vec<Sighting>,
+}
+
+impl ApibanRun {
+    fn new(status: PullStatus) -> ApibanRun {
+        ApibanRun {
+            status,
+            requests: 0,
+            pages_fetched: 0,
+            pages_applied: 0,
+            addresses: 0,
+            invalid: 0,
+            refresh: RefreshState::NotDue,
+            remote_addr: None,
+            sightings: Vec::new(),
+        }
+    }
+
+    /// The error line for the run report, if the pull did not catch up.
+    pub fn error(&self) -> Option<String> {
+        let kept = "the APIBAN entries already applied are kept";
+        match &self.status {
+            PullStatus::CaughtUp => None,
+            PullStatus::RateLimited => Some(format!(
+                "apiban: rate limited by APIBAN (HTTP 429) after {} pages; {kept} and the next run resumes from the saved cursor",
+                self.pages_fetched
+            )),
+            PullStatus::Unauthorized(m) => Some(format!("apiban: {m}; {kept}")),
+            PullStatus::Failed(m) => Some(format!("apiban: {m}; {kept}")),
+        }
+    }
+}
+
+impl fmt::Display for ApibanRun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.status {
+            PullStatus::CaughtUp => f.write_str("caught up")?,
+            PullStatus::RateLimited => f.write_str("RATE LIMITED (resumes next run)")?,
+            PullStatus::Unauthorized(_) => f.write_str("UNAUTHORIZED")?,
+            PullStatus::Failed(r) => write!(f, "FAILED: {r}")?,
+        }
+        write!(
+            f,
+            " ({} requests, {} pages, {} addresses",
+            self.requests, self.pages_fetched, self.addresses
+        )?;
+        match &self.refresh {
+            RefreshState::NotDue => {}
+            RefreshState::InProgress => f.write_str(", full refresh in progress")?,
+            RefreshState::Completed { entries, dropped } => write!(
+                f,
+                ", full refresh completed: {entries} entries, {dropped} no longer listed"
+            )?,
+        }
+        f.write_str(")")
+    }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis().min(i64::MAX as u128) as i64)
+        .unwrap_or(0)
+}
+
+/// The spacing between two requests: `window / requests`, plus the margin.
+pub fn pace_period(settings: &ApibanSettings) -> Duration {
+    let n = settings.requests_per_2min.max(1);
+    let base = settings.window / n;
+    (base + base / PACE_MARGIN_DIVISOR).max(Duration::from_millis(1))
+}
+
+/// Paces requests: a `governor` limiter with a burst of one, so any `requests_per_2min + 1`
+/// consecutive requests span more than the window (a larger burst would let a backlog send
+/// nearly twice the limit within one window). The first request of a run also waits for the
+/// spacing after the last request of the previous run.
+struct Pacer {
+    limiter: governor::DefaultDirectRateLimiter,
+    first_not_before_ms: Option<i64>,
+    period: Duration,
+}
+
+impl Pacer {
+    fn new(settings: &ApibanSettings, last_request_ms: Option<i64>) -> Pacer {
+        let period = pace_period(settings);
+        // `period` is at least 1 ms, so `with_period` cannot return None.
+        let quota = governor::Quota::with_period(period)
+            .unwrap_or(governor::Quota::per_second(std::num::NonZeroU32::MIN));
+        Pacer {
+            limiter: governor::RateLimiter::direct(quota),
+            first_not_before_ms: last_request_ms
+                .map(|t| t.saturating_add(period.as_millis().min(i64::MAX as u128) as i64)),
+            period,
+        }
+    }
+
+    async fn wait(&mut self) {
+        if let Some(not_before) = self.first_not_before_ms.take() {
+            let now = unix_ms();
+            if not_before > now {
+                // Never longer than one period, whatever the wall clock did.
+                let wait = Duration::from_millis((not_before - now) as u64).min(self.period);
+                tokio::time::sleep(wait).await;
+            }
+        }
+        self.limiter.until_ready().await;
+    }
+}
+
+fn client(settings: &ApibanSettings) -> anyhow::Result<reqwest::Client> {
+    crate::http::client(
+        crate::http::Timeouts {
+            connect: settings.connect_timeout,
+            total: settings.timeout,
+        },
+        settings.ca_file.as_deref(),
+    )
+}
+
+/// Split a page into addresses and the number of items that are not addresses.
+fn parse_items(items: &[String]) -> (Vec<IpNet>, usize) {
+    let mut nets = Vec::with_capacity(items.len());
+    let mut invalid = 0;
+    for i in items {
+        match net::parse_net(i) {
+            Ok(n) => nets.push(n),
+            Err(_) => invalid += 1,
+        }
+    }
+    (nets, invalid)
+}
+
+/// Page through APIBAN from the saved cursor until "no new bans", a 429, an error, or
+/// [`MAX_PAGES_PER_RUN`]. Never returns an error: failures are a [`PullStatus`]. With
+/// [`Target::Apply`] every page is committed as it arrives; with [`Target::DryRun`] nothing is
+/// written and the fetched addresses come back as sightings.
+pub async fn pull(
+    settings: &ApibanSettings,
+    key: &Secret,
+    target: Target<'_>,
+    now: i64,
+) -> ApibanRun {
+    let (mut store, read_only) = match target {
+        Target::Apply(s) => (Some(s), None),
+        Target::DryRun(s) => (None, s),
+    };
+    let loaded = match (&store, read_only) {
+        (Some(s), _) => state::ensure_schema(s.conn()).and_then(|()| state::load(s.conn())),
+        (None, Some(s)) => state::load(s.conn()),
+        (None, None) => Ok(state::State::default()),
+    };
+    let st = match loaded {
+        Ok(st) => st,
+        Err(e) => return ApibanRun::new(PullStatus::Failed(format!("{e:#}"))),
+    };
+    let client = match client(settings) {
+        Ok(c) => c,
+        Err(e) => return ApibanRun::new(PullStatus::Failed(format!("{e:#}"))),
+    };
+    let refresh_due = st
+        .live_since
+        .is_some_and(|t| now.saturating_sub(t) >= settings.full_refresh as i64);
+    let refreshing = st.staging_cursor.is_some() || st.staging_started.is_some() || refresh_due;
+    let mut cursor = if refreshing {
+        st.staging_cursor.clone()
+    } else {
+        st.cursor.clone()
+    }
+    .unwrap_or_else(|| api::START_ID.to_string());
+    let mut run = ApibanRun::new(PullStatus::CaughtUp);
+    if refreshing {
+        run.refresh = RefreshState::InProgress;
+        if st.staging_started.is_none() {
+            tracing::info!("apiban: starting a full refresh from the first ID");
+            if let Some(s) = store.as_deref_mut() {
+                if let Err(e) = state::start_refresh(s.conn(), now) {
+                    run.status = PullStatus::Failed(format!("{e:#}"));
+                    return run;
+                }
+            }
+        }
+    }
+    let mut pacer = Pacer::new(settings, st.last_request_ms);
+    // A dry run's refresh collects its listing here.
+    let mut staged: Vec<IpNet> = Vec::new();
+    let ttl = settings.ttl;
+    let mut finished = false;
+    for _ in 0..MAX_PAGES_PER_RUN {
+        pacer.wait().await;
+        if let Some(s) = store.as_deref_mut() {
+            if let Err(e) = state::record_request(s.conn(), unix_ms()) {
+                run.status = PullStatus::Failed(format!("{e:#}"));
+                return run;
+            }
+        }
+        run.requests += 1;
+        let (answer, remote) = api::get_page(&client, settings, key, &cursor).await;
+        if remote.is_some() {
+            run.remote_addr = remote;
+        }
+        match answer {
+            api::Answer::Page { items, next } => {
+                if !api::valid_id(&next) {
+                    run.status = PullStatus::Failed(format!(
+                        "APIBAN answered with an unusable ID `{}`",
+                        redact(&next.chars().take(70).collect::<String>(), key)
+                    ));
+                    break;
+                }
+                if next == cursor {
+                    run.status = PullStatus::Failed(format!(
+                        "APIBAN answered ID {next} to a request for ID {cursor}; stopping so as not to loop"
+                    ));
+                    break;
+                }
+                let (nets, invalid) = parse_items(&items);
+                run.pages_fetched += 1;
+                run.addresses += nets.len();
+                run.invalid += invalid;
+                if invalid > 0 {
+                    tracing::warn!("apiban: {invalid} items of a page are not addresses");
+                }
+                if let Some(s) = store.as_deref_mut() {
+                    let saved = if refreshing {
+                        state::stage_page(s.conn_mut(), &nets, &next, now)
+                    } else {
+                        state::apply_page(s.conn_mut(), &nets, &next, now, ttl)
+                    };
+                    if let Err(e) = saved {
+                        run.status = PullStatus::Failed(format!("{e:#}"));
+                        break;
+                    }
+                    run.pages_applied += 1;
+                }
+                if refreshing {
+                    if store.is_none() {
+                        staged.extend_from_slice(&nets);
+                    }
+                } else {
+                    run.sightings.extend(nets.iter().map(|&n| Sighting {
+                        net: n,
+                        seen: now,
+                        ttl,
+                    }));
+                }
+                tracing::debug!(
+                    "apiban: page {} with {} addresses; next ID {next}",
+                    run.pages_fetched,
+                    nets.len()
+                );
+                cursor = next;
+            }
+            api::Answer::NoNewBans => {
+                finished = true;
+                break;
+            }
+            api::Answer::Unauthorized => {
+                run.status = PullStatus::Unauthorized(format!(
+                    "APIBAN refused the key from {} (HTTP 403 unauthorized); check it, or get one at https://apiban.org/getkey.html",
+                    key.origin()
+                ));
+                break;
+            }
+            api::Answer::RateLimited => {
+                run.status = PullStatus::RateLimited;
+                break;
+            }
+            api::Answer::Failed(reason) => {
+                run.status = PullStatus::Failed(reason);
+                break;
+            }
+        }
+    }
+    if !finished {
+        if run.status == PullStatus::CaughtUp {
+            run.status = PullStatus::Failed(format!(
+                "stopped after {MAX_PAGES_PER_RUN} pages without reaching \"no new bans\"; the next run continues"
+            ));
+        }
+        return run;
+    }
+    if refreshing {
+        match store {
+            Some(s) => match state::finish_refresh(s.conn_mut(), now, ttl) {
+                Ok(swap) => {
+                    run.refresh = RefreshState::Completed {
+                        entries: swap.entries,
+                        dropped: swap.dropped,
+                    };
+                }
+                Err(e) => run.status = PullStatus::Failed(format!("{e:#}")),
+            },
+            None => {
+                run.refresh = RefreshState::Completed {
+                    entries: staged.len(),
+                    dropped: 0,
+                };
+                run.sightings = staged
+                    .into_iter()
+                    .map(|n| Sighting {
+                        net: n,
+                        seen: now,
+                        ttl,
+                    })
+                    .collect();
+            }
+        }
+    }
+    run
+}
+
+/// Why [`check`] could not answer.
+#[derive(Debug)]
+pub struct CheckError(pub String);
+
+impl fmt::Display for CheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CheckError {}
+
+/// Ask APIBAN's check endpoint whether `ip` is listed (one request).
+pub async fn check(
+    settings: &ApibanSettings,
+    key: &Secret,
+    ip: IpAddr,
+) -> Result<CheckAnswer, CheckError> {
+    let client = client(settings).map_err(|e| CheckError(format!("{e:#}")))?;
+    api::check(&client, settings, key, net::canonical_ip(ip))
+        .await
+        .map_err(|e| {
+            CheckError(match e {
+                api::CheckError::Unauthorized => format!(
+                    "APIBAN refused the key from {} (HTTP 403 unauthorized)",
+                    key.origin()
+                ),
+                api::CheckError::RateLimited => {
+                    "APIBAN rate limited the check (HTTP 429); try again in two minutes".into()
+                }
+                api::CheckError::Failed(m) => m,
+            })
+        })
+}
+
+/// APIBAN's half of `sipban check IP`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum RemoteCheck {
+    /// The config has no `apiban:` section.
+    NotConfigured,
+    Listed {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    NotListed,
+    /// The key could not be loaded or APIBAN could not be asked (already redacted).
+    Error {
+        message: String,
+    },
+}
+
+/// `sipban check IP`: what APIBAN says and what the local state says.
+#[derive(Debug, Serialize)]
+pub struct CheckReport {
+    pub ip: IpAddr,
+    pub apiban: RemoteCheck,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local: Option<crate::inspect::Explanation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_error: Option<String>,
+}
+
+/// Ask APIBAN (when configured) and the local state about `ip`.
+pub async fn check_report(
+    settings: &crate::config::Settings,
+    ip: IpAddr,
+    ipset: &crate::firewall::ipset::Ipset,
+    now: i64,
+) -> CheckReport {
+    let ip = net::canonical_ip(ip);
+    let apiban = match &settings.apiban {
+        None => RemoteCheck::NotConfigured,
+        Some(a) => match load_key(a) {
+            Err(message) => RemoteCheck::Error { message },
+            Ok(key) => match check(a, &key, ip).await {
+                Ok(CheckAnswer { listed: true, id }) => RemoteCheck::Listed { id },
+                Ok(CheckAnswer { listed: false, .. }) => RemoteCheck::NotListed,
+                Err(e) => RemoteCheck::Error {
+                    message: redact(&e.0, &key),
+                },
+            },
+        },
+    };
+    let (local, local_error) = match crate::inspect::explain(settings, ip, ipset, now) {
+        Ok(x) => (Some(x), None),
+        Err(e) => (None, Some(format!("{e:#}"))),
+    };
+    CheckReport {
+        ip,
+        apiban,
+        local,
+        local_error,
+    }
+}
+
+impl fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.apiban {
+            RemoteCheck::NotConfigured => {
+                writeln!(f, "APIBAN: not asked (no apiban: section in the config)")?
+            }
+            RemoteCheck::Listed { id: Some(id) } => {
+                writeln!(f, "APIBAN: {} is LISTED (ID {id})", self.ip)?
+            }
+            RemoteCheck::Listed { id: None } => writeln!(f, "APIBAN: {} is LISTED", self.ip)?,
+            RemoteCheck::NotListed => writeln!(f, "APIBAN: {} is not listed", self.ip)?,
+            RemoteCheck::Error { message } => writeln!(f, "APIBAN: could not ask: {message}")?,
+        }
+        write!(f, "local state: ")?;
+        match (&self.local, &self.local_error) {
+            (Some(x), _) => write!(f, "{x}"),
+            (None, Some(e)) => writeln!(f, "could not be read: {e}"),
+            (None, None) => writeln!(f, "could not be read"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn settings(yaml_extra: &str, dir: &Path) -> ApibanSettings {
+        let raw: RawApiban =
+            crate::config::parse_yaml(&format!("api: v2\n{yaml_extra}"), "test").unwrap();
+        resolve(raw, dir).unwrap()
+    }
+
+    #[test]
+    fn secret_never_prints() {
+        let k = Secret::new("s3cr3tKEY", "the key file /k");
+        assert_eq!(format!("{k}"), "[redacted]");
+        assert!(!format!("{k:?}").contains("s3cr3tKEY"));
+        assert!(format!("{k:?}").contains("/k"));
+        assert_eq!(
+            redact("https://h/api/s3cr3tKEY/banned/100", &k),
+            "https://h/api/[redacted]/banned/100"
+        );
+    }
+
+    #[test]
+    fn defaults_and_validation() {
+        let dir = Path::new("/etc/sipban");
+        let s = settings("", dir);
+        assert_eq!(s.base_url, "https://apiban.org");
+        assert_eq!(s.ttl, 7 * 86_400);
+        assert_eq!(s.priority, 80);
+        assert_eq!(s.requests_per_2min, 5);
+        assert_eq!(s.full_refresh, 7 * 86_400);
+        assert_eq!(s.window, Duration::from_secs(120));
+        assert_eq!(s.key_file, PathBuf::from(DEFAULT_KEY_FILE));
+        let s = settings(
+            "key_file: keys/a.key\nbase_url: https://mirror.example/\n",
+            dir,
+        );
+        assert_eq!(s.key_file, PathBuf::from("/etc/sipban/keys/a.key"));
+        assert_eq!(s.base_url, "https://mirror.example");
+        let bad = |y: &str| {
+            let raw: RawApiban = crate::config::parse_yaml(y, "t").unwrap();
+            resolve(raw, dir).unwrap_err()
+        };
+        assert!(bad("api: v1\nset: http\n").contains("v2"));
+        assert!(bad("base_url: http://apiban.org\n").contains("https"));
+        assert!(bad("requests_per_2min: 0\n").contains("between"));
+        assert!(bad("full_refresh: 10m\n").contains("1h"));
+        assert!(crate::config::parse_yaml::<RawApiban>("key: abc\n", "t").is_err());
+    }
+
+    #[test]
+    fn config_section() {
+        let load = |t: &str| crate::config::load_str(t, Path::new("/etc/sipban/config.yaml"));
+        assert!(load("state_dir: /x\n").unwrap().apiban.is_none());
+        let s = load(
+            "apiban:\n  key_file: /etc/sipban/apiban.key\n  api: v1\n  ttl: 2d\n  priority: 90\n",
+        )
+        .unwrap()
+        .apiban
+        .unwrap();
+        assert_eq!((s.api, s.ttl, s.priority), (ApiVersion::V1, 2 * 86_400, 90));
+        let e = load("state_dir: /x\napiban:\n  api: v1\n  set: all\n").unwrap_err();
+        assert!(e.0.contains("line 3") && e.0.contains("v2"), "{e}");
+        let e = load("apiban:\n  key: abc\n").unwrap_err();
+        assert!(e.0.contains("line 2") && e.0.contains("key"), "{e}");
+        let e = load("apiban:\n  priority: 5000\n").unwrap_err();
+        assert!(e.0.contains("priority"), "{e}");
+        // The resolved settings name the key file, and hold no key.
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains("apiban.key"), "{json}");
+    }
+
+    #[test]
+    fn pacing_leaves_a_margin() {
+        let mut s = settings("requests_per_2min: 5\n", Path::new("/"));
+        assert_eq!(pace_period(&s), Duration::from_millis(25_200));
+        s.window = Duration::from_secs(1);
+        assert!(pace_period(&s) * 5 > s.window);
+    }
+
+    #[test]
+    fn key_file_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("apiban.key");
+        let mut s = settings("", dir.path());
+        s.key_file = path.clone();
+        let set_mode =
+            |m: u32| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(m)).unwrap();
+        let e = load_key_with(&s, None).unwrap_err();
+        assert!(e.contains(&path.display().to_string()), "{e}");
+
+        std::fs::write(&path, "abcdef0123456789\n").unwrap();
+        set_mode(0o644);
+        let e = load_key_with(&s, None).unwrap_err();
+        assert!(
+            e.contains("chmod 640") && e.contains(&path.display().to_string()),
+            "{e}"
+        );
+        assert!(!e.contains("abcdef0123456789"), "{e}");
+        set_mode(0o601);
+        assert!(load_key_with(&s, None).is_err());
+        set_mode(0o640);
+        let k = load_key_with(&s, None).unwrap();
+        assert_eq!(k.expose(), "abcdef0123456789");
+        assert!(k.origin().contains(&path.display().to_string()));
+
+        // The environment wins, even over a bad file.
+        set_mode(0o644);
+        let k = load_key_with(&s, Some(" fromenv \n".into())).unwrap();
+        assert_eq!(k.expose(), "fromenv");
+        assert!(k.origin().contains(KEY_ENV));
+        set_mode(0o600);
+
+        for (content, want) in [
+            ("\n", "no key"),
+            ("MY API KEY\n", "placeholder"),
+            ("two words\n", "characters"),
+            ("a/b\n", "characters"),
+        ] {
+            std::fs::write(&path, content).unwrap();
+            let e = load_key_with(&s, None).unwrap_err();
+            assert!(e.contains(want), "{content:?}: {e}");
+        }
+        assert!(load_key_with(&s, Some(String::new())).is_err());
+    }
+
+    #[test]
+    fn items_that_are_not_addresses_are_counted() {
+        let (nets, invalid) = parse_items(&[
+            "198.18.0.1".into(),
+            "2001:db8::1".into(),
+            "no new bans".into(),
+        ]);
+        assert_eq!(nets.len(), 2);
+        assert_eq!(invalid, 1);
+    }
+}
