@@ -449,6 +449,9 @@ struct Stream<'a> {
 
 struct Window {
     kind: Unterminated,
+    /// The starter's own failure and its time, counted when the message's tail is found.
+    pending: Option<(Rule, IpAddr, Option<Transport>, i64, u64)>,
+    starter: Vec<u8>,
     bytes: i64,
     lines: Vec<Vec<u8>>,
 }
@@ -503,13 +506,18 @@ impl Engine<'_> {
         let Some(w) = st.window.take() else {
             return;
         };
-        let cut = w
-            .lines
-            .iter()
-            .rposition(|l| w.kind.is_terminal(l))
-            .map(|i| i + 1)
-            .unwrap_or(w.lines.len());
+        let terminal = w.lines.iter().rposition(|l| w.kind.is_terminal(l));
+        let cut = terminal.map(|i| i + 1).unwrap_or(w.lines.len());
         self.counters.suppressed += cut as u64;
+        if let (Some(_), Some((rule, ip, tp, t, key))) = (terminal, w.pending) {
+            // A complete multi-line message: its head's address is genuine.
+            self.counters.suppressed -= 1; // the starter was counted as suppressed
+            if self.multi && !self.dedup.admit(key, t, st.id) {
+                self.counters.duplicates += 1;
+            } else {
+                self.hit(ip, rule, tp, t, &w.starter);
+            }
+        }
         let mut rest = w.lines.into_iter();
         for l in rest.by_ref().take(cut) {
             if self.verbose && self.suppressed.len() < VERBOSE_CAP {
@@ -579,13 +587,16 @@ impl Engine<'_> {
                     self.suppressed.push(lossy(line, 1024));
                 }
             }
-            Verdict::Unterminated(kind) => {
+            Verdict::Unterminated { kind, pending } => {
                 self.counters.suppressed += 1;
                 if self.verbose && self.suppressed.len() < VERBOSE_CAP {
                     self.suppressed.push(lossy(line, 1024));
                 }
+                let t = self.time_of(st, &a);
                 st.window = Some(Window {
                     kind,
+                    pending: pending.map(|(r, ip, tp)| (r, ip, tp, t, line_key(&a, t))),
+                    starter: line[..line.len().min(1024)].to_vec(),
                     bytes: line.len() as i64 + 1,
                     lines: Vec::new(),
                 });
@@ -1004,6 +1015,77 @@ pub fn scan_with(
     report.suppressed = std::mem::take(&mut engine.suppressed);
     report.unattributed = std::mem::take(&mut engine.unattributed);
     Ok(report)
+}
+
+/// [`scan_with`] over in-memory logs (tests, fuzzing): `logs` are the contents of the normal
+/// log files, `full` that of the SIP-debug full log. A last line without a newline counts as
+/// complete.
+pub fn scan_bytes(logs: &[&[u8]], full: Option<&[u8]>, opts: ScanOptions) -> ScanReport {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let mut list: Vec<(&[u8], bool)> = logs.iter().map(|d| (*d, false)).collect();
+    if let Some(f) = full {
+        list.push((f, true));
+    }
+    let mut callids = CallIdMap::default();
+    let mut dedup = Dedup::default();
+    let mut engine = Engine {
+        aggressive: opts.aggressive,
+        verbose: opts.verbose,
+        multi: list.len() > 1,
+        full_mode: full.is_some(),
+        keep_examples: false,
+        clock: Clock::new(opts.timezone, now),
+        callids: &mut callids,
+        dedup: &mut dedup,
+        counters: Counters::default(),
+        evidence: HashMap::new(),
+        unmatched: Vec::new(),
+        suppressed: Vec::new(),
+        unattributed: Vec::new(),
+        hits: Vec::new(),
+    };
+    let mut report = ScanReport::default();
+    for (i, (data, is_full)) in list.iter().enumerate() {
+        let mut fs = FileState::default();
+        let mut st = Stream {
+            id: i as u16,
+            full: *is_full,
+            dump: &mut fs.dump,
+            last_time: &mut fs.last_time,
+            window: None,
+        };
+        let before = engine.counters.lines;
+        let mut long = 0;
+        for line in data.split(|b| *b == b'\n') {
+            if line.len() > tail::MAX_LINE {
+                long += 1;
+                continue;
+            }
+            engine.feed(&mut st, line);
+        }
+        // `split` yields an empty last piece after a final newline: not a line.
+        if data.ends_with(b"\n") || data.is_empty() {
+            engine.counters.lines -= 1;
+        }
+        engine.resolve(&mut st);
+        engine.hits.clear();
+        engine.counters.long_lines += long;
+        report.files.push(FileScan {
+            path: PathBuf::from(format!("<memory {i}>")),
+            full_log: *is_full,
+            lines: engine.counters.lines - before,
+            long_lines: long,
+        });
+    }
+    report.counters = std::mem::take(&mut engine.counters);
+    report.addresses = engine.evidence.drain().collect();
+    report.unmatched = std::mem::take(&mut engine.unmatched);
+    report.suppressed = std::mem::take(&mut engine.suppressed);
+    report.unattributed = std::mem::take(&mut engine.unattributed);
+    report
 }
 
 fn fmt_time(t: i64) -> String {

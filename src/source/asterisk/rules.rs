@@ -181,8 +181,13 @@ pub enum Verdict<'a> {
     Timeout {
         callid: &'a [u8],
     },
-    /// The first line of a message that continues on the next physical lines.
-    Unterminated(Unterminated),
+    /// The first line of a message that continues on the next physical lines. `pending` is
+    /// the failure its (server-written) head names, to count once the message's real tail is
+    /// found.
+    Unterminated {
+        kind: Unterminated,
+        pending: Option<(Rule, IpAddr, Option<Transport>)>,
+    },
     /// Looks like the shape of a rule but was refused (several candidate addresses, a bad
     /// address): counted, and shown by `scan --verbose`.
     Refused,
@@ -335,11 +340,16 @@ fn rfc3339(b: &[u8]) -> Option<(i64, usize)> {
 }
 
 /// After a syslog date: ` host asterisk[pid]: ` (or `asterisk: `). Returns the end.
-fn syslog_rest(b: &[u8], mut i: usize) -> Option<usize> {
+fn syslog_rest(b: &[u8], i: usize) -> Option<usize> {
     if b.get(i) != Some(&b' ') {
         return None;
     }
-    i += 1;
+    host_tag(b, i + 1)
+}
+
+/// `host asterisk[pid]: ` starting at `i` (a syslog header without its date, as journald's
+/// `-o cat`-style exports and fail2ban's journal tests write it). Returns the end.
+fn host_tag(b: &[u8], mut i: usize) -> Option<usize> {
     let host_end = i + memchr::memchr(b' ', b.get(i..)?)?;
     if host_end == i {
         return None;
@@ -376,19 +386,25 @@ fn level_of(b: &[u8]) -> Level {
 /// Take one line apart (see the module doc). `None` when the line is not an Asterisk log line
 /// (a continuation line, a dump line, another program's syslog line).
 pub fn anatomy(line: &[u8]) -> Option<Anatomy<'_>> {
-    let mut p = 0usize;
-    let mut stamp = None;
     let first = *line.first()?;
     if first.is_ascii_uppercase() && line.get(3) == Some(&b' ') {
         if let Some((s, end)) = bsd_date(line) {
-            p = syslog_rest(line, end)?;
-            stamp = Some(s);
+            return after_header(line, syslog_rest(line, end)?, Some(s));
         }
     } else if first.is_ascii_digit() {
         let (t, end) = rfc3339(line)?;
-        p = syslog_rest(line, end)?;
-        stamp = Some(Stamp::Utc(t));
+        return after_header(line, syslog_rest(line, end)?, Some(Stamp::Utc(t)));
     }
+    match after_header(line, 0, None) {
+        Some(a) => Some(a),
+        // `host asterisk[pid]: ...` without a date.
+        None if first != b'[' => after_header(line, host_tag(line, 0)?, None),
+        None => None,
+    }
+}
+
+/// The Asterisk part of a line, from `p` (after any syslog header).
+fn after_header(line: &[u8], mut p: usize, mut stamp: Option<Stamp>) -> Option<Anatomy<'_>> {
     if line.get(p) == Some(&b'[') {
         let close = p + memchr::memchr(b']', line.get(p..(p + 48).min(line.len()))?)?;
         if let Some(s) = bracket_date(&line[p + 1..close]) {
@@ -702,7 +718,10 @@ fn call_rejected(msg: &[u8], rule: Rule, pjsip: bool) -> Verdict<'_> {
         };
     };
     if extension_tail(msg).is_none() {
-        return Verdict::Unterminated(Unterminated::Extension);
+        return Verdict::Unterminated {
+            kind: Unterminated::Extension,
+            pending: Some((rule, ip, transport)),
+        };
     }
     Verdict::Failure {
         rule,
@@ -905,11 +924,17 @@ fn security(msg: &[u8], aggressive: bool) -> Verdict<'_> {
         return Verdict::Nothing;
     };
     let Some(q) = memchr::memchr(b'"', rest) else {
-        return Verdict::Unterminated(Unterminated::Security);
+        return Verdict::Unterminated {
+            kind: Unterminated::Security,
+            pending: None,
+        };
     };
     let ty = &rest[..q];
     let Some((ip, transport)) = last_remote_address(msg) else {
-        return Verdict::Unterminated(Unterminated::Security);
+        return Verdict::Unterminated {
+            kind: Unterminated::Security,
+            pending: None,
+        };
     };
     let rule = if SEC_DEFAULT.contains(&ty) {
         Rule::SecurityEvent
