@@ -150,9 +150,9 @@ pub fn follow(
             } else {
                 // Truncated in place (copytruncate), maybe already written again.
                 stats.truncated = true;
-                if !same_start {
-                    stats.replaced = meta.len() >= prev.pos;
-                }
+                // A different first line: another file (the inode number may be reused) or a
+                // copytruncate that was written past our old offset.
+                stats.replaced = !same_start;
                 read_copied_tail(path, prev, &mut stats, on_line)?;
                 let mut cur = FileCursor {
                     dev: meta.dev(),
