@@ -235,12 +235,12 @@ impl CallIdMap {
         let Some(e) = self.entries.get(key.as_ref()) else {
             return Err(Unattributed::NoInvite);
         };
-        let Some(src) = e.src else {
-            return Err(Unattributed::NoInvite);
-        };
         if e.contested {
             return Err(Unattributed::Contested);
         }
+        let Some(src) = e.src else {
+            return Err(Unattributed::NoInvite);
+        };
         if e.several {
             return Err(Unattributed::SeveralSources);
         }
