@@ -134,6 +134,9 @@ pub struct FileState {
     dump: DumpParser,
     #[serde(default)]
     last_time: Option<i64>,
+    /// An injection window still open at the end of the last run (bounded by the message cap).
+    #[serde(default)]
+    window: Option<Window>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -444,9 +447,10 @@ struct Stream<'a> {
     full: bool,
     dump: &'a mut DumpParser,
     last_time: &'a mut Option<i64>,
-    window: Option<Window>,
+    window: &'a mut Option<Window>,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Window {
     kind: Unterminated,
     /// The starter's own failure and its time, counted when the message's tail is found.
@@ -470,6 +474,10 @@ struct Engine<'a> {
     /// A full log is followed: timeouts are attributed only from it.
     full_mode: bool,
     keep_examples: bool,
+    /// The whole input has been read (scan): close an open injection window at the end.
+    /// Otherwise (run) it stays open into the next run, so a message written in several
+    /// pieces is still judged whole.
+    resolve_at_eof: bool,
     clock: Clock,
     callids: &'a mut CallIdMap,
     dedup: &'a mut Dedup,
@@ -566,6 +574,21 @@ impl Engine<'_> {
             return;
         };
         if !matches!(a.level, Level::Notice | Level::Warning | Level::Security) {
+            if a.level == Level::Verbose
+                && a.file == b"pbx.c"
+                && a.msg.starts_with(b"Executing [")
+                && !Unterminated::Executing.is_terminal(a.msg)
+            {
+                // The dialplan echoes the URI-decoded extension and application arguments.
+                self.counters.suppressed += 1;
+                *st.window = Some(Window {
+                    kind: Unterminated::Executing,
+                    pending: None,
+                    starter: Vec::new(),
+                    bytes: line.len() as i64 + 1,
+                    lines: Vec::new(),
+                });
+            }
             return;
         }
         let verdict = classify(&a, self.aggressive);
@@ -593,7 +616,7 @@ impl Engine<'_> {
                     self.suppressed.push(lossy(line, 1024));
                 }
                 let t = self.time_of(st, &a);
-                st.window = Some(Window {
+                *st.window = Some(Window {
                     kind,
                     pending: pending.map(|(r, ip, tp)| (r, ip, tp, t, line_key(&a, t))),
                     starter: line[..line.len().min(1024)].to_vec(),
@@ -693,7 +716,7 @@ impl Engine<'_> {
             full,
             dump: &mut fs.dump,
             last_time: &mut fs.last_time,
-            window: None,
+            window: &mut fs.window,
         };
         let (cursor, stats) = tail::follow(path, prev.as_ref(), start, &mut |l| {
             self.feed(&mut st, l);
@@ -701,7 +724,9 @@ impl Engine<'_> {
                 on_hits(&mut self.hits);
             }
         })?;
-        self.resolve(&mut st);
+        if self.resolve_at_eof {
+            self.resolve(&mut st);
+        }
         on_hits(&mut self.hits);
         self.counters.long_lines += stats.long_lines;
         fs.cursor = cursor;
@@ -834,6 +859,7 @@ pub fn run(
         multi: files.len() > 1,
         full_mode: settings.full_log.is_some(),
         keep_examples: true,
+        resolve_at_eof: false,
         clock: Clock::new(settings.timezone, now),
         callids,
         dedup,
@@ -969,6 +995,7 @@ pub fn scan_with(
         multi: list.len() > 1,
         full_mode: full.is_some(),
         keep_examples: false,
+        resolve_at_eof: true,
         clock: Clock::new(opts.timezone, now),
         callids: &mut callids,
         dedup: &mut dedup,
@@ -1037,6 +1064,7 @@ pub fn scan_bytes(logs: &[&[u8]], full: Option<&[u8]>, opts: ScanOptions) -> Sca
         multi: list.len() > 1,
         full_mode: full.is_some(),
         keep_examples: false,
+        resolve_at_eof: true,
         clock: Clock::new(opts.timezone, now),
         callids: &mut callids,
         dedup: &mut dedup,
@@ -1055,7 +1083,7 @@ pub fn scan_bytes(logs: &[&[u8]], full: Option<&[u8]>, opts: ScanOptions) -> Sca
             full: *is_full,
             dump: &mut fs.dump,
             last_time: &mut fs.last_time,
-            window: None,
+            window: &mut fs.window,
         };
         let before = engine.counters.lines;
         let mut long = 0;

@@ -19,7 +19,7 @@
 
 use crate::net;
 use memchr::memmem;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// Log level of a line (only NOTICE, WARNING and SECURITY lines can name an offender).
@@ -59,7 +59,7 @@ pub struct Anatomy<'a> {
 }
 
 /// Transport an offender used, where the line says it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     Udp,
@@ -85,7 +85,8 @@ impl Transport {
 }
 
 /// The rules (names are stable: they appear in reports and state).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Rule {
     /// chan_sip `Registration from '..' failed for 'ADDR' - <reason>`.
     SipRegistration,
@@ -157,6 +158,9 @@ pub enum Unterminated {
     Extension,
     /// `SecurityEvent="..` without a well-formed final `RemoteAddress`.
     Security,
+    /// A dialplan `Executing [exten@ctx:prio] App("..", "..")` line (VERBOSE, pbx.c) without
+    /// its ` in new stack` tail.
+    Executing,
 }
 
 impl Unterminated {
@@ -165,6 +169,7 @@ impl Unterminated {
         match self {
             Unterminated::Extension => extension_tail(line).is_some(),
             Unterminated::Security => last_remote_address(line).is_some(),
+            Unterminated::Executing => line.ends_with(b" in new stack"),
         }
     }
 }
