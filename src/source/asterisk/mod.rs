@@ -13,6 +13,18 @@
 //! tail swallows the following lines of its own size) → anatomy → rule → cross-file
 //! de-duplication → evidence and ban counting.
 //!
+//! The injection guard: chan_sip and res_pjsip_session print the URI-decoded extension, and
+//! security events the account name, so `%0A` writes extra physical lines into the log. When a
+//! message's first line lacks its server-written tail (`' rejected because extension not found
+//! in context '<ctx>'.`, a well-formed final `RemoteAddress`, a dialplan ` in new stack`), the
+//! lines that follow within one message's size (8 KiB) are held; everything up to the last
+//! line that can end such a message is dropped (counted as `suppressed`), and the head's own
+//! address is counted once the tail is found. The window survives the end of a run, so a
+//! message read in two pieces is judged whole. Known limit (research §4.3): an extension that
+//! first completes its own line with a fake tail and then starts a forged line writes a
+//! *perfect* log line, which no line-based reader can tell from a real one; prefer the security
+//! log and keep `maxretry` moderate.
+//!
 //! This module must never resolve names, never take an address from anything but a transport
 //! field, never hold a whole file in memory, and never change the files it reads.
 
