@@ -551,7 +551,7 @@ impl Engine<'_> {
     }
 
     fn time_of(&mut self, st: &mut Stream<'_>, a: &Anatomy<'_>) -> i64 {
-        match a.stamp {
+        match a.stamp() {
             Some(s) => {
                 let t = self.clock.unix(s);
                 *st.last_time = Some(t);

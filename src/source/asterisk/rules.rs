@@ -49,13 +49,29 @@ pub enum Stamp {
 /// One log line taken apart.
 #[derive(Clone, Copy, Debug)]
 pub struct Anatomy<'a> {
-    pub stamp: Option<Stamp>,
+    /// The syslog header's date, if any.
+    pub header_stamp: Option<Stamp>,
+    /// The text inside the bracketed Asterisk date (empty when there is none); parsed lazily
+    /// by [`Anatomy::stamp`], since most lines never need their time.
+    pub date: &'a [u8],
     pub level: Level,
     /// The thread id digits (`[686]`).
     pub lwp: &'a [u8],
     /// Source file as printed (`chan_sip.c`, `res_pjsip/pjsip_distributor.c`, `Ext. s`).
     pub file: &'a [u8],
     pub msg: &'a [u8],
+}
+
+impl Anatomy<'_> {
+    /// The line's date: the bracketed Asterisk date when it parses, else the syslog header's.
+    pub fn stamp(&self) -> Option<Stamp> {
+        if !self.date.is_empty() {
+            if let Some(s) = bracket_date(self.date) {
+                return Some(s);
+            }
+        }
+        self.header_stamp
+    }
 }
 
 /// Transport an offender used, where the line says it.
@@ -409,12 +425,11 @@ pub fn anatomy(line: &[u8]) -> Option<Anatomy<'_>> {
 }
 
 /// The Asterisk part of a line, from `p` (after any syslog header).
-fn after_header(line: &[u8], mut p: usize, mut stamp: Option<Stamp>) -> Option<Anatomy<'_>> {
+fn after_header(line: &[u8], mut p: usize, header_stamp: Option<Stamp>) -> Option<Anatomy<'_>> {
+    let mut date: &[u8] = &[];
     if line.get(p) == Some(&b'[') {
         let close = p + memchr::memchr(b']', line.get(p..(p + 48).min(line.len()))?)?;
-        if let Some(s) = bracket_date(&line[p + 1..close]) {
-            stamp = Some(s);
-        }
+        date = &line[p + 1..close];
         if line.get(close + 1) != Some(&b' ') {
             return None;
         }
@@ -475,7 +490,8 @@ fn after_header(line: &[u8], mut p: usize, mut stamp: Option<Stamp>) -> Option<A
                 Some(_) => return None,
             };
             Some(Anatomy {
-                stamp,
+                header_stamp,
+                date,
                 level,
                 lwp,
                 file,
@@ -530,7 +546,8 @@ fn after_header(line: &[u8], mut p: usize, mut stamp: Option<Stamp>) -> Option<A
                 Some(_) => return None,
             };
             Some(Anatomy {
-                stamp,
+                header_stamp,
+                date,
                 level,
                 lwp,
                 file,
@@ -1130,7 +1147,7 @@ mod tests {
         assert_eq!(a.file, b"Ext. s");
         assert_eq!(a.msg, b"\"z\"");
         let a = anatomy(b"2023-02-19T15:03:35.412305+01:00 pbx asterisk[1180]: NOTICE[1206]: res_pjsip/pjsip_distributor.c:727 in log_failed_request: m").unwrap();
-        assert_eq!(a.stamp, Some(Stamp::Utc(1_676_815_415)));
+        assert_eq!(a.stamp(), Some(Stamp::Utc(1_676_815_415)));
         assert!(anatomy(b"Feb 19 15:03:31 pbx sshd[1]: NOTICE[1]: chan_sip.c:1 in f: m").is_none());
         let a = anatomy(b"[2016-06-09 00:01:02] NOTICE [22382] manager.c: m").unwrap();
         assert_eq!(a.file, b"manager.c");
