@@ -893,11 +893,10 @@ pub fn run(
     for (i, (path, full)) in files.iter().enumerate() {
         let key = path.display().to_string();
         let fs = file_states.entry(key).or_default();
-        let mut on_hits = |hits: &mut Vec<Hit>| {
-            for h in hits.drain(..) {
-                ban.failure(h.ip, h.time);
-            }
-        };
+        // Hits are applied only when the whole file was read: a failed read leaves the cursor
+        // where it was, and the same lines will be read (and counted) again.
+        let mut file_hits: Vec<Hit> = Vec::new();
+        let mut on_hits = |hits: &mut Vec<Hit>| file_hits.append(hits);
         // Work on a copy so that a failed read leaves the stored state untouched.
         let mut work = fs.clone();
         let r = engine.follow_file(
@@ -917,6 +916,9 @@ pub fn run(
             Ok(stats) => {
                 *fs = work;
                 report.tail = stats;
+                for h in file_hits.drain(..) {
+                    ban.failure(h.ip, h.time);
+                }
             }
             Err(e) => {
                 tracing::warn!("asterisk detector: {e}");
