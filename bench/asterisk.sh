@@ -73,7 +73,11 @@ if [ -n "${SCAN:-}" ]; then
     SCAN_LABEL="$SCAN"
 else
     (cd "$ROOT" && cargo build --release --quiet 2>/dev/null)
-    if [ -x "$ROOT/target/release/sipban" ] && "$ROOT/target/release/sipban" scan --help >/dev/null 2>&1; then
+    # The subcommand counts only if it really prints a report (an empty main also exits 0).
+    echo "[2024-05-02 10:11:12] NOTICE[1] manager.c: 192.0.2.1 failed to authenticate as 'x'" >"$TMP/probe.log"
+    if [ -x "$ROOT/target/release/sipban" ] \
+        && "$ROOT/target/release/sipban" scan "$TMP/probe.log" --json 2>/dev/null \
+        | python3 -c 'import json,sys; sys.exit(0 if "192.0.2.1" in json.load(sys.stdin)["addresses"] else 1)' 2>/dev/null; then
         SCAN_CMD=("$ROOT/target/release/sipban" scan)
         SCAN_LABEL="sipban scan"
     else
