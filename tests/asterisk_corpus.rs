@@ -171,7 +171,10 @@ fn cases(name: &str) -> Vec<(usize, Option<String>, bool, String)> {
         let (exp, log) = line
             .split_once('\t')
             .unwrap_or_else(|| panic!("{name}:{}: no TAB", no + 1));
-        let log = log.replace("\\n", "\n").replace("\\r", "\r");
+        let log = log
+            .replace("\\n", "\n")
+            .replace("\\r", "\r")
+            .replace("\\e", "\x1b");
         let (exp, aggr) = match exp.strip_prefix("aggr:") {
             Some(e) => (e, true),
             None => (exp, false),

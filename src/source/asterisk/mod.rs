@@ -517,7 +517,12 @@ impl Engine<'_> {
             }
             return;
         }
-        self.process(st, line, raw.len());
+        if rules::has_terminal_bytes(line) && !(st.full && st.dump.in_block()) {
+            let clean = rules::strip_terminal(line);
+            self.process(st, &clean, raw.len());
+        } else {
+            self.process(st, line, raw.len());
+        }
     }
 
     /// Close the injection window: drop everything up to its last possible terminal line (or

@@ -558,6 +558,38 @@ fn after_header(line: &[u8], mut p: usize, header_stamp: Option<Stamp>) -> Optio
     }
 }
 
+/// Whether a line carries terminal output that `term_strip()` would have removed in a file
+/// log: ANSI escape sequences (console capture by journald) or verbose "magic" bytes.
+pub fn has_terminal_bytes(line: &[u8]) -> bool {
+    line.first().is_some_and(|b| *b >= 0xF5) || memchr::memchr(0x1b, line).is_some()
+}
+
+/// `line` without ANSI CSI sequences (`ESC [ ... final`), other two-byte escapes, and leading
+/// verbose magic bytes (0xF5-0xFF).
+pub fn strip_terminal(line: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(line.len());
+    let mut i = 0;
+    while i < line.len() && line[i] >= 0xF5 {
+        i += 1;
+    }
+    while i < line.len() {
+        if line[i] == 0x1b {
+            i += 1;
+            if line.get(i) == Some(&b'[') {
+                i += 1;
+                while i < line.len() && !(0x40..=0x7e).contains(&line[i]) {
+                    i += 1;
+                }
+            }
+            i += 1; // the final byte (or the byte after a lone ESC)
+            continue;
+        }
+        out.push(line[i]);
+        i += 1;
+    }
+    out
+}
+
 /// A source file token: `name.c` (with an optional directory) or a dialplan `Ext. <exten>`.
 fn valid_file(f: &[u8]) -> bool {
     if f.starts_with(b"Ext. ") {
