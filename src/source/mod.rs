@@ -1,6 +1,12 @@
 //! Sources of offenders. Every source turns what it read (a feed body, an API page, a log
 //! line) into [`Sighting`]s and nothing else: no source knows about the allowlist, the cap or
 //! the firewall. That keeps the decide step the single place where policy lives.
+//!
+//! - [`tail`]: generic offset-persistent file follower (rotation, truncation, partial lines).
+//! - [`asterisk`]: the Asterisk log detector (failure rules, Call-ID correlation, bans).
+
+pub mod asterisk;
+pub mod tail;
 
 use ipnet::IpNet;
 

@@ -1,0 +1,1282 @@
+//! The Asterisk log detector: follows Asterisk's log files, finds authentication and dialplan
+//! failures (a superset of fail2ban's `asterisk` filter), attributes IP-less chan_sip INVITE
+//! timeouts through the SIP debug dumps of the `full` log, and turns `maxretry` failures within
+//! `findtime` into [`Sighting`]s.
+//!
+//! * [`rules`]: line anatomy (prefixes, wrappers, dates) and the rule table.
+//! * [`callid`]: block-aware dump parser and Call-ID correlation.
+//! * this file: settings, the persisted [`DetectorState`], [`run`] (one detector pass for the
+//!   pipeline) and [`scan`] (the read-only `sipban scan` report).
+//!
+//! Per followed file, lines flow: tail ([`crate::source::tail`]) → dump parser (full log only:
+//! dump lines stop here) → injection guard (a message whose first line lacks its server-written
+//! tail swallows the following lines of its own size) → anatomy → rule → cross-file
+//! de-duplication → evidence and ban counting.
+//!
+//! The injection guard: chan_sip and res_pjsip_session print the URI-decoded extension, and
+//! security events the account name, so `%0A` writes extra physical lines into the log. When a
+//! message's first line lacks its server-written tail (`' rejected because extension not found
+//! in context '<ctx>'.`, a well-formed final `RemoteAddress`, a dialplan ` in new stack`), the
+//! lines that follow within one message's size (8 KiB) are held; everything up to the last
+//! line that can end such a message is dropped (counted as `suppressed`), and the head's own
+//! address is counted once the tail is found. The window survives the end of a run, so a
+//! message read in two pieces is judged whole. Known limit (research §4.3): an extension that
+//! first completes its own line with a fake tail and then starts a forged line writes a
+//! *perfect* log line, which no line-based reader can tell from a real one; prefer the security
+//! log and keep `maxretry` moderate.
+//!
+//! This module must never resolve names, never take an address from anything but a transport
+//! field, never hold a whole file in memory, and never change the files it reads.
+
+pub mod callid;
+pub mod rules;
+
+use crate::net;
+use crate::source::tail::{self, FileCursor, StartAt, TailStats};
+use crate::source::Sighting;
+use callid::{CallIdMap, DumpParser, Feed, Unattributed};
+use rules::{anatomy, classify, Anatomy, Level, Rule, Stamp, Transport, Unterminated, Verdict};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// How local-time log dates become Unix time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TimeZone {
+    /// The host's time zone (`localtime_r`, honours `TZ` and `/etc/localtime`).
+    #[default]
+    System,
+    /// A fixed offset east of UTC, in seconds (tests, containers logging in UTC).
+    FixedOffset(i32),
+}
+
+/// Resolved detector settings (the lead maps the YAML `asterisk:` section onto this).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AsteriskSettings {
+    /// Files with NOTICE/WARNING/SECURITY lines (`messages`, `security`).
+    pub logs: Vec<PathBuf>,
+    /// The verbose log with SIP debug dumps, for Call-ID correlation (optional).
+    pub full_log: Option<PathBuf>,
+    /// Failures within `findtime` that make a ban.
+    pub maxretry: u32,
+    /// Seconds.
+    pub findtime: u32,
+    /// Seconds, first ban.
+    pub bantime: u32,
+    /// Each further ban of the same address multiplies the ban time by this.
+    pub increment_factor: f64,
+    /// Upper bound of an increased ban time, seconds.
+    pub increment_max: u32,
+    /// Priority of this source's sightings in the decide step.
+    pub priority: u32,
+    /// Also count the opt-in security events (RequestBadFormat, InvalidTransport,
+    /// UnexpectedAddress, AuthMethodNotAllowed, RequestNotAllowed).
+    pub aggressive: bool,
+    pub timezone: TimeZone,
+    /// Where to start in a file seen for the first time.
+    pub start: StartAt,
+}
+
+impl Default for AsteriskSettings {
+    fn default() -> Self {
+        AsteriskSettings {
+            logs: vec![
+                PathBuf::from("/var/log/asterisk/messages"),
+                PathBuf::from("/var/log/asterisk/security"),
+            ],
+            full_log: None,
+            maxretry: 5,
+            findtime: 600,
+            bantime: 7200,
+            increment_factor: 2.0,
+            increment_max: 7 * 86_400,
+            priority: 100,
+            aggressive: false,
+            timezone: TimeZone::System,
+            start: StartAt::Beginning,
+        }
+    }
+}
+
+/// Errors of the detector. I/O errors name the file.
+#[derive(Debug)]
+pub enum AsteriskError {
+    NoFiles,
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl fmt::Display for AsteriskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AsteriskError::NoFiles => f.write_str("no Asterisk log file given"),
+            AsteriskError::Io { path, source } => {
+                write!(f, "reading Asterisk log {}: {source}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for AsteriskError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AsteriskError::Io { source, .. } => Some(source),
+            AsteriskError::NoFiles => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// persisted state
+
+/// Bound on addresses with recent failures and on remembered bans.
+pub const MAX_ADDRESSES: usize = 65_536;
+/// Cross-file duplicate detection looks this far back (log seconds).
+const DEDUP_SECS: i64 = 300;
+const MAX_DEDUP: usize = 65_536;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileState {
+    pub cursor: Option<FileCursor>,
+    #[serde(default)]
+    dump: DumpParser,
+    #[serde(default)]
+    last_time: Option<i64>,
+    /// An injection window still open at the end of the last run (bounded by the message cap).
+    #[serde(default)]
+    window: Option<Window>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanRecord {
+    /// How many times the address was banned (drives the increment).
+    pub count: u32,
+    /// Unix time of the last ban.
+    pub last: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct DedupEntry {
+    time: i64,
+    /// (stream id, occurrences)
+    counts: Vec<(u16, u32)>,
+}
+
+/// Recently matched lines by hash, per file, so the same line in two followed files (messages
+/// and full carry the same NOTICE) counts once, while repeats inside one file all count.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Dedup {
+    entries: HashMap<u64, DedupEntry>,
+    newest: i64,
+}
+
+impl Dedup {
+    /// Whether this occurrence is new (not a copy of one seen in another file).
+    fn admit(&mut self, key: u64, time: i64, stream: u16) -> bool {
+        self.newest = self.newest.max(time);
+        if self.entries.len() >= MAX_DEDUP {
+            self.prune();
+        }
+        let e = self.entries.entry(key).or_insert_with(|| DedupEntry {
+            time,
+            counts: Vec::new(),
+        });
+        e.time = e.time.max(time);
+        let other = e
+            .counts
+            .iter()
+            .filter(|(s, _)| *s != stream)
+            .map(|(_, c)| *c)
+            .max()
+            .unwrap_or(0);
+        let mine = match e.counts.iter_mut().find(|(s, _)| *s == stream) {
+            Some((_, c)) => {
+                *c += 1;
+                *c
+            }
+            None => {
+                e.counts.push((stream, 1));
+                1
+            }
+        };
+        mine > other
+    }
+
+    fn prune(&mut self) {
+        let cutoff = self.newest - DEDUP_SECS;
+        self.entries.retain(|_, e| e.time >= cutoff);
+        if self.entries.len() >= MAX_DEDUP {
+            // A flood inside one window: forget the older half.
+            let mut t: Vec<i64> = self.entries.values().map(|e| e.time).collect();
+            t.sort_unstable();
+            let keep = t[t.len() / 2];
+            self.entries.retain(|_, e| e.time > keep);
+        }
+    }
+}
+
+/// Everything the detector remembers between runs. The lead stores it as one blob (serde);
+/// every part is bounded.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DetectorState {
+    /// Per followed file (key: the path as configured): cursor and dump-parser state.
+    #[serde(default)]
+    pub files: BTreeMap<String, FileState>,
+    /// Failure times (Unix) within `findtime`, per address.
+    #[serde(default)]
+    pub recent: HashMap<IpAddr, Vec<i64>>,
+    /// Ban counts for the ban-time increment.
+    #[serde(default)]
+    pub bans: HashMap<IpAddr, BanRecord>,
+    #[serde(default)]
+    callids: CallIdMap,
+    #[serde(default)]
+    dedup: Dedup,
+}
+
+// ---------------------------------------------------------------------------------------------
+// reports
+
+/// Counters of one run or scan.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Lines read (all files).
+    pub lines: u64,
+    /// Lines that named an offender (failures and attributed timeouts, duplicates excluded).
+    pub matched: u64,
+    /// Matched lines per rule name.
+    pub by_rule: BTreeMap<&'static str, u64>,
+    pub timeouts_attributed: u64,
+    /// "Unattributed scanner timeouts".
+    pub timeouts_unattributed: u64,
+    pub unattributed_reasons: BTreeMap<&'static str, u64>,
+    /// Lines already counted from another followed file.
+    pub duplicates: u64,
+    /// Lines that had a rule's shape but were refused (several or invalid addresses).
+    pub refused: u64,
+    /// Lines swallowed by the injection guard (continuation lines of a message whose first
+    /// line lacked its server-written tail).
+    pub suppressed: u64,
+    /// Lines without an Asterisk prefix outside dumps (continuations, other programs).
+    pub orphan_lines: u64,
+    /// Lines inside SIP debug dumps.
+    pub dump_lines: u64,
+    /// Lines over 64 KiB, skipped.
+    pub long_lines: u64,
+}
+
+/// What was seen of one address.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Evidence {
+    /// Failure lines plus attributed timeouts.
+    pub count: u64,
+    pub failures: u64,
+    pub timeouts: u64,
+    /// Unix seconds of the first and last evidence line.
+    pub first: i64,
+    pub last: i64,
+    pub rules: Vec<&'static str>,
+    pub transports: Vec<Transport>,
+    /// The last evidence line (at most 512 bytes, lossy UTF-8; contains attacker text).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub example: Option<String>,
+}
+
+/// Per-file outcome of a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FileReport {
+    pub path: PathBuf,
+    pub full_log: bool,
+    pub tail: TailStats,
+    /// A read error (the file's cursor was left unchanged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A ban decided in this run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Ban {
+    pub ip: IpAddr,
+    /// Unix time of the failure that completed `maxretry`.
+    pub seen: i64,
+    pub ttl: u32,
+    /// 1 for a first ban, 2 for the second (increased) one, ...
+    pub nth: u32,
+}
+
+/// Result of [`run`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Detections {
+    /// One per banned address (the latest ban when an address was banned twice in a run).
+    #[serde(skip)]
+    pub sightings: Vec<Sighting>,
+    pub bans: Vec<Ban>,
+    /// `asterisk.priority`, to attach to the sightings in the decide step.
+    pub priority: u32,
+    pub counters: Counters,
+    /// Evidence of every address seen in this run (also those not banned).
+    pub evidence: BTreeMap<IpAddr, Evidence>,
+    pub files: Vec<FileReport>,
+}
+
+/// Per-file part of a [`ScanReport`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FileScan {
+    pub path: PathBuf,
+    pub full_log: bool,
+    pub lines: u64,
+    pub long_lines: u64,
+}
+
+/// Result of [`scan`]: what `sipban scan` prints (human form via `Display`, `--json` via serde).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ScanReport {
+    pub files: Vec<FileScan>,
+    pub counters: Counters,
+    /// Per address: counts, first/last time, rules.
+    pub addresses: BTreeMap<IpAddr, Evidence>,
+    /// `--verbose`: lines that look like failures but matched no rule (at most 1000).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unmatched: Vec<String>,
+    /// `--verbose`: lines refused or swallowed by the injection guard (at most 1000).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub suppressed: Vec<String>,
+    /// `--verbose`: Call-IDs of unattributed timeouts with the reason (at most 1000).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unattributed: Vec<(String, &'static str)>,
+}
+
+const VERBOSE_CAP: usize = 1000;
+
+// ---------------------------------------------------------------------------------------------
+// time
+
+struct Clock {
+    tz: TimeZone,
+    now: i64,
+    now_year: i32,
+    cache: Option<(i64, i32)>,
+}
+
+fn civil_year(days: i64) -> i32 {
+    // Inverse of days_from_civil, year only.
+    let z = days + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2)) as i32
+}
+
+/// Seconds east of UTC of the host's local time at Unix time `t`.
+fn system_offset(t: i64) -> i32 {
+    let tt = t as libc::time_t;
+    // SAFETY: `tm` is plain old data; localtime_r only writes into it and reads `tt`.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the duration of the call; localtime_r is thread-safe.
+    let r = unsafe { libc::localtime_r(&tt, &mut tm) };
+    if r.is_null() {
+        0
+    } else {
+        tm.tm_gmtoff as i32
+    }
+}
+
+impl Clock {
+    fn new(tz: TimeZone, now: i64) -> Clock {
+        let mut c = Clock {
+            tz,
+            now,
+            now_year: 1970,
+            cache: None,
+        };
+        let off = c.offset_at(now);
+        c.now_year = civil_year((now + i64::from(off)).div_euclid(86_400));
+        c
+    }
+
+    fn offset_at(&self, t: i64) -> i32 {
+        match self.tz {
+            TimeZone::FixedOffset(o) => o,
+            TimeZone::System => system_offset(t),
+        }
+    }
+
+    /// Local wall-clock seconds (as if UTC) to Unix seconds.
+    fn local_to_unix(&mut self, naive: i64) -> i64 {
+        let hour = naive.div_euclid(3600);
+        if let Some((h, off)) = self.cache {
+            if h == hour {
+                return naive - i64::from(off);
+            }
+        }
+        let off1 = self.offset_at(naive);
+        let off = self.offset_at(naive - i64::from(off1));
+        self.cache = Some((hour, off));
+        naive - i64::from(off)
+    }
+
+    fn unix(&mut self, s: Stamp) -> i64 {
+        match s {
+            Stamp::Utc(t) => t,
+            Stamp::Local {
+                year,
+                month,
+                day,
+                secs,
+            } => {
+                let naive =
+                    |y: i32| rules::days_from_civil(y, month, day) * 86_400 + i64::from(secs);
+                match year {
+                    Some(y) => self.local_to_unix(naive(y)),
+                    None => {
+                        // No year in the line: the most recent such date not in the future.
+                        let t = self.local_to_unix(naive(self.now_year));
+                        if t > self.now + 2 * 86_400 {
+                            self.local_to_unix(naive(self.now_year - 1))
+                        } else {
+                            t
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the engine shared by run and scan
+
+/// Per-file processing state for one pass.
+struct Stream<'a> {
+    id: u16,
+    full: bool,
+    dump: &'a mut DumpParser,
+    last_time: &'a mut Option<i64>,
+    window: &'a mut Option<Window>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Window {
+    kind: Unterminated,
+    /// The starter's own failure and its time, counted when the message's tail is found.
+    pending: Option<(Rule, IpAddr, Option<Transport>, i64, u64)>,
+    starter: Vec<u8>,
+    bytes: i64,
+    lines: Vec<Vec<u8>>,
+}
+
+/// A matched offender line handed to the ban logic.
+struct Hit {
+    ip: IpAddr,
+    time: i64,
+}
+
+struct Engine<'a> {
+    aggressive: bool,
+    verbose: bool,
+    /// Several streams: de-duplicate across them.
+    multi: bool,
+    /// A full log is followed: timeouts are attributed only from it.
+    full_mode: bool,
+    keep_examples: bool,
+    /// The whole input has been read (scan): close an open injection window at the end.
+    /// Otherwise (run) it stays open into the next run, so a message written in several
+    /// pieces is still judged whole.
+    resolve_at_eof: bool,
+    clock: Clock,
+    callids: &'a mut CallIdMap,
+    dedup: &'a mut Dedup,
+    counters: Counters,
+    evidence: HashMap<IpAddr, Evidence>,
+    unmatched: Vec<String>,
+    suppressed: Vec<String>,
+    unattributed: Vec<(String, &'static str)>,
+    hits: Vec<Hit>,
+}
+
+fn lossy(line: &[u8], cap: usize) -> String {
+    String::from_utf8_lossy(&line[..line.len().min(cap)]).into_owned()
+}
+
+impl Engine<'_> {
+    fn feed(&mut self, st: &mut Stream<'_>, raw: &[u8]) {
+        self.counters.lines += 1;
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if let Some(w) = st.window.as_mut() {
+            w.bytes += line.len() as i64 + 1;
+            w.lines.push(line.to_vec());
+            if w.bytes > callid::MESSAGE_CAP || w.lines.len() > 256 {
+                self.resolve(st);
+            }
+            return;
+        }
+        if rules::has_terminal_bytes(line) && !(st.full && st.dump.in_block()) {
+            let clean = rules::strip_terminal(line);
+            self.process(st, &clean, raw.len());
+        } else {
+            self.process(st, line, raw.len());
+        }
+    }
+
+    /// Close the injection window: drop everything up to its last possible terminal line (or
+    /// all of it when there is none), then process the rest normally.
+    fn resolve(&mut self, st: &mut Stream<'_>) {
+        let Some(w) = st.window.take() else {
+            return;
+        };
+        let terminal = w.lines.iter().rposition(|l| w.kind.is_terminal(l));
+        let cut = terminal.map(|i| i + 1).unwrap_or(w.lines.len());
+        self.counters.suppressed += cut as u64;
+        if let (Some(_), Some((rule, ip, tp, t, key))) = (terminal, w.pending) {
+            // A complete multi-line message: its head's address is genuine.
+            self.counters.suppressed -= 1; // the starter was counted as suppressed
+            if self.multi && !self.dedup.admit(key, t, st.id) {
+                self.counters.duplicates += 1;
+            } else {
+                self.hit(ip, rule, tp, t, &w.starter);
+            }
+        }
+        let mut rest = w.lines.into_iter();
+        for l in rest.by_ref().take(cut) {
+            if self.verbose && self.suppressed.len() < VERBOSE_CAP {
+                self.suppressed.push(lossy(&l, 512));
+            }
+        }
+        for l in rest {
+            self.counters.lines -= 1; // feed counts it again
+            self.feed(st, &l);
+        }
+    }
+
+    fn time_of(&mut self, st: &mut Stream<'_>, a: &Anatomy<'_>) -> i64 {
+        match a.stamp() {
+            Some(s) => {
+                let t = self.clock.unix(s);
+                *st.last_time = Some(t);
+                t
+            }
+            None => st.last_time.unwrap_or(self.clock.now),
+        }
+    }
+
+    fn process(&mut self, st: &mut Stream<'_>, line: &[u8], orig_len: usize) {
+        if st.full && st.dump.in_block() {
+            let t = st.last_time.unwrap_or(self.clock.now);
+            st.dump.feed(self.callids, line, orig_len, None, t);
+            self.counters.dump_lines += 1;
+            return;
+        }
+        let anat = anatomy(line);
+        if st.full {
+            let t = match &anat {
+                Some(a) => self.time_of(st, a),
+                None => st.last_time.unwrap_or(self.clock.now),
+            };
+            if st.dump.feed(self.callids, line, orig_len, anat.as_ref(), t) == Feed::Consumed {
+                self.counters.dump_lines += 1;
+                return;
+            }
+        }
+        let Some(a) = anat else {
+            if !line.is_empty() {
+                self.counters.orphan_lines += 1;
+            }
+            return;
+        };
+        if !matches!(a.level, Level::Notice | Level::Warning | Level::Security) {
+            if a.level == Level::Verbose
+                && a.file == b"pbx.c"
+                && a.msg.starts_with(b"Executing [")
+                && !Unterminated::Executing.is_terminal(a.msg)
+            {
+                // The dialplan echoes the URI-decoded extension and application arguments.
+                self.counters.suppressed += 1;
+                *st.window = Some(Window {
+                    kind: Unterminated::Executing,
+                    pending: None,
+                    starter: Vec::new(),
+                    bytes: line.len() as i64 + 1,
+                    lines: Vec::new(),
+                });
+            }
+            return;
+        }
+        let verdict = classify(&a, self.aggressive);
+        match verdict {
+            Verdict::Nothing => {
+                if a.file == b"logger.c" && a.msg.starts_with(b"Log queue threshold") {
+                    let t = self.time_of(st, &a);
+                    self.callids.log_loss(t);
+                } else if self.verbose
+                    && self.unmatched.len() < VERBOSE_CAP
+                    && rules::looks_like_failure(&a)
+                {
+                    self.unmatched.push(lossy(line, 1024));
+                }
+            }
+            Verdict::Refused => {
+                self.counters.refused += 1;
+                if self.verbose && self.suppressed.len() < VERBOSE_CAP {
+                    self.suppressed.push(lossy(line, 1024));
+                }
+            }
+            Verdict::Unterminated { kind, pending } => {
+                self.counters.suppressed += 1;
+                if self.verbose && self.suppressed.len() < VERBOSE_CAP {
+                    self.suppressed.push(lossy(line, 1024));
+                }
+                let t = self.time_of(st, &a);
+                *st.window = Some(Window {
+                    kind,
+                    pending: pending.map(|(r, ip, tp)| (r, ip, tp, t, line_key(&a, t))),
+                    starter: line[..line.len().min(1024)].to_vec(),
+                    bytes: line.len() as i64 + 1,
+                    lines: Vec::new(),
+                });
+            }
+            Verdict::Failure {
+                rule,
+                ip,
+                transport,
+            } => {
+                let t = self.time_of(st, &a);
+                if self.multi && !self.dedup.admit(line_key(&a, t), t, st.id) {
+                    self.counters.duplicates += 1;
+                    return;
+                }
+                self.hit(ip, rule, transport, t, line);
+            }
+            Verdict::Timeout { callid } => {
+                let t = self.time_of(st, &a);
+                if st.full {
+                    match self.callids.attribute(callid, t) {
+                        Ok(ip) => self.hit(ip, Rule::SipInviteTimeout, None, t, line),
+                        Err(why) => self.unattributed(callid, why),
+                    }
+                } else if !self.full_mode {
+                    if self.multi && !self.dedup.admit(line_key(&a, t), t, st.id) {
+                        self.counters.duplicates += 1;
+                        return;
+                    }
+                    self.unattributed(callid, Unattributed::NoInvite);
+                }
+            }
+        }
+    }
+
+    fn unattributed(&mut self, callid: &[u8], why: Unattributed) {
+        self.counters.timeouts_unattributed += 1;
+        *self
+            .counters
+            .unattributed_reasons
+            .entry(why.name())
+            .or_default() += 1;
+        if self.verbose && self.unattributed.len() < VERBOSE_CAP {
+            self.unattributed.push((lossy(callid, 256), why.name()));
+        }
+    }
+
+    fn hit(&mut self, ip: IpAddr, rule: Rule, transport: Option<Transport>, t: i64, line: &[u8]) {
+        self.counters.matched += 1;
+        *self.counters.by_rule.entry(rule.name()).or_default() += 1;
+        let timeout = rule == Rule::SipInviteTimeout;
+        if timeout {
+            self.counters.timeouts_attributed += 1;
+        }
+        let e = self.evidence.entry(ip).or_insert_with(|| Evidence {
+            first: t,
+            last: t,
+            ..Evidence::default()
+        });
+        e.count += 1;
+        if timeout {
+            e.timeouts += 1;
+        } else {
+            e.failures += 1;
+        }
+        e.first = e.first.min(t);
+        e.last = e.last.max(t);
+        if !e.rules.contains(&rule.name()) {
+            e.rules.push(rule.name());
+        }
+        if let Some(tp) = transport {
+            if !e.transports.contains(&tp) {
+                e.transports.push(tp);
+            }
+        }
+        if self.keep_examples {
+            e.example = Some(lossy(line, 512));
+        }
+        self.hits.push(Hit { ip, time: t });
+    }
+
+    /// Follow one file through the engine.
+    fn follow_file(
+        &mut self,
+        path: &Path,
+        id: u16,
+        full: bool,
+        fs: &mut FileState,
+        start: StartAt,
+        on_hits: &mut dyn FnMut(&mut Vec<Hit>),
+    ) -> std::io::Result<TailStats> {
+        let prev = fs.cursor.clone();
+        let mut st = Stream {
+            id,
+            full,
+            dump: &mut fs.dump,
+            last_time: &mut fs.last_time,
+            window: &mut fs.window,
+        };
+        let (cursor, stats) = tail::follow(path, prev.as_ref(), start, &mut |l| {
+            self.feed(&mut st, l);
+            if self.hits.len() >= 4096 {
+                on_hits(&mut self.hits);
+            }
+        })?;
+        if self.resolve_at_eof {
+            self.resolve(&mut st);
+        }
+        on_hits(&mut self.hits);
+        self.counters.long_lines += stats.long_lines;
+        fs.cursor = cursor;
+        Ok(stats)
+    }
+}
+
+/// Key for cross-file de-duplication: thread, source file, message and time.
+fn line_key(a: &Anatomy<'_>, t: i64) -> u64 {
+    let mut h = tail::fnv1a(a.lwp);
+    h ^= tail::fnv1a(a.file).rotate_left(21);
+    h ^= tail::fnv1a(a.msg).rotate_left(42);
+    h ^ (t as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+// ---------------------------------------------------------------------------------------------
+// run
+
+/// Ban logic: `maxretry` failures within `findtime` → a ban with an increasing ban time.
+struct Bans<'a> {
+    s: &'a AsteriskSettings,
+    now: i64,
+    recent: &'a mut HashMap<IpAddr, Vec<i64>>,
+    records: &'a mut HashMap<IpAddr, BanRecord>,
+    out: BTreeMap<IpAddr, Ban>,
+}
+
+impl Bans<'_> {
+    fn ttl(&self, nth: u32) -> u32 {
+        let f = self.s.increment_factor.max(1.0);
+        let t = f64::from(self.s.bantime) * f.powi(nth.saturating_sub(1).min(64) as i32);
+        let max = f64::from(self.s.increment_max.max(self.s.bantime));
+        t.min(max) as u32
+    }
+
+    fn failure(&mut self, ip: IpAddr, t: i64) {
+        let findtime = i64::from(self.s.findtime);
+        let t = t.min(self.now);
+        if t < self.now - findtime {
+            return; // too old to count (history read on a first run)
+        }
+        let v = self.recent.entry(ip).or_default();
+        let at = v.partition_point(|x| *x <= t);
+        v.insert(at, t);
+        let newest = v.last().copied().unwrap_or(t);
+        v.retain(|x| *x >= newest - findtime);
+        let in_window = v.iter().filter(|x| **x >= t - findtime && **x <= t).count();
+        if in_window < self.s.maxretry.max(1) as usize {
+            return;
+        }
+        self.recent.remove(&ip);
+        let rec = self.records.entry(ip).or_default();
+        rec.count = rec.count.saturating_add(1);
+        rec.last = rec.last.max(t);
+        let nth = rec.count;
+        let ttl = self.ttl(nth);
+        self.out.insert(
+            ip,
+            Ban {
+                ip,
+                seen: t,
+                ttl,
+                nth,
+            },
+        );
+    }
+}
+
+fn prune_state(state: &mut DetectorState, s: &AsteriskSettings, now: i64) {
+    let findtime = i64::from(s.findtime);
+    state
+        .recent
+        .retain(|_, v| v.last().is_some_and(|t| *t >= now - findtime));
+    if state.recent.len() > MAX_ADDRESSES {
+        let mut lasts: Vec<i64> = state
+            .recent
+            .values()
+            .filter_map(|v| v.last().copied())
+            .collect();
+        lasts.sort_unstable();
+        let keep = lasts[lasts.len() - MAX_ADDRESSES];
+        state
+            .recent
+            .retain(|_, v| v.last().is_some_and(|t| *t > keep));
+    }
+    let forget = i64::from(s.increment_max.max(s.bantime));
+    state.bans.retain(|_, r| r.last >= now - forget);
+    if state.bans.len() > MAX_ADDRESSES {
+        let mut lasts: Vec<i64> = state.bans.values().map(|r| r.last).collect();
+        lasts.sort_unstable();
+        let keep = lasts[lasts.len() - MAX_ADDRESSES];
+        state.bans.retain(|_, r| r.last > keep);
+    }
+    state.callids.prune();
+    state.dedup.prune();
+    // Forget files no longer configured.
+    let mut keep: Vec<String> = s.logs.iter().map(|p| p.display().to_string()).collect();
+    if let Some(f) = &s.full_log {
+        keep.push(f.display().to_string());
+    }
+    state.files.retain(|k, _| keep.contains(k));
+}
+
+/// One detector pass: read what is new in every configured file, match, correlate, count, and
+/// return the bans as sightings plus evidence and counters. `now` is Unix seconds. A file that
+/// cannot be read is reported in [`Detections::files`] and keeps its cursor; the others go on.
+pub fn run(
+    settings: &AsteriskSettings,
+    state: &mut DetectorState,
+    now: i64,
+) -> Result<Detections, AsteriskError> {
+    if settings.logs.is_empty() && settings.full_log.is_none() {
+        return Err(AsteriskError::NoFiles);
+    }
+    let mut files: Vec<(PathBuf, bool)> =
+        settings.logs.iter().map(|p| (p.clone(), false)).collect();
+    if let Some(f) = &settings.full_log {
+        files.push((f.clone(), true));
+    }
+    let DetectorState {
+        files: file_states,
+        recent,
+        bans,
+        callids,
+        dedup,
+    } = state;
+    let mut engine = Engine {
+        aggressive: settings.aggressive,
+        verbose: false,
+        multi: files.len() > 1,
+        full_mode: settings.full_log.is_some(),
+        keep_examples: true,
+        resolve_at_eof: false,
+        clock: Clock::new(settings.timezone, now),
+        callids,
+        dedup,
+        counters: Counters::default(),
+        evidence: HashMap::new(),
+        unmatched: Vec::new(),
+        suppressed: Vec::new(),
+        unattributed: Vec::new(),
+        hits: Vec::new(),
+    };
+    let mut ban = Bans {
+        s: settings,
+        now,
+        recent,
+        records: bans,
+        out: BTreeMap::new(),
+    };
+    let mut reports = Vec::new();
+    for (i, (path, full)) in files.iter().enumerate() {
+        let key = path.display().to_string();
+        let fs = file_states.entry(key).or_default();
+        // Hits are applied only when the whole file was read: a failed read leaves the cursor
+        // where it was, and the same lines will be read (and counted) again.
+        let mut file_hits: Vec<Hit> = Vec::new();
+        let mut on_hits = |hits: &mut Vec<Hit>| file_hits.append(hits);
+        // Work on a copy so that a failed read leaves the stored state untouched.
+        let mut work = fs.clone();
+        let r = engine.follow_file(
+            path,
+            i as u16,
+            *full,
+            &mut work,
+            settings.start,
+            &mut on_hits,
+        );
+        let mut report = FileReport {
+            path: path.clone(),
+            full_log: *full,
+            ..FileReport::default()
+        };
+        match r {
+            Ok(stats) => {
+                *fs = work;
+                report.tail = stats;
+                for h in file_hits.drain(..) {
+                    ban.failure(h.ip, h.time);
+                }
+            }
+            Err(e) => {
+                tracing::warn!("asterisk detector: {e}");
+                report.error = Some(e.to_string());
+            }
+        }
+        reports.push(report);
+    }
+    let counters = std::mem::take(&mut engine.counters);
+    let evidence: BTreeMap<IpAddr, Evidence> = engine.evidence.drain().collect();
+    let out = std::mem::take(&mut ban.out);
+    drop(engine);
+    drop(ban);
+    prune_state(state, settings, now);
+    let mut sightings = Vec::new();
+    let mut bans_out = Vec::new();
+    for (ip, b) in out {
+        if b.seen + i64::from(b.ttl) > now {
+            sightings.push(Sighting {
+                net: net::host_net(ip),
+                seen: b.seen,
+                ttl: b.ttl,
+            });
+        }
+        bans_out.push(b);
+    }
+    Ok(Detections {
+        sightings,
+        bans: bans_out,
+        priority: settings.priority,
+        counters,
+        evidence,
+        files: reports,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// scan
+
+/// Options of [`scan_with`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScanOptions {
+    pub verbose: bool,
+    pub aggressive: bool,
+    pub timezone: TimeZone,
+}
+
+/// Read `files` (and the SIP-debug `full` log) once from the start, change nothing, and report
+/// what the rules find: matched lines per rule, per-address counts, attributed and unattributed
+/// timeouts, and with `verbose` the lines that look like failures but matched no rule.
+pub fn scan(
+    files: &[PathBuf],
+    full: Option<&Path>,
+    verbose: bool,
+) -> Result<ScanReport, AsteriskError> {
+    scan_with(
+        files,
+        full,
+        ScanOptions {
+            verbose,
+            ..ScanOptions::default()
+        },
+    )
+}
+
+/// [`scan`] with all options.
+pub fn scan_with(
+    files: &[PathBuf],
+    full: Option<&Path>,
+    opts: ScanOptions,
+) -> Result<ScanReport, AsteriskError> {
+    if files.is_empty() && full.is_none() {
+        return Err(AsteriskError::NoFiles);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let mut list: Vec<(PathBuf, bool)> = files.iter().map(|p| (p.clone(), false)).collect();
+    if let Some(f) = full {
+        list.push((f.to_path_buf(), true));
+    }
+    let mut callids = CallIdMap::default();
+    let mut dedup = Dedup::default();
+    let mut engine = Engine {
+        aggressive: opts.aggressive,
+        verbose: opts.verbose,
+        multi: list.len() > 1,
+        full_mode: full.is_some(),
+        keep_examples: false,
+        resolve_at_eof: true,
+        clock: Clock::new(opts.timezone, now),
+        callids: &mut callids,
+        dedup: &mut dedup,
+        counters: Counters::default(),
+        evidence: HashMap::new(),
+        unmatched: Vec::new(),
+        suppressed: Vec::new(),
+        unattributed: Vec::new(),
+        hits: Vec::new(),
+    };
+    let mut report = ScanReport::default();
+    for (i, (path, is_full)) in list.iter().enumerate() {
+        if !path.is_file() {
+            return Err(AsteriskError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a readable file"),
+            });
+        }
+        let mut fs = FileState::default();
+        let before = engine.counters.lines;
+        let stats = engine
+            .follow_file(
+                path,
+                i as u16,
+                *is_full,
+                &mut fs,
+                StartAt::Beginning,
+                &mut |h| h.clear(),
+            )
+            .map_err(|source| AsteriskError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        report.files.push(FileScan {
+            path: path.clone(),
+            full_log: *is_full,
+            lines: engine.counters.lines - before,
+            long_lines: stats.long_lines,
+        });
+    }
+    report.counters = std::mem::take(&mut engine.counters);
+    report.addresses = engine.evidence.drain().collect();
+    report.unmatched = std::mem::take(&mut engine.unmatched);
+    report.suppressed = std::mem::take(&mut engine.suppressed);
+    report.unattributed = std::mem::take(&mut engine.unattributed);
+    Ok(report)
+}
+
+/// [`scan_with`] over in-memory logs (tests, fuzzing): `logs` are the contents of the normal
+/// log files, `full` that of the SIP-debug full log. A last line without a newline counts as
+/// complete.
+pub fn scan_bytes(logs: &[&[u8]], full: Option<&[u8]>, opts: ScanOptions) -> ScanReport {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let mut list: Vec<(&[u8], bool)> = logs.iter().map(|d| (*d, false)).collect();
+    if let Some(f) = full {
+        list.push((f, true));
+    }
+    let mut callids = CallIdMap::default();
+    let mut dedup = Dedup::default();
+    let mut engine = Engine {
+        aggressive: opts.aggressive,
+        verbose: opts.verbose,
+        multi: list.len() > 1,
+        full_mode: full.is_some(),
+        keep_examples: false,
+        resolve_at_eof: true,
+        clock: Clock::new(opts.timezone, now),
+        callids: &mut callids,
+        dedup: &mut dedup,
+        counters: Counters::default(),
+        evidence: HashMap::new(),
+        unmatched: Vec::new(),
+        suppressed: Vec::new(),
+        unattributed: Vec::new(),
+        hits: Vec::new(),
+    };
+    let mut report = ScanReport::default();
+    for (i, (data, is_full)) in list.iter().enumerate() {
+        let mut fs = FileState::default();
+        let mut st = Stream {
+            id: i as u16,
+            full: *is_full,
+            dump: &mut fs.dump,
+            last_time: &mut fs.last_time,
+            window: &mut fs.window,
+        };
+        let before = engine.counters.lines;
+        let mut long = 0;
+        for line in data.split(|b| *b == b'\n') {
+            if line.len() > tail::MAX_LINE {
+                long += 1;
+                continue;
+            }
+            engine.feed(&mut st, line);
+        }
+        // `split` yields an empty last piece after a final newline: not a line.
+        if data.ends_with(b"\n") || data.is_empty() {
+            engine.counters.lines -= 1;
+        }
+        engine.resolve(&mut st);
+        engine.hits.clear();
+        engine.counters.long_lines += long;
+        report.files.push(FileScan {
+            path: PathBuf::from(format!("<memory {i}>")),
+            full_log: *is_full,
+            lines: engine.counters.lines - before,
+            long_lines: long,
+        });
+    }
+    report.counters = std::mem::take(&mut engine.counters);
+    report.addresses = engine.evidence.drain().collect();
+    report.unmatched = std::mem::take(&mut engine.unmatched);
+    report.suppressed = std::mem::take(&mut engine.suppressed);
+    report.unattributed = std::mem::take(&mut engine.unattributed);
+    report
+}
+
+fn fmt_time(t: i64) -> String {
+    // UTC, ISO 8601, without a time crate.
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+impl fmt::Display for ScanReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.counters;
+        writeln!(f, "Files:")?;
+        for file in &self.files {
+            writeln!(
+                f,
+                "  {}{}: {} lines{}",
+                file.path.display(),
+                if file.full_log { " (full log)" } else { "" },
+                file.lines,
+                if file.long_lines > 0 {
+                    format!(", {} over 64 KiB skipped", file.long_lines)
+                } else {
+                    String::new()
+                }
+            )?;
+        }
+        writeln!(
+            f,
+            "\nLines: {} read, {} matched, {} duplicates, {} refused, {} suppressed (injection guard), {} in SIP dumps, {} without prefix",
+            c.lines, c.matched, c.duplicates, c.refused, c.suppressed, c.dump_lines, c.orphan_lines
+        )?;
+        writeln!(f, "\nMatched lines per rule:")?;
+        if c.by_rule.is_empty() {
+            writeln!(f, "  (none)")?;
+        }
+        for (rule, n) in &c.by_rule {
+            writeln!(f, "  {rule:<28} {n:>9}")?;
+        }
+        writeln!(
+            f,
+            "\nINVITE timeouts: {} attributed, {} unattributed scanner timeouts",
+            c.timeouts_attributed, c.timeouts_unattributed
+        )?;
+        for (why, n) in &c.unattributed_reasons {
+            writeln!(f, "  unattributed, {why:<20} {n:>9}")?;
+        }
+        let mut addrs: Vec<(&IpAddr, &Evidence)> = self.addresses.iter().collect();
+        addrs.sort_by(|a, b| b.1.count.cmp(&a.1.count).then(a.0.cmp(b.0)));
+        writeln!(f, "\nAddresses: {}", addrs.len())?;
+        for (ip, e) in addrs {
+            writeln!(
+                f,
+                "  {:<39} {:>7}  {} .. {}  {}{}",
+                ip.to_string(),
+                e.count,
+                fmt_time(e.first),
+                fmt_time(e.last),
+                e.rules.join(","),
+                if e.timeouts > 0 {
+                    format!(" ({} timeouts)", e.timeouts)
+                } else {
+                    String::new()
+                }
+            )?;
+        }
+        if !self.unmatched.is_empty() {
+            writeln!(f, "\nLines that look like failures but matched no rule:")?;
+            for l in &self.unmatched {
+                writeln!(f, "  {l}")?;
+            }
+        }
+        if !self.suppressed.is_empty() {
+            writeln!(f, "\nRefused or suppressed lines:")?;
+            for l in &self.suppressed {
+                writeln!(f, "  {l}")?;
+            }
+        }
+        if !self.unattributed.is_empty() {
+            writeln!(f, "\nUnattributed timeouts (Call-ID, reason):")?;
+            for (cid, why) in &self.unattributed {
+                writeln!(f, "  {cid}  {why}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_and_time_format() {
+        assert_eq!(fmt_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(fmt_time(1_676_815_415), "2023-02-19T14:03:35Z");
+        assert_eq!(civil_year(rules::days_from_civil(2024, 12, 31)), 2024);
+        assert_eq!(civil_year(rules::days_from_civil(2024, 1, 1)), 2024);
+    }
+
+    #[test]
+    fn year_inference_and_offsets() {
+        let now = rules::days_from_civil(2024, 1, 2) * 86_400; // 2024-01-02T00:00Z
+        let mut c = Clock::new(TimeZone::FixedOffset(3600), now);
+        let dec = Stamp::Local {
+            year: None,
+            month: 12,
+            day: 31,
+            secs: 3600,
+        };
+        assert_eq!(c.unix(dec), rules::days_from_civil(2023, 12, 31) * 86_400);
+        let jan = Stamp::Local {
+            year: None,
+            month: 1,
+            day: 1,
+            secs: 0,
+        };
+        assert_eq!(
+            c.unix(jan),
+            rules::days_from_civil(2024, 1, 1) * 86_400 - 3600
+        );
+    }
+
+    #[test]
+    fn dedup_counts_repeats_in_one_file_but_not_copies() {
+        let mut d = Dedup::default();
+        assert!(d.admit(1, 10, 0));
+        assert!(d.admit(1, 10, 0));
+        assert!(!d.admit(1, 10, 1));
+        assert!(!d.admit(1, 10, 1));
+        assert!(d.admit(1, 10, 1));
+    }
+}

@@ -1,0 +1,326 @@
+//! The file follower and the detector across real renames, truncations and partial lines in a
+//! temporary directory, with the cursor persisted (serde round trip) between "runs".
+
+use sipban::source::asterisk::{run, AsteriskSettings, DetectorState, TimeZone};
+use sipban::source::tail::{follow, FileCursor, StartAt, TailStats, MAX_LINE};
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+/// One run: follow from the persisted cursor (JSON, like the lead's state blob).
+fn run_once(path: &Path, stored: &mut Option<String>) -> (Vec<String>, TailStats) {
+    let prev: Option<FileCursor> = stored
+        .as_deref()
+        .map(|s| serde_json::from_str(s).expect("cursor JSON"));
+    let mut lines = Vec::new();
+    let (cur, stats) = follow(path, prev.as_ref(), StartAt::Beginning, &mut |l| {
+        lines.push(String::from_utf8_lossy(l).into_owned())
+    })
+    .expect("follow");
+    *stored = cur.map(|c| serde_json::to_string(&c).expect("cursor to JSON"));
+    (lines, stats)
+}
+
+fn append(path: &Path, text: &str) {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open for append");
+    f.write_all(text.as_bytes()).expect("append");
+}
+
+fn copytruncate(path: &Path) {
+    let rotated = path.with_file_name(format!(
+        "{}.1",
+        path.file_name().and_then(|n| n.to_str()).expect("name")
+    ));
+    fs::copy(path, &rotated).expect("copy");
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open")
+        .set_len(0)
+        .expect("truncate");
+}
+
+#[test]
+fn rename_rotation_reads_old_tail_first_and_nothing_twice() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let p = d.path().join("messages");
+    let mut c = None;
+    append(&p, "a1\na2\n");
+    assert_eq!(run_once(&p, &mut c).0, ["a1", "a2"]);
+    append(&p, "a3\na4\n"); // written before rotation, not read yet
+    fs::rename(&p, d.path().join("messages.1")).expect("rename");
+    append(&p, "b1\n");
+    let (lines, s) = run_once(&p, &mut c);
+    assert_eq!(lines, ["a3", "a4", "b1"]);
+    assert!(s.rotated_tail_read && !s.rotated_tail_lost);
+    assert!(run_once(&p, &mut c).0.is_empty());
+    append(&p, "b2\n");
+    assert_eq!(run_once(&p, &mut c).0, ["b2"]);
+}
+
+#[test]
+fn rename_to_dated_name_is_found_by_inode() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let p = d.path().join("messages");
+    let mut c = None;
+    append(&p, "a1\n");
+    run_once(&p, &mut c);
+    append(&p, "a2\n");
+    fs::rename(&p, d.path().join("messages-20240101")).expect("rename");
+    append(&p, "b1\n");
+    assert_eq!(run_once(&p, &mut c).0, ["a2", "b1"]);
+}
+
+#[test]
+fn rotation_with_file_missing_in_between() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let p = d.path().join("messages");
+    let mut c = None;
+    append(&p, "a1\n");
+    run_once(&p, &mut c);
+    append(&p, "a2\n");
+    fs::rename(&p, d.path().join("messages.1")).expect("rename");
+    // A run while the new file does not exist yet: the old tail is read once.
+    let (lines, s) = run_once(&p, &mut c);
+    assert_eq!(lines, ["a2"]);
+    assert!(s.missing);
+    append(&p, "b1\n");
+    assert_eq!(run_once(&p, &mut c).0, ["b1"]);
+}
+
+#[test]
+fn copytruncate_reads_copied_tail_then_new_content() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let p = d.path().join("messages");
+    let mut c = None;
+    append(&p, "first line of the old file\na2\n");
+    run_once(&p, &mut c);
+    append(&p, "a3\n");
+    copytruncate(&p);
+    append(&p, "b1\n");
+    let (lines, s) = run_once(&p, &mut c);
+    assert_eq!(lines, ["a3", "b1"]);
+    assert!(s.truncated && s.rotated_tail_read);
+    assert!(run_once(&p, &mut c).0.is_empty());
+}
+
+#[test]
+fn copytruncate_noticed_when_new_file_already_grew_past_the_offset() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let p = d.path().join("messages");
+    let mut c = None;
+    append(&p, "old 1\nold 2\n");
+    run_once(&p, &mut c);
+    append(&p, "old 3\n");
+    copytruncate(&p);
+    let new: Vec<String> = (0..20).map(|i| format!("new line number {i}")).collect();
+    append(&p, &(new.join("\n") + "\n"));
+    let (lines, s) = run_once(&p, &mut c);
+    let mut want = vec!["old 3".to_string()];
+    want.extend(new);
+    assert_eq!(lines, want);
+    assert!(s.truncated);
+}
+
+#[test]
+fn truncation_without_a_copy_reads_from_start_and_reports_the_loss() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let p = d.path().join("messages");
+    let mut c = None;
+    append(&p, "a1\na2\n");
+    run_once(&p, &mut c);
+    OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .expect("open")
+        .set_len(0)
+        .expect("truncate");
+    append(&p, "b\n");
+    let (lines, s) = run_once(&p, &mut c);
+    assert_eq!(lines, ["b"]);
+    assert!(s.truncated && s.rotated_tail_lost);
+}
+
+#[test]
+fn replaced_file_is_read_from_its_start() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let p = d.path().join("messages");
+    let mut c = None;
+    append(&p, "a1\na2\na3\n");
+    run_once(&p, &mut c);
+    fs::remove_file(&p).expect("rm");
+    append(&p, "z1\n");
+    let (lines, s) = run_once(&p, &mut c);
+    assert_eq!(lines, ["z1"]);
+    assert!(s.replaced);
+}
+
+#[test]
+fn partial_last_line_waits_for_its_newline() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let p = d.path().join("messages");
+    let mut c = None;
+    append(&p, "a1\na2-par");
+    assert_eq!(run_once(&p, &mut c).0, ["a1"]);
+    assert!(run_once(&p, &mut c).0.is_empty());
+    append(&p, "tial\na3");
+    assert_eq!(run_once(&p, &mut c).0, ["a2-partial"]);
+    // Rotation while a partial line is pending: the partial line of the old file is dropped
+    // (Asterisk's append goes to the new file), nothing is duplicated.
+    fs::rename(&p, d.path().join("messages.1")).expect("rename");
+    append(&p, "b1\n");
+    let (lines, s) = run_once(&p, &mut c);
+    assert_eq!(lines, ["b1"]);
+    assert!(s.partial_dropped);
+}
+
+#[test]
+fn long_lines_are_skipped_and_counted_across_runs() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let p = d.path().join("messages");
+    let mut c = None;
+    append(&p, "a1\n");
+    append(&p, &"x".repeat(MAX_LINE + 5));
+    let (lines, s1) = run_once(&p, &mut c);
+    assert_eq!(lines, ["a1"]);
+    append(&p, &"y".repeat(1000));
+    append(&p, "\na2\n");
+    append(&p, &("z".repeat(3 * MAX_LINE) + "\na3\n"));
+    let (lines, s2) = run_once(&p, &mut c);
+    assert_eq!(lines, ["a2", "a3"]);
+    assert_eq!(s1.long_lines + s2.long_lines, 2);
+    // A line of exactly MAX_LINE bytes is still delivered.
+    append(&p, &("m".repeat(MAX_LINE) + "\n"));
+    assert_eq!(run_once(&p, &mut c).0.len(), 1);
+}
+
+#[test]
+fn missing_file_then_created() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let p = d.path().join("security");
+    let mut c = None;
+    let (lines, s) = run_once(&p, &mut c);
+    assert!(lines.is_empty() && s.missing && c.is_none());
+    append(&p, "s1\n");
+    assert_eq!(run_once(&p, &mut c).0, ["s1"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// the detector across rotations
+
+const T0: i64 = 1_714_644_000; // 2024-05-02T10:00:00Z
+
+fn reg_line(t: i64, ip: &str) -> String {
+    let s = t - 1_714_608_000; // seconds since 2024-05-02T00:00:00Z
+    format!(
+        "[2024-05-02 {:02}:{:02}:{:02}] NOTICE[4102] chan_sip.c: Registration from '<sip:1@x>' failed for '{ip}:5060' - Wrong password\n",
+        s / 3600,
+        s % 3600 / 60,
+        s % 60
+    )
+}
+
+fn settings(dir: &Path) -> AsteriskSettings {
+    AsteriskSettings {
+        logs: vec![dir.join("messages"), dir.join("security")],
+        full_log: None,
+        timezone: TimeZone::FixedOffset(0),
+        ..AsteriskSettings::default()
+    }
+}
+
+#[test]
+fn detector_counts_each_line_once_across_runs_and_rotations() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let s = settings(d.path());
+    let p = d.path().join("messages");
+    let mut state = DetectorState::default();
+    let persist = |st: &DetectorState| -> DetectorState {
+        serde_json::from_str(&serde_json::to_string(st).expect("state to JSON")).expect("state")
+    };
+    append(
+        &p,
+        &(reg_line(T0, "192.0.2.7") + &reg_line(T0 + 1, "192.0.2.7")),
+    );
+    let r = run(&s, &mut state, T0 + 2).expect("run");
+    assert_eq!(r.counters.matched, 2);
+    assert!(r.sightings.is_empty());
+    state = persist(&state);
+    // Two more, then a rename rotation, then a fifth in the new file: the ban needs all five.
+    append(
+        &p,
+        &(reg_line(T0 + 3, "192.0.2.7") + &reg_line(T0 + 4, "192.0.2.7")),
+    );
+    fs::rename(&p, d.path().join("messages.1")).expect("rename");
+    append(&p, &reg_line(T0 + 5, "192.0.2.7"));
+    let r = run(&s, &mut state, T0 + 6).expect("run");
+    assert_eq!(r.counters.matched, 3);
+    assert_eq!(r.sightings.len(), 1);
+    assert_eq!(r.sightings[0].ttl, 7200);
+    assert_eq!(r.sightings[0].seen, T0 + 5);
+    assert_eq!(r.bans[0].nth, 1);
+    state = persist(&state);
+    // Nothing new: nothing counted.
+    let r = run(&s, &mut state, T0 + 7).expect("run");
+    assert_eq!(r.counters.matched, 0);
+    // Copytruncate, five more: second ban, doubled ban time.
+    append(&p, &reg_line(T0 + 8, "192.0.2.7"));
+    copytruncate(&p);
+    for i in 9..13 {
+        append(&p, &reg_line(T0 + i, "192.0.2.7"));
+    }
+    let r = run(&s, &mut state, T0 + 13).expect("run");
+    assert_eq!(r.counters.matched, 5);
+    assert_eq!(r.bans.len(), 1);
+    assert_eq!((r.bans[0].nth, r.bans[0].ttl), (2, 14_400));
+}
+
+#[test]
+fn detector_ignores_failures_older_than_findtime_and_spread_out_ones() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let s = settings(d.path());
+    let p = d.path().join("messages");
+    let mut state = DetectorState::default();
+    // Five failures an hour before "now": history, no ban.
+    let text: String = (0..5).map(|i| reg_line(T0 + i, "192.0.2.8")).collect();
+    append(&p, &text);
+    let r = run(&s, &mut state, T0 + 3600).expect("run");
+    assert_eq!(r.counters.matched, 5);
+    assert!(r.bans.is_empty());
+    // Five failures 4 minutes apart: never 5 within 10 minutes.
+    let now = T0 + 7200;
+    let text: String = (0..5)
+        .map(|i| reg_line(now - 1200 + i * 240, "192.0.2.9"))
+        .collect();
+    append(&p, &text);
+    let r = run(&s, &mut state, now).expect("run");
+    assert!(r.bans.is_empty(), "{:?}", r.bans);
+    assert_eq!(r.evidence.len(), 1);
+}
+
+#[test]
+fn detector_same_line_in_messages_and_full_counts_once() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let mut s = settings(d.path());
+    s.full_log = Some(d.path().join("full"));
+    s.maxretry = 3;
+    let text: String = (0..3).map(|i| reg_line(T0 + i, "192.0.2.10")).collect();
+    append(&d.path().join("messages"), &text);
+    append(&d.path().join("full"), &text);
+    let mut state = DetectorState::default();
+    let r = run(&s, &mut state, T0 + 5).expect("run");
+    assert_eq!(r.counters.matched, 3);
+    assert_eq!(r.counters.duplicates, 3);
+    assert_eq!(r.bans.len(), 1);
+    // The full log's copy arrives one run later: still a duplicate.
+    append(&d.path().join("messages"), &reg_line(T0 + 6, "192.0.2.10"));
+    let r = run(&s, &mut state, T0 + 7).expect("run");
+    assert_eq!(r.counters.matched, 1);
+    append(&d.path().join("full"), &reg_line(T0 + 6, "192.0.2.10"));
+    let r = run(&s, &mut state, T0 + 8).expect("run");
+    assert_eq!((r.counters.matched, r.counters.duplicates), (0, 1));
+}
