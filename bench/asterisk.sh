@@ -11,8 +11,7 @@
 #      sipban/grep (goal <= 1.5);
 #   4. records peak RSS of sipban scan (GNU time); at the end checks RSS(1M) - RSS(100k) <= 2 MiB.
 #
-# The scanner: $SCAN if set (a command taking `FILE --json`), else `target/release/sipban scan`
-# when that subcommand exists, else the `examples/scan.rs` stand-in (built in release).
+# The scanner: $SCAN if set (a command taking `FILE --json`), else `target/release/sipban scan`.
 # Needs bash >= 5, python3, GNU time, fail2ban (Debian package; installed here when missing,
 # without starting its service). Exit status 1 when the counts differ from the truth.
 #
@@ -72,19 +71,9 @@ if [ -n "${SCAN:-}" ]; then
     read -r -a SCAN_CMD <<<"$SCAN"
     SCAN_LABEL="$SCAN"
 else
-    (cd "$ROOT" && cargo build --release --quiet 2>/dev/null)
-    # The subcommand counts only if it really prints a report (an empty main also exits 0).
-    echo "[2024-05-02 10:11:12] NOTICE[1] manager.c: 192.0.2.1 failed to authenticate as 'x'" >"$TMP/probe.log"
-    if [ -x "$ROOT/target/release/sipban" ] \
-        && "$ROOT/target/release/sipban" scan "$TMP/probe.log" --json 2>/dev/null \
-        | python3 -c 'import json,sys; sys.exit(0 if "192.0.2.1" in json.load(sys.stdin)["addresses"] else 1)' 2>/dev/null; then
-        SCAN_CMD=("$ROOT/target/release/sipban" scan)
-        SCAN_LABEL="sipban scan"
-    else
-        (cd "$ROOT" && cargo build --release --quiet --example scan) || die "cargo build --release --example scan failed"
-        SCAN_CMD=("$ROOT/target/release/examples/scan")
-        SCAN_LABEL="examples/scan (stand-in for sipban scan)"
-    fi
+    (cd "$ROOT" && cargo build --release --locked --quiet) || die "cargo build --release failed"
+    SCAN_CMD=("$ROOT/target/release/sipban" scan)
+    SCAN_LABEL="sipban scan"
 fi
 echo "# scanner: $SCAN_LABEL"
 echo "# fail2ban-regex $(fail2ban-regex --version 2>/dev/null | head -1 | awk '{print $2}'), $(grep --version | head -1)"

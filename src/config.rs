@@ -211,6 +211,28 @@ pub struct RawConfig {
     pub allow_own_addresses: Option<bool>,
     pub feeds: Option<Vec<Spanned<RawFeed>>>,
     pub apiban: Option<Spanned<crate::source::apiban::RawApiban>>,
+    pub asterisk: Option<Spanned<RawAsterisk>>,
+}
+
+/// `asterisk:`: the log detector (see [`crate::source::asterisk`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAsterisk {
+    pub logs: Option<Vec<PathBuf>>,
+    pub full_log: Option<PathBuf>,
+    pub maxretry: Option<u32>,
+    pub findtime: Option<Dur>,
+    pub bantime: Option<Dur>,
+    pub bantime_increment: Option<RawIncrement>,
+    pub priority: Option<Priority>,
+    pub aggressive: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIncrement {
+    pub factor: Option<f64>,
+    pub max: Option<Dur>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -290,6 +312,12 @@ pub struct Settings {
     pub feeds: Vec<FeedSettings>,
     /// Present when the config has an `apiban:` section.
     pub apiban: Option<crate::source::apiban::ApibanSettings>,
+    /// Present when the config has an `asterisk:` section.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_asterisk"
+    )]
+    pub asterisk: Option<crate::source::asterisk::AsteriskSettings>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -486,6 +514,12 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
         feeds.push(feed);
     }
 
+    let asterisk = match raw.asterisk {
+        None => None,
+        Some(spanned) => Some(resolve_asterisk(spanned.value).map_err(|e| {
+            ConfigError(format!("{}: asterisk: {e}", at(path, &spanned.referenced)))
+        })?),
+    };
     let apiban = match raw.apiban {
         Some(spanned) => Some(
             crate::source::apiban::resolve(spanned.value, &base_dir).map_err(|e| {
@@ -508,7 +542,78 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
         allow_own_addresses: raw.allow_own_addresses.unwrap_or(true),
         feeds,
         apiban,
+        asterisk,
     })
+}
+
+fn resolve_asterisk(raw: RawAsterisk) -> Result<crate::source::asterisk::AsteriskSettings, String> {
+    let mut s = crate::source::asterisk::AsteriskSettings::default();
+    if let Some(logs) = raw.logs {
+        s.logs = logs;
+    }
+    s.full_log = raw.full_log;
+    if s.logs.is_empty() && s.full_log.is_none() {
+        return Err("needs at least one file in `logs` or a `full_log`".into());
+    }
+    if let Some(m) = raw.maxretry {
+        if m == 0 {
+            return Err("maxretry must be at least 1".into());
+        }
+        s.maxretry = m;
+    }
+    let secs = |d: Dur, what: &str| -> Result<u32, String> {
+        u32::try_from(d.0)
+            .ok()
+            .filter(|&v| v > 0)
+            .ok_or_else(|| format!("{what} must be between 1s and 136 years"))
+    };
+    if let Some(d) = raw.findtime {
+        s.findtime = secs(d, "findtime")?;
+    }
+    if let Some(d) = raw.bantime {
+        s.bantime = secs(d, "bantime")?;
+    }
+    if let Some(inc) = raw.bantime_increment {
+        if let Some(f) = inc.factor {
+            if !(1.0..=100.0).contains(&f) {
+                return Err("bantime_increment.factor must be between 1 and 100".into());
+            }
+            s.increment_factor = f;
+        }
+        if let Some(m) = inc.max {
+            s.increment_max = secs(m, "bantime_increment.max")?;
+        }
+    }
+    if s.increment_max < s.bantime {
+        return Err("bantime_increment.max must not be shorter than bantime".into());
+    }
+    if let Some(p) = raw.priority {
+        s.priority = u32::from(p.0);
+    }
+    if let Some(a) = raw.aggressive {
+        s.aggressive = a;
+    }
+    Ok(s)
+}
+
+fn ser_asterisk<S: serde::Serializer>(
+    a: &Option<crate::source::asterisk::AsteriskSettings>,
+    ser: S,
+) -> Result<S::Ok, S::Error> {
+    match a {
+        None => ser.serialize_none(),
+        Some(a) => serde_json::json!({
+            "logs": a.logs,
+            "full_log": a.full_log,
+            "maxretry": a.maxretry,
+            "findtime": human_duration(u64::from(a.findtime)),
+            "bantime": human_duration(u64::from(a.bantime)),
+            "bantime_increment": { "factor": a.increment_factor, "max": human_duration(u64::from(a.increment_max)) },
+            "priority": a.priority,
+            "aggressive": a.aggressive,
+        })
+        .serialize(ser),
+    }
 }
 
 /// Resolve one feed entry; `Ok(None)` for `enabled: false`.

@@ -19,9 +19,9 @@ struct Cli {
     /// Config file.
     #[arg(long, global = true, default_value = config::DEFAULT_CONFIG_PATH)]
     config: PathBuf,
-    /// More log output on stderr (-v info, -vv debug).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    verbose: u8,
+    /// More log output on stderr (-v info, -vv debug, with per-phase timings).
+    #[arg(short = 'v', global = true, action = clap::ArgAction::Count)]
+    log_verbosity: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -62,6 +62,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Scan Asterisk logs once, in the spirit of fail2ban-regex: matched lines per rule,
+    /// per-address counts, attributed and unattributed scanner timeouts. Changes nothing.
+    Scan {
+        /// Asterisk log files (messages, security, ...).
+        files: Vec<PathBuf>,
+        /// The full log with SIP debug dumps, for Call-ID correlation of scanner timeouts.
+        #[arg(long)]
+        full: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        /// Also list lines that look like failures but matched no rule, and refused lines.
+        #[arg(long)]
+        verbose: bool,
+        /// Count the opt-in security events too (see `asterisk.aggressive`).
+        #[arg(long)]
+        aggressive: bool,
+    },
     /// Show the built-in feed catalogue.
     Feeds {
         #[arg(long)]
@@ -85,7 +102,7 @@ macro_rules! outln {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    init_logging(cli.log_verbosity);
     ExitCode::from(run(cli))
 }
 
@@ -282,6 +299,34 @@ fn run(cli: Cli) -> u8 {
                 exit::PARTIAL
             } else {
                 exit::OK
+            }
+        }
+        Command::Scan {
+            files,
+            full,
+            json,
+            verbose,
+            aggressive,
+        } => {
+            if files.is_empty() && full.is_none() {
+                eprintln!("sipban scan: give at least one log file (or --full FILE)");
+                return exit::USAGE;
+            }
+            let opts = sipban::source::asterisk::ScanOptions {
+                verbose: *verbose,
+                aggressive: *aggressive,
+                ..Default::default()
+            };
+            match sipban::source::asterisk::scan_with(files, full.as_deref(), opts) {
+                Ok(report) if *json => print_json(&report),
+                Ok(report) => {
+                    out(&report.to_string());
+                    exit::OK
+                }
+                Err(e) => {
+                    eprintln!("sipban scan: {e}");
+                    exit::FAILED
+                }
             }
         }
         Command::Feeds { json } => {

@@ -18,6 +18,7 @@ use crate::http;
 use crate::lock::{self, LockError};
 use crate::net::{self, Family};
 use crate::source::apiban::{self, ApibanRun};
+use crate::source::asterisk;
 use crate::source::feed::{self, FeedMeta, FeedStatus};
 use crate::source::Sighting;
 use crate::store::{RunCommit, RunRecord, Store};
@@ -71,6 +72,9 @@ pub struct SourceReport {
     /// APIBAN only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub apiban: Option<ApibanRun>,
+    /// Asterisk detector only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asterisk: Option<AsteriskReport>,
     pub counts: SourceCounts,
 }
 
@@ -168,6 +172,18 @@ impl Sources {
             });
             kinds.push("apiban");
         }
+        if let Some(a) = &settings.asterisk {
+            // Local detections: single hosts, LAN attackers included (a compromised phone on
+            // the LAN is a real attacker; the allowlist still protects what the admin listed).
+            policies.push(SourcePolicy {
+                name: ASTERISK.to_string(),
+                priority: a.priority.min(u32::from(crate::config::MAX_PRIORITY)) as u16,
+                min_prefix_v4: 32,
+                min_prefix_v6: 128,
+                allow_private: true,
+            });
+            kinds.push("asterisk");
+        }
         Sources { policies, kinds }
     }
 
@@ -182,6 +198,19 @@ impl Sources {
     pub fn names(&self) -> Vec<String> {
         self.policies.iter().map(|p| p.name.clone()).collect()
     }
+}
+
+/// The source name of the Asterisk log detector.
+pub const ASTERISK: &str = "asterisk";
+/// The blob key of the detector's state (cursors, failure windows, Call-ID map).
+const ASTERISK_STATE: &str = "asterisk.state";
+
+/// What the Asterisk detector did in this run (the evidence itself stays out of the report).
+#[derive(Clone, Debug, Serialize)]
+pub struct AsteriskReport {
+    pub bans: Vec<asterisk::Ban>,
+    pub counters: asterisk::Counters,
+    pub files: Vec<asterisk::FileReport>,
 }
 
 /// The caps from the config.
@@ -281,9 +310,8 @@ pub async fn run(
     now: i64,
 ) -> Result<RunReport, SyncError> {
     let clock = std::time::Instant::now();
-    let phase = |name: &str| {
-        tracing::debug!("{name}: {:.1} ms", clock.elapsed().as_secs_f64() * 1000.0)
-    };
+    let phase =
+        |name: &str| tracing::debug!("{name}: {:.1} ms", clock.elapsed().as_secs_f64() * 1000.0);
     let _lock = if dry_run {
         None
     } else {
@@ -422,6 +450,55 @@ pub async fn run(
             });
         }
     }
+    // The Asterisk detector: follow the logs from the saved cursors. A dry run works on a copy
+    // of the state and throws it away.
+    let mut asterisk_report = None;
+    let mut asterisk_blob = None;
+    if let Some(a) = &settings.asterisk {
+        let mut state: asterisk::DetectorState =
+            match store.as_ref().map(|s| s.blob(ASTERISK_STATE)) {
+                Some(Ok(Some(bytes))) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                    tracing::warn!(
+                        "the saved Asterisk detector state is unreadable ({e}); starting afresh"
+                    );
+                    asterisk::DetectorState::default()
+                }),
+                Some(Err(e)) => {
+                    return Err(SyncError::Fatal(
+                        e.context("reading the Asterisk detector state"),
+                    ))
+                }
+                _ => asterisk::DetectorState::default(),
+            };
+        match asterisk::run(a, &mut state, now) {
+            Ok(det) => {
+                for f in &det.files {
+                    if let Some(e) = &f.error {
+                        errors.push(format!("asterisk: {}: {e}", f.path.display()));
+                    }
+                }
+                if let Some(&i) = index.get(ASTERISK) {
+                    inputs.push(Input {
+                        source: i,
+                        sightings: det.sightings.clone(),
+                        complete: false,
+                    });
+                }
+                asterisk_report = Some(AsteriskReport {
+                    bans: det.bans,
+                    counters: det.counters,
+                    files: det.files,
+                });
+                if !dry_run {
+                    asterisk_blob = Some(
+                        serde_json::to_vec(&state)
+                            .context("encoding the Asterisk detector state")?,
+                    );
+                }
+            }
+            Err(e) => errors.push(format!("asterisk: {e}; its last bans are kept")),
+        }
+    }
     phase("gathered");
 
     // Decide.
@@ -508,6 +585,11 @@ pub async fn run(
                 } else {
                     None
                 },
+                asterisk: if *kind == "asterisk" {
+                    asterisk_report.clone()
+                } else {
+                    None
+                },
                 counts: decision.per_source[i].clone(),
             })
             .collect(),
@@ -579,7 +661,10 @@ pub async fn run(
                 entries: &decision.entries,
                 source_names: &sources.names(),
                 feeds: &new_metas,
-                blobs: &[],
+                blobs: &asterisk_blob
+                    .take()
+                    .map(|b| vec![(ASTERISK_STATE.to_string(), b)])
+                    .unwrap_or_default(),
                 run: Some(&record),
             })
             .context("saving state")?;
@@ -720,11 +805,17 @@ impl fmt::Display for RunReport {
                     }
                     FeedStatus::Failed(r) => format!("FAILED: {r}"),
                 },
-                None => s
-                    .apiban
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_default(),
+                None => match (&s.apiban, &s.asterisk) {
+                    (Some(a), _) => a.to_string(),
+                    (None, Some(a)) => format!(
+                        "{} lines read, {} failures matched, {} new bans, {} unattributed scanner timeouts",
+                        a.counters.lines,
+                        a.counters.matched,
+                        a.bans.len(),
+                        a.counters.timeouts_unattributed
+                    ),
+                    (None, None) => String::new(),
+                },
             };
             writeln!(
                 f,

@@ -618,3 +618,83 @@ fn test_namespace_is_private() {
     assert_eq!(links.lines().count(), 1, "{links}");
     let _: &NetNs = &ns;
 }
+
+/// An Asterisk log line in the default `%F %T` format at `t` (UTC; the test runs sipban with
+/// TZ=UTC).
+fn asterisk_line(t: i64, ip: &str) -> String {
+    let stamp = sipban::inspect::fmt_time(t).replace(" UTC", "");
+    format!("[{stamp}] NOTICE[4102] chan_sip.c: Registration from '<sip:100@pbx>' failed for '{ip}:5060' - Wrong password\n")
+}
+
+/// The Asterisk detector end to end: failures in a followed log put the address in the kernel
+/// set through `sync`; the cursor is persisted so the next run does not count them again.
+#[test]
+fn asterisk_detections_reach_the_kernel_set() {
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("messages");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let mut lines = String::new();
+        for i in 0..3 {
+            lines.push_str(&asterisk_line(now - 30 + i, "45.7.7.7"));
+        }
+        lines.push_str(&asterisk_line(now - 20, "45.8.8.8")); // below maxretry
+        std::fs::write(&log, &lines).unwrap();
+        let cfg = format!(
+            "state_dir: {}\nsets:\n  v4: {{ name: t4, cap: 100 }}\n  v6: {{ name: t6, cap: 100 }}\nasterisk:\n  logs: [{}]\n  maxretry: 3\n  bantime: 1h\n",
+            dir.path().join("state").display(),
+            log.display()
+        );
+        std::fs::write(dir.path().join("config.yaml"), cfg).unwrap();
+        let run = || {
+            Command::new(bin())
+                .args(["sync", "--json", "--config"])
+                .arg(dir.path().join("config.yaml"))
+                .env("TZ", "UTC")
+                .output()
+                .unwrap()
+        };
+        let o = run();
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert_eq!(members("t4"), HashSet::from(["45.7.7.7".to_string()]));
+        let j = json(&o);
+        let src = &j["sources"][0];
+        assert_eq!(src["name"], "asterisk");
+        assert_eq!(src["asterisk"]["bans"].as_array().unwrap().len(), 1);
+        // Two more failures of the second address: with the persisted cursor and failure window
+        // it reaches maxretry now, and the first lines are not read again.
+        let mut more = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        use std::io::Write;
+        more.write_all(asterisk_line(now - 10, "45.8.8.8").as_bytes())
+            .unwrap();
+        more.write_all(asterisk_line(now - 9, "45.8.8.8").as_bytes())
+            .unwrap();
+        let o = run();
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let j = json(&o);
+        assert_eq!(
+            j["sources"][0]["asterisk"]["counters"]["lines"], 2,
+            "only the new lines are read"
+        );
+        assert_eq!(
+            members("t4"),
+            HashSet::from(["45.7.7.7".to_string(), "45.8.8.8".to_string()])
+        );
+        let (_, kernel_timeout) = Ipset::new()
+            .read("t4")
+            .unwrap()
+            .unwrap()
+            .members
+            .into_iter()
+            .find(|(n, _)| sipban::net::display_net(n) == "45.7.7.7")
+            .unwrap();
+        assert!(
+            kernel_timeout <= 3600 && kernel_timeout > 3500,
+            "bantime 1h from the failure: {kernel_timeout}"
+        );
+    });
+}
