@@ -543,16 +543,62 @@ impl Engine<'_> {
                 self.hit(ip, rule, tp, t, &w.starter);
             }
         }
+        // The dropped lines may hold the head of another unterminated message (an injected
+        // line can end this window's message while a new head starts inside it). If such a
+        // head's own tail is not among the dropped lines, its message goes on after the cut:
+        // keep holding from there instead of reading the rest as genuine lines.
+        let reopen = self.open_head_within(&w.lines[..cut]);
         let mut rest = w.lines.into_iter();
-        for l in rest.by_ref().take(cut) {
+        let mut held_bytes = 0i64;
+        for (i, l) in rest.by_ref().take(cut).enumerate() {
+            if let Some((p, _)) = reopen {
+                if i >= p {
+                    held_bytes += l.len() as i64 + 1;
+                }
+            }
             if self.verbose && self.suppressed.len() < VERBOSE_CAP {
                 self.suppressed.push(lossy(&l, 512));
             }
+        }
+        if let Some((_, kind)) = reopen {
+            *st.window = Some(Window {
+                kind,
+                pending: None,
+                starter: Vec::new(),
+                bytes: held_bytes,
+                lines: Vec::new(),
+            });
         }
         for l in rest {
             self.counters.lines -= 1; // feed counts it again
             self.feed(st, &l);
         }
+    }
+
+    /// The last line of `lines` that opens an injection window and whose message is not ended
+    /// by a later line of `lines`: its index and window kind.
+    fn open_head_within(&self, lines: &[Vec<u8>]) -> Option<(usize, Unterminated)> {
+        let mut open: Option<(usize, Unterminated)> = None;
+        for (i, l) in lines.iter().enumerate() {
+            if let Some((_, kind)) = open {
+                if kind.is_terminal(l) {
+                    open = None;
+                }
+            }
+            let Some(a) = anatomy(l) else { continue };
+            if a.level == Level::Verbose
+                && a.file == b"pbx.c"
+                && a.msg.starts_with(b"Executing [")
+                && !Unterminated::Executing.is_terminal(a.msg)
+            {
+                open = Some((i, Unterminated::Executing));
+            } else if matches!(a.level, Level::Notice | Level::Warning | Level::Security) {
+                if let Verdict::Unterminated { kind, .. } = classify(&a, self.aggressive) {
+                    open = Some((i, kind));
+                }
+            }
+        }
+        open
     }
 
     fn time_of(&mut self, st: &mut Stream<'_>, a: &Anatomy<'_>) -> i64 {
