@@ -74,11 +74,41 @@ impl Store {
         )
         .with_context(|| format!("opening {} read-only", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        let store = Store { conn, path };
-        let version: i64 = store
+        let mut store = Store { conn, path };
+        let version: i64 = match store
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .with_context(|| format!("reading {}", store.path.display()))?;
+        {
+            Ok(v) => v,
+            Err(e) if is_read_only_recovery(&e) => {
+                // A run was killed in the middle of its commit and left a hot journal, which
+                // only a writer may roll back. Rolling it back restores the last committed
+                // state (it changes no content), so do it when we may write; otherwise say
+                // how to recover.
+                let recovery = || {
+                    format!(
+                        "{} needs recovery after an interrupted run; run `sipban sync` once as root",
+                        store.path.display()
+                    )
+                };
+                let rw = Connection::open(&store.path).with_context(recovery)?;
+                rw.busy_timeout(std::time::Duration::from_secs(10))?;
+                let v = rw
+                    .query_row("PRAGMA user_version", [], |r| r.get(0))
+                    .with_context(recovery)?;
+                tracing::info!(
+                    "rolled back the journal of an interrupted run in {}",
+                    store.path.display()
+                );
+                store.conn = rw;
+                v
+            }
+            Err(e) => {
+                return Err(
+                    anyhow::Error::new(e).context(format!("reading {}", store.path.display()))
+                )
+            }
+        };
         if version == 0 {
             return Ok(None);
         }
@@ -308,6 +338,14 @@ impl Store {
     }
 }
 
+/// SQLite's answer when a read-only connection meets a journal it would have to roll back.
+fn is_read_only_recovery(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ReadOnly
+    )
+}
+
 /// Everything one run persists.
 pub struct RunCommit<'a> {
     pub entries: &'a [Entry],
@@ -320,6 +358,55 @@ pub struct RunCommit<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run killed mid-commit leaves a hot journal; read-only views must still work.
+    #[test]
+    fn read_only_open_recovers_from_a_hot_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec!["a".to_string()];
+        let entry = |i: u32| Entry {
+            net: net::host_net(std::net::IpAddr::V4(std::net::Ipv4Addr::from(
+                0x2d00_0000 + i,
+            ))),
+            marks: vec![Mark {
+                source: 0,
+                first_seen: 1,
+                last_seen: 2,
+                expires: 3,
+            }],
+        };
+        let first: Vec<Entry> = (0..10).map(entry).collect();
+        let mut s = Store::open(dir.path()).unwrap();
+        s.commit_run(&RunCommit {
+            entries: &first,
+            source_names: &names,
+            feeds: &[],
+            blobs: &[],
+            run: None,
+        })
+        .unwrap();
+        // A big write in progress with a tiny cache, so pages reach the database file before
+        // the commit; snapshot the files at that instant (what a SIGKILL would leave).
+        s.conn
+            .execute_batch("PRAGMA cache_size = 1; BEGIN;")
+            .unwrap();
+        for i in 0..20_000u32 {
+            s.conn
+                .execute(
+                    "INSERT INTO entries VALUES (?1, 'a', 1, 2, 3)",
+                    [format!("46.0.{}.{}", i / 256, i % 256)],
+                )
+                .unwrap();
+        }
+        let crashed = tempfile::tempdir().unwrap();
+        for f in ["state.db", "state.db-journal"] {
+            std::fs::copy(dir.path().join(f), crashed.path().join(f)).unwrap();
+        }
+        drop(s);
+        let r = Store::open_read_only(crashed.path()).unwrap().unwrap();
+        let loaded = r.load_entries(&[("a".to_string(), 0)].into()).unwrap();
+        assert_eq!(loaded, first, "the last committed state");
+    }
 
     #[test]
     fn round_trip_and_read_only() {
