@@ -137,8 +137,11 @@ pub struct Explanation {
     pub allowlisted_by: Option<String>,
     /// Address space rules that keep some or all sources from banning it.
     pub range_note: Option<String>,
-    /// Whether the live kernel set holds it: `None` when the kernel cannot be read (not root).
+    /// Whether the live kernel set holds it: `None` when the kernel cannot be read.
     pub kernel: Option<bool>,
+    /// Why the kernel could not be read (not root, ipset not installed, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_error: Option<String>,
     pub has_state: bool,
 }
 
@@ -188,10 +191,13 @@ pub fn explain(settings: &Settings, ip: IpAddr, ipset: &Ipset, now: i64) -> Resu
             .map(|r| format!("{r}: feeds may not ban it unless they set allow_private"))
     };
     let set_name = settings.sets.get(family).name.clone();
-    let kernel = ipset
-        .read(&set_name)
-        .ok()
-        .map(|k| k.is_some_and(|k| k.members.keys().any(|n| n.contains(&ip))));
+    let (kernel, kernel_error) = match ipset.read(&set_name) {
+        Ok(k) => (
+            Some(k.is_some_and(|k| k.members.keys().any(|n| n.contains(&ip)))),
+            None,
+        ),
+        Err(e) => (None, Some(e.to_string())),
+    };
     Ok(Explanation {
         ip,
         listings,
@@ -200,6 +206,7 @@ pub fn explain(settings: &Settings, ip: IpAddr, ipset: &Ipset, now: i64) -> Resu
         allowlisted_by,
         range_note,
         kernel,
+        kernel_error,
         has_state: v.has_state,
     })
 }
@@ -254,7 +261,11 @@ impl fmt::Display for Explanation {
         match self.kernel {
             Some(true) => writeln!(f, "  kernel: the live set holds it")?,
             Some(false) => writeln!(f, "  kernel: the live set does not hold it")?,
-            None => writeln!(f, "  kernel: not readable (needs root)")?,
+            None => writeln!(
+                f,
+                "  kernel: not readable ({})",
+                self.kernel_error.as_deref().unwrap_or("unknown error")
+            )?,
         }
         Ok(())
     }
