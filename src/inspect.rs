@@ -74,6 +74,8 @@ pub fn view(settings: &Settings, now: i64) -> Result<View> {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ListRow {
+    #[serde(skip)]
+    key: (u8, u128, u8),
     pub net: String,
     pub sources: Vec<String>,
     pub last_seen: i64,
@@ -106,6 +108,7 @@ pub fn list(settings: &Settings, source: Option<&str>, now: i64) -> Result<Vec<L
             }
         }
         rows.push(ListRow {
+            key: net::sort_key(&e.net),
             net: net::display_net(&e.net),
             sources: srcs,
             last_seen: e.marks.iter().map(|m| m.last_seen).max().unwrap_or(0),
@@ -113,6 +116,7 @@ pub fn list(settings: &Settings, source: Option<&str>, now: i64) -> Result<Vec<L
             in_set: in_set.contains(&e.net),
         });
     }
+    rows.sort_unstable_by_key(|r| r.key);
     Ok(rows)
 }
 

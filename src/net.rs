@@ -139,23 +139,43 @@ pub fn parse_ip(text: &str) -> Option<IpAddr> {
 /// unspecified, loopback, link-local, multicast, broadcast and "this network". Returns the
 /// name of the range the prefix touches, or `None`.
 pub fn special_range(net: &IpNet) -> Option<&'static str> {
-    for (range, name) in special_ranges() {
-        if overlaps(range, net) {
-            return Some(name);
-        }
-    }
-    None
+    first_overlap(special_ranges(), net)
 }
 
 /// Private and shared address space (RFC 1918, RFC 6598 CGNAT, IPv6 ULA). A public feed that
 /// lists these would lock a LAN out, so feeds may not ban them unless a feed opts in.
 pub fn private_range(net: &IpNet) -> Option<&'static str> {
-    for (range, name) in private_ranges() {
-        if overlaps(range, net) {
-            return Some(name);
-        }
+    first_overlap(private_ranges(), net)
+}
+
+/// The name of the first range that overlaps `net`. Integer arithmetic on the raw address:
+/// this runs for every entry of every run, so it must be cheap.
+fn first_overlap(ranges: &[(IpNet, &'static str)], net: &IpNet) -> Option<&'static str> {
+    let (bits, len) = raw(net);
+    ranges.iter().find_map(|(range, name)| {
+        let (rbits, rlen) = raw(range);
+        (Family::of(range) == Family::of(net) && same_prefix(bits, rbits, len.min(rlen)))
+            .then_some(*name)
+    })
+}
+
+/// The address as the top bits of a u128 (IPv4 in the highest 32) and the prefix length.
+fn raw(net: &IpNet) -> (u128, u8) {
+    match net {
+        IpNet::V4(n) => ((u128::from(u32::from(n.addr()))) << 96, n.prefix_len()),
+        IpNet::V6(n) => (u128::from(n.addr()), n.prefix_len()),
     }
-    None
+}
+
+/// Whether `a` and `b` agree in their first `len` bits.
+fn same_prefix(a: u128, b: u128, len: u8) -> bool {
+    len == 0 || (a ^ b) >> (128 - u32::from(len)) == 0
+}
+
+/// A cheap total order key (family, address bits, prefix length) for sorting prefixes.
+pub fn sort_key(net: &IpNet) -> (u8, u128, u8) {
+    let (bits, len) = raw(net);
+    (Family::of(net) as u8, bits, len)
 }
 
 fn special_ranges() -> &'static [(IpNet, &'static str)] {

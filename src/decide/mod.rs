@@ -20,7 +20,13 @@ use crate::source::Sighting;
 use allow::Allowlist;
 use ipnet::IpNet;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+/// Hash maps and sets keyed by prefixes: foldhash's keyed "quality" hasher, several times
+/// faster than SipHash on these small keys, and seeded per process, so addresses an attacker
+/// chooses (an IPv6 /64 gives them plenty) cannot be aimed at one bucket.
+pub type NetMap<V> = std::collections::HashMap<IpNet, V, foldhash::quality::RandomState>;
+pub type NetSet = std::collections::HashSet<IpNet, foldhash::quality::RandomState>;
 
 pub(crate) fn ser_net<S: serde::Serializer>(n: &IpNet, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&net::display_net(n))
@@ -205,7 +211,7 @@ impl Caps {
 /// Everything decide produced.
 #[derive(Clone, Debug, Default)]
 pub struct Decision {
-    /// Entries to persist, sorted by prefix.
+    /// Entries to persist (in no particular order).
     pub entries: Vec<Entry>,
     pub desired_v4: Vec<Desired>,
     pub desired_v6: Vec<Desired>,
@@ -262,7 +268,8 @@ pub fn decide(
         per_source: vec![SourceCounts::default(); policies.len()],
         ..Decision::default()
     };
-    let mut map: HashMap<IpNet, Vec<Mark>> = HashMap::with_capacity(previous.len());
+    let mut map: NetMap<Vec<Mark>> =
+        NetMap::with_capacity_and_hasher(previous.len(), Default::default());
 
     // 1. Carry what is still valid from the previous run.
     for entry in previous {
@@ -322,8 +329,7 @@ pub fn decide(
 
     // 2b. A complete listing replaces what its source listed before.
     for input in inputs.iter().filter(|i| i.complete) {
-        let listed: std::collections::HashSet<IpNet> =
-            input.sightings.iter().map(|s| s.net).collect();
+        let listed: NetSet = input.sightings.iter().map(|s| s.net).collect();
         let Some(counts) = d.per_source.get_mut(input.source as usize) else {
             continue;
         };
@@ -339,14 +345,16 @@ pub fn decide(
 
     // 3. Subtract the allowlist and rank per family.
     let mut candidates: [Vec<(Rank, Desired, usize)>; 2] = [Vec::new(), Vec::new()];
-    let mut entries: Vec<Entry> = map
+    // Whether the allowlist split some entry (pieces of different entries may then coincide).
+    let mut split = false;
+    let entries: Vec<Entry> = map
         .into_iter()
         .map(|(net, mut marks)| {
             marks.sort_by_key(|m| m.source);
             Entry { net, marks }
         })
         .collect();
-    entries.sort_by_key(|e| e.net);
+
     for (idx, entry) in entries.iter().enumerate() {
         let rank = entry.rank(policies);
         let expires = entry.expires();
@@ -374,6 +382,7 @@ pub fn decide(
                         d.per_source[m.source as usize].allowlisted += 1;
                     }
                 }
+                split |= !pieces.is_empty();
                 for piece in pieces {
                     candidates[fam].push((
                         rank,
@@ -393,13 +402,25 @@ pub fn decide(
     let mut in_set_entry = vec![false; entries.len()];
     for family in [Family::V4, Family::V6] {
         let cands = &mut candidates[family as usize];
-        // Best first; ties broken by prefix so the choice is deterministic.
-        cands.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.net.cmp(&b.1.net)));
-        // Overlapping pieces of different entries may coincide: keep one per prefix.
-        let mut seen = std::collections::HashSet::with_capacity(cands.len());
-        cands.retain(|c| seen.insert(c.1.net));
+        if split {
+            // Coinciding pieces of different entries: keep the best-ranked one per prefix.
+            cands.sort_unstable_by_key(|c| (net::sort_key(&c.1.net), std::cmp::Reverse(c.0)));
+            cands.dedup_by_key(|c| c.1.net);
+        }
         let cap = caps.get(family);
         let keep = cap.saturating_mul(KEEP_FACTOR).max(cap);
+        // Best first: higher rank, then the lower prefix, a total order, so the choice is
+        // deterministic. Only the cut matters, so partition instead of sorting: O(n).
+        let better = |a: &(Rank, Desired, usize), b: &(Rank, Desired, usize)| {
+            b.0.cmp(&a.0)
+                .then_with(|| net::sort_key(&a.1.net).cmp(&net::sort_key(&b.1.net)))
+        };
+        if cands.len() > cap {
+            cands.select_nth_unstable_by(cap, better);
+            if cands.len() > keep {
+                cands[cap..].select_nth_unstable_by(keep - cap, better);
+            }
+        }
         let mut desired = Vec::with_capacity(cap.min(cands.len()));
         for (i, (_, want, idx)) in cands.iter().enumerate() {
             if i < cap {
@@ -411,7 +432,7 @@ pub fn decide(
             }
         }
         let evicted = cands.len().saturating_sub(cap);
-        desired.sort_by_key(|d| d.net);
+        desired.sort_unstable_by_key(|d| net::sort_key(&d.net));
         match family {
             Family::V4 => {
                 d.desired_v4 = desired;
