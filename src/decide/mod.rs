@@ -211,7 +211,7 @@ impl Caps {
 /// Everything decide produced.
 #[derive(Clone, Debug, Default)]
 pub struct Decision {
-    /// Entries to persist (in no particular order).
+    /// Entries to persist, in prefix order ([`net::sort_key`]).
     pub entries: Vec<Entry>,
     pub desired_v4: Vec<Desired>,
     pub desired_v6: Vec<Desired>,
@@ -268,92 +268,123 @@ pub fn decide(
         per_source: vec![SourceCounts::default(); policies.len()],
         ..Decision::default()
     };
-    let mut map: NetMap<Vec<Mark>> =
-        NetMap::with_capacity_and_hasher(previous.len(), Default::default());
-
-    // 1. Carry what is still valid from the previous run.
-    for entry in previous {
-        let mut marks = Vec::with_capacity(entry.marks.len());
-        for m in entry.marks {
-            let Some(policy) = policies.get(m.source as usize) else {
-                d.dropped_unknown += 1;
-                continue;
-            };
-            if m.expires <= now {
-                d.per_source[m.source as usize].expired += 1;
-                continue;
-            }
-            if policy.reject(&entry.net).is_some() {
-                // The policy got stricter since the entry was stored.
-                continue;
-            }
-            marks.push(m);
-        }
-        if !marks.is_empty() {
-            map.insert(entry.net, marks);
-        }
-    }
-
-    // 2. Merge this run's sightings, refusing what a source may not ban.
-    for input in inputs {
-        let Some(policy) = policies.get(input.source as usize) else {
-            continue;
-        };
-        let counts = &mut d.per_source[input.source as usize];
-        for s in &input.sightings {
-            counts.listed += 1;
-            if let Some(why) = policy.reject(&s.net) {
-                *counts.rejected.entry(why).or_default() += 1;
-                continue;
-            }
-            let expires = s.seen.saturating_add(i64::from(s.ttl));
-            if expires <= now {
-                continue;
-            }
-            let marks = map.entry(s.net).or_default();
-            match marks.iter_mut().find(|m| m.source == input.source) {
-                Some(m) => {
-                    m.first_seen = m.first_seen.min(s.seen);
-                    m.last_seen = m.last_seen.max(s.seen);
-                    m.expires = m.expires.max(expires);
-                }
-                None => marks.push(Mark {
-                    source: input.source,
-                    first_seen: s.seen,
-                    last_seen: s.seen,
-                    expires,
-                }),
-            }
-        }
-    }
-
-    // 2b. A complete listing replaces what its source listed before.
+    // 1. Everything in prefix order: the previous entries, and each input's sightings (through
+    //    an index, so the inputs are not copied). One merge pass then visits each prefix once,
+    //    with no hash map: entries come out sorted, and memory stays at the size of the data.
+    let mut previous = previous;
+    previous.sort_unstable_by_key(|e| net::sort_key(&e.net));
+    let orders: Vec<Vec<u32>> = inputs
+        .iter()
+        .map(|input| {
+            let mut idx: Vec<u32> = (0..input.sightings.len() as u32).collect();
+            idx.sort_unstable_by_key(|&i| net::sort_key(&input.sightings[i as usize].net));
+            idx
+        })
+        .collect();
+    // Sources whose input this run is their complete list.
+    let mut complete = vec![false; policies.len()];
     for input in inputs.iter().filter(|i| i.complete) {
-        let listed: NetSet = input.sightings.iter().map(|s| s.net).collect();
-        let Some(counts) = d.per_source.get_mut(input.source as usize) else {
-            continue;
-        };
-        map.retain(|net, marks| {
-            if !listed.contains(net) {
-                let before = marks.len();
-                marks.retain(|m| m.source != input.source);
-                counts.delisted += before - marks.len();
+        if let Some(c) = complete.get_mut(input.source as usize) {
+            *c = true;
+        }
+    }
+    let mut cursors = vec![0usize; inputs.len()];
+    let mut prev = previous.into_iter().peekable();
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut listed_here: Vec<u16> = Vec::new();
+    loop {
+        let mut next = prev.peek().map(|e| net::sort_key(&e.net));
+        for (k, input) in inputs.iter().enumerate() {
+            if let Some(&i) = orders[k].get(cursors[k]) {
+                let key = net::sort_key(&input.sightings[i as usize].net);
+                next = Some(next.map_or(key, |n| n.min(key)));
             }
-            !marks.is_empty()
+        }
+        let Some(key) = next else { break };
+
+        // 2. What is still valid from the previous run at this prefix.
+        let mut net = None;
+        let mut marks: Vec<Mark> = Vec::new();
+        if prev.peek().is_some_and(|e| net::sort_key(&e.net) == key) {
+            if let Some(entry) = prev.next() {
+                net = Some(entry.net);
+                marks = entry.marks;
+                marks.retain(|m| {
+                    let Some(policy) = policies.get(m.source as usize) else {
+                        d.dropped_unknown += 1;
+                        return false;
+                    };
+                    if m.expires <= now {
+                        d.per_source[m.source as usize].expired += 1;
+                        return false;
+                    }
+                    // A policy that got stricter since the entry was stored drops it.
+                    policy.reject(&entry.net).is_none()
+                });
+            }
+        }
+
+        // 3. This run's sightings at this prefix, refusing what a source may not ban.
+        listed_here.clear();
+        for (k, input) in inputs.iter().enumerate() {
+            while let Some(&i) = orders[k].get(cursors[k]) {
+                let s = &input.sightings[i as usize];
+                if net::sort_key(&s.net) != key {
+                    break;
+                }
+                cursors[k] += 1;
+                net = Some(s.net);
+                let Some(policy) = policies.get(input.source as usize) else {
+                    continue;
+                };
+                if input.complete {
+                    listed_here.push(input.source);
+                }
+                let counts = &mut d.per_source[input.source as usize];
+                counts.listed += 1;
+                if let Some(why) = policy.reject(&s.net) {
+                    *counts.rejected.entry(why).or_default() += 1;
+                    continue;
+                }
+                let expires = s.seen.saturating_add(i64::from(s.ttl));
+                if expires <= now {
+                    continue;
+                }
+                match marks.iter_mut().find(|m| m.source == input.source) {
+                    Some(m) => {
+                        m.first_seen = m.first_seen.min(s.seen);
+                        m.last_seen = m.last_seen.max(s.seen);
+                        m.expires = m.expires.max(expires);
+                    }
+                    None => marks.push(Mark {
+                        source: input.source,
+                        first_seen: s.seen,
+                        last_seen: s.seen,
+                        expires,
+                    }),
+                }
+            }
+        }
+
+        // 4. A complete listing replaces what its source listed before.
+        marks.retain(|m| {
+            let drop = complete.get(m.source as usize).copied().unwrap_or(false)
+                && !listed_here.contains(&m.source);
+            if drop {
+                d.per_source[m.source as usize].delisted += 1;
+            }
+            !drop
         });
+        if let (Some(net), false) = (net, marks.is_empty()) {
+            marks.sort_unstable_by_key(|m| m.source);
+            entries.push(Entry { net, marks });
+        }
     }
 
-    // 3. Subtract the allowlist and rank per family.
+    // 5. Subtract the allowlist and rank per family.
     let mut candidates: [Vec<(Rank, Desired, usize)>; 2] = [Vec::new(), Vec::new()];
     // Whether the allowlist split some entry (pieces of different entries may then coincide).
     let mut split = false;
-    let entries: Vec<Entry> = map
-        .into_iter()
-        .map(|(net, mut marks)| {
-            marks.sort_by_key(|m| m.source);
-            Entry { net, marks }
-        })
-        .collect();
 
     for (idx, entry) in entries.iter().enumerate() {
         let rank = entry.rank(policies);
@@ -397,7 +428,7 @@ pub fn decide(
         }
     }
 
-    // 4. Cap: keep the best `cap` per family; remember up to KEEP_FACTOR×cap.
+    // 6. Cap: keep the best `cap` per family; remember up to KEEP_FACTOR×cap.
     let mut keep_entry = vec![false; entries.len()];
     let mut in_set_entry = vec![false; entries.len()];
     for family in [Family::V4, Family::V6] {
@@ -432,7 +463,10 @@ pub fn decide(
             }
         }
         let evicted = cands.len().saturating_sub(cap);
-        desired.sort_unstable_by_key(|d| net::sort_key(&d.net));
+        // Candidates come in prefix order; only splitting and the cut above disturb it.
+        if split || evicted > 0 {
+            desired.sort_unstable_by_key(|d| net::sort_key(&d.net));
+        }
         match family {
             Family::V4 => {
                 d.desired_v4 = desired;
@@ -445,7 +479,7 @@ pub fn decide(
         }
     }
 
-    // 5. Entries to persist: those kept, plus fully allowlisted ones (so lifting the allowlist
+    // 7. Entries to persist: those kept, plus fully allowlisted ones (so lifting the allowlist
     //    rule brings them back before they expire).
     let mut kept = Vec::with_capacity(entries.len());
     for (idx, entry) in entries.into_iter().enumerate() {
