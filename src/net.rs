@@ -11,6 +11,12 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+/// Hash maps and sets keyed by prefixes: foldhash's keyed "quality" hasher, several times
+/// faster than SipHash on these small keys, and seeded per process, so addresses an attacker
+/// chooses (an IPv6 /64 gives them plenty) cannot be aimed at one bucket.
+pub type NetMap<V> = std::collections::HashMap<IpNet, V, foldhash::quality::RandomState>;
+pub type NetSet = std::collections::HashSet<IpNet, foldhash::quality::RandomState>;
+
 /// An address family; the kernel keeps one set per family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -279,6 +285,46 @@ fn subtract_into(net: IpNet, holes: &[IpNet], out: &mut Vec<IpNet>) {
     }
 }
 
+/// Append the text form of [`display_net`] to `out` without allocating: this runs once per
+/// entry when a batch for ipset, a feed cache or the state is written.
+pub fn push_net(out: &mut Vec<u8>, net: &IpNet) {
+    match net {
+        IpNet::V4(n) => {
+            let [a, b, c, d] = n.addr().octets();
+            for (i, octet) in [a, b, c, d].into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_u32(out, u32::from(octet));
+            }
+        }
+        IpNet::V6(n) => {
+            use std::io::Write;
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{}", n.addr());
+        }
+    }
+    if net.prefix_len() != net.max_prefix_len() {
+        out.push(b'/');
+        push_u32(out, u32::from(net.prefix_len()));
+    }
+}
+
+/// Append a decimal number.
+pub fn push_u32(out: &mut Vec<u8>, mut v: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
 /// Text form used everywhere (state, plans, the ipset batch): a host prefix is written as a
 /// bare address, anything broader in CIDR form.
 pub fn display_net(net: &IpNet) -> String {
@@ -314,6 +360,28 @@ mod tests {
         assert_eq!(parse_net("10.0.0.0/"), Err(NetError::BadPrefixLength));
         assert_eq!(parse_net("10.0.0.0/+8"), Err(NetError::BadPrefixLength));
         assert_eq!(parse_net(""), Err(NetError::Empty));
+    }
+
+    #[test]
+    fn push_net_matches_display_net() {
+        for s in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.0.0/8",
+            "192.0.2.7",
+            "45.1.2.0/24",
+            "2001:db8::/32",
+            "::1",
+            "2001:db8::1",
+        ] {
+            let mut out = Vec::new();
+            push_net(&mut out, &n(s));
+            assert_eq!(String::from_utf8(out).unwrap(), display_net(&n(s)));
+        }
+        let mut out = Vec::new();
+        push_u32(&mut out, 4_294_967_295);
+        push_u32(&mut out, 0);
+        assert_eq!(out, b"42949672950");
     }
 
     #[test]

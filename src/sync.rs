@@ -195,6 +195,11 @@ impl Sources {
             .collect()
     }
 
+    /// Per source: stored packed (a feed's complete listing) rather than as rows.
+    pub fn packed(&self) -> Vec<bool> {
+        self.kinds.iter().map(|k| *k == "feed").collect()
+    }
+
     pub fn names(&self) -> Vec<String> {
         self.policies.iter().map(|p| p.name.clone()).collect()
     }
@@ -385,7 +390,12 @@ pub async fn run(
     for (i, f) in settings.feeds.iter().enumerate() {
         let meta = metas.get(&f.name).cloned().unwrap_or_default();
         let cache_file = feed::cache_path(&settings.state_dir, &f.name);
-        let cache = feed::read_cache(&cache_file);
+        // The last good copy matters for remote feeds (a 304 lists it again); a local file is
+        // its own copy, so it is neither read nor written for file feeds.
+        let cache = match f.location {
+            FeedLocation::Http(_) => feed::read_cache(&cache_file),
+            FeedLocation::File(_) => None,
+        };
         let result = feed::run_feed(client.as_ref(), f, &meta, cache.as_deref(), now).await;
         if let Some(ip) = result.remote_addr {
             allow.add(net::host_net(ip), AllowReason::FeedHost(f.name.clone()));
@@ -417,7 +427,7 @@ pub async fn run(
                     .collect(),
                 complete: true,
             });
-            if result.cache_update {
+            if result.cache_update && matches!(f.location, FeedLocation::Http(_)) {
                 cache_writes.push((cache_file, listing.nets));
             }
         }
@@ -660,6 +670,7 @@ pub async fn run(
             .commit_run(&RunCommit {
                 entries: &decision.entries,
                 source_names: &sources.names(),
+                packed: &sources.packed(),
                 feeds: &new_metas,
                 blobs: &asterisk_blob
                     .take()

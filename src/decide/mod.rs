@@ -22,11 +22,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// Hash maps and sets keyed by prefixes: foldhash's keyed "quality" hasher, several times
-/// faster than SipHash on these small keys, and seeded per process, so addresses an attacker
-/// chooses (an IPv6 /64 gives them plenty) cannot be aimed at one bucket.
-pub type NetMap<V> = std::collections::HashMap<IpNet, V, foldhash::quality::RandomState>;
-pub type NetSet = std::collections::HashSet<IpNet, foldhash::quality::RandomState>;
+pub use crate::net::{NetMap, NetSet};
 
 pub(crate) fn ser_net<S: serde::Serializer>(n: &IpNet, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&net::display_net(n))
@@ -305,11 +301,11 @@ pub fn decide(
         // 2. What is still valid from the previous run at this prefix.
         let mut net = None;
         let mut marks: Vec<Mark> = Vec::new();
-        if prev.peek().is_some_and(|e| net::sort_key(&e.net) == key) {
-            if let Some(entry) = prev.next() {
+        // The same prefix may come more than once (sources stored apart): join their marks.
+        while prev.peek().is_some_and(|e| net::sort_key(&e.net) == key) {
+            if let Some(mut entry) = prev.next() {
                 net = Some(entry.net);
-                marks = entry.marks;
-                marks.retain(|m| {
+                entry.marks.retain(|m| {
                     let Some(policy) = policies.get(m.source as usize) else {
                         d.dropped_unknown += 1;
                         return false;
@@ -321,6 +317,16 @@ pub fn decide(
                     // A policy that got stricter since the entry was stored drops it.
                     policy.reject(&entry.net).is_none()
                 });
+                for m in entry.marks {
+                    match marks.iter_mut().find(|x| x.source == m.source) {
+                        Some(x) => {
+                            x.first_seen = x.first_seen.min(m.first_seen);
+                            x.last_seen = x.last_seen.max(m.last_seen);
+                            x.expires = x.expires.max(m.expires);
+                        }
+                        None => marks.push(m),
+                    }
+                }
             }
         }
 

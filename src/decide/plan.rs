@@ -8,7 +8,6 @@ use super::Desired;
 use crate::net::{self, Family};
 use ipnet::IpNet;
 use serde::Serialize;
-use std::collections::HashMap;
 
 /// ipset's largest timeout (seconds).
 pub const MAX_TIMEOUT: u32 = 2_147_483;
@@ -53,7 +52,7 @@ pub struct CurrentSet {
     /// Type, family, timeout support and maxelem all fit the configured set.
     pub compatible: bool,
     /// Prefix → seconds left (0 = no timeout).
-    pub members: HashMap<IpNet, u32>,
+    pub members: crate::net::NetMap<u32>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -118,14 +117,14 @@ pub fn plan_family(
             Some(_) => {}
         }
     }
-    let wanted: std::collections::HashSet<&IpNet> = desired.iter().map(|d| &d.net).collect();
+    let wanted: crate::net::NetSet = desired.iter().map(|d| d.net).collect();
     let mut dels: Vec<IpNet> = current
         .members
         .keys()
-        .filter(|n| !wanted.contains(n))
+        .filter(|n| !wanted.contains(*n))
         .copied()
         .collect();
-    dels.sort();
+    dels.sort_unstable_by_key(net::sort_key);
     let changes = adds.len() + dels.len() + refreshes.len();
     let rebuild = if !current.exists {
         Some("the set does not exist yet".to_string())
@@ -197,7 +196,7 @@ mod tests {
         let mut cur = CurrentSet {
             exists: true,
             compatible: true,
-            members: HashMap::new(),
+            members: crate::net::NetMap::default(),
         };
         cur.members.insert(n("192.0.2.2"), 3600);
         cur.members.insert(n("192.0.2.3"), 3600);

@@ -22,7 +22,6 @@
 
 use crate::net::{display_net, parse_net, Family};
 use ipnet::IpNet;
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
@@ -141,7 +140,7 @@ pub struct SetInfo {
 pub struct KernelSet {
     pub header: SetHeader,
     /// net -> remaining timeout seconds (0 = no timeout)
-    pub members: HashMap<IpNet, u32>,
+    pub members: crate::net::NetMap<u32>,
 }
 
 /// What went wrong talking to ipset, worded for the admin who has to fix it.
@@ -739,8 +738,32 @@ impl<'a> Batch<'a> {
     }
 
     fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
+        // Adds and deletes are most of a batch: format them without `fmt` machinery.
+        let mut buf = Vec::with_capacity(128);
         for line in self.lines() {
-            writeln!(w, "{line}")?;
+            buf.clear();
+            match line {
+                Line::Add(set, net, t) => {
+                    buf.extend_from_slice(b"add ");
+                    buf.extend_from_slice(set.as_bytes());
+                    buf.push(b' ');
+                    crate::net::push_net(&mut buf, &net.trunc());
+                    buf.extend_from_slice(b" timeout ");
+                    crate::net::push_u32(&mut buf, clamp_timeout(t));
+                }
+                Line::Del(set, net) => {
+                    buf.extend_from_slice(b"del ");
+                    buf.extend_from_slice(set.as_bytes());
+                    buf.push(b' ');
+                    crate::net::push_net(&mut buf, &net.trunc());
+                }
+                other => {
+                    // Writing to a Vec cannot fail.
+                    let _ = write!(buf, "{other}");
+                }
+            }
+            buf.push(b'\n');
+            w.write_all(&buf)?;
         }
         Ok(())
     }
@@ -756,7 +779,7 @@ impl<'a> Batch<'a> {
 struct SaveParser<'n> {
     name: &'n str,
     header: Option<SetHeader>,
-    members: HashMap<IpNet, u32>,
+    members: crate::net::NetMap<u32>,
     line_no: usize,
     error: Option<String>,
 }
@@ -766,7 +789,7 @@ impl<'n> SaveParser<'n> {
         Self {
             name,
             header: None,
-            members: HashMap::new(),
+            members: crate::net::NetMap::default(),
             line_no: 0,
             error: None,
         }

@@ -97,11 +97,14 @@ pub fn write_cache(path: &Path, nets: &[IpNet]) -> std::io::Result<()> {
     }
     let tmp = path.with_extension("list.tmp");
     {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        let mut text = Vec::with_capacity(nets.len() * 16);
         for n in nets {
-            writeln!(f, "{}", net::display_net(n))?;
+            net::push_net(&mut text, n);
+            text.push(b'\n');
         }
-        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&text)?;
+        f.sync_all()?;
     }
     std::fs::rename(&tmp, path)
 }
