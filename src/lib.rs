@@ -17,6 +17,8 @@
 //! - [`firewall`]: the only code that changes the kernel: ipset batches, swaps and read-back.
 //! - [`store`]: the SQLite state (entries, feed metadata, run history).
 //! - [`lock`]: one run at a time.
+//! - [`mirror`]: what the kernel sets held after the last apply, so most runs skip reading
+//!   them back.
 //! - [`sync`]: one run of the pipeline, and its report.
 //! - [`inspect`]: read-only `list` and `explain`.
 //! - [`http`]: the HTTPS client every remote source uses (rustls, system roots).
@@ -29,6 +31,7 @@ pub mod hostaddr;
 pub mod http;
 pub mod inspect;
 pub mod lock;
+pub mod mirror;
 pub mod net;
 pub mod source;
 pub mod store;

@@ -308,6 +308,18 @@ impl Store {
             .optional()?)
     }
 
+    /// Write one blob in its own transaction (for markers that must be durable before the
+    /// run goes on, like "an apply is under way").
+    pub fn put_blob(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO blobs (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+                params![key, value],
+            )
+            .with_context(|| format!("writing {key} to {}", self.path.display()))?;
+        Ok(())
+    }
+
     pub fn last_run(&self) -> Result<Option<RunRecord>> {
         Ok(self
             .conn

@@ -16,6 +16,7 @@ use crate::firewall::ipset::{Ipset, IpsetError, SetSpec};
 use crate::hostaddr;
 use crate::http;
 use crate::lock::{self, LockError};
+use crate::mirror;
 use crate::net::{self, Family};
 use crate::source::apiban::{self, ApibanRun};
 use crate::source::asterisk;
@@ -294,6 +295,32 @@ fn read_current(ipset: &Ipset, spec: &SetSpec) -> Result<CurrentSet, IpsetError>
     })
 }
 
+/// The mirror of a set's kernel contents, when it can be trusted (see [`mirror`]): the
+/// current set and when it was last verified. `None` means: read the kernel back.
+fn trusted_mirror(
+    store: Option<&Store>,
+    ipset: &Ipset,
+    spec: &SetSpec,
+    now: i64,
+) -> Option<(CurrentSet, i64)> {
+    let blob = store?.blob(&mirror::key(&spec.name)).ok()??;
+    let m = mirror::Mirror::decode(&blob)?;
+    let (header, count) = ipset.header(&spec.name).ok()??;
+    if !header.matches(spec) {
+        return None;
+    }
+    let members = m.members_if_trusted(count, now)?;
+    tracing::debug!(set = %spec.name, "using the kernel mirror ({})", mirror::describe(&m));
+    Some((
+        CurrentSet {
+            exists: true,
+            compatible: true,
+            members,
+        },
+        m.verified_at,
+    ))
+}
+
 /// What the saved state says the sets hold now.
 fn current_from_state(decision: &Decision, family: Family, now: i64) -> CurrentSet {
     CurrentSet {
@@ -533,9 +560,27 @@ pub async fn run(
     let mut baseline = Baseline::Kernel;
     let mut baseline_note = None;
     let mut plans = Vec::new();
+    // When each family's kernel set was last known exactly (for the mirror written below).
+    let mut verified_at = [now; 2];
+    let dirty = match &store {
+        Some(s) => s.blob(mirror::DIRTY_KEY)?.is_some_and(|v| v != b"0"),
+        None => true,
+    };
     for family in [Family::V4, Family::V6] {
         let spec = set_spec(settings, family);
-        let current = match read_current(ipset, &spec) {
+        let mirrored = if dirty {
+            None
+        } else {
+            trusted_mirror(store.as_ref(), ipset, &spec, now)
+        };
+        let read = match mirrored {
+            Some((current, at)) => {
+                verified_at[family as usize] = at;
+                Ok(current)
+            }
+            None => read_current(ipset, &spec),
+        };
+        let current = match read {
             Ok(c) => c,
             Err(e) if dry_run => {
                 let (cur, b, note) = match (&baseline_state, &store) {
@@ -624,10 +669,19 @@ pub async fn run(
         return Ok(report);
     }
 
-    // Apply.
+    // Apply. A run killed from here until its final commit leaves the dirty marker set, so
+    // the next run reads the kernel back instead of trusting the mirror.
+    if report.sets.iter().any(|p| !p.is_noop()) {
+        if let Some(s) = store.as_mut() {
+            s.put_blob(mirror::DIRTY_KEY, b"1")?;
+        }
+    }
     let mut apply_failed = false;
     for (fi, family) in [Family::V4, Family::V6].into_iter().enumerate() {
         let spec = set_spec(settings, family);
+        if report.sets[fi].rebuild.is_some() {
+            verified_at[fi] = now;
+        }
         if let Err(e) = apply_family(
             ipset,
             &spec,
@@ -657,6 +711,18 @@ pub async fn run(
     } else {
         Outcome::Partial
     };
+    // What the kernel sets now hold, for the next run; only after a complete apply.
+    let mut blobs: Vec<(String, Vec<u8>)> = Vec::new();
+    if let Some(b) = asterisk_blob.take() {
+        blobs.push((ASTERISK_STATE.to_string(), b));
+    }
+    if !apply_failed {
+        for (fi, family) in [Family::V4, Family::V6].into_iter().enumerate() {
+            let m = mirror::Mirror::from_desired(decision.desired(family), verified_at[fi]);
+            blobs.push((mirror::key(&settings.sets.get(family).name), m.encode()));
+        }
+        blobs.push((mirror::DIRTY_KEY.to_string(), b"0".to_vec()));
+    }
     let finished = unix_now().max(now);
     report.finished = finished;
     let record = RunRecord {
@@ -672,10 +738,7 @@ pub async fn run(
                 source_names: &sources.names(),
                 packed: &sources.packed(),
                 feeds: &new_metas,
-                blobs: &asterisk_blob
-                    .take()
-                    .map(|b| vec![(ASTERISK_STATE.to_string(), b)])
-                    .unwrap_or_default(),
+                blobs: &blobs,
                 run: Some(&record),
             })
             .context("saving state")?;

@@ -136,8 +136,13 @@ fn one_percent_change_to_65536_entries_changes_only_those_entries() {
             items[i] = public_v4(100_000 + k as u32);
         }
         write_list(&list, &items);
-        let o = sipban(dir.path(), &["sync", "--json"]);
+        let o = sipban(dir.path(), &["-vv", "sync", "--json"]);
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("using the kernel mirror"),
+            "a run after a clean run trusts the mirror: {}",
+            text(&o)
+        );
         let j = json(&o);
         let v4 = &j["sets"][0];
         assert!(
@@ -158,6 +163,37 @@ fn one_percent_change_to_65536_entries_changes_only_those_entries() {
         for (n, t) in untouched {
             assert!(after[n] <= *t, "{n} was re-added: {t} -> {}", after[n]);
         }
+    });
+}
+
+/// The mirror is not trusted blindly: an entry deleted by hand changes the kernel's count, so
+/// the next run reads the set back and restores it.
+#[test]
+fn an_entry_deleted_by_hand_is_restored() {
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("list.txt");
+        std::fs::write(&list, "45.0.0.1\n45.0.0.2\n45.0.0.3\n").unwrap();
+        write_config(dir.path(), 100, "", &file_feed("f", &list));
+        assert_eq!(sipban(dir.path(), &["sync"]).status.code(), Some(0));
+        let o = Command::new("ipset")
+            .args(["del", "t4", "45.0.0.2"])
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        let o = sipban(dir.path(), &["-vv", "sync", "--json"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !stderr
+                .lines()
+                .any(|l| l.contains("using the kernel mirror") && l.contains("set=t4")),
+            "{}",
+            text(&o)
+        );
+        assert_eq!(json(&o)["sets"][0]["adds"].as_array().unwrap().len(), 1);
+        assert_eq!(members("t4").len(), 3);
     });
 }
 
@@ -334,7 +370,7 @@ fn conditional_get_and_the_polite_interval() {
             Reply::ok("45.0.0.1\n45.0.0.2\n").header("ETag", "\"v1\""),
         );
         let feeds = format!(
-            "  - {{ name: web, url: '{}', interval: 1s }}\n",
+            "  - {{ name: web, url: '{}', interval: 4s }}\n",
             stub.url("/l")
         );
         write_config(dir.path(), 100, "", &feeds);
@@ -342,7 +378,7 @@ fn conditional_get_and_the_polite_interval() {
         // Within the interval: no request at all.
         assert_eq!(sipban(dir.path(), &["sync"]).status.code(), Some(0));
         assert_eq!(stub.requests("/l").len(), 1);
-        std::thread::sleep(Duration::from_millis(1100));
+        std::thread::sleep(Duration::from_millis(4100));
         stub.set("/l", Reply::status(304, ""));
         let o = sipban(dir.path(), &["sync", "--json"]);
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
