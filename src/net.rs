@@ -102,6 +102,10 @@ pub fn parse_net(text: &str) -> Result<IpNet, NetError> {
     if t.is_empty() {
         return Err(NetError::Empty);
     }
+    // Most of any feed is plain dotted IPv4: parse it without the general machinery.
+    if let Some(a) = dotted_quad(t.as_bytes()) {
+        return Ok(IpNet::V4(Ipv4Net::from(a)));
+    }
     let (addr, len) = match t.split_once('/') {
         Some((a, l)) => (a, Some(l)),
         None => (t, None),
@@ -129,6 +133,41 @@ pub fn parse_net(text: &str) -> Result<IpNet, NetError> {
         },
     };
     Ok(net.trunc())
+}
+
+/// `a.b.c.d` with each part 0-255 written without leading zeros, exactly as std's parser
+/// accepts it; anything else (prefixes, IPv6, junk) is `None` and goes the general way.
+fn dotted_quad(b: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut part = 0;
+    let mut value: u32 = 0;
+    let mut digits = 0;
+    for &c in b {
+        match c {
+            b'0'..=b'9' => {
+                if digits == 1 && value == 0 {
+                    return None; // a leading zero
+                }
+                value = value * 10 + u32::from(c - b'0');
+                digits += 1;
+                if value > 255 {
+                    return None;
+                }
+            }
+            b'.' if digits > 0 && part < 3 => {
+                octets[part] = value as u8;
+                part += 1;
+                value = 0;
+                digits = 0;
+            }
+            _ => return None,
+        }
+    }
+    if part != 3 || digits == 0 {
+        return None;
+    }
+    octets[3] = value as u8;
+    Some(Ipv4Addr::from(octets))
 }
 
 /// Parse a single address (no prefix), canonicalised. Accepts `[v6]` brackets.
@@ -382,6 +421,26 @@ mod tests {
         push_u32(&mut out, 4_294_967_295);
         push_u32(&mut out, 0);
         assert_eq!(out, b"42949672950");
+    }
+
+    #[test]
+    fn the_ipv4_fast_path_agrees_with_std() {
+        for s in [
+            "1.2.3.4",
+            "0.0.0.0",
+            "255.255.255.255",
+            "01.2.3.4",
+            "1.2.3",
+            "1.2.3.4.5",
+            "256.1.1.1",
+            "1..2.3",
+            ".1.2.3",
+            "1.2.3.",
+            "1.2.3.4a",
+            "10.0.0.00",
+        ] {
+            assert_eq!(dotted_quad(s.as_bytes()), s.parse::<Ipv4Addr>().ok(), "{s}");
+        }
     }
 
     #[test]

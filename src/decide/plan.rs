@@ -124,7 +124,10 @@ pub fn plan_family(
         .filter(|n| !wanted.contains(*n))
         .copied()
         .collect();
-    dels.sort_unstable_by_key(net::sort_key);
+    // Deletes are applied (and read) one by one only in a diff; a rebuild replaces everything.
+    if dels.len() <= diff_limit(cap) as usize {
+        dels.sort_unstable_by_key(net::sort_key);
+    }
     let changes = adds.len() + dels.len() + refreshes.len();
     let rebuild = if !current.exists {
         Some("the set does not exist yet".to_string())
