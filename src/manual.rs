@@ -279,7 +279,7 @@ impl Unbans {
             let before = input.sightings.len();
             input.sightings.retain(|s| match map.get(&s.net) {
                 None => true,
-                Some(u) if s.seen > u.at && !u.holders.iter().any(|h| h == name) => {
+                Some(u) if s.seen >= u.at && !u.holders.iter().any(|h| h == name) => {
                     lift.push(s.net);
                     true
                 }
