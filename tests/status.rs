@@ -131,6 +131,11 @@ fn ban_and_unban_change_the_kernel_at_once_and_unban_holds_until_listed_afresh()
             ["45.0.0.2", "45.5.5.5"],
             "the feed still lists it: not afresh"
         );
+        let x = String::from_utf8_lossy(&ok(d, &["explain", "45.0.0.1"]).stdout).to_string();
+        assert!(
+            x.contains("unbanned by hand") && x.contains("feeds f must drop it first"),
+            "{x}"
+        );
         // The feed drops it, then lists it again: afresh, banned again.
         std::fs::write(d.join("list.txt"), "45.0.0.2\n").unwrap();
         ok(d, &["sync"]);
