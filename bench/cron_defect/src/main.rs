@@ -39,7 +39,10 @@ async fn main() {
         .add(
             Job::new_repeated(Duration::from_secs(1), move |_, _| {
                 let n = r.fetch_add(1, Ordering::Relaxed) + 1;
-                println!("{:6.2}s repeated job fired ({n})", start.elapsed().as_secs_f64());
+                println!(
+                    "{:6.2}s repeated job fired ({n})",
+                    start.elapsed().as_secs_f64()
+                );
             })
             .expect("job"),
         )
@@ -49,7 +52,10 @@ async fn main() {
         .add(
             Job::new("* * * * * *", move |_, _| {
                 let n = c.fetch_add(1, Ordering::Relaxed) + 1;
-                println!("{:6.2}s cron job fired ({n})", start.elapsed().as_secs_f64());
+                println!(
+                    "{:6.2}s cron job fired ({n})",
+                    start.elapsed().as_secs_f64()
+                );
             })
             .expect("job"),
         )
@@ -60,18 +66,31 @@ async fn main() {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(3)).await;
-            println!("{:6.2}s load: blocking the runtime for 1.6 s", start.elapsed().as_secs_f64());
+            println!(
+                "{:6.2}s load: blocking the runtime for 1.6 s",
+                start.elapsed().as_secs_f64()
+            );
             std::thread::sleep(Duration::from_millis(1600));
         }
     });
     tokio::time::sleep(Duration::from_secs(secs)).await;
-    let (rn, cn) = (repeated.load(Ordering::Relaxed), cron.load(Ordering::Relaxed));
+    let (rn, cn) = (
+        repeated.load(Ordering::Relaxed),
+        cron.load(Ordering::Relaxed),
+    );
     // Did either stop? Watch 5 more seconds without load... the load task still runs, so look
     // at whether the counters move at all in the last stretch.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let (rn2, cn2) = (repeated.load(Ordering::Relaxed), cron.load(Ordering::Relaxed));
+    let (rn2, cn2) = (
+        repeated.load(Ordering::Relaxed),
+        cron.load(Ordering::Relaxed),
+    );
     println!("after {secs} s under load: repeated fired {rn}, cron fired {cn}");
-    println!("in the next 5 s: repeated fired {} more, cron fired {} more", rn2 - rn, cn2 - cn);
+    println!(
+        "in the next 5 s: repeated fired {} more, cron fired {} more",
+        rn2 - rn,
+        cn2 - cn
+    );
     println!(
         "RESULT repeated_job_stopped={} cron_job_stopped={}",
         rn2 == rn,
