@@ -9,7 +9,8 @@ if [ "$(id -u)" != 0 ]; then
     exit 2
 fi
 . scripts/ensure-toolchain.sh
-sipban_apt_install build-essential ca-certificates curl ipset iptables nftables iproute2 util-linux procps
+# prometheus: for promtool (tests/metrics.rs checks the textfile with `promtool check metrics`).
+sipban_apt_install build-essential ca-certificates curl ipset iptables nftables iproute2 util-linux procps prometheus
 sipban_ensure_rust
 # The kernel modules the tests use; on most systems they load on demand anyway.
 modprobe -q ip_set_hash_net 2>/dev/null || true

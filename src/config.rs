@@ -212,6 +212,8 @@ pub struct RawConfig {
     pub feeds: Option<Vec<Spanned<RawFeed>>>,
     pub apiban: Option<Spanned<crate::source::apiban::RawApiban>>,
     pub asterisk: Option<Spanned<RawAsterisk>>,
+    pub daemon: Option<Spanned<crate::daemon::RawDaemon>>,
+    pub metrics: Option<Spanned<crate::metrics::RawMetrics>>,
 }
 
 /// `asterisk:`: the log detector (see [`crate::source::asterisk`]).
@@ -318,6 +320,10 @@ pub struct Settings {
         serialize_with = "ser_asterisk"
     )]
     pub asterisk: Option<crate::source::asterisk::AsteriskSettings>,
+    /// `daemon:` (schedules of `sipban run`); defaults when the section is absent.
+    pub daemon: crate::daemon::DaemonSettings,
+    /// `metrics:` (the node_exporter textfile); off when absent.
+    pub metrics: crate::metrics::MetricsSettings,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -528,6 +534,16 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
         ),
         None => None,
     };
+    let daemon = match raw.daemon {
+        None => crate::daemon::DaemonSettings::default(),
+        Some(spanned) => crate::daemon::resolve(Some(spanned.value), &feeds)
+            .map_err(|e| ConfigError(format!("{}: daemon: {e}", at(path, &spanned.referenced))))?,
+    };
+    let metrics = match raw.metrics {
+        None => crate::metrics::MetricsSettings::default(),
+        Some(spanned) => crate::metrics::resolve(Some(spanned.value))
+            .map_err(|e| ConfigError(format!("{}: metrics: {e}", at(path, &spanned.referenced))))?,
+    };
 
     Ok(Settings {
         config_path: path.to_path_buf(),
@@ -543,6 +559,8 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
         feeds,
         apiban,
         asterisk,
+        daemon,
+        metrics,
     })
 }
 

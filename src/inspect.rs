@@ -50,7 +50,11 @@ pub fn view(settings: &Settings, now: i64) -> Result<View> {
     let store = Store::open_read_only(&settings.state_dir)?;
     let sources = Sources::from_settings(settings);
     let entries = match &store {
-        Some(s) => s.load_entries(&sources.index())?,
+        Some(s) => {
+            let mut e = s.load_entries(&sources.index())?;
+            crate::manual::Unbans::load(s.conn())?.strip(&mut e);
+            e
+        }
         None => Vec::new(),
     };
     let mut summary = AllowSummary::default();
@@ -147,6 +151,9 @@ pub struct Explanation {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel_error: Option<String>,
     pub has_state: bool,
+    /// `sipban unban`: when, and the feeds that must drop it before a listing counts afresh.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manual_unban: Option<crate::manual::Unban>,
 }
 
 pub fn explain(settings: &Settings, ip: IpAddr, ipset: &Ipset, now: i64) -> Result<Explanation> {
@@ -194,6 +201,10 @@ pub fn explain(settings: &Settings, ip: IpAddr, ipset: &Ipset, now: i64) -> Resu
         net::private_range(&host)
             .map(|r| format!("{r}: feeds may not ban it unless they set allow_private"))
     };
+    let manual_unban = match Store::open_read_only(&settings.state_dir)? {
+        Some(s) => crate::manual::Unbans::load(s.conn())?.get(&host).cloned(),
+        None => None,
+    };
     let set_name = settings.sets.get(family).name.clone();
     let (kernel, kernel_error) = match ipset.read(&set_name) {
         Ok(k) => (
@@ -212,6 +223,7 @@ pub fn explain(settings: &Settings, ip: IpAddr, ipset: &Ipset, now: i64) -> Resu
         kernel,
         kernel_error,
         has_state: v.has_state,
+        manual_unban,
     })
 }
 
@@ -240,6 +252,18 @@ impl fmt::Display for Explanation {
         }
         if let Some(r) = &self.range_note {
             writeln!(f, "  address space: {r}")?;
+        }
+        if let Some(u) = &self.manual_unban {
+            writeln!(
+                f,
+                "  unbanned by hand at {}: kept out until a source lists it afresh{}",
+                fmt_time(u.at),
+                if u.holders.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (feeds {} must drop it first)", u.holders.join(", "))
+                }
+            )?;
         }
         if self.in_set.is_empty() {
             if !self.listings.is_empty()

@@ -22,18 +22,26 @@
 //! - [`sync`]: one run of the pipeline, and its report.
 //! - [`inspect`]: read-only `list` and `explain`.
 //! - [`http`]: the HTTPS client every remote source uses (rustls, system roots).
+//! - [`daemon`]: `sipban run`: cron schedules, real-time log following, signals, systemd.
+//! - [`manual`]: `sipban ban` / `unban` (pinned bans, unbans, the manual allowlist).
+//! - [`status`]: `sipban status`, the data behind the metrics.
+//! - [`metrics`]: node_exporter textfile and the JSON run summary, written atomically.
 
 pub mod catalogue;
 pub mod config;
+pub mod daemon;
 pub mod decide;
 pub mod firewall;
 pub mod hostaddr;
 pub mod http;
 pub mod inspect;
 pub mod lock;
+pub mod manual;
+pub mod metrics;
 pub mod mirror;
 pub mod net;
 pub mod source;
+pub mod status;
 pub mod store;
 pub mod sync;
 

@@ -84,6 +84,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run as a daemon: scheduled syncs (daemon.sync_schedule, UTC), real-time Asterisk log
+    /// detections, SIGHUP reloads the config, SIGTERM stops. Holds the run lock throughout.
+    Run,
+    /// Last run, per-source freshness and counts, set sizes against caps, manual bans.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ban an address or prefix by hand (pinned: above every source's priority).
+    Ban {
+        ip: String,
+        /// How long (e.g. 12h, 30d); default a year.
+        #[arg(long)]
+        ttl: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an address from the sets and keep it out until a source lists it afresh.
+    Unban {
+        ip: String,
+        /// Also add it to the persistent manual allowlist (never banned again).
+        #[arg(long)]
+        allow: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -173,8 +199,16 @@ fn run(cli: Cli) -> u8 {
                 }
             };
             let ipset = Ipset::new();
+            let started = std::time::Instant::now();
             match rt.block_on(sync::run(&settings, &ipset, *dry_run, now)) {
                 Ok(report) => {
+                    if !*dry_run {
+                        let secs = started.elapsed().as_secs_f64();
+                        if let Err(e) = sipban::metrics::after_run(&settings, &report, secs, &ipset)
+                        {
+                            eprintln!("sipban: metrics: {e:#}");
+                        }
+                    }
                     if *json {
                         print_json(&report);
                     } else {
@@ -329,6 +363,86 @@ fn run(cli: Cli) -> u8 {
                 }
             }
         }
+        Command::Run => {
+            let settings = match load(&cli) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("sipban: cannot start the runtime: {e}");
+                    return exit::FAILED;
+                }
+            };
+            rt.block_on(sipban::daemon::run(&cli.config, settings))
+        }
+        Command::Status { json } => {
+            let settings = match load(&cli) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            match sipban::status::gather(&settings, &Ipset::new(), now) {
+                Ok(st) if *json => print_json(&st),
+                Ok(st) => {
+                    out(&st.to_string());
+                    exit::OK
+                }
+                Err(e) => {
+                    eprintln!("sipban: {e:#}");
+                    exit::FAILED
+                }
+            }
+        }
+        Command::Ban { ip, ttl, json } => {
+            let settings = match load(&cli) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let net = match sipban::manual::parse_target(ip) {
+                Ok(n) => n,
+                Err(e) => {
+                    eprintln!("sipban: {e}");
+                    return exit::USAGE;
+                }
+            };
+            let ttl = match ttl.as_deref().map(config::Dur::parse) {
+                None => sipban::manual::DEFAULT_TTL,
+                Some(Ok(d)) if d.0 > 0 && d.0 <= u64::from(u32::MAX) => d.0 as u32,
+                Some(Ok(_)) => {
+                    eprintln!("sipban: --ttl must be between 1s and 136 years");
+                    return exit::USAGE;
+                }
+                Some(Err(e)) => {
+                    eprintln!("sipban: --ttl: {e}");
+                    return exit::USAGE;
+                }
+            };
+            let req = sipban::manual::Request::Ban { net, ttl, at: now };
+            manual(&settings, &req, now, *json)
+        }
+        Command::Unban { ip, allow, json } => {
+            let settings = match load(&cli) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let net = match sipban::manual::parse_target(ip) {
+                Ok(n) => n,
+                Err(e) => {
+                    eprintln!("sipban: {e}");
+                    return exit::USAGE;
+                }
+            };
+            let req = sipban::manual::Request::Unban {
+                net,
+                allow: *allow,
+                at: now,
+            };
+            manual(&settings, &req, now, *json)
+        }
         Command::Feeds { json } => {
             let all: Vec<_> = sipban::catalogue::all().collect();
             if *json {
@@ -354,6 +468,28 @@ fn run(cli: Cli) -> u8 {
                 outln!("  licence: {}", f.licence.as_deref().unwrap_or(""));
             }
             exit::OK
+        }
+    }
+}
+
+/// `ban`/`unban`: submit the request and say what became of it.
+fn manual(settings: &Settings, req: &sipban::manual::Request, now: i64, json: bool) -> u8 {
+    match sipban::manual::submit(settings, req, now) {
+        Ok(o) => {
+            let code = match &o {
+                sipban::manual::Outcome::Queued { .. } => exit::LOCKED,
+                _ => exit::OK,
+            };
+            if json {
+                print_json(&o);
+            } else {
+                out(&o.to_string());
+            }
+            code
+        }
+        Err(e) => {
+            eprintln!("sipban: {e:#}");
+            exit::FAILED
         }
     }
 }

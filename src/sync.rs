@@ -185,6 +185,9 @@ impl Sources {
             });
             kinds.push("asterisk");
         }
+        // Manual bans (`sipban ban`): always registered, so sync keeps their marks.
+        policies.push(crate::manual::policy());
+        kinds.push("manual");
         Sources { policies, kinds }
     }
 
@@ -209,7 +212,7 @@ impl Sources {
 /// The source name of the Asterisk log detector.
 pub const ASTERISK: &str = "asterisk";
 /// The blob key of the detector's state (cursors, failure windows, Call-ID map).
-const ASTERISK_STATE: &str = "asterisk.state";
+pub const ASTERISK_STATE: &str = "asterisk.state";
 
 /// What the Asterisk detector did in this run (the evidence itself stays out of the report).
 #[derive(Clone, Debug, Serialize)]
@@ -245,6 +248,8 @@ pub fn base_allowlist(settings: &Settings, summary: &mut AllowSummary) -> Allowl
         allow.add(*n, AllowReason::Config);
         summary.config += 1;
     }
+    // `sipban unban --allow` entries, from the saved state.
+    crate::manual::add_allowlist(&settings.state_dir, &mut allow);
     if settings.allow_own_addresses {
         for a in hostaddr::own_addresses() {
             allow.add(net::host_net(a.ip), AllowReason::OwnAddress(a.what));
@@ -341,14 +346,39 @@ pub async fn run(
     dry_run: bool,
     now: i64,
 ) -> Result<RunReport, SyncError> {
-    let clock = std::time::Instant::now();
-    let phase =
-        |name: &str| tracing::debug!("{name}: {:.1} ms", clock.elapsed().as_secs_f64() * 1000.0);
-    let _lock = if dry_run {
+    let lock = if dry_run {
         None
     } else {
         Some(lock::acquire(&settings.state_dir).map_err(SyncError::Locked)?)
     };
+    run_inner(settings, ipset, dry_run, now, lock.as_ref()).await
+}
+
+/// One real run for a caller that already holds the run lock (the daemon holds it for its
+/// lifetime, so that `sipban sync` from cron exits with code 4 while it runs).
+pub async fn run_holding(
+    held: &lock::RunLock,
+    settings: &Settings,
+    ipset: &Ipset,
+    now: i64,
+) -> Result<RunReport, SyncError> {
+    run_inner(settings, ipset, false, now, Some(held)).await
+}
+
+async fn run_inner(
+    settings: &Settings,
+    ipset: &Ipset,
+    dry_run: bool,
+    now: i64,
+    held: Option<&lock::RunLock>,
+) -> Result<RunReport, SyncError> {
+    let clock = std::time::Instant::now();
+    let phase =
+        |name: &str| tracing::debug!("{name}: {:.1} ms", clock.elapsed().as_secs_f64() * 1000.0);
+    // Queued `sipban ban/unban` requests go into the state first (the run applies them).
+    if let Some(held) = held.filter(|_| !dry_run) {
+        crate::manual::apply_pending(held, settings, None, now)?;
+    }
     let mut store = if dry_run {
         match Store::open_read_only(&settings.state_dir) {
             Ok(s) => s,
@@ -377,7 +407,7 @@ pub async fn run(
         }
         None => None,
     };
-    let previous: Vec<Entry> = match &store {
+    let mut previous: Vec<Entry> = match &store {
         Some(s) => s.load_entries(&index)?,
         None => Vec::new(),
     };
@@ -537,6 +567,14 @@ pub async fn run(
         }
     }
     phase("gathered");
+
+    // Manual unbans keep addresses out until a source lists them afresh (see manual.rs).
+    let mut unbans = match &store {
+        Some(s) => crate::manual::Unbans::load(s.conn())?,
+        None => crate::manual::Unbans::default(),
+    };
+    unbans.filter(&mut inputs, &sources);
+    unbans.strip(&mut previous);
 
     // Decide.
     let caps = caps(settings);
@@ -742,6 +780,7 @@ pub async fn run(
                 run: Some(&record),
             })
             .context("saving state")?;
+        unbans.save(store.conn_mut())?;
     }
     phase("committed");
     Ok(report)

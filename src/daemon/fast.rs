@@ -1,0 +1,202 @@
+//! The daemon's fast path: new log lines → detector → the kernel set, in one small batch,
+//! without a full run.
+//!
+//! It reads what is new in the followed Asterisk logs with the detector's saved cursors (the
+//! same state blob a sync uses, so the two never read a line twice), and for each new ban
+//! checks what decide would check for a single host of a local source: the source's address
+//! rules, manual unbans, and the allowlist (config, own addresses, manual allowlist); then it
+//! adds the survivors to the kernel set with one `ipset -exist restore` batch, with the
+//! timeout of the longest mark the address has, and persists the marks and the detector state
+//! in one transaction (kernel first, state last, as in a sync: a crash in between is healed by
+//! the next pass, which reads the same lines again).
+//!
+//! The cap needs eviction, which only a full run does well: when the set would go over its
+//! cap, or does not exist yet, the marks are saved and a full sync is asked for instead.
+//!
+//! This module must never add an address that the allowlist or the own addresses cover
+//! (design invariant 1), and never let the kernel see more than the cap (invariant 3).
+
+use crate::config::Settings;
+use crate::decide::plan;
+use crate::decide::Input;
+use crate::firewall::ipset::Ipset;
+use crate::lock::RunLock;
+use crate::net::{self, Family};
+use crate::source::asterisk;
+use crate::store::Store;
+use crate::sync::{self, Sources};
+use anyhow::{Context, Result};
+use ipnet::IpNet;
+use rusqlite::{params, OptionalExtension};
+use std::time::Instant;
+
+/// What one fast pass did.
+#[derive(Clone, Debug, Default)]
+pub struct FastReport {
+    pub lines: u64,
+    /// New bans found by the detector.
+    pub bans: usize,
+    /// Addresses added to a kernel set.
+    pub added: Vec<IpNet>,
+    /// Bans kept out (allowlist, own address, address rules, manual unban).
+    pub refused: usize,
+    /// Why a full sync must follow (the cap, a missing set).
+    pub needs_sync: Option<String>,
+    pub file_errors: Vec<String>,
+    pub millis: f64,
+}
+
+/// One pass. The caller holds the run lock (the daemon holds it for its lifetime).
+pub fn detect_and_apply(
+    _held: &RunLock,
+    settings: &Settings,
+    ipset: &Ipset,
+    now: i64,
+) -> Result<FastReport> {
+    let t = Instant::now();
+    let mut rep = FastReport::default();
+    let Some(ast) = &settings.asterisk else {
+        return Ok(rep);
+    };
+    let mut store = Store::open(&settings.state_dir)?;
+    let mut state: asterisk::DetectorState = match store.blob(sync::ASTERISK_STATE)? {
+        Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::warn!(
+                "the saved Asterisk detector state is unreadable ({e}); starting afresh"
+            );
+            asterisk::DetectorState::default()
+        }),
+        None => asterisk::DetectorState::default(),
+    };
+    let det = asterisk::run(ast, &mut state, now).context("Asterisk detector")?;
+    rep.lines = det.counters.lines;
+    rep.bans = det.sightings.len();
+    for f in &det.files {
+        if let Some(e) = &f.error {
+            rep.file_errors.push(format!("{}: {e}", f.path.display()));
+        }
+    }
+    let blob = serde_json::to_vec(&state).context("encoding the Asterisk detector state")?;
+    drop(state);
+
+    let sources = Sources::from_settings(settings);
+    let index = sources.index();
+    let Some(&src) = index.get(sync::ASTERISK) else {
+        anyhow::bail!("internal: the asterisk source is not registered");
+    };
+    let policy = &sources.policies[src as usize];
+    let mut inputs = vec![Input {
+        source: src,
+        sightings: det.sightings,
+        complete: false,
+    }];
+    let mut unbans = crate::manual::Unbans::load(store.conn())?;
+    unbans.filter(&mut inputs, &sources);
+    rep.refused += unbans.dropped;
+    let sightings = std::mem::take(&mut inputs[0].sightings);
+
+    let mut accepted = Vec::new();
+    for s in &sightings {
+        if policy.reject(&s.net).is_some() {
+            rep.refused += 1;
+            continue;
+        }
+        accepted.push(*s);
+    }
+    let mut adds: [Vec<(IpNet, u32)>; 2] = [Vec::new(), Vec::new()];
+    if !accepted.is_empty() {
+        let mut summary = sync::AllowSummary::default();
+        let allow = sync::base_allowlist(settings, &mut summary);
+        for s in &accepted {
+            if allow.subtract(&s.net).is_some() {
+                // A single host overlapping the allowlist is fully covered by it.
+                rep.refused += 1;
+                continue;
+            }
+            let text = net::display_net(&s.net);
+            let stored: Option<i64> = store
+                .conn()
+                .query_row(
+                    "SELECT MAX(expires) FROM entries WHERE net = ?1",
+                    [&text],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .flatten();
+            let expires = s
+                .seen
+                .saturating_add(i64::from(s.ttl))
+                .max(stored.unwrap_or(i64::MIN));
+            let fam = Family::of(&s.net) as usize;
+            adds[fam].push((s.net, plan::timeout_for(expires, now)));
+        }
+    }
+
+    // Kernel first.
+    for family in [Family::V4, Family::V6] {
+        let list = &adds[family as usize];
+        if list.is_empty() {
+            continue;
+        }
+        let spec = sync::set_spec(settings, family);
+        let cap = settings.sets.get(family).cap as usize;
+        match ipset.header(&spec.name) {
+            Ok(Some((h, n))) if h.matches(&spec) && n + list.len() <= cap => {
+                // The kernel changes outside a sync: the next sync must not trust the mirror.
+                store.put_blob(crate::mirror::DIRTY_KEY, b"1")?;
+                ipset
+                    .apply_diff(&spec, list, &[])
+                    .with_context(|| format!("adding detections to set {}", spec.name))?;
+                rep.added.extend(list.iter().map(|(n, _)| *n));
+            }
+            Ok(Some((h, n))) if h.matches(&spec) => {
+                rep.needs_sync = Some(format!(
+                    "set {} holds {n} of its cap {cap}: a full run decides what to evict",
+                    spec.name
+                ));
+            }
+            Ok(_) => {
+                rep.needs_sync = Some(format!(
+                    "set {} is missing or of another type: a full run rebuilds it",
+                    spec.name
+                ));
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("reading the kernel set")),
+        }
+    }
+
+    // Then the state, in one transaction: marks (merged as decide merges them) and cursors.
+    {
+        let tx = store.conn_mut().transaction()?;
+        {
+            let mut up = tx.prepare(
+                "INSERT INTO entries (net, source, first_seen, last_seen, expires)
+                 VALUES (?1, ?2, ?3, ?3, ?4)
+                 ON CONFLICT(net, source) DO UPDATE SET
+                   first_seen = MIN(first_seen, ?3), last_seen = MAX(last_seen, ?3),
+                   expires = MAX(expires, ?4)",
+            )?;
+            for s in &accepted {
+                let expires = s.seen.saturating_add(i64::from(s.ttl));
+                if expires <= now {
+                    continue;
+                }
+                up.execute(params![
+                    net::display_net(&s.net),
+                    sync::ASTERISK,
+                    s.seen,
+                    expires
+                ])?;
+            }
+            tx.execute(
+                "INSERT INTO blobs (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = ?2",
+                params![sync::ASTERISK_STATE, blob],
+            )?;
+        }
+        tx.commit().context("saving detections")?;
+    }
+    unbans.save(store.conn_mut())?;
+    rep.millis = t.elapsed().as_secs_f64() * 1000.0;
+    Ok(rep)
+}

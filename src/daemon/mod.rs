@@ -1,0 +1,439 @@
+//! `sipban run`: the daemon. Scheduled full syncs, real-time log detections, manual requests,
+//! signals and systemd notifications, on one current-thread tokio runtime.
+//!
+//! * **Lock.** The daemon takes the run lock at start and holds it for its lifetime, so a
+//!   `sipban sync` started by cron or the timer while it runs exits at once with code 4; its
+//!   own syncs run inside that lock ([`sync::run_holding`]).
+//! * **Schedules** ([`schedule`]): `daemon.sync_schedule` (default every ten minutes) starts a
+//!   full run; `daemon.feed_schedules` starts a full run in which that feed is downloaded
+//!   whatever its `interval` says (the other feeds follow their intervals, as in any run).
+//!   All in UTC. A firing while a run is in progress is kept and runs right after it.
+//! * **Real time** ([`inotify`], [`fast`]): writes to the followed Asterisk logs wake the
+//!   daemon; after a short batch window ([`BATCH`]) the new lines go through the detector and
+//!   new bans reach the kernel set in one small batch. Idle, the process sleeps in the kernel
+//!   (inotify, signals, one timer capped at a minute): no polling.
+//! * **Manual requests** (`sipban ban/unban`): request files in `state_dir/manual/` are
+//!   watched too, and applied under the daemon's lock.
+//! * **Signals.** SIGHUP reloads the config; a config that does not load keeps the old one and
+//!   the reason is logged. SIGTERM/SIGINT stop the daemon between two steps: a step that
+//!   changes the kernel never awaits, so it always completes; a run still downloading is
+//!   dropped before it changed anything (runs are crash-safe by design anyway).
+//! * **systemd:** `READY=1` once the lock is held and the watches are set, `WATCHDOG=1` at half
+//!   the watchdog interval (the timer runs while a sync downloads), `STATUS=` after each run,
+//!   `STOPPING=1` on the way out.
+//!
+//! This module must never change the kernel or the state without holding the lock, and never
+//! run two runs (or a run and a fast pass) at once.
+
+pub mod fast;
+pub mod inotify;
+pub mod schedule;
+
+use crate::config::{self, FeedSettings, Settings};
+use crate::exit;
+use crate::firewall::ipset::Ipset;
+use crate::lock::{self, RunLock};
+use crate::sync::{self, Outcome, RunReport, SyncError};
+use schedule::{Schedule, Timer};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// The default full-sync schedule: every ten minutes, at second 0 (UTC).
+pub const DEFAULT_SYNC_SCHEDULE: &str = "0 */10 * * * *";
+/// How long a burst of log writes is collected before one pass (bounded latency: the window
+/// starts at the first write and is not extended).
+pub const BATCH: Duration = Duration::from_millis(100);
+
+// ---------------------------------------------------------------------------------------------
+// settings
+
+/// `daemon:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDaemon {
+    /// Cron pattern with seconds, UTC.
+    pub sync_schedule: Option<String>,
+    /// Feed name → cron pattern: when that feed is downloaded regardless of its `interval`.
+    pub feed_schedules: Option<BTreeMap<String, String>>,
+}
+
+/// Resolved `daemon:`.
+#[derive(Clone, Debug, Serialize)]
+pub struct DaemonSettings {
+    pub sync_schedule: Schedule,
+    pub feed_schedules: Vec<(String, Schedule)>,
+}
+
+impl Default for DaemonSettings {
+    fn default() -> Self {
+        DaemonSettings {
+            // A constant pattern; `default_schedule_parses` proves it.
+            sync_schedule: Schedule::parse(DEFAULT_SYNC_SCHEDULE)
+                .unwrap_or_else(|e| unreachable!("{e}")),
+            feed_schedules: Vec::new(),
+        }
+    }
+}
+
+/// Resolve `daemon:` against the resolved feeds.
+pub fn resolve(raw: Option<RawDaemon>, feeds: &[FeedSettings]) -> Result<DaemonSettings, String> {
+    let raw = raw.unwrap_or_default();
+    let mut d = DaemonSettings::default();
+    if let Some(s) = raw.sync_schedule {
+        d.sync_schedule = Schedule::parse(&s).map_err(|e| format!("sync_schedule: {e}"))?;
+    }
+    for (name, s) in raw.feed_schedules.unwrap_or_default() {
+        if !feeds.iter().any(|f| f.name == name) {
+            return Err(format!(
+                "feed_schedules: `{name}` is not a configured feed (known: {})",
+                feeds
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let sched = Schedule::parse(&s).map_err(|e| format!("feed_schedules.{name}: {e}"))?;
+        d.feed_schedules.push((name, sched));
+    }
+    Ok(d)
+}
+
+// ---------------------------------------------------------------------------------------------
+// the loop
+
+/// What a schedule starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Job {
+    Sync,
+    Feed(String),
+}
+
+type RunFuture = Pin<Box<dyn Future<Output = (Result<RunReport, SyncError>, f64)>>>;
+
+fn timer_for(settings: &Settings) -> Timer<Job> {
+    let mut jobs = vec![(Job::Sync, settings.daemon.sync_schedule.clone())];
+    for (name, s) in &settings.daemon.feed_schedules {
+        jobs.push((Job::Feed(name.clone()), s.clone()));
+    }
+    Timer::new(jobs, schedule::wall_ms())
+}
+
+fn followed_files(settings: &Settings) -> Vec<PathBuf> {
+    // HOOK: the kernel-log detector (another branch) adds its files here when it is merged.
+    let mut files = Vec::new();
+    if let Some(a) = &settings.asterisk {
+        files.extend(a.logs.iter().cloned());
+        files.extend(a.full_log.iter().cloned());
+    }
+    files
+}
+
+fn manual_dir(settings: &Settings) -> PathBuf {
+    settings.state_dir.join(crate::manual::REQUEST_DIR)
+}
+
+fn watch_for(settings: &Settings) -> std::io::Result<inotify::LogWatch> {
+    let files = followed_files(settings);
+    let mdir = manual_dir(settings);
+    if let Err(e) = std::fs::create_dir_all(&mdir) {
+        tracing::warn!("cannot create {}: {e}", mdir.display());
+    }
+    let w = inotify::LogWatch::new(&files, &[mdir])?;
+    for (dir, why) in &w.unwatched {
+        tracing::warn!(
+            "cannot watch {} ({why}): its logs are read at the scheduled syncs only",
+            dir.display()
+        );
+    }
+    Ok(w)
+}
+
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        if let Err(e) = sd_notify::notify(states) {
+            tracing::debug!("sd_notify: {e}");
+        }
+    }
+}
+
+/// Give freed heap back to the kernel after a run (a 65,536-entry run allocates tens of MiB
+/// for a moment; glibc keeps freed memory otherwise).
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Start a run for `job`.
+fn start_run(
+    job: &Job,
+    settings: &Rc<Settings>,
+    held: &Rc<RunLock>,
+    ipset: &Rc<Ipset>,
+) -> RunFuture {
+    let mut s: Settings = (**settings).clone();
+    if let Job::Feed(name) = job {
+        if let Some(f) = s.feeds.iter_mut().find(|f| &f.name == name) {
+            f.interval = 0; // due now, whatever its interval says
+        }
+    }
+    let (held, ipset) = (held.clone(), ipset.clone());
+    Box::pin(async move {
+        let t = Instant::now();
+        let r = sync::run_holding(&held, &s, &ipset, sync::unix_now()).await;
+        (r, t.elapsed().as_secs_f64())
+    })
+}
+
+/// Run the daemon until SIGTERM/SIGINT. Returns the process exit code.
+pub async fn run(config_path: &Path, settings: Settings) -> u8 {
+    let held = match lock::acquire(&settings.state_dir) {
+        Ok(l) => Rc::new(l),
+        Err(e @ lock::LockError::Busy { .. }) => {
+            eprintln!("sipban run: {e}");
+            return exit::LOCKED;
+        }
+        Err(e) => {
+            eprintln!("sipban run: {e}");
+            return exit::FAILED;
+        }
+    };
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+        _ => {
+            eprintln!("sipban run: cannot install signal handlers");
+            return exit::FAILED;
+        }
+    };
+    let mut settings = Rc::new(settings);
+    let ipset = Rc::new(Ipset::new());
+    let mut watch = match watch_for(&settings) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("sipban run: cannot set up inotify: {e}");
+            return exit::FAILED;
+        }
+    };
+    let mut timer = timer_for(&settings);
+    let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+    let mut dog = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    dog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    tracing::info!(
+        "sipban daemon started (pid {}): full sync {} UTC, {} feed schedules, {} log directories watched",
+        std::process::id(),
+        settings.daemon.sync_schedule,
+        settings.daemon.feed_schedules.len(),
+        watch.watched()
+    );
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("started; first sync running"),
+    ]);
+
+    let mut running: Option<RunFuture> = None;
+    let mut pending: Option<Job> = Some(Job::Sync);
+    let mut logs_dirty = false;
+    let mut manual_dirty = true;
+    let mut batch_at: Option<tokio::time::Instant> = Some(tokio::time::Instant::now());
+
+    loop {
+        if running.is_none() {
+            if let Some(job) = pending.take() {
+                tracing::info!("starting a full sync ({job:?})");
+                running = Some(start_run(&job, &settings, &held, &ipset));
+            }
+        }
+        let sleep = timer.sleep_for(schedule::wall_ms());
+        let batch_ready = batch_at.filter(|_| running.is_none());
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
+            _ = hup.recv() => {
+                match config::load(config_path) {
+                    Err(e) => {
+                        tracing::error!("SIGHUP: the new configuration does not load; keeping the running one: {e}");
+                        notify(&[sd_notify::NotifyState::Status("config reload FAILED; running on the old configuration")]);
+                    }
+                    Ok(new) if new.state_dir != settings.state_dir => {
+                        tracing::error!(
+                            "SIGHUP: state_dir changed ({} -> {}); keeping the running configuration (restart the daemon to move the state)",
+                            settings.state_dir.display(), new.state_dir.display()
+                        );
+                    }
+                    Ok(new) => {
+                        settings = Rc::new(new);
+                        timer = timer_for(&settings);
+                        match watch_for(&settings) {
+                            Ok(w) => watch = w,
+                            Err(e) => tracing::error!("SIGHUP: cannot renew the log watches ({e}); keeping the old ones"),
+                        }
+                        logs_dirty = true;
+                        batch_at.get_or_insert_with(tokio::time::Instant::now);
+                        tracing::info!("SIGHUP: configuration reloaded from {}", config_path.display());
+                        notify(&[sd_notify::NotifyState::Status("configuration reloaded")]);
+                    }
+                }
+            }
+            _ = dog.tick(), if watchdog.is_some() => notify(&[sd_notify::NotifyState::Watchdog]),
+            (result, secs) = async { match running.as_mut() { Some(f) => f.await, None => std::future::pending().await } }, if running.is_some() => {
+                running = None;
+                finished_run(&settings, &ipset, result, secs);
+                trim_heap();
+                if logs_dirty || manual_dirty {
+                    batch_at.get_or_insert_with(tokio::time::Instant::now);
+                }
+            }
+            changed = watch.changed() => {
+                match changed {
+                    Ok(paths) => {
+                        let mdir = manual_dir(&settings);
+                        for p in &paths {
+                            if *p == mdir { manual_dirty = true } else { logs_dirty = true }
+                        }
+                        if !paths.is_empty() {
+                            batch_at.get_or_insert_with(|| tokio::time::Instant::now() + BATCH);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!("inotify: {e}; log lines are read at the scheduled syncs only until a reload");
+                        watch = match inotify::LogWatch::new(&[], &[]) { Ok(w) => w, Err(_) => break };
+                    }
+                }
+            }
+            _ = async { match batch_ready { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } }, if batch_ready.is_some() => {
+                batch_at = None;
+                let _ = watch.drain();
+                let now = sync::unix_now();
+                if std::mem::take(&mut manual_dirty) {
+                    match crate::manual::apply_pending(&held, &settings, Some(&ipset), now) {
+                        Ok(Some(a)) => tracing::info!("manual: {}", a.requests.join("; ")),
+                        Ok(None) => {}
+                        Err(e) => tracing::error!("manual requests: {e:#}"),
+                    }
+                }
+                if std::mem::take(&mut logs_dirty) {
+                    match fast::detect_and_apply(&held, &settings, &ipset, now) {
+                        Ok(r) => {
+                            for e in &r.file_errors { tracing::warn!("asterisk: {e}"); }
+                            if !r.added.is_empty() || r.bans > 0 {
+                                tracing::info!(
+                                    "real time: {} lines, {} new bans, {} added to the kernel ({}), {} refused, {:.1} ms",
+                                    r.lines, r.bans, r.added.len(),
+                                    r.added.iter().map(crate::net::display_net).collect::<Vec<_>>().join(" "),
+                                    r.refused, r.millis
+                                );
+                            }
+                            if let Some(why) = r.needs_sync {
+                                tracing::info!("real time: {why}; starting a full sync");
+                                pending.get_or_insert(Job::Sync);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!("real-time detection failed: {e:#}; the next sync retries");
+                        }
+                    }
+                }
+            }
+            _ = tokio::time::sleep(sleep) => {
+                for job in timer.poll(schedule::wall_ms()) {
+                    match &pending {
+                        Some(Job::Sync) => {}
+                        _ => pending = Some(job),
+                    }
+                }
+            }
+        }
+    }
+    notify(&[sd_notify::NotifyState::Stopping]);
+    drop(running);
+    tracing::info!("sipban daemon stopped");
+    exit::OK
+}
+
+/// Log a finished run and write its metrics.
+fn finished_run(
+    settings: &Settings,
+    ipset: &Ipset,
+    result: Result<RunReport, SyncError>,
+    secs: f64,
+) {
+    match result {
+        Ok(report) => {
+            for e in &report.errors {
+                tracing::warn!("sync: {e}");
+            }
+            let sets: Vec<String> = report
+                .sets
+                .iter()
+                .map(|p| format!("{} {}/{}", p.set, p.after, p.cap))
+                .collect();
+            tracing::info!(
+                "sync {} in {:.2} s: {}",
+                report.outcome.label(),
+                secs,
+                sets.join(", ")
+            );
+            if let Err(e) = crate::metrics::after_run(settings, &report, secs, ipset) {
+                tracing::warn!("metrics: {e:#}");
+            }
+            let status = format!(
+                "last sync {} ({}); {}",
+                report.outcome.label(),
+                crate::inspect::fmt_time(report.finished),
+                sets.join(", ")
+            );
+            notify(&[sd_notify::NotifyState::Status(&status)]);
+            if report.outcome == Outcome::Failed {
+                tracing::error!("sync failed: the live sets were left as they were");
+            }
+        }
+        Err(e) => {
+            tracing::error!("sync failed: {e}; the live sets were left as they were");
+            notify(&[sd_notify::NotifyState::Status("last sync FAILED")]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_schedule_parses() {
+        assert_eq!(
+            DaemonSettings::default().sync_schedule.as_str(),
+            DEFAULT_SYNC_SCHEDULE
+        );
+    }
+
+    #[test]
+    fn feed_schedules_must_name_configured_feeds() {
+        let raw = RawDaemon {
+            sync_schedule: Some("*/5 * * * * *".into()),
+            feed_schedules: Some([("nope".to_string(), "0 0 * * * *".to_string())].into()),
+        };
+        let e = resolve(Some(raw), &[]).unwrap_err();
+        assert!(e.contains("`nope` is not a configured feed"), "{e}");
+        let raw = RawDaemon {
+            sync_schedule: Some("often".into()),
+            feed_schedules: None,
+        };
+        assert!(resolve(Some(raw), &[])
+            .unwrap_err()
+            .starts_with("sync_schedule:"));
+    }
+}

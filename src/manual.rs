@@ -1,0 +1,785 @@
+//! Manual control: `sipban ban IP [--ttl D]` and `sipban unban IP [--allow]`.
+//!
+//! * A **ban** is a mark of the built-in source `manual` in the `entries` table, like any
+//!   source's, with a priority above every configured source ([`PRIORITY`], "pinned": it is the
+//!   last to go over the cap). No feed refreshes it; it lives until its TTL (default
+//!   [`DEFAULT_TTL`], a year; the kernel timeout is capped at ipset's 24.8 days and every sync
+//!   refreshes it).
+//! * An **unban** removes every mark of that exact prefix and records an *unban* (a tombstone
+//!   with a time). Until a source lists the prefix *afresh*, its sightings are dropped before
+//!   decide: an additive source (Asterisk, APIBAN) lists it afresh with evidence newer than
+//!   the unban; a feed (a complete list) must first drop it from a download and list it again
+//!   later, so a feed that still lists it does not undo the unban an hour later. `--allow`
+//!   also adds a persistent allowlist entry ([`AllowReason::Manual`]); a later `sipban ban`
+//!   of the same prefix removes it again (the admin changed their mind).
+//!
+//! Requests travel as small JSON files in `state_dir/manual/` (written by rename), so they
+//! never race a run: whoever holds the run lock applies them, the command itself when it can
+//! take the lock, or the daemon, which watches the directory, or the next `sipban sync`.
+//! The command waits a few seconds for a running daemon to pick its request up.
+//!
+//! This module must never apply a ban that the allowlist or the own addresses forbid (decide
+//! is the judge), and never write the state without holding the run lock.
+
+use crate::config::{Settings, MAX_PRIORITY};
+use crate::decide::allow::{AllowReason, Allowlist};
+use crate::decide::plan::{self, CurrentSet};
+use crate::decide::{self, Input, NetMap, SourcePolicy};
+use crate::firewall::ipset::Ipset;
+use crate::lock::{self, LockError, RunLock};
+use crate::net::{self, Family};
+use crate::store::{RunCommit, Store};
+use crate::sync::{self, Sources};
+use anyhow::{Context, Result};
+use ipnet::IpNet;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The source name of manual bans.
+pub const SOURCE: &str = "manual";
+/// Above every configured source: manual bans are evicted last.
+pub const PRIORITY: u16 = MAX_PRIORITY + 1;
+/// `sipban ban` without `--ttl`: a year.
+pub const DEFAULT_TTL: u32 = 365 * 86_400;
+/// Where requests wait for the lock holder.
+pub const REQUEST_DIR: &str = "manual";
+/// How long `ban`/`unban` wait for a running daemon to apply a request.
+pub const DAEMON_WAIT: Duration = Duration::from_secs(10);
+/// At most this many unbans are remembered (the oldest go first).
+const MAX_UNBANS: usize = 65_536;
+
+/// The decide policy of manual bans: hosts and prefixes down to /8 (v4) and /16 (v6),
+/// private space included (the admin decides); the allowlist still wins.
+pub fn policy() -> SourcePolicy {
+    SourcePolicy {
+        name: SOURCE.to_string(),
+        priority: PRIORITY,
+        min_prefix_v4: 8,
+        min_prefix_v6: 16,
+        allow_private: true,
+    }
+}
+
+/// One manual request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Ban {
+        #[serde(with = "net_text")]
+        net: IpNet,
+        ttl: u32,
+        at: i64,
+    },
+    Unban {
+        #[serde(with = "net_text")]
+        net: IpNet,
+        allow: bool,
+        at: i64,
+    },
+}
+
+mod net_text {
+    use ipnet::IpNet;
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(n: &IpNet, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::net::display_net(n))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<IpNet, D::Error> {
+        let t = String::deserialize(d)?;
+        crate::net::parse_net(&t).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Request {
+    pub fn net(&self) -> IpNet {
+        match self {
+            Request::Ban { net, .. } | Request::Unban { net, .. } => *net,
+        }
+    }
+}
+
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Request::Ban { net, ttl, .. } => write!(
+                f,
+                "ban {} for {}",
+                net::display_net(net),
+                crate::config::human_duration(u64::from(*ttl))
+            ),
+            Request::Unban { net, allow, .. } => write!(
+                f,
+                "unban {}{}",
+                net::display_net(net),
+                if *allow { " and allowlist it" } else { "" }
+            ),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// request files
+
+fn request_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join(REQUEST_DIR)
+}
+
+/// Queue a request (atomically: temporary file, fsync, rename). Returns its path.
+pub fn queue(state_dir: &Path, req: &Request) -> Result<PathBuf> {
+    let dir = request_dir(state_dir);
+    std::fs::create_dir_all(&dir).with_context(|| {
+        format!(
+            "creating {} (manual bans need write access to the state: run as root)",
+            dir.display()
+        )
+    })?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let name = format!("{nanos:024}-{}.json", std::process::id());
+    let path = dir.join(&name);
+    let body = serde_json::to_vec(req).context("encoding the request")?;
+    crate::metrics::write_atomic(&path, &body)?;
+    Ok(path)
+}
+
+/// Queued requests, oldest first. Unreadable files are skipped with a warning (and left for
+/// the admin to look at).
+fn pending(state_dir: &Path) -> Result<Vec<(PathBuf, Request)>> {
+    let dir = request_dir(state_dir);
+    let rd = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    let mut out = Vec::new();
+    for ent in rd {
+        let ent = ent.with_context(|| format!("reading {}", dir.display()))?;
+        let path = ent.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        match std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<Request>(&b).map_err(|e| e.to_string()))
+        {
+            Ok(r) => out.push((path, r)),
+            Err(e) => tracing::warn!("skipping manual request {}: {e}", path.display()),
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// the state: unbans and the manual allowlist (tables of this module's own)
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS manual_unbans (
+        net TEXT PRIMARY KEY,
+        at INTEGER NOT NULL,
+        holders TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS manual_allowlist (
+        net TEXT PRIMARY KEY,
+        added INTEGER NOT NULL
+    );";
+
+fn has_table(conn: &Connection, name: &str) -> Result<bool> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [name],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+/// One unban: when, and the feeds that still listed the prefix then (they must drop it from
+/// a download before a later listing counts as afresh).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Unban {
+    pub at: i64,
+    pub holders: Vec<String>,
+}
+
+/// The remembered unbans, and the sightings they keep out.
+#[derive(Clone, Debug, Default)]
+pub struct Unbans {
+    map: NetMap<Unban>,
+    changed: Vec<IpNet>,
+    lifted: Vec<IpNet>,
+    /// Sightings dropped by [`Unbans::filter`].
+    pub dropped: usize,
+}
+
+impl Unbans {
+    pub fn load(conn: &Connection) -> Result<Unbans> {
+        let mut u = Unbans::default();
+        if !has_table(conn, "manual_unbans")? {
+            return Ok(u);
+        }
+        let mut stmt = conn.prepare("SELECT net, at, holders FROM manual_unbans")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let text: String = r.get(0)?;
+            let Ok(n) = net::parse_net(&text) else {
+                continue;
+            };
+            let holders: String = r.get(2)?;
+            u.map.insert(
+                n,
+                Unban {
+                    at: r.get(1)?,
+                    holders: serde_json::from_str(&holders).unwrap_or_default(),
+                },
+            );
+        }
+        Ok(u)
+    }
+
+    pub fn get(&self, n: &IpNet) -> Option<&Unban> {
+        self.map.get(n)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Drop the stored marks of unbanned prefixes that predate their unban. The unban deletes
+    /// the prefix's rows, but a feed's listing is stored packed (see `store`) and still holds
+    /// it until the feed is downloaded again; this keeps it out meanwhile. Returns how many
+    /// marks were dropped.
+    pub fn strip(&self, entries: &mut [crate::decide::Entry]) -> usize {
+        if self.map.is_empty() {
+            return 0;
+        }
+        let mut dropped = 0;
+        for e in entries.iter_mut() {
+            if let Some(u) = self.map.get(&e.net) {
+                let before = e.marks.len();
+                e.marks.retain(|m| m.last_seen > u.at);
+                dropped += before - e.marks.len();
+            }
+        }
+        dropped
+    }
+
+    /// Drop the sightings of unbanned prefixes that are not afresh, lift the unbans that are
+    /// listed afresh, and forget feeds that no longer list an unbanned prefix.
+    pub fn filter(&mut self, inputs: &mut [Input], sources: &Sources) {
+        if self.map.is_empty() {
+            return;
+        }
+        for input in inputs.iter_mut() {
+            let Some(policy) = sources.policies.get(input.source as usize) else {
+                continue;
+            };
+            let name = policy.name.as_str();
+            if input.complete {
+                let listed: decide::NetSet = input.sightings.iter().map(|s| s.net).collect();
+                for (n, u) in self.map.iter_mut() {
+                    if !listed.contains(n) && u.holders.iter().any(|h| h == name) {
+                        u.holders.retain(|h| h != name);
+                        self.changed.push(*n);
+                    }
+                }
+            }
+            let map = &self.map;
+            let mut lift = Vec::new();
+            let before = input.sightings.len();
+            input.sightings.retain(|s| match map.get(&s.net) {
+                None => true,
+                Some(u) if s.seen >= u.at && !u.holders.iter().any(|h| h == name) => {
+                    lift.push(s.net);
+                    true
+                }
+                Some(_) => false,
+            });
+            self.dropped += before - input.sightings.len();
+            for n in lift {
+                if self.map.remove(&n).is_some() {
+                    tracing::info!(
+                        "{} is listed afresh by {name}: its manual unban is lifted",
+                        net::display_net(&n)
+                    );
+                    self.lifted.push(n);
+                }
+            }
+        }
+    }
+
+    /// Persist what [`Unbans::filter`] changed (nothing when nothing changed).
+    pub fn save(&self, conn: &mut Connection) -> Result<()> {
+        if self.changed.is_empty() && self.lifted.is_empty() {
+            return Ok(());
+        }
+        let tx = conn.transaction()?;
+        tx.execute_batch(SCHEMA)?;
+        for n in &self.lifted {
+            tx.execute(
+                "DELETE FROM manual_unbans WHERE net = ?1",
+                [net::display_net(n)],
+            )?;
+        }
+        for n in &self.changed {
+            if let Some(u) = self.map.get(n) {
+                tx.execute(
+                    "UPDATE manual_unbans SET holders = ?2 WHERE net = ?1",
+                    params![net::display_net(n), serde_json::to_string(&u.holders)?],
+                )?;
+            }
+        }
+        tx.commit().context("saving manual unbans")?;
+        Ok(())
+    }
+}
+
+/// The manual allowlist from the saved state (empty without one). Read-only.
+pub fn allowlist(state_dir: &Path) -> Result<Vec<IpNet>> {
+    let Some(store) = Store::open_read_only(state_dir)? else {
+        return Ok(Vec::new());
+    };
+    allowlist_from(store.conn())
+}
+
+fn allowlist_from(conn: &Connection) -> Result<Vec<IpNet>> {
+    if !has_table(conn, "manual_allowlist")? {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare("SELECT net FROM manual_allowlist ORDER BY net")?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for r in rows {
+        if let Ok(n) = net::parse_net(&r?) {
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+/// Add the manual allowlist to `allow` (called by [`sync::base_allowlist`], so every run,
+/// `list` and `explain` see it). A state that cannot be read is a loud warning: the sync
+/// itself fails on it anyway.
+pub fn add_allowlist(state_dir: &Path, allow: &mut Allowlist) -> usize {
+    match allowlist(state_dir) {
+        Ok(nets) => {
+            for n in &nets {
+                allow.add(*n, AllowReason::Manual);
+            }
+            nets.len()
+        }
+        Err(e) => {
+            tracing::warn!("cannot read the manual allowlist: {e:#}");
+            0
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// applying requests
+
+/// What applying requests did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Applied {
+    pub requests: Vec<String>,
+    /// Kernel changes made right away (empty when the kernel was not touched).
+    pub kernel_added: Vec<String>,
+    pub kernel_deleted: Vec<String>,
+    /// Why the kernel was not changed now (the next sync applies the state).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_note: Option<String>,
+    /// For an unban: other entries that still cover the address (a feed's prefix, say).
+    pub still_covered_by: Vec<String>,
+}
+
+/// Apply queued requests to the state (one transaction, then the files are removed) and, when
+/// `ipset` is given, bring the kernel sets in line for the prefixes they touched. The caller
+/// holds the run lock.
+pub fn apply_pending(
+    _held: &RunLock,
+    settings: &Settings,
+    ipset: Option<&Ipset>,
+    now: i64,
+) -> Result<Option<Applied>> {
+    let reqs = pending(&settings.state_dir)?;
+    if reqs.is_empty() {
+        return Ok(None);
+    }
+    let mut store = Store::open(&settings.state_dir)?;
+    let sources = Sources::from_settings(settings);
+    let names = sources.names();
+    let index = sources.index();
+    if !index.contains_key(SOURCE) {
+        anyhow::bail!("internal: the manual source is not registered");
+    }
+    let mut applied = Applied::default();
+    let mut touched: Vec<IpNet> = Vec::new();
+    let mut unbanned: Vec<IpNet> = Vec::new();
+    {
+        let tx = store.conn_mut().transaction()?;
+        tx.execute_batch(SCHEMA)?;
+        for (_, req) in &reqs {
+            let n = req.net();
+            let text = net::display_net(&n);
+            touched.push(n);
+            applied.requests.push(req.to_string());
+            match req {
+                Request::Ban { ttl, at, .. } => {
+                    let expires = at.saturating_add(i64::from(*ttl));
+                    tx.execute(
+                        "INSERT INTO entries (net, source, first_seen, last_seen, expires)
+                         VALUES (?1, ?2, ?3, ?3, ?4)
+                         ON CONFLICT(net, source) DO UPDATE SET last_seen = ?3, expires = ?4",
+                        params![text, SOURCE, at, expires],
+                    )?;
+                    tx.execute("DELETE FROM manual_unbans WHERE net = ?1", [&text])?;
+                    tx.execute("DELETE FROM manual_allowlist WHERE net = ?1", [&text])?;
+                }
+                Request::Unban { allow, at, .. } => {
+                    unbanned.push(n);
+                    // Which feeds list it now: they must drop it before listing it afresh.
+                    let mut holders = Vec::new();
+                    {
+                        let mut q = tx.prepare(
+                            "SELECT source FROM entries WHERE net = ?1 AND expires > ?2",
+                        )?;
+                        let rows = q.query_map(params![text, now], |r| r.get::<_, String>(0))?;
+                        for r in rows {
+                            let s = r?;
+                            let is_feed = index
+                                .get(&s)
+                                .and_then(|&i| sources.kinds.get(i as usize))
+                                .is_some_and(|k| *k == "feed");
+                            if is_feed {
+                                holders.push(s);
+                            }
+                        }
+                    }
+                    tx.execute("DELETE FROM entries WHERE net = ?1", [&text])?;
+                    tx.execute(
+                        "INSERT INTO manual_unbans (net, at, holders) VALUES (?1, ?2, ?3)
+                         ON CONFLICT(net) DO UPDATE SET at = ?2, holders = ?3",
+                        params![text, at, serde_json::to_string(&holders)?],
+                    )?;
+                    if *allow {
+                        tx.execute(
+                            "INSERT INTO manual_allowlist (net, added) VALUES (?1, ?2)
+                             ON CONFLICT(net) DO NOTHING",
+                            params![text, at],
+                        )?;
+                    }
+                }
+            }
+        }
+        tx.execute(
+            "DELETE FROM manual_unbans WHERE net NOT IN
+               (SELECT net FROM manual_unbans ORDER BY at DESC LIMIT ?1)",
+            [MAX_UNBANS as i64],
+        )?;
+        tx.commit().context("saving manual requests")?;
+    }
+    for (path, _) in &reqs {
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!("cannot remove applied request {}: {e}", path.display());
+        }
+    }
+
+    // Bring the kernel in line, for the touched prefixes only (adds) and whatever the cap
+    // pushes out (deletes): the rest is the next sync's business, which also knows the feed
+    // servers to protect.
+    let mut entries = store.load_entries(&index)?;
+    Unbans::load(store.conn())?.strip(&mut entries);
+    for e in &entries {
+        let covers =
+            |t: &IpNet| e.net.prefix_len() < t.prefix_len() && e.net.contains(&t.network());
+        if unbanned.iter().any(covers) && e.marks.iter().any(|m| m.expires > now) {
+            applied.still_covered_by.push(format!(
+                "{} ({})",
+                net::display_net(&e.net),
+                e.marks
+                    .iter()
+                    .filter_map(|m| names.get(m.source as usize).cloned())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    let Some(ipset) = ipset else {
+        applied.kernel_note = Some("the kernel was not touched; the next sync applies it".into());
+        return Ok(Some(applied));
+    };
+    let mut summary = sync::AllowSummary::default();
+    let allow = sync::base_allowlist(settings, &mut summary);
+    let decision = decide::decide(
+        entries,
+        &[],
+        &sources.policies,
+        &allow,
+        sync::caps(settings),
+        now,
+    );
+    for family in [Family::V4, Family::V6] {
+        let spec = sync::set_spec(settings, family);
+        let current = match ipset.read(&spec.name) {
+            Ok(Some(k)) if k.header.matches(&spec) => CurrentSet {
+                exists: true,
+                compatible: true,
+                members: k.members,
+            },
+            Ok(_) => {
+                applied.kernel_note = Some(format!(
+                    "set {} does not exist yet or has another type; the next sync creates it",
+                    spec.name
+                ));
+                continue;
+            }
+            Err(e) => {
+                applied.kernel_note = Some(format!(
+                    "the kernel set is not readable ({e}); the change is saved in the state and applies at the next sync"
+                ));
+                break;
+            }
+        };
+        let cap = settings.sets.get(family).cap;
+        let p = plan::plan_family(
+            family,
+            &spec.name,
+            cap,
+            decision.desired(family),
+            decision.evicted(family),
+            &current,
+            now,
+        );
+        let adds: Vec<(IpNet, u32)> = p
+            .adds
+            .iter()
+            .chain(p.refreshes.iter())
+            .filter(|(n, _)| touched.contains(n))
+            .copied()
+            .collect();
+        if adds.is_empty() && p.dels.is_empty() {
+            continue;
+        }
+        // The kernel is about to change outside a sync: the mirror no longer describes it.
+        store.put_blob(crate::mirror::DIRTY_KEY, b"1")?;
+        match ipset.apply_diff(&spec, &adds, &p.dels) {
+            Ok(()) => {
+                applied
+                    .kernel_added
+                    .extend(adds.iter().map(|(n, _)| net::display_net(n)));
+                applied
+                    .kernel_deleted
+                    .extend(p.dels.iter().map(net::display_net));
+            }
+            Err(e) => {
+                applied.kernel_note = Some(format!(
+                    "changing set {} failed ({e}); the change is saved in the state and applies at the next sync",
+                    spec.name
+                ));
+            }
+        }
+    }
+    // Keep the state's entries in line with the decision (expired marks dropped), like a run.
+    store
+        .commit_run(&RunCommit {
+            entries: &decision.entries,
+            source_names: &names,
+            packed: &sources.packed(),
+            feeds: &[],
+            blobs: &[],
+            run: None,
+        })
+        .context("saving the state")?;
+    Ok(Some(applied))
+}
+
+/// How a command-line request ended.
+#[derive(Debug, Serialize)]
+#[serde(tag = "how", rename_all = "snake_case")]
+pub enum Outcome {
+    /// This command held the lock and applied it (and, as root, changed the kernel).
+    Applied(Applied),
+    /// A running daemon picked it up.
+    AppliedByDaemon { pid: Option<u32> },
+    /// Another run holds the lock and did not pick it up in time; it stays queued.
+    Queued { pid: Option<u32>, path: PathBuf },
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Applied(a) => {
+                for r in &a.requests {
+                    writeln!(f, "{r}: saved")?;
+                }
+                for n in &a.kernel_added {
+                    writeln!(f, "  kernel: added {n}")?;
+                }
+                for n in &a.kernel_deleted {
+                    writeln!(f, "  kernel: removed {n}")?;
+                }
+                if let Some(note) = &a.kernel_note {
+                    writeln!(f, "  {note}")?;
+                }
+                for c in &a.still_covered_by {
+                    writeln!(
+                        f,
+                        "  note: still covered by {c}; `unban --allow` carves it out"
+                    )?;
+                }
+                Ok(())
+            }
+            Outcome::AppliedByDaemon { pid } => match pid {
+                Some(p) => writeln!(f, "applied by the running sipban daemon (pid {p})"),
+                None => writeln!(f, "applied by the running sipban daemon"),
+            },
+            Outcome::Queued { pid, path } => writeln!(
+                f,
+                "queued as {}: another sipban run{} holds the lock; it applies at the next sync",
+                path.display(),
+                pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// `sipban ban` / `sipban unban`: queue the request, then apply it under the lock, or let the
+/// daemon that holds the lock apply it.
+pub fn submit(settings: &Settings, req: &Request, now: i64) -> Result<Outcome> {
+    let path = queue(&settings.state_dir, req)?;
+    match lock::acquire(&settings.state_dir) {
+        Ok(held) => {
+            let ipset = Ipset::new();
+            let a = apply_pending(&held, settings, Some(&ipset), now)?.unwrap_or_default();
+            Ok(Outcome::Applied(a))
+        }
+        Err(LockError::Busy { holder, .. }) => {
+            let t = std::time::Instant::now();
+            while t.elapsed() < DAEMON_WAIT {
+                if !path.exists() {
+                    return Ok(Outcome::AppliedByDaemon { pid: holder });
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(Outcome::Queued { pid: holder, path })
+        }
+        Err(e) => Err(anyhow::Error::new(e)),
+    }
+}
+
+/// Parse `IP` or `IP/LEN` from the command line.
+pub fn parse_target(text: &str) -> Result<IpNet, String> {
+    net::parse_net(text).map_err(|e| format!("`{text}` is not an address or prefix: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Sighting;
+
+    fn n(t: &str) -> IpNet {
+        net::parse_net(t).unwrap()
+    }
+
+    fn sources() -> Sources {
+        let feed = SourcePolicy {
+            name: "feed".into(),
+            priority: 50,
+            min_prefix_v4: 16,
+            min_prefix_v6: 32,
+            allow_private: false,
+        };
+        let ast = SourcePolicy {
+            name: "asterisk".into(),
+            ..feed.clone()
+        };
+        Sources {
+            policies: vec![feed, ast, policy()],
+            kinds: vec!["feed", "asterisk", "manual"],
+        }
+    }
+
+    fn input(source: u16, complete: bool, nets: &[&str], seen: i64) -> Input {
+        Input {
+            source,
+            complete,
+            sightings: nets
+                .iter()
+                .map(|t| Sighting {
+                    net: n(t),
+                    seen,
+                    ttl: 3600,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn an_unban_holds_until_the_feed_drops_and_relists_or_new_evidence_arrives() {
+        let mut u = Unbans::default();
+        u.map.insert(
+            n("45.0.0.1/32"),
+            Unban {
+                at: 1000,
+                holders: vec!["feed".into()],
+            },
+        );
+        u.map.insert(
+            n("45.0.0.2/32"),
+            Unban {
+                at: 1000,
+                holders: vec![],
+            },
+        );
+        let s = sources();
+        // The feed still lists 45.0.0.1: kept out. Asterisk evidence older than the unban for
+        // 45.0.0.2: kept out.
+        let mut inputs = vec![
+            input(0, true, &["45.0.0.1", "45.9.9.9"], 2000),
+            input(1, false, &["45.0.0.2"], 999),
+        ];
+        u.filter(&mut inputs, &s);
+        assert_eq!(inputs[0].sightings.len(), 1);
+        assert!(inputs[1].sightings.is_empty());
+        assert_eq!(u.dropped, 2);
+        assert_eq!(u.len(), 2);
+        // The feed drops it: no longer a holder, still unbanned.
+        let mut inputs = vec![input(0, true, &["45.9.9.9"], 3000)];
+        u.filter(&mut inputs, &s);
+        assert!(u.get(&n("45.0.0.1/32")).unwrap().holders.is_empty());
+        // It lists it again: afresh, lifted. Fresh Asterisk evidence lifts the other.
+        let mut inputs = vec![
+            input(0, true, &["45.0.0.1", "45.9.9.9"], 4000),
+            input(1, false, &["45.0.0.2"], 1001),
+        ];
+        u.filter(&mut inputs, &s);
+        assert_eq!(inputs[0].sightings.len(), 2);
+        assert_eq!(inputs[1].sightings.len(), 1);
+        assert!(u.is_empty());
+        assert_eq!(u.lifted.len(), 2);
+    }
+
+    #[test]
+    fn requests_round_trip_as_json() {
+        let r = Request::Unban {
+            net: n("2001:db8::1"),
+            allow: true,
+            at: 5,
+        };
+        let t = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            t,
+            r#"{"op":"unban","net":"2001:db8::1","allow":true,"at":5}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&t).unwrap(), r);
+    }
+}

@@ -1,0 +1,358 @@
+//! Metrics after each run: a node_exporter textfile (Prometheus text format 0.0.4) and a JSON
+//! run summary (`state_dir/last-run.json`), both replaced atomically (a temporary file in the
+//! same directory, fsync, rename), so a scraper never reads half a file.
+//!
+//! Names follow Prometheus conventions: `sipban_` prefix, base units in the name (`_seconds`,
+//! `_timestamp_seconds`), `_total` only on counters, one `# HELP`/`# TYPE` per family. The
+//! numbers come from [`crate::status`], so `sipban status` and the metrics agree.
+//!
+//! This module must never put a secret, an address list or free text other than source and
+//! set names into a metric (label values are escaped).
+
+use crate::status::Status;
+use crate::sync::RunReport;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+/// The JSON run summary in the state directory.
+pub const LAST_RUN_FILE: &str = "last-run.json";
+
+/// `metrics:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// node_exporter textfile collector file, e.g.
+    /// `/var/lib/prometheus/node-exporter/sipban.prom`.
+    pub textfile: Option<PathBuf>,
+}
+
+/// Resolved `metrics:`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MetricsSettings {
+    pub textfile: Option<PathBuf>,
+}
+
+pub fn resolve(raw: Option<RawMetrics>) -> Result<MetricsSettings, String> {
+    let raw = raw.unwrap_or_default();
+    if let Some(p) = &raw.textfile {
+        if !p.is_absolute() {
+            return Err(format!(
+                "textfile `{}` must be an absolute path",
+                p.display()
+            ));
+        }
+        if p.extension().is_none_or(|e| e != "prom") {
+            return Err(format!(
+                "textfile `{}` must end in .prom (node_exporter reads only those)",
+                p.display()
+            ));
+        }
+    }
+    Ok(MetricsSettings {
+        textfile: raw.textfile,
+    })
+}
+
+/// Replace `path` with `bytes` atomically: write `.<name>.tmp.<pid>` in the same directory,
+/// fsync it, rename it over `path`, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::anyhow!("writing {}: {e}", path.display())
+    })
+}
+
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{k}=\"{}\"", esc(v));
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+}
+
+/// The textfile for a status; `duration` is the last run's precise duration when the caller
+/// measured it (otherwise whole seconds from the run history).
+pub fn render(st: &Status, duration: Option<f64>) -> String {
+    let mut o = Out(String::new());
+    if let Some(r) = &st.last_run {
+        o.family(
+            "sipban_last_run_timestamp_seconds",
+            "gauge",
+            "When the last sync run finished (Unix time).",
+        );
+        o.sample("sipban_last_run_timestamp_seconds", &[], r.finished as f64);
+        o.family(
+            "sipban_last_run_duration_seconds",
+            "gauge",
+            "How long the last sync run took.",
+        );
+        o.sample(
+            "sipban_last_run_duration_seconds",
+            &[],
+            duration.unwrap_or((r.finished - r.started).max(0) as f64),
+        );
+        o.family(
+            "sipban_last_run_outcome",
+            "gauge",
+            "Outcome of the last sync run: 1 for the outcome it had (ok, partial: a source failed, failed: nothing applied).",
+        );
+        for oc in ["ok", "partial", "failed"] {
+            let v = if r.outcome == oc { 1.0 } else { 0.0 };
+            o.sample("sipban_last_run_outcome", &[("outcome", oc)], v);
+        }
+    }
+    o.family(
+        "sipban_source_entries",
+        "gauge",
+        "Unexpired entries each source holds in the state (before the allowlist and the cap).",
+    );
+    for s in &st.sources {
+        o.sample(
+            "sipban_source_entries",
+            &[("source", &s.name), ("kind", &s.kind)],
+            s.entries as f64,
+        );
+    }
+    o.family(
+        "sipban_source_in_set_entries",
+        "gauge",
+        "Entries of each source that were in a kernel set after the last run.",
+    );
+    for s in &st.sources {
+        if let Some(n) = s.in_set {
+            o.sample(
+                "sipban_source_in_set_entries",
+                &[("source", &s.name)],
+                n as f64,
+            );
+        }
+    }
+    o.family(
+        "sipban_source_last_success_timestamp_seconds",
+        "gauge",
+        "When each source was last read successfully (Unix time).",
+    );
+    for s in &st.sources {
+        if let Some(t) = s.last_success {
+            o.sample(
+                "sipban_source_last_success_timestamp_seconds",
+                &[("source", &s.name)],
+                t as f64,
+            );
+        }
+    }
+    o.family(
+        "sipban_source_staleness_seconds",
+        "gauge",
+        "Seconds since each source was last read successfully.",
+    );
+    for s in &st.sources {
+        if let Some(a) = s.staleness_seconds {
+            o.sample(
+                "sipban_source_staleness_seconds",
+                &[("source", &s.name)],
+                a as f64,
+            );
+        }
+    }
+    o.family(
+        "sipban_source_consecutive_failures",
+        "gauge",
+        "Failed fetches or reads of each source since its last success.",
+    );
+    for s in &st.sources {
+        o.sample(
+            "sipban_source_consecutive_failures",
+            &[("source", &s.name)],
+            f64::from(s.consecutive_failures),
+        );
+    }
+    o.family(
+        "sipban_set_entries",
+        "gauge",
+        "Entries in each kernel set (from the last run when the kernel cannot be read).",
+    );
+    for s in &st.sets {
+        if let Some(n) = s.entries {
+            o.sample(
+                "sipban_set_entries",
+                &[("set", &s.name), ("family", s.family.label())],
+                n as f64,
+            );
+        }
+    }
+    o.family(
+        "sipban_set_max_entries",
+        "gauge",
+        "The cap of each kernel set, enforced by sipban before the kernel sees a batch.",
+    );
+    for s in &st.sets {
+        o.sample(
+            "sipban_set_max_entries",
+            &[("set", &s.name), ("family", s.family.label())],
+            f64::from(s.cap),
+        );
+    }
+    o.family(
+        "sipban_set_evicted_entries",
+        "gauge",
+        "Candidates left out of each set over its cap in the last run.",
+    );
+    for s in &st.sets {
+        o.sample(
+            "sipban_set_evicted_entries",
+            &[("set", &s.name), ("family", s.family.label())],
+            s.evicted as f64,
+        );
+    }
+    o.family(
+        "sipban_manual_bans",
+        "gauge",
+        "Unexpired manual bans (sipban ban).",
+    );
+    o.sample("sipban_manual_bans", &[], st.manual.bans as f64);
+    o.family(
+        "sipban_manual_unbans",
+        "gauge",
+        "Manual unbans still keeping an address out (sipban unban).",
+    );
+    o.sample("sipban_manual_unbans", &[], st.manual.unbans as f64);
+    o.family(
+        "sipban_manual_allowlist_entries",
+        "gauge",
+        "Entries of the manual allowlist (sipban unban --allow).",
+    );
+    o.sample(
+        "sipban_manual_allowlist_entries",
+        &[],
+        st.manual.allowlist as f64,
+    );
+    if let Some(q) = &st.report_queue {
+        o.family(
+            "sipban_reports_queued",
+            "gauge",
+            "Upstream reports waiting to be sent.",
+        );
+        o.sample("sipban_reports_queued", &[], q.queued as f64);
+        o.family(
+            "sipban_reports_sent_total",
+            "counter",
+            "Upstream reports sent.",
+        );
+        o.sample("sipban_reports_sent_total", &[], q.sent as f64);
+    }
+    o.0
+}
+
+/// After a real run: `state_dir/last-run.json`, and the textfile when configured. Failures are
+/// returned for the caller to log; they never change the run's outcome.
+pub fn after_run(
+    settings: &crate::config::Settings,
+    report: &RunReport,
+    duration: f64,
+    ipset: &crate::firewall::ipset::Ipset,
+) -> Result<()> {
+    let mut summary = report.summary_json();
+    if let Some(m) = summary.as_object_mut() {
+        m.insert("started".into(), report.started.into());
+        m.insert("finished".into(), report.finished.into());
+        m.insert(
+            "duration_seconds".into(),
+            serde_json::Value::from((duration * 1000.0).round() / 1000.0),
+        );
+    }
+    let json = serde_json::to_vec_pretty(&summary).context("encoding the run summary")?;
+    write_atomic(&settings.state_dir.join(LAST_RUN_FILE), &json)?;
+    write_textfile(settings, Some(duration), ipset)
+}
+
+/// Write the textfile from the current status (when `metrics.textfile` is set).
+pub fn write_textfile(
+    settings: &crate::config::Settings,
+    duration: Option<f64>,
+    ipset: &crate::firewall::ipset::Ipset,
+) -> Result<()> {
+    let Some(path) = &settings.metrics.textfile else {
+        return Ok(());
+    };
+    let st = crate::status::gather(settings, ipset, crate::sync::unix_now())?;
+    write_atomic(path, render(&st, duration).as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.prom");
+        write_atomic(&p, b"one\n").unwrap();
+        write_atomic(&p, b"two\n").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert!(write_atomic(&dir.path().join("missing/x.prom"), b"").is_err());
+    }
+
+    #[test]
+    fn textfile_settings_are_checked() {
+        assert!(resolve(Some(RawMetrics {
+            textfile: Some("rel.prom".into())
+        }))
+        .is_err());
+        assert!(resolve(Some(RawMetrics {
+            textfile: Some("/x/sipban.txt".into())
+        }))
+        .is_err());
+        assert!(resolve(None).unwrap().textfile.is_none());
+    }
+}

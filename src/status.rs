@@ -1,0 +1,341 @@
+//! `sipban status [--json]`: how sipban is doing, in one screen. It is also the data behind
+//! the Prometheus textfile ([`crate::metrics`]), so both always tell the same story.
+//!
+//! Everything comes from the saved state (last run and its summary, per-source marks, feed
+//! metadata, manual bans and unbans) plus, when readable, the kernel sets' headers (one cheap
+//! `ipset list -t` per set). This module must never write anything and never touch the network.
+
+use crate::config::{human_duration, Settings};
+use crate::firewall::ipset::Ipset;
+use crate::inspect::fmt_time;
+use crate::net::Family;
+use crate::store::Store;
+use crate::sync::Sources;
+use anyhow::Result;
+use rusqlite::{Connection, OptionalExtension};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fmt;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    pub now: i64,
+    pub state: String,
+    pub has_state: bool,
+    pub last_run: Option<LastRun>,
+    pub sources: Vec<SourceStatus>,
+    pub sets: Vec<SetStatus>,
+    pub manual: ManualStatus,
+    /// Upstream report queue (issue 6); `None` until that feature keeps one in the state.
+    pub report_queue: Option<ReportQueue>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LastRun {
+    pub started: i64,
+    pub finished: i64,
+    pub outcome: String,
+    pub errors: Vec<String>,
+    /// Runs kept in the history.
+    pub runs_recorded: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SourceStatus {
+    pub name: String,
+    pub kind: String,
+    pub priority: u16,
+    /// Unexpired marks of this source in the state.
+    pub entries: u64,
+    /// Of the last run's entries, how many were in a kernel set.
+    pub in_set: Option<u64>,
+    /// The last time the source was read successfully (feeds: downloaded or not modified).
+    pub last_success: Option<i64>,
+    pub staleness_seconds: Option<i64>,
+    pub consecutive_failures: u32,
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SetStatus {
+    pub family: Family,
+    pub name: String,
+    pub cap: u32,
+    /// Entries in the kernel set now, or (when it cannot be read) after the last run.
+    pub entries: Option<u64>,
+    pub from_kernel: bool,
+    /// Candidates that did not fit under the cap in the last run.
+    pub evicted: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ManualStatus {
+    pub bans: u64,
+    pub unbans: u64,
+    pub allowlist: u64,
+    /// Requests waiting for the lock holder.
+    pub queued: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ReportQueue {
+    pub queued: u64,
+    pub sent: u64,
+}
+
+fn table_exists(conn: &Connection, name: &str) -> bool {
+    conn.query_row(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
+        |_| Ok(()),
+    )
+    .optional()
+    .ok()
+    .flatten()
+    .is_some()
+}
+
+fn count(conn: &Connection, sql: &str, p: impl rusqlite::Params) -> u64 {
+    conn.query_row(sql, p, |r| r.get::<_, i64>(0))
+        .map(|v| v.max(0) as u64)
+        .unwrap_or(0)
+}
+
+/// Gather the status. `ipset` is asked for set headers; without access the last run's
+/// numbers are shown instead.
+pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
+    let store = Store::open_read_only(&settings.state_dir)?;
+    let sources = Sources::from_settings(settings);
+    let mut st = Status {
+        now,
+        state: Store::db_path(&settings.state_dir).display().to_string(),
+        has_state: store.is_some(),
+        last_run: None,
+        sources: Vec::new(),
+        sets: Vec::new(),
+        manual: ManualStatus::default(),
+        report_queue: None,
+    };
+    let mut summary = serde_json::Value::Null;
+    let mut per_source_entries: HashMap<String, u64> = HashMap::new();
+    let mut metas = HashMap::new();
+    let mut last_ok: HashMap<String, i64> = HashMap::new();
+    if let Some(s) = &store {
+        let conn = s.conn();
+        if let Some(r) = s.last_run()? {
+            summary = serde_json::from_str(&r.summary).unwrap_or(serde_json::Value::Null);
+            st.last_run = Some(LastRun {
+                started: r.started,
+                finished: r.finished,
+                outcome: r.outcome,
+                errors: summary["errors"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|e| e.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                runs_recorded: count(conn, "SELECT COUNT(*) FROM runs", []),
+            });
+        }
+        // Through the store's loader: feeds are kept packed, not as rows.
+        let sources = crate::sync::Sources::from_settings(settings);
+        let names = sources.names();
+        for e in s.load_entries(&sources.index())? {
+            for m in e.marks.iter().filter(|m| m.expires > now) {
+                if let Some(name) = names.get(m.source as usize) {
+                    *per_source_entries.entry(name.clone()).or_default() += 1;
+                }
+            }
+        }
+        metas = s.feed_metas()?;
+        // Non-feed sources: the last run whose errors do not name them.
+        let mut q =
+            conn.prepare("SELECT finished, summary FROM runs ORDER BY id DESC LIMIT 200")?;
+        let rows = q.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        for r in rows {
+            let (finished, text) = r?;
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if v["outcome"] == "failed" {
+                continue;
+            }
+            let errors: Vec<&str> = v["errors"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|e| e.as_str()).collect())
+                .unwrap_or_default();
+            for p in &sources.policies {
+                let prefix = format!("{}:", p.name);
+                if !last_ok.contains_key(&p.name) && !errors.iter().any(|e| e.starts_with(&prefix))
+                {
+                    last_ok.insert(p.name.clone(), finished);
+                }
+            }
+        }
+        st.manual.bans = per_source_entries
+            .get(crate::manual::SOURCE)
+            .copied()
+            .unwrap_or(0);
+        if table_exists(conn, "manual_unbans") {
+            st.manual.unbans = count(conn, "SELECT COUNT(*) FROM manual_unbans", []);
+        }
+        if table_exists(conn, "manual_allowlist") {
+            st.manual.allowlist = count(conn, "SELECT COUNT(*) FROM manual_allowlist", []);
+        }
+        st.report_queue = report_queue(conn);
+    }
+    st.manual.queued = std::fs::read_dir(settings.state_dir.join(crate::manual::REQUEST_DIR))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                .count() as u64
+        })
+        .unwrap_or(0);
+
+    let last_sources = summary["sources"].as_array().cloned().unwrap_or_default();
+    for (p, kind) in sources.policies.iter().zip(&sources.kinds) {
+        let last = last_sources.iter().find(|s| s["name"] == p.name.as_str());
+        let in_set = last.and_then(|s| s["counts"]["in_set"].as_u64());
+        let (last_success, failures, last_error) = match metas.get(&p.name) {
+            Some(m) => (m.last_success, m.consecutive_failures, m.last_error.clone()),
+            None if *kind == "manual" => (None, 0, None),
+            None => {
+                let prefix = format!("{}:", p.name);
+                let err = st
+                    .last_run
+                    .as_ref()
+                    .and_then(|r| r.errors.iter().find(|e| e.starts_with(&prefix)).cloned());
+                (last_ok.get(&p.name).copied(), u32::from(err.is_some()), err)
+            }
+        };
+        st.sources.push(SourceStatus {
+            name: p.name.clone(),
+            kind: kind.to_string(),
+            priority: p.priority,
+            entries: per_source_entries.get(&p.name).copied().unwrap_or(0),
+            in_set,
+            last_success,
+            staleness_seconds: last_success.map(|t| (now - t).max(0)),
+            consecutive_failures: failures,
+            last_error,
+        });
+    }
+
+    let last_sets = summary["sets"].as_array().cloned().unwrap_or_default();
+    for family in [Family::V4, Family::V6] {
+        let s = settings.sets.get(family);
+        let last = last_sets.iter().find(|x| x["set"] == s.name.as_str());
+        let (entries, from_kernel) = match ipset.header(&s.name) {
+            Ok(Some((_, n))) => (Some(n as u64), true),
+            Ok(None) => (Some(0), true),
+            Err(_) => (last.and_then(|x| x["after"].as_u64()), false),
+        };
+        st.sets.push(SetStatus {
+            family,
+            name: s.name.clone(),
+            cap: s.cap,
+            entries,
+            from_kernel,
+            evicted: last.and_then(|x| x["evicted"].as_u64()).unwrap_or(0),
+        });
+    }
+    Ok(st)
+}
+
+/// HOOK for the upstream report queue (issue 6, written elsewhere): it is shown only once
+/// that feature keeps a table in the state. Until its schema is merged this says nothing
+/// rather than guessing what its rows mean.
+fn report_queue(conn: &Connection) -> Option<ReportQueue> {
+    let _ = conn;
+    None
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.has_state {
+            writeln!(
+                f,
+                "no saved state at {} yet: run `sipban sync` first",
+                self.state
+            )?;
+        }
+        match &self.last_run {
+            Some(r) => {
+                writeln!(
+                    f,
+                    "last run: {} at {} ({} ago), took {}s",
+                    r.outcome,
+                    fmt_time(r.finished),
+                    human_duration((self.now - r.finished).max(0) as u64),
+                    (r.finished - r.started).max(0)
+                )?;
+                for e in &r.errors {
+                    writeln!(f, "  error: {e}")?;
+                }
+            }
+            None => writeln!(f, "last run: none recorded")?,
+        }
+        writeln!(f, "\nsets:")?;
+        for s in &self.sets {
+            let n = s
+                .entries
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "?".into());
+            writeln!(
+                f,
+                "  {:<16} {} of cap {}{}{}",
+                s.name,
+                n,
+                s.cap,
+                if s.from_kernel {
+                    ""
+                } else {
+                    " (from the last run: kernel not readable)"
+                },
+                if s.evicted > 0 {
+                    format!(", {} evicted over the cap", s.evicted)
+                } else {
+                    String::new()
+                }
+            )?;
+        }
+        writeln!(f, "\nsources:")?;
+        for s in &self.sources {
+            let fresh = match (s.last_success, s.staleness_seconds) {
+                (Some(_), Some(age)) => format!("last good {} ago", human_duration(age as u64)),
+                _ if s.kind == "manual" => "set by hand".to_string(),
+                _ => "never read successfully".to_string(),
+            };
+            writeln!(
+                f,
+                "  {:<20} {:<8} prio {:<4} {} entries{}, {fresh}",
+                s.name,
+                s.kind,
+                s.priority,
+                s.entries,
+                s.in_set
+                    .map(|n| format!(" ({n} in set)"))
+                    .unwrap_or_default()
+            )?;
+            if s.consecutive_failures > 0 {
+                writeln!(
+                    f,
+                    "  {:<20} FAILING ({} in a row): {}",
+                    "",
+                    s.consecutive_failures,
+                    s.last_error.as_deref().unwrap_or("?")
+                )?;
+            }
+        }
+        let m = &self.manual;
+        writeln!(
+            f,
+            "\nmanual: {} bans, {} unbans holding, {} allowlisted, {} requests queued",
+            m.bans, m.unbans, m.allowlist, m.queued
+        )?;
+        if let Some(q) = &self.report_queue {
+            writeln!(f, "reports: {} queued, {} sent", q.queued, q.sent)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,286 @@
+//! `sipban run` end to end, each test in its own network namespace: the real binary, real
+//! `ipset`, real SQLite, real inotify. Latencies are measured and printed; the one bound the
+//! issue sets (a detection in the kernel set within 1 s of its log line) is asserted.
+
+mod common;
+
+use common::netns::run_in;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sipban"))
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// An Asterisk log line at `t` (UTC; the daemon runs with TZ=UTC).
+fn asterisk_line(t: i64, ip: &str) -> String {
+    let stamp = sipban::inspect::fmt_time(t).replace(" UTC", "");
+    format!("[{stamp}] NOTICE[4102] chan_sip.c: Registration from '<sip:100@pbx>' failed for '{ip}:5060' - Wrong password\n")
+}
+
+fn config(dir: &Path, schedule: &str, extra: &str) -> String {
+    format!(
+        "state_dir: {state}\nsets:\n  v4: {{ name: t4, cap: 1000 }}\n  v6: {{ name: t6, cap: 1000 }}\nallowlist: [45.9.9.9]\nasterisk:\n  logs: [{log}]\n  maxretry: 1\n  bantime: 1h\ndaemon:\n  sync_schedule: \"{schedule}\"\n{extra}",
+        state = dir.join("state").display(),
+        log = dir.join("messages").display(),
+    )
+}
+
+struct Daemon {
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &Path) -> Daemon {
+        let stderr = dir.join("daemon.log");
+        let child = Command::new(bin())
+            .args(["run", "-vv", "--config"])
+            .arg(dir.join("config.yaml"))
+            .env("TZ", "UTC")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon { child, stderr }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: sending a signal to our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// Wait for `what` in the log, or panic with the log.
+    fn wait_log(&self, what: &str, timeout: Duration) {
+        let t = Instant::now();
+        while t.elapsed() < timeout {
+            if self.log().contains(what) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no `{what}` after {timeout:?}; daemon log:\n{}", self.log());
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        let t = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "SIGTERM did not stop the daemon; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn in_set(set: &str, ip: &str) -> bool {
+    Command::new("ipset")
+        .args(["test", set, ip])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+fn append(path: &Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// Wait for `ip` in `set`; the time it took.
+fn wait_in_set(set: &str, ip: &str, timeout: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < timeout {
+        if in_set(set, ip) {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+#[test]
+fn a_log_line_reaches_the_kernel_set_within_one_second() {
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("messages"), "").unwrap();
+        // Full syncs once a year: every detection below goes through the fast path.
+        std::fs::write(
+            dir.path().join("config.yaml"),
+            config(dir.path(), "0 0 0 1 1 *", ""),
+        )
+        .unwrap();
+        let d = Daemon::start(dir.path());
+        d.wait_log("sync ok", Duration::from_secs(30));
+        let log = dir.path().join("messages");
+        let mut lat = Vec::new();
+        for i in 0..20 {
+            let ip = format!("45.1.0.{}", i + 1);
+            let t = Instant::now();
+            append(&log, &asterisk_line(now(), &ip));
+            let Some(_) = wait_in_set("t4", &ip, Duration::from_secs(5)) else {
+                panic!("{ip} not in the set after 5 s; log:\n{}", d.log());
+            };
+            lat.push(t.elapsed());
+            // A pause between lines, so each one is its own burst.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // A burst of 50 lines at once is batched (fewer passes than lines) and lands too.
+        let t = Instant::now();
+        let burst: String = (0..50)
+            .map(|i| asterisk_line(now(), &format!("45.2.0.{}", i + 1)))
+            .collect();
+        append(&log, &burst);
+        let burst_lat = wait_in_set("t4", "45.2.0.50", Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("burst not applied; log:\n{}", d.log()));
+        let _ = t;
+        // The allowlist holds in the fast path too (invariant 1).
+        append(&log, &asterisk_line(now(), "45.9.9.9"));
+        std::thread::sleep(Duration::from_millis(600));
+        assert!(!in_set("t4", "45.9.9.9"), "allowlisted address banned");
+
+        lat.sort();
+        let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
+        let mean = lat.iter().map(ms).sum::<f64>() / lat.len() as f64;
+        eprintln!(
+            "log line -> kernel set over {} lines: min {:.0} ms, median {:.0} ms, mean {:.0} ms, max {:.0} ms; burst of 50: {:.0} ms",
+            lat.len(),
+            ms(&lat[0]),
+            ms(&lat[lat.len() / 2]),
+            mean,
+            ms(&lat[lat.len() - 1]),
+            ms(&burst_lat)
+        );
+        assert!(
+            lat[lat.len() - 1] < Duration::from_secs(1),
+            "slowest detection took {:?} (bound: 1 s); all: {lat:?}",
+            lat[lat.len() - 1]
+        );
+        let passes = d.log().matches("real time:").count();
+        assert!(
+            passes <= 30,
+            "bursts are not batched: {passes} passes for 20 lines and one burst"
+        );
+        assert!(d.stop().success());
+    });
+}
+
+#[test]
+fn a_per_second_schedule_fires_at_least_three_times_in_a_row() {
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("messages"), "").unwrap();
+        std::fs::write(
+            dir.path().join("config.yaml"),
+            config(dir.path(), "* * * * * *", ""),
+        )
+        .unwrap();
+        let d = Daemon::start(dir.path());
+        d.wait_log("sync ok", Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(5500));
+        let status = d.stop();
+        assert!(status.success(), "{status:?}");
+        let db = rusqlite::Connection::open(dir.path().join("state/state.db")).unwrap();
+        let started: Vec<i64> = db
+            .prepare("SELECT started FROM runs ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        // The longest streak of runs one second apart.
+        let mut best = 1;
+        let mut cur = 1;
+        for w in started.windows(2) {
+            cur = if w[1] - w[0] == 1 { cur + 1 } else { 1 };
+            best = best.max(cur);
+        }
+        eprintln!("runs started at {started:?}: longest streak {best} s");
+        assert!(
+            best >= 3,
+            "runs at {started:?}; log:\n{}",
+            d_log(dir.path())
+        );
+    });
+}
+
+fn d_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
+}
+
+#[test]
+fn sighup_with_a_broken_config_keeps_running_on_the_old_one() {
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("messages"), "").unwrap();
+        let cfg = dir.path().join("config.yaml");
+        std::fs::write(&cfg, config(dir.path(), "0 0 0 1 1 *", "")).unwrap();
+        let d = Daemon::start(dir.path());
+        d.wait_log("sync ok", Duration::from_secs(30));
+        // While the daemon runs, a one-shot sync (cron, the timer) exits at once with code 4.
+        let o = Command::new(bin())
+            .args(["sync", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(4), "{o:?}");
+
+        std::fs::write(&cfg, "sets: [this is not a mapping\n").unwrap();
+        d.signal(libc::SIGHUP);
+        d.wait_log("keeping the running one", Duration::from_secs(10));
+        // Still alive, still on the old config: a detection still lands, with the old bantime.
+        append(
+            &dir.path().join("messages"),
+            &asterisk_line(now(), "45.3.3.3"),
+        );
+        assert!(
+            wait_in_set("t4", "45.3.3.3", Duration::from_secs(5)).is_some(),
+            "log:\n{}",
+            d.log()
+        );
+        // A good config is taken: the new schedule shows in the log.
+        std::fs::write(&cfg, config(dir.path(), "0 0 0 2 1 *", "")).unwrap();
+        d.signal(libc::SIGHUP);
+        d.wait_log("configuration reloaded", Duration::from_secs(10));
+        let status = d.stop();
+        assert!(status.success(), "{status:?}");
+        assert!(d_log(dir.path()).contains("SIGTERM: stopping"));
+    });
+}

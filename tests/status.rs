@@ -1,0 +1,183 @@
+//! `sipban status`, `ban` and `unban` end to end in a private network namespace: the real
+//! binary, real `ipset`, real SQLite.
+
+mod common;
+
+use common::netns::run_in;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sipban"))
+}
+
+fn sipban(dir: &Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .arg("--config")
+        .arg(dir.join("config.yaml"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sipban")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn ok(dir: &Path, args: &[&str]) -> Output {
+    let o = sipban(dir, args);
+    assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o));
+    o
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", text(o)))
+}
+
+fn members(set: &str) -> Vec<String> {
+    let mut v: Vec<String> = sipban::firewall::ipset::Ipset::new()
+        .read(set)
+        .unwrap()
+        .map(|k| k.members.keys().map(sipban::net::display_net).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn setup(dir: &Path, feed: &[&str]) {
+    std::fs::write(dir.join("list.txt"), feed.join("\n") + "\n").unwrap();
+    let cfg = format!(
+        "state_dir: {}\nsets:\n  v4: {{ name: t4, cap: 100 }}\n  v6: {{ name: t6, cap: 100 }}\nallowlist: [45.9.9.9]\nfeeds:\n  - {{ name: f, url: 'file://{}', ttl: 1d, max_shrink: 100% }}\n",
+        dir.join("state").display(),
+        dir.join("list.txt").display()
+    );
+    std::fs::write(dir.join("config.yaml"), cfg).unwrap();
+}
+
+#[test]
+fn ban_and_unban_change_the_kernel_at_once_and_unban_holds_until_listed_afresh() {
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        setup(d, &["45.0.0.1", "45.0.0.2"]);
+        ok(d, &["sync"]);
+        assert_eq!(members("t4"), ["45.0.0.1", "45.0.0.2"]);
+
+        // ban: in the kernel at once, with its TTL, and pinned above every source.
+        let o = ok(d, &["ban", "45.5.5.5", "--ttl", "2h"]);
+        assert!(text(&o).contains("kernel: added 45.5.5.5"), "{}", text(&o));
+        let k = sipban::firewall::ipset::Ipset::new()
+            .read("t4")
+            .unwrap()
+            .unwrap();
+        let t = k
+            .members
+            .iter()
+            .find(|(n, _)| sipban::net::display_net(n) == "45.5.5.5")
+            .map(|(_, t)| *t)
+            .expect("banned address in the set");
+        assert!(t > 7000 && t <= 7200, "timeout {t}");
+        // A ban of an allowlisted address is saved but never reaches the kernel.
+        ok(d, &["ban", "45.9.9.9"]);
+        assert!(!members("t4").contains(&"45.9.9.9".to_string()));
+        // A sync keeps the manual ban (no feed lists it).
+        ok(d, &["sync"]);
+        assert_eq!(members("t4"), ["45.0.0.1", "45.0.0.2", "45.5.5.5"]);
+
+        let st = json(&ok(d, &["status", "--json"]));
+        assert_eq!(st["manual"]["bans"], 2, "{st}");
+        assert_eq!(st["last_run"]["outcome"], "ok");
+        let t4 = &st["sets"][0];
+        assert_eq!(
+            (
+                t4["name"].as_str(),
+                t4["entries"].as_u64(),
+                t4["cap"].as_u64()
+            ),
+            (Some("t4"), Some(3), Some(100))
+        );
+        let f = st["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "f")
+            .unwrap();
+        assert_eq!(f["entries"], 2);
+        assert!(f["staleness_seconds"].as_i64().unwrap() < 60, "{f}");
+        let human = String::from_utf8_lossy(&ok(d, &["status"]).stdout).to_string();
+        assert!(
+            human.contains("t4") && human.contains("3 of cap 100"),
+            "{human}"
+        );
+
+        // unban: out at once, and kept out while the feed still lists it.
+        let o = ok(d, &["unban", "45.0.0.1"]);
+        assert!(
+            text(&o).contains("kernel: removed 45.0.0.1"),
+            "{}",
+            text(&o)
+        );
+        assert_eq!(members("t4"), ["45.0.0.2", "45.5.5.5"]);
+        ok(d, &["sync"]);
+        assert_eq!(
+            members("t4"),
+            ["45.0.0.2", "45.5.5.5"],
+            "the feed still lists it: not afresh"
+        );
+        let x = String::from_utf8_lossy(&ok(d, &["explain", "45.0.0.1"]).stdout).to_string();
+        assert!(
+            x.contains("unbanned by hand") && x.contains("feeds f must drop it first"),
+            "{x}"
+        );
+        // The feed drops it, then lists it again: afresh, banned again.
+        std::fs::write(d.join("list.txt"), "45.0.0.2\n").unwrap();
+        ok(d, &["sync"]);
+        std::fs::write(d.join("list.txt"), "45.0.0.1\n45.0.0.2\n").unwrap();
+        ok(d, &["sync"]);
+        assert_eq!(members("t4"), ["45.0.0.1", "45.0.0.2", "45.5.5.5"]);
+
+        // unban --allow: out for good, whatever the feed does.
+        ok(d, &["unban", "45.0.0.2", "--allow"]);
+        std::fs::write(d.join("list.txt"), "45.0.0.1\n").unwrap();
+        ok(d, &["sync"]);
+        std::fs::write(d.join("list.txt"), "45.0.0.1\n45.0.0.2\n").unwrap();
+        ok(d, &["sync"]);
+        assert_eq!(members("t4"), ["45.0.0.1", "45.5.5.5"]);
+        let x = String::from_utf8_lossy(&ok(d, &["explain", "45.0.0.2"]).stdout).to_string();
+        assert!(x.contains("manual allowlist"), "{x}");
+        let st = json(&ok(d, &["status", "--json"]));
+        assert_eq!(st["manual"]["allowlist"], 1, "{st}");
+    });
+}
+
+/// Without the lock (a run in progress) a request is queued and the next run applies it.
+#[test]
+fn a_request_made_while_another_run_holds_the_lock_is_applied_by_the_next_run() {
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        setup(d, &["45.0.0.1"]);
+        ok(d, &["sync"]);
+        // Hold the lock the way a run does.
+        let held = sipban::lock::acquire(&d.join("state")).unwrap();
+        let started = std::time::Instant::now();
+        let o = sipban(d, &["ban", "45.6.6.6"]);
+        assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+        assert!(text(&o).contains("queued"), "{}", text(&o));
+        assert!(started.elapsed() >= sipban::manual::DAEMON_WAIT);
+        assert_eq!(members("t4"), ["45.0.0.1"]);
+        drop(held);
+        ok(d, &["sync"]);
+        assert_eq!(members("t4"), ["45.0.0.1", "45.6.6.6"]);
+        let st = json(&ok(d, &["status", "--json"]));
+        assert_eq!(st["manual"]["queued"], 0);
+    });
+}
