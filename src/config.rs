@@ -212,6 +212,7 @@ pub struct RawConfig {
     pub feeds: Option<Vec<Spanned<RawFeed>>>,
     pub apiban: Option<Spanned<crate::source::apiban::RawApiban>>,
     pub asterisk: Option<Spanned<RawAsterisk>>,
+    pub report: Option<Spanned<crate::report::RawReport>>,
 }
 
 /// `asterisk:`: the log detector (see [`crate::source::asterisk`]).
@@ -318,6 +319,9 @@ pub struct Settings {
         serialize_with = "ser_asterisk"
     )]
     pub asterisk: Option<crate::source::asterisk::AsteriskSettings>,
+    /// Present when the config has a `report:` section.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<crate::report::ReportSettings>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -528,6 +532,13 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
         ),
         None => None,
     };
+    let report =
+        match raw.report {
+            Some(spanned) => Some(crate::report::resolve(spanned.value, &base_dir).map_err(
+                |e| ConfigError(format!("{}: report: {e}", at(path, &spanned.referenced))),
+            )?),
+            None => None,
+        };
 
     Ok(Settings {
         config_path: path.to_path_buf(),
@@ -543,6 +554,7 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
         feeds,
         apiban,
         asterisk,
+        report,
     })
 }
 

@@ -20,6 +20,7 @@
 //! - [`sync`]: one run of the pipeline, and its report.
 //! - [`inspect`]: read-only `list` and `explain`.
 //! - [`http`]: the HTTPS client every remote source uses (rustls, system roots).
+//! - [`report`]: our own detections upstream (AbuseIPDB, a webhook), through a durable queue.
 
 pub mod catalogue;
 pub mod config;
@@ -30,6 +31,7 @@ pub mod http;
 pub mod inspect;
 pub mod lock;
 pub mod net;
+pub mod report;
 pub mod source;
 pub mod store;
 pub mod sync;

@@ -84,6 +84,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Upstream reporting (AbuseIPDB, webhook).
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Queue length, reports sent today, last errors (from the saved state; changes nothing).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -325,6 +339,25 @@ fn run(cli: Cli) -> u8 {
                 }
                 Err(e) => {
                     eprintln!("sipban scan: {e}");
+                    exit::FAILED
+                }
+            }
+        }
+        Command::Report {
+            command: ReportCommand::Status { json },
+        } => {
+            let settings = match load(&cli) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            match sipban::report::status(&settings, now) {
+                Ok(st) if *json => print_json(&st),
+                Ok(st) => {
+                    out(&st.to_string());
+                    exit::OK
+                }
+                Err(e) => {
+                    eprintln!("sipban: {e:#}");
                     exit::FAILED
                 }
             }
