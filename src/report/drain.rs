@@ -131,6 +131,12 @@ pub async fn drain(
             &mut run.errors,
         );
         s.daily_limit = Some(a.daily_limit);
+        if s.status == SinkStatus::Ok
+            && s.queue.due > 0
+            && s.used_today.is_some_and(|u| u >= a.daily_limit)
+        {
+            s.status = SinkStatus::DailyLimit;
+        }
         run.sinks.push(s);
     }
     if let Some(w) = &settings.webhook {
