@@ -178,13 +178,13 @@ fn finish(
 }
 
 impl Item {
-    fn report(&self) -> Report {
-        let host = comment::HostIdentity::current();
+    /// The AbuseIPDB report of this item (the comment is built now, from its evidence).
+    fn report(&self, host: &comment::HostIdentity) -> Report {
         Report {
             ip: self.ip,
             categories: self.detail.categories(),
             timestamp: self.first,
-            comment: comment::comment(self.ip, self.first, self.last, &self.detail, &host),
+            comment: comment::comment(self.ip, self.first, self.last, &self.detail, host),
         }
     }
 }
@@ -222,6 +222,7 @@ async fn drain_abuseipdb(
         return Ok(());
     }
     let http = client(a.connect_timeout, a.timeout, a.ca_file.as_deref())?;
+    let host = comment::HostIdentity::current();
     let limit = budget.min(abuseipdb::MAX_CSV_LINES - 1);
     let mut due = queue::due(store.conn(), ABUSEIPDB, now, interval, limit)?;
     let bulk_off = queue::state_int(store.conn(), &queue::key(ABUSEIPDB, "bulk_off_day"))?
@@ -231,7 +232,7 @@ async fn drain_abuseipdb(
         queue::state_int(store.conn(), &queue::key(ABUSEIPDB, "last_request_ms"))?,
     );
     if due.len() > a.bulk_threshold && day.bulk < a.bulk_per_day && !bulk_off {
-        let reports: Vec<Report> = due.iter().map(Item::report).collect();
+        let reports: Vec<Report> = due.iter().map(|i| i.report(&host)).collect();
         let (csv, n) = abuseipdb::csv(&reports);
         let batch: Vec<&Item> = due.iter().take(n).collect();
         let ids: Vec<i64> = batch.iter().map(|i| i.id).collect();
@@ -319,7 +320,7 @@ async fn drain_abuseipdb(
             },
         )?;
         run.requests += 1;
-        let outcome = abuseipdb::report(&http, a, &key, &item.report()).await;
+        let outcome = abuseipdb::report(&http, a, &key, &item.report(&host)).await;
         if settle(store, &[item.id], now, outcome, run)? {
             break;
         }
@@ -427,6 +428,7 @@ async fn drain_webhook(
     now: i64,
     run: &mut SinkRun,
 ) -> Result<()> {
+    run.expired += queue::expire(store.conn(), WEBHOOK, now - super::ABUSEIPDB_MAX_AGE, now)?;
     let headers = match load_webhook_headers(w) {
         Ok(h) => h,
         Err(e) => {

@@ -30,6 +30,10 @@ pub const WEBHOOK: &str = "webhook";
 /// How many events `report_events` keeps.
 const KEEP_EVENTS: i64 = 100;
 
+/// Most items per sink. Items merge per address, so this is reached only when a sink has been
+/// unreachable for long under a flood of distinct attackers; the oldest go first.
+pub const MAX_ITEMS: usize = 100_000;
+
 /// Create the tables if they are missing.
 pub fn ensure_schema(conn: &Connection) -> Result<()> {
     conn.execute_batch(
@@ -172,13 +176,13 @@ pub fn enqueue_all(
         if !on {
             continue;
         }
-        if sink == ABUSEIPDB {
-            // An old item is dropped before new evidence could merge into it.
-            expire(conn, sink, now - super::ABUSEIPDB_MAX_AGE, now)?;
-        }
+        // An old item is dropped before new evidence could merge into it (AbuseIPDB refuses
+        // attacks older than 60 days; a webhook item that old is of no use either).
+        expire(conn, sink, now - super::ABUSEIPDB_MAX_AGE, now)?;
         for c in candidates.iter().filter(|c| c.queued_for(sink)) {
             enqueue(conn, sink, c.ip, c.first, c.last, &c.detail, now)?;
         }
+        trim(conn, sink, MAX_ITEMS, now)?;
     }
     Ok(())
 }
@@ -498,7 +502,30 @@ pub fn expire(conn: &Connection, sink: &str, cutoff: i64, now: i64) -> Result<us
             sink,
             None,
             "expired",
-            &format!("{n} items dropped: their evidence is older than AbuseIPDB accepts (60 days)"),
+            &format!("{n} items dropped: their evidence is older than 60 days (AbuseIPDB refuses older reports)"),
+            now,
+        )?;
+    }
+    Ok(n)
+}
+
+/// Keep at most `max` items of a sink, dropping those with the oldest evidence; returns how
+/// many were dropped.
+pub fn trim(conn: &Connection, sink: &str, max: usize, now: i64) -> Result<usize> {
+    let n = conn.execute(
+        "DELETE FROM report_queue WHERE id IN (
+             SELECT id FROM report_queue WHERE sink = ?1 ORDER BY first DESC, id DESC
+             LIMIT -1 OFFSET ?2)",
+        params![sink, i64::try_from(max).unwrap_or(i64::MAX)],
+    )?;
+    if n > 0 {
+        bump(conn, &key(sink, "overflow_total"), n as i64)?;
+        event(
+            conn,
+            sink,
+            None,
+            "overflow",
+            &format!("{n} items with the oldest evidence dropped: the queue holds at most {max}"),
             now,
         )?;
     }
@@ -786,5 +813,27 @@ mod tests {
         assert_eq!(stats(conn, ABUSEIPDB, 4660, Some(3600)).unwrap().total, 0);
         assert_eq!(day_use(conn, ABUSEIPDB, 0).unwrap().reports, 1);
         assert_eq!(events(conn, 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_queue_is_bounded_and_old_items_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let conn = store.conn_mut();
+        ensure_schema(conn).unwrap();
+        for i in 0..10u8 {
+            let a = IpAddr::from([45, 0, 0, i]);
+            enqueue(conn, WEBHOOK, a, 100 + i64::from(i), 200, &detail(1), 1000).unwrap();
+        }
+        assert_eq!(trim(conn, WEBHOOK, 4, 1000).unwrap(), 6);
+        let left: Vec<String> = items(conn, WEBHOOK, 100)
+            .unwrap()
+            .into_iter()
+            .map(|i| i.ip.to_string())
+            .collect();
+        assert_eq!(left, ["45.0.0.6", "45.0.0.7", "45.0.0.8", "45.0.0.9"]);
+        assert_eq!(expire(conn, WEBHOOK, 108, 1000).unwrap(), 2);
+        assert_eq!(state_int(conn, "webhook.overflow_total").unwrap(), Some(6));
+        assert_eq!(state_int(conn, "webhook.expired_total").unwrap(), Some(2));
     }
 }

@@ -200,3 +200,23 @@ fn detail_round_trips_through_json() {
     assert_eq!(back, o.detail);
     assert!(back.by_rule.contains_key("portprobe"), "{j}");
 }
+
+#[test]
+fn config_section_errors_are_located() {
+    let load = |t: &str| crate::config::load_str(t, Path::new("/etc/sipban/config.yaml"));
+    assert!(load("state_dir: /x\n").unwrap().report.is_none());
+    let s = load("report:\n  abuseipdb:\n    key_file: keys/a.key\n    daily_limit: 900\n")
+        .unwrap()
+        .report
+        .unwrap();
+    let a = s.abuseipdb.unwrap();
+    assert_eq!(a.key_file, PathBuf::from("/etc/sipban/keys/a.key"));
+    assert_eq!(a.daily_limit, 900);
+    let e =
+        load("state_dir: /x\nreport:\n  abuseipdb:\n    min_interval_per_ip: 5m\n").unwrap_err();
+    assert!(e.0.contains("line 3") && e.0.contains("15m"), "{e}");
+    let e = load("report:\n  abuseipdb:\n    colour: red\n").unwrap_err();
+    assert!(e.0.contains("line 3") && e.0.contains("colour"), "{e}");
+    let e = load("report:\n  webhook:\n    url: http://h/x\n").unwrap_err();
+    assert!(e.0.contains("https"), "{e}");
+}
