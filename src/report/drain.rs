@@ -201,7 +201,7 @@ async fn drain_abuseipdb(
     let key = match load_abuseipdb_key(a) {
         Ok(k) => k,
         Err(e) => {
-            run.status = SinkStatus::Unauthorized(e);
+            run.status = SinkStatus::Failed(e);
             return Ok(());
         }
     };
@@ -280,6 +280,11 @@ async fn drain_abuseipdb(
                     true,
                 )?;
                 queue::refuse(store.conn_mut(), ABUSEIPDB, &bad, now)?;
+                queue::set_state(
+                    store.conn(),
+                    &queue::key(ABUSEIPDB, "rate_limited_in_row"),
+                    0,
+                )?;
                 run.sent += ok.len();
                 run.retry += dup.len();
                 run.refused += bad.len();
@@ -432,7 +437,7 @@ async fn drain_webhook(
     let headers = match load_webhook_headers(w) {
         Ok(h) => h,
         Err(e) => {
-            run.status = SinkStatus::Unauthorized(e);
+            run.status = SinkStatus::Failed(e);
             return Ok(());
         }
     };
