@@ -617,7 +617,8 @@ fn the_webhook_gets_one_json_document_per_batch() {
     assert_eq!(r["first_seen"], report::comment::iso8601(T0 - 100));
     assert_eq!(r["last_seen_unix"], T0 - 40);
     assert_eq!(r["kinds"], serde_json::json!(["sip_auth"]));
-    assert_eq!(r["counts"]["sip_auth"], 6);
+    assert_eq!(r["events"], 6);
+    assert_eq!(r["rules"], serde_json::json!(["security_event"]));
     assert_eq!(r["transports"], serde_json::json!(["udp"]));
     let mut got = c.addresses();
     got.sort();

@@ -73,6 +73,6 @@ fn queue_items_and_detector_cursors_commit_together() {
         let items = queue::items(store.conn(), sink, 10).unwrap();
         assert_eq!(items.len(), 1, "{sink}");
         assert_eq!(items[0].ip.to_string(), "45.2.0.1");
-        assert_eq!(items[0].detail.events(), 5);
+        assert_eq!(items[0].detail.events, 5);
     }
 }

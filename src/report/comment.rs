@@ -94,15 +94,18 @@ pub fn iso8601(t: i64) -> String {
 
 /// The comment for one report: what was seen, how, and when (first evidence first).
 pub fn comment(ip: IpAddr, first: i64, last: i64, detail: &Detail, host: &HostIdentity) -> String {
-    let mut text = String::from("sipban: ");
-    let kinds: Vec<String> = detail
-        .by_kind
-        .iter()
-        .map(|(k, n)| format!("{n} {}", k.describe()))
-        .collect();
-    if kinds.is_empty() {
-        text.push_str("abuse detected");
-    } else {
+    let mut text = format!(
+        "sipban: {} {}",
+        detail.events,
+        if detail.events == 1 {
+            "event"
+        } else {
+            "events"
+        }
+    );
+    let kinds: Vec<&str> = detail.kinds.iter().map(|k| k.describe()).collect();
+    if !kinds.is_empty() {
+        text.push_str(": ");
         text.push_str(&kinds.join(", "));
     }
     if !detail.transports.is_empty() {
@@ -126,12 +129,8 @@ pub fn comment(ip: IpAddr, first: i64, last: i64, detail: &Detail, host: &HostId
     if last != first {
         text.push_str(&format!(", last seen {}", iso8601(last)));
     }
-    if !detail.by_rule.is_empty() {
-        let r: Vec<String> = detail
-            .by_rule
-            .iter()
-            .map(|(r, n)| format!("{r} x{n}"))
-            .collect();
+    if !detail.rules.is_empty() {
+        let r: Vec<&str> = detail.rules.iter().map(String::as_str).collect();
         text.push_str("; detector rules: ");
         text.push_str(&r.join(", "));
     }
@@ -354,9 +353,12 @@ mod tests {
 
     #[test]
     fn comments_are_structured() {
-        let mut d = Detail::default();
-        d.by_kind.insert(OffenceKind::SipAuth, 12);
-        d.by_rule.insert("sip_registration".into(), 12);
+        let mut d = Detail {
+            events: 12,
+            ..Detail::default()
+        };
+        d.kinds.insert(OffenceKind::SipAuth);
+        d.rules.insert("sip_registration".into());
         d.transports.insert(Transport::Tcp);
         d.transports.insert(Transport::Tls);
         d.ports.insert(5061);
@@ -364,7 +366,7 @@ mod tests {
         let c = comment(ip, 1_714_557_600, 1_714_557_900, &d, &host());
         assert_eq!(
             c,
-            "sipban: 12 failed SIP/IAX2 authentications (password guessing) over TCP/TLS to port 5061; first seen 2024-05-01T10:00:00Z, last seen 2024-05-01T10:05:00Z; detector rules: sip_registration x12."
+            "sipban: 12 events: failed SIP/IAX2 authentications (password guessing) over TCP/TLS to port 5061; first seen 2024-05-01T10:00:00Z, last seen 2024-05-01T10:05:00Z; detector rules: sip_registration."
         );
     }
 

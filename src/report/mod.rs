@@ -172,12 +172,16 @@ impl From<asterisk::rules::Transport> for Transport {
 }
 
 /// The structured evidence of an offence: what a report is built from. No free text.
+///
+/// Only exact numbers: detectors count evidence lines per address, not per rule, so the total
+/// is a number and the kinds and rules are sets.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Detail {
-    /// Evidence lines per kind.
-    pub by_kind: BTreeMap<OffenceKind, u64>,
-    /// Evidence lines per detector rule (names made of `a-z0-9_`).
-    pub by_rule: BTreeMap<String, u64>,
+    /// Evidence lines (failures, attributed timeouts, probes).
+    pub events: u64,
+    pub kinds: BTreeSet<OffenceKind>,
+    /// Detector rules that matched (names made of `a-z0-9_`).
+    pub rules: BTreeSet<String>,
     /// Transports seen; empty when the evidence did not say.
     pub transports: BTreeSet<Transport>,
     /// Ports of this host the offender hit, when the detector knows them.
@@ -191,18 +195,11 @@ const MAX_RULES: usize = 32;
 const MAX_PORTS: usize = 64;
 
 impl Detail {
-    /// Total evidence lines.
-    pub fn events(&self) -> u64 {
-        self.by_kind
-            .values()
-            .fold(0u64, |a, &b| a.saturating_add(b))
-    }
-
     /// AbuseIPDB categories of all kinds, ascending, without repeats.
     pub fn categories(&self) -> Vec<u8> {
         let set: BTreeSet<u8> = self
-            .by_kind
-            .keys()
+            .kinds
+            .iter()
             .flat_map(|k| k.categories().iter().copied())
             .collect();
         set.into_iter().collect()
@@ -210,16 +207,12 @@ impl Detail {
 
     /// Add `other` into this (counts add up, sets unite), keeping the bounds.
     pub fn merge(&mut self, other: &Detail) {
-        for (k, n) in &other.by_kind {
-            let e = self.by_kind.entry(*k).or_default();
-            *e = e.saturating_add(*n);
-        }
-        for (r, n) in &other.by_rule {
-            if self.by_rule.len() >= MAX_RULES && !self.by_rule.contains_key(r) {
-                continue;
+        self.events = self.events.saturating_add(other.events);
+        self.kinds.extend(other.kinds.iter().copied());
+        for r in &other.rules {
+            if self.rules.len() < MAX_RULES {
+                self.rules.insert(r.clone());
             }
-            let e = self.by_rule.entry(r.clone()).or_default();
-            *e = e.saturating_add(*n);
         }
         self.transports.extend(other.transports.iter().copied());
         for p in &other.ports {
@@ -273,12 +266,25 @@ impl Offence {
 
     /// Count `lines` of evidence of `kind` found by `rule`.
     pub fn add(&mut self, kind: OffenceKind, rule: &str, lines: u64) -> &mut Offence {
+        self.note(kind, rule);
+        self.lines(lines)
+    }
+
+    /// Record that `rule` (of `kind`) matched, without counting lines (for a detector that
+    /// counts lines per address: it adds them with [`Offence::lines`]).
+    pub fn note(&mut self, kind: OffenceKind, rule: &str) -> &mut Offence {
         let mut d = Detail::default();
-        d.by_kind.insert(kind, lines);
+        d.kinds.insert(kind);
         if let Some(r) = clean_rule(rule) {
-            d.by_rule.insert(r, lines);
+            d.rules.insert(r);
         }
         self.detail.merge(&d);
+        self
+    }
+
+    /// Count `n` more evidence lines.
+    pub fn lines(&mut self, n: u64) -> &mut Offence {
+        self.detail.events = self.detail.events.saturating_add(n);
         self
     }
 
@@ -316,30 +322,15 @@ pub fn from_asterisk(det: &asterisk::Detections) -> Vec<Offence> {
         let o = out
             .entry(ban.ip)
             .or_insert_with(|| Offence::new(ban.ip, ev.first, ev.last));
-        if o.detail.by_kind.is_empty() {
-            // Evidence counts lines per address, not per rule: attribute the failures to the
-            // address's rules evenly and the timeouts to the timeout rule.
-            let failure_rules: Vec<&str> = ev
-                .rules
-                .iter()
-                .copied()
-                .filter(|r| *r != "sip_invite_timeout")
-                .collect();
-            if ev.timeouts > 0 {
-                o.add(OffenceKind::SipScan, "sip_invite_timeout", ev.timeouts);
+        if o.detail.events == 0 {
+            // The detector counts lines per address, not per rule: the total, and the rules.
+            for r in &ev.rules {
+                o.note(OffenceKind::of_asterisk_rule(r), r);
             }
-            if ev.failures > 0 {
-                let n = failure_rules.len().max(1) as u64;
-                for (i, r) in failure_rules.iter().enumerate() {
-                    let share = ev.failures / n + u64::from((i as u64) < ev.failures % n);
-                    if share > 0 {
-                        o.add(OffenceKind::of_asterisk_rule(r), r, share);
-                    }
-                }
-                if failure_rules.is_empty() {
-                    o.add(OffenceKind::SipAuth, "asterisk", ev.failures);
-                }
+            if ev.rules.is_empty() {
+                o.note(OffenceKind::SipAuth, "asterisk");
             }
+            o.lines(ev.count);
             for t in &ev.transports {
                 o.transport((*t).into());
             }

@@ -733,9 +733,12 @@ mod tests {
     use crate::store::Store;
 
     fn detail(n: u64) -> Detail {
-        let mut d = Detail::default();
-        d.by_kind.insert(OffenceKind::SipAuth, n);
-        d.by_rule.insert("sip_registration".into(), n);
+        let mut d = Detail {
+            events: n,
+            ..Detail::default()
+        };
+        d.kinds.insert(OffenceKind::SipAuth);
+        d.rules.insert("sip_registration".into());
         d
     }
 
@@ -755,7 +758,7 @@ mod tests {
         let items = items(conn, ABUSEIPDB, 10).unwrap();
         assert_eq!(items.len(), 1);
         assert_eq!((items[0].first, items[0].last), (50, 200));
-        assert_eq!(items[0].detail.events(), 5);
+        assert_eq!(items[0].detail.events, 5);
         assert_eq!(items[0].enqueued, 1000);
     }
 

@@ -137,7 +137,7 @@ fn selection_applies_every_rule() {
     assert_eq!(v["fe80::1"].0, skip(Skip::Special));
     assert_eq!(v["45.9.9.9"].0, skip(Skip::Own));
     let first = c.iter().find(|c| c.ip == ip("45.0.0.1")).unwrap();
-    assert_eq!(first.detail.events(), 14);
+    assert_eq!(first.detail.events, 14);
     assert_eq!(first.categories, vec![8, 18]);
     // With include_udp, UDP and unknown transports go to AbuseIPDB too.
     let s = settings("abuseipdb: {include_udp: true}\n");
@@ -180,12 +180,16 @@ fn asterisk_bans_become_offences() {
     let o = from_asterisk(&det);
     assert_eq!(o.len(), 1);
     let d = &o[0].detail;
-    assert_eq!(d.events(), 9);
-    assert_eq!(d.by_kind[&OffenceKind::SipScan], 2);
+    assert_eq!(d.events, 9, "the detector's exact count");
     assert_eq!(
-        d.by_kind[&OffenceKind::SipAuth] + d.by_kind[&OffenceKind::SipCall],
-        7
+        d.kinds.iter().copied().collect::<Vec<_>>(),
+        [
+            OffenceKind::SipAuth,
+            OffenceKind::SipCall,
+            OffenceKind::SipScan
+        ]
     );
+    assert_eq!(d.rules.len(), 3);
     assert_eq!(d.categories(), vec![8, 14, 18]);
     assert!(d.connection_proven());
     assert_eq!((o[0].first, o[0].last), (1000, 1500));
@@ -198,7 +202,7 @@ fn detail_round_trips_through_json() {
     let j = serde_json::to_string(&o.detail).unwrap();
     let back: Detail = serde_json::from_str(&j).unwrap();
     assert_eq!(back, o.detail);
-    assert!(back.by_rule.contains_key("portprobe"), "{j}");
+    assert!(back.rules.contains("portprobe"), "{j}");
 }
 
 #[test]

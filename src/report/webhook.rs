@@ -29,12 +29,6 @@ pub fn document(items: &[Item], now: i64) -> serde_json::Value {
     let reports: Vec<serde_json::Value> = items
         .iter()
         .map(|i| {
-            let counts: serde_json::Map<String, serde_json::Value> = i
-                .detail
-                .by_kind
-                .iter()
-                .map(|(k, n)| (k.name().to_string(), (*n).into()))
-                .collect();
             serde_json::json!({
                 "id": i.id,
                 "address": i.ip.to_string(),
@@ -42,10 +36,9 @@ pub fn document(items: &[Item], now: i64) -> serde_json::Value {
                 "last_seen": comment::iso8601(i.last),
                 "first_seen_unix": i.first,
                 "last_seen_unix": i.last,
-                "kinds": i.detail.by_kind.keys().map(|k| k.name()).collect::<Vec<_>>(),
-                "events": i.detail.events(),
-                "counts": counts,
-                "rules": i.detail.by_rule,
+                "kinds": i.detail.kinds.iter().map(|k| k.name()).collect::<Vec<_>>(),
+                "events": i.detail.events,
+                "rules": i.detail.rules,
                 "transports": i.detail.transports,
                 "ports": i.detail.ports,
                 "abuseipdb_categories": i.detail.categories(),
@@ -131,9 +124,12 @@ mod tests {
 
     #[test]
     fn the_document_carries_the_documented_fields() {
-        let mut d = Detail::default();
-        d.by_kind.insert(OffenceKind::SipAuth, 12);
-        d.by_rule.insert("sip_registration".into(), 12);
+        let mut d = Detail {
+            events: 12,
+            ..Detail::default()
+        };
+        d.kinds.insert(OffenceKind::SipAuth);
+        d.rules.insert("sip_registration".into());
         d.transports.insert(Transport::Udp);
         let item = Item {
             id: 17,
@@ -156,7 +152,7 @@ mod tests {
         assert_eq!(r["first_seen"], "2024-05-01T10:00:00Z");
         assert_eq!(r["last_seen_unix"], 1_714_557_840);
         assert_eq!(r["kinds"][0], "sip_auth");
-        assert_eq!(r["counts"]["sip_auth"], 12);
+        assert_eq!(r["rules"][0], "sip_registration");
         assert_eq!(r["events"], 12);
         assert_eq!(r["transports"][0], "udp");
         assert_eq!(r["abuseipdb_categories"], serde_json::json!([8, 18]));
