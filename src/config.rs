@@ -214,6 +214,7 @@ pub struct RawConfig {
     pub asterisk: Option<Spanned<RawAsterisk>>,
     pub daemon: Option<Spanned<crate::daemon::RawDaemon>>,
     pub metrics: Option<Spanned<crate::metrics::RawMetrics>>,
+    pub report: Option<Spanned<crate::report::RawReport>>,
 }
 
 /// `asterisk:`: the log detector (see [`crate::source::asterisk`]).
@@ -324,6 +325,9 @@ pub struct Settings {
     pub daemon: crate::daemon::DaemonSettings,
     /// `metrics:` (the node_exporter textfile); off when absent.
     pub metrics: crate::metrics::MetricsSettings,
+    /// Present when the config has a `report:` section.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<crate::report::ReportSettings>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -544,6 +548,13 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
         Some(spanned) => crate::metrics::resolve(Some(spanned.value))
             .map_err(|e| ConfigError(format!("{}: metrics: {e}", at(path, &spanned.referenced))))?,
     };
+    let report =
+        match raw.report {
+            Some(spanned) => Some(crate::report::resolve(spanned.value, &base_dir).map_err(
+                |e| ConfigError(format!("{}: report: {e}", at(path, &spanned.referenced))),
+            )?),
+            None => None,
+        };
 
     Ok(Settings {
         config_path: path.to_path_buf(),
@@ -561,6 +572,7 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
         asterisk,
         daemon,
         metrics,
+        report,
     })
 }
 

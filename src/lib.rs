@@ -26,6 +26,7 @@
 //! - [`manual`]: `sipban ban` / `unban` (pinned bans, unbans, the manual allowlist).
 //! - [`status`]: `sipban status`, the data behind the metrics.
 //! - [`metrics`]: node_exporter textfile and the JSON run summary, written atomically.
+//! - [`report`]: our own detections upstream (AbuseIPDB, a webhook), through a durable queue.
 
 pub mod catalogue;
 pub mod config;
@@ -40,6 +41,7 @@ pub mod manual;
 pub mod metrics;
 pub mod mirror;
 pub mod net;
+pub mod report;
 pub mod source;
 pub mod status;
 pub mod store;

@@ -110,6 +110,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Upstream reporting (AbuseIPDB, webhook).
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Queue length, reports sent today, last errors (from the saved state; changes nothing).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -442,6 +456,25 @@ fn run(cli: Cli) -> u8 {
                 at: now,
             };
             manual(&settings, &req, now, *json)
+        }
+        Command::Report {
+            command: ReportCommand::Status { json },
+        } => {
+            let settings = match load(&cli) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            match sipban::report::status(&settings, now) {
+                Ok(st) if *json => print_json(&st),
+                Ok(st) => {
+                    out(&st.to_string());
+                    exit::OK
+                }
+                Err(e) => {
+                    eprintln!("sipban: {e:#}");
+                    exit::FAILED
+                }
+            }
         }
         Command::Feeds { json } => {
             let all: Vec<_> = sipban::catalogue::all().collect();

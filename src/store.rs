@@ -341,6 +341,17 @@ impl Store {
     /// Write the outcome of a run in one transaction: entries (replacing all), feed metadata,
     /// blobs and the run record. `source_names[i]` names source index `i`.
     pub fn commit_run(&mut self, commit: &RunCommit<'_>) -> Result<()> {
+        self.commit_run_with(commit, |_| Ok(()))
+    }
+
+    /// [`Store::commit_run`], with `extra` writing a module's own tables in the same
+    /// transaction (the report queue: detections commit together with the log cursors that
+    /// found them).
+    pub fn commit_run_with(
+        &mut self,
+        commit: &RunCommit<'_>,
+        extra: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<()>,
+    ) -> Result<()> {
         // Packed sources: one blob each, built in the entries' (prefix) order.
         let mut packs: Vec<Option<feed_blob::Builder>> = commit
             .packed
@@ -440,6 +451,7 @@ impl Store {
                 )?;
             }
         }
+        extra(&tx)?;
         tx.commit()
             .with_context(|| format!("committing the run to {}", self.path.display()))?;
         Ok(())

@@ -116,6 +116,9 @@ pub struct RunReport {
     pub applied: bool,
     pub errors: Vec<String>,
     pub outcome: Outcome,
+    /// Upstream reporting of this run's own detections (`report:` section).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<crate::report::ReportRun>,
 }
 
 /// A run that could not start or plan at all.
@@ -521,6 +524,7 @@ async fn run_inner(
     // of the state and throws it away.
     let mut asterisk_report = None;
     let mut asterisk_blob = None;
+    let mut offences: Vec<crate::report::Offence> = Vec::new();
     if let Some(a) = &settings.asterisk {
         let mut state: asterisk::DetectorState =
             match store.as_ref().map(|s| s.blob(ASTERISK_STATE)) {
@@ -539,6 +543,7 @@ async fn run_inner(
             };
         match asterisk::run(a, &mut state, now) {
             Ok(det) => {
+                offences.extend(crate::report::from_asterisk(&det));
                 for f in &det.files {
                     if let Some(e) = &f.error {
                         errors.push(format!("asterisk: {}: {e}", f.path.display()));
@@ -592,6 +597,11 @@ async fn run_inner(
     };
     let decision = decide::decide(previous, &inputs, &sources.policies, &allow, caps, now);
     drop(inputs);
+    // Own detections the sets will hold, for upstream reporting.
+    let candidates = settings
+        .report
+        .as_ref()
+        .map(|r| crate::report::select(r, &offences, &decision));
 
     phase("decided");
     // Plan against the kernel (or, for a dry run that cannot read it, the saved state).
@@ -697,8 +707,12 @@ async fn run_inner(
         applied: false,
         errors,
         outcome: Outcome::Ok,
+        upstream: None,
     };
     if dry_run {
+        if let (Some(r), Some(c)) = (&settings.report, candidates) {
+            report.upstream = Some(crate::report::preview(r, store.as_ref(), c, now));
+        }
         report.outcome = if report.errors.is_empty() {
             Outcome::Ok
         } else {
@@ -770,19 +784,31 @@ async fn run_inner(
         summary: report.summary_json().to_string(),
     };
     if let Some(store) = store.as_mut() {
+        // The report queue is written in the same transaction as the detector cursors.
+        let enqueue = |tx: &rusqlite::Transaction<'_>| match (&settings.report, &candidates) {
+            (Some(r), Some(c)) => crate::report::queue::enqueue_all(tx, r, c, now),
+            _ => Ok(()),
+        };
         store
-            .commit_run(&RunCommit {
-                entries: &decision.entries,
-                source_names: &sources.names(),
-                packed: &sources.packed(),
-                feeds: &new_metas,
-                blobs: &blobs,
-                run: Some(&record),
-            })
+            .commit_run_with(
+                &RunCommit {
+                    entries: &decision.entries,
+                    source_names: &sources.names(),
+                    packed: &sources.packed(),
+                    feeds: &new_metas,
+                    blobs: &blobs,
+                    run: Some(&record),
+                },
+                enqueue,
+            )
             .context("saving state")?;
         unbans.save(store.conn_mut())?;
     }
     phase("committed");
+    if let (Some(r), Some(c), Some(s)) = (&settings.report, candidates, store.as_mut()) {
+        report.upstream = Some(crate::report::drain(r, s, c, now).await);
+        phase("reported");
+    }
     Ok(report)
 }
 
@@ -1048,6 +1074,9 @@ impl fmt::Display for RunReport {
                 "\n{} candidates far below the cap were dropped from the state",
                 self.forgotten
             )?;
+        }
+        if let Some(u) = &self.upstream {
+            write!(f, "\n{u}")?;
         }
         if !self.errors.is_empty() {
             writeln!(f, "\nerrors:")?;
