@@ -421,6 +421,20 @@ pub fn apply_pending(
     if !index.contains_key(SOURCE) {
         anyhow::bail!("internal: the manual source is not registered");
     }
+    // Which feeds list each prefix now (through the store's loader: feed listings are
+    // stored packed, not as rows). An unbanned prefix stays out until they drop it.
+    let mut feeds_listing: NetMap<Vec<String>> = NetMap::default();
+    for e in store.load_entries(&index)? {
+        for m in e.marks.iter().filter(|m| m.expires > now) {
+            let is_feed = sources
+                .kinds
+                .get(m.source as usize)
+                .is_some_and(|k| *k == "feed");
+            if let (true, Some(name)) = (is_feed, names.get(m.source as usize)) {
+                feeds_listing.entry(e.net).or_default().push(name.clone());
+            }
+        }
+    }
     let mut applied = Applied::default();
     let mut touched: Vec<IpNet> = Vec::new();
     let mut unbanned: Vec<IpNet> = Vec::new();
@@ -447,23 +461,9 @@ pub fn apply_pending(
                 Request::Unban { allow, at, .. } => {
                     unbanned.push(n);
                     // Which feeds list it now: they must drop it before listing it afresh.
-                    let mut holders = Vec::new();
-                    {
-                        let mut q = tx.prepare(
-                            "SELECT source FROM entries WHERE net = ?1 AND expires > ?2",
-                        )?;
-                        let rows = q.query_map(params![text, now], |r| r.get::<_, String>(0))?;
-                        for r in rows {
-                            let s = r?;
-                            let is_feed = index
-                                .get(&s)
-                                .and_then(|&i| sources.kinds.get(i as usize))
-                                .is_some_and(|k| *k == "feed");
-                            if is_feed {
-                                holders.push(s);
-                            }
-                        }
-                    }
+                    let mut holders = feeds_listing.get(&n).cloned().unwrap_or_default();
+                    holders.sort();
+                    holders.dedup();
                     tx.execute("DELETE FROM entries WHERE net = ?1", [&text])?;
                     tx.execute(
                         "INSERT INTO manual_unbans (net, at, holders) VALUES (?1, ?2, ?3)
