@@ -300,10 +300,7 @@ pub async fn run(config_path: &Path, settings: Settings) -> u8 {
             changed = watch.changed() => {
                 match changed {
                     Ok(paths) => {
-                        let mdir = manual_dir(&settings);
-                        for p in &paths {
-                            if *p == mdir { manual_dirty = true } else { logs_dirty = true }
-                        }
+                        mark_dirty(&paths, &manual_dir(&settings), &mut logs_dirty, &mut manual_dirty);
                         if !paths.is_empty() {
                             batch_at.get_or_insert_with(|| tokio::time::Instant::now() + BATCH);
                         }
@@ -316,7 +313,20 @@ pub async fn run(config_path: &Path, settings: Settings) -> u8 {
             }
             _ = async { match batch_ready { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } }, if batch_ready.is_some() => {
                 batch_at = None;
-                let _ = watch.drain();
+                // Events queued since the window opened are covered by this pass, so they are
+                // drained here rather than waking a second pass. They must still count: this
+                // pass may have been started for another reason (the manual requests marked
+                // at start, a reload, the end of a run) with `logs_dirty` false, and a log
+                // line appended just before it would otherwise have its only wake-up consumed
+                // here and wait for the next write or the next full sync.
+                match watch.drain() {
+                    Ok(paths) => mark_dirty(&paths, &manual_dir(&settings), &mut logs_dirty, &mut manual_dirty),
+                    Err(e) => {
+                        tracing::warn!("inotify: draining events failed ({e}); reading every followed file");
+                        logs_dirty = true;
+                        manual_dirty = true;
+                    }
+                }
                 let now = sync::unix_now();
                 if std::mem::take(&mut manual_dirty) {
                     match crate::manual::apply_pending(&held, &settings, Some(&ipset), now) {
@@ -362,6 +372,17 @@ pub async fn run(config_path: &Path, settings: Settings) -> u8 {
     drop(running);
     tracing::info!("sipban daemon stopped");
     exit::OK
+}
+
+/// Turn changed paths reported by the watch into the pass's dirty flags.
+fn mark_dirty(paths: &[PathBuf], mdir: &Path, logs_dirty: &mut bool, manual_dirty: &mut bool) {
+    for p in paths {
+        if p == mdir {
+            *manual_dirty = true;
+        } else {
+            *logs_dirty = true;
+        }
+    }
 }
 
 /// Log a finished run and write its metrics.
