@@ -20,6 +20,8 @@
 //! - [`sync`]: one run of the pipeline, and its report.
 //! - [`inspect`]: read-only `list` and `explain`.
 //! - [`http`]: the HTTPS client every remote source uses (rustls, system roots).
+//! - [`restore`]: `sipban restore`, the boot-time reload of the sets from the saved state
+//!   (no network).
 
 pub mod catalogue;
 pub mod config;
@@ -30,6 +32,7 @@ pub mod http;
 pub mod inspect;
 pub mod lock;
 pub mod net;
+pub mod restore;
 pub mod source;
 pub mod store;
 pub mod sync;
