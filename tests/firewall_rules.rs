@@ -562,7 +562,7 @@ fn status_says_when_an_established_accept_comes_first() {
 }
 
 #[test]
-fn conntrack_entries_of_newly_banned_sources_are_forgotten() {
+fn a_sync_forgets_the_conntrack_entries_of_newly_banned_sources() {
     let Some(link) = link_or_skip() else { return };
     if !require_program("conntrack") {
         return;
@@ -591,14 +591,8 @@ fn conntrack_entries_of_newly_banned_sources_are_forgotten() {
             "{ip} not tracked:\n{before}"
         );
     }
-    let adds: Vec<ipnet::IpNet> = [format!("{BANNED4}/32"), format!("{BANNED6}/128")]
-        .iter()
-        .map(|s| s.parse().unwrap())
-        .collect();
-    let got = run_in(&link.pbx, move || {
-        sipban::firewall::conntrack::forget_sources(&adds).unwrap()
-    });
-    assert_eq!((got.sources, got.skipped.clone()), (2, None), "{got:?}");
+    // A sync that bans the two banned addresses forgets their flows, and only theirs.
+    let _dir = setup_sipban(&link);
     let after = flows(&link.pbx);
     for ip in [BANNED4, BANNED6] {
         assert!(
