@@ -523,6 +523,20 @@ fn raw_prerouting_with_the_nft_backend_drops_and_remove_deletes_the_tables_it_cr
         "{status}"
     );
 
+    let dry = sipban_ok(&link.pbx, dir.path(), &["firewall", "remove", "--dry-run"]);
+    for line in [
+        "iptables-nft -w -t raw -D PREROUTING -m set --match-set ban4 src",
+        "nft delete table ip raw",
+        "nft delete table ip6 raw",
+    ] {
+        assert!(dry.contains(line), "{dry}");
+    }
+    assert_eq!(
+        ruleset(&link.pbx),
+        installed,
+        "--dry-run changed the ruleset"
+    );
+
     sipban_ok(&link.pbx, dir.path(), &["firewall", "remove"]);
     assert_eq!(
         ruleset(&link.pbx),

@@ -639,6 +639,22 @@ fn cleanup_created(c: &Created, change: &mut Change) -> Result<()> {
     if !chains.contains(&c.chain) {
         return Ok(());
     }
+    // A dry run deleted nothing, so the chain still holds sipban's rules: show the command
+    // with the condition it would run under.
+    if change.dry_run {
+        let what = if c.table_created && chains.len() == 1 {
+            format!("nft delete table {} {}", c.nft_family, c.table)
+        } else {
+            format!("nft delete chain {} {} {}", c.nft_family, c.table, c.chain)
+        };
+        change.steps.push(Step {
+            command: what,
+            note: "remove what install created, if it is empty once the rules are deleted"
+                .to_string(),
+            ran: false,
+        });
+        return Ok(());
+    }
     let argv: Vec<String> = ["nft", "list", "chain", &c.nft_family, &c.table, &c.chain]
         .iter()
         .map(|s| s.to_string())
@@ -676,13 +692,11 @@ fn cleanup_created(c: &Created, change: &mut Change) -> Result<()> {
             .map(|s| s.to_string())
             .collect()
     };
-    if !change.dry_run {
-        run_ok(&argv)?;
-    }
+    run_ok(&argv)?;
     change.steps.push(Step {
         command: shell_line(&argv),
         note: "remove what install created (it is empty again)".to_string(),
-        ran: !change.dry_run,
+        ran: true,
     });
     Ok(())
 }
