@@ -82,7 +82,10 @@ pub fn restore(
     ipset: &Ipset,
     now: i64,
 ) -> Result<RestoreReport, RestoreError> {
-    let _lock = lock::acquire(&settings.state_dir).map_err(RestoreError::Locked)?;
+    let _lock = lock::acquire(&settings.state_dir).map_err(|e| match e {
+        LockError::Busy { .. } => RestoreError::Locked(e),
+        LockError::Io { .. } => RestoreError::Failed(anyhow::Error::new(e)),
+    })?;
     let state = Store::db_path(&settings.state_dir).display().to_string();
     let mut errors = Vec::new();
     let sources = Sources::from_settings(settings);

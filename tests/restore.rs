@@ -268,3 +268,52 @@ fn save_rules() -> Vec<String> {
     assert_eq!(out.len(), 2, "{out:?}");
     out
 }
+
+/// Run a copy of the binary as an unprivileged user (nobody when the tests run as root).
+fn sipban_unprivileged(dir: &Path, args: &[&str]) -> Output {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let copy = dir.join("sipban");
+    if !copy.exists() {
+        std::fs::copy(bin(), &copy).unwrap();
+    }
+    for p in [dir, copy.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(
+        dir.join("config.yaml"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let mut cmd = Command::new(&copy);
+    cmd.args(args)
+        .arg("--config")
+        .arg(dir.join("config.yaml"))
+        .stdin(Stdio::null());
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.uid(65534).gid(65534);
+    }
+    cmd.output().expect("run sipban")
+}
+
+#[test]
+fn without_privileges_restore_fails_and_a_dry_run_install_still_prints_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "https://feeds.invalid/list.txt", "");
+    // The state directory belongs to root (as under systemd): nobody cannot lock it.
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    let o = sipban_unprivileged(dir.path(), &["restore"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let o = sipban_unprivileged(dir.path(), &["firewall", "install", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("iptables -w -t filter -I INPUT 1 -m set --match-set r4 src"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ip6tables -w -t filter -I INPUT 1 -m set --match-set r6 src"),
+        "{out}"
+    );
+}

@@ -245,6 +245,9 @@ pub struct Change {
     pub steps: Vec<Step>,
     /// Rules found already in place (install) or already absent (remove).
     pub unchanged: Vec<String>,
+    /// What a dry run could not check (not root, for example).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl fmt::Display for Change {
@@ -264,6 +267,9 @@ impl fmt::Display for Change {
         }
         for u in &self.unchanged {
             writeln!(f, "  unchanged: {u}")?;
+        }
+        for n in &self.notes {
+            writeln!(f, "  note: {n}")?;
         }
         if self.steps.is_empty() {
             writeln!(f, "  nothing to do")?;
@@ -495,12 +501,27 @@ pub fn install(settings: &Settings, ipset: &Ipset, opts: Options) -> Result<Chan
     let nft = nft_available();
     for rule in &rules {
         let spec = crate::sync::set_spec(settings, rule.family);
-        ensure_set(ipset, &spec, &mut change)?;
-        // A dry run of a set that does not exist yet cannot be checked by -C (iptables refuses
-        // to name a missing set), and it would be absent anyway.
-        let is_there = if opts.dry_run && ipset.info(&spec.name).ok().flatten().is_none() {
-            false
+        let is_there = if opts.dry_run {
+            // A dry run shows the commands even where it cannot read the kernel (not root): a
+            // rule it cannot check, or that names a set not created yet, counts as absent.
+            match ipset.info(&spec.name) {
+                Ok(Some(_)) => present(opts.backend, rule).unwrap_or_else(|e| {
+                    change.notes.push(format!("cannot check: {e:#}"));
+                    false
+                }),
+                Ok(None) => {
+                    ensure_set(ipset, &spec, &mut change)?;
+                    false
+                }
+                Err(e) => {
+                    change
+                        .notes
+                        .push(format!("cannot read set {}: {e}", spec.name));
+                    false
+                }
+            }
         } else {
+            ensure_set(ipset, &spec, &mut change)?;
             present(opts.backend, rule)?
         };
         let at = format!(
@@ -513,7 +534,7 @@ pub fn install(settings: &Settings, ipset: &Ipset, opts: Options) -> Result<Chan
         }
         // On nf_tables, note whether the base chain and table exist before iptables creates
         // them, so `remove` can delete them again.
-        if nft && is_nf_tables(opts.backend, rule.family)? {
+        if !opts.dry_run && nft && is_nf_tables(opts.backend, rule.family)? {
             let fam = nft_family(rule.family);
             let table = rule.place.table();
             let chain = rule.place.chain();
