@@ -14,7 +14,8 @@
 //! - [`source`]: producers of [`source::Sighting`]s (feeds, and later APIBAN and log detectors).
 //! - [`hostaddr`]: this host's own addresses (for the allowlist).
 //! - [`decide`]: the pure policy step (allowlist, prefix rules, provenance, cap) and the plan.
-//! - [`firewall`]: the only code that changes the kernel: ipset batches, swaps and read-back.
+//! - [`firewall`]: the only code that changes the kernel: ipset batches, swaps and read-back;
+//!   the DROP rules that use the sets; conntrack cleanup of newly banned sources.
 //! - [`store`]: the SQLite state (entries, feed metadata, run history).
 //! - [`lock`]: one run at a time.
 //! - [`sync`]: one run of the pipeline, and its report.
