@@ -11,7 +11,7 @@ use common::netns::{require_program, run_in, NetNs};
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 const PBX4: &str = "192.0.2.1";
@@ -620,4 +620,104 @@ fn a_sync_forgets_the_conntrack_entries_of_newly_banned_sources() {
             "{ip} was forgotten too:\n{after}"
         );
     }
+}
+
+/// sipban with `iptables`/`ip6tables` on `PATH` pointing at the legacy (x_tables) variants, as
+/// on a box whose alternatives select iptables-legacy.
+fn sipban_legacy(link: &Link, dir: &Path, args: &[&str]) -> String {
+    let shim = dir.join("legacy-bin");
+    if !shim.exists() {
+        std::fs::create_dir_all(&shim).unwrap();
+        for (name, target) in [
+            ("iptables", "/usr/sbin/iptables-legacy"),
+            ("ip6tables", "/usr/sbin/ip6tables-legacy"),
+        ] {
+            std::os::unix::fs::symlink(target, shim.join(name)).unwrap();
+        }
+    }
+    let path = format!(
+        "{}:{}",
+        shim.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut argv: Vec<String> = vec![bin().display().to_string()];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    argv.push("--config".into());
+    argv.push(dir.join("config.yaml").display().to_string());
+    let full = link.pbx.wrap(&argv);
+    let o = Command::new(&full[0])
+        .args(&full[1..])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "sipban {args:?}: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn legacy_ruleset(pbx: &NetNs) -> String {
+    let mut out = String::new();
+    for t in ["iptables-legacy-save", "ip6tables-legacy-save"] {
+        let o = pbx.exec_ok(&[t]);
+        out.push_str(&format!("### {t}\n"));
+        for line in String::from_utf8_lossy(&o.stdout).lines() {
+            if !line.starts_with('#') {
+                out.push_str(&blank_counters(line));
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn with_iptables_legacy_install_drops_and_remove_restores_the_ruleset() {
+    let Some(link) = link_or_skip() else { return };
+    for p in [
+        "iptables-legacy",
+        "ip6tables-legacy",
+        "iptables-legacy-save",
+    ] {
+        if !require_program(p) {
+            return;
+        }
+    }
+    for t in ["iptables-legacy", "ip6tables-legacy"] {
+        link.pbx.exec_ok(&[
+            t,
+            "-A",
+            "INPUT",
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "ESTABLISHED,RELATED",
+            "-j",
+            "ACCEPT",
+        ]);
+    }
+    let dir = setup_sipban(&link);
+    let listeners = listen(&link.pbx);
+    let s = senders(&link.peer);
+    let original = legacy_ruleset(&link.pbx);
+    udp_both_pass(&listeners, &s);
+
+    sipban_legacy(&link, dir.path(), &["firewall", "install"]);
+    let installed = legacy_ruleset(&link.pbx);
+    assert!(
+        installed.contains("-A INPUT -m set --match-set ban4 src -m comment --comment sipban -j DROP\n-A INPUT -m conntrack"),
+        "{installed}"
+    );
+    udp_banned_dropped(&listeners, &s);
+    tcp_check(&link.peer, true);
+    sipban_legacy(&link, dir.path(), &["firewall", "install"]);
+    assert_eq!(legacy_ruleset(&link.pbx), installed);
+    let status = sipban_legacy(&link, dir.path(), &["firewall", "status"]);
+    assert!(
+        status.contains("v6 filter INPUT: drops set ban6 (rule 1)"),
+        "{status}"
+    );
+
+    sipban_legacy(&link, dir.path(), &["firewall", "remove"]);
+    // Exactly as before: status and remove did not even register the raw table.
+    assert_eq!(legacy_ruleset(&link.pbx), original);
+    udp_both_pass(&listeners, &s);
 }

@@ -361,9 +361,13 @@ fn present(backend: Backend, rule: &Rule) -> Result<bool> {
         return Ok(true);
     }
     let err = stderr_of(&o);
+    // No rule can name a set that does not exist, so the rule is absent.
+    if err.contains("doesn't exist") && err.contains(&format!("Set {} ", rule.set)) {
+        return Ok(false);
+    }
     // iptables says "Bad rule (does a matching rule exist in that chain?)" with exit 1 when the
     // rule is simply absent; a missing base chain of an nft table reads "No chain/target/match"
-    // on some versions. Everything else (no such set, permission) is an error.
+    // on some versions. Everything else (permission, a missing match module) is an error.
     if o.status.code() == Some(1)
         && (err.contains("does a matching rule exist")
             || err.is_empty()
@@ -397,6 +401,25 @@ pub fn list_chain(backend: Backend, family: Family, place: Place) -> Result<Vec<
         .lines()
         .map(str::to_string)
         .collect())
+}
+
+/// Whether a rule can be in `place` at all without touching the kernel. iptables-legacy
+/// registers a table in a network namespace the first time any command names it (`-S` and `-C`
+/// included), and cannot unregister it, so a table that is not registered yet
+/// (`/proc/net/ip{,6}_tables_names`) is not read. nf_tables tools never create on reading.
+fn may_hold(backend: Backend, family: Family, place: Place) -> Result<bool> {
+    if is_nf_tables(backend, family)? {
+        return Ok(true);
+    }
+    let names = match family {
+        Family::V4 => "/proc/net/ip_tables_names",
+        Family::V6 => "/proc/net/ip6_tables_names",
+    };
+    Ok(match std::fs::read_to_string(names) {
+        Ok(t) => t.lines().any(|l| l.trim() == place.table()),
+        // Unreadable (no ip_tables module at all): then no legacy table holds anything.
+        Err(_) => false,
+    })
 }
 
 /// Whether the tool writes nf_tables (its `--version` says `(nf_tables)`).
@@ -605,7 +628,9 @@ pub fn remove(settings: &Settings, opts: Options) -> Result<Change> {
             "{} rule for set {} in {}",
             rule.family, rule.set, rule.place
         );
-        let count = if opts.dry_run {
+        let count = if !may_hold(backend, rule.family, rule.place)? {
+            0
+        } else if opts.dry_run {
             usize::from(chain_holds(backend, rule)?)
         } else {
             let mut n = 0;
@@ -765,7 +790,11 @@ pub fn status(settings: &Settings, ipset: &Ipset, backend: Option<Backend>) -> R
     let mut rules = Vec::new();
     for raw in [false, true] {
         for rule in wanted(settings, raw) {
-            let lines = list_chain(backend, rule.family, rule.place)?;
+            let lines = if may_hold(backend, rule.family, rule.place)? {
+                list_chain(backend, rule.family, rule.place)?
+            } else {
+                Vec::new()
+            };
             let listed = rule.listed();
             let appended: Vec<&String> = lines.iter().filter(|l| l.starts_with("-A ")).collect();
             let position = appended.iter().position(|l| **l == listed);
