@@ -547,7 +547,7 @@ fn raw_prerouting_with_the_nft_backend_drops_and_remove_deletes_the_tables_it_cr
 }
 
 #[test]
-fn status_says_when_an_established_accept_comes_first() {
+fn status_says_when_an_established_accept_comes_first_and_install_moves_the_rule_back() {
     let Some(link) = link_or_skip() else { return };
     let dir = setup_sipban(&link);
     sipban_ok(&link.pbx, dir.path(), &["firewall", "install"]);
@@ -573,6 +573,23 @@ fn status_says_when_an_established_accept_comes_first() {
         out.contains("v4 filter INPUT: drops set ban4 (rule 2) but AFTER 1 rule(s)"),
         "{out}"
     );
+    // install puts it back on top, with no second copy, and says so.
+    let dry = sipban_ok(&link.pbx, dir.path(), &["firewall", "install", "--dry-run"]);
+    assert!(dry.contains("iptables -w -t filter -D INPUT 3"), "{dry}");
+    let moved = sipban_ok(&link.pbx, dir.path(), &["firewall", "install"]);
+    assert!(moved.contains("move the v4 rule"), "{moved}");
+    let o = link.pbx.exec_ok(&["iptables", "-S", "INPUT"]);
+    let listing = String::from_utf8_lossy(&o.stdout).to_string();
+    let rules: Vec<&str> = listing.lines().filter(|l| l.starts_with("-A ")).collect();
+    assert_eq!(
+        rules,
+        [
+            "-A INPUT -m set --match-set ban4 src -m comment --comment sipban -j DROP",
+            "-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        ]
+    );
+    let o = sipban(&link.pbx, dir.path(), &["firewall", "status"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
 
 #[test]

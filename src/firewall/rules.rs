@@ -552,7 +552,33 @@ pub fn install(settings: &Settings, ipset: &Ipset, opts: Options) -> Result<Chan
             rule.family, rule.set, rule.place
         );
         if is_there {
-            change.unchanged.push(format!("{at} is already in place"));
+            // In place, unless something has since put an accept of established traffic above
+            // it (then existing flows of banned sources pass): move it back to the top.
+            let (_, shadowed_by) = placement(opts.backend, rule)?;
+            if shadowed_by.is_empty() {
+                change.unchanged.push(format!("{at} is already in place"));
+                continue;
+            }
+            let ins = rule.argv(opts.backend, "-I", Some("1"));
+            let del = if opts.dry_run {
+                del_last(opts.backend, rule, 1)?
+            } else {
+                // Insert the new copy first, so the chain is never without the rule.
+                run_ok(&ins)?;
+                let del = del_last(opts.backend, rule, 0)?;
+                run_ok(&del)?;
+                del
+            };
+            for argv in [ins, del] {
+                change.steps.push(Step {
+                    command: shell_line(&argv),
+                    note: format!(
+                        "move the {at} above {} rule(s) that accept established traffic",
+                        shadowed_by.len()
+                    ),
+                    ran: !opts.dry_run,
+                });
+            }
             continue;
         }
         // On nf_tables, note whether the base chain and table exist before iptables creates
@@ -781,6 +807,49 @@ impl Status {
     }
 }
 
+/// The command that deletes the last copy of `rule` in its chain, by number (after a new copy
+/// went in at the top, `-D` with the rule's text would delete that one). `shift` is added to the
+/// number: 1 when the new copy is not inserted yet (a dry run).
+fn del_last(backend: Backend, rule: &Rule, shift: usize) -> Result<Vec<String>> {
+    let listed = rule.listed();
+    let lines = list_chain(backend, rule.family, rule.place)?;
+    let appended: Vec<&String> = lines.iter().filter(|l| l.starts_with("-A ")).collect();
+    let n = appended
+        .iter()
+        .rposition(|l| **l == listed)
+        .context("internal error: the rule to move is gone")?;
+    Ok(vec![
+        backend.tool(rule.family).to_string(),
+        "-w".to_string(),
+        "-t".to_string(),
+        rule.place.table().to_string(),
+        "-D".to_string(),
+        rule.place.chain().to_string(),
+        (n + 1 + shift).to_string(),
+    ])
+}
+
+/// Where `rule` sits in its chain (1-based) and the rules before it that accept established
+/// traffic. Reads only.
+fn placement(backend: Backend, rule: &Rule) -> Result<(Option<usize>, Vec<String>)> {
+    let lines = if may_hold(backend, rule.family, rule.place)? {
+        list_chain(backend, rule.family, rule.place)?
+    } else {
+        Vec::new()
+    };
+    let listed = rule.listed();
+    let appended: Vec<&String> = lines.iter().filter(|l| l.starts_with("-A ")).collect();
+    let Some(position) = appended.iter().position(|l| **l == listed) else {
+        return Ok((None, Vec::new()));
+    };
+    let shadowed_by = appended[..position]
+        .iter()
+        .filter(|l| accepts_established(l))
+        .map(|l| l.to_string())
+        .collect();
+    Ok((Some(position + 1), shadowed_by))
+}
+
 /// Read the rules of both places and both families. Never changes anything.
 pub fn status(settings: &Settings, ipset: &Ipset, backend: Option<Backend>) -> Result<Status> {
     let recorded = Marker::load(&settings.state_dir)?;
@@ -790,27 +859,12 @@ pub fn status(settings: &Settings, ipset: &Ipset, backend: Option<Backend>) -> R
     let mut rules = Vec::new();
     for raw in [false, true] {
         for rule in wanted(settings, raw) {
-            let lines = if may_hold(backend, rule.family, rule.place)? {
-                list_chain(backend, rule.family, rule.place)?
-            } else {
-                Vec::new()
-            };
-            let listed = rule.listed();
-            let appended: Vec<&String> = lines.iter().filter(|l| l.starts_with("-A ")).collect();
-            let position = appended.iter().position(|l| **l == listed);
-            let shadowed_by = match position {
-                Some(p) => appended[..p]
-                    .iter()
-                    .filter(|l| accepts_established(l))
-                    .map(|l| l.to_string())
-                    .collect(),
-                None => Vec::new(),
-            };
+            let (position, shadowed_by) = placement(backend, &rule)?;
             rules.push(RuleStatus {
                 family: rule.family,
                 place: rule.place,
                 set: rule.set,
-                position: position.map(|p| p + 1),
+                position,
                 shadowed_by,
             });
         }
@@ -850,7 +904,7 @@ impl fmt::Display for Status {
                 )?,
                 Some(p) => writeln!(
                     f,
-                    "  {} {}: drops set {} (rule {p}) but AFTER {} rule(s) that accept existing flows ({}); run `sipban firewall remove` then `install` to put it first",
+                    "  {} {}: drops set {} (rule {p}) but AFTER {} rule(s) that accept existing flows ({}); `sipban firewall install` moves it back on top",
                     r.family,
                     r.place,
                     r.set,
