@@ -786,13 +786,20 @@ pub struct RuleStatus {
     pub shadowed_by: Vec<String>,
 }
 
+/// A set the rules name.
+#[derive(Clone, Debug, Serialize)]
+pub struct SetStatus {
+    pub name: String,
+    /// Entries it holds; `None` when it does not exist.
+    pub entries: Option<usize>,
+}
+
 /// `sipban firewall status`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Status {
     pub backend: Backend,
     pub rules: Vec<RuleStatus>,
-    /// Sets and their entry counts (`None`: missing).
-    pub sets: Vec<(String, Option<usize>)>,
+    pub sets: Vec<SetStatus>,
     pub recorded: Option<Marker>,
 }
 
@@ -803,7 +810,7 @@ impl Status {
             self.rules
                 .iter()
                 .any(|r| r.family == *f && r.position.is_some() && r.shadowed_by.is_empty())
-        }) && self.sets.iter().all(|(_, n)| n.is_some())
+        }) && self.sets.iter().all(|s| s.entries.is_some())
     }
 }
 
@@ -876,7 +883,7 @@ pub fn status(settings: &Settings, ipset: &Ipset, backend: Option<Backend>) -> R
             .header(&name)
             .with_context(|| format!("reading set {name}"))?
             .map(|(_, n)| n);
-        sets.push((name, n));
+        sets.push(SetStatus { name, entries: n });
     }
     Ok(Status {
         backend,
@@ -914,8 +921,8 @@ impl fmt::Display for Status {
                 None => writeln!(f, "  {} {}: no sipban rule", r.family, r.place)?,
             }
         }
-        for (name, n) in &self.sets {
-            match n {
+        for SetStatus { name, entries } in &self.sets {
+            match entries {
                 Some(n) => writeln!(f, "  set {name}: {n} entries")?,
                 None => writeln!(
                     f,
