@@ -102,7 +102,8 @@ enum FirewallCommand {
     /// Insert one DROP rule per family first in INPUT (or raw PREROUTING with --raw), unless
     /// it is already there; creates missing sets empty.
     Install(FirewallArgs),
-    /// Delete sipban's rules (and the empty nf_tables chains install created); keeps the sets.
+    /// Delete sipban's rules in INPUT and raw PREROUTING (and the empty nf_tables chains
+    /// install created), with the backend install recorded (else --backend); keeps the sets.
     Remove(FirewallArgs),
     /// Show where sipban's rules are and whether anything accepts before them.
     Status {
