@@ -244,3 +244,112 @@ fn the_commands_the_units_run_exist() {
         assert!(o.status.success(), "sipban {sub} --help: {o:?}");
     }
 }
+
+/// `setpriv` arguments that give a process what a unit's `CapabilityBoundingSet=` and
+/// `NoNewPrivileges=` leave root with.
+fn setpriv_like(unit_name: &str) -> Vec<String> {
+    let text = unit(unit_name);
+    let caps: Vec<String> = one(&text, "CapabilityBoundingSet")
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    let mut v = vec![
+        "setpriv".to_string(),
+        "--bounding-set".to_string(),
+        format!("-all,{}", caps.join(",")),
+        "--inh-caps".to_string(),
+        "-all".to_string(),
+    ];
+    assert_eq!(one(&text, "NoNewPrivileges"), "yes");
+    v.push("--no-new-privs".to_string());
+    v
+}
+
+fn run_capped(prefix: &[String], dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(&prefix[0])
+        .args(&prefix[1..])
+        .arg(env!("CARGO_BIN_EXE_sipban"))
+        .args(args)
+        .arg("--config")
+        .arg(dir.join("config.yaml"))
+        .output()
+        .unwrap()
+}
+
+fn shown(o: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\n{}\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn the_capabilities_each_unit_keeps_are_enough_for_what_it_runs() {
+    let ns = netns_or_skip!();
+    if !require_program("setpriv") {
+        return;
+    }
+    common::netns::run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("list.txt");
+        std::fs::write(&list, "45.0.0.1\n2001:db8:1::1\n").unwrap();
+        std::fs::write(
+            dir.path().join("config.yaml"),
+            format!(
+                "state_dir: {}\nsets:\n  v4: {{ name: u4, cap: 100 }}\n  v6: {{ name: u6, cap: 100 }}\nfeeds:\n  - {{ name: f, url: 'file://{}', ttl: 1d }}\n",
+                dir.path().join("state").display(),
+                list.display()
+            ),
+        )
+        .unwrap();
+        // The timer's sync: sets, state, conntrack, with sipban.service's capabilities only.
+        let o = run_capped(&setpriv_like("sipban.service"), dir.path(), &["sync"]);
+        assert_eq!(o.status.code(), Some(0), "{}", shown(&o));
+        // The admin installs the rules (as root); then a reboot empties the kernel.
+        let o = run_capped(&["env".to_string()], dir.path(), &["firewall", "install"]);
+        assert_eq!(o.status.code(), Some(0), "{}", shown(&o));
+        let reboot = || {
+            for t in ["iptables", "ip6tables"] {
+                assert!(Command::new(t)
+                    .args(["-F", "INPUT"])
+                    .status()
+                    .unwrap()
+                    .success());
+            }
+            for s in ["u4", "u6"] {
+                assert!(Command::new("ipset")
+                    .args(["destroy", s])
+                    .status()
+                    .unwrap()
+                    .success());
+            }
+        };
+        reboot();
+        // With CAP_NET_ADMIN alone the rules cannot come back (the control: this test can fail).
+        let net_admin_only: Vec<String> = [
+            "setpriv",
+            "--bounding-set",
+            "-all,+net_admin",
+            "--inh-caps",
+            "-all",
+            "--no-new-privs",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let o = run_capped(&net_admin_only, dir.path(), &["restore"]);
+        assert_eq!(o.status.code(), Some(1), "{}", shown(&o));
+        assert!(shown(&o).contains("CAP_NET_RAW"), "{}", shown(&o));
+        // With sipban-restore.service's capabilities: sets and rules are back.
+        let o = run_capped(
+            &setpriv_like("sipban-restore.service"),
+            dir.path(),
+            &["restore"],
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", shown(&o));
+        let o = run_capped(&["env".to_string()], dir.path(), &["firewall", "status"]);
+        assert_eq!(o.status.code(), Some(0), "{}", shown(&o));
+    });
+}
