@@ -346,6 +346,8 @@ fn explain_stderr(stderr: &str) -> String {
         format!("{stderr} (firewall rules need root or CAP_NET_ADMIN)")
     } else if stderr.contains("doesn't exist") && stderr.contains("Set ") {
         format!("{stderr} (run `sipban sync` or `sipban restore` first to create the sets)")
+    } else if stderr.contains("Can't open socket to ipset") {
+        format!("{stderr} (iptables' set match needs CAP_NET_RAW as well as CAP_NET_ADMIN)")
     } else if stderr.contains("Couldn't load match") || stderr.contains("No chain/target/match") {
         format!("{stderr} (the kernel lacks the xt_set or xt_comment match)")
     } else {
