@@ -14,7 +14,8 @@
 //! - [`source`]: producers of [`source::Sighting`]s (feeds, and later APIBAN and log detectors).
 //! - [`hostaddr`]: this host's own addresses (for the allowlist).
 //! - [`decide`]: the pure policy step (allowlist, prefix rules, provenance, cap) and the plan.
-//! - [`firewall`]: the only code that changes the kernel: ipset batches, swaps and read-back.
+//! - [`firewall`]: the only code that changes the kernel: ipset batches, swaps and read-back;
+//!   the DROP rules that use the sets; conntrack cleanup of newly banned sources.
 //! - [`store`]: the SQLite state (entries, feed metadata, run history).
 //! - [`lock`]: one run at a time.
 //! - [`mirror`]: what the kernel sets held after the last apply, so most runs skip reading
@@ -27,6 +28,8 @@
 //! - [`status`]: `sipban status`, the data behind the metrics.
 //! - [`metrics`]: node_exporter textfile and the JSON run summary, written atomically.
 //! - [`report`]: our own detections upstream (AbuseIPDB, a webhook), through a durable queue.
+//! - [`restore`]: `sipban restore`, the boot-time reload of the sets from the saved state
+//!   (no network).
 
 pub mod catalogue;
 pub mod config;
@@ -42,6 +45,7 @@ pub mod metrics;
 pub mod mirror;
 pub mod net;
 pub mod report;
+pub mod restore;
 pub mod source;
 pub mod status;
 pub mod store;

@@ -115,6 +115,17 @@ enum Command {
         #[command(subcommand)]
         command: ReportCommand,
     },
+    /// Rebuild both sets from the saved state, with no network (what sipban-restore.service
+    /// runs at boot), then put back the firewall rules `firewall install` recorded.
+    Restore {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The firewall rules that drop traffic from the sets.
+    Firewall {
+        #[command(subcommand)]
+        command: FirewallCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -124,6 +135,40 @@ enum ReportCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum FirewallCommand {
+    /// Insert one DROP rule per family first in INPUT (or raw PREROUTING with --raw), unless
+    /// it is already there; creates missing sets empty.
+    Install(FirewallArgs),
+    /// Delete sipban's rules in INPUT and raw PREROUTING (and the empty nf_tables chains
+    /// install created), with the backend install recorded (else --backend); keeps the sets.
+    Remove(FirewallArgs),
+    /// Show where sipban's rules are and whether anything accepts before them.
+    Status {
+        /// Which tools to read (default: what install recorded, else iptables).
+        #[arg(long)]
+        backend: Option<sipban::firewall::rules::Backend>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct FirewallArgs {
+    /// iptables: `iptables`/`ip6tables` as the system selected them; nft: `iptables-nft`
+    /// (the rule lands in the nftables ruleset as an xt set match).
+    #[arg(long, default_value = "iptables")]
+    backend: sipban::firewall::rules::Backend,
+    /// Use the raw table's PREROUTING chain (before connection tracking) instead of INPUT.
+    #[arg(long)]
+    raw: bool,
+    /// Print the commands that would run; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -197,6 +242,8 @@ fn print_json<T: serde::Serialize>(value: &T) -> u8 {
 fn run(cli: Cli) -> u8 {
     let now = sync::unix_now();
     match &cli.command {
+        Command::Restore { json } => restore(&cli, *json, now),
+        Command::Firewall { command } => firewall(&cli, command),
         Command::Sync { dry_run, json } => {
             let settings = match load(&cli) {
                 Ok(s) => s,
@@ -522,6 +569,97 @@ fn manual(settings: &Settings, req: &sipban::manual::Request, now: i64, json: bo
         }
         Err(e) => {
             eprintln!("sipban: {e:#}");
+            exit::FAILED
+        }
+    }
+}
+
+/// `sipban restore`.
+fn restore(cli: &Cli, json: bool, now: i64) -> u8 {
+    use sipban::restore::RestoreError;
+    let settings = match load(cli) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match sipban::restore::restore(&settings, &Ipset::new(), now) {
+        Ok(report) => {
+            if json {
+                print_json(&report);
+            } else {
+                out(&report.to_string());
+            }
+            for e in &report.errors {
+                eprintln!("sipban restore: {e}");
+            }
+            if report.errors.is_empty() {
+                exit::OK
+            } else {
+                exit::FAILED
+            }
+        }
+        Err(RestoreError::Locked(e)) => {
+            eprintln!("sipban restore: {e}");
+            exit::LOCKED
+        }
+        Err(e) => {
+            eprintln!("sipban restore: {e}");
+            exit::FAILED
+        }
+    }
+}
+
+/// `sipban firewall ...`.
+fn firewall(cli: &Cli, command: &FirewallCommand) -> u8 {
+    use sipban::firewall::rules;
+    let settings = match load(cli) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let ipset = Ipset::new();
+    let (result, json) = match command {
+        FirewallCommand::Install(a) | FirewallCommand::Remove(a) => {
+            let opts = rules::Options {
+                backend: a.backend,
+                raw: a.raw,
+                dry_run: a.dry_run,
+            };
+            let r = if matches!(command, FirewallCommand::Install(_)) {
+                rules::install(&settings, &ipset, opts)
+            } else {
+                rules::remove(&settings, opts)
+            };
+            (
+                r.map(|c| (serde_json::to_value(&c), c.to_string(), true)),
+                a.json,
+            )
+        }
+        FirewallCommand::Status { backend, json } => (
+            rules::status(&settings, &ipset, *backend)
+                .map(|s| (serde_json::to_value(&s), s.to_string(), s.protected())),
+            *json,
+        ),
+    };
+    match result {
+        Ok((value, text, ok)) => {
+            if json {
+                match value {
+                    Ok(v) => print_json(&v),
+                    Err(e) => {
+                        eprintln!("sipban: cannot encode JSON: {e}");
+                        return exit::FAILED;
+                    }
+                };
+            } else {
+                out(&text);
+            }
+            if ok {
+                exit::OK
+            } else {
+                exit::FAILED
+            }
+        }
+        Err(e) => {
+            eprintln!("sipban firewall: {e:#}");
             exit::FAILED
         }
     }

@@ -746,6 +746,23 @@ async fn run_inner(
         }
     }
     report.applied = !apply_failed;
+    // Newly banned sources lose their tracked flows (only with the `conntrack` tool).
+    if report.applied {
+        let added: Vec<ipnet::IpNet> = report
+            .sets
+            .iter()
+            .flat_map(|p| p.adds.iter().map(|(n, _)| *n))
+            .collect();
+        match crate::firewall::conntrack::forget_sources(&added) {
+            Ok(f) if f.sources > 0 => tracing::info!(
+                "forgot {} tracked flows of {} newly banned sources",
+                f.flows,
+                f.sources
+            ),
+            Ok(f) => tracing::debug!("conntrack: nothing to forget ({:?})", f.skipped),
+            Err(e) => tracing::warn!("could not forget the flows of newly banned sources: {e:#}"),
+        }
+    }
     phase("applied");
 
     // Persist: caches by rename, then one transaction.

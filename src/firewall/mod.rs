@@ -4,8 +4,13 @@
 //! decide step produced: small diffs as one batch of adds and deletes, full rebuilds as one
 //! batch that fills a temporary set and swaps it in, so the live set is never empty or partial.
 //!
+//! [`rules`] installs, removes and reports the DROP rules that make the kernel use the sets;
+//! [`conntrack`] forgets the tracked flows of newly banned sources.
+//!
 //! Nothing here decides *what* to block: callers pass canonical, already-filtered prefixes and
 //! enforce the cap. Nothing here may touch a set or rule that sipban's configuration does not
 //! name, and nothing here may pass text that was not parsed as an address to a kernel tool.
 
+pub mod conntrack;
 pub mod ipset;
+pub mod rules;

@@ -1,0 +1,319 @@
+//! `sipban restore` (what sipban-restore.service runs at boot) against the real kernel, each
+//! test in its own network namespace: state from an earlier run, sets gone as after a reboot,
+//! no network at all (even `lo` is down), and the sets must come back with the saved entries
+//! and their remaining TTLs.
+
+mod common;
+
+use common::netns::run_in;
+use sipban::firewall::ipset::Ipset;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sipban"))
+}
+
+/// Run sipban in the current thread's namespace.
+fn sipban(dir: &Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .arg("--config")
+        .arg(dir.join("config.yaml"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sipban")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn write_config(dir: &Path, feed_url: &str, allowlist: &str) {
+    std::fs::write(
+        dir.join("config.yaml"),
+        format!(
+            "state_dir: {}\nsets:\n  v4: {{ name: r4, cap: 100 }}\n  v6: {{ name: r6, cap: 100 }}\nallowlist: [{allowlist}]\nfeeds:\n  - {{ name: f, url: '{feed_url}', ttl: 7d }}\n",
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+}
+
+fn now() -> i64 {
+    sipban::sync::unix_now()
+}
+
+/// Members of a set with their remaining kernel timeouts.
+fn members(set: &str) -> Option<HashMap<String, u32>> {
+    Ipset::new().read(set).expect("read set").map(|k| {
+        k.members
+            .iter()
+            .map(|(n, t)| (sipban::net::display_net(n), *t))
+            .collect()
+    })
+}
+
+fn destroy_sets() {
+    for s in ["r4", "r6"] {
+        let o = Command::new("ipset").args(["destroy", s]).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+/// Set each listed entry's expiry in the saved state (as if time had passed since the sync).
+fn set_expiry(dir: &Path, expiries: &[(&str, i64)]) {
+    let db = rusqlite::Connection::open(dir.join("state").join("state.db")).unwrap();
+    for (net, expires) in expiries {
+        let n = db
+            .execute(
+                "UPDATE entries SET expires = ?1 WHERE net = ?2",
+                rusqlite::params![expires, net],
+            )
+            .unwrap();
+        assert_eq!(n, 1, "no saved entry {net}");
+    }
+}
+
+/// The remaining TTL in the kernel is what the state says is left: never more, and less only by
+/// the seconds the test itself took (a generous bound, not a timing assertion).
+fn assert_ttl(got: &HashMap<String, u32>, net: &str, expires: i64, restored_at: i64) {
+    let t = *got
+        .get(net)
+        .unwrap_or_else(|| panic!("{net} not restored: {got:?}"));
+    let want = expires - restored_at;
+    assert!(
+        i64::from(t) <= want && i64::from(t) >= want - 120,
+        "{net}: kernel timeout {t}, expected about {want}"
+    );
+}
+
+#[test]
+fn restore_after_a_reboot_recreates_both_sets_with_remaining_ttls_and_no_network() {
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("list.txt");
+        std::fs::write(
+            &list,
+            "45.0.0.1\n45.0.1.0/24\n45.0.2.2\n45.0.3.3\n2001:db8:1::1\n2001:db8:2::/48\n",
+        )
+        .unwrap();
+        write_config(dir.path(), &format!("file://{}", list.display()), "");
+        let o = sipban(dir.path(), &["sync"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let t = now();
+        let exp = [
+            ("45.0.0.1", t + 3_600),
+            ("45.0.1.0/24", t + 600_000),
+            ("45.0.2.2", t - 10),
+            ("2001:db8:1::1", t + 86_400),
+            ("2001:db8:2::/48", t + 120_000),
+        ];
+        set_expiry(dir.path(), &exp);
+
+        // The reboot: no sets, no feed file, no network; the config now names a remote feed
+        // (under the same source name) that cannot be reached, and allowlists one address.
+        destroy_sets();
+        std::fs::remove_file(&list).unwrap();
+        write_config(dir.path(), "https://feeds.invalid/list.txt", "45.0.3.3");
+        let lo = Command::new("ip")
+            .args(["link", "set", "lo", "down"])
+            .status()
+            .unwrap();
+        assert!(lo.success());
+
+        let restored_at = now();
+        let o = sipban(dir.path(), &["restore"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains("r4 (v4): missing -> 2 entries"), "{out}");
+        assert!(out.contains("r6 (v6): missing -> 2 entries"), "{out}");
+
+        let v4 = members("r4").expect("r4 exists");
+        let v6 = members("r6").expect("r6 exists");
+        // The expired entry and the now-allowlisted one stay out.
+        let mut keys: Vec<&String> = v4.keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["45.0.0.1", "45.0.1.0/24"], "{v4:?}");
+        assert_eq!(v6.len(), 2, "{v6:?}");
+        for (net, expires) in exp.iter().filter(|(n, _)| *n != "45.0.2.2") {
+            let got = if net.contains(':') { &v6 } else { &v4 };
+            assert_ttl(got, net, *expires, restored_at);
+        }
+        // The sets are sipban's own kind, so the next sync diffs instead of rebuilding.
+        let (h, _) = Ipset::new().header("r4").unwrap().unwrap();
+        assert_eq!((h.set_type.as_str(), h.timeout_support), ("hash:net", true));
+
+        // Restore never writes the state: the entries are as the test left them.
+        let db = rusqlite::Connection::open(dir.path().join("state").join("state.db")).unwrap();
+        let n: i64 = db
+            .query_row("SELECT COUNT(*) FROM entries", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 6);
+
+        // Restore again with the sets present: the same contents (an atomic swap).
+        let o = sipban(dir.path(), &["restore", "--json"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(j["sets"][0]["before"], 2, "{j}");
+        assert_eq!(j["sets"][0]["after"], 2, "{j}");
+        assert_eq!(members("r4").unwrap().len(), 2);
+    });
+}
+
+#[test]
+fn restore_without_saved_state_creates_empty_sets() {
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        write_config(dir.path(), "https://feeds.invalid/list.txt", "");
+        let o = sipban(dir.path(), &["restore"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("no saved state"));
+        assert_eq!(members("r4").map(|m| m.len()), Some(0));
+        assert_eq!(members("r6").map(|m| m.len()), Some(0));
+    });
+}
+
+#[test]
+fn unreadable_state_still_creates_missing_sets_and_fails_loudly() {
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        write_config(dir.path(), "https://feeds.invalid/list.txt", "");
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(state.join("state.db"), vec![0x5au8; 4096]).unwrap();
+        let o = sipban(dir.path(), &["restore"]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("cannot read the saved state"),
+            "{}",
+            text(&o)
+        );
+        assert_eq!(members("r4").map(|m| m.len()), Some(0));
+        assert_eq!(members("r6").map(|m| m.len()), Some(0));
+    });
+}
+
+#[test]
+fn restore_puts_back_the_firewall_rules_install_recorded() {
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("list.txt");
+        std::fs::write(&list, "45.0.0.1\n2001:db8:1::1\n").unwrap();
+        write_config(dir.path(), &format!("file://{}", list.display()), "");
+        let o = sipban(dir.path(), &["sync"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let o = sipban(dir.path(), &["firewall", "install", "--raw"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let rules_before = save_rules();
+        // The reboot: an empty ruleset and no sets.
+        let o = Command::new("nft")
+            .args(["flush", "ruleset"])
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        for t in ["raw", "filter"] {
+            for cmd in ["iptables", "ip6tables"] {
+                let _ = Command::new(cmd).args(["-t", t, "-F"]).output();
+            }
+        }
+        destroy_sets();
+        let o = sipban(dir.path(), &["restore"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert_eq!(members("r4").unwrap().len(), 1);
+        assert_eq!(save_rules(), rules_before);
+        let o = sipban(dir.path(), &["firewall", "status"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    });
+}
+
+#[test]
+fn restore_waits_for_no_one_and_changes_nothing_when_a_run_holds_the_lock() {
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        write_config(dir.path(), "https://feeds.invalid/list.txt", "");
+        let _held = sipban::lock::acquire(&dir.path().join("state")).unwrap();
+        let o = sipban(dir.path(), &["restore"]);
+        assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+        assert!(
+            members("r4").is_none(),
+            "a locked-out restore created a set"
+        );
+    });
+}
+
+/// The sipban rules of both families (the lines that name a sipban set).
+fn save_rules() -> Vec<String> {
+    let mut out = Vec::new();
+    for t in ["iptables-save", "ip6tables-save"] {
+        let o = Command::new(t).output().unwrap();
+        out.extend(
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.contains("--match-set"))
+                .map(str::to_string),
+        );
+    }
+    assert_eq!(out.len(), 2, "{out:?}");
+    out
+}
+
+/// Run a copy of the binary as an unprivileged user (nobody when the tests run as root).
+fn sipban_unprivileged(dir: &Path, args: &[&str]) -> Output {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let copy = dir.join("sipban");
+    if !copy.exists() {
+        std::fs::copy(bin(), &copy).unwrap();
+    }
+    for p in [dir, copy.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(
+        dir.join("config.yaml"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let mut cmd = Command::new(&copy);
+    cmd.args(args)
+        .arg("--config")
+        .arg(dir.join("config.yaml"))
+        .stdin(Stdio::null());
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.uid(65534).gid(65534);
+    }
+    cmd.output().expect("run sipban")
+}
+
+#[test]
+fn without_privileges_restore_fails_and_a_dry_run_install_still_prints_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "https://feeds.invalid/list.txt", "");
+    // The state directory belongs to root (as under systemd): nobody cannot lock it.
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    let o = sipban_unprivileged(dir.path(), &["restore"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let o = sipban_unprivileged(dir.path(), &["firewall", "install", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("iptables -w -t filter -I INPUT 1 -m set --match-set r4 src"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ip6tables -w -t filter -I INPUT 1 -m set --match-set r6 src"),
+        "{out}"
+    );
+}
