@@ -67,18 +67,31 @@ fn destroy_sets() {
     }
 }
 
-/// Set each listed entry's expiry in the saved state (as if time had passed since the sync).
+/// Set each listed entry's expiry in the saved state (as if time had passed since the sync),
+/// through the store itself: feed listings are stored packed, not as rows.
 fn set_expiry(dir: &Path, expiries: &[(&str, i64)]) {
-    let db = rusqlite::Connection::open(dir.join("state").join("state.db")).unwrap();
+    let settings = sipban::config::load(&dir.join("config.yaml")).unwrap();
+    let sources = sipban::sync::Sources::from_settings(&settings);
+    let mut store = sipban::store::Store::open(&dir.join("state")).unwrap();
+    let mut entries = store.load_entries(&sources.index()).unwrap();
     for (net, expires) in expiries {
-        let n = db
-            .execute(
-                "UPDATE entries SET expires = ?1 WHERE net = ?2",
-                rusqlite::params![expires, net],
-            )
-            .unwrap();
-        assert_eq!(n, 1, "no saved entry {net}");
+        let n = sipban::net::parse_net(net).unwrap();
+        let e = entries.iter_mut().find(|e| e.net == n);
+        let e = e.unwrap_or_else(|| panic!("no saved entry {net}"));
+        for m in &mut e.marks {
+            m.expires = *expires;
+        }
     }
+    store
+        .commit_run(&sipban::store::RunCommit {
+            entries: &entries,
+            source_names: &sources.names(),
+            packed: &sources.packed(),
+            feeds: &[],
+            blobs: &[],
+            run: None,
+        })
+        .unwrap();
 }
 
 /// The remaining TTL in the kernel is what the state says is left: never more, and less only by
@@ -152,11 +165,12 @@ fn restore_after_a_reboot_recreates_both_sets_with_remaining_ttls_and_no_network
         assert_eq!((h.set_type.as_str(), h.timeout_support), ("hash:net", true));
 
         // Restore never writes the state: the entries are as the test left them.
-        let db = rusqlite::Connection::open(dir.path().join("state").join("state.db")).unwrap();
-        let n: i64 = db
-            .query_row("SELECT COUNT(*) FROM entries", [], |r| r.get(0))
+        let settings = sipban::config::load(&dir.path().join("config.yaml")).unwrap();
+        let sources = sipban::sync::Sources::from_settings(&settings);
+        let store = sipban::store::Store::open_read_only(&dir.path().join("state"))
+            .unwrap()
             .unwrap();
-        assert_eq!(n, 6);
+        assert_eq!(store.load_entries(&sources.index()).unwrap().len(), 6);
 
         // Restore again with the sets present: the same contents (an atomic swap).
         let o = sipban(dir.path(), &["restore", "--json"]);
