@@ -317,6 +317,11 @@ pub fn decide(
                     // A policy that got stricter since the entry was stored drops it.
                     policy.reject(&entry.net).is_none()
                 });
+                if marks.is_empty() {
+                    // The usual case: keep the stored allocation (exactly sized).
+                    marks = entry.marks;
+                    continue;
+                }
                 for m in entry.marks {
                     match marks.iter_mut().find(|x| x.source == m.source) {
                         Some(x) => {
@@ -362,12 +367,19 @@ pub fn decide(
                         m.last_seen = m.last_seen.max(s.seen);
                         m.expires = m.expires.max(expires);
                     }
-                    None => marks.push(Mark {
-                        source: input.source,
-                        first_seen: s.seen,
-                        last_seen: s.seen,
-                        expires,
-                    }),
+                    None => {
+                        // Most prefixes have one source: a first push would reserve room
+                        // for four marks (128 bytes) per entry.
+                        if marks.capacity() == 0 {
+                            marks.reserve_exact(1);
+                        }
+                        marks.push(Mark {
+                            source: input.source,
+                            first_seen: s.seen,
+                            last_seen: s.seen,
+                            expires,
+                        })
+                    }
                 }
             }
         }
@@ -387,18 +399,25 @@ pub fn decide(
         }
     }
 
+    // The merge is done: give back the consumed previous entries and the indexes before the
+    // next steps allocate (a run's peak memory is here).
+    drop(prev);
+    drop(orders);
+    entries.shrink_to_fit();
+
     // 5. Subtract the allowlist and rank per family.
-    let mut candidates: [Vec<(Rank, Desired, usize)>; 2] = [Vec::new(), Vec::new()];
+    // A candidate is a prefix for the kernel and the entry it comes from; its rank is the
+    // entry's, computed only when the cap is reached.
+    let mut candidates: [Vec<(Desired, u32)>; 2] = [Vec::new(), Vec::new()];
     // Whether the allowlist split some entry (pieces of different entries may then coincide).
     let mut split = false;
 
     for (idx, entry) in entries.iter().enumerate() {
-        let rank = entry.rank(policies);
+        let idx = idx as u32;
         let expires = entry.expires();
         let fam = Family::of(&entry.net) as usize;
         match allowlist.subtract(&entry.net) {
             None => candidates[fam].push((
-                rank,
                 Desired {
                     net: entry.net,
                     expires,
@@ -422,7 +441,6 @@ pub fn decide(
                 split |= !pieces.is_empty();
                 for piece in pieces {
                     candidates[fam].push((
-                        rank,
                         Desired {
                             net: piece,
                             expires,
@@ -437,20 +455,23 @@ pub fn decide(
     // 6. Cap: keep the best `cap` per family; remember up to KEEP_FACTOR×cap.
     let mut keep_entry = vec![false; entries.len()];
     let mut in_set_entry = vec![false; entries.len()];
+    let rank_of = |c: &(Desired, u32)| entries[c.1 as usize].rank(policies);
     for family in [Family::V4, Family::V6] {
         let cands = &mut candidates[family as usize];
         if split {
             // Coinciding pieces of different entries: keep the best-ranked one per prefix.
-            cands.sort_unstable_by_key(|c| (net::sort_key(&c.1.net), std::cmp::Reverse(c.0)));
-            cands.dedup_by_key(|c| c.1.net);
+            cands
+                .sort_unstable_by_key(|c| (net::sort_key(&c.0.net), std::cmp::Reverse(rank_of(c))));
+            cands.dedup_by_key(|c| c.0.net);
         }
         let cap = caps.get(family);
         let keep = cap.saturating_mul(KEEP_FACTOR).max(cap);
         // Best first: higher rank, then the lower prefix, a total order, so the choice is
         // deterministic. Only the cut matters, so partition instead of sorting: O(n).
-        let better = |a: &(Rank, Desired, usize), b: &(Rank, Desired, usize)| {
-            b.0.cmp(&a.0)
-                .then_with(|| net::sort_key(&a.1.net).cmp(&net::sort_key(&b.1.net)))
+        let better = |a: &(Desired, u32), b: &(Desired, u32)| {
+            rank_of(b)
+                .cmp(&rank_of(a))
+                .then_with(|| net::sort_key(&a.0.net).cmp(&net::sort_key(&b.0.net)))
         };
         if cands.len() > cap {
             cands.select_nth_unstable_by(cap, better);
@@ -459,13 +480,13 @@ pub fn decide(
             }
         }
         let mut desired = Vec::with_capacity(cap.min(cands.len()));
-        for (i, (_, want, idx)) in cands.iter().enumerate() {
+        for (i, (want, idx)) in cands.iter().enumerate() {
             if i < cap {
                 desired.push(*want);
-                in_set_entry[*idx] = true;
+                in_set_entry[*idx as usize] = true;
             }
             if i < keep {
-                keep_entry[*idx] = true;
+                keep_entry[*idx as usize] = true;
             }
         }
         let evicted = cands.len().saturating_sub(cap);
@@ -473,6 +494,7 @@ pub fn decide(
         if split || evicted > 0 {
             desired.sort_unstable_by_key(|d| net::sort_key(&d.net));
         }
+        *cands = Vec::new();
         match family {
             Family::V4 => {
                 d.desired_v4 = desired;
@@ -486,24 +508,27 @@ pub fn decide(
     }
 
     // 7. Entries to persist: those kept, plus fully allowlisted ones (so lifting the allowlist
-    //    rule brings them back before they expire).
-    let mut kept = Vec::with_capacity(entries.len());
-    for (idx, entry) in entries.into_iter().enumerate() {
+    //    rule brings them back before they expire). Filtered in place: no second copy.
+    let mut idx = 0;
+    entries.retain(|entry| {
+        let i = idx;
+        idx += 1;
         let allowlisted = allowlist.subtract(&entry.net).is_some_and(|p| p.is_empty());
-        if keep_entry[idx] || allowlisted {
+        if keep_entry[i] || allowlisted {
             for m in &entry.marks {
                 let c = &mut d.per_source[m.source as usize];
                 c.held += 1;
-                if in_set_entry[idx] {
+                if in_set_entry[i] {
                     c.in_set += 1;
                 }
             }
-            kept.push(entry);
+            true
         } else {
             d.forgotten += 1;
+            false
         }
-    }
-    d.entries = kept;
+    });
+    d.entries = entries;
     d
 }
 

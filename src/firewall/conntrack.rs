@@ -15,7 +15,7 @@ use crate::net::{self, Family};
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use serde::Serialize;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
@@ -35,7 +35,9 @@ pub struct Forgotten {
 /// Added prefixes, grouped by prefix length so a flow's source is looked up once per length.
 struct Prefixes {
     lengths: BTreeSet<(u8, u8)>,
-    keys: HashSet<(u8, u8, u128)>,
+    /// Sorted, for binary search: a sync may add 65,536 prefixes, and a sorted vector holds
+    /// them in a fraction of a hash set's memory.
+    keys: Vec<(u8, u8, u128)>,
 }
 
 fn bits(ip: IpAddr) -> (u8, u128) {
@@ -58,13 +60,15 @@ fn mask(family: u8, value: u128, len: u8) -> u128 {
 impl Prefixes {
     fn new(adds: &[IpNet]) -> Prefixes {
         let mut lengths = BTreeSet::new();
-        let mut keys = HashSet::new();
+        let mut keys = Vec::with_capacity(adds.len());
         for n in adds {
             let (f, v) = bits(n.network());
             let len = n.prefix_len();
             lengths.insert((f, len));
-            keys.insert((f, len, mask(f, v, len)));
+            keys.push((f, len, mask(f, v, len)));
         }
+        keys.sort_unstable();
+        keys.dedup();
         Prefixes { lengths, keys }
     }
 
@@ -73,7 +77,7 @@ impl Prefixes {
         self.lengths
             .iter()
             .filter(|(lf, _)| *lf == f)
-            .any(|&(_, len)| self.keys.contains(&(f, len, mask(f, v, len))))
+            .any(|&(_, len)| self.keys.binary_search(&(f, len, mask(f, v, len))).is_ok())
     }
 }
 
@@ -109,7 +113,8 @@ pub fn forget_sources(adds: &[IpNet]) -> Result<Forgotten> {
     if adds.is_empty() {
         return Ok(Forgotten::default());
     }
-    let prefixes = Prefixes::new(adds);
+    // Built at the first tracked flow: an empty table costs nothing.
+    let mut prefixes: Option<Prefixes> = None;
     let mut sources = BTreeSet::new();
     let mut flows = 0;
     for family in [Family::V4, Family::V6] {
@@ -146,7 +151,10 @@ pub fn forget_sources(adds: &[IpNet]) -> Result<Forgotten> {
         for line in BufReader::new(stdout).lines() {
             let line = line.context("reading conntrack -L")?;
             if let Some(src) = flow_source(&line) {
-                if prefixes.contains(src) {
+                if prefixes
+                    .get_or_insert_with(|| Prefixes::new(adds))
+                    .contains(src)
+                {
                     flows += 1;
                     sources.insert(net::canonical_ip(src));
                 }
