@@ -212,6 +212,7 @@ pub struct RawConfig {
     pub feeds: Option<Vec<Spanned<RawFeed>>>,
     pub apiban: Option<Spanned<crate::source::apiban::RawApiban>>,
     pub asterisk: Option<Spanned<RawAsterisk>>,
+    pub kernel_log: Option<Spanned<crate::source::kernlog::RawKernelLog>>,
 }
 
 /// `asterisk:`: the log detector (see [`crate::source::asterisk`]).
@@ -318,6 +319,9 @@ pub struct Settings {
         serialize_with = "ser_asterisk"
     )]
     pub asterisk: Option<crate::source::asterisk::AsteriskSettings>,
+    /// Present when the config has a `kernel_log:` section.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_log: Option<crate::source::kernlog::KernelLogSettings>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -520,6 +524,15 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
             ConfigError(format!("{}: asterisk: {e}", at(path, &spanned.referenced)))
         })?),
     };
+    let kernel_log = match raw.kernel_log {
+        Some(spanned) => Some(crate::source::kernlog::resolve(spanned.value).map_err(|e| {
+            ConfigError(format!(
+                "{}: kernel_log: {e}",
+                at(path, &spanned.referenced)
+            ))
+        })?),
+        None => None,
+    };
     let apiban = match raw.apiban {
         Some(spanned) => Some(
             crate::source::apiban::resolve(spanned.value, &base_dir).map_err(|e| {
@@ -543,6 +556,7 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
         feeds,
         apiban,
         asterisk,
+        kernel_log,
     })
 }
 

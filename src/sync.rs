@@ -20,6 +20,7 @@ use crate::net::{self, Family};
 use crate::source::apiban::{self, ApibanRun};
 use crate::source::asterisk;
 use crate::source::feed::{self, FeedMeta, FeedStatus};
+use crate::source::kernlog;
 use crate::source::Sighting;
 use crate::store::{RunCommit, RunRecord, Store};
 use anyhow::Context;
@@ -75,6 +76,9 @@ pub struct SourceReport {
     /// Asterisk detector only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub asterisk: Option<AsteriskReport>,
+    /// Kernel-log detector only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<kernlog::Detections>,
     pub counts: SourceCounts,
 }
 
@@ -184,6 +188,17 @@ impl Sources {
             });
             kinds.push("asterisk");
         }
+        if let Some(k) = &settings.kernel_log {
+            // Port probers seen by this host's firewall: single hosts, LAN ones included.
+            policies.push(SourcePolicy {
+                name: kernlog::SOURCE.to_string(),
+                priority: k.priority,
+                min_prefix_v4: 32,
+                min_prefix_v6: 128,
+                allow_private: true,
+            });
+            kinds.push("kernel");
+        }
         Sources { policies, kinds }
     }
 
@@ -204,6 +219,8 @@ impl Sources {
 pub const ASTERISK: &str = "asterisk";
 /// The blob key of the detector's state (cursors, failure windows, Call-ID map).
 const ASTERISK_STATE: &str = "asterisk.state";
+/// The blob key of the kernel-log detector's state (cursors, scoring windows).
+const KERNEL_STATE: &str = "kernel.state";
 
 /// What the Asterisk detector did in this run (the evidence itself stays out of the report).
 #[derive(Clone, Debug, Serialize)]
@@ -499,6 +516,54 @@ pub async fn run(
             Err(e) => errors.push(format!("asterisk: {e}; its last bans are kept")),
         }
     }
+    // The kernel-log detector, like the Asterisk one: saved cursors and scoring windows, and
+    // a throw-away copy on a dry run.
+    let mut kernel_report = None;
+    let mut kernel_blob = None;
+    if let Some(k) = &settings.kernel_log {
+        let mut state: kernlog::KernelState = match store.as_ref().map(|s| s.blob(KERNEL_STATE)) {
+            Some(Ok(Some(bytes))) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(
+                    "the saved kernel-log detector state is unreadable ({e}); starting afresh"
+                );
+                kernlog::KernelState::default()
+            }),
+            Some(Err(e)) => {
+                return Err(SyncError::Fatal(
+                    e.context("reading the kernel-log detector state"),
+                ))
+            }
+            _ => kernlog::KernelState::default(),
+        };
+        let own = hostaddr::own_addresses()
+            .into_iter()
+            .map(|a| a.ip)
+            .collect();
+        match kernlog::run(k, &mut state, &own, now) {
+            Ok(det) => {
+                for f in &det.files {
+                    if let Some(e) = &f.error {
+                        errors.push(format!("kernel_log: {}: {e}", f.path.display()));
+                    }
+                }
+                if let Some(&i) = index.get(kernlog::SOURCE) {
+                    inputs.push(Input {
+                        source: i,
+                        sightings: det.sightings.clone(),
+                        complete: false,
+                    });
+                }
+                if !dry_run {
+                    kernel_blob = Some(
+                        serde_json::to_vec(&state)
+                            .context("encoding the kernel-log detector state")?,
+                    );
+                }
+                kernel_report = Some(det);
+            }
+            Err(e) => errors.push(format!("kernel_log: {e}; its last bans are kept")),
+        }
+    }
     phase("gathered");
 
     // Decide.
@@ -590,6 +655,11 @@ pub async fn run(
                 } else {
                     None
                 },
+                kernel: if *kind == "kernel" {
+                    kernel_report.clone()
+                } else {
+                    None
+                },
                 counts: decision.per_source[i].clone(),
             })
             .collect(),
@@ -663,8 +733,10 @@ pub async fn run(
                 feeds: &new_metas,
                 blobs: &asterisk_blob
                     .take()
-                    .map(|b| vec![(ASTERISK_STATE.to_string(), b)])
-                    .unwrap_or_default(),
+                    .map(|b| (ASTERISK_STATE.to_string(), b))
+                    .into_iter()
+                    .chain(kernel_blob.take().map(|b| (KERNEL_STATE.to_string(), b)))
+                    .collect::<Vec<_>>(),
                 run: Some(&record),
             })
             .context("saving state")?;
@@ -805,6 +877,9 @@ impl fmt::Display for RunReport {
                     }
                     FeedStatus::Failed(r) => format!("FAILED: {r}"),
                 },
+                None if s.kernel.is_some() => {
+                    s.kernel.as_ref().map(|k| k.summary()).unwrap_or_default()
+                }
                 None => match (&s.apiban, &s.asterisk) {
                     (Some(a), _) => a.to_string(),
                     (None, Some(a)) => format!(

@@ -4,8 +4,12 @@
 //! decide step produced: small diffs as one batch of adds and deletes, full rebuilds as one
 //! batch that fills a temporary set and swaps it in, so the live set is never empty or partial.
 //!
+//! [`logrule`] installs sipban's rate-limited `LOG` rule for probes on the port catalogue's
+//! ports (it only logs; the kernel-log detector reads what it writes).
+//!
 //! Nothing here decides *what* to block: callers pass canonical, already-filtered prefixes and
 //! enforce the cap. Nothing here may touch a set or rule that sipban's configuration does not
 //! name, and nothing here may pass text that was not parsed as an address to a kernel tool.
 
 pub mod ipset;
+pub mod logrule;
