@@ -78,11 +78,35 @@ enum Command {
         /// Count the opt-in security events too (see `asterisk.aggressive`).
         #[arg(long)]
         aggressive: bool,
+        /// The files are kernel logs (kern.log, syslog, `journalctl -k -o short-iso` output):
+        /// list every inbound TCP/UDP packet per source address, with the port catalogue's
+        /// weights and the threshold it crossed (scored with the config's `kernel_log`, if any).
+        #[arg(long, conflicts_with_all = ["full", "aggressive", "verbose"])]
+        kernel: bool,
+    },
+    /// Firewall rules sipban manages.
+    Firewall {
+        #[command(subcommand)]
+        command: FirewallCommand,
     },
     /// Show the built-in feed catalogue.
     Feeds {
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum FirewallCommand {
+    /// Print (or with --apply install, idempotently) a rate-limited LOG rule for new inbound
+    /// connections to the port catalogue's weighted ports, for the `kernel_log` detector.
+    LogRule {
+        /// iptables (also ip6tables) or nft; default: iptables when installed, else nft.
+        #[arg(long, value_parser = ["iptables", "nft"])]
+        backend: Option<String>,
+        /// Install the rule now (root).
+        #[arg(long)]
+        apply: bool,
     },
 }
 
@@ -123,6 +147,28 @@ fn init_logging(verbose: u8) {
     } else {
         builder.init();
     }
+}
+
+/// The `kernel_log` settings for the tools that work without a run (`scan --kernel`,
+/// `firewall log-rule`): the config's section when the config file exists and has one, else the
+/// built-in defaults; and a note saying which.
+fn kernel_log_settings(
+    cli: &Cli,
+) -> Result<(sipban::source::kernlog::KernelLogSettings, String), u8> {
+    if !cli.config.exists() {
+        return Ok((Default::default(), "built-in defaults".into()));
+    }
+    let settings = load(cli)?;
+    Ok(match settings.kernel_log {
+        Some(k) => (k, format!("kernel_log in {}", cli.config.display())),
+        None => (
+            Default::default(),
+            format!(
+                "built-in defaults; {} has no kernel_log",
+                cli.config.display()
+            ),
+        ),
+    })
 }
 
 fn load(cli: &Cli) -> Result<Settings, u8> {
@@ -307,7 +353,33 @@ fn run(cli: Cli) -> u8 {
             json,
             verbose,
             aggressive,
+            kernel,
         } => {
+            if *kernel {
+                if files.is_empty() {
+                    eprintln!("sipban scan --kernel: give at least one kernel log file");
+                    return exit::USAGE;
+                }
+                let (ks, from) = match kernel_log_settings(&cli) {
+                    Ok(k) => k,
+                    Err(code) => return code,
+                };
+                let own = sipban::hostaddr::own_addresses()
+                    .into_iter()
+                    .map(|a| a.ip)
+                    .collect();
+                return match sipban::source::kernlog::scan(files, &ks, &own, &from) {
+                    Ok(report) if *json => print_json(&report),
+                    Ok(report) => {
+                        out(&report.to_string());
+                        exit::OK
+                    }
+                    Err(e) => {
+                        eprintln!("sipban scan: {e}");
+                        exit::FAILED
+                    }
+                };
+            }
             if files.is_empty() && full.is_none() {
                 eprintln!("sipban scan: give at least one log file (or --full FILE)");
                 return exit::USAGE;
@@ -325,6 +397,48 @@ fn run(cli: Cli) -> u8 {
                 }
                 Err(e) => {
                     eprintln!("sipban scan: {e}");
+                    exit::FAILED
+                }
+            }
+        }
+        Command::Firewall {
+            command: FirewallCommand::LogRule { backend, apply },
+        } => {
+            use sipban::firewall::logrule::{Backend, LogRule};
+            let backend = match backend.as_deref().map(str::parse::<Backend>) {
+                None => Backend::detect(),
+                Some(Ok(b)) => b,
+                Some(Err(e)) => {
+                    eprintln!("sipban firewall log-rule: {e}");
+                    return exit::USAGE;
+                }
+            };
+            let (ks, from) = match kernel_log_settings(&cli) {
+                Ok(k) => k,
+                Err(code) => return code,
+            };
+            let cat = match ks.catalogue() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("sipban firewall log-rule: {e}");
+                    return exit::FAILED;
+                }
+            };
+            let rule = LogRule::new(&cat, backend);
+            if !*apply {
+                outln!("# ports from the catalogue ({from})");
+                out(&rule.script());
+                return exit::OK;
+            }
+            match rule.apply() {
+                Ok(steps) => {
+                    for s in steps {
+                        outln!("{}: {}", s.command, s.result);
+                    }
+                    exit::OK
+                }
+                Err(e) => {
+                    eprintln!("sipban firewall log-rule: {e:#}");
                     exit::FAILED
                 }
             }
