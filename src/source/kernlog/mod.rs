@@ -21,8 +21,9 @@
 //! * **score**: per source address, within `window`, each distinct (protocol, port) counts once
 //!   (retransmissions and repeats add no weight; the same line read twice, from two files or
 //!   after a failed read, changes nothing). When the weights add up to `threshold`, or the
-//!   distinct ports reach `distinct_ports`, the address becomes a sighting for `ttl` at the time
-//!   of the probe that crossed the line; its window starts afresh.
+//!   distinct ports reach `distinct_ports`, the address becomes a sighting for `ttl` from the
+//!   probe that crossed the line. While it keeps probing within `window` of its last probe it
+//!   stays over and its sighting is extended; after a quiet window it has to cross again.
 //!
 //! Firewalls usually rate-limit their LOG rules (UFW: 3/min), so a log is a *sample* of the
 //! probes; distinct-port scoring degrades gracefully under sampling, since a missed repeat costs
@@ -238,6 +239,26 @@ pub struct Hit {
     pub weight: u8,
 }
 
+/// One address's scoring window.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    /// Counted probes within the window (at most [`MAX_HITS`]).
+    #[serde(default)]
+    pub hits: Vec<Hit>,
+    /// Set once the address crossed a threshold: the time of its latest counted probe since.
+    /// While it keeps probing within `window` of that, it stays over (its sighting is
+    /// extended) without having to cross again.
+    #[serde(default)]
+    pub over: Option<i64>,
+}
+
+impl Window {
+    fn last(&self) -> i64 {
+        let h = self.hits.iter().map(|h| h.time).max().unwrap_or(i64::MIN);
+        h.max(self.over.unwrap_or(i64::MIN))
+    }
+}
+
 /// Per followed file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileState {
@@ -255,7 +276,7 @@ pub struct KernelState {
     pub files: BTreeMap<String, FileState>,
     /// Open scoring windows.
     #[serde(default)]
-    pub recent: HashMap<IpAddr, Vec<Hit>>,
+    pub recent: HashMap<IpAddr, Window>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -385,45 +406,57 @@ impl Rules {
         }
     }
 
-    /// Add a counted probe to `ip`'s window; `Some` when it crosses a threshold (the window is
-    /// then cleared).
+    /// Add a counted probe to `ip`'s window.
     fn score(
         &self,
-        recent: &mut AddrMap<Vec<Hit>>,
+        recent: &mut AddrMap<Window>,
         ip: IpAddr,
         t: i64,
         key: u32,
         weight: u8,
-    ) -> Option<Fired> {
+    ) -> Score {
         if weight == 0 && self.distinct == 0 {
-            return None; // an unlisted port counts only towards distinct ports
+            return Score::Below; // an unlisted port counts only towards distinct ports
         }
-        let v = recent.entry(ip).or_default();
-        match v.iter_mut().find(|h| h.key == key) {
+        let w = recent.entry(ip).or_default();
+        if let Some(over) = w.over {
+            if t > over + self.window {
+                // Quiet for longer than the window: it has to cross again.
+                w.over = None;
+            } else if t >= over - self.window {
+                let at = over.max(t);
+                w.over = Some(at);
+                return Score::Still(at);
+            } else {
+                return Score::Below; // an old line read late
+            }
+        }
+        match w.hits.iter_mut().find(|h| h.key == key) {
             Some(h) => h.time = h.time.max(t),
-            None => v.push(Hit {
+            None => w.hits.push(Hit {
                 time: t,
                 key,
                 weight,
             }),
         }
-        let newest = v.iter().map(|h| h.time).max().unwrap_or(t);
-        v.retain(|h| h.time >= newest - self.window);
-        if v.len() > MAX_HITS {
-            v.sort_unstable_by_key(|h| std::cmp::Reverse(h.time));
-            v.truncate(MAX_HITS);
+        let newest = w.last();
+        w.hits.retain(|h| h.time >= newest - self.window);
+        if w.hits.len() > MAX_HITS {
+            w.hits.sort_unstable_by_key(|h| std::cmp::Reverse(h.time));
+            w.hits.truncate(MAX_HITS);
         }
-        let sum: u32 = v.iter().map(|h| u32::from(h.weight)).sum();
-        let n = v.len() as u32; // at most MAX_HITS
+        let sum: u32 = w.hits.iter().map(|h| u32::from(h.weight)).sum();
+        let n = w.hits.len() as u32; // at most MAX_HITS
         let crossed = Crossed {
             weight: self.threshold > 0 && sum >= self.threshold,
             distinct_ports: self.distinct > 0 && n >= self.distinct,
         };
         if !(crossed.weight || crossed.distinct_ports) {
-            return None;
+            return Score::Below;
         }
-        recent.remove(&ip);
-        Some(Fired {
+        w.hits.clear();
+        w.over = Some(newest);
+        Score::Crossed(Fired {
             ip,
             at: newest,
             weight: sum,
@@ -433,15 +466,25 @@ impl Rules {
     }
 }
 
+/// What a counted probe did to its address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Score {
+    /// Still under the thresholds.
+    Below,
+    /// It crossed a threshold now.
+    Crossed(Fired),
+    /// It was over already and keeps probing: over until this time.
+    Still(i64),
+}
+
 /// Forget windows older than `newest - window`; above [`MAX_ADDRESSES`], the stalest go.
-fn prune(recent: &mut AddrMap<Vec<Hit>>, newest: i64, window: i64) {
-    let last = |v: &Vec<Hit>| v.iter().map(|h| h.time).max().unwrap_or(i64::MIN);
-    recent.retain(|_, v| last(v) >= newest - window);
+fn prune(recent: &mut AddrMap<Window>, newest: i64, window: i64) {
+    recent.retain(|_, w| w.last() >= newest - window);
     if recent.len() > MAX_ADDRESSES {
-        let mut lasts: Vec<i64> = recent.values().map(last).collect();
+        let mut lasts: Vec<i64> = recent.values().map(Window::last).collect();
         let cut = lasts.len() - MAX_ADDRESSES;
         let (_, &mut keep, _) = lasts.select_nth_unstable(cut);
-        recent.retain(|_, v| last(v) > keep);
+        recent.retain(|_, w| w.last() > keep);
     }
 }
 
@@ -581,11 +624,14 @@ pub struct FileReport {
 /// Result of [`run`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Detections {
-    /// One per address that crossed a threshold and whose ban has not run out yet.
+    /// One per address over a threshold in this run (crossed now, or crossed before and still
+    /// probing) whose ban has not run out yet, seen at its latest probe.
     #[serde(skip)]
     pub sightings: Vec<Sighting>,
-    /// Every crossing of this run (the latest per address).
+    /// The crossings of this run (the latest per address).
     pub fired: Vec<Fired>,
+    /// Addresses that were over a threshold already and kept probing (their ban is extended).
+    pub still_probing: usize,
     pub counters: Counters,
     pub files: Vec<FileReport>,
 }
@@ -595,12 +641,13 @@ impl Detections {
     pub fn summary(&self) -> String {
         let c = &self.counters;
         format!(
-            "{} lines read, {} inbound packets ({} weighted, {} unlisted ports), {} addresses over a threshold",
+            "{} lines read, {} inbound packets ({} weighted, {} unlisted ports), {} addresses crossed a threshold, {} still probing",
             c.lines,
             c.packets,
             c.weighted,
             c.unlisted,
-            self.fired.len()
+            self.fired.len(),
+            self.still_probing
         )
     }
 }
@@ -608,8 +655,9 @@ impl Detections {
 /// One detector pass: read what is new in every configured file from its saved cursor, score
 /// the probes, and return the addresses that crossed a threshold as sightings. `own` are this
 /// host's addresses (never scored). A file that cannot be read is reported and keeps its
-/// cursor; the others go on. Re-reading lines after a failure changes no score (each port
-/// counts once per window).
+/// cursor; the others go on. Re-reading lines (after a failed read, or the same kernel lines in
+/// kern.log and syslog) changes nothing: each port counts once per window, and an address
+/// already over a threshold is only kept over.
 pub fn run(
     settings: &KernelLogSettings,
     state: &mut KernelState,
@@ -622,8 +670,10 @@ pub fn run(
     let cat = settings.catalogue().map_err(KernelLogError::Catalogue)?;
     let rules = Rules::of(settings);
     let mut engine = Engine::new(&cat, own, settings.timezone, now);
-    let mut recent: AddrMap<Vec<Hit>> = std::mem::take(&mut state.recent).into_iter().collect();
+    let mut recent: AddrMap<Window> = std::mem::take(&mut state.recent).into_iter().collect();
     let mut fired: BTreeMap<IpAddr, Fired> = BTreeMap::new();
+    // Every address over a threshold in this run, and its latest probe.
+    let mut over: BTreeMap<IpAddr, i64> = BTreeMap::new();
     let mut newest = i64::MIN;
     let mut reports = Vec::new();
     for path in &settings.files {
@@ -642,8 +692,17 @@ pub fn run(
                 newest = newest.max(t);
                 if class.counted() {
                     let w = cat.weight(entry);
-                    if let Some(f) = rules.score(&mut recent, p.src, t, key(p.proto, p.dpt), w) {
-                        fired.insert(f.ip, f);
+                    match rules.score(&mut recent, p.src, t, key(p.proto, p.dpt), w) {
+                        Score::Below => {}
+                        Score::Crossed(f) => {
+                            let at = over.entry(f.ip).or_insert(f.at);
+                            *at = (*at).max(f.at);
+                            fired.insert(f.ip, f);
+                        }
+                        Score::Still(t) => {
+                            let at = over.entry(p.src).or_insert(t);
+                            *at = (*at).max(t);
+                        }
                     }
                     if recent.len() > 2 * MAX_ADDRESSES {
                         prune(&mut recent, newest, rules.window);
@@ -678,19 +737,20 @@ pub fn run(
         .collect();
     state.files.retain(|k, _| keep.contains(k));
     let ttl = settings.ttl;
-    let fired: Vec<Fired> = fired.into_values().collect();
-    let sightings = fired
+    let sightings = over
         .iter()
-        .filter(|f| f.at + i64::from(ttl) > now)
-        .map(|f| Sighting {
-            net: net::host_net(f.ip),
-            seen: f.at,
+        .filter(|(_, at)| **at + i64::from(ttl) > now)
+        .map(|(ip, at)| Sighting {
+            net: net::host_net(*ip),
+            seen: *at,
             ttl,
         })
         .collect();
+    let still_probing = over.keys().filter(|ip| !fired.contains_key(ip)).count();
     Ok(Detections {
         sightings,
-        fired,
+        fired: fired.into_values().collect(),
+        still_probing,
         counters: engine.counters,
         files: reports,
     })
@@ -717,8 +777,11 @@ pub struct PortScan {
 pub struct FiredScan {
     /// The first crossing.
     pub first: Fired,
-    /// How many times the address crossed a threshold (its window starts afresh after each).
+    /// How many times the address crossed a threshold (once over, it stays over while it keeps
+    /// probing within the window; after a quiet window it has to cross again).
     pub times: u32,
+    /// Its last counted probe while over a threshold (a sighting would be seen then).
+    pub until: i64,
 }
 
 /// One source address in a [`ScanReport`].
@@ -798,7 +861,7 @@ struct AddrAgg {
 struct Scanner<'a> {
     engine: Engine<'a>,
     rules: Rules,
-    recent: AddrMap<Vec<Hit>>,
+    recent: AddrMap<Window>,
     addrs: AddrMap<AddrAgg>,
     newest: i64,
 }
@@ -848,10 +911,25 @@ impl Scanner<'_> {
         }
         self.newest = self.newest.max(t);
         let w = self.engine.cat.weight(entry);
-        if let Some(f) = self.rules.score(&mut self.recent, p.src, t, k, w) {
-            match &mut a.fired {
-                Some(fs) => fs.times += 1,
-                None => a.fired = Some(FiredScan { first: f, times: 1 }),
+        match self.rules.score(&mut self.recent, p.src, t, k, w) {
+            Score::Below => {}
+            Score::Crossed(f) => match &mut a.fired {
+                Some(fs) => {
+                    fs.times += 1;
+                    fs.until = fs.until.max(f.at);
+                }
+                None => {
+                    a.fired = Some(FiredScan {
+                        until: f.at,
+                        first: f,
+                        times: 1,
+                    })
+                }
+            },
+            Score::Still(at) => {
+                if let Some(fs) = &mut a.fired {
+                    fs.until = fs.until.max(at);
+                }
             }
         }
         if self.recent.len() > 2 * MAX_ADDRESSES {
@@ -1092,13 +1170,18 @@ impl fmt::Display for ScanReport {
                 (Some(why), _) => write!(f, "  IGNORED: {why}")?,
                 (None, Some(fs)) => write!(
                     f,
-                    "  FIRED ({}: weight {}, {} ports within the window) at {}{}",
+                    "  FIRED ({}: weight {}, {} ports within the window) at {}{}{}",
                     fs.first.crossed,
                     fs.first.weight,
                     fs.first.ports,
                     iso(fs.first.at),
+                    if fs.until > fs.first.at {
+                        format!(", still probing until {}", iso(fs.until))
+                    } else {
+                        String::new()
+                    },
                     if fs.times > 1 {
-                        format!(", {} times", fs.times)
+                        format!(", crossed {} times", fs.times)
                     } else {
                         String::new()
                     }
@@ -1171,13 +1254,32 @@ mod tests {
         let ip: IpAddr = "198.51.100.7".parse().unwrap();
         // telnet (4) three times: still 4.
         for t in 0..3 {
-            assert!(r.score(&mut m, ip, t, key(Proto::Tcp, 23), 4).is_none());
+            assert_eq!(r.score(&mut m, ip, t, key(Proto::Tcp, 23), 4), Score::Below);
         }
-        assert!(r.score(&mut m, ip, 5, key(Proto::Tcp, 111), 4).is_none());
-        let f = r.score(&mut m, ip, 9, key(Proto::Tcp, 1524), 6).unwrap();
+        assert_eq!(
+            r.score(&mut m, ip, 5, key(Proto::Tcp, 111), 4),
+            Score::Below
+        );
+        let Score::Crossed(f) = r.score(&mut m, ip, 9, key(Proto::Tcp, 1524), 6) else {
+            panic!("crossed")
+        };
         assert!(f.crossed.weight && !f.crossed.distinct_ports);
         assert_eq!((f.weight, f.ports, f.at), (14, 3, 9));
-        assert!(m.is_empty(), "the window starts afresh");
+        // Probing on keeps it over; the same lines again change nothing.
+        assert_eq!(
+            r.score(&mut m, ip, 300, key(Proto::Tcp, 23), 4),
+            Score::Still(300)
+        );
+        assert_eq!(
+            r.score(&mut m, ip, 9, key(Proto::Tcp, 1524), 6),
+            Score::Still(300)
+        );
+        // After a quiet window it has to cross again.
+        assert_eq!(
+            r.score(&mut m, ip, 901, key(Proto::Tcp, 23), 4),
+            Score::Below
+        );
+        assert_eq!(m[&ip].over, None);
     }
 
     #[test]
@@ -1185,18 +1287,17 @@ mod tests {
         let r = rules();
         let mut m = AddrMap::default();
         let ip: IpAddr = "198.51.100.8".parse().unwrap();
-        assert!(r.score(&mut m, ip, 0, key(Proto::Tcp, 1524), 6).is_none());
+        let below = Score::Below;
+        assert_eq!(r.score(&mut m, ip, 0, key(Proto::Tcp, 1524), 6), below);
         // 601 s later the backdoor probe is out of the 10-minute window.
-        assert!(r
-            .score(&mut m, ip, 601, key(Proto::Tcp, 31337), 6)
-            .is_none());
-        assert_eq!(m[&ip].len(), 1);
+        assert_eq!(r.score(&mut m, ip, 601, key(Proto::Tcp, 31337), 6), below);
+        assert_eq!(m[&ip].hits.len(), 1);
         for (i, port) in (2000..2007).enumerate() {
             let f = r.score(&mut m, ip, 602 + i as i64, key(Proto::Tcp, port), 0);
             if i < 6 {
-                assert!(f.is_none(), "{i}");
+                assert_eq!(f, below, "{i}");
             } else {
-                assert!(f.unwrap().crossed.distinct_ports);
+                assert!(matches!(f, Score::Crossed(f) if f.crossed.distinct_ports));
             }
         }
     }
@@ -1277,6 +1378,13 @@ mod tests {
         assert_eq!(d.sightings.len(), 1);
         assert_eq!(d.sightings[0].ttl, 86_400);
         assert_eq!(d.fired[0].weight, 14);
-        assert!(st.recent.is_empty());
+        assert_eq!(st.recent.len(), 1, "over, until a quiet window passes");
+        // Still probing in the next run: the sighting is extended, with no new crossing.
+        f.write_all(line("10:01:30", "198.51.100.7", "TCP", 8123).as_bytes())
+            .unwrap();
+        let d = run(&s, &mut st, &own, now).unwrap();
+        assert!(d.fired.is_empty());
+        assert_eq!(d.still_probing, 1);
+        assert_eq!(d.sightings[0].seen, now - 10);
     }
 }
