@@ -230,7 +230,7 @@ impl std::error::Error for KernelLogError {
 // state
 
 /// One counted probe in an address's window.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hit {
     /// Unix seconds of the latest probe on this port.
     pub time: i64,
@@ -239,12 +239,111 @@ pub struct Hit {
     pub weight: u8,
 }
 
+/// The counted probes of one address's window. Most addresses never probe more than two
+/// ports, so two are kept inline: no allocation, and no second cache miss per packet (the scan
+/// of a large log is bound by memory latency). Serialised as a plain list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hits {
+    Inline { len: u8, buf: [Hit; 2] },
+    Heap(Vec<Hit>),
+}
+
+impl Default for Hits {
+    fn default() -> Self {
+        Hits::Inline {
+            len: 0,
+            buf: [Hit::default(); 2],
+        }
+    }
+}
+
+impl Hits {
+    pub fn as_slice(&self) -> &[Hit] {
+        match self {
+            Hits::Inline { len, buf } => &buf[..usize::from(*len)],
+            Hits::Heap(v) => v,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [Hit] {
+        match self {
+            Hits::Inline { len, buf } => &mut buf[..usize::from(*len)],
+            Hits::Heap(v) => v,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, h: Hit) {
+        match self {
+            Hits::Inline { len, buf } if usize::from(*len) < buf.len() => {
+                buf[usize::from(*len)] = h;
+                *len += 1;
+            }
+            Hits::Inline { buf, .. } => {
+                let mut v = Vec::with_capacity(8);
+                v.extend_from_slice(buf);
+                v.push(h);
+                *self = Hits::Heap(v);
+            }
+            Hits::Heap(v) => v.push(h),
+        }
+    }
+
+    /// Keep the first `n` (after [`Hits::retain`] or a sort).
+    fn truncate(&mut self, n: usize) {
+        match self {
+            Hits::Inline { len, .. } => *len = (*len).min(n.min(2) as u8),
+            Hits::Heap(v) => v.truncate(n),
+        }
+    }
+
+    fn retain(&mut self, keep: impl Fn(&Hit) -> bool) {
+        let s = self.as_mut_slice();
+        let mut w = 0;
+        for r in 0..s.len() {
+            if keep(&s[r]) {
+                s[w] = s[r];
+                w += 1;
+            }
+        }
+        self.truncate(w);
+    }
+
+    fn clear(&mut self) {
+        *self = Hits::default();
+    }
+}
+
+impl Serialize for Hits {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.as_slice().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Hits {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Vec::<Hit>::deserialize(d)?;
+        let mut h = Hits::default();
+        for x in v.into_iter().take(MAX_HITS) {
+            h.push(x);
+        }
+        Ok(h)
+    }
+}
+
 /// One address's scoring window.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Window {
     /// Counted probes within the window (at most [`MAX_HITS`]).
     #[serde(default)]
-    pub hits: Vec<Hit>,
+    pub hits: Hits,
     /// Set once the address crossed a threshold: the time of its latest counted probe since.
     /// While it keeps probing within `window` of that, it stays over (its sighting is
     /// extended) without having to cross again.
@@ -254,7 +353,13 @@ pub struct Window {
 
 impl Window {
     fn last(&self) -> i64 {
-        let h = self.hits.iter().map(|h| h.time).max().unwrap_or(i64::MIN);
+        let h = self
+            .hits
+            .as_slice()
+            .iter()
+            .map(|h| h.time)
+            .max()
+            .unwrap_or(i64::MIN);
         h.max(self.over.unwrap_or(i64::MIN))
     }
 }
@@ -406,19 +511,11 @@ impl Rules {
         }
     }
 
-    /// Add a counted probe to `ip`'s window.
-    fn score(
-        &self,
-        recent: &mut AddrMap<Window>,
-        ip: IpAddr,
-        t: i64,
-        key: u32,
-        weight: u8,
-    ) -> Score {
+    /// Add a counted probe to `ip`'s window `w`.
+    fn score(&self, w: &mut Window, ip: IpAddr, t: i64, key: u32, weight: u8) -> Score {
         if weight == 0 && self.distinct == 0 {
             return Score::Below; // an unlisted port counts only towards distinct ports
         }
-        let w = recent.entry(ip).or_default();
         if let Some(over) = w.over {
             if t > over + self.window {
                 // Quiet for longer than the window: it has to cross again.
@@ -431,7 +528,7 @@ impl Rules {
                 return Score::Below; // an old line read late
             }
         }
-        match w.hits.iter_mut().find(|h| h.key == key) {
+        match w.hits.as_mut_slice().iter_mut().find(|h| h.key == key) {
             Some(h) => h.time = h.time.max(t),
             None => w.hits.push(Hit {
                 time: t,
@@ -442,10 +539,12 @@ impl Rules {
         let newest = w.last();
         w.hits.retain(|h| h.time >= newest - self.window);
         if w.hits.len() > MAX_HITS {
-            w.hits.sort_unstable_by_key(|h| std::cmp::Reverse(h.time));
+            w.hits
+                .as_mut_slice()
+                .sort_unstable_by_key(|h| std::cmp::Reverse(h.time));
             w.hits.truncate(MAX_HITS);
         }
-        let sum: u32 = w.hits.iter().map(|h| u32::from(h.weight)).sum();
+        let sum: u32 = w.hits.as_slice().iter().map(|h| u32::from(h.weight)).sum();
         let n = w.hits.len() as u32; // at most MAX_HITS
         let crossed = Crossed {
             weight: self.threshold > 0 && sum >= self.threshold,
@@ -506,7 +605,8 @@ enum Seen<'a> {
 struct Engine<'a> {
     parser: Parser,
     cat: &'a Catalogue,
-    own: &'a HashSet<IpAddr>,
+    /// This host's addresses: a handful, so a list beats hashing every packet's source.
+    own: Vec<IpAddr>,
     clock: Clock,
     now: i64,
     counters: Counters,
@@ -517,7 +617,7 @@ impl<'a> Engine<'a> {
         Engine {
             parser: Parser::new(),
             cat,
-            own,
+            own: own.iter().copied().collect(),
             clock: Clock::new(tz, now),
             now,
             counters: Counters::default(),
@@ -580,6 +680,20 @@ impl<'a> Engine<'a> {
         }
         if self.own.contains(&p.src) {
             return Some("this host's own address");
+        }
+        // A cheap test first: most sources are ordinary unicast addresses.
+        let maybe_special = match p.src {
+            IpAddr::V4(a) => {
+                let o = a.octets()[0];
+                o == 0 || o == 127 || o >= 224 || (o == 169 && a.octets()[1] == 254)
+            }
+            IpAddr::V6(a) => {
+                let s0 = a.segments()[0];
+                s0 == 0 || s0 & 0xffc0 == 0xfe80 || s0 & 0xff00 == 0xff00
+            }
+        };
+        if !maybe_special {
+            return None;
         }
         net::special_range(&net::host_net(p.src))
     }
@@ -692,7 +806,8 @@ pub fn run(
                 newest = newest.max(t);
                 if class.counted() {
                     let w = cat.weight(entry);
-                    match rules.score(&mut recent, p.src, t, key(p.proto, p.dpt), w) {
+                    let win = recent.entry(p.src).or_default();
+                    match rules.score(win, p.src, t, key(p.proto, p.dpt), w) {
                         Score::Below => {}
                         Score::Crossed(f) => {
                             let at = over.entry(f.ip).or_insert(f.at);
@@ -841,29 +956,106 @@ pub struct ScanReport {
 /// Ports listed per address in a scan.
 const SCAN_PORTS: usize = 4096;
 
+#[derive(Clone, Copy)]
 struct PortAgg {
-    packets: u64,
+    packets: u32,
     class: Class,
     entry: Match,
 }
 
+/// An address's ports: most addresses hit one or two, kept inline (no allocation, no second
+/// cache miss); the rest in a map.
+#[derive(Default)]
+struct PortList {
+    inline: [Option<(u32, PortAgg)>; 2],
+    // Boxed on purpose: 8 bytes in every address slot instead of a map header's 40; most
+    // addresses never need it.
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<HashMap<u32, PortAgg, foldhash::fast::RandomState>>>,
+}
+
+impl PortList {
+    fn len(&self) -> usize {
+        self.inline.iter().flatten().count() + self.rest.as_ref().map_or(0, |r| r.len())
+    }
+
+    fn get_mut(&mut self, k: u32) -> Option<&mut PortAgg> {
+        for (key, pa) in self.inline.iter_mut().flatten() {
+            if *key == k {
+                return Some(pa);
+            }
+        }
+        self.rest.as_mut()?.get_mut(&k)
+    }
+
+    fn insert(&mut self, k: u32, pa: PortAgg) {
+        match self.inline.iter_mut().find(|s| s.is_none()) {
+            Some(slot) => *slot = Some((k, pa)),
+            None => {
+                self.rest.get_or_insert_default().insert(k, pa);
+            }
+        }
+    }
+
+    fn into_iter(self) -> impl Iterator<Item = (u32, PortAgg)> {
+        self.inline
+            .into_iter()
+            .flatten()
+            .chain(self.rest.into_iter().flat_map(|r| *r))
+    }
+}
+
 struct AddrAgg {
-    packets: u64,
+    ip: IpAddr,
+    packets: u32,
     first: i64,
     last: i64,
     ignored: Option<&'static str>,
-    ports: HashMap<u32, PortAgg, foldhash::fast::RandomState>,
-    more_ports: u64,
-    fired: Option<FiredScan>,
+    ports: PortList,
+    more_ports: u32,
+    window: Window,
+    fired: Option<Box<FiredScan>>,
 }
 
-/// The scan engine (also over in-memory logs, for tests).
+/// The scan engine (also over in-memory logs, for tests). The map holds only small indices
+/// (it stays in cache and rehashes cheaply); each address's listing and scoring window live
+/// together in one vector slot, so a packet costs one lookup and one slot.
 struct Scanner<'a> {
     engine: Engine<'a>,
     rules: Rules,
-    recent: AddrMap<Window>,
-    addrs: AddrMap<AddrAgg>,
-    newest: i64,
+    /// Per family, so that the common IPv4 index has 8-byte buckets (it stays in cache).
+    index4: HashMap<u32, u32, foldhash::quality::RandomState>,
+    index6: HashMap<u128, u32, foldhash::quality::RandomState>,
+    aggs: Vec<AddrAgg>,
+    pending: Option<Pending>,
+}
+
+/// A packet whose address slot is known (and being fetched) but not yet updated.
+#[derive(Clone, Copy)]
+struct Pending {
+    i: usize,
+    t: i64,
+    k: u32,
+    class: Class,
+    entry: Match,
+    ignored: bool,
+}
+
+/// Ask the CPU to start loading `v`'s cache lines (a hint: it never faults and changes
+/// nothing; a no-op where no stable prefetch instruction is available).
+#[inline(always)]
+fn prefetch<T>(v: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p: *const i8 = (v as *const T).cast();
+        for off in (0..std::mem::size_of::<T>()).step_by(64) {
+            // SAFETY: prefetch is a hint that never faults; `p + off` stays within `*v`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
 }
 
 impl Scanner<'_> {
@@ -878,23 +1070,64 @@ impl Scanner<'_> {
         else {
             return;
         };
-        let a = self.addrs.entry(p.src).or_insert_with(|| AddrAgg {
-            packets: 0,
-            first: t,
-            last: t,
+        let next = self.aggs.len() as u32;
+        let i = match p.src {
+            IpAddr::V4(a) => *self.index4.entry(u32::from(a)).or_insert(next),
+            IpAddr::V6(a) => *self.index6.entry(u128::from(a)).or_insert(next),
+        } as usize;
+        if i == self.aggs.len() {
+            self.aggs.push(AddrAgg {
+                ip: p.src,
+                packets: 0,
+                first: t,
+                last: t,
+                ignored,
+                ports: PortList::default(),
+                more_ports: 0,
+                window: Window::default(),
+                fired: None,
+            });
+        }
+        // Update the slot one packet later: its cache lines load while the next line is
+        // parsed (a large log's addresses are too many to stay in cache).
+        prefetch(&self.aggs[i]);
+        let now = Pending {
+            i,
+            t,
+            k: key(p.proto, p.dpt),
+            class,
+            entry,
+            ignored: ignored.is_some(),
+        };
+        if let Some(prev) = self.pending.replace(now) {
+            self.apply(prev);
+        }
+    }
+
+    /// Apply the packet still pending (at the end of a file).
+    fn flush(&mut self) {
+        if let Some(p) = self.pending.take() {
+            self.apply(p);
+        }
+    }
+
+    fn apply(&mut self, pk: Pending) {
+        let Pending {
+            i,
+            t,
+            k,
+            class,
+            entry,
             ignored,
-            ports: HashMap::default(),
-            more_ports: 0,
-            fired: None,
-        });
-        a.packets += 1;
+        } = pk;
+        let a = &mut self.aggs[i];
+        a.packets = a.packets.saturating_add(1);
         a.first = a.first.min(t);
         a.last = a.last.max(t);
-        let k = key(p.proto, p.dpt);
         let full = a.ports.len() >= SCAN_PORTS;
-        match a.ports.get_mut(&k) {
-            Some(pa) => pa.packets += 1,
-            None if full => a.more_ports += 1,
+        match a.ports.get_mut(k) {
+            Some(pa) => pa.packets = pa.packets.saturating_add(1),
+            None if full => a.more_ports = a.more_ports.saturating_add(1),
             None => {
                 a.ports.insert(
                     k,
@@ -906,12 +1139,11 @@ impl Scanner<'_> {
                 );
             }
         }
-        if ignored.is_some() || !class.counted() {
+        if ignored || !class.counted() {
             return;
         }
-        self.newest = self.newest.max(t);
         let w = self.engine.cat.weight(entry);
-        match self.rules.score(&mut self.recent, p.src, t, k, w) {
+        match self.rules.score(&mut a.window, a.ip, t, k, w) {
             Score::Below => {}
             Score::Crossed(f) => match &mut a.fired {
                 Some(fs) => {
@@ -919,11 +1151,11 @@ impl Scanner<'_> {
                     fs.until = fs.until.max(f.at);
                 }
                 None => {
-                    a.fired = Some(FiredScan {
+                    a.fired = Some(Box::new(FiredScan {
                         until: f.at,
                         first: f,
                         times: 1,
-                    })
+                    }))
                 }
             },
             Score::Still(at) => {
@@ -932,17 +1164,18 @@ impl Scanner<'_> {
                 }
             }
         }
-        if self.recent.len() > 2 * MAX_ADDRESSES {
-            prune(&mut self.recent, self.newest, self.rules.window);
-        }
     }
 
-    fn report(self, files: Vec<FileScan>, from: String) -> ScanReport {
+    fn report(mut self, files: Vec<FileScan>, from: String) -> ScanReport {
+        self.flush();
         let cat = self.engine.cat;
+        drop(self.index4);
+        drop(self.index6);
         let mut addresses: Vec<AddressScan> = self
-            .addrs
+            .aggs
             .into_iter()
-            .map(|(ip, a)| {
+            .map(|a| {
+                let ip = a.ip;
                 let mut ports: Vec<PortScan> = a
                     .ports
                     .into_iter()
@@ -959,7 +1192,7 @@ impl Scanner<'_> {
                         PortScan {
                             proto,
                             port,
-                            packets: pa.packets,
+                            packets: u64::from(pa.packets),
                             class: pa.class,
                             name,
                             weight,
@@ -977,7 +1210,7 @@ impl Scanner<'_> {
                 let counted = |p: &&PortScan| a.ignored.is_none() && p.class.counted();
                 AddressScan {
                     ip,
-                    packets: a.packets,
+                    packets: u64::from(a.packets),
                     first: a.first,
                     last: a.last,
                     ignored: a.ignored,
@@ -988,8 +1221,8 @@ impl Scanner<'_> {
                         .sum(),
                     distinct_ports: ports.iter().filter(counted).count() as u32,
                     ports,
-                    more_ports: a.more_ports,
-                    fired: a.fired,
+                    more_ports: u64::from(a.more_ports),
+                    fired: a.fired.map(|f| *f),
                 }
             })
             .collect();
@@ -1040,9 +1273,10 @@ pub fn scan(
     let mut s = Scanner {
         engine: Engine::new(&cat, own, settings.timezone, unix_now()),
         rules: Rules::of(settings),
-        recent: AddrMap::default(),
-        addrs: AddrMap::default(),
-        newest: i64::MIN,
+        index4: HashMap::default(),
+        index6: HashMap::default(),
+        aggs: Vec::new(),
+        pending: None,
     };
     let mut out = Vec::new();
     for path in files {
@@ -1081,9 +1315,10 @@ pub fn scan_bytes(
     let mut s = Scanner {
         engine: Engine::new(&cat, own, settings.timezone, unix_now()),
         rules: Rules::of(settings),
-        recent: AddrMap::default(),
-        addrs: AddrMap::default(),
-        newest: i64::MIN,
+        index4: HashMap::default(),
+        index6: HashMap::default(),
+        aggs: Vec::new(),
+        pending: None,
     };
     let mut out = Vec::new();
     for (i, data) in logs.iter().enumerate() {
@@ -1104,11 +1339,35 @@ pub fn scan_bytes(
     Ok(s.report(out, "test settings".to_string()))
 }
 
-/// Unix time as ISO 8601 UTC.
-fn iso(t: i64) -> String {
-    crate::inspect::fmt_time(t)
-        .replace(' ', "T")
-        .replace("TUTC", "Z")
+/// Unix time as ISO 8601 UTC (`2024-05-02T10:11:12Z`), written without allocating.
+struct Iso(i64);
+
+impl fmt::Display for Iso {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let days = self.0.div_euclid(86_400);
+        let secs = self.0.rem_euclid(86_400);
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+            secs / 3600,
+            secs % 3600 / 60,
+            secs % 60
+        )
+    }
+}
+
+fn iso(t: i64) -> Iso {
+    Iso(t)
 }
 
 impl fmt::Display for ScanReport {
@@ -1159,7 +1418,7 @@ impl fmt::Display for ScanReport {
             write!(
                 f,
                 "  {:<39} weight {:>3}, {:>3} ports, {:>6} packets, {} .. {}",
-                a.ip.to_string(),
+                a.ip,
                 a.weight,
                 a.distinct_ports,
                 a.packets,
@@ -1168,52 +1427,43 @@ impl fmt::Display for ScanReport {
             )?;
             match (&a.ignored, &a.fired) {
                 (Some(why), _) => write!(f, "  IGNORED: {why}")?,
-                (None, Some(fs)) => write!(
-                    f,
-                    "  FIRED ({}: weight {}, {} ports within the window) at {}{}{}",
-                    fs.first.crossed,
-                    fs.first.weight,
-                    fs.first.ports,
-                    iso(fs.first.at),
+                (None, Some(fs)) => {
+                    write!(
+                        f,
+                        "  FIRED ({}: weight {}, {} ports within the window) at {}",
+                        fs.first.crossed,
+                        fs.first.weight,
+                        fs.first.ports,
+                        iso(fs.first.at)
+                    )?;
                     if fs.until > fs.first.at {
-                        format!(", still probing until {}", iso(fs.until))
-                    } else {
-                        String::new()
-                    },
-                    if fs.times > 1 {
-                        format!(", crossed {} times", fs.times)
-                    } else {
-                        String::new()
+                        write!(f, ", still probing until {}", iso(fs.until))?;
                     }
-                )?,
+                    if fs.times > 1 {
+                        write!(f, ", crossed {} times", fs.times)?;
+                    }
+                }
                 (None, None) => {}
             }
             writeln!(f)?;
-            let shown: Vec<String> = a
-                .ports
-                .iter()
-                .take(40)
-                .map(|p| {
-                    let name = p.name.as_deref().unwrap_or("");
-                    let how = match p.class {
-                        Class::Weighted => format!("{name} {}", p.weight),
-                        Class::Unlisted => "unlisted".to_string(),
-                        Class::Harmless => format!("{name}, harmless"),
-                        other => match p.name.as_deref() {
-                            Some(n) => format!("{}, {n}", other.label()),
-                            None => other.label().to_string(),
-                        },
-                    };
-                    let times = if p.packets > 1 {
-                        format!(" x{}", p.packets)
-                    } else {
-                        String::new()
-                    };
-                    format!("{}/{} ({how}){times}", p.port, p.proto)
-                })
-                .collect();
+            f.write_str("     ")?;
+            for (i, p) in a.ports.iter().take(40).enumerate() {
+                let sep = if i == 0 { " " } else { ", " };
+                write!(f, "{sep}{}/{} (", p.port, p.proto)?;
+                let name = p.name.as_deref();
+                match (p.class, name) {
+                    (Class::Weighted, n) => write!(f, "{} {}", n.unwrap_or(""), p.weight)?,
+                    (Class::Unlisted, _) => f.write_str("unlisted")?,
+                    (Class::Harmless, n) => write!(f, "{}, harmless", n.unwrap_or(""))?,
+                    (other, Some(n)) => write!(f, "{}, {n}", other.label())?,
+                    (other, None) => f.write_str(other.label())?,
+                }
+                f.write_str(")")?;
+                if p.packets > 1 {
+                    write!(f, " x{}", p.packets)?;
+                }
+            }
             let more = a.ports.len().saturating_sub(40) as u64 + a.more_ports;
-            write!(f, "      {}", shown.join(", "))?;
             if more > 0 {
                 write!(f, ", ... and {more} more ports (--json lists them)")?;
             }
@@ -1248,35 +1498,78 @@ mod tests {
     }
 
     #[test]
+    fn sizes_stay_small() {
+        // The scan is bound by memory latency: one address's state must stay within a few
+        // cache lines.
+        assert!(
+            std::mem::size_of::<AddrAgg>() <= 192,
+            "{}",
+            std::mem::size_of::<AddrAgg>()
+        );
+        assert!(std::mem::size_of::<Window>() <= 64);
+    }
+
+    #[test]
+    fn hits_spill_from_inline_to_heap_and_back() {
+        let mut h = Hits::default();
+        for i in 0..5 {
+            h.push(Hit {
+                time: i,
+                key: i as u32,
+                weight: 1,
+            });
+        }
+        assert!(matches!(h, Hits::Heap(_)));
+        h.retain(|x| x.time % 2 == 0);
+        assert_eq!(
+            h.as_slice().iter().map(|x| x.time).collect::<Vec<_>>(),
+            [0, 2, 4]
+        );
+        let json = serde_json::to_string(&h).unwrap();
+        let back: Hits = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.as_slice(), h.as_slice());
+        let mut small = Hits::default();
+        small.push(Hit::default());
+        let back: Hits = serde_json::from_str(&serde_json::to_string(&small).unwrap()).unwrap();
+        assert!(matches!(back, Hits::Inline { len: 1, .. }));
+        h.clear();
+        assert!(h.is_empty());
+    }
+
+    #[test]
     fn weight_threshold_counts_each_port_once() {
         let r = rules();
         let mut m = AddrMap::default();
         let ip: IpAddr = "198.51.100.7".parse().unwrap();
         // telnet (4) three times: still 4.
         for t in 0..3 {
-            assert_eq!(r.score(&mut m, ip, t, key(Proto::Tcp, 23), 4), Score::Below);
+            assert_eq!(
+                r.score(m.entry(ip).or_default(), ip, t, key(Proto::Tcp, 23), 4),
+                Score::Below
+            );
         }
         assert_eq!(
-            r.score(&mut m, ip, 5, key(Proto::Tcp, 111), 4),
+            r.score(m.entry(ip).or_default(), ip, 5, key(Proto::Tcp, 111), 4),
             Score::Below
         );
-        let Score::Crossed(f) = r.score(&mut m, ip, 9, key(Proto::Tcp, 1524), 6) else {
+        let Score::Crossed(f) = r.score(m.entry(ip).or_default(), ip, 9, key(Proto::Tcp, 1524), 6)
+        else {
             panic!("crossed")
         };
         assert!(f.crossed.weight && !f.crossed.distinct_ports);
         assert_eq!((f.weight, f.ports, f.at), (14, 3, 9));
         // Probing on keeps it over; the same lines again change nothing.
         assert_eq!(
-            r.score(&mut m, ip, 300, key(Proto::Tcp, 23), 4),
+            r.score(m.entry(ip).or_default(), ip, 300, key(Proto::Tcp, 23), 4),
             Score::Still(300)
         );
         assert_eq!(
-            r.score(&mut m, ip, 9, key(Proto::Tcp, 1524), 6),
+            r.score(m.entry(ip).or_default(), ip, 9, key(Proto::Tcp, 1524), 6),
             Score::Still(300)
         );
         // After a quiet window it has to cross again.
         assert_eq!(
-            r.score(&mut m, ip, 901, key(Proto::Tcp, 23), 4),
+            r.score(m.entry(ip).or_default(), ip, 901, key(Proto::Tcp, 23), 4),
             Score::Below
         );
         assert_eq!(m[&ip].over, None);
@@ -1288,12 +1581,24 @@ mod tests {
         let mut m = AddrMap::default();
         let ip: IpAddr = "198.51.100.8".parse().unwrap();
         let below = Score::Below;
-        assert_eq!(r.score(&mut m, ip, 0, key(Proto::Tcp, 1524), 6), below);
+        assert_eq!(
+            r.score(m.entry(ip).or_default(), ip, 0, key(Proto::Tcp, 1524), 6),
+            below
+        );
         // 601 s later the backdoor probe is out of the 10-minute window.
-        assert_eq!(r.score(&mut m, ip, 601, key(Proto::Tcp, 31337), 6), below);
+        assert_eq!(
+            r.score(m.entry(ip).or_default(), ip, 601, key(Proto::Tcp, 31337), 6),
+            below
+        );
         assert_eq!(m[&ip].hits.len(), 1);
         for (i, port) in (2000..2007).enumerate() {
-            let f = r.score(&mut m, ip, 602 + i as i64, key(Proto::Tcp, port), 0);
+            let f = r.score(
+                m.entry(ip).or_default(),
+                ip,
+                602 + i as i64,
+                key(Proto::Tcp, port),
+                0,
+            );
             if i < 6 {
                 assert_eq!(f, below, "{i}");
             } else {

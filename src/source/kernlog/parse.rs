@@ -24,7 +24,6 @@
 use super::ports::Proto;
 use crate::net;
 use crate::source::asterisk::rules::{bsd_date, rfc3339, Stamp};
-use memchr::memmem;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// TCP flag bits as printed by the kernel.
@@ -76,9 +75,12 @@ impl Packet<'_> {
     /// probe that was turned away.
     pub fn accepted(&self) -> bool {
         let p = self.prefix;
-        [&b"ALLOW"[..], b"ACCEPT", b"AUDIT"]
-            .iter()
-            .any(|w| p.windows(w.len()).any(|x| x.eq_ignore_ascii_case(w)))
+        memchr::memchr2_iter(b'A', b'a', p).any(|i| {
+            [&b"ALLOW"[..], b"ACCEPT", b"AUDIT"].iter().any(|w| {
+                p.get(i..i + w.len())
+                    .is_some_and(|x| x.eq_ignore_ascii_case(w))
+            })
+        })
     }
 }
 
@@ -100,8 +102,7 @@ pub enum Line<'a> {
 
 /// Precompiled searchers (build once, reuse for every line).
 pub struct Parser {
-    in_eq: memmem::Finder<'static>,
-    proto: memmem::Finder<'static>,
+    _private: (),
 }
 
 impl Default for Parser {
@@ -112,10 +113,7 @@ impl Default for Parser {
 
 impl Parser {
     pub fn new() -> Parser {
-        Parser {
-            in_eq: memmem::Finder::new(b"IN="),
-            proto: memmem::Finder::new(b" PROTO="),
-        }
+        Parser { _private: () }
     }
 
     /// Take one line apart (without its newline; a trailing `\r` is ignored).
@@ -131,48 +129,62 @@ impl Parser {
     pub fn message<'a>(&self, stamp: Option<Stamp>, msg: &'a [u8]) -> Line<'a> {
         // IN=<iface> OUT=: the first "IN=" followed by an interface name (no spaces, at most
         // 15 bytes) and " OUT=". The prefix may itself contain "IN=" (it is admin text).
-        let mut from = 0;
-        let (prefix, iface, after_in) = loop {
-            let Some(i) = self.in_eq.find(&msg[from..]).map(|i| from + i) else {
-                return Line::NotFirewall;
-            };
-            let v = i + 3;
-            let end = v + memchr::memchr(b' ', &msg[v..]).unwrap_or(msg.len() - v);
-            if end - v <= 16 && msg[end..].starts_with(b" OUT=") {
-                break (&msg[..i], &msg[v..end], end + 5);
+        let mut found = None;
+        for i in memchr::memchr_iter(b'I', msg) {
+            if !msg[i..].starts_with(b"IN=") {
+                continue;
             }
-            from = v;
+            let v = i + 3;
+            let n = msg[v..].iter().take(17).take_while(|&&b| b != b' ').count();
+            if n <= 16 && msg[v + n..].starts_with(b" OUT=") {
+                found = Some((&msg[..i], &msg[v..v + n], v + n + 5));
+                break;
+            }
+        }
+        let Some((prefix, iface, after_in)) = found else {
+            return Line::NotFirewall;
         };
-        let out_end =
-            after_in + memchr::memchr(b' ', &msg[after_in..]).unwrap_or(msg.len() - after_in);
+        let out_end = after_in + space(&msg[after_in..]).unwrap_or(msg.len() - after_in);
         if iface.is_empty() || out_end > after_in {
             return Line::NotInbound;
         }
         let rest = &msg[out_end..];
-        // The first whole SRC= token (preceded by a space), then DST=.
-        let Some(s) = find_token(rest, b"SRC=") else {
-            return Line::NotFirewall; // ARP lines (IPSRC=) and the like
+        // The first whole SRC= token (preceded by a space), then DST=. Fast path: the usual
+        // ` MAC=<hex> SRC=` right after OUT=.
+        let fast = rest.strip_prefix(b" MAC=").and_then(|m| {
+            let end = memchr::memchr(b' ', m)?;
+            m[end..]
+                .starts_with(b" SRC=")
+                .then(|| (5 + end + 1, group_octet(m)))
+        });
+        let (s, link_group) = match fast {
+            Some(f) => f,
+            None => {
+                let Some(s) = find_token(rest, b"SRC=") else {
+                    return Line::NotFirewall; // ARP lines (IPSRC=) and the like
+                };
+                (s, link_group(&rest[..s]))
+            }
         };
-        let link_group = link_group(&rest[..s]);
         let v = s + 4;
-        let src_end = v + memchr::memchr(b' ', &rest[v..]).unwrap_or(rest.len() - v);
+        let src_end = v + space(&rest[v..]).unwrap_or(rest.len() - v);
         let Some(src) = parse_addr(&rest[v..src_end]) else {
             return Line::Malformed;
         };
         let Some(d) = rest[src_end..].strip_prefix(b" DST=") else {
             return Line::Malformed;
         };
-        let dst_len = memchr::memchr(b' ', d).unwrap_or(d.len());
+        let dst_len = space(d).unwrap_or(d.len());
         let Some(dst) = parse_addr(&d[..dst_len]) else {
             return Line::Malformed;
         };
         let d = &d[dst_len..];
         // The first PROTO= token is the transport of this packet; an ICMP error's embedded
         // copy comes after it.
-        let Some(p) = self.proto.find(d) else {
+        let Some(p) = find_token(d, b"PROTO=") else {
             return Line::OtherProtocol; // e.g. an IPv6 fragment cut before its transport
         };
-        let t = &d[p + 7..];
+        let t = &d[p + 6..];
         let (proto, t) = if let Some(t) = t.strip_prefix(b"TCP ") {
             (Proto::Tcp, t)
         } else if let Some(t) = t.strip_prefix(b"UDP ") {
@@ -223,12 +235,18 @@ pub fn kernel_message(line: &[u8]) -> Option<(Option<Stamp>, &[u8])> {
         return None;
     };
     let rest = line.get(end..)?.strip_prefix(b" ")?;
-    let host_len = memchr::memchr(b' ', rest)?;
+    let host_len = space(rest)?;
     if host_len == 0 {
         return None;
     }
     let msg = rest[host_len + 1..].strip_prefix(b"kernel: ")?;
     Some((Some(stamp), skip_printk_time(msg)))
+}
+
+/// The first space in a short field (an address, a host or interface name): a plain loop
+/// beats a vectorised search on a few bytes.
+fn space(b: &[u8]) -> Option<usize> {
+    b.iter().position(|&c| c == b' ')
 }
 
 /// `[ 1234.567890] ` at the start of a kernel message (rsyslog's imklog keeps it).
@@ -254,17 +272,12 @@ fn skip_printk_time(msg: &[u8]) -> &[u8] {
     }
 }
 
-/// Position of `tok` at the start of `hay` or right after a space.
+/// Position of `tok` at the start of `hay` or right after a space. The haystacks are short
+/// (the rest of one line), so a scan for the first byte beats building a searcher.
 fn find_token(hay: &[u8], tok: &[u8]) -> Option<usize> {
-    let mut from = 0;
-    while let Some(i) = memmem::find(&hay[from..], tok) {
-        let at = from + i;
-        if at == 0 || hay[at - 1] == b' ' {
-            return Some(at);
-        }
-        from = at + 1;
-    }
-    None
+    let first = *tok.first()?;
+    memchr::memchr_iter(first, hay)
+        .find(|&i| (i == 0 || hay[i - 1] == b' ') && hay[i..].starts_with(tok))
 }
 
 /// Whether the link-layer destination in `MAC=<dst>:<src>:<type>` (or `MACDST=`) is a group
@@ -277,6 +290,11 @@ fn link_group(before_src: &[u8]) -> bool {
     } else {
         return false;
     };
+    group_octet(v)
+}
+
+/// Whether the MAC address text `v` starts with a group (broadcast/multicast) octet.
+fn group_octet(v: &[u8]) -> bool {
     match v.get(..2).and_then(|h| hex_byte(h[0], h[1])) {
         Some(b) => b & 1 == 1,
         None => false,
@@ -303,7 +321,7 @@ fn port(b: &[u8]) -> Option<(u16, &[u8])> {
 
 /// The flag words between `RES=0x..` and `URGP=`.
 fn tcp_flags(t: &[u8]) -> u8 {
-    let Some(r) = find_token(t, b"RES=") else {
+    let Some(r) = find_token(t, b"RES=0x") else {
         return 0;
     };
     let mut f = 0;
@@ -327,8 +345,16 @@ fn tcp_flags(t: &[u8]) -> u8 {
 /// A literal address, canonicalised (IPv4-mapped IPv6 becomes IPv4). IPv4 is parsed by hand
 /// (the hot path); IPv6 by the standard library, which accepts the kernel's uncompressed form.
 pub fn parse_addr(b: &[u8]) -> Option<IpAddr> {
-    if b.len() <= 15 && b.contains(&b'.') && !b.contains(&b':') {
-        return parse_v4(b).map(IpAddr::V4);
+    if b.len() <= 15 {
+        // parse_v4 accepts nothing but digits and dots.
+        if let Some(a) = parse_v4(b) {
+            return Some(IpAddr::V4(a));
+        }
+    }
+    if b.len() == 39 {
+        if let Some(a) = parse_v6_full(b) {
+            return Some(net::canonical_ip(IpAddr::V6(a)));
+        }
     }
     if b.len() > 45 || !b.contains(&b':') {
         return None;
@@ -339,20 +365,51 @@ pub fn parse_addr(b: &[u8]) -> Option<IpAddr> {
         .map(|a| net::canonical_ip(IpAddr::V6(a)))
 }
 
-fn parse_v4(b: &[u8]) -> Option<Ipv4Addr> {
-    let mut o = [0u8; 4];
-    let mut n = 0;
-    for part in b.split(|&c| c == b'.') {
-        if n == 4 || part.is_empty() || part.len() > 3 || !part.iter().all(u8::is_ascii_digit) {
+/// The kernel's `%pI6` form: eight groups of four hex digits (`2001:0db8:0000:...`).
+fn parse_v6_full(b: &[u8]) -> Option<Ipv6Addr> {
+    let mut g = [0u16; 8];
+    for (i, group) in g.iter_mut().enumerate() {
+        let at = i * 5;
+        if i > 0 && b[at - 1] != b':' {
             return None;
         }
-        let v = part
-            .iter()
-            .fold(0u32, |acc, &c| acc * 10 + u32::from(c - b'0'));
-        o[n] = u8::try_from(v).ok()?;
-        n += 1;
+        let mut v = 0u16;
+        for &c in &b[at..at + 4] {
+            let d = (c as char).to_digit(16)? as u16;
+            v = v << 4 | d;
+        }
+        *group = v;
     }
-    (n == 4).then(|| Ipv4Addr::from(o))
+    Some(Ipv6Addr::from(g))
+}
+
+fn parse_v4(b: &[u8]) -> Option<Ipv4Addr> {
+    // The octets accumulate in a register (a byte array on the stack costs a store-forwarding
+    // stall per address on this hot path).
+    let mut addr: u32 = 0;
+    let mut dots = 0;
+    let mut v: u32 = 0;
+    let mut digits = 0;
+    for &c in b {
+        if c == b'.' {
+            if digits == 0 || dots == 3 || v > 255 {
+                return None;
+            }
+            addr = addr << 8 | v;
+            dots += 1;
+            v = 0;
+            digits = 0;
+        } else if c.is_ascii_digit() && digits < 3 {
+            v = v * 10 + u32::from(c - b'0');
+            digits += 1;
+        } else {
+            return None;
+        }
+    }
+    if dots != 3 || digits == 0 || v > 255 {
+        return None;
+    }
+    Some(Ipv4Addr::from(addr << 8 | v))
 }
 
 #[cfg(test)]
@@ -437,6 +494,12 @@ mod tests {
 
     #[test]
     fn addresses() {
+        assert_eq!(
+            parse_addr(b"2001:0db8:0bad:0000:0000:0000:0000:0007"),
+            Some("2001:db8:bad::7".parse().unwrap())
+        );
+        assert_eq!(parse_addr(b"2001:0db8:0bad:0000:0000:0000:0000:000g"), None);
+        assert_eq!(parse_addr(b"2001:0db8:0bad:0000:0000:0000:0000;0007"), None);
         assert_eq!(parse_addr(b"1.2.3.4"), Some("1.2.3.4".parse().unwrap()));
         assert_eq!(parse_addr(b"1.2.3.256"), None);
         assert_eq!(parse_addr(b"1.2.3"), None);
