@@ -369,10 +369,26 @@ fn run(cli: Cli) -> u8 {
                     .map(|a| a.ip)
                     .collect();
                 return match sipban::source::kernlog::scan(files, &ks, &own, &from) {
-                    Ok(report) if *json => print_json(&report),
+                    // Streamed: a scan of a large log lists tens of thousands of addresses.
                     Ok(report) => {
-                        out(&report.to_string());
-                        exit::OK
+                        use std::io::Write;
+                        let stdout = std::io::stdout();
+                        let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+                        let written = if *json {
+                            serde_json::to_writer_pretty(&mut w, &report)
+                                .map_err(std::io::Error::from)
+                                .and_then(|()| writeln!(w))
+                        } else {
+                            write!(w, "{report}")
+                        };
+                        match written.and_then(|()| w.flush()) {
+                            Ok(()) => exit::OK,
+                            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
+                            Err(e) => {
+                                eprintln!("sipban scan: writing the report: {e}");
+                                exit::FAILED
+                            }
+                        }
                     }
                     Err(e) => {
                         eprintln!("sipban scan: {e}");
