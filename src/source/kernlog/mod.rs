@@ -755,13 +755,14 @@ impl Detections {
     pub fn summary(&self) -> String {
         let c = &self.counters;
         format!(
-            "{} lines read, {} inbound packets ({} weighted, {} unlisted ports), {} addresses crossed a threshold, {} still probing",
+            "{} lines read, {} inbound packets ({} weighted, {} unlisted ports), {} addresses crossed a threshold, {} still probing, {} recent enough to ban",
             c.lines,
             c.packets,
             c.weighted,
             c.unlisted,
             self.fired.len(),
-            self.still_probing
+            self.still_probing,
+            self.sightings.len()
         )
     }
 }
