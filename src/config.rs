@@ -215,6 +215,7 @@ pub struct RawConfig {
     pub daemon: Option<Spanned<crate::daemon::RawDaemon>>,
     pub metrics: Option<Spanned<crate::metrics::RawMetrics>>,
     pub report: Option<Spanned<crate::report::RawReport>>,
+    pub kernel_log: Option<Spanned<crate::source::kernlog::RawKernelLog>>,
 }
 
 /// `asterisk:`: the log detector (see [`crate::source::asterisk`]).
@@ -328,6 +329,9 @@ pub struct Settings {
     /// Present when the config has a `report:` section.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report: Option<crate::report::ReportSettings>,
+    /// Present when the config has a `kernel_log:` section.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_log: Option<crate::source::kernlog::KernelLogSettings>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -530,6 +534,15 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
             ConfigError(format!("{}: asterisk: {e}", at(path, &spanned.referenced)))
         })?),
     };
+    let kernel_log = match raw.kernel_log {
+        Some(spanned) => Some(crate::source::kernlog::resolve(spanned.value).map_err(|e| {
+            ConfigError(format!(
+                "{}: kernel_log: {e}",
+                at(path, &spanned.referenced)
+            ))
+        })?),
+        None => None,
+    };
     let apiban = match raw.apiban {
         Some(spanned) => Some(
             crate::source::apiban::resolve(spanned.value, &base_dir).map_err(|e| {
@@ -573,6 +586,7 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
         daemon,
         metrics,
         report,
+        kernel_log,
     })
 }
 

@@ -78,6 +78,11 @@ enum Command {
         /// Count the opt-in security events too (see `asterisk.aggressive`).
         #[arg(long)]
         aggressive: bool,
+        /// The files are kernel logs (kern.log, syslog, `journalctl -k -o short-iso` output):
+        /// list every inbound TCP/UDP packet per source address, with the port catalogue's
+        /// weights and the threshold it crossed (scored with the config's `kernel_log`, if any).
+        #[arg(long, conflicts_with_all = ["full", "aggressive", "verbose"])]
+        kernel: bool,
     },
     /// Show the built-in feed catalogue.
     Feeds {
@@ -139,6 +144,16 @@ enum ReportCommand {
 
 #[derive(Subcommand)]
 enum FirewallCommand {
+    /// Print (or with --apply install, idempotently) a rate-limited LOG rule for new inbound
+    /// connections to the port catalogue's weighted ports, for the `kernel_log` detector.
+    LogRule {
+        /// iptables (also ip6tables) or nft; default: iptables when installed, else nft.
+        #[arg(long, value_parser = ["iptables", "nft"])]
+        backend: Option<String>,
+        /// Install the rule now (root).
+        #[arg(long)]
+        apply: bool,
+    },
     /// Insert one DROP rule per family first in INPUT (or raw PREROUTING with --raw), unless
     /// it is already there; creates missing sets empty.
     Install(FirewallArgs),
@@ -207,6 +222,70 @@ fn init_logging(verbose: u8) {
         builder.without_time().init();
     } else {
         builder.init();
+    }
+}
+
+/// The `kernel_log` settings for the tools that work without a run (`scan --kernel`,
+/// `firewall log-rule`): the config's section when the config file exists and has one, else the
+/// built-in defaults; and a note saying which.
+fn kernel_log_settings(
+    cli: &Cli,
+) -> Result<(sipban::source::kernlog::KernelLogSettings, String), u8> {
+    if !cli.config.exists() {
+        return Ok((Default::default(), "built-in defaults".into()));
+    }
+    let settings = load(cli)?;
+    Ok(match settings.kernel_log {
+        Some(k) => (k, format!("kernel_log in {}", cli.config.display())),
+        None => (
+            Default::default(),
+            format!(
+                "built-in defaults; {} has no kernel_log",
+                cli.config.display()
+            ),
+        ),
+    })
+}
+
+/// `sipban firewall log-rule`.
+fn log_rule(cli: &Cli, backend: Option<&str>, apply: bool) -> u8 {
+    use sipban::firewall::logrule::{Backend, LogRule};
+    let backend = match backend.map(str::parse::<Backend>) {
+        None => Backend::detect(),
+        Some(Ok(b)) => b,
+        Some(Err(e)) => {
+            eprintln!("sipban firewall log-rule: {e}");
+            return exit::USAGE;
+        }
+    };
+    let (ks, from) = match kernel_log_settings(cli) {
+        Ok(k) => k,
+        Err(code) => return code,
+    };
+    let cat = match ks.catalogue() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sipban firewall log-rule: {e}");
+            return exit::FAILED;
+        }
+    };
+    let rule = LogRule::new(&cat, backend);
+    if !apply {
+        outln!("# ports from the catalogue ({from})");
+        out(&rule.script());
+        return exit::OK;
+    }
+    match rule.apply() {
+        Ok(steps) => {
+            for s in steps {
+                outln!("{}: {}", s.command, s.result);
+            }
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("sipban firewall log-rule: {e:#}");
+            exit::FAILED
+        }
     }
 }
 
@@ -402,7 +481,49 @@ fn run(cli: Cli) -> u8 {
             json,
             verbose,
             aggressive,
+            kernel,
         } => {
+            if *kernel {
+                if files.is_empty() {
+                    eprintln!("sipban scan --kernel: give at least one kernel log file");
+                    return exit::USAGE;
+                }
+                let (ks, from) = match kernel_log_settings(&cli) {
+                    Ok(k) => k,
+                    Err(code) => return code,
+                };
+                let own = sipban::hostaddr::own_addresses()
+                    .into_iter()
+                    .map(|a| a.ip)
+                    .collect();
+                return match sipban::source::kernlog::scan(files, &ks, &own, &from) {
+                    // Streamed: a scan of a large log lists tens of thousands of addresses.
+                    Ok(report) => {
+                        use std::io::Write;
+                        let stdout = std::io::stdout();
+                        let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+                        let written = if *json {
+                            serde_json::to_writer_pretty(&mut w, &report)
+                                .map_err(std::io::Error::from)
+                                .and_then(|()| writeln!(w))
+                        } else {
+                            write!(w, "{report}")
+                        };
+                        match written.and_then(|()| w.flush()) {
+                            Ok(()) => exit::OK,
+                            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
+                            Err(e) => {
+                                eprintln!("sipban scan: writing the report: {e}");
+                                exit::FAILED
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("sipban scan: {e}");
+                        exit::FAILED
+                    }
+                };
+            }
             if files.is_empty() && full.is_none() {
                 eprintln!("sipban scan: give at least one log file (or --full FILE)");
                 return exit::USAGE;
@@ -611,6 +732,10 @@ fn restore(cli: &Cli, json: bool, now: i64) -> u8 {
 /// `sipban firewall ...`.
 fn firewall(cli: &Cli, command: &FirewallCommand) -> u8 {
     use sipban::firewall::rules;
+    if let FirewallCommand::LogRule { backend, apply } = command {
+        // Needs no config of its own beyond `kernel_log` (defaults without a config file).
+        return log_rule(cli, backend.as_deref(), *apply);
+    }
     let settings = match load(cli) {
         Ok(s) => s,
         Err(code) => return code,
@@ -632,6 +757,9 @@ fn firewall(cli: &Cli, command: &FirewallCommand) -> u8 {
                 r.map(|c| (serde_json::to_value(&c), c.to_string(), true)),
                 a.json,
             )
+        }
+        FirewallCommand::LogRule { backend, apply } => {
+            return log_rule(cli, backend.as_deref(), *apply)
         }
         FirewallCommand::Status { backend, json } => (
             rules::status(&settings, &ipset, *backend)

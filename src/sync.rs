@@ -21,6 +21,7 @@ use crate::net::{self, Family};
 use crate::source::apiban::{self, ApibanRun};
 use crate::source::asterisk;
 use crate::source::feed::{self, FeedMeta, FeedStatus};
+use crate::source::kernlog;
 use crate::source::Sighting;
 use crate::store::{RunCommit, RunRecord, Store};
 use anyhow::Context;
@@ -76,6 +77,9 @@ pub struct SourceReport {
     /// Asterisk detector only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub asterisk: Option<AsteriskReport>,
+    /// Kernel-log detector only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<kernlog::Detections>,
     pub counts: SourceCounts,
 }
 
@@ -191,6 +195,17 @@ impl Sources {
         // Manual bans (`sipban ban`): always registered, so sync keeps their marks.
         policies.push(crate::manual::policy());
         kinds.push("manual");
+        if let Some(k) = &settings.kernel_log {
+            // Port probers seen by this host's firewall: single hosts, LAN ones included.
+            policies.push(SourcePolicy {
+                name: kernlog::SOURCE.to_string(),
+                priority: k.priority,
+                min_prefix_v4: 32,
+                min_prefix_v6: 128,
+                allow_private: true,
+            });
+            kinds.push("kernel");
+        }
         Sources { policies, kinds }
     }
 
@@ -216,6 +231,8 @@ impl Sources {
 pub const ASTERISK: &str = "asterisk";
 /// The blob key of the detector's state (cursors, failure windows, Call-ID map).
 pub const ASTERISK_STATE: &str = "asterisk.state";
+/// The blob key of the kernel-log detector's state (cursors, scoring windows).
+pub const KERNEL_STATE: &str = "kernel.state";
 
 /// What the Asterisk detector did in this run (the evidence itself stays out of the report).
 #[derive(Clone, Debug, Serialize)]
@@ -571,6 +588,54 @@ async fn run_inner(
             Err(e) => errors.push(format!("asterisk: {e}; its last bans are kept")),
         }
     }
+    // The kernel-log detector, like the Asterisk one: saved cursors and scoring windows, and
+    // a throw-away copy on a dry run.
+    let mut kernel_report = None;
+    let mut kernel_blob = None;
+    if let Some(k) = &settings.kernel_log {
+        let mut state: kernlog::KernelState = match store.as_ref().map(|s| s.blob(KERNEL_STATE)) {
+            Some(Ok(Some(bytes))) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(
+                    "the saved kernel-log detector state is unreadable ({e}); starting afresh"
+                );
+                kernlog::KernelState::default()
+            }),
+            Some(Err(e)) => {
+                return Err(SyncError::Fatal(
+                    e.context("reading the kernel-log detector state"),
+                ))
+            }
+            _ => kernlog::KernelState::default(),
+        };
+        let own = hostaddr::own_addresses()
+            .into_iter()
+            .map(|a| a.ip)
+            .collect();
+        match kernlog::run(k, &mut state, &own, now) {
+            Ok(det) => {
+                for f in &det.files {
+                    if let Some(e) = &f.error {
+                        errors.push(format!("kernel_log: {}: {e}", f.path.display()));
+                    }
+                }
+                if let Some(&i) = index.get(kernlog::SOURCE) {
+                    inputs.push(Input {
+                        source: i,
+                        sightings: det.sightings.clone(),
+                        complete: false,
+                    });
+                }
+                if !dry_run {
+                    kernel_blob = Some(
+                        serde_json::to_vec(&state)
+                            .context("encoding the kernel-log detector state")?,
+                    );
+                }
+                kernel_report = Some(det);
+            }
+            Err(e) => errors.push(format!("kernel_log: {e}; its last bans are kept")),
+        }
+    }
     phase("gathered");
 
     // Manual unbans keep addresses out until a source lists them afresh (see manual.rs).
@@ -693,6 +758,11 @@ async fn run_inner(
                 } else {
                     None
                 },
+                kernel: if *kind == "kernel" {
+                    kernel_report.clone()
+                } else {
+                    None
+                },
                 counts: decision.per_source[i].clone(),
             })
             .collect(),
@@ -784,6 +854,9 @@ async fn run_inner(
     let mut blobs: Vec<(String, Vec<u8>)> = Vec::new();
     if let Some(b) = asterisk_blob.take() {
         blobs.push((ASTERISK_STATE.to_string(), b));
+    }
+    if let Some(b) = kernel_blob.take() {
+        blobs.push((KERNEL_STATE.to_string(), b));
     }
     if !apply_failed {
         for (fi, family) in [Family::V4, Family::V6].into_iter().enumerate() {
@@ -961,6 +1034,9 @@ impl fmt::Display for RunReport {
                     }
                     FeedStatus::Failed(r) => format!("FAILED: {r}"),
                 },
+                None if s.kernel.is_some() => {
+                    s.kernel.as_ref().map(|k| k.summary()).unwrap_or_default()
+                }
                 None => match (&s.apiban, &s.asterisk) {
                     (Some(a), _) => a.to_string(),
                     (None, Some(a)) => format!(

@@ -6,6 +6,8 @@
 //!
 //! [`rules`] installs, removes and reports the DROP rules that make the kernel use the sets;
 //! [`conntrack`] forgets the tracked flows of newly banned sources.
+//! [`logrule`] installs sipban's rate-limited `LOG` rule for probes on the port catalogue's
+//! ports (it only logs; the kernel-log detector reads what it writes).
 //!
 //! Nothing here decides *what* to block: callers pass canonical, already-filtered prefixes and
 //! enforce the cap. Nothing here may touch a set or rule that sipban's configuration does not
@@ -13,4 +15,5 @@
 
 pub mod conntrack;
 pub mod ipset;
+pub mod logrule;
 pub mod rules;

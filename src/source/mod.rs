@@ -4,8 +4,10 @@
 //!
 //! - [`tail`]: generic offset-persistent file follower (rotation, truncation, partial lines).
 //! - [`asterisk`]: the Asterisk log detector (failure rules, Call-ID correlation, bans).
+//! - [`kernlog`]: the kernel-log detector (netfilter LOG lines, port catalogue, probe scoring).
 
 pub mod asterisk;
+pub mod kernlog;
 pub mod tail;
 
 use ipnet::IpNet;

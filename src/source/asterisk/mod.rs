@@ -355,7 +355,9 @@ const VERBOSE_CAP: usize = 1000;
 // ---------------------------------------------------------------------------------------------
 // time
 
-struct Clock {
+/// Log dates to Unix time: local-time dates through the configured zone, year-less dates to the
+/// most recent such date (shared with the kernel-log detector).
+pub(crate) struct Clock {
     tz: TimeZone,
     now: i64,
     now_year: i32,
@@ -389,7 +391,7 @@ fn system_offset(t: i64) -> i32 {
 }
 
 impl Clock {
-    fn new(tz: TimeZone, now: i64) -> Clock {
+    pub(crate) fn new(tz: TimeZone, now: i64) -> Clock {
         let mut c = Clock {
             tz,
             now,
@@ -422,7 +424,7 @@ impl Clock {
         naive - i64::from(off)
     }
 
-    fn unix(&mut self, s: Stamp) -> i64 {
+    pub(crate) fn unix(&mut self, s: Stamp) -> i64 {
         match s {
             Stamp::Utc(t) => t,
             Stamp::Local {

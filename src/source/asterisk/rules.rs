@@ -258,7 +258,7 @@ fn hms(b: &[u8], at: usize) -> Option<(u32, usize)> {
 }
 
 /// `Mon dd HH:MM:SS` / `Mon  d HH:MM:SS` / `Mon d ...` at the start of `b`.
-fn bsd_date(b: &[u8]) -> Option<(Stamp, usize)> {
+pub(crate) fn bsd_date(b: &[u8]) -> Option<(Stamp, usize)> {
     let mon = month(b)?;
     if b.get(3) != Some(&b' ') {
         return None;
@@ -327,7 +327,7 @@ fn bracket_date(inner: &[u8]) -> Option<Stamp> {
 }
 
 /// RFC 3339 syslog timestamp at the start of `b`; returns (Unix seconds, end).
-fn rfc3339(b: &[u8]) -> Option<(i64, usize)> {
+pub(crate) fn rfc3339(b: &[u8]) -> Option<(i64, usize)> {
     let (y, mo, d, secs, mut end) = iso_date(b)?;
     if b[10] != b'T' {
         return None;

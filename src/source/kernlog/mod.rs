@@ -1,0 +1,1696 @@
+//! The kernel-log detector: port probes seen in netfilter `LOG` lines become sightings.
+//!
+//! * [`parse`]: the LOG line and its syslog/journal wrapper.
+//! * [`ports`]: the port catalogue (`feeds/ports.yaml` plus `kernel_log.ports`).
+//! * this file: settings, the persisted [`KernelState`], [`run`] (one pass for the pipeline)
+//!   and [`scan`] (the read-only `sipban scan --kernel` report).
+//!
+//! Per followed file, lines flow: tail ([`crate::source::tail`], shared with the Asterisk
+//! detector) → parse → filter → classify → score:
+//!
+//! * **filter**: only inbound TCP/UDP packets (`IN` set, `OUT` empty). Skipped, and counted:
+//!   sources that are this host's own addresses, loopback, link-local, multicast or otherwise
+//!   special; packets sent to a link-layer broadcast/multicast or a multicast/broadcast IP
+//!   (LAN chatter such as NetBIOS and DHCP broadcasts is not aimed at this host); lines whose
+//!   log prefix says the packet was accepted (`ALLOW`, `ACCEPT`, `AUDIT`).
+//! * **classify**: a packet shaped like an answer (TCP with ACK or RST; UDP from a port below
+//!   1024 to 1024 or above) is never counted, whatever its port: it is a late answer to our own
+//!   connection or backscatter of a flood sent in our name, and its sender is not a prober.
+//!   Otherwise the catalogue gives the port's weight; weight-0 entries are harmless and not
+//!   counted; unlisted ports weigh 0 but count as distinct ports.
+//! * **score**: per source address, within `window`, each distinct (protocol, port) counts once
+//!   (retransmissions and repeats add no weight; the same line read twice, from two files or
+//!   after a failed read, changes nothing). When the weights add up to `threshold`, or the
+//!   distinct ports reach `distinct_ports`, the address becomes a sighting for `ttl` from the
+//!   probe that crossed the line. While it keeps probing within `window` of its last probe it
+//!   stays over and its sighting is extended; after a quiet window it has to cross again.
+//!
+//! Firewalls usually rate-limit their LOG rules (UFW: 3/min), so a log is a *sample* of the
+//! probes; distinct-port scoring degrades gracefully under sampling, since a missed repeat costs
+//! nothing.
+//!
+//! This module must never resolve names, never take an address from anything but the packet's
+//! `SRC=` field, never hold a whole file in memory, and never change the files it reads. Its
+//! state is bounded ([`MAX_ADDRESSES`] addresses, [`MAX_HITS`] ports each).
+
+pub mod parse;
+pub mod ports;
+
+use crate::config::{human_duration, ConfigError, Dur, Priority};
+use crate::net;
+use crate::source::asterisk::{Clock, TimeZone};
+use crate::source::tail::{self, FileCursor, StartAt, TailStats};
+use crate::source::Sighting;
+use parse::{Line, Packet, Parser};
+use ports::{Catalogue, Match, PortEntry, Proto};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+/// The source name of the kernel-log detector (reserved in the config).
+pub const SOURCE: &str = "kernel";
+/// Bound on addresses with an open scoring window.
+pub const MAX_ADDRESSES: usize = 65_536;
+/// Bound on the ports remembered per address (the oldest go first).
+pub const MAX_HITS: usize = 1024;
+/// Highest `distinct_ports` (it bounds the state: an address fires before it holds more).
+pub const MAX_DISTINCT_PORTS: u32 = 1024;
+/// Highest `threshold`.
+pub const MAX_THRESHOLD: u32 = 100_000;
+
+type AddrMap<V> = HashMap<IpAddr, V, foldhash::quality::RandomState>;
+
+// ---------------------------------------------------------------------------------------------
+// settings
+
+/// `kernel_log:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKernelLog {
+    pub files: Option<Vec<PathBuf>>,
+    pub window: Option<Dur>,
+    /// Summed weight that makes a sighting (0: off).
+    pub threshold: Option<u32>,
+    /// Distinct ports that make a sighting (0: off).
+    pub distinct_ports: Option<u32>,
+    pub ttl: Option<Dur>,
+    pub priority: Option<Priority>,
+    /// Catalogue entries applied after the built-in ones (a later entry wins).
+    pub ports: Option<Vec<PortEntry>>,
+    /// Start from the built-in catalogue (default true).
+    pub builtin_ports: Option<bool>,
+}
+
+/// The resolved `kernel_log:` section.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct KernelLogSettings {
+    pub files: Vec<PathBuf>,
+    /// Seconds.
+    #[serde(serialize_with = "ser_secs")]
+    pub window: u32,
+    pub threshold: u32,
+    pub distinct_ports: u32,
+    /// Seconds.
+    #[serde(serialize_with = "ser_secs")]
+    pub ttl: u32,
+    pub priority: u16,
+    pub builtin_ports: bool,
+    /// The config's own entries (`kernel_log.ports`).
+    pub ports: Vec<PortEntry>,
+    /// How local-time dates become Unix time (tests fix it).
+    #[serde(skip)]
+    pub timezone: TimeZone,
+    /// Where to start in a file seen for the first time.
+    #[serde(skip)]
+    pub start: StartAt,
+}
+
+fn ser_secs<S: serde::Serializer>(v: &u32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&human_duration(u64::from(*v)))
+}
+
+impl Default for KernelLogSettings {
+    fn default() -> Self {
+        KernelLogSettings {
+            files: vec![PathBuf::from("/var/log/kern.log")],
+            window: 600,
+            threshold: 10,
+            distinct_ports: 8,
+            ttl: 86_400,
+            priority: 90,
+            builtin_ports: true,
+            ports: Vec::new(),
+            timezone: TimeZone::System,
+            start: StartAt::Beginning,
+        }
+    }
+}
+
+impl KernelLogSettings {
+    /// The catalogue these settings score with: the built-in entries (unless switched off),
+    /// then the config's.
+    pub fn catalogue(&self) -> Result<Catalogue, ConfigError> {
+        let mut entries = if self.builtin_ports {
+            ports::builtin()?
+        } else {
+            Vec::new()
+        };
+        entries.extend(self.ports.iter().cloned());
+        Ok(Catalogue::new(entries))
+    }
+}
+
+/// Apply defaults and validate the `kernel_log:` section.
+pub fn resolve(raw: RawKernelLog) -> Result<KernelLogSettings, String> {
+    let mut s = KernelLogSettings::default();
+    if let Some(files) = raw.files {
+        if files.is_empty() {
+            return Err("`files` needs at least one kernel log (e.g. /var/log/kern.log)".into());
+        }
+        s.files = files;
+    }
+    let secs = |d: Dur, what: &str, max: u64| -> Result<u32, String> {
+        if d.0 == 0 || d.0 > max {
+            return Err(format!(
+                "{what} must be between 1s and {}",
+                human_duration(max)
+            ));
+        }
+        Ok(d.0 as u32) // max fits in u32
+    };
+    if let Some(w) = raw.window {
+        s.window = secs(w, "window", 7 * 86_400)?;
+    }
+    if let Some(t) = raw.ttl {
+        s.ttl = secs(t, "ttl", u64::from(u32::MAX))?;
+    }
+    if let Some(t) = raw.threshold {
+        if t > MAX_THRESHOLD {
+            return Err(format!("threshold must be at most {MAX_THRESHOLD}"));
+        }
+        s.threshold = t;
+    }
+    if let Some(d) = raw.distinct_ports {
+        if d == 1 || d > MAX_DISTINCT_PORTS {
+            return Err(format!(
+                "distinct_ports must be 0 (off) or between 2 and {MAX_DISTINCT_PORTS}"
+            ));
+        }
+        s.distinct_ports = d;
+    }
+    if s.threshold == 0 && s.distinct_ports == 0 {
+        return Err("threshold and distinct_ports are both 0: nothing could ever be banned".into());
+    }
+    if let Some(p) = raw.priority {
+        s.priority = p.0;
+    }
+    if let Some(b) = raw.builtin_ports {
+        s.builtin_ports = b;
+    }
+    s.ports = raw.ports.unwrap_or_default();
+    Ok(s)
+}
+
+/// Errors of the detector. I/O errors name the file.
+#[derive(Debug)]
+pub enum KernelLogError {
+    NoFiles,
+    Catalogue(ConfigError),
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl fmt::Display for KernelLogError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KernelLogError::NoFiles => f.write_str("no kernel log file given"),
+            KernelLogError::Catalogue(e) => write!(f, "port catalogue: {e}"),
+            KernelLogError::Io { path, source } => {
+                write!(f, "reading kernel log {}: {source}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for KernelLogError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            KernelLogError::Io { source, .. } => Some(source),
+            KernelLogError::Catalogue(e) => Some(e),
+            KernelLogError::NoFiles => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// state
+
+/// One counted probe in an address's window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hit {
+    /// Unix seconds of the latest probe on this port.
+    pub time: i64,
+    /// `proto << 16 | port`.
+    pub key: u32,
+    pub weight: u8,
+}
+
+/// The counted probes of one address's window. Most addresses never probe more than two
+/// ports, so two are kept inline: no allocation, and no second cache miss per packet (the scan
+/// of a large log is bound by memory latency). Serialised as a plain list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hits {
+    Inline { len: u8, buf: [Hit; 2] },
+    Heap(Vec<Hit>),
+}
+
+impl Default for Hits {
+    fn default() -> Self {
+        Hits::Inline {
+            len: 0,
+            buf: [Hit::default(); 2],
+        }
+    }
+}
+
+impl Hits {
+    pub fn as_slice(&self) -> &[Hit] {
+        match self {
+            Hits::Inline { len, buf } => &buf[..usize::from(*len)],
+            Hits::Heap(v) => v,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [Hit] {
+        match self {
+            Hits::Inline { len, buf } => &mut buf[..usize::from(*len)],
+            Hits::Heap(v) => v,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, h: Hit) {
+        match self {
+            Hits::Inline { len, buf } if usize::from(*len) < buf.len() => {
+                buf[usize::from(*len)] = h;
+                *len += 1;
+            }
+            Hits::Inline { buf, .. } => {
+                let mut v = Vec::with_capacity(8);
+                v.extend_from_slice(buf);
+                v.push(h);
+                *self = Hits::Heap(v);
+            }
+            Hits::Heap(v) => v.push(h),
+        }
+    }
+
+    /// Keep the first `n` (after [`Hits::retain`] or a sort).
+    fn truncate(&mut self, n: usize) {
+        match self {
+            Hits::Inline { len, .. } => *len = (*len).min(n.min(2) as u8),
+            Hits::Heap(v) => v.truncate(n),
+        }
+    }
+
+    fn retain(&mut self, keep: impl Fn(&Hit) -> bool) {
+        let s = self.as_mut_slice();
+        let mut w = 0;
+        for r in 0..s.len() {
+            if keep(&s[r]) {
+                s[w] = s[r];
+                w += 1;
+            }
+        }
+        self.truncate(w);
+    }
+
+    fn clear(&mut self) {
+        *self = Hits::default();
+    }
+}
+
+impl Serialize for Hits {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.as_slice().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Hits {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Vec::<Hit>::deserialize(d)?;
+        let mut h = Hits::default();
+        for x in v.into_iter().take(MAX_HITS) {
+            h.push(x);
+        }
+        Ok(h)
+    }
+}
+
+/// One address's scoring window.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    /// Counted probes within the window (at most [`MAX_HITS`]).
+    #[serde(default)]
+    pub hits: Hits,
+    /// Set once the address crossed a threshold: the time of its latest counted probe since.
+    /// While it keeps probing within `window` of that, it stays over (its sighting is
+    /// extended) without having to cross again.
+    #[serde(default)]
+    pub over: Option<i64>,
+}
+
+impl Window {
+    fn last(&self) -> i64 {
+        let h = self
+            .hits
+            .as_slice()
+            .iter()
+            .map(|h| h.time)
+            .max()
+            .unwrap_or(i64::MIN);
+        h.max(self.over.unwrap_or(i64::MIN))
+    }
+}
+
+/// Per followed file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileState {
+    pub cursor: Option<FileCursor>,
+    /// Time of the last dated line (for lines without a date).
+    #[serde(default)]
+    pub last_time: Option<i64>,
+}
+
+/// Everything the detector remembers between runs, stored as one blob; bounded.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct KernelState {
+    /// Key: the path as configured.
+    #[serde(default)]
+    pub files: BTreeMap<String, FileState>,
+    /// Open scoring windows.
+    #[serde(default)]
+    pub recent: HashMap<IpAddr, Window>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// classification and scoring
+
+/// Counters of one run or scan.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Lines read.
+    pub lines: u64,
+    /// Netfilter LOG lines (any direction and protocol).
+    pub firewall_lines: u64,
+    /// Outbound or forwarded packets.
+    pub not_inbound: u64,
+    /// ICMP, ESP, fragments without ports, ...
+    pub other_protocol: u64,
+    /// LOG lines whose addresses or ports did not parse.
+    pub malformed: u64,
+    /// Inbound TCP/UDP packets.
+    pub packets: u64,
+    /// Packets from this host's own or special (loopback, link-local, multicast) addresses.
+    pub ignored_source: u64,
+    /// Packets to a broadcast or multicast destination.
+    pub broadcast: u64,
+    /// Packets logged by an accepting rule (`ALLOW`/`ACCEPT`/`AUDIT` prefix).
+    pub accepted: u64,
+    /// Answer-shaped packets (never counted).
+    pub replies: u64,
+    /// Packets on weight-0 catalogue ports.
+    pub harmless: u64,
+    /// Packets on weighted catalogue ports.
+    pub weighted: u64,
+    /// Packets on ports outside the catalogue.
+    pub unlisted: u64,
+    /// Lines over 64 KiB, skipped.
+    pub long_lines: u64,
+}
+
+/// Which threshold an address crossed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Crossed {
+    /// The summed weight reached `threshold`.
+    pub weight: bool,
+    /// The distinct ports reached `distinct_ports`.
+    pub distinct_ports: bool,
+}
+
+impl fmt::Display for Crossed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match (self.weight, self.distinct_ports) {
+            (true, true) => "weight and distinct ports",
+            (true, false) => "weight",
+            _ => "distinct ports",
+        })
+    }
+}
+
+/// An address that crossed a threshold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Fired {
+    pub ip: IpAddr,
+    /// Unix time of the probe that crossed it.
+    pub at: i64,
+    /// Weight and distinct ports in the window at that moment.
+    pub weight: u32,
+    pub ports: u32,
+    pub crossed: Crossed,
+}
+
+/// How one packet counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Class {
+    /// A weighted catalogue port: adds its weight and a distinct port.
+    Weighted,
+    /// Outside the catalogue: a distinct port, no weight.
+    Unlisted,
+    /// A weight-0 catalogue port: not counted.
+    Harmless,
+    /// Answer-shaped: not counted.
+    Reply,
+    /// To a broadcast or multicast destination: not counted.
+    Broadcast,
+    /// Logged by an accepting rule: not counted.
+    Accepted,
+}
+
+impl Class {
+    pub fn counted(self) -> bool {
+        matches!(self, Class::Weighted | Class::Unlisted)
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Class::Weighted => "weighted",
+            Class::Unlisted => "unlisted",
+            Class::Harmless => "harmless",
+            Class::Reply => "reply",
+            Class::Broadcast => "broadcast",
+            Class::Accepted => "accepted",
+        }
+    }
+}
+
+fn key(proto: Proto, port: u16) -> u32 {
+    let p = match proto {
+        Proto::Tcp => 6u32,
+        Proto::Udp => 17u32,
+    };
+    p << 16 | u32::from(port)
+}
+
+/// Scoring parameters.
+#[derive(Clone, Copy, Debug)]
+struct Rules {
+    window: i64,
+    threshold: u32,
+    distinct: u32,
+}
+
+impl Rules {
+    fn of(s: &KernelLogSettings) -> Rules {
+        Rules {
+            window: i64::from(s.window),
+            threshold: s.threshold,
+            distinct: s.distinct_ports,
+        }
+    }
+
+    /// Add a counted probe to `ip`'s window `w`.
+    fn score(&self, w: &mut Window, ip: IpAddr, t: i64, key: u32, weight: u8) -> Score {
+        if weight == 0 && self.distinct == 0 {
+            return Score::Below; // an unlisted port counts only towards distinct ports
+        }
+        if let Some(over) = w.over {
+            if t > over + self.window {
+                // Quiet for longer than the window: it has to cross again.
+                w.over = None;
+            } else if t >= over - self.window {
+                let at = over.max(t);
+                w.over = Some(at);
+                return Score::Still(at);
+            } else {
+                return Score::Below; // an old line read late
+            }
+        }
+        match w.hits.as_mut_slice().iter_mut().find(|h| h.key == key) {
+            Some(h) => h.time = h.time.max(t),
+            None => w.hits.push(Hit {
+                time: t,
+                key,
+                weight,
+            }),
+        }
+        let newest = w.last();
+        w.hits.retain(|h| h.time >= newest - self.window);
+        if w.hits.len() > MAX_HITS {
+            w.hits
+                .as_mut_slice()
+                .sort_unstable_by_key(|h| std::cmp::Reverse(h.time));
+            w.hits.truncate(MAX_HITS);
+        }
+        let sum: u32 = w.hits.as_slice().iter().map(|h| u32::from(h.weight)).sum();
+        let n = w.hits.len() as u32; // at most MAX_HITS
+        let crossed = Crossed {
+            weight: self.threshold > 0 && sum >= self.threshold,
+            distinct_ports: self.distinct > 0 && n >= self.distinct,
+        };
+        if !(crossed.weight || crossed.distinct_ports) {
+            return Score::Below;
+        }
+        w.hits.clear();
+        w.over = Some(newest);
+        Score::Crossed(Fired {
+            ip,
+            at: newest,
+            weight: sum,
+            ports: n,
+            crossed,
+        })
+    }
+}
+
+/// What a counted probe did to its address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Score {
+    /// Still under the thresholds.
+    Below,
+    /// It crossed a threshold now.
+    Crossed(Fired),
+    /// It was over already and keeps probing: over until this time.
+    Still(i64),
+}
+
+/// Forget windows older than `newest - window`; above [`MAX_ADDRESSES`], the stalest go.
+fn prune(recent: &mut AddrMap<Window>, newest: i64, window: i64) {
+    recent.retain(|_, w| w.last() >= newest - window);
+    if recent.len() > MAX_ADDRESSES {
+        let mut lasts: Vec<i64> = recent.values().map(Window::last).collect();
+        let cut = lasts.len() - MAX_ADDRESSES;
+        let (_, &mut keep, _) = lasts.select_nth_unstable(cut);
+        recent.retain(|_, w| w.last() > keep);
+    }
+}
+
+/// What the engine made of one line.
+enum Seen<'a> {
+    Nothing,
+    /// An inbound TCP/UDP packet, its time and how it counts; `ignored` names why its source
+    /// is not scored at all.
+    Packet {
+        p: Packet<'a>,
+        t: i64,
+        class: Class,
+        entry: Match,
+        ignored: Option<&'static str>,
+    },
+}
+
+/// Line → packet → class, shared by run and scan.
+struct Engine<'a> {
+    parser: Parser,
+    cat: &'a Catalogue,
+    /// This host's addresses: a handful, so a list beats hashing every packet's source.
+    own: Vec<IpAddr>,
+    clock: Clock,
+    now: i64,
+    counters: Counters,
+}
+
+impl<'a> Engine<'a> {
+    fn new(cat: &'a Catalogue, own: &'a HashSet<IpAddr>, tz: TimeZone, now: i64) -> Engine<'a> {
+        Engine {
+            parser: Parser::new(),
+            cat,
+            own: own.iter().copied().collect(),
+            clock: Clock::new(tz, now),
+            now,
+            counters: Counters::default(),
+        }
+    }
+
+    fn line<'l>(&mut self, raw: &'l [u8], last_time: &mut Option<i64>) -> Seen<'l> {
+        self.counters.lines += 1;
+        let p = match self.parser.parse(raw) {
+            Line::Packet(p) => p,
+            Line::NotKernel | Line::NotFirewall => return Seen::Nothing,
+            other => {
+                self.counters.firewall_lines += 1;
+                match other {
+                    Line::NotInbound => self.counters.not_inbound += 1,
+                    Line::OtherProtocol => self.counters.other_protocol += 1,
+                    _ => self.counters.malformed += 1,
+                }
+                return Seen::Nothing;
+            }
+        };
+        self.counters.firewall_lines += 1;
+        self.counters.packets += 1;
+        let t = match p.stamp {
+            Some(s) => {
+                let t = self.clock.unix(s);
+                *last_time = Some(t);
+                t
+            }
+            None => last_time.unwrap_or(self.now),
+        }
+        .min(self.now);
+        let ignored = self.ignored_source(&p);
+        let (class, entry) = self.classify(&p);
+        if ignored.is_some() {
+            self.counters.ignored_source += 1;
+        } else {
+            let c = &mut self.counters;
+            match class {
+                Class::Weighted => c.weighted += 1,
+                Class::Unlisted => c.unlisted += 1,
+                Class::Harmless => c.harmless += 1,
+                Class::Reply => c.replies += 1,
+                Class::Broadcast => c.broadcast += 1,
+                Class::Accepted => c.accepted += 1,
+            }
+        }
+        Seen::Packet {
+            p,
+            t,
+            class,
+            entry,
+            ignored,
+        }
+    }
+
+    fn ignored_source(&self, p: &Packet<'_>) -> Option<&'static str> {
+        if p.iface == b"lo" {
+            return Some("loopback interface");
+        }
+        if self.own.contains(&p.src) {
+            return Some("this host's own address");
+        }
+        // A cheap test first: most sources are ordinary unicast addresses.
+        let maybe_special = match p.src {
+            IpAddr::V4(a) => {
+                let o = a.octets()[0];
+                o == 0 || o == 127 || o >= 224 || (o == 169 && a.octets()[1] == 254)
+            }
+            IpAddr::V6(a) => {
+                let s0 = a.segments()[0];
+                s0 == 0 || s0 & 0xffc0 == 0xfe80 || s0 & 0xff00 == 0xff00
+            }
+        };
+        if !maybe_special {
+            return None;
+        }
+        net::special_range(&net::host_net(p.src))
+    }
+
+    fn classify(&self, p: &Packet<'_>) -> (Class, Match) {
+        if p.accepted() {
+            return (Class::Accepted, Match::Unlisted);
+        }
+        let dst_group = match p.dst {
+            IpAddr::V4(a) => a.is_multicast() || a.is_broadcast(),
+            IpAddr::V6(a) => a.is_multicast(),
+        };
+        if p.link_group || dst_group {
+            return (Class::Broadcast, self.cat.probe(p.proto, p.dpt));
+        }
+        if p.reply_shaped() {
+            return (Class::Reply, self.cat.reply(p.proto, p.dpt));
+        }
+        let m = self.cat.probe(p.proto, p.dpt);
+        let class = match m {
+            Match::Unlisted => Class::Unlisted,
+            m if self.cat.weight(m) > 0 => Class::Weighted,
+            _ => Class::Harmless,
+        };
+        (class, m)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// run
+
+/// Per-file outcome of a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FileReport {
+    pub path: PathBuf,
+    pub tail: TailStats,
+    /// A read error (the file's cursor was left unchanged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Result of [`run`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Detections {
+    /// One per address over a threshold in this run (crossed now, or crossed before and still
+    /// probing) whose ban has not run out yet, seen at its latest probe.
+    #[serde(skip)]
+    pub sightings: Vec<Sighting>,
+    /// The crossings of this run (the latest per address).
+    pub fired: Vec<Fired>,
+    /// Addresses that were over a threshold already and kept probing (their ban is extended).
+    pub still_probing: usize,
+    pub counters: Counters,
+    pub files: Vec<FileReport>,
+}
+
+impl Detections {
+    /// One line for the sync report.
+    pub fn summary(&self) -> String {
+        let c = &self.counters;
+        format!(
+            "{} lines read, {} inbound packets ({} weighted, {} unlisted ports), {} addresses crossed a threshold, {} still probing, {} recent enough to ban",
+            c.lines,
+            c.packets,
+            c.weighted,
+            c.unlisted,
+            self.fired.len(),
+            self.still_probing,
+            self.sightings.len()
+        )
+    }
+}
+
+/// One detector pass: read what is new in every configured file from its saved cursor, score
+/// the probes, and return the addresses that crossed a threshold as sightings. `own` are this
+/// host's addresses (never scored). A file that cannot be read is reported and keeps its
+/// cursor; the others go on. Re-reading lines (after a failed read, or the same kernel lines in
+/// kern.log and syslog) changes nothing: each port counts once per window, and an address
+/// already over a threshold is only kept over.
+pub fn run(
+    settings: &KernelLogSettings,
+    state: &mut KernelState,
+    own: &HashSet<IpAddr>,
+    now: i64,
+) -> Result<Detections, KernelLogError> {
+    if settings.files.is_empty() {
+        return Err(KernelLogError::NoFiles);
+    }
+    let cat = settings.catalogue().map_err(KernelLogError::Catalogue)?;
+    let rules = Rules::of(settings);
+    let mut engine = Engine::new(&cat, own, settings.timezone, now);
+    let mut recent: AddrMap<Window> = std::mem::take(&mut state.recent).into_iter().collect();
+    let mut fired: BTreeMap<IpAddr, Fired> = BTreeMap::new();
+    // Every address over a threshold in this run, and its latest probe.
+    let mut over: BTreeMap<IpAddr, i64> = BTreeMap::new();
+    let mut newest = i64::MIN;
+    let mut reports = Vec::new();
+    for path in &settings.files {
+        let fs = state.files.entry(path.display().to_string()).or_default();
+        let prev = fs.cursor.clone();
+        let mut last_time = fs.last_time;
+        let r = tail::follow(path, prev.as_ref(), settings.start, &mut |l| {
+            if let Seen::Packet {
+                p,
+                t,
+                class,
+                ignored: None,
+                entry,
+            } = engine.line(l, &mut last_time)
+            {
+                newest = newest.max(t);
+                if class.counted() {
+                    let w = cat.weight(entry);
+                    let win = recent.entry(p.src).or_default();
+                    match rules.score(win, p.src, t, key(p.proto, p.dpt), w) {
+                        Score::Below => {}
+                        Score::Crossed(f) => {
+                            let at = over.entry(f.ip).or_insert(f.at);
+                            *at = (*at).max(f.at);
+                            fired.insert(f.ip, f);
+                        }
+                        Score::Still(t) => {
+                            let at = over.entry(p.src).or_insert(t);
+                            *at = (*at).max(t);
+                        }
+                    }
+                    if recent.len() > 2 * MAX_ADDRESSES {
+                        prune(&mut recent, newest, rules.window);
+                    }
+                }
+            }
+        });
+        let mut report = FileReport {
+            path: path.clone(),
+            ..FileReport::default()
+        };
+        match r {
+            Ok((cursor, stats)) => {
+                engine.counters.long_lines += stats.long_lines;
+                fs.cursor = cursor;
+                fs.last_time = last_time;
+                report.tail = stats;
+            }
+            Err(e) => {
+                tracing::warn!("kernel-log detector: {e}");
+                report.error = Some(e.to_string());
+            }
+        }
+        reports.push(report);
+    }
+    prune(&mut recent, now, rules.window);
+    state.recent = recent.into_iter().collect();
+    let keep: Vec<String> = settings
+        .files
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    state.files.retain(|k, _| keep.contains(k));
+    let ttl = settings.ttl;
+    let sightings = over
+        .iter()
+        .filter(|(_, at)| **at + i64::from(ttl) > now)
+        .map(|(ip, at)| Sighting {
+            net: net::host_net(*ip),
+            seen: *at,
+            ttl,
+        })
+        .collect();
+    let still_probing = over.keys().filter(|ip| !fired.contains_key(ip)).count();
+    Ok(Detections {
+        sightings,
+        fired: fired.into_values().collect(),
+        still_probing,
+        counters: engine.counters,
+        files: reports,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// scan
+
+/// One port of one address in a [`ScanReport`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PortScan {
+    pub proto: Proto,
+    pub port: u16,
+    pub packets: u64,
+    pub class: Class,
+    /// The catalogue entry that named the port, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub weight: u8,
+}
+
+/// When and how an address crossed a threshold during the scan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FiredScan {
+    /// The first crossing.
+    pub first: Fired,
+    /// How many times the address crossed a threshold (once over, it stays over while it keeps
+    /// probing within the window; after a quiet window it has to cross again).
+    pub times: u32,
+    /// Its last counted probe while over a threshold (a sighting would be seen then).
+    pub until: i64,
+}
+
+/// One source address in a [`ScanReport`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AddressScan {
+    pub ip: IpAddr,
+    pub packets: u64,
+    pub first: i64,
+    pub last: i64,
+    /// Why the address is never scored (own, loopback, ...), if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignored: Option<&'static str>,
+    /// Summed weight of its distinct weighted ports over the whole scan.
+    pub weight: u32,
+    /// Its distinct counted ports over the whole scan.
+    pub distinct_ports: u32,
+    pub ports: Vec<PortScan>,
+    /// Ports beyond the per-address listing cap.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub more_ports: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fired: Option<FiredScan>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// Per-file part of a [`ScanReport`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FileScan {
+    pub path: PathBuf,
+    pub lines: u64,
+    pub long_lines: u64,
+}
+
+/// The scoring a scan applied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ScanRules {
+    pub window: String,
+    pub threshold: u32,
+    pub distinct_ports: u32,
+    /// Where they came from (a config file, or the built-in defaults).
+    pub from: String,
+}
+
+/// Result of [`scan`]: what `sipban scan --kernel` prints.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ScanReport {
+    pub files: Vec<FileScan>,
+    pub rules: ScanRules,
+    pub counters: Counters,
+    /// Sorted: crossed a threshold first, then by weight, distinct ports, packets.
+    pub addresses: Vec<AddressScan>,
+}
+
+/// Ports listed per address in a scan.
+const SCAN_PORTS: usize = 4096;
+
+#[derive(Clone, Copy)]
+struct PortAgg {
+    packets: u32,
+    class: Class,
+    entry: Match,
+}
+
+/// An address's ports: most addresses hit one or two, kept inline (no allocation, no second
+/// cache miss); the rest in a map.
+#[derive(Default)]
+struct PortList {
+    inline: [Option<(u32, PortAgg)>; 2],
+    // Boxed on purpose: 8 bytes in every address slot instead of a map header's 40; most
+    // addresses never need it.
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<HashMap<u32, PortAgg, foldhash::fast::RandomState>>>,
+}
+
+impl PortList {
+    fn len(&self) -> usize {
+        self.inline.iter().flatten().count() + self.rest.as_ref().map_or(0, |r| r.len())
+    }
+
+    fn get_mut(&mut self, k: u32) -> Option<&mut PortAgg> {
+        for (key, pa) in self.inline.iter_mut().flatten() {
+            if *key == k {
+                return Some(pa);
+            }
+        }
+        self.rest.as_mut()?.get_mut(&k)
+    }
+
+    fn insert(&mut self, k: u32, pa: PortAgg) {
+        match self.inline.iter_mut().find(|s| s.is_none()) {
+            Some(slot) => *slot = Some((k, pa)),
+            None => {
+                self.rest.get_or_insert_default().insert(k, pa);
+            }
+        }
+    }
+
+    fn into_iter(self) -> impl Iterator<Item = (u32, PortAgg)> {
+        self.inline
+            .into_iter()
+            .flatten()
+            .chain(self.rest.into_iter().flat_map(|r| *r))
+    }
+}
+
+struct AddrAgg {
+    ip: IpAddr,
+    packets: u32,
+    first: i64,
+    last: i64,
+    ignored: Option<&'static str>,
+    ports: PortList,
+    more_ports: u32,
+    window: Window,
+    fired: Option<Box<FiredScan>>,
+}
+
+/// The scan engine (also over in-memory logs, for tests). The map holds only small indices
+/// (it stays in cache and rehashes cheaply); each address's listing and scoring window live
+/// together in one vector slot, so a packet costs one lookup and one slot.
+struct Scanner<'a> {
+    engine: Engine<'a>,
+    rules: Rules,
+    /// Per family, so that the common IPv4 index has 8-byte buckets (it stays in cache).
+    index4: HashMap<u32, u32, foldhash::quality::RandomState>,
+    index6: HashMap<u128, u32, foldhash::quality::RandomState>,
+    aggs: Vec<AddrAgg>,
+    pending: Option<Pending>,
+}
+
+/// A packet whose address slot is known (and being fetched) but not yet updated.
+#[derive(Clone, Copy)]
+struct Pending {
+    i: usize,
+    t: i64,
+    k: u32,
+    class: Class,
+    entry: Match,
+    ignored: bool,
+}
+
+/// Ask the CPU to start loading `v`'s cache lines (a hint: it never faults and changes
+/// nothing; a no-op where no stable prefetch instruction is available).
+#[inline(always)]
+fn prefetch<T>(v: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p: *const i8 = (v as *const T).cast();
+        for off in (0..std::mem::size_of::<T>()).step_by(64) {
+            // SAFETY: prefetch is a hint that never faults; `p + off` stays within `*v`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
+}
+
+impl Scanner<'_> {
+    fn feed(&mut self, line: &[u8], last_time: &mut Option<i64>) {
+        let Seen::Packet {
+            p,
+            t,
+            class,
+            entry,
+            ignored,
+        } = self.engine.line(line, last_time)
+        else {
+            return;
+        };
+        let next = self.aggs.len() as u32;
+        let i = match p.src {
+            IpAddr::V4(a) => *self.index4.entry(u32::from(a)).or_insert(next),
+            IpAddr::V6(a) => *self.index6.entry(u128::from(a)).or_insert(next),
+        } as usize;
+        if i == self.aggs.len() {
+            self.aggs.push(AddrAgg {
+                ip: p.src,
+                packets: 0,
+                first: t,
+                last: t,
+                ignored,
+                ports: PortList::default(),
+                more_ports: 0,
+                window: Window::default(),
+                fired: None,
+            });
+        }
+        // Update the slot one packet later: its cache lines load while the next line is
+        // parsed (a large log's addresses are too many to stay in cache).
+        prefetch(&self.aggs[i]);
+        let now = Pending {
+            i,
+            t,
+            k: key(p.proto, p.dpt),
+            class,
+            entry,
+            ignored: ignored.is_some(),
+        };
+        if let Some(prev) = self.pending.replace(now) {
+            self.apply(prev);
+        }
+    }
+
+    /// Apply the packet still pending (at the end of a file).
+    fn flush(&mut self) {
+        if let Some(p) = self.pending.take() {
+            self.apply(p);
+        }
+    }
+
+    fn apply(&mut self, pk: Pending) {
+        let Pending {
+            i,
+            t,
+            k,
+            class,
+            entry,
+            ignored,
+        } = pk;
+        let a = &mut self.aggs[i];
+        a.packets = a.packets.saturating_add(1);
+        a.first = a.first.min(t);
+        a.last = a.last.max(t);
+        let full = a.ports.len() >= SCAN_PORTS;
+        match a.ports.get_mut(k) {
+            Some(pa) => pa.packets = pa.packets.saturating_add(1),
+            None if full => a.more_ports = a.more_ports.saturating_add(1),
+            None => {
+                a.ports.insert(
+                    k,
+                    PortAgg {
+                        packets: 1,
+                        class,
+                        entry,
+                    },
+                );
+            }
+        }
+        if ignored || !class.counted() {
+            return;
+        }
+        let w = self.engine.cat.weight(entry);
+        match self.rules.score(&mut a.window, a.ip, t, k, w) {
+            Score::Below => {}
+            Score::Crossed(f) => match &mut a.fired {
+                Some(fs) => {
+                    fs.times += 1;
+                    fs.until = fs.until.max(f.at);
+                }
+                None => {
+                    a.fired = Some(Box::new(FiredScan {
+                        until: f.at,
+                        first: f,
+                        times: 1,
+                    }))
+                }
+            },
+            Score::Still(at) => {
+                if let Some(fs) = &mut a.fired {
+                    fs.until = fs.until.max(at);
+                }
+            }
+        }
+    }
+
+    fn report(mut self, files: Vec<FileScan>, from: String) -> ScanReport {
+        self.flush();
+        let cat = self.engine.cat;
+        drop(self.index4);
+        drop(self.index6);
+        let mut addresses: Vec<AddressScan> = self
+            .aggs
+            .into_iter()
+            .map(|a| {
+                let ip = a.ip;
+                let mut ports: Vec<PortScan> = a
+                    .ports
+                    .into_iter()
+                    .map(|(k, pa)| {
+                        let port = (k & 0xffff) as u16;
+                        let proto = if k >> 16 == 6 { Proto::Tcp } else { Proto::Udp };
+                        let (name, weight) = match pa.entry {
+                            Match::Entry(id) => (
+                                cat.entry(id).map(|e| e.name().to_string()),
+                                cat.weight(pa.entry),
+                            ),
+                            Match::Unlisted => (None, 0),
+                        };
+                        PortScan {
+                            proto,
+                            port,
+                            packets: u64::from(pa.packets),
+                            class: pa.class,
+                            name,
+                            weight,
+                        }
+                    })
+                    .collect();
+                ports.sort_by(|x, y| {
+                    y.class
+                        .counted()
+                        .cmp(&x.class.counted())
+                        .then(y.weight.cmp(&x.weight))
+                        .then(x.port.cmp(&y.port))
+                        .then(x.proto.cmp(&y.proto))
+                });
+                let counted = |p: &&PortScan| a.ignored.is_none() && p.class.counted();
+                AddressScan {
+                    ip,
+                    packets: u64::from(a.packets),
+                    first: a.first,
+                    last: a.last,
+                    ignored: a.ignored,
+                    weight: ports
+                        .iter()
+                        .filter(counted)
+                        .map(|p| u32::from(p.weight))
+                        .sum(),
+                    distinct_ports: ports.iter().filter(counted).count() as u32,
+                    ports,
+                    more_ports: u64::from(a.more_ports),
+                    fired: a.fired.map(|f| *f),
+                }
+            })
+            .collect();
+        addresses.sort_by(|x, y| {
+            y.fired
+                .is_some()
+                .cmp(&x.fired.is_some())
+                .then(y.weight.cmp(&x.weight))
+                .then(y.distinct_ports.cmp(&x.distinct_ports))
+                .then(y.packets.cmp(&x.packets))
+                .then(x.ip.cmp(&y.ip))
+        });
+        ScanReport {
+            files,
+            rules: ScanRules {
+                window: human_duration(self.rules.window as u64),
+                threshold: self.rules.threshold,
+                distinct_ports: self.rules.distinct,
+                from,
+            },
+            counters: self.engine.counters,
+            addresses,
+        }
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Read kernel logs once from their start, change nothing, and report every inbound TCP/UDP
+/// packet per source address: ports hit, how each counts, summed weight and distinct ports, and
+/// which threshold fired (scored as [`run`] would, with `settings`). `from` says where the
+/// settings came from (shown in the report).
+pub fn scan(
+    files: &[PathBuf],
+    settings: &KernelLogSettings,
+    own: &HashSet<IpAddr>,
+    from: &str,
+) -> Result<ScanReport, KernelLogError> {
+    if files.is_empty() {
+        return Err(KernelLogError::NoFiles);
+    }
+    let cat = settings.catalogue().map_err(KernelLogError::Catalogue)?;
+    let mut s = Scanner {
+        engine: Engine::new(&cat, own, settings.timezone, unix_now()),
+        rules: Rules::of(settings),
+        index4: HashMap::default(),
+        index6: HashMap::default(),
+        aggs: Vec::new(),
+        pending: None,
+    };
+    let mut out = Vec::new();
+    for path in files {
+        if !path.is_file() {
+            return Err(KernelLogError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a readable file"),
+            });
+        }
+        let before = s.engine.counters.lines;
+        let mut last_time = None;
+        let (_, stats) = tail::follow(path, None, StartAt::Beginning, &mut |l| {
+            s.feed(l, &mut last_time)
+        })
+        .map_err(|source| KernelLogError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        s.engine.counters.long_lines += stats.long_lines;
+        out.push(FileScan {
+            path: path.clone(),
+            lines: s.engine.counters.lines - before,
+            long_lines: stats.long_lines,
+        });
+    }
+    Ok(s.report(out, from.to_string()))
+}
+
+/// [`scan`] over in-memory logs (tests): a last line without a newline counts as complete.
+pub fn scan_bytes(
+    logs: &[&[u8]],
+    settings: &KernelLogSettings,
+    own: &HashSet<IpAddr>,
+) -> Result<ScanReport, KernelLogError> {
+    let cat = settings.catalogue().map_err(KernelLogError::Catalogue)?;
+    let mut s = Scanner {
+        engine: Engine::new(&cat, own, settings.timezone, unix_now()),
+        rules: Rules::of(settings),
+        index4: HashMap::default(),
+        index6: HashMap::default(),
+        aggs: Vec::new(),
+        pending: None,
+    };
+    let mut out = Vec::new();
+    for (i, data) in logs.iter().enumerate() {
+        let before = s.engine.counters.lines;
+        let mut last_time = None;
+        let body = data.strip_suffix(b"\n").unwrap_or(data);
+        if !data.is_empty() {
+            for line in body.split(|b| *b == b'\n') {
+                s.feed(line, &mut last_time);
+            }
+        }
+        out.push(FileScan {
+            path: PathBuf::from(format!("<memory {i}>")),
+            lines: s.engine.counters.lines - before,
+            long_lines: 0,
+        });
+    }
+    Ok(s.report(out, "test settings".to_string()))
+}
+
+/// Unix time as ISO 8601 UTC (`2024-05-02T10:11:12Z`), written without allocating.
+struct Iso(i64);
+
+impl fmt::Display for Iso {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let days = self.0.div_euclid(86_400);
+        let secs = self.0.rem_euclid(86_400);
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+            secs / 3600,
+            secs % 3600 / 60,
+            secs % 60
+        )
+    }
+}
+
+fn iso(t: i64) -> Iso {
+    Iso(t)
+}
+
+impl fmt::Display for ScanReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.counters;
+        writeln!(f, "Files:")?;
+        for file in &self.files {
+            write!(f, "  {}: {} lines", file.path.display(), file.lines)?;
+            if file.long_lines > 0 {
+                write!(f, ", {} over 64 KiB skipped", file.long_lines)?;
+            }
+            writeln!(f)?;
+        }
+        let r = &self.rules;
+        let onoff = |v: u32, what: &str| {
+            if v == 0 {
+                format!("{what} off")
+            } else {
+                format!("{what} {v}")
+            }
+        };
+        writeln!(
+            f,
+            "\nScoring ({}): {} or {} within {}; each distinct port counts once",
+            r.from,
+            onoff(r.threshold, "weight"),
+            onoff(r.distinct_ports, "distinct ports"),
+            r.window
+        )?;
+        writeln!(
+            f,
+            "\nLines: {} read, {} firewall log lines: {} inbound TCP/UDP packets, {} outbound or forwarded, {} other protocols, {} malformed",
+            c.lines, c.firewall_lines, c.packets, c.not_inbound, c.other_protocol, c.malformed
+        )?;
+        writeln!(
+            f,
+            "Packets: {} on weighted ports, {} on unlisted ports (counted as distinct ports); not counted: {} harmless ports, {} replies, {} broadcast/multicast, {} accepted by the firewall, {} from own or special addresses",
+            c.weighted, c.unlisted, c.harmless, c.replies, c.broadcast, c.accepted, c.ignored_source
+        )?;
+        let fired = self.addresses.iter().filter(|a| a.fired.is_some()).count();
+        writeln!(
+            f,
+            "\nAddresses: {} ({} crossed a threshold)",
+            self.addresses.len(),
+            fired
+        )?;
+        for a in &self.addresses {
+            write!(
+                f,
+                "  {:<39} weight {:>3}, {:>3} ports, {:>6} packets, {} .. {}",
+                a.ip,
+                a.weight,
+                a.distinct_ports,
+                a.packets,
+                iso(a.first),
+                iso(a.last)
+            )?;
+            match (&a.ignored, &a.fired) {
+                (Some(why), _) => write!(f, "  IGNORED: {why}")?,
+                (None, Some(fs)) => {
+                    write!(
+                        f,
+                        "  FIRED ({}: weight {}, {} ports within the window) at {}",
+                        fs.first.crossed,
+                        fs.first.weight,
+                        fs.first.ports,
+                        iso(fs.first.at)
+                    )?;
+                    if fs.until > fs.first.at {
+                        write!(f, ", still probing until {}", iso(fs.until))?;
+                    }
+                    if fs.times > 1 {
+                        write!(f, ", crossed {} times", fs.times)?;
+                    }
+                }
+                (None, None) => {}
+            }
+            writeln!(f)?;
+            f.write_str("     ")?;
+            for (i, p) in a.ports.iter().take(40).enumerate() {
+                let sep = if i == 0 { " " } else { ", " };
+                write!(f, "{sep}{}/{} (", p.port, p.proto)?;
+                let name = p.name.as_deref();
+                match (p.class, name) {
+                    (Class::Weighted, n) => write!(f, "{} {}", n.unwrap_or(""), p.weight)?,
+                    (Class::Unlisted, _) => f.write_str("unlisted")?,
+                    (Class::Harmless, n) => write!(f, "{}, harmless", n.unwrap_or(""))?,
+                    (other, Some(n)) => write!(f, "{}, {n}", other.label())?,
+                    (other, None) => f.write_str(other.label())?,
+                }
+                f.write_str(")")?;
+                if p.packets > 1 {
+                    write!(f, " x{}", p.packets)?;
+                }
+            }
+            let more = a.ports.len().saturating_sub(40) as u64 + a.more_ports;
+            if more > 0 {
+                write!(f, ", ... and {more} more ports (--json lists them)")?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> KernelLogSettings {
+        KernelLogSettings {
+            timezone: TimeZone::FixedOffset(0),
+            ..KernelLogSettings::default()
+        }
+    }
+
+    fn line(t: &str, src: &str, proto: &str, dpt: u16) -> String {
+        let tail = if proto == "TCP" {
+            "WINDOW=1024 RES=0x00 SYN URGP=0"
+        } else {
+            "LEN=20"
+        };
+        format!("2024-05-02T{t}+00:00 pbx kernel: [UFW BLOCK] IN=eth0 OUT= MAC=00:11:22:33:44:55:66:77:88:99:aa:bb:08:00 SRC={src} DST=203.0.113.10 LEN=44 TOS=0x00 PREC=0x00 TTL=241 ID=1 PROTO={proto} SPT=40000 DPT={dpt} {tail}\n")
+    }
+
+    fn rules() -> Rules {
+        Rules::of(&settings())
+    }
+
+    #[test]
+    fn sizes_stay_small() {
+        // The scan is bound by memory latency: one address's state must stay within a few
+        // cache lines.
+        assert!(
+            std::mem::size_of::<AddrAgg>() <= 192,
+            "{}",
+            std::mem::size_of::<AddrAgg>()
+        );
+        assert!(std::mem::size_of::<Window>() <= 64);
+    }
+
+    #[test]
+    fn hits_spill_from_inline_to_heap_and_back() {
+        let mut h = Hits::default();
+        for i in 0..5 {
+            h.push(Hit {
+                time: i,
+                key: i as u32,
+                weight: 1,
+            });
+        }
+        assert!(matches!(h, Hits::Heap(_)));
+        h.retain(|x| x.time % 2 == 0);
+        assert_eq!(
+            h.as_slice().iter().map(|x| x.time).collect::<Vec<_>>(),
+            [0, 2, 4]
+        );
+        let json = serde_json::to_string(&h).unwrap();
+        let back: Hits = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.as_slice(), h.as_slice());
+        let mut small = Hits::default();
+        small.push(Hit::default());
+        let back: Hits = serde_json::from_str(&serde_json::to_string(&small).unwrap()).unwrap();
+        assert!(matches!(back, Hits::Inline { len: 1, .. }));
+        h.clear();
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn weight_threshold_counts_each_port_once() {
+        let r = rules();
+        let mut m = AddrMap::default();
+        let ip: IpAddr = "198.51.100.7".parse().unwrap();
+        // telnet (4) three times: still 4.
+        for t in 0..3 {
+            assert_eq!(
+                r.score(m.entry(ip).or_default(), ip, t, key(Proto::Tcp, 23), 4),
+                Score::Below
+            );
+        }
+        assert_eq!(
+            r.score(m.entry(ip).or_default(), ip, 5, key(Proto::Tcp, 111), 4),
+            Score::Below
+        );
+        let Score::Crossed(f) = r.score(m.entry(ip).or_default(), ip, 9, key(Proto::Tcp, 1524), 6)
+        else {
+            panic!("crossed")
+        };
+        assert!(f.crossed.weight && !f.crossed.distinct_ports);
+        assert_eq!((f.weight, f.ports, f.at), (14, 3, 9));
+        // Probing on keeps it over; the same lines again change nothing.
+        assert_eq!(
+            r.score(m.entry(ip).or_default(), ip, 300, key(Proto::Tcp, 23), 4),
+            Score::Still(300)
+        );
+        assert_eq!(
+            r.score(m.entry(ip).or_default(), ip, 9, key(Proto::Tcp, 1524), 6),
+            Score::Still(300)
+        );
+        // After a quiet window it has to cross again.
+        assert_eq!(
+            r.score(m.entry(ip).or_default(), ip, 901, key(Proto::Tcp, 23), 4),
+            Score::Below
+        );
+        assert_eq!(m[&ip].over, None);
+    }
+
+    #[test]
+    fn window_forgets_old_probes_and_distinct_ports_fire() {
+        let r = rules();
+        let mut m = AddrMap::default();
+        let ip: IpAddr = "198.51.100.8".parse().unwrap();
+        let below = Score::Below;
+        assert_eq!(
+            r.score(m.entry(ip).or_default(), ip, 0, key(Proto::Tcp, 1524), 6),
+            below
+        );
+        // 601 s later the backdoor probe is out of the 10-minute window.
+        assert_eq!(
+            r.score(m.entry(ip).or_default(), ip, 601, key(Proto::Tcp, 31337), 6),
+            below
+        );
+        assert_eq!(m[&ip].hits.len(), 1);
+        for (i, port) in (2000..2007).enumerate() {
+            let f = r.score(
+                m.entry(ip).or_default(),
+                ip,
+                602 + i as i64,
+                key(Proto::Tcp, port),
+                0,
+            );
+            if i < 6 {
+                assert_eq!(f, below, "{i}");
+            } else {
+                assert!(matches!(f, Score::Crossed(f) if f.crossed.distinct_ports));
+            }
+        }
+    }
+
+    #[test]
+    fn resolve_checks_values() {
+        let raw = |t: Option<u32>, d: Option<u32>| RawKernelLog {
+            threshold: t,
+            distinct_ports: d,
+            ..RawKernelLog::default()
+        };
+        assert!(resolve(raw(Some(0), Some(0))).is_err());
+        assert!(resolve(raw(None, Some(1))).is_err());
+        assert!(resolve(raw(None, Some(5000))).is_err());
+        let s = resolve(raw(Some(0), None)).unwrap();
+        assert_eq!((s.threshold, s.distinct_ports, s.ttl), (0, 8, 86_400));
+        let e = resolve(RawKernelLog {
+            files: Some(vec![]),
+            ..RawKernelLog::default()
+        });
+        assert!(e.is_err());
+    }
+
+    #[test]
+    fn scan_lists_every_inbound_packet_per_address() {
+        let mut log = String::new();
+        log += &line("10:00:00", "198.51.100.7", "TCP", 23);
+        log += &line("10:00:01", "198.51.100.7", "TCP", 31337);
+        log += &line("10:00:02", "198.51.100.7", "UDP", 67);
+        log += &line("10:00:03", "198.51.100.7", "TCP", 8123);
+        log += &line("10:00:04", "198.51.100.7", "TCP", 1524);
+        log += &line("10:00:05", "203.0.113.10", "TCP", 23); // own address
+        let own = HashSet::from(["203.0.113.10".parse().unwrap()]);
+        let r = scan_bytes(&[log.as_bytes()], &settings(), &own).unwrap();
+        assert_eq!(r.counters.packets, 6);
+        assert_eq!(r.addresses.len(), 2);
+        let a = &r.addresses[0];
+        assert_eq!(a.ip.to_string(), "198.51.100.7");
+        assert_eq!(a.ports.len(), 5, "{a:?}");
+        assert_eq!(a.weight, 16);
+        assert_eq!(a.distinct_ports, 4);
+        let fired = a.fired.as_ref().unwrap();
+        assert!(fired.first.crossed.weight);
+        assert!(r.addresses[1].ignored.is_some());
+        let text = r.to_string();
+        assert!(text.contains("FIRED (weight"), "{text}");
+        assert!(text.contains("67/udp (dhcp, harmless)"), "{text}");
+    }
+
+    #[test]
+    fn run_follows_files_and_keeps_windows() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("kern.log");
+        let s = KernelLogSettings {
+            files: vec![log.clone()],
+            ..settings()
+        };
+        let now = crate::source::asterisk::rules::days_from_civil(2024, 5, 2) * 86_400 + 36_100;
+        std::fs::write(
+            &log,
+            line("10:00:00", "198.51.100.7", "TCP", 23)
+                + &line("10:00:01", "198.51.100.7", "TCP", 111),
+        )
+        .unwrap();
+        let own = HashSet::new();
+        let mut st = KernelState::default();
+        let d = run(&s, &mut st, &own, now).unwrap();
+        assert!(d.sightings.is_empty());
+        assert_eq!(st.recent.len(), 1);
+        let json = serde_json::to_vec(&st).unwrap();
+        let mut st: KernelState = serde_json::from_slice(&json).unwrap();
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        f.write_all(line("10:01:00", "198.51.100.7", "TCP", 31337).as_bytes())
+            .unwrap();
+        let d = run(&s, &mut st, &own, now).unwrap();
+        assert_eq!(d.counters.lines, 1, "only the new line");
+        assert_eq!(d.sightings.len(), 1);
+        assert_eq!(d.sightings[0].ttl, 86_400);
+        assert_eq!(d.fired[0].weight, 14);
+        assert_eq!(st.recent.len(), 1, "over, until a quiet window passes");
+        // Still probing in the next run: the sighting is extended, with no new crossing.
+        f.write_all(line("10:01:30", "198.51.100.7", "TCP", 8123).as_bytes())
+            .unwrap();
+        let d = run(&s, &mut st, &own, now).unwrap();
+        assert!(d.fired.is_empty());
+        assert_eq!(d.still_probing, 1);
+        assert_eq!(d.sightings[0].seen, now - 10);
+    }
+}
