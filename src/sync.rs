@@ -192,9 +192,6 @@ impl Sources {
             });
             kinds.push("asterisk");
         }
-        // Manual bans (`sipban ban`): always registered, so sync keeps their marks.
-        policies.push(crate::manual::policy());
-        kinds.push("manual");
         if let Some(k) = &settings.kernel_log {
             // Port probers seen by this host's firewall: single hosts, LAN ones included.
             policies.push(SourcePolicy {
@@ -206,6 +203,9 @@ impl Sources {
             });
             kinds.push("kernel");
         }
+        // Manual bans (`sipban ban`): always registered, after every configured source, so sync keeps their marks.
+        policies.push(crate::manual::policy());
+        kinds.push("manual");
         Sources { policies, kinds }
     }
 
@@ -631,6 +631,7 @@ async fn run_inner(
                             .context("encoding the kernel-log detector state")?,
                     );
                 }
+                offences.extend(crate::report::from_kernel(&det));
                 kernel_report = Some(det);
             }
             Err(e) => errors.push(format!("kernel_log: {e}; its last bans are kept")),

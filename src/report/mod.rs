@@ -311,6 +311,27 @@ impl Offence {
     }
 }
 
+/// The offences of the kernel-log detector's crossings in this run: port probes. The LOG rule
+/// logs TCP SYNs and new UDP flows, both of which can be spoofed, so they are marked as such and
+/// go to AbuseIPDB only with `include_udp: true` (the webhook gets them either way).
+pub fn from_kernel(det: &crate::source::kernlog::Detections) -> Vec<Offence> {
+    let mut out: BTreeMap<IpAddr, Offence> = BTreeMap::new();
+    for f in &det.fired {
+        let o = out
+            .entry(f.ip)
+            .or_insert_with(|| Offence::new(f.ip, f.at, f.at));
+        o.first = o.first.min(f.at);
+        o.last = o.last.max(f.at);
+        o.add(
+            OffenceKind::PortScan,
+            "kernel_port_probe",
+            u64::from(f.ports),
+        )
+        .transport(Transport::Syn);
+    }
+    out.into_values().collect()
+}
+
 /// The offences of the Asterisk detector's bans in this run (with this run's evidence of
 /// each banned address).
 pub fn from_asterisk(det: &asterisk::Detections) -> Vec<Offence> {

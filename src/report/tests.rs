@@ -224,3 +224,35 @@ fn config_section_errors_are_located() {
     let e = load("report:\n  webhook:\n    url: http://h/x\n").unwrap_err();
     assert!(e.0.contains("https"), "{e}");
 }
+
+/// Port probes from the kernel-log detector become PortScan offences marked spoofable (the LOG
+/// rule logs TCP SYNs and new UDP flows), one per address, spanning its crossings.
+#[test]
+fn kernel_crossings_become_spoofable_port_scans() {
+    use crate::source::kernlog::{Crossed, Detections, Fired};
+    let ip: IpAddr = "45.9.0.1".parse().unwrap();
+    let fired = |at, ports| Fired {
+        ip,
+        at,
+        weight: 12,
+        ports,
+        crossed: Crossed {
+            weight: true,
+            distinct_ports: false,
+        },
+    };
+    let det = Detections {
+        fired: vec![fired(100, 3), fired(250, 9)],
+        ..Detections::default()
+    };
+    let out = from_kernel(&det);
+    assert_eq!(out.len(), 1);
+    let o = &out[0];
+    assert_eq!((o.ip, o.first, o.last), (ip, 100, 250));
+    assert!(o.detail.kinds.contains(&OffenceKind::PortScan));
+    assert_eq!(
+        o.detail.transports.iter().copied().collect::<Vec<_>>(),
+        vec![Transport::Syn]
+    );
+    assert!(Transport::Syn.spoofable());
+}
