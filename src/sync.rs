@@ -912,7 +912,9 @@ fn apply_family(
     desired: &[decide::Desired],
     now: i64,
 ) -> anyhow::Result<()> {
-    if ipset.destroy_leftover_tmp(spec)? {
+    // A rebuild's batch destroys a leftover temporary set itself; an in-place diff would leave
+    // one (from a run killed between swap and destroy) lying around, so look for it then.
+    if plan.rebuild.is_none() && ipset.destroy_leftover_tmp(spec)? {
         tracing::info!(set = %spec.name, "removed a temporary set left by an interrupted run");
     }
     let full = || -> Vec<(ipnet::IpNet, u32)> {
