@@ -41,3 +41,29 @@ pub fn client(timeouts: Timeouts, ca_file: Option<&Path>) -> Result<reqwest::Cli
     }
     builder.build().context("building the HTTPS client")
 }
+
+/// A reqwest error as one line a person can act on: its kind and its chain of causes, never
+/// its URL (a URL may hold a key, as APIBAN's v1 paths do). Every HTTPS client in sipban words
+/// its errors through this.
+pub fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "reading the answer failed"
+    } else {
+        "request failed"
+    };
+    let mut msg = kind.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        source = s.source();
+    }
+    msg
+}

@@ -10,6 +10,7 @@
 //! it returns what it read, and the caller persists the cache copy and metadata.
 
 use crate::config::{FeedFormat, FeedLocation, FeedSettings};
+use crate::http;
 use crate::net;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -302,7 +303,7 @@ async fn fetch_once(
     let mut resp = req
         .send()
         .await
-        .map_err(|e| Attempt::Retry(describe(&e), None))?;
+        .map_err(|e| Attempt::Retry(http::describe(&e), None))?;
     let remote = resp.remote_addr().map(|a| net::canonical_ip(a.ip()));
     let status = resp.status();
     if status == reqwest::StatusCode::NOT_MODIFIED {
@@ -359,7 +360,7 @@ async fn fetch_once(
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => break,
-            Err(e) => return Err(Attempt::Retry(describe(&e), None)),
+            Err(e) => return Err(Attempt::Retry(http::describe(&e), None)),
         }
     }
     Ok(Fetched::Body {
@@ -368,30 +369,6 @@ async fn fetch_once(
         last_modified,
         remote,
     })
-}
-
-/// A reqwest error as one line a person can act on (the chain of causes, no URL repeats).
-fn describe(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "reading the body failed"
-    } else {
-        "request failed"
-    };
-    let mut msg = kind.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        source = s.source();
-    }
-    msg
 }
 
 /// Decide whether a body is a good listing for this feed.

@@ -264,29 +264,9 @@ pub async fn check(
     }
 }
 
-/// A reqwest error as one line a person can act on: its kind and chain of causes, never its
-/// URL (the URL may hold the key).
+/// A reqwest error as one line (see [`crate::http::describe`]; it never holds the URL).
 pub fn describe(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "reading the answer failed"
-    } else {
-        "request failed"
-    };
-    let mut msg = kind.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        source = s.source();
-    }
-    msg
+    crate::http::describe(e)
 }
 
 #[cfg(test)]
