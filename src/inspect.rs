@@ -15,11 +15,11 @@ use serde::Serialize;
 use std::fmt;
 use std::net::IpAddr;
 
-/// Unix seconds as `2026-11-21 12:00:00 UTC`.
-pub fn fmt_time(t: i64) -> String {
+/// Unix seconds as UTC `(year, month, day, hour, minute, second)`: the civil date from days
+/// since 1970-01-01 (Howard Hinnant's algorithm). The one date conversion in sipban.
+pub fn civil(t: i64) -> (i64, i64, i64, i64, i64, i64) {
     let days = t.div_euclid(86_400);
     let secs = t.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -29,12 +29,13 @@ pub fn fmt_time(t: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    (y, m, d, secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+/// Unix seconds as `2026-11-21 12:00:00 UTC`.
+pub fn fmt_time(t: i64) -> String {
+    let (y, m, d, hh, mm, ss) = civil(t);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} UTC")
 }
 
 /// The saved entries and what a sync would decide from them right now.
