@@ -433,11 +433,16 @@ fn unix_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// The spacing between two requests: `window / requests`, plus the margin.
+/// Added to every gap: APIBAN counts requests when they reach it, and one slow connection
+/// set-up followed by a fast one brings two requests closer there than they left here.
+const PACE_JITTER: Duration = Duration::from_millis(100);
+
+/// The spacing between two requests: `window / requests`, plus the margin and the allowance
+/// for network jitter.
 pub fn pace_period(settings: &ApibanSettings) -> Duration {
     let n = settings.requests_per_2min.max(1);
     let base = settings.window / n;
-    (base + base / PACE_MARGIN_DIVISOR).max(Duration::from_millis(1))
+    (base + base / PACE_MARGIN_DIVISOR + PACE_JITTER).max(Duration::from_millis(1))
 }
 
 /// Paces requests: a `governor` limiter with a burst of one, so any `requests_per_2min + 1`
@@ -873,7 +878,7 @@ mod tests {
     #[test]
     fn pacing_leaves_a_margin() {
         let mut s = settings("requests_per_2min: 5\n", Path::new("/"));
-        assert_eq!(pace_period(&s), Duration::from_millis(25_200));
+        assert_eq!(pace_period(&s), Duration::from_millis(25_300));
         s.window = Duration::from_secs(1);
         assert!(pace_period(&s) * 5 > s.window);
     }
