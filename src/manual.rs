@@ -521,7 +521,7 @@ pub fn apply_pending(
     let allow = sync::base_allowlist(settings, &mut summary);
     let decision = decide::decide(
         entries,
-        &[],
+        &mut [],
         &sources.policies,
         &allow,
         sync::caps(settings),
@@ -530,11 +530,7 @@ pub fn apply_pending(
     for family in [Family::V4, Family::V6] {
         let spec = sync::set_spec(settings, family);
         let current = match ipset.read(&spec.name) {
-            Ok(Some(k)) if k.header.matches(&spec) => CurrentSet {
-                exists: true,
-                compatible: true,
-                members: k.members,
-            },
+            Ok(Some(k)) if k.header.matches(&spec) => CurrentSet::new(true, true, k.members),
             Ok(_) => {
                 applied.kernel_note = Some(format!(
                     "set {} does not exist yet or has another type; the next sync creates it",

@@ -16,7 +16,6 @@
 //! Pure data: encoding, decoding and the trust rules. It never talks to the kernel itself.
 
 use crate::decide::Desired;
-use crate::net::NetMap;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -109,17 +108,18 @@ impl Mirror {
 
     /// The mirror as current set members (seconds left), if it can be trusted for a kernel set
     /// that reports `kernel_count` entries at `now`.
-    pub fn members_if_trusted(&self, kernel_count: usize, now: i64) -> Option<NetMap<u32>> {
+    /// Members come in the mirror's order (the prefix order it was written in).
+    pub fn members_if_trusted(&self, kernel_count: usize, now: i64) -> Option<Vec<(IpNet, u32)>> {
         if now.saturating_sub(self.verified_at) >= MAX_AGE || self.verified_at > now {
             return None;
         }
-        let mut members = NetMap::with_capacity_and_hasher(self.entries.len(), Default::default());
+        let mut members = Vec::with_capacity(self.entries.len());
         for &(net, expires) in &self.entries {
             if (expires - now).abs() <= EXPIRY_SLACK {
                 return None;
             }
             if expires > now {
-                members.insert(net, crate::decide::plan::timeout_for(expires, now));
+                members.push((net, crate::decide::plan::timeout_for(expires, now)));
             }
         }
         (members.len() == kernel_count).then_some(members)
@@ -158,7 +158,7 @@ mod tests {
         assert_eq!(back, m);
         // Trusted: fresh, counts agree.
         let members = m.members_if_trusted(3, 1100).unwrap();
-        assert_eq!(members[&n("45.0.0.1")], 3900);
+        assert!(members.contains(&(n("45.0.0.1"), 3900)));
         // The kernel holds another number of entries.
         assert!(m.members_if_trusted(2, 1100).is_none());
         // Too old.

@@ -196,11 +196,42 @@ pub fn private_range(net: &IpNet) -> Option<&'static str> {
 /// The name of the first range that overlaps `net`. Integer arithmetic on the raw address:
 /// this runs for every entry of every run, so it must be cheap.
 fn first_overlap(ranges: &[(IpNet, &'static str)], net: &IpNet) -> Option<&'static str> {
+    // Nearly every listed address is IPv4 in a /8 that no range touches: one bit test.
+    if let IpNet::V4(n) = net {
+        let octet = n.addr().octets()[0];
+        if n.prefix_len() >= 8 && v4_octets()[usize::from(octet >> 6)] & (1 << (octet & 63)) == 0 {
+            return None;
+        }
+    }
+    scan_overlap(ranges, net)
+}
+
+/// [`first_overlap`] without the shortcut.
+fn scan_overlap(ranges: &[(IpNet, &'static str)], net: &IpNet) -> Option<&'static str> {
     let (bits, len) = raw(net);
     ranges.iter().find_map(|(range, name)| {
         let (rbits, rlen) = raw(range);
         (Family::of(range) == Family::of(net) && same_prefix(bits, rbits, len.min(rlen)))
             .then_some(*name)
+    })
+}
+
+/// First octets (a 256-bit mask) of the IPv4 addresses any special or private range holds.
+fn v4_octets() -> &'static [u64; 4] {
+    use std::sync::OnceLock;
+    static M: OnceLock<[u64; 4]> = OnceLock::new();
+    M.get_or_init(|| {
+        let mut mask = [0u64; 4];
+        for (range, _) in special_ranges().iter().chain(private_ranges()) {
+            if let IpNet::V4(r) = range {
+                let first = usize::from(r.addr().octets()[0]);
+                let span = 1usize << 8u8.saturating_sub(r.prefix_len());
+                for o in first..(first + span).min(256) {
+                    mask[o >> 6] |= 1 << (o & 63);
+                }
+            }
+        }
+        mask
     })
 }
 
@@ -215,6 +246,22 @@ fn raw(net: &IpNet) -> (u128, u8) {
 /// Whether `a` and `b` agree in their first `len` bits.
 fn same_prefix(a: u128, b: u128, len: u8) -> bool {
     len == 0 || (a ^ b) >> (128 - u32::from(len)) == 0
+}
+
+/// The order of [`sort_key`], compared without building keys (sorts and merges of 65,536
+/// prefixes spend their time here).
+pub fn cmp_net(a: &IpNet, b: &IpNet) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    match (a, b) {
+        (IpNet::V4(x), IpNet::V4(y)) => {
+            (u32::from(x.addr()), x.prefix_len()).cmp(&(u32::from(y.addr()), y.prefix_len()))
+        }
+        (IpNet::V6(x), IpNet::V6(y)) => {
+            (u128::from(x.addr()), x.prefix_len()).cmp(&(u128::from(y.addr()), y.prefix_len()))
+        }
+        (IpNet::V4(_), IpNet::V6(_)) => Ordering::Less,
+        (IpNet::V6(_), IpNet::V4(_)) => Ordering::Greater,
+    }
 }
 
 /// A cheap total order key (family, address bits, prefix length) for sorting prefixes.
@@ -440,6 +487,51 @@ mod tests {
             "10.0.0.00",
         ] {
             assert_eq!(dotted_quad(s.as_bytes()), s.parse::<Ipv4Addr>().ok(), "{s}");
+        }
+    }
+
+    #[test]
+    fn cmp_net_is_the_sort_key_order() {
+        let nets: Vec<IpNet> = [
+            "0.0.0.0/0",
+            "1.2.3.4",
+            "1.2.3.0/24",
+            "1.2.3.4/31",
+            "255.255.255.255",
+            "45.0.0.1",
+            "::/0",
+            "::1",
+            "2001:db8::/32",
+            "2001:db8::1",
+            "ffff::/16",
+            "ffff::",
+        ]
+        .iter()
+        .map(|t| parse_net(t).unwrap())
+        .collect();
+        for a in &nets {
+            for b in &nets {
+                assert_eq!(cmp_net(a, b), sort_key(a).cmp(&sort_key(b)), "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn octet_shortcut_agrees_with_the_scan() {
+        for octet in 0..=255u32 {
+            for len in [8u8, 9, 10, 12, 16, 24, 32] {
+                for low in [0u32, 0x00FF_FFFF, 0x0040_0000, 0x00A8_0101, 0x0010_0000] {
+                    let addr = Ipv4Addr::from((octet << 24) | low);
+                    let net = IpNet::V4(Ipv4Net::new(addr, len).unwrap()).trunc();
+                    for ranges in [special_ranges(), private_ranges()] {
+                        assert_eq!(
+                            first_overlap(ranges, &net),
+                            scan_overlap(ranges, &net),
+                            "{net}"
+                        );
+                    }
+                }
+            }
         }
     }
 

@@ -231,12 +231,15 @@ impl Store {
                     by_net.insert(netv, out.len());
                     out.push(Entry {
                         net: netv,
-                        marks: vec![mark],
+                        marks: smallvec::smallvec![mark],
                     });
                 }
             }
         }
         drop(rows);
+        // In prefix order (rows come in text order), so decide need not sort 65,536 entries:
+        // the packed listings below are stored in prefix order and merged in.
+        out.sort_unstable_by_key(|e| net::sort_key(&e.net));
         // Packed feed listings. A prefix may also appear in the rows above, as a separate
         // entry: decide joins entries of the same prefix.
         let has_table: bool = self
@@ -255,12 +258,13 @@ impl Store {
             while let Some(row) = rows.next()? {
                 let source: String = row.get(0)?;
                 let index = sources.get(&source).copied().unwrap_or(u16::MAX);
-                let data: Vec<u8> = row.get(3)?;
+                // Borrowed from SQLite's row buffer: no copy of the blob.
+                let data = row.get_ref(3)?.as_blob()?;
                 let mut listing = Vec::new();
                 let decoded =
-                    feed_blob::decode(&data, index, row.get(1)?, row.get(2)?, &mut listing);
+                    feed_blob::decode(data, index, row.get(1)?, row.get(2)?, &mut listing);
                 if decoded.is_ok() {
-                    out.append(&mut listing);
+                    out = merge_in_order(out, listing);
                 }
                 if let Err(e) = decoded {
                     tracing::warn!(
@@ -507,19 +511,19 @@ mod tests {
         let entries = vec![
             Entry {
                 net: n("45.0.0.1"),
-                marks: vec![mark(0, 5, 10, 100), mark(1, 7, 8, 50)],
+                marks: smallvec::smallvec![mark(0, 5, 10, 100), mark(1, 7, 8, 50)],
             },
             Entry {
                 net: n("45.0.1.0/24"),
-                marks: vec![mark(0, 6, 10, 100)],
+                marks: smallvec::smallvec![mark(0, 6, 10, 100)],
             },
             Entry {
                 net: n("2001:db8::/48"),
-                marks: vec![mark(0, 1, 10, 100), mark(2, 2, 3, 4)],
+                marks: smallvec::smallvec![mark(0, 1, 10, 100), mark(2, 2, 3, 4)],
             },
             Entry {
                 net: n("2001:db8:1::1"),
-                marks: vec![mark(2, 9, 9, 99)],
+                marks: smallvec::smallvec![mark(2, 9, 9, 99)],
             },
         ];
         let mut s = Store::open(dir.path()).unwrap();
@@ -600,7 +604,7 @@ mod tests {
             net: net::host_net(std::net::IpAddr::V4(std::net::Ipv4Addr::from(
                 0x2d00_0000 + i,
             ))),
-            marks: vec![Mark {
+            marks: smallvec::smallvec![Mark {
                 source: 0,
                 first_seen: 1,
                 last_seen: 2,
@@ -650,7 +654,7 @@ mod tests {
         let entries = vec![
             Entry {
                 net: net::parse_net("192.0.2.0/24").unwrap(),
-                marks: vec![
+                marks: smallvec::smallvec![
                     Mark {
                         source: 0,
                         first_seen: 1,
@@ -667,7 +671,7 @@ mod tests {
             },
             Entry {
                 net: net::parse_net("2001:db8::1").unwrap(),
-                marks: vec![Mark {
+                marks: smallvec::smallvec![Mark {
                     source: 1,
                     first_seen: 7,
                     last_seen: 8,
@@ -707,6 +711,30 @@ mod tests {
         let loaded = r.load_entries(&only_a).unwrap();
         assert_eq!(loaded[1].marks[0].source, u16::MAX);
     }
+}
+
+/// Two entry lists, each in prefix order ([`net::sort_key`]), as one in prefix order.
+fn merge_in_order(a: Vec<Entry>, b: Vec<Entry>) -> Vec<Entry> {
+    if a.is_empty() {
+        return b;
+    }
+    if b.is_empty() {
+        return a;
+    }
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let mut a = a.into_iter().peekable();
+    let mut b = b.into_iter().peekable();
+    while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
+        let next = if net::cmp_net(&x.net, &y.net).is_le() {
+            a.next()
+        } else {
+            b.next()
+        };
+        out.extend(next);
+    }
+    out.extend(a);
+    out.extend(b);
+    out
 }
 
 /// The packed form of one source's marks: entries in prefix order, each `family (4|6)`,
@@ -827,7 +855,7 @@ mod feed_blob {
             read += 2 + size + if format == FULL { 24 } else { 8 };
             out.push(Entry {
                 net: net.trunc(),
-                marks: vec![Mark {
+                marks: smallvec::smallvec![Mark {
                     source,
                     first_seen,
                     last_seen: last,

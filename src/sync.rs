@@ -12,7 +12,7 @@ use crate::config::{FeedLocation, Settings};
 use crate::decide::allow::{AllowReason, Allowlist};
 use crate::decide::plan::{self, CurrentSet, FamilyPlan};
 use crate::decide::{self, AllowHit, Caps, Decision, Entry, Input, SourceCounts, SourcePolicy};
-use crate::firewall::ipset::{Ipset, IpsetError, SetSpec};
+use crate::firewall::ipset::{Ipset, IpsetError, SetSpec, Snapshot};
 use crate::hostaddr;
 use crate::http;
 use crate::lock::{self, LockError};
@@ -312,11 +312,7 @@ async fn feed_host_addresses(settings: &Settings) -> Vec<(IpAddr, String)> {
 fn read_current(ipset: &Ipset, spec: &SetSpec) -> Result<CurrentSet, IpsetError> {
     Ok(match ipset.read(&spec.name)? {
         None => CurrentSet::default(),
-        Some(k) => CurrentSet {
-            exists: true,
-            compatible: k.header.matches(spec),
-            members: k.members,
-        },
+        Some(k) => CurrentSet::new(true, k.header.matches(spec), k.members),
     })
 }
 
@@ -324,39 +320,31 @@ fn read_current(ipset: &Ipset, spec: &SetSpec) -> Result<CurrentSet, IpsetError>
 /// current set and when it was last verified. `None` means: read the kernel back.
 fn trusted_mirror(
     store: Option<&Store>,
-    ipset: &Ipset,
+    snapshot: Option<&Snapshot>,
     spec: &SetSpec,
     now: i64,
 ) -> Option<(CurrentSet, i64)> {
-    let blob = store?.blob(&mirror::key(&spec.name)).ok()??;
-    let m = mirror::Mirror::decode(&blob)?;
-    let (header, count) = ipset.header(&spec.name).ok()??;
-    if !header.matches(spec) {
+    let info = snapshot?.info(&spec.name).ok()??;
+    if !info.header.matches(spec) {
         return None;
     }
-    let members = m.members_if_trusted(count, now)?;
+    let blob = store?.blob(&mirror::key(&spec.name)).ok()??;
+    let m = mirror::Mirror::decode(&blob)?;
+    let members = m.members_if_trusted(info.entries, now)?;
     tracing::debug!(set = %spec.name, "using the kernel mirror ({})", mirror::describe(&m));
-    Some((
-        CurrentSet {
-            exists: true,
-            compatible: true,
-            members,
-        },
-        m.verified_at,
-    ))
+    Some((CurrentSet::new(true, true, members), m.verified_at))
 }
 
 /// What the saved state says the sets hold now.
 fn current_from_state(decision: &Decision, family: Family, now: i64) -> CurrentSet {
-    CurrentSet {
-        exists: true,
-        compatible: true,
-        members: decision
+    CurrentSet::new(
+        true,
+        true,
+        decision
             .desired(family)
             .iter()
-            .map(|d| (d.net, plan::timeout_for(d.expires, now)))
-            .collect(),
-    }
+            .map(|d| (d.net, plan::timeout_for(d.expires, now))),
+    )
 }
 
 /// One sync run.
@@ -652,7 +640,7 @@ async fn run_inner(
     let baseline_state = if dry_run {
         Some(decide::decide(
             previous.clone(),
-            &[],
+            &mut [],
             &sources.policies,
             &allow,
             caps,
@@ -661,7 +649,7 @@ async fn run_inner(
     } else {
         None
     };
-    let decision = decide::decide(previous, &inputs, &sources.policies, &allow, caps, now);
+    let decision = decide::decide(previous, &mut inputs, &sources.policies, &allow, caps, now);
     drop(inputs);
     // Own detections the sets will hold, for upstream reporting.
     let candidates = settings
@@ -680,12 +668,22 @@ async fn run_inner(
         Some(s) => s.blob(mirror::DIRTY_KEY)?.is_some_and(|v| v != b"0"),
         None => true,
     };
+    // One look at all kernel sets (one process): headers and counts for the mirror check,
+    // and leftover temporary sets for the apply. Unreadable (a dry run without root): each
+    // family then reads its set, or falls back to the saved state.
+    let snapshot = match ipset.snapshot() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::debug!("cannot list the kernel sets: {e}");
+            None
+        }
+    };
     for family in [Family::V4, Family::V6] {
         let spec = set_spec(settings, family);
         let mirrored = if dirty {
             None
         } else {
-            trusted_mirror(store.as_ref(), ipset, &spec, now)
+            trusted_mirror(store.as_ref(), snapshot.as_ref(), &spec, now)
         };
         let read = match mirrored {
             Some((current, at)) => {
@@ -807,6 +805,7 @@ async fn run_inner(
         }
         if let Err(e) = apply_family(
             ipset,
+            snapshot.as_ref(),
             &spec,
             &report.sets[fi],
             decision.desired(family),
@@ -904,9 +903,10 @@ async fn run_inner(
 }
 
 /// Apply one family's plan, verify the count, and fall back to a rebuild once if a diff left
-/// the set with an unexpected size.
+/// the set with an unexpected size. `snapshot` is the kernel's set list from before planning.
 fn apply_family(
     ipset: &Ipset,
+    snapshot: Option<&Snapshot>,
     spec: &SetSpec,
     plan: &FamilyPlan,
     desired: &[decide::Desired],
@@ -914,8 +914,19 @@ fn apply_family(
 ) -> anyhow::Result<()> {
     // A rebuild's batch destroys a leftover temporary set itself; an in-place diff would leave
     // one (from a run killed between swap and destroy) lying around, so look for it then.
-    if plan.rebuild.is_none() && ipset.destroy_leftover_tmp(spec)? {
-        tracing::info!(set = %spec.name, "removed a temporary set left by an interrupted run");
+    if plan.rebuild.is_none() {
+        let removed = match snapshot {
+            Some(s) => ipset.destroy_leftover_tmp_in(spec, s)?,
+            None => ipset.destroy_leftover_tmp(spec)?,
+        };
+        if removed {
+            tracing::info!(set = %spec.name, "removed a temporary set left by an interrupted run");
+        }
+    }
+    // Nothing to change: the count was just checked (against the mirror, or by reading the
+    // set back), so there is nothing to verify either.
+    if plan.is_noop() && plan.before == plan.after {
+        return Ok(());
     }
     let full = || -> Vec<(ipnet::IpNet, u32)> {
         desired

@@ -738,3 +738,21 @@ fn with_iptables_legacy_install_drops_and_remove_restores_the_ruleset() {
     assert_eq!(legacy_ruleset(&link.pbx), original);
     udp_both_pass(&listeners, &s);
 }
+
+#[test]
+fn an_empty_conntrack_table_is_not_listed() {
+    let Some(ns) = common::netns::require_netns() else {
+        return;
+    };
+    // A fresh namespace tracks no flows: nothing to forget, and no `conntrack` process.
+    let added: Vec<ipnet::IpNet> = vec!["192.0.2.7/32".parse().unwrap()];
+    let f = run_in(&ns, move || {
+        sipban::firewall::conntrack::forget_sources(&added).unwrap()
+    });
+    assert_eq!(f.flows, 0);
+    let why = f.skipped.unwrap_or_default();
+    assert!(
+        why == "no tracked flows" || why == "connection tracking is not loaded",
+        "{why:?}"
+    );
+}

@@ -106,11 +106,15 @@ pub struct Mark {
     pub expires: i64,
 }
 
+/// The marks of one entry. Nearly every address is listed by one source, so one mark lives
+/// inline: 65,536 entries are one allocation, not 65,537.
+pub type Marks = smallvec::SmallVec<[Mark; 1]>;
+
 /// An address with its provenance.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     pub net: IpNet,
-    pub marks: Vec<Mark>,
+    pub marks: Marks,
 }
 
 /// Sort key: higher is kept first.
@@ -250,11 +254,20 @@ pub struct Input {
     pub complete: bool,
 }
 
+/// Sort `items` into prefix order unless they already are (the store loads entries in order;
+/// checking costs one pass, sorting 65,536 entries several milliseconds).
+fn sort_by_net<T>(items: &mut [T], net: impl Fn(&T) -> &IpNet) {
+    if !items.is_sorted_by(|a, b| net::cmp_net(net(a), net(b)).is_le()) {
+        items.sort_unstable_by(|a, b| net::cmp_net(net(a), net(b)));
+    }
+}
+
 /// The pure decision. `previous` marks must refer to `policies` by index; marks with an index
-/// out of range (a source removed from the config) are dropped and counted.
+/// out of range (a source removed from the config) are dropped and counted. Each input's
+/// sightings are put in prefix order in place (their order carries no meaning).
 pub fn decide(
     previous: Vec<Entry>,
-    inputs: &[Input],
+    inputs: &mut [Input],
     policies: &[SourcePolicy],
     allowlist: &Allowlist,
     caps: Caps,
@@ -264,19 +277,14 @@ pub fn decide(
         per_source: vec![SourceCounts::default(); policies.len()],
         ..Decision::default()
     };
-    // 1. Everything in prefix order: the previous entries, and each input's sightings (through
-    //    an index, so the inputs are not copied). One merge pass then visits each prefix once,
-    //    with no hash map: entries come out sorted, and memory stays at the size of the data.
+    // 1. Everything in prefix order: the previous entries, and each input's sightings (sorted
+    //    in place). One merge pass then visits each prefix once, with no hash map: entries
+    //    come out sorted, and memory stays at the size of the data.
     let mut previous = previous;
-    previous.sort_unstable_by_key(|e| net::sort_key(&e.net));
-    let orders: Vec<Vec<u32>> = inputs
-        .iter()
-        .map(|input| {
-            let mut idx: Vec<u32> = (0..input.sightings.len() as u32).collect();
-            idx.sort_unstable_by_key(|&i| net::sort_key(&input.sightings[i as usize].net));
-            idx
-        })
-        .collect();
+    sort_by_net(&mut previous, |e| &e.net);
+    for input in inputs.iter_mut() {
+        sort_by_net(&mut input.sightings, |s| &s.net);
+    }
     // Sources whose input this run is their complete list.
     let mut complete = vec![false; policies.len()];
     for input in inputs.iter().filter(|i| i.complete) {
@@ -289,20 +297,22 @@ pub fn decide(
     let mut entries: Vec<Entry> = Vec::new();
     let mut listed_here: Vec<u16> = Vec::new();
     loop {
-        let mut next = prev.peek().map(|e| net::sort_key(&e.net));
+        // The lowest prefix any list holds next.
+        let mut next: Option<IpNet> = prev.peek().map(|e| e.net);
         for (k, input) in inputs.iter().enumerate() {
-            if let Some(&i) = orders[k].get(cursors[k]) {
-                let key = net::sort_key(&input.sightings[i as usize].net);
-                next = Some(next.map_or(key, |n| n.min(key)));
+            if let Some(s) = input.sightings.get(cursors[k]) {
+                if next.is_none_or(|n| net::cmp_net(&s.net, &n).is_lt()) {
+                    next = Some(s.net);
+                }
             }
         }
         let Some(key) = next else { break };
 
         // 2. What is still valid from the previous run at this prefix.
         let mut net = None;
-        let mut marks: Vec<Mark> = Vec::new();
+        let mut marks = Marks::new();
         // The same prefix may come more than once (sources stored apart): join their marks.
-        while prev.peek().is_some_and(|e| net::sort_key(&e.net) == key) {
+        while prev.peek().is_some_and(|e| e.net == key) {
             if let Some(mut entry) = prev.next() {
                 net = Some(entry.net);
                 entry.marks.retain(|m| {
@@ -318,7 +328,6 @@ pub fn decide(
                     policy.reject(&entry.net).is_none()
                 });
                 if marks.is_empty() {
-                    // The usual case: keep the stored allocation (exactly sized).
                     marks = entry.marks;
                     continue;
                 }
@@ -338,9 +347,8 @@ pub fn decide(
         // 3. This run's sightings at this prefix, refusing what a source may not ban.
         listed_here.clear();
         for (k, input) in inputs.iter().enumerate() {
-            while let Some(&i) = orders[k].get(cursors[k]) {
-                let s = &input.sightings[i as usize];
-                if net::sort_key(&s.net) != key {
+            while let Some(s) = input.sightings.get(cursors[k]) {
+                if s.net != key {
                     break;
                 }
                 cursors[k] += 1;
@@ -367,19 +375,12 @@ pub fn decide(
                         m.last_seen = m.last_seen.max(s.seen);
                         m.expires = m.expires.max(expires);
                     }
-                    None => {
-                        // Most prefixes have one source: a first push would reserve room
-                        // for four marks (128 bytes) per entry.
-                        if marks.capacity() == 0 {
-                            marks.reserve_exact(1);
-                        }
-                        marks.push(Mark {
-                            source: input.source,
-                            first_seen: s.seen,
-                            last_seen: s.seen,
-                            expires,
-                        })
-                    }
+                    None => marks.push(Mark {
+                        source: input.source,
+                        first_seen: s.seen,
+                        last_seen: s.seen,
+                        expires,
+                    }),
                 }
             }
         }
@@ -399,10 +400,9 @@ pub fn decide(
         }
     }
 
-    // The merge is done: give back the consumed previous entries and the indexes before the
-    // next steps allocate (a run's peak memory is here).
+    // The merge is done: give back the consumed previous entries before the next steps
+    // allocate (a run's peak memory is here).
     drop(prev);
-    drop(orders);
     entries.shrink_to_fit();
 
     // 5. Subtract the allowlist and rank per family.

@@ -51,8 +51,36 @@ pub struct CurrentSet {
     pub exists: bool,
     /// Type, family, timeout support and maxelem all fit the configured set.
     pub compatible: bool,
-    /// Prefix → seconds left (0 = no timeout).
-    pub members: crate::net::NetMap<u32>,
+    /// Prefix and seconds left (0 = no timeout), in [`net::sort_key`] order, each prefix once:
+    /// the plan merge-joins it with the (equally ordered) desired entries, so a diff needs no
+    /// hash map over 65,536 members.
+    members: Vec<(IpNet, u32)>,
+}
+
+impl CurrentSet {
+    /// A set holding `members`, in any order (sorted here; a repeated prefix keeps its first
+    /// timeout).
+    pub fn new(
+        exists: bool,
+        compatible: bool,
+        members: impl IntoIterator<Item = (IpNet, u32)>,
+    ) -> CurrentSet {
+        let mut members: Vec<(IpNet, u32)> = members.into_iter().collect();
+        if !members.is_sorted_by(|(a, _), (b, _)| net::cmp_net(a, b).is_le()) {
+            members.sort_by(|(a, _), (b, _)| net::cmp_net(a, b));
+        }
+        members.dedup_by_key(|(n, _)| *n);
+        CurrentSet {
+            exists,
+            compatible,
+            members,
+        }
+    }
+
+    /// The members in prefix order.
+    pub fn members(&self) -> &[(IpNet, u32)] {
+        &self.members
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -97,7 +125,8 @@ fn ser_nets<S: serde::Serializer>(v: &[IpNet], s: S) -> Result<S::Ok, S::Error> 
     s.collect_seq(v.iter().map(net::display_net))
 }
 
-/// Diff `desired` against `current`.
+/// Diff `desired` against `current`: one merge pass over both, in prefix order. `desired` is
+/// in [`net::sort_key`] order as decide produces it (it is sorted here if not).
 pub fn plan_family(
     family: Family,
     set: &str,
@@ -107,26 +136,48 @@ pub fn plan_family(
     current: &CurrentSet,
     now: i64,
 ) -> FamilyPlan {
+    use std::cmp::Ordering;
+    let sorted_copy;
+    let desired = if desired.is_sorted_by(|a, b| net::cmp_net(&a.net, &b.net).is_le()) {
+        desired
+    } else {
+        let mut v = desired.to_vec();
+        v.sort_by_key(|d| net::sort_key(&d.net));
+        sorted_copy = v;
+        &sorted_copy[..]
+    };
     let mut adds = Vec::new();
     let mut refreshes = Vec::new();
-    for d in desired {
-        let want = timeout_for(d.expires, now);
-        match current.members.get(&d.net) {
-            None => adds.push((d.net, want)),
-            Some(&have) if needs_refresh(have, want) => refreshes.push((d.net, want)),
-            Some(_) => {}
+    let mut dels = Vec::new();
+    let have = current.members();
+    let (mut i, mut j) = (0, 0);
+    loop {
+        let order = match (desired.get(i), have.get(j)) {
+            (Some(d), Some((c, _))) => net::cmp_net(&d.net, c),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => break,
+        };
+        match order {
+            Ordering::Less => {
+                let d = &desired[i];
+                adds.push((d.net, timeout_for(d.expires, now)));
+                i += 1;
+            }
+            Ordering::Greater => {
+                dels.push(have[j].0);
+                j += 1;
+            }
+            Ordering::Equal => {
+                let d = &desired[i];
+                let want = timeout_for(d.expires, now);
+                if needs_refresh(have[j].1, want) {
+                    refreshes.push((d.net, want));
+                }
+                i += 1;
+                j += 1;
+            }
         }
-    }
-    let wanted: crate::net::NetSet = desired.iter().map(|d| d.net).collect();
-    let mut dels: Vec<IpNet> = current
-        .members
-        .keys()
-        .filter(|n| !wanted.contains(*n))
-        .copied()
-        .collect();
-    // Deletes are applied (and read) one by one only in a diff; a rebuild replaces everything.
-    if dels.len() <= diff_limit(cap) as usize {
-        dels.sort_unstable_by_key(net::sort_key);
     }
     let changes = adds.len() + dels.len() + refreshes.len();
     let rebuild = if !current.exists {
@@ -196,13 +247,7 @@ mod tests {
                 expires: now + 3600,
             },
         ];
-        let mut cur = CurrentSet {
-            exists: true,
-            compatible: true,
-            members: crate::net::NetMap::default(),
-        };
-        cur.members.insert(n("192.0.2.2"), 3600);
-        cur.members.insert(n("192.0.2.3"), 3600);
+        let mut cur = CurrentSet::new(true, true, [(n("192.0.2.3"), 3600), (n("192.0.2.2"), 3600)]);
         let p = plan_family(Family::V4, "s", 10, &desired, 0, &cur, now);
         assert_eq!(p.adds, vec![(n("192.0.2.1"), 3600)]);
         assert_eq!(p.dels, vec![n("192.0.2.3")]);
@@ -221,5 +266,55 @@ mod tests {
         assert!(plan_family(Family::V4, "s", 10, &desired, 0, &cur, now)
             .rebuild
             .is_some());
+    }
+
+    proptest::proptest! {
+        /// The merge-join plan equals a hash-map model of the diff, whatever the order of its
+        /// inputs: every desired prefix not held is added, every held prefix not desired is
+        /// deleted, and a held one is refreshed exactly when its timeout drifted.
+        #[test]
+        fn merge_equals_model(
+            want in proptest::collection::vec((0u32..300, 24u8..=32, 0i64..10_000), 0..120),
+            have in proptest::collection::vec((0u32..300, 24u8..=32, 0u32..10_000), 0..120),
+        ) {
+            use std::collections::{HashMap, HashSet};
+            let net = |a: u32, l: u8| {
+                IpNet::V4(ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(0x2D00_0000 + a), l).unwrap()).trunc()
+            };
+            let now = 100;
+            let mut seen = HashSet::new();
+            let desired: Vec<Desired> = want
+                .iter()
+                .map(|&(a, l, e)| Desired { net: net(a, l), expires: now + e })
+                .filter(|d| seen.insert(d.net))
+                .collect();
+            let members: Vec<(IpNet, u32)> = have.iter().map(|&(a, l, t)| (net(a, l), t)).collect();
+            let current = CurrentSet::new(true, true, members.clone());
+            let p = plan_family(Family::V4, "s", 1 << 20, &desired, 0, &current, now);
+            // The model: first timeout per prefix wins, as in CurrentSet::new.
+            let mut held: HashMap<IpNet, u32> = HashMap::new();
+            for (n, t) in members {
+                held.entry(n).or_insert(t);
+            }
+            let wanted: HashSet<IpNet> = desired.iter().map(|d| d.net).collect();
+            let mut adds: Vec<(IpNet, u32)> = desired
+                .iter()
+                .filter(|d| !held.contains_key(&d.net))
+                .map(|d| (d.net, timeout_for(d.expires, now)))
+                .collect();
+            let mut refreshes: Vec<(IpNet, u32)> = desired
+                .iter()
+                .filter(|d| held.get(&d.net).is_some_and(|&h| needs_refresh(h, timeout_for(d.expires, now))))
+                .map(|d| (d.net, timeout_for(d.expires, now)))
+                .collect();
+            let mut dels: Vec<IpNet> = held.keys().filter(|n| !wanted.contains(n)).copied().collect();
+            adds.sort_by_key(|(n, _)| net::sort_key(n));
+            refreshes.sort_by_key(|(n, _)| net::sort_key(n));
+            dels.sort_by_key(net::sort_key);
+            proptest::prop_assert_eq!(p.adds, adds);
+            proptest::prop_assert_eq!(p.refreshes, refreshes);
+            proptest::prop_assert_eq!(p.dels, dels);
+            proptest::prop_assert_eq!(p.before, held.len());
+        }
     }
 }

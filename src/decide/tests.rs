@@ -47,7 +47,14 @@ fn provenance_and_ttl_refresh() {
             complete: false,
         },
     ];
-    let d = decide(Vec::new(), &inputs, &policies, &Allowlist::new(), CAPS, now);
+    let d = decide(
+        Vec::new(),
+        &mut inputs.clone(),
+        &policies,
+        &Allowlist::new(),
+        CAPS,
+        now,
+    );
     assert_eq!(d.entries.len(), 1);
     assert_eq!(d.entries[0].marks.len(), 2);
     assert_eq!(
@@ -67,7 +74,7 @@ fn provenance_and_ttl_refresh() {
     }];
     let d = decide(
         d.entries,
-        &inputs,
+        &mut inputs.clone(),
         &policies,
         &Allowlist::new(),
         CAPS,
@@ -82,7 +89,7 @@ fn provenance_and_ttl_refresh() {
     // Past every expiry with no new sightings, the entry is gone and counted.
     let d = decide(
         d.entries,
-        &[],
+        &mut [],
         &policies,
         &Allowlist::new(),
         CAPS,
@@ -110,7 +117,14 @@ fn a_complete_listing_replaces_the_source_but_not_others() {
             complete: false,
         },
     ];
-    let d = decide(Vec::new(), &first, &policies, &Allowlist::new(), CAPS, 0);
+    let d = decide(
+        Vec::new(),
+        &mut first.clone(),
+        &policies,
+        &Allowlist::new(),
+        CAPS,
+        0,
+    );
     assert_eq!(d.desired_v4.len(), 2);
     // The feed drops both; the detector's mark on .2 stays, .1 goes at once.
     let second = vec![Input {
@@ -118,7 +132,14 @@ fn a_complete_listing_replaces_the_source_but_not_others() {
         sightings: vec![sight(n("192.0.2.3"), 10, 1000)],
         complete: true,
     }];
-    let d = decide(d.entries, &second, &policies, &Allowlist::new(), CAPS, 10);
+    let d = decide(
+        d.entries,
+        &mut second.clone(),
+        &policies,
+        &Allowlist::new(),
+        CAPS,
+        10,
+    );
     let nets: Vec<IpNet> = d.desired_v4.iter().map(|x| x.net).collect();
     assert_eq!(nets, vec![n("192.0.2.2"), n("192.0.2.3")]);
     assert_eq!(d.per_source[0].delisted, 2);
@@ -128,7 +149,14 @@ fn a_complete_listing_replaces_the_source_but_not_others() {
         sightings: vec![sight(n("192.0.2.3"), 20, 1000)],
         complete: true,
     }];
-    let d = decide(d.entries, &third, &policies, &Allowlist::new(), CAPS, 20);
+    let d = decide(
+        d.entries,
+        &mut third.clone(),
+        &policies,
+        &Allowlist::new(),
+        CAPS,
+        20,
+    );
     let e = d.entries.iter().find(|e| e.net == n("192.0.2.3")).unwrap();
     assert_eq!((e.marks[0].first_seen, e.marks[0].last_seen), (10, 20));
 }
@@ -141,10 +169,17 @@ fn carried_entries_survive_a_failed_source_until_ttl() {
         sightings: vec![sight(n("192.0.2.9"), 0, 1000)],
         complete: false,
     }];
-    let d = decide(Vec::new(), &inputs, &policies, &Allowlist::new(), CAPS, 0);
-    let d = decide(d.entries, &[], &policies, &Allowlist::new(), CAPS, 999);
+    let d = decide(
+        Vec::new(),
+        &mut inputs.clone(),
+        &policies,
+        &Allowlist::new(),
+        CAPS,
+        0,
+    );
+    let d = decide(d.entries, &mut [], &policies, &Allowlist::new(), CAPS, 999);
     assert_eq!(d.desired_v4.len(), 1);
-    let d = decide(d.entries, &[], &policies, &Allowlist::new(), CAPS, 1000);
+    let d = decide(d.entries, &mut [], &policies, &Allowlist::new(), CAPS, 1000);
     assert!(d.desired_v4.is_empty());
 }
 
@@ -156,8 +191,22 @@ fn removed_sources_are_dropped() {
         sightings: vec![sight(n("192.0.2.9"), 0, 1000)],
         complete: false,
     }];
-    let d = decide(Vec::new(), &inputs, &policies, &Allowlist::new(), CAPS, 0);
-    let d = decide(d.entries, &[], &policies[..1], &Allowlist::new(), CAPS, 1);
+    let d = decide(
+        Vec::new(),
+        &mut inputs.clone(),
+        &policies,
+        &Allowlist::new(),
+        CAPS,
+        0,
+    );
+    let d = decide(
+        d.entries,
+        &mut [],
+        &policies[..1],
+        &Allowlist::new(),
+        CAPS,
+        1,
+    );
     assert!(d.entries.is_empty());
     assert_eq!(d.dropped_unknown, 1);
 }
@@ -186,7 +235,7 @@ fn prefix_rules() {
     }];
     let d = decide(
         Vec::new(),
-        &inputs,
+        &mut inputs.clone(),
         std::slice::from_ref(&p),
         &Allowlist::new(),
         CAPS,
@@ -199,7 +248,14 @@ fn prefix_rules() {
     assert_eq!(r[&Rejection::Private], 1);
     assert_eq!(d.desired_v4.len() + d.desired_v6.len(), 2);
     p.allow_private = true;
-    let d = decide(Vec::new(), &inputs, &[p], &Allowlist::new(), CAPS, 0);
+    let d = decide(
+        Vec::new(),
+        &mut inputs.clone(),
+        &[p],
+        &Allowlist::new(),
+        CAPS,
+        0,
+    );
     assert!(d.desired_v4.iter().any(|x| x.net == n("10.1.2.3")));
 }
 
@@ -217,7 +273,7 @@ fn allowlist_splits_and_protects() {
         ],
         complete: false,
     }];
-    let d = decide(Vec::new(), &inputs, &policies, &allow, CAPS, 0);
+    let d = decide(Vec::new(), &mut inputs.clone(), &policies, &allow, CAPS, 0);
     assert_eq!(d.desired_v4.len(), 8, "a /16 minus a /24 is 8 prefixes");
     assert!(d
         .desired_v4
@@ -227,7 +283,7 @@ fn allowlist_splits_and_protects() {
     assert_eq!(d.allow_hits.len(), 2);
     // Both facts are kept, so lifting the allowlist brings them back.
     assert_eq!(d.entries.len(), 2);
-    let d = decide(d.entries, &[], &policies, &Allowlist::new(), CAPS, 1);
+    let d = decide(d.entries, &mut [], &policies, &Allowlist::new(), CAPS, 1);
     assert_eq!(d.desired_v4.len(), 2);
 }
 
@@ -270,7 +326,14 @@ fn cap_keeps_priority_then_multiplicity_then_recency() {
             .push(sight(v4(i), now - 10_000 + i64::from(i), 86_400));
     }
     let caps = Caps { v4: 1000, v6: 1000 };
-    let d = decide(Vec::new(), &inputs, &policies, &Allowlist::new(), caps, now);
+    let d = decide(
+        Vec::new(),
+        &mut inputs.clone(),
+        &policies,
+        &Allowlist::new(),
+        caps,
+        now,
+    );
     assert_eq!(d.desired_v4.len(), 1000);
     assert_eq!(d.evicted_v4, 4000);
     let got: std::collections::HashSet<IpNet> = d.desired_v4.iter().map(|x| x.net).collect();
@@ -295,7 +358,14 @@ fn keep_limit_bounds_the_state() {
         complete: false,
     }];
     let caps = Caps { v4: 10, v6: 10 };
-    let d = decide(Vec::new(), &inputs, &policies, &Allowlist::new(), caps, 200);
+    let d = decide(
+        Vec::new(),
+        &mut inputs.clone(),
+        &policies,
+        &Allowlist::new(),
+        caps,
+        200,
+    );
     assert_eq!(d.desired_v4.len(), 10);
     assert_eq!(d.entries.len(), 10 * KEEP_FACTOR);
     assert_eq!(d.forgotten, 100 - 10 * KEEP_FACTOR);
@@ -347,7 +417,7 @@ proptest! {
             .map(|(i, l)| Input { source: i as u16, sightings: l.iter().map(|&x| sight(x, 0, 100)).collect(), complete: false })
             .collect();
         let caps = Caps { v4: cap, v6: cap };
-        let d = decide(Vec::new(), &inputs, &policies, &allow, caps, 1);
+        let d = decide(Vec::new(), &mut inputs.clone(), &policies, &allow, caps, 1);
         prop_assert!(d.desired_v4.len() <= cap && d.desired_v6.len() <= cap);
         for x in d.desired_v4.iter().chain(d.desired_v6.iter()) {
             prop_assert!(x.net.prefix_len() > 0);
@@ -360,7 +430,7 @@ proptest! {
             }
         }
         // And the same holds when the stored entries are fed back in.
-        let again = decide(d.entries, &[], &policies, &allow, caps, 2);
+        let again = decide(d.entries, &mut [], &policies, &allow, caps, 2);
         for x in again.desired_v4.iter().chain(again.desired_v6.iter()) {
             for rule in allow.rules() {
                 prop_assert!(!net::overlaps(&rule.net, &x.net));
@@ -388,7 +458,7 @@ proptest! {
                 marks.push(Mark { source: *source, first_seen: *seen, last_seen: *seen, expires: seen + life });
             }
         }
-        let previous: Vec<Entry> = by_net.into_iter().map(|(net, marks)| Entry { net, marks }).collect();
+        let previous: Vec<Entry> = by_net.into_iter().map(|(net, marks)| Entry { net, marks: marks.into() }).collect();
         let inputs: Vec<Input> = lists
             .iter()
             .enumerate()
@@ -401,7 +471,7 @@ proptest! {
         let caps = Caps { v4: 10, v6: 10 };
         let mut allow = Allowlist::new();
         allow.add(n("192.0.2.0/26"), AllowReason::Config);
-        let a = decide(previous.clone(), &inputs, &policies, &allow, caps, 50);
+        let a = decide(previous.clone(), &mut inputs.clone(), &policies, &allow, caps, 50);
         // Shuffle everything (deterministically from `seed`) and decide again.
         let mut rng = seed | 1;
         let mut next = move || { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; rng };
@@ -411,7 +481,7 @@ proptest! {
         for input in &mut inputs2 {
             for i in (1..input.sightings.len()).rev() { let j = (next() % (i as u64 + 1)) as usize; input.sightings.swap(i, j); }
         }
-        let b = decide(prev2, &inputs2, &policies, &allow, caps, 50);
+        let b = decide(prev2, &mut inputs2.clone(), &policies, &allow, caps, 50);
         prop_assert_eq!(&a.entries, &b.entries);
         prop_assert_eq!(&a.desired_v4, &b.desired_v4);
         prop_assert_eq!(&a.desired_v6, &b.desired_v6);

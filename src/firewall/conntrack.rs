@@ -20,6 +20,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
 
+/// How many flows the kernel tracks in this network namespace.
+const COUNT_FILE: &str = "/proc/sys/net/netfilter/nf_conntrack_count";
+
 /// What [`forget_sources`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Forgotten {
@@ -112,6 +115,24 @@ pub fn matching_sources<'a>(
 pub fn forget_sources(adds: &[IpNet]) -> Result<Forgotten> {
     if adds.is_empty() {
         return Ok(Forgotten::default());
+    }
+    // The kernel counts the tracked flows of this network namespace: with none (or without
+    // connection tracking at all) there is nothing to forget, and no `conntrack` to start
+    // (it costs ~7 ms, more than the rest of a small diff's apply).
+    match std::fs::read_to_string(COUNT_FILE) {
+        Ok(n) if n.trim() == "0" => {
+            return Ok(Forgotten {
+                skipped: Some("no tracked flows".into()),
+                ..Forgotten::default()
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Forgotten {
+                skipped: Some("connection tracking is not loaded".into()),
+                ..Forgotten::default()
+            })
+        }
+        _ => {}
     }
     // Built at the first tracked flow: an empty table costs nothing.
     let mut prefixes: Option<Prefixes> = None;

@@ -135,6 +135,46 @@ pub struct SetInfo {
     pub references: u32,
 }
 
+/// Headers and entry counts of all sets at one instant (`ipset list -t`).
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Set name → what its block said, or why it could not be read.
+    sets: std::collections::HashMap<String, Result<SetInfo, String>>,
+}
+
+impl Snapshot {
+    fn parse(text: &str) -> Snapshot {
+        let mut sets = std::collections::HashMap::new();
+        let mut blocks: Vec<(&str, usize)> = Vec::new();
+        let mut at = 0;
+        for line in text.split_inclusive('\n') {
+            if let Some(name) = line.strip_prefix("Name:") {
+                blocks.push((name.trim(), at));
+            }
+            at += line.len();
+        }
+        for (i, &(name, start)) in blocks.iter().enumerate() {
+            let end = blocks.get(i + 1).map_or(text.len(), |b| b.1);
+            sets.insert(name.to_string(), parse_list_terse(&text[start..end], name));
+        }
+        Snapshot { sets }
+    }
+
+    /// Whether a set of this name exists.
+    pub fn has(&self, name: &str) -> bool {
+        self.sets.contains_key(name)
+    }
+
+    /// Header, entry count and references of `name`; `Ok(None)` when there is no such set.
+    pub fn info(&self, name: &str) -> Result<Option<&SetInfo>, IpsetError> {
+        match self.sets.get(name) {
+            None => Ok(None),
+            Some(Ok(info)) => Ok(Some(info)),
+            Some(Err(e)) => Err(IpsetError::Parse(e.clone())),
+        }
+    }
+}
+
 /// A set read back from the kernel (`ipset save NAME`).
 #[derive(Clone, Debug, Default)]
 pub struct KernelSet {
@@ -263,7 +303,42 @@ impl Ipset {
             .map_err(IpsetError::Parse)
     }
 
-    /// Names of all sets (`ipset list -n`).
+    /// Every set's header and entry count from one `ipset list -t` (one process for all the
+    /// sets a run looks at, instead of one per set and question).
+    pub fn snapshot(&self) -> Result<Snapshot, IpsetError> {
+        let out = self.output(&["list", "-t"])?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(classify("ipset list -t", &stderr, out.status, None));
+        }
+        Ok(Snapshot::parse(&String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// Destroy the leftover temporary set of `spec` when `snapshot` shows one (from a run
+    /// killed between swap and destroy). Never touches the live set.
+    pub fn destroy_leftover_tmp_in(
+        &self,
+        spec: &SetSpec,
+        snapshot: &Snapshot,
+    ) -> Result<bool, IpsetError> {
+        let tmp = spec.tmp_name();
+        if !snapshot.has(&tmp) {
+            return Ok(false);
+        }
+        check_any_name("cleanup", &tmp)?;
+        let out = self.output(&["destroy", &tmp])?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(classify(
+                &format!("ipset destroy {tmp}"),
+                &stderr,
+                out.status,
+                None,
+            ));
+        }
+        Ok(true)
+    }
+
     /// Destroy the leftover temporary set of `spec` (from a run killed between swap and
     /// destroy), if there is one. Never touches the live set.
     pub fn destroy_leftover_tmp(&self, spec: &SetSpec) -> Result<bool, IpsetError> {
@@ -1020,6 +1095,37 @@ mod tests {
         assert!(err.contains("no `create x` line"), "{err}");
         let err = parse_save("create x hash:net maxelem lots\n", "x").unwrap_err();
         assert!(err.contains("maxelem lots"), "{err}");
+    }
+
+    #[test]
+    fn snapshot_of_all_sets() {
+        // `ipset list -t` of three sets, as ipset 7 prints it.
+        let text = "Name: a\nType: hash:net\nRevision: 7\nHeader: family inet hashsize 1024 \
+                    maxelem 65536 timeout 0 bucketsize 12 initval 0x0457b96b\nSize in memory: 456\n\
+                    References: 0\nNumber of entries: 7\n\nName: b\nType: bitmap:port\n\
+                    Revision: 3\nHeader: range 0-1024\nSize in memory: 208\nReferences: 0\n\
+                    Number of entries: 0\n\nName: a-tmp\nType: hash:net\nRevision: 7\nHeader: \
+                    family inet6 hashsize 1024 maxelem 9 timeout 0\nSize in memory: 1\n\
+                    References: 0\nNumber of entries: 3\n";
+        let snap = Snapshot::parse(text);
+        let a = snap.info("a").unwrap().unwrap();
+        assert_eq!(a.entries, 7);
+        assert!(a.header.matches(&spec("a", Family::V4)));
+        assert!(snap.has("b") && snap.has("a-tmp") && !snap.has("c"));
+        assert_eq!(snap.info("a-tmp").unwrap().unwrap().entries, 3);
+        assert_eq!(
+            snap.info("a-tmp").unwrap().unwrap().header.family,
+            Some(Family::V6)
+        );
+        assert!(snap.info("c").unwrap().is_none());
+        assert!(Snapshot::parse("").info("a").unwrap().is_none());
+        // A block without its count is an error for that set only.
+        let snap = Snapshot::parse(
+            "Name: x\nType: hash:net\nHeader: family inet\n\nName: y\n\
+                                    Type: hash:net\nHeader: family inet\nNumber of entries: 1\n",
+        );
+        assert!(snap.info("x").is_err());
+        assert_eq!(snap.info("y").unwrap().unwrap().entries, 1);
     }
 
     #[test]
