@@ -44,6 +44,7 @@ pub mod manual;
 pub mod metrics;
 pub mod mirror;
 pub mod net;
+pub mod pack;
 pub mod report;
 pub mod restore;
 pub mod source;

@@ -16,8 +16,7 @@
 //! Pure data: encoding, decoding and the trust rules. It never talks to the kernel itself.
 
 use crate::decide::Desired;
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use ipnet::IpNet;
 
 /// Re-verify the mirror against a full read-back at least this often (seconds).
 pub const MAX_AGE: i64 = 3600;
@@ -31,7 +30,9 @@ pub fn key(set: &str) -> String {
     format!("kernel.mirror.{set}")
 }
 
-const VERSION: u8 = 1;
+/// Format 2: [`crate::pack`] after the version byte and `verified_at`. A mirror of another
+/// version is not read (the set is read back once instead).
+const VERSION: u8 = 2;
 
 /// A decoded mirror.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,23 +52,16 @@ impl Mirror {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(9 + self.entries.len() * 14);
-        out.push(VERSION);
-        out.extend_from_slice(&self.verified_at.to_le_bytes());
+        let mut header = [0u8; 9];
+        header[0] = VERSION;
+        header[1..].copy_from_slice(&self.verified_at.to_le_bytes());
+        let mut w = crate::pack::Writer::with_header(&header, self.entries.len() * 4);
+        let mut prev = 0;
         for (net, expires) in &self.entries {
-            match net {
-                IpNet::V4(n) => {
-                    out.extend_from_slice(&[4, n.prefix_len()]);
-                    out.extend_from_slice(&n.addr().octets());
-                }
-                IpNet::V6(n) => {
-                    out.extend_from_slice(&[6, n.prefix_len()]);
-                    out.extend_from_slice(&n.addr().octets());
-                }
-            }
-            out.extend_from_slice(&expires.to_le_bytes());
+            w.net(net);
+            w.time(*expires, &mut prev);
         }
-        out
+        w.finish()
     }
 
     /// `None` for anything malformed: the caller then reads the kernel back.
@@ -77,28 +71,12 @@ impl Mirror {
             return None;
         }
         let verified_at = i64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
-        let mut at = 8;
+        let mut r = crate::pack::Reader::new(rest.get(8..)?);
         let mut entries = Vec::new();
-        while at < rest.len() {
-            let family = *rest.get(at)?;
-            let len = *rest.get(at + 1)?;
-            at += 2;
-            let net = match family {
-                4 => {
-                    let b = rest.get(at..at + 4)?;
-                    at += 4;
-                    IpNet::V4(Ipv4Net::new(Ipv4Addr::new(b[0], b[1], b[2], b[3]), len).ok()?)
-                }
-                6 => {
-                    let b: [u8; 16] = rest.get(at..at + 16)?.try_into().ok()?;
-                    at += 16;
-                    IpNet::V6(Ipv6Net::new(Ipv6Addr::from(b), len).ok()?)
-                }
-                _ => return None,
-            };
-            let expires = i64::from_le_bytes(rest.get(at..at + 8)?.try_into().ok()?);
-            at += 8;
-            entries.push((net.trunc(), expires));
+        let mut prev = 0;
+        while !r.is_done() {
+            let net = r.net()?;
+            entries.push((net.trunc(), r.time(&mut prev)?));
         }
         Some(Mirror {
             verified_at,
@@ -173,7 +151,7 @@ mod tests {
         assert_eq!(later.members_if_trusted(2, 6000).unwrap().len(), 2);
         // Garbage never decodes into a mirror.
         assert!(Mirror::decode(b"").is_none());
-        assert!(Mirror::decode(&[2, 0, 0, 0, 0, 0, 0, 0, 0]).is_none());
+        assert!(Mirror::decode(&[1, 0, 0, 0, 0, 0, 0, 0, 0]).is_none());
         let mut cut = m.encode();
         cut.truncate(cut.len() - 3);
         assert!(Mirror::decode(&cut).is_none());

@@ -574,7 +574,7 @@ mod tests {
             .unwrap()
             .map(|b| b.unwrap()[0])
             .collect();
-        assert_eq!(formats, vec![1, 2], "feed is uniform, other is not");
+        assert_eq!(formats, vec![3, 4], "feed is uniform, other is not");
         // A source with no marks left loses its blob.
         commit(&mut s, &entries[..2]);
         let packs: i64 = s
@@ -582,6 +582,46 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM feed_entries", [], |r| r.get(0))
             .unwrap();
         assert_eq!(packs, 1);
+    }
+
+    /// Listings written by earlier versions (fixed-width formats 1 and 2) still load.
+    #[test]
+    fn legacy_packed_formats_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let le = |v: i64| v.to_le_bytes().to_vec();
+        let mut uniform = vec![1u8, 4, 32, 45, 0, 0, 1];
+        uniform.extend(le(5));
+        uniform.extend([
+            6, 48, 0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ]);
+        uniform.extend(le(6));
+        let mut full = vec![2u8, 4, 24, 45, 0, 1, 0];
+        full.extend(le(7));
+        full.extend(le(8));
+        full.extend(le(50));
+        let mut put = s
+            .conn
+            .prepare("INSERT INTO feed_entries VALUES (?1, 10, 100, ?2)")
+            .unwrap();
+        put.execute(params!["u", uniform]).unwrap();
+        put.execute(params!["f", full]).unwrap();
+        drop(put);
+        let index: HashMap<String, u16> = [("u".to_string(), 0), ("f".to_string(), 1)].into();
+        let got: Vec<(String, Mark)> = s
+            .load_entries(&index)
+            .unwrap()
+            .into_iter()
+            .map(|e| (net::display_net(&e.net), e.marks[0]))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("45.0.0.1".to_string(), mark(0, 5, 10, 100)),
+                ("45.0.1.0/24".to_string(), mark(1, 7, 8, 50)),
+                ("2001:db8::/48".to_string(), mark(0, 6, 10, 100)),
+            ]
+        );
     }
 
     #[test]
@@ -737,10 +777,11 @@ fn merge_in_order(a: Vec<Entry>, b: Vec<Entry>) -> Vec<Entry> {
     out
 }
 
-/// The packed form of one source's marks: entries in prefix order, each `family (4|6)`,
-/// `prefix length`, the address bytes and `first_seen`; when every mark shares `last_seen` and
-/// `expires` (a feed's listing always does) those two live once in the row, otherwise each
-/// entry carries them too. Little-endian, versioned by the first byte.
+/// The packed form of one source's marks: entries in prefix order, each its prefix and
+/// `first_seen`; when every mark shares `last_seen` and `expires` (a feed's listing always
+/// does) those two live once in the row, otherwise each entry carries them too. Written in
+/// the compact encoding of [`crate::pack`] (formats 3 and 4); formats 1 and 2 (fixed-width,
+/// little-endian) are still read. Versioned by the first byte.
 mod feed_blob {
     use super::{Entry, Mark};
     use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -748,6 +789,8 @@ mod feed_blob {
 
     const UNIFORM: u8 = 1;
     const FULL: u8 = 2;
+    const PACKED_UNIFORM: u8 = 3;
+    const PACKED_FULL: u8 = 4;
 
     #[derive(Default)]
     pub struct Builder {
@@ -773,25 +816,18 @@ mod feed_blob {
                 .items
                 .iter()
                 .all(|(_, m)| m.last_seen == last && m.expires == expires);
-            let mut out = Vec::with_capacity(1 + self.items.len() * if uniform { 14 } else { 30 });
-            out.push(if uniform { UNIFORM } else { FULL });
+            let format = if uniform { PACKED_UNIFORM } else { PACKED_FULL };
+            let mut w = crate::pack::Writer::with_header(&[format], self.items.len() * 4);
+            let (mut p_first, mut p_last, mut p_exp) = (0, 0, 0);
             for (net, m) in &self.items {
-                match net {
-                    IpNet::V4(n) => {
-                        out.extend_from_slice(&[4, n.prefix_len()]);
-                        out.extend_from_slice(&n.addr().octets());
-                    }
-                    IpNet::V6(n) => {
-                        out.extend_from_slice(&[6, n.prefix_len()]);
-                        out.extend_from_slice(&n.addr().octets());
-                    }
-                }
-                out.extend_from_slice(&m.first_seen.to_le_bytes());
+                w.net(net);
+                w.time(m.first_seen, &mut p_first);
                 if !uniform {
-                    out.extend_from_slice(&m.last_seen.to_le_bytes());
-                    out.extend_from_slice(&m.expires.to_le_bytes());
+                    w.time(m.last_seen, &mut p_last);
+                    w.time(m.expires, &mut p_exp);
                 }
             }
+            let out = w.finish();
             (last, expires, out)
         }
     }
@@ -805,6 +841,32 @@ mod feed_blob {
         out: &mut Vec<Entry>,
     ) -> Result<(), String> {
         let (&format, body) = data.split_first().ok_or("empty")?;
+        if format == PACKED_UNIFORM || format == PACKED_FULL {
+            let mut r = crate::pack::Reader::new(body);
+            let (mut p_first, mut p_last, mut p_exp) = (0, 0, 0);
+            while !r.is_done() {
+                let mut next = || -> Option<Entry> {
+                    let net = r.net()?;
+                    let first_seen = r.time(&mut p_first)?;
+                    let (last_seen, expires) = if format == PACKED_FULL {
+                        (r.time(&mut p_last)?, r.time(&mut p_exp)?)
+                    } else {
+                        (last_seen, expires)
+                    };
+                    Some(Entry {
+                        net: net.trunc(),
+                        marks: smallvec::smallvec![Mark {
+                            source,
+                            first_seen,
+                            last_seen,
+                            expires,
+                        }],
+                    })
+                };
+                out.push(next().ok_or("truncated or malformed")?);
+            }
+            return Ok(());
+        }
         if format != UNIFORM && format != FULL {
             return Err(format!("unknown format {format}"));
         }
