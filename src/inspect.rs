@@ -62,7 +62,7 @@ pub fn view(settings: &Settings, now: i64) -> Result<View> {
     let allow = sync::base_allowlist(settings, &mut summary);
     let decision = decide::decide(
         entries.clone(),
-        &mut [],
+        Vec::new(),
         &sources.policies,
         &allow,
         sync::caps(settings),

@@ -521,7 +521,7 @@ pub fn apply_pending(
     let allow = sync::base_allowlist(settings, &mut summary);
     let decision = decide::decide(
         entries,
-        &mut [],
+        Vec::new(),
         &sources.policies,
         &allow,
         sync::caps(settings),

@@ -329,9 +329,12 @@ fn v6(a: Ipv6Addr, len: u8) -> IpNet {
     IpNet::V6(Ipv6Net::new(a, len).unwrap_or_default())
 }
 
-/// Whether two prefixes share at least one address (one contains the other).
+/// Whether two prefixes share at least one address (one contains the other): they are of one
+/// family and agree in the bits of the shorter prefix. Integer arithmetic, as it runs for every
+/// entry against every allowlist rule.
 pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
-    a.contains(b) || b.contains(a)
+    let ((abits, alen), (bbits, blen)) = (raw(a), raw(b));
+    Family::of(a) == Family::of(b) && same_prefix(abits, bbits, alen.min(blen))
 }
 
 /// `net` minus every prefix in `holes`, as a list of disjoint prefixes (empty when a hole
@@ -487,6 +490,25 @@ mod tests {
             "10.0.0.00",
         ] {
             assert_eq!(dotted_quad(s.as_bytes()), s.parse::<Ipv4Addr>().ok(), "{s}");
+        }
+    }
+
+    proptest::proptest! {
+        /// `overlaps` agrees with ipnet's containment, host bits set or not.
+        #[test]
+        fn overlaps_is_containment(a in 0u32..64, al in 24u8..=32, b in 0u32..64, bl in 24u8..=32,
+                                   v6 in proptest::bool::ANY) {
+            let make = |x: u32, l: u8| -> IpNet {
+                if v6 {
+                    IpNet::V6(Ipv6Net::new(Ipv6Addr::from(0x2001_0db8u128 << 96 | u128::from(x)), l + 96).unwrap())
+                } else {
+                    IpNet::V4(Ipv4Net::new(Ipv4Addr::from(0x2D00_0000 + x), l).unwrap())
+                }
+            };
+            let (x, y) = (make(a, al), make(b, bl));
+            proptest::prop_assert_eq!(overlaps(&x, &y), x.contains(&y) || y.contains(&x));
+            let other = IpNet::V6(Ipv6Net::new(Ipv6Addr::UNSPECIFIED, 0).unwrap());
+            proptest::prop_assert_eq!(overlaps(&IpNet::V4(Ipv4Net::new(Ipv4Addr::from(a), al).unwrap()), &other), false);
         }
     }
 

@@ -109,7 +109,7 @@ pub fn restore(
     let allow = sync::base_allowlist(settings, &mut summary);
     let decision = decide::decide(
         entries,
-        &mut [],
+        Vec::new(),
         &sources.policies,
         &allow,
         sync::caps(settings),

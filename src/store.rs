@@ -356,11 +356,23 @@ impl Store {
         commit: &RunCommit<'_>,
         extra: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<()>,
     ) -> Result<()> {
-        // Packed sources: one blob each, built in the entries' (prefix) order.
-        let mut packs: Vec<Option<feed_blob::Builder>> = commit
+        // Packed sources: one blob each, built in the entries' (prefix) order, after a first
+        // pass that learns each one's shape.
+        let mut shapes: Vec<Option<feed_blob::Shape>> = commit
             .packed
             .iter()
-            .map(|&p| p.then(feed_blob::Builder::default))
+            .map(|&p| p.then(feed_blob::Shape::default))
+            .collect();
+        for e in commit.entries {
+            for m in &e.marks {
+                if let Some(Some(shape)) = shapes.get_mut(m.source as usize) {
+                    shape.see(m);
+                }
+            }
+        }
+        let mut packs: Vec<Option<feed_blob::Builder>> = shapes
+            .into_iter()
+            .map(|s| s.filter(|s| !s.is_empty()).map(feed_blob::Builder::new))
             .collect();
         let tx = self.conn.transaction()?;
         {
@@ -400,9 +412,6 @@ impl Store {
                 let (Some(pack), Some(source)) = (pack, commit.source_names.get(i)) else {
                     continue;
                 };
-                if pack.is_empty() {
-                    continue;
-                }
                 let (last_seen, expires, data) = pack.finish();
                 let old: Option<Vec<u8>> = read.query_row([source], |r| r.get(0)).optional()?;
                 if old.as_deref() == Some(data.as_slice()) {
@@ -792,43 +801,68 @@ mod feed_blob {
     const PACKED_UNIFORM: u8 = 3;
     const PACKED_FULL: u8 = 4;
 
-    #[derive(Default)]
-    pub struct Builder {
-        items: Vec<(IpNet, Mark)>,
+    /// What a source's marks look like, learnt in a first pass over the entries, so that the
+    /// blob is then written as the marks come (never a copy of the 65,536 marks).
+    #[derive(Clone, Copy, Default)]
+    pub struct Shape {
+        count: usize,
+        last_seen: i64,
+        expires: i64,
+        uniform: bool,
     }
 
-    impl Builder {
-        pub fn push(&mut self, net: &IpNet, mark: &Mark) {
-            self.items.push((*net, *mark));
+    impl Shape {
+        pub fn see(&mut self, mark: &Mark) {
+            if self.count == 0 {
+                (self.last_seen, self.expires, self.uniform) = (mark.last_seen, mark.expires, true);
+            } else if mark.last_seen != self.last_seen || mark.expires != self.expires {
+                self.uniform = false;
+            }
+            self.count += 1;
         }
 
         pub fn is_empty(&self) -> bool {
-            self.items.is_empty()
+            self.count == 0
+        }
+    }
+
+    /// Writes one source's blob, mark by mark, in the format its [`Shape`] calls for.
+    pub struct Builder {
+        shape: Shape,
+        w: crate::pack::Writer,
+        first: i64,
+        last: i64,
+        exp: i64,
+    }
+
+    impl Builder {
+        pub fn new(shape: Shape) -> Builder {
+            let format = if shape.uniform {
+                PACKED_UNIFORM
+            } else {
+                PACKED_FULL
+            };
+            Builder {
+                shape,
+                w: crate::pack::Writer::with_header(&[format], shape.count * 4),
+                first: 0,
+                last: 0,
+                exp: 0,
+            }
+        }
+
+        pub fn push(&mut self, net: &IpNet, m: &Mark) {
+            self.w.net(net);
+            self.w.time(m.first_seen, &mut self.first);
+            if !self.shape.uniform {
+                self.w.time(m.last_seen, &mut self.last);
+                self.w.time(m.expires, &mut self.exp);
+            }
         }
 
         /// `(last_seen, expires, data)`.
         pub fn finish(self) -> (i64, i64, Vec<u8>) {
-            let (last, expires) = self
-                .items
-                .first()
-                .map_or((0, 0), |(_, m)| (m.last_seen, m.expires));
-            let uniform = self
-                .items
-                .iter()
-                .all(|(_, m)| m.last_seen == last && m.expires == expires);
-            let format = if uniform { PACKED_UNIFORM } else { PACKED_FULL };
-            let mut w = crate::pack::Writer::with_header(&[format], self.items.len() * 4);
-            let (mut p_first, mut p_last, mut p_exp) = (0, 0, 0);
-            for (net, m) in &self.items {
-                w.net(net);
-                w.time(m.first_seen, &mut p_first);
-                if !uniform {
-                    w.time(m.last_seen, &mut p_last);
-                    w.time(m.expires, &mut p_exp);
-                }
-            }
-            let out = w.finish();
-            (last, expires, out)
+            (self.shape.last_seen, self.shape.expires, self.w.finish())
         }
     }
 

@@ -640,7 +640,7 @@ async fn run_inner(
     let baseline_state = if dry_run {
         Some(decide::decide(
             previous.clone(),
-            &mut [],
+            Vec::new(),
             &sources.policies,
             &allow,
             caps,
@@ -649,8 +649,7 @@ async fn run_inner(
     } else {
         None
     };
-    let decision = decide::decide(previous, &mut inputs, &sources.policies, &allow, caps, now);
-    drop(inputs);
+    let decision = decide::decide(previous, inputs, &sources.policies, &allow, caps, now);
     // Own detections the sets will hold, for upstream reporting.
     let candidates = settings
         .report

@@ -263,11 +263,11 @@ fn sort_by_net<T>(items: &mut [T], net: impl Fn(&T) -> &IpNet) {
 }
 
 /// The pure decision. `previous` marks must refer to `policies` by index; marks with an index
-/// out of range (a source removed from the config) are dropped and counted. Each input's
-/// sightings are put in prefix order in place (their order carries no meaning).
+/// out of range (a source removed from the config) are dropped and counted. The inputs are
+/// consumed: sorted in place, merged, and freed before the next steps allocate.
 pub fn decide(
     previous: Vec<Entry>,
-    inputs: &mut [Input],
+    mut inputs: Vec<Input>,
     policies: &[SourcePolicy],
     allowlist: &Allowlist,
     caps: Caps,
@@ -400,15 +400,18 @@ pub fn decide(
         }
     }
 
-    // The merge is done: give back the consumed previous entries before the next steps
-    // allocate (a run's peak memory is here).
+    // The merge is done: give back the consumed previous entries and the sightings before
+    // the next steps allocate (a run's peak memory is here).
     drop(prev);
+    drop(inputs);
     entries.shrink_to_fit();
 
     // 5. Subtract the allowlist and rank per family.
-    // A candidate is a prefix for the kernel and the entry it comes from; its rank is the
-    // entry's, computed only when the cap is reached.
-    let mut candidates: [Vec<(Desired, u32)>; 2] = [Vec::new(), Vec::new()];
+    // A candidate is a prefix for the kernel and the entry it comes from (two parallel
+    // vectors, so that when everything fits, the prefixes become `desired` without a copy);
+    // its rank is the entry's, computed only when the cap is reached.
+    let mut candidates: [Vec<Desired>; 2] = [Vec::new(), Vec::new()];
+    let mut origins: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
     // Whether the allowlist split some entry (pieces of different entries may then coincide).
     let mut split = false;
 
@@ -417,13 +420,13 @@ pub fn decide(
         let expires = entry.expires();
         let fam = Family::of(&entry.net) as usize;
         match allowlist.subtract(&entry.net) {
-            None => candidates[fam].push((
-                Desired {
+            None => {
+                candidates[fam].push(Desired {
                     net: entry.net,
                     expires,
-                },
-                idx,
-            )),
+                });
+                origins[fam].push(idx);
+            }
             Some(pieces) => {
                 if let Some(rule) = allowlist.hit(&entry.net) {
                     d.allow_hits.push(AllowHit {
@@ -440,13 +443,11 @@ pub fn decide(
                 }
                 split |= !pieces.is_empty();
                 for piece in pieces {
-                    candidates[fam].push((
-                        Desired {
-                            net: piece,
-                            expires,
-                        },
-                        idx,
-                    ));
+                    candidates[fam].push(Desired {
+                        net: piece,
+                        expires,
+                    });
+                    origins[fam].push(idx);
                 }
             }
         }
@@ -457,14 +458,32 @@ pub fn decide(
     let mut in_set_entry = vec![false; entries.len()];
     let rank_of = |c: &(Desired, u32)| entries[c.1 as usize].rank(policies);
     for family in [Family::V4, Family::V6] {
-        let cands = &mut candidates[family as usize];
+        let cap = caps.get(family);
+        let fam = family as usize;
+        if !split && candidates[fam].len() <= cap {
+            // Everything fits, in prefix order already: the candidates are the set.
+            for &idx in &origins[fam] {
+                in_set_entry[idx as usize] = true;
+                keep_entry[idx as usize] = true;
+            }
+            origins[fam] = Vec::new();
+            let desired = std::mem::take(&mut candidates[fam]);
+            match family {
+                Family::V4 => d.desired_v4 = desired,
+                Family::V6 => d.desired_v6 = desired,
+            }
+            continue;
+        }
+        let mut cands: Vec<(Desired, u32)> = std::mem::take(&mut candidates[fam])
+            .into_iter()
+            .zip(std::mem::take(&mut origins[fam]))
+            .collect();
         if split {
             // Coinciding pieces of different entries: keep the best-ranked one per prefix.
             cands
                 .sort_unstable_by_key(|c| (net::sort_key(&c.0.net), std::cmp::Reverse(rank_of(c))));
             cands.dedup_by_key(|c| c.0.net);
         }
-        let cap = caps.get(family);
         let keep = cap.saturating_mul(KEEP_FACTOR).max(cap);
         // Best first: higher rank, then the lower prefix, a total order, so the choice is
         // deterministic. Only the cut matters, so partition instead of sorting: O(n).
@@ -494,7 +513,7 @@ pub fn decide(
         if split || evicted > 0 {
             desired.sort_unstable_by_key(|d| net::sort_key(&d.net));
         }
-        *cands = Vec::new();
+        drop(cands);
         match family {
             Family::V4 => {
                 d.desired_v4 = desired;

@@ -49,7 +49,7 @@ fn provenance_and_ttl_refresh() {
     ];
     let d = decide(
         Vec::new(),
-        &mut inputs.clone(),
+        inputs.clone(),
         &policies,
         &Allowlist::new(),
         CAPS,
@@ -74,7 +74,7 @@ fn provenance_and_ttl_refresh() {
     }];
     let d = decide(
         d.entries,
-        &mut inputs.clone(),
+        inputs.clone(),
         &policies,
         &Allowlist::new(),
         CAPS,
@@ -89,7 +89,7 @@ fn provenance_and_ttl_refresh() {
     // Past every expiry with no new sightings, the entry is gone and counted.
     let d = decide(
         d.entries,
-        &mut [],
+        Vec::new(),
         &policies,
         &Allowlist::new(),
         CAPS,
@@ -119,7 +119,7 @@ fn a_complete_listing_replaces_the_source_but_not_others() {
     ];
     let d = decide(
         Vec::new(),
-        &mut first.clone(),
+        first.clone(),
         &policies,
         &Allowlist::new(),
         CAPS,
@@ -134,7 +134,7 @@ fn a_complete_listing_replaces_the_source_but_not_others() {
     }];
     let d = decide(
         d.entries,
-        &mut second.clone(),
+        second.clone(),
         &policies,
         &Allowlist::new(),
         CAPS,
@@ -151,7 +151,7 @@ fn a_complete_listing_replaces_the_source_but_not_others() {
     }];
     let d = decide(
         d.entries,
-        &mut third.clone(),
+        third.clone(),
         &policies,
         &Allowlist::new(),
         CAPS,
@@ -171,15 +171,29 @@ fn carried_entries_survive_a_failed_source_until_ttl() {
     }];
     let d = decide(
         Vec::new(),
-        &mut inputs.clone(),
+        inputs.clone(),
         &policies,
         &Allowlist::new(),
         CAPS,
         0,
     );
-    let d = decide(d.entries, &mut [], &policies, &Allowlist::new(), CAPS, 999);
+    let d = decide(
+        d.entries,
+        Vec::new(),
+        &policies,
+        &Allowlist::new(),
+        CAPS,
+        999,
+    );
     assert_eq!(d.desired_v4.len(), 1);
-    let d = decide(d.entries, &mut [], &policies, &Allowlist::new(), CAPS, 1000);
+    let d = decide(
+        d.entries,
+        Vec::new(),
+        &policies,
+        &Allowlist::new(),
+        CAPS,
+        1000,
+    );
     assert!(d.desired_v4.is_empty());
 }
 
@@ -193,7 +207,7 @@ fn removed_sources_are_dropped() {
     }];
     let d = decide(
         Vec::new(),
-        &mut inputs.clone(),
+        inputs.clone(),
         &policies,
         &Allowlist::new(),
         CAPS,
@@ -201,7 +215,7 @@ fn removed_sources_are_dropped() {
     );
     let d = decide(
         d.entries,
-        &mut [],
+        Vec::new(),
         &policies[..1],
         &Allowlist::new(),
         CAPS,
@@ -235,7 +249,7 @@ fn prefix_rules() {
     }];
     let d = decide(
         Vec::new(),
-        &mut inputs.clone(),
+        inputs.clone(),
         std::slice::from_ref(&p),
         &Allowlist::new(),
         CAPS,
@@ -248,14 +262,7 @@ fn prefix_rules() {
     assert_eq!(r[&Rejection::Private], 1);
     assert_eq!(d.desired_v4.len() + d.desired_v6.len(), 2);
     p.allow_private = true;
-    let d = decide(
-        Vec::new(),
-        &mut inputs.clone(),
-        &[p],
-        &Allowlist::new(),
-        CAPS,
-        0,
-    );
+    let d = decide(Vec::new(), inputs.clone(), &[p], &Allowlist::new(), CAPS, 0);
     assert!(d.desired_v4.iter().any(|x| x.net == n("10.1.2.3")));
 }
 
@@ -273,7 +280,7 @@ fn allowlist_splits_and_protects() {
         ],
         complete: false,
     }];
-    let d = decide(Vec::new(), &mut inputs.clone(), &policies, &allow, CAPS, 0);
+    let d = decide(Vec::new(), inputs.clone(), &policies, &allow, CAPS, 0);
     assert_eq!(d.desired_v4.len(), 8, "a /16 minus a /24 is 8 prefixes");
     assert!(d
         .desired_v4
@@ -283,7 +290,7 @@ fn allowlist_splits_and_protects() {
     assert_eq!(d.allow_hits.len(), 2);
     // Both facts are kept, so lifting the allowlist brings them back.
     assert_eq!(d.entries.len(), 2);
-    let d = decide(d.entries, &mut [], &policies, &Allowlist::new(), CAPS, 1);
+    let d = decide(d.entries, Vec::new(), &policies, &Allowlist::new(), CAPS, 1);
     assert_eq!(d.desired_v4.len(), 2);
 }
 
@@ -328,7 +335,7 @@ fn cap_keeps_priority_then_multiplicity_then_recency() {
     let caps = Caps { v4: 1000, v6: 1000 };
     let d = decide(
         Vec::new(),
-        &mut inputs.clone(),
+        inputs.clone(),
         &policies,
         &Allowlist::new(),
         caps,
@@ -360,7 +367,7 @@ fn keep_limit_bounds_the_state() {
     let caps = Caps { v4: 10, v6: 10 };
     let d = decide(
         Vec::new(),
-        &mut inputs.clone(),
+        inputs.clone(),
         &policies,
         &Allowlist::new(),
         caps,
@@ -417,7 +424,7 @@ proptest! {
             .map(|(i, l)| Input { source: i as u16, sightings: l.iter().map(|&x| sight(x, 0, 100)).collect(), complete: false })
             .collect();
         let caps = Caps { v4: cap, v6: cap };
-        let d = decide(Vec::new(), &mut inputs.clone(), &policies, &allow, caps, 1);
+        let d = decide(Vec::new(), inputs.clone(), &policies, &allow, caps, 1);
         prop_assert!(d.desired_v4.len() <= cap && d.desired_v6.len() <= cap);
         for x in d.desired_v4.iter().chain(d.desired_v6.iter()) {
             prop_assert!(x.net.prefix_len() > 0);
@@ -430,7 +437,7 @@ proptest! {
             }
         }
         // And the same holds when the stored entries are fed back in.
-        let again = decide(d.entries, &mut [], &policies, &allow, caps, 2);
+        let again = decide(d.entries, Vec::new(), &policies, &allow, caps, 2);
         for x in again.desired_v4.iter().chain(again.desired_v6.iter()) {
             for rule in allow.rules() {
                 prop_assert!(!net::overlaps(&rule.net, &x.net));
@@ -471,7 +478,7 @@ proptest! {
         let caps = Caps { v4: 10, v6: 10 };
         let mut allow = Allowlist::new();
         allow.add(n("192.0.2.0/26"), AllowReason::Config);
-        let a = decide(previous.clone(), &mut inputs.clone(), &policies, &allow, caps, 50);
+        let a = decide(previous.clone(), inputs.clone(), &policies, &allow, caps, 50);
         // Shuffle everything (deterministically from `seed`) and decide again.
         let mut rng = seed | 1;
         let mut next = move || { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; rng };
@@ -481,7 +488,7 @@ proptest! {
         for input in &mut inputs2 {
             for i in (1..input.sightings.len()).rev() { let j = (next() % (i as u64 + 1)) as usize; input.sightings.swap(i, j); }
         }
-        let b = decide(prev2, &mut inputs2.clone(), &policies, &allow, caps, 50);
+        let b = decide(prev2, inputs2.clone(), &policies, &allow, caps, 50);
         prop_assert_eq!(&a.entries, &b.entries);
         prop_assert_eq!(&a.desired_v4, &b.desired_v4);
         prop_assert_eq!(&a.desired_v6, &b.desired_v6);
