@@ -387,6 +387,8 @@ async fn run_inner(
     if let Some(held) = held.filter(|_| !dry_run) {
         crate::manual::apply_pending(held, settings, None, now)?;
     }
+    // The kernel's set list is read by another process while this one loads and decides.
+    let pending_snapshot = ipset.snapshot_start();
     let mut store = if dry_run {
         match Store::open_read_only(&settings.state_dir) {
             Ok(s) => s,
@@ -670,7 +672,7 @@ async fn run_inner(
     // One look at all kernel sets (one process): headers and counts for the mirror check,
     // and leftover temporary sets for the apply. Unreadable (a dry run without root): each
     // family then reads its set, or falls back to the saved state.
-    let snapshot = match ipset.snapshot() {
+    let snapshot = match pending_snapshot.finish() {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::debug!("cannot list the kernel sets: {e}");

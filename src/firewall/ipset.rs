@@ -306,14 +306,53 @@ impl Ipset {
     /// Every set's header and entry count from one `ipset list -t` (one process for all the
     /// sets a run looks at, instead of one per set and question).
     pub fn snapshot(&self) -> Result<Snapshot, IpsetError> {
-        let out = self.output(&["list", "-t"])?;
+        self.snapshot_start().finish()
+    }
+
+    /// Start [`Ipset::snapshot`]'s `ipset list -t` now and read it later: the process starts
+    /// and runs on another core while the caller works.
+    pub fn snapshot_start(&self) -> PendingSnapshot {
+        PendingSnapshot(Some(self.command(&["list", "-t"]).and_then(|mut c| {
+            c.stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(spawn_error)
+        })))
+    }
+}
+
+/// An `ipset list -t` under way (see [`Ipset::snapshot_start`]). Dropped unread, it is
+/// stopped and reaped (a daemon must not collect zombies).
+pub struct PendingSnapshot(Option<Result<std::process::Child, IpsetError>>);
+
+impl Drop for PendingSnapshot {
+    fn drop(&mut self) {
+        if let Some(Ok(mut child)) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl PendingSnapshot {
+    /// Wait for the listing and parse it.
+    pub fn finish(mut self) -> Result<Snapshot, IpsetError> {
+        let child = self.0.take().unwrap_or_else(|| {
+            Err(IpsetError::Io(io::Error::other(
+                "the listing was already read",
+            )))
+        })?;
+        let out = child.wait_with_output().map_err(IpsetError::Io)?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             return Err(classify("ipset list -t", &stderr, out.status, None));
         }
         Ok(Snapshot::parse(&String::from_utf8_lossy(&out.stdout)))
     }
+}
 
+impl Ipset {
     /// Destroy the leftover temporary set of `spec` when `snapshot` shows one (from a run
     /// killed between swap and destroy). Never touches the live set.
     pub fn destroy_leftover_tmp_in(
