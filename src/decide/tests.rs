@@ -3,6 +3,16 @@ use super::*;
 use proptest::prelude::*;
 use std::net::{IpAddr, Ipv4Addr};
 
+/// decide with no allowlist and the default caps.
+fn decide_plain(
+    previous: Vec<Entry>,
+    inputs: Vec<Input>,
+    policies: &[SourcePolicy],
+    now: i64,
+) -> Decision {
+    decide(previous, inputs, policies, &Allowlist::new(), CAPS, now)
+}
+
 fn n(s: &str) -> IpNet {
     net::parse_net(s).unwrap()
 }
@@ -47,14 +57,7 @@ fn provenance_and_ttl_refresh() {
             complete: false,
         },
     ];
-    let d = decide(
-        Vec::new(),
-        inputs.clone(),
-        &policies,
-        &Allowlist::new(),
-        CAPS,
-        now,
-    );
+    let d = decide_plain(Vec::new(), inputs, &policies, now);
     assert_eq!(d.entries.len(), 1);
     assert_eq!(d.entries[0].marks.len(), 2);
     assert_eq!(
@@ -72,14 +75,7 @@ fn provenance_and_ttl_refresh() {
         sightings: vec![sight(n("192.0.2.1"), later, 3600)],
         complete: false,
     }];
-    let d = decide(
-        d.entries,
-        inputs.clone(),
-        &policies,
-        &Allowlist::new(),
-        CAPS,
-        later,
-    );
+    let d = decide_plain(d.entries, inputs, &policies, later);
     let a = d.entries[0].marks.iter().find(|m| m.source == 0).unwrap();
     assert_eq!(
         (a.first_seen, a.last_seen, a.expires),
@@ -87,14 +83,7 @@ fn provenance_and_ttl_refresh() {
     );
 
     // Past every expiry with no new sightings, the entry is gone and counted.
-    let d = decide(
-        d.entries,
-        Vec::new(),
-        &policies,
-        &Allowlist::new(),
-        CAPS,
-        now + 100_000,
-    );
+    let d = decide_plain(d.entries, Vec::new(), &policies, now + 100_000);
     assert!(d.entries.is_empty() && d.desired_v4.is_empty());
     assert_eq!(d.per_source[0].expired + d.per_source[1].expired, 2);
 }
@@ -117,14 +106,7 @@ fn a_complete_listing_replaces_the_source_but_not_others() {
             complete: false,
         },
     ];
-    let d = decide(
-        Vec::new(),
-        first.clone(),
-        &policies,
-        &Allowlist::new(),
-        CAPS,
-        0,
-    );
+    let d = decide_plain(Vec::new(), first, &policies, 0);
     assert_eq!(d.desired_v4.len(), 2);
     // The feed drops both; the detector's mark on .2 stays, .1 goes at once.
     let second = vec![Input {
@@ -132,14 +114,7 @@ fn a_complete_listing_replaces_the_source_but_not_others() {
         sightings: vec![sight(n("192.0.2.3"), 10, 1000)],
         complete: true,
     }];
-    let d = decide(
-        d.entries,
-        second.clone(),
-        &policies,
-        &Allowlist::new(),
-        CAPS,
-        10,
-    );
+    let d = decide_plain(d.entries, second, &policies, 10);
     let nets: Vec<IpNet> = d.desired_v4.iter().map(|x| x.net).collect();
     assert_eq!(nets, vec![n("192.0.2.2"), n("192.0.2.3")]);
     assert_eq!(d.per_source[0].delisted, 2);
@@ -149,14 +124,7 @@ fn a_complete_listing_replaces_the_source_but_not_others() {
         sightings: vec![sight(n("192.0.2.3"), 20, 1000)],
         complete: true,
     }];
-    let d = decide(
-        d.entries,
-        third.clone(),
-        &policies,
-        &Allowlist::new(),
-        CAPS,
-        20,
-    );
+    let d = decide_plain(d.entries, third, &policies, 20);
     let e = d.entries.iter().find(|e| e.net == n("192.0.2.3")).unwrap();
     assert_eq!((e.marks[0].first_seen, e.marks[0].last_seen), (10, 20));
 }
@@ -169,31 +137,10 @@ fn carried_entries_survive_a_failed_source_until_ttl() {
         sightings: vec![sight(n("192.0.2.9"), 0, 1000)],
         complete: false,
     }];
-    let d = decide(
-        Vec::new(),
-        inputs.clone(),
-        &policies,
-        &Allowlist::new(),
-        CAPS,
-        0,
-    );
-    let d = decide(
-        d.entries,
-        Vec::new(),
-        &policies,
-        &Allowlist::new(),
-        CAPS,
-        999,
-    );
+    let d = decide_plain(Vec::new(), inputs, &policies, 0);
+    let d = decide_plain(d.entries, Vec::new(), &policies, 999);
     assert_eq!(d.desired_v4.len(), 1);
-    let d = decide(
-        d.entries,
-        Vec::new(),
-        &policies,
-        &Allowlist::new(),
-        CAPS,
-        1000,
-    );
+    let d = decide_plain(d.entries, Vec::new(), &policies, 1000);
     assert!(d.desired_v4.is_empty());
 }
 
@@ -205,22 +152,8 @@ fn removed_sources_are_dropped() {
         sightings: vec![sight(n("192.0.2.9"), 0, 1000)],
         complete: false,
     }];
-    let d = decide(
-        Vec::new(),
-        inputs.clone(),
-        &policies,
-        &Allowlist::new(),
-        CAPS,
-        0,
-    );
-    let d = decide(
-        d.entries,
-        Vec::new(),
-        &policies[..1],
-        &Allowlist::new(),
-        CAPS,
-        1,
-    );
+    let d = decide_plain(Vec::new(), inputs, &policies, 0);
+    let d = decide_plain(d.entries, Vec::new(), &policies[..1], 1);
     assert!(d.entries.is_empty());
     assert_eq!(d.dropped_unknown, 1);
 }
@@ -247,14 +180,7 @@ fn prefix_rules() {
         .collect(),
         complete: false,
     }];
-    let d = decide(
-        Vec::new(),
-        inputs.clone(),
-        std::slice::from_ref(&p),
-        &Allowlist::new(),
-        CAPS,
-        0,
-    );
+    let d = decide_plain(Vec::new(), inputs.clone(), std::slice::from_ref(&p), 0);
     let r = &d.per_source[0].rejected;
     assert_eq!(r[&Rejection::Everything], 2);
     assert_eq!(r[&Rejection::TooBroad], 2);
@@ -262,7 +188,7 @@ fn prefix_rules() {
     assert_eq!(r[&Rejection::Private], 1);
     assert_eq!(d.desired_v4.len() + d.desired_v6.len(), 2);
     p.allow_private = true;
-    let d = decide(Vec::new(), inputs.clone(), &[p], &Allowlist::new(), CAPS, 0);
+    let d = decide_plain(Vec::new(), inputs, &[p], 0);
     assert!(d.desired_v4.iter().any(|x| x.net == n("10.1.2.3")));
 }
 
@@ -280,7 +206,7 @@ fn allowlist_splits_and_protects() {
         ],
         complete: false,
     }];
-    let d = decide(Vec::new(), inputs.clone(), &policies, &allow, CAPS, 0);
+    let d = decide(Vec::new(), inputs, &policies, &allow, CAPS, 0);
     assert_eq!(d.desired_v4.len(), 8, "a /16 minus a /24 is 8 prefixes");
     assert!(d
         .desired_v4
@@ -290,7 +216,7 @@ fn allowlist_splits_and_protects() {
     assert_eq!(d.allow_hits.len(), 2);
     // Both facts are kept, so lifting the allowlist brings them back.
     assert_eq!(d.entries.len(), 2);
-    let d = decide(d.entries, Vec::new(), &policies, &Allowlist::new(), CAPS, 1);
+    let d = decide_plain(d.entries, Vec::new(), &policies, 1);
     assert_eq!(d.desired_v4.len(), 2);
 }
 
@@ -333,14 +259,7 @@ fn cap_keeps_priority_then_multiplicity_then_recency() {
             .push(sight(v4(i), now - 10_000 + i64::from(i), 86_400));
     }
     let caps = Caps { v4: 1000, v6: 1000 };
-    let d = decide(
-        Vec::new(),
-        inputs.clone(),
-        &policies,
-        &Allowlist::new(),
-        caps,
-        now,
-    );
+    let d = decide(Vec::new(), inputs, &policies, &Allowlist::new(), caps, now);
     assert_eq!(d.desired_v4.len(), 1000);
     assert_eq!(d.evicted_v4, 4000);
     let got: std::collections::HashSet<IpNet> = d.desired_v4.iter().map(|x| x.net).collect();
@@ -365,14 +284,7 @@ fn keep_limit_bounds_the_state() {
         complete: false,
     }];
     let caps = Caps { v4: 10, v6: 10 };
-    let d = decide(
-        Vec::new(),
-        inputs.clone(),
-        &policies,
-        &Allowlist::new(),
-        caps,
-        200,
-    );
+    let d = decide(Vec::new(), inputs, &policies, &Allowlist::new(), caps, 200);
     assert_eq!(d.desired_v4.len(), 10);
     assert_eq!(d.entries.len(), 10 * KEEP_FACTOR);
     assert_eq!(d.forgotten, 100 - 10 * KEEP_FACTOR);
@@ -424,7 +336,7 @@ proptest! {
             .map(|(i, l)| Input { source: i as u16, sightings: l.iter().map(|&x| sight(x, 0, 100)).collect(), complete: false })
             .collect();
         let caps = Caps { v4: cap, v6: cap };
-        let d = decide(Vec::new(), inputs.clone(), &policies, &allow, caps, 1);
+        let d = decide(Vec::new(), inputs, &policies, &allow, caps, 1);
         prop_assert!(d.desired_v4.len() <= cap && d.desired_v6.len() <= cap);
         for x in d.desired_v4.iter().chain(d.desired_v6.iter()) {
             prop_assert!(x.net.prefix_len() > 0);
@@ -488,7 +400,7 @@ proptest! {
         for input in &mut inputs2 {
             for i in (1..input.sightings.len()).rev() { let j = (next() % (i as u64 + 1)) as usize; input.sightings.swap(i, j); }
         }
-        let b = decide(prev2, inputs2.clone(), &policies, &allow, caps, 50);
+        let b = decide(prev2, inputs2, &policies, &allow, caps, 50);
         prop_assert_eq!(&a.entries, &b.entries);
         prop_assert_eq!(&a.desired_v4, &b.desired_v4);
         prop_assert_eq!(&a.desired_v6, &b.desired_v6);

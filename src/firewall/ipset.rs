@@ -364,18 +364,7 @@ impl Ipset {
         if !snapshot.has(&tmp) {
             return Ok(false);
         }
-        check_any_name("cleanup", &tmp)?;
-        let out = self.output(&["destroy", &tmp])?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            return Err(classify(
-                &format!("ipset destroy {tmp}"),
-                &stderr,
-                out.status,
-                None,
-            ));
-        }
-        Ok(true)
+        self.destroy_tmp(&tmp)
     }
 
     /// Destroy the leftover temporary set of `spec` (from a run killed between swap and
@@ -386,7 +375,12 @@ impl Ipset {
         if !self.list_names()?.contains(&tmp) {
             return Ok(false);
         }
-        let out = self.output(&["destroy", &tmp])?;
+        self.destroy_tmp(&tmp)
+    }
+
+    fn destroy_tmp(&self, tmp: &str) -> Result<bool, IpsetError> {
+        check_any_name("cleanup", tmp)?;
+        let out = self.output(&["destroy", tmp])?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             return Err(classify(
