@@ -86,7 +86,8 @@ for N in $SIZES; do
         t0=$(now); ipset -exist restore < "$b"; t1=$(now)
         echo "$t1 - $t0" | bc -l >> "$D/ipset.t"
     done
-        s=$(median < "$D/sipban.t"); i=$(median < "$D/ipset.t"); a=$(grep . "$D/apply.t" | median)
+    [ -n "${VERBOSE:-}" ] && paste "$D/sipban.t" "$D/ipset.t" <(grep . "$D/apply.t") >&2
+    s=$(median < "$D/sipban.t"); i=$(median < "$D/ipset.t"); a=$(grep . "$D/apply.t" | median)
     printf 'full replace %7d entries: whole sync %.3f s vs ipset restore %.3f s = %.2fx; its apply step %.3f s = %.2fx (target <= 1.2x)\n' \
         "$N" "$s" "$i" "$(echo "$s / $i" | bc -l)" "$a" "$(echo "$a / $i" | bc -l)"
     echo "$s" > "$TMP/full$N"; echo "$a" > "$TMP/fullapply$N"
