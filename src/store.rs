@@ -242,15 +242,7 @@ impl Store {
         out.sort_unstable_by_key(|e| net::sort_key(&e.net));
         // Packed feed listings. A prefix may also appear in the rows above, as a separate
         // entry: decide joins entries of the same prefix.
-        let has_table: bool = self
-            .conn
-            .query_row(
-                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'feed_entries'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n > 0)?;
-        if has_table {
+        if self.has_packed_listings()? {
             let mut stmt = self
                 .conn
                 .prepare("SELECT source, last_seen, expires, data FROM feed_entries")?;
@@ -270,6 +262,62 @@ impl Store {
                     tracing::warn!(
                         "state: the stored listing of {source} is unreadable ({e}); it is dropped"
                     );
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the schema has the packed listings' table (databases older than version 2
+    /// opened read-only do not).
+    fn has_packed_listings(&self) -> Result<bool> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'feed_entries'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)?)
+    }
+
+    /// For each of `nets`, the latest expiry of any stored mark on exactly that prefix, rows
+    /// and packed feed listings alike (`None` where nothing is stored). The daemon's fast path
+    /// re-adds an address with this, so that it never shortens a ban a feed holds longer.
+    pub fn longest_expiries(&self, nets: &[ipnet::IpNet]) -> Result<Vec<Option<i64>>> {
+        let mut out: Vec<Option<i64>> = vec![None; nets.len()];
+        if nets.is_empty() {
+            return Ok(out);
+        }
+        let mut rows = self
+            .conn
+            .prepare("SELECT MAX(expires) FROM entries WHERE net = ?1")?;
+        for (slot, n) in out.iter_mut().zip(nets) {
+            *slot = rows.query_row([net::display_net(n)], |r| r.get::<_, Option<i64>>(0))?;
+        }
+        if !self.has_packed_listings()? {
+            return Ok(out);
+        }
+        let mut packs = self
+            .conn
+            .prepare("SELECT source, last_seen, expires, data FROM feed_entries")?;
+        let mut found = packs.query([])?;
+        while let Some(row) = found.next()? {
+            let mut listing = Vec::new();
+            let data = row.get_ref(3)?.as_blob()?;
+            if let Err(e) = feed_blob::decode(data, 0, row.get(1)?, row.get(2)?, &mut listing) {
+                let source: String = row.get(0)?;
+                tracing::warn!("state: the stored listing of {source} is unreadable ({e})");
+                continue;
+            }
+            // Listings are stored in prefix order; sort one that is not, to search it.
+            if !listing.is_sorted_by(|a, b| net::cmp_net(&a.net, &b.net).is_le()) {
+                listing.sort_unstable_by(|a, b| net::cmp_net(&a.net, &b.net));
+            }
+            for (slot, n) in out.iter_mut().zip(nets) {
+                if let Ok(i) = listing.binary_search_by(|e| net::cmp_net(&e.net, n)) {
+                    let expires = listing[i].expires();
+                    *slot = Some(slot.map_or(expires, |s| s.max(expires)));
                 }
             }
         }
@@ -591,6 +639,42 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM feed_entries", [], |r| r.get(0))
             .unwrap();
         assert_eq!(packs, 1);
+    }
+
+    /// The fast path's lookup sees feeds' packed marks as well as rows, and takes the longest.
+    #[test]
+    fn longest_expiries_cover_rows_and_packed_listings() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec!["feed".to_string(), "detector".to_string()];
+        let n = |s: &str| net::parse_net(s).unwrap();
+        let entries = vec![
+            Entry {
+                net: n("45.0.0.1"),
+                marks: smallvec::smallvec![mark(0, 5, 10, 9000), mark(1, 7, 8, 50)],
+            },
+            Entry {
+                net: n("45.0.0.2"),
+                marks: smallvec::smallvec![mark(1, 7, 8, 60)],
+            },
+            Entry {
+                net: n("45.0.0.3"),
+                marks: smallvec::smallvec![mark(0, 5, 10, 9000)],
+            },
+        ];
+        let mut s = Store::open(dir.path()).unwrap();
+        s.commit_run(&RunCommit {
+            entries: &entries,
+            source_names: &names,
+            packed: &[true, false],
+            feeds: &[],
+            blobs: &[],
+            run: None,
+        })
+        .unwrap();
+        let got = s
+            .longest_expiries(&[n("45.0.0.1"), n("45.0.0.2"), n("45.0.0.3"), n("45.0.0.4")])
+            .unwrap();
+        assert_eq!(got, vec![Some(9000), Some(60), Some(9000), None]);
     }
 
     /// Listings written by earlier versions (fixed-width formats 1 and 2) still load.

@@ -200,6 +200,55 @@ fn a_log_line_reaches_the_kernel_set_within_one_second() {
     });
 }
 
+/// The kernel timeout of `ip` in `set` (seconds), from `ipset list`.
+fn kernel_timeout(set: &str, ip: &str) -> Option<u64> {
+    let out = Command::new("ipset").args(["list", set]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines().find_map(|l| {
+        let mut w = l.split_whitespace();
+        (w.next() == Some(ip) && w.next() == Some("timeout"))
+            .then(|| w.next().and_then(|t| t.parse().ok()))
+            .flatten()
+    })
+}
+
+/// A detection of an address that a feed also lists re-adds it in real time; the kernel
+/// timeout stays the feed's (7 days), not the detector's shorter bantime (1 hour).
+#[test]
+fn a_real_time_detection_never_shortens_a_feed_ban() {
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("messages"), "").unwrap();
+        std::fs::write(dir.path().join("feed.txt"), "45.3.0.1\n").unwrap();
+        let feed = format!(
+            "feeds:\n  - {{ name: f, url: 'file://{}', ttl: 7d }}\n",
+            dir.path().join("feed.txt").display()
+        );
+        std::fs::write(
+            dir.path().join("config.yaml"),
+            config(dir.path(), "0 0 0 1 1 *", &feed),
+        )
+        .unwrap();
+        let d = Daemon::start(dir.path());
+        d.wait_log("sync ok", Duration::from_secs(30));
+        let before = kernel_timeout("t4", "45.3.0.1").expect("the feed's address is in the set");
+        assert!(before > 6 * 86_400, "feed timeout {before}");
+        append(
+            &dir.path().join("messages"),
+            &asterisk_line(now(), "45.3.0.1"),
+        );
+        d.wait_log("real time: 1 lines", Duration::from_secs(5));
+        let after = kernel_timeout("t4", "45.3.0.1").expect("still in the set");
+        assert!(
+            after > 6 * 86_400,
+            "the real-time add shortened the feed's ban to {after} s; log:\n{}",
+            d.log()
+        );
+        assert!(d.stop().success());
+    });
+}
+
 #[test]
 fn a_per_second_schedule_fires_at_least_three_times_in_a_row() {
     let ns = netns_or_skip!();

@@ -27,7 +27,7 @@ use crate::store::Store;
 use crate::sync::{self, Sources};
 use anyhow::{Context, Result};
 use ipnet::IpNet;
-use rusqlite::{params, OptionalExtension};
+use rusqlite::params;
 use std::time::Instant;
 
 /// What one fast pass did.
@@ -107,22 +107,16 @@ pub fn detect_and_apply(
     if !accepted.is_empty() {
         let mut summary = sync::AllowSummary::default();
         let allow = sync::base_allowlist(settings, &mut summary);
-        for s in &accepted {
+        // What the state already holds for these addresses, feeds' packed listings included:
+        // an add rewrites the kernel timeout, and must not shorten a longer ban.
+        let nets: Vec<IpNet> = accepted.iter().map(|s| s.net).collect();
+        let longest = store.longest_expiries(&nets)?;
+        for (s, stored) in accepted.iter().zip(longest) {
             if allow.subtract(&s.net).is_some() {
                 // A single host overlapping the allowlist is fully covered by it.
                 rep.refused += 1;
                 continue;
             }
-            let text = net::display_net(&s.net);
-            let stored: Option<i64> = store
-                .conn()
-                .query_row(
-                    "SELECT MAX(expires) FROM entries WHERE net = ?1",
-                    [&text],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .flatten();
             let expires = s
                 .seen
                 .saturating_add(i64::from(s.ttl))
