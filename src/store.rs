@@ -543,6 +543,13 @@ pub struct RunCommit<'a> {
 mod tests {
     use super::*;
 
+    fn entry(net: &str, marks: &[Mark]) -> Entry {
+        Entry {
+            net: net::parse_net(net).unwrap(),
+            marks: marks.into(),
+        }
+    }
+
     fn mark(source: u16, first: i64, last: i64, expires: i64) -> Mark {
         Mark {
             source,
@@ -564,24 +571,11 @@ mod tests {
             "other".to_string(),
         ];
         let packed = [true, false, true];
-        let n = |s: &str| net::parse_net(s).unwrap();
         let entries = vec![
-            Entry {
-                net: n("45.0.0.1"),
-                marks: smallvec::smallvec![mark(0, 5, 10, 100), mark(1, 7, 8, 50)],
-            },
-            Entry {
-                net: n("45.0.1.0/24"),
-                marks: smallvec::smallvec![mark(0, 6, 10, 100)],
-            },
-            Entry {
-                net: n("2001:db8::/48"),
-                marks: smallvec::smallvec![mark(0, 1, 10, 100), mark(2, 2, 3, 4)],
-            },
-            Entry {
-                net: n("2001:db8:1::1"),
-                marks: smallvec::smallvec![mark(2, 9, 9, 99)],
-            },
+            entry("45.0.0.1", &[mark(0, 5, 10, 100), mark(1, 7, 8, 50)]),
+            entry("45.0.1.0/24", &[mark(0, 6, 10, 100)]),
+            entry("2001:db8::/48", &[mark(0, 1, 10, 100), mark(2, 2, 3, 4)]),
+            entry("2001:db8:1::1", &[mark(2, 9, 9, 99)]),
         ];
         let mut s = Store::open(dir.path()).unwrap();
         let commit = |s: &mut Store, e: &[Entry]| {
@@ -648,18 +642,9 @@ mod tests {
         let names = vec!["feed".to_string(), "detector".to_string()];
         let n = |s: &str| net::parse_net(s).unwrap();
         let entries = vec![
-            Entry {
-                net: n("45.0.0.1"),
-                marks: smallvec::smallvec![mark(0, 5, 10, 9000), mark(1, 7, 8, 50)],
-            },
-            Entry {
-                net: n("45.0.0.2"),
-                marks: smallvec::smallvec![mark(1, 7, 8, 60)],
-            },
-            Entry {
-                net: n("45.0.0.3"),
-                marks: smallvec::smallvec![mark(0, 5, 10, 9000)],
-            },
+            entry("45.0.0.1", &[mark(0, 5, 10, 9000), mark(1, 7, 8, 50)]),
+            entry("45.0.0.2", &[mark(1, 7, 8, 60)]),
+            entry("45.0.0.3", &[mark(0, 5, 10, 9000)]),
         ];
         let mut s = Store::open(dir.path()).unwrap();
         s.commit_run(&RunCommit {
