@@ -936,7 +936,10 @@ fn apply_family(
             .collect()
     };
     if plan.rebuild.is_some() {
-        ipset.rebuild(spec, &full())?;
+        match snapshot.map(|s| s.info(&spec.name)) {
+            Some(Ok(live)) => ipset.rebuild_known(spec, &full(), live)?,
+            _ => ipset.rebuild(spec, &full())?,
+        }
     } else if !plan.is_noop() {
         let mut adds = plan.adds.clone();
         adds.extend_from_slice(&plan.refreshes);

@@ -449,12 +449,24 @@ impl Ipset {
     /// `entries` is the whole new content: an empty slice leaves an empty live set, so callers
     /// must not rebuild from a failed fetch. Timeouts are clamped as in [`Ipset::apply_diff`].
     pub fn rebuild(&self, spec: &SetSpec, entries: &[(IpNet, u32)]) -> Result<(), IpsetError> {
+        let live = self.info(&spec.name)?;
+        self.rebuild_known(spec, entries, live.as_ref())
+    }
+
+    /// [`Ipset::rebuild`] when the live set's header is already known (from a
+    /// [`Snapshot`] taken this run): one `ipset list` process fewer.
+    pub fn rebuild_known(
+        &self,
+        spec: &SetSpec,
+        entries: &[(IpNet, u32)],
+        live_info: Option<&SetInfo>,
+    ) -> Result<(), IpsetError> {
         let what = format!("rebuild of set {}", spec.name);
         check_spec(&what, spec)?;
         check_entries(&what, spec, entries.iter().map(|(n, _)| n))?;
         let tmp = spec.tmp_name();
         let live = spec.name.as_str();
-        let tail = match self.info(live)? {
+        let tail = match live_info {
             None => vec![Line::Rename(&tmp, live)],
             Some(info) if info.header.swappable_with(spec) => {
                 vec![Line::Swap(&tmp, live), Line::Destroy(&tmp)]
