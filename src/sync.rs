@@ -387,8 +387,6 @@ async fn run_inner(
     if let Some(held) = held.filter(|_| !dry_run) {
         crate::manual::apply_pending(held, settings, None, now)?;
     }
-    // The kernel's set list is read by another process while this one loads and decides.
-    let pending_snapshot = ipset.snapshot_start();
     let mut store = if dry_run {
         match Store::open_read_only(&settings.state_dir) {
             Ok(s) => s,
@@ -628,6 +626,9 @@ async fn run_inner(
         }
     }
     phase("gathered");
+    // The kernel's set list is read by another process while this one decides. Started only
+    // now, after the downloads, so that what it says is no older than the decision.
+    let pending_snapshot = ipset.snapshot_start();
 
     // Manual unbans keep addresses out until a source lists them afresh (see manual.rs).
     let mut unbans = match &store {
