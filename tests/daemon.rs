@@ -3,16 +3,13 @@
 //! issue sets (a detection in the kernel set within 1 s of its log line) is asserted.
 
 mod common;
+use common::run::bin;
 
 use common::netns::run_in;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_sipban"))
-}
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -41,6 +38,16 @@ struct Daemon {
 }
 
 impl Daemon {
+    /// An empty Asterisk log, the config (`schedule`, `extra` sections) in `dir`, and the
+    /// daemon on it, past its first sync.
+    fn started(dir: &Path, schedule: &str, extra: &str) -> Daemon {
+        std::fs::write(dir.join("messages"), "").unwrap();
+        std::fs::write(dir.join("config.yaml"), config(dir, schedule, extra)).unwrap();
+        let d = Daemon::start(dir);
+        d.wait_log("sync ok", Duration::from_secs(30));
+        d
+    }
+
     fn start(dir: &Path) -> Daemon {
         let stderr = dir.join("daemon.log");
         let child = Command::new(bin())
@@ -138,15 +145,8 @@ fn a_log_line_reaches_the_kernel_set_within_one_second() {
     let ns = netns_or_skip!();
     run_in(&ns, || {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("messages"), "").unwrap();
         // Full syncs once a year: every detection below goes through the fast path.
-        std::fs::write(
-            dir.path().join("config.yaml"),
-            config(dir.path(), "0 0 0 1 1 *", ""),
-        )
-        .unwrap();
-        let d = Daemon::start(dir.path());
-        d.wait_log("sync ok", Duration::from_secs(30));
+        let d = Daemon::started(dir.path(), "0 0 0 1 1 *", "");
         let log = dir.path().join("messages");
         let mut lat = Vec::new();
         for i in 0..20 {
@@ -219,19 +219,12 @@ fn a_real_time_detection_never_shortens_a_feed_ban() {
     let ns = netns_or_skip!();
     run_in(&ns, || {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("messages"), "").unwrap();
         std::fs::write(dir.path().join("feed.txt"), "45.3.0.1\n").unwrap();
         let feed = format!(
             "feeds:\n  - {{ name: f, url: 'file://{}', ttl: 7d }}\n",
             dir.path().join("feed.txt").display()
         );
-        std::fs::write(
-            dir.path().join("config.yaml"),
-            config(dir.path(), "0 0 0 1 1 *", &feed),
-        )
-        .unwrap();
-        let d = Daemon::start(dir.path());
-        d.wait_log("sync ok", Duration::from_secs(30));
+        let d = Daemon::started(dir.path(), "0 0 0 1 1 *", &feed);
         let before = kernel_timeout("t4", "45.3.0.1").expect("the feed's address is in the set");
         assert!(before > 6 * 86_400, "feed timeout {before}");
         append(
@@ -254,14 +247,7 @@ fn a_per_second_schedule_fires_at_least_three_times_in_a_row() {
     let ns = netns_or_skip!();
     run_in(&ns, || {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("messages"), "").unwrap();
-        std::fs::write(
-            dir.path().join("config.yaml"),
-            config(dir.path(), "* * * * * *", ""),
-        )
-        .unwrap();
-        let d = Daemon::start(dir.path());
-        d.wait_log("sync ok", Duration::from_secs(30));
+        let d = Daemon::started(dir.path(), "* * * * * *", "");
         std::thread::sleep(Duration::from_millis(5500));
         let status = d.stop();
         assert!(status.success(), "{status:?}");
@@ -298,11 +284,8 @@ fn sighup_with_a_broken_config_keeps_running_on_the_old_one() {
     let ns = netns_or_skip!();
     run_in(&ns, || {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("messages"), "").unwrap();
+        let d = Daemon::started(dir.path(), "0 0 0 1 1 *", "");
         let cfg = dir.path().join("config.yaml");
-        std::fs::write(&cfg, config(dir.path(), "0 0 0 1 1 *", "")).unwrap();
-        let d = Daemon::start(dir.path());
-        d.wait_log("sync ok", Duration::from_secs(30));
         // While the daemon runs, a one-shot sync (cron, the timer) exits at once with code 4.
         let o = Command::new(bin())
             .args(["sync", "--config"])

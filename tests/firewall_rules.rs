@@ -6,11 +6,12 @@
 //! inside the two private namespaces.
 
 mod common;
+use common::run::{bin, text};
 
 use common::netns::{require_program, run_in, NetNs};
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -24,19 +25,6 @@ const UDP4: u16 = 5060;
 const UDP6: u16 = 5062;
 const TCP4: u16 = 5060;
 const TCP6: u16 = 5062;
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_sipban"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// Run sipban in `ns` with the config in `dir`.
 fn sipban(ns: &NetNs, dir: &Path, args: &[&str]) -> Output {

@@ -18,6 +18,7 @@
 //! host name, `kernel:`, and the kernel's message verbatim.
 
 mod common;
+use common::run::{bin, text};
 
 use common::netns::{require_program, run_in, NetNs};
 use sipban::firewall::ipset::Ipset;
@@ -26,7 +27,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -35,19 +36,6 @@ const SYSCTL: &str = "/proc/sys/net/netfilter/nf_log_all_netns";
 const PREFIX: &str = sipban::firewall::logrule::PREFIX;
 
 static VETH: AtomicUsize = AtomicUsize::new(0);
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_sipban"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// `nf_log_all_netns = 1` while alive; the old value comes back on drop.
 struct LogAllNetns {

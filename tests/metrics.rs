@@ -4,18 +4,15 @@
 //! a reader never sees half a file).
 
 mod common;
+use common::run::bin;
 
 use common::netns::run_in;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_sipban"))
-}
 
 fn sync(dir: &Path) {
     let o = Command::new(bin())

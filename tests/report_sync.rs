@@ -9,6 +9,7 @@
 //! webhook token never appear in any output or in the state directory.
 
 mod common;
+use common::run::{bin, text};
 mod report_common;
 
 use common::https::ca_file;
@@ -16,23 +17,10 @@ use common::netns::run_in;
 use report_common::{FakeAbuseipdb, FakeCollector, KEY};
 use sipban::firewall::ipset::Ipset;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 const TOKEN: &str = "c0llect0r-T0ken-9f8e7d";
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_sipban"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// A security-log failure at `t` (UTC; sipban runs with TZ=UTC).
 fn security_line(t: i64, ip: &str, transport: &str) -> String {

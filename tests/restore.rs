@@ -4,36 +4,13 @@
 //! and their remaining TTLs.
 
 mod common;
+use common::run::{bin, sipban, text};
 
 use common::netns::run_in;
 use sipban::firewall::ipset::Ipset;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_sipban"))
-}
-
-/// Run sipban in the current thread's namespace.
-fn sipban(dir: &Path, args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .arg("--config")
-        .arg(dir.join("config.yaml"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run sipban")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn write_config(dir: &Path, feed_url: &str, allowlist: &str) {
     std::fs::write(

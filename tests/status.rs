@@ -2,33 +2,11 @@
 //! binary, real `ipset`, real SQLite.
 
 mod common;
+use common::run::{sipban, text};
 
 use common::netns::run_in;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_sipban"))
-}
-
-fn sipban(dir: &Path, args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .arg("--config")
-        .arg(dir.join("config.yaml"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run sipban")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use std::path::Path;
+use std::process::Output;
 
 fn ok(dir: &Path, args: &[&str]) -> Output {
     let o = sipban(dir, args);

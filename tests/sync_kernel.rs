@@ -2,39 +2,16 @@
 //! the real binary, real `ipset`, real SQLite, and local stub servers for remote feeds.
 
 mod common;
+use common::run::{bin, sipban, text};
 
 use common::netns::{run_in, NetNs};
 use common::stub::{Reply, Stub};
 use sipban::firewall::ipset::Ipset;
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_sipban"))
-}
-
-/// Run sipban (in the current thread's namespace) with `args` and the config in `dir`.
-fn sipban(dir: &Path, args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .arg("--config")
-        .arg(dir.join("config.yaml"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run sipban")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn write_config(dir: &Path, cap: u32, allowlist: &str, feeds: &str) {
     let cfg = format!(

@@ -2,4 +2,5 @@
 
 pub mod https;
 pub mod netns;
+pub mod run;
 pub mod stub;
