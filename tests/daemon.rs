@@ -200,6 +200,70 @@ fn a_log_line_reaches_the_kernel_set_within_one_second() {
     });
 }
 
+/// A netfilter LOG line (UFW's prefix) in `kern.log`'s short-iso form: a SYN from `src` to
+/// port `dpt` at `t`.
+fn kernel_line(t: i64, src: &str, dpt: u16) -> String {
+    let stamp = sipban::inspect::fmt_time(t)
+        .replace(" UTC", "+00:00")
+        .replacen(' ', "T", 1);
+    format!("{stamp} pbx kernel: [UFW BLOCK] IN=eth0 OUT= MAC=00:11:22:33:44:55:66:77:88:99:aa:bb:08:00 SRC={src} DST=203.0.113.10 LEN=44 TOS=0x00 PREC=0x00 TTL=241 ID=1 PROTO=TCP SPT=40000 DPT={dpt} WINDOW=1024 RES=0x00 SYN URGP=0\n")
+}
+
+/// Port probes appended to a followed kernel log reach the kernel set through the fast path,
+/// as Asterisk detections do; the allowlist holds there too, and probes below the threshold
+/// ban nothing.
+#[test]
+fn kernel_log_probes_reach_the_kernel_set_in_real_time() {
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        let kern = dir.path().join("kern.log");
+        std::fs::write(&kern, "").unwrap();
+        let extra = format!(
+            "kernel_log:\n  files: [{}]\n  threshold: 0\n  distinct_ports: 3\n  ttl: 1h\n",
+            kern.display()
+        );
+        // Full syncs once a year: the bans below can only come from the fast path.
+        let d = Daemon::started(dir.path(), "0 0 0 1 1 *", &extra);
+        let probes = |src: &str, ports: &[u16]| -> String {
+            ports.iter().map(|p| kernel_line(now(), src, *p)).collect()
+        };
+        // Two ports: below the threshold. Then the allowlisted address crosses it.
+        // (One write, so that one pass reads all five lines.)
+        let below_and_allowed =
+            probes("45.20.0.2", &[4101, 4102]) + &probes("45.9.9.9", &[4101, 4102, 4103]);
+        append(&kern, &below_and_allowed);
+        d.wait_log("real time: 5 lines", Duration::from_secs(5));
+        append(&kern, &probes("45.20.0.1", &[4101, 4102, 4103]));
+        let Some(lat) = wait_in_set("t4", "45.20.0.1", Duration::from_secs(5)) else {
+            panic!("45.20.0.1 not in the set after 5 s; log:\n{}", d.log());
+        };
+        eprintln!(
+            "kernel log lines -> kernel set: {:.0} ms",
+            lat.as_secs_f64() * 1000.0
+        );
+        assert!(!in_set("t4", "45.20.0.2"), "banned below the threshold");
+        assert!(!in_set("t4", "45.9.9.9"), "allowlisted address banned");
+        let timeout = kernel_timeout("t4", "45.20.0.1").expect("in the set");
+        assert!(timeout > 3000 && timeout <= 3600, "timeout {timeout}");
+        // The state has the kernel source's mark, so the next full sync keeps the ban.
+        assert!(d.stop().success());
+        let o = Command::new(bin())
+            .args(["list", "--json", "--config"])
+            .arg(dir.path().join("config.yaml"))
+            .output()
+            .unwrap();
+        let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let row = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["net"] == "45.20.0.1")
+            .unwrap_or_else(|| panic!("not in the state: {rows}"));
+        assert!(row.to_string().contains("\"kernel\""), "{row}");
+    });
+}
+
 /// The kernel timeout of `ip` in `set` (seconds), from `ipset list`.
 fn kernel_timeout(set: &str, ip: &str) -> Option<u64> {
     let out = Command::new("ipset").args(["list", set]).output().unwrap();

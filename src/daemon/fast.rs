@@ -1,13 +1,13 @@
 //! The daemon's fast path: new log lines → detector → the kernel set, in one small batch,
 //! without a full run.
 //!
-//! It reads what is new in the followed Asterisk logs with the detector's saved cursors (the
-//! same state blob a sync uses, so the two never read a line twice), and for each new ban
-//! checks what decide would check for a single host of a local source: the source's address
-//! rules, manual unbans, and the allowlist (config, own addresses, manual allowlist); then it
-//! adds the survivors to the kernel set with one `ipset -exist restore` batch, with the
-//! timeout of the longest mark the address has, and persists the marks and the detector state
-//! in one transaction (kernel first, state last, as in a sync: a crash in between is healed by
+//! It reads what is new in the followed Asterisk logs and kernel logs with each detector's
+//! saved cursors and scoring windows (the same state blobs a sync uses, so the two never read a
+//! line twice), and for each new ban checks what decide would check for a single host of a
+//! local source: the source's address rules, manual unbans, and the allowlist (config, own
+//! addresses, manual allowlist); then it adds the survivors to the kernel set with one
+//! `ipset -exist restore` batch, with the timeout of the longest mark the address has, and
+//! persists the marks and the detectors' states in one transaction (kernel first, state last, as in a sync: a crash in between is healed by
 //! the next pass, which reads the same lines again).
 //!
 //! The cap needs eviction, which only a full run does well: when the set would go over its
@@ -20,21 +20,24 @@ use crate::config::Settings;
 use crate::decide::plan;
 use crate::decide::Input;
 use crate::firewall::ipset::Ipset;
+use crate::hostaddr;
 use crate::lock::RunLock;
 use crate::net::{self, Family};
-use crate::source::asterisk;
+use crate::source::kernlog;
+use crate::source::{asterisk, Sighting};
 use crate::store::Store;
 use crate::sync::{self, Sources};
 use anyhow::{Context, Result};
 use ipnet::IpNet;
 use rusqlite::params;
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 /// What one fast pass did.
 #[derive(Clone, Debug, Default)]
 pub struct FastReport {
     pub lines: u64,
-    /// New bans found by the detector.
+    /// Sightings the detectors made (new bans, and kernel-log probers still probing).
     pub bans: usize,
     /// Addresses added to a kernel set.
     pub added: Vec<IpNet>,
@@ -46,6 +49,30 @@ pub struct FastReport {
     pub millis: f64,
 }
 
+/// One detector's share of a pass: its new sightings and its state to save.
+struct Detected {
+    /// The source name (`asterisk`, `kernel`).
+    source: &'static str,
+    state_key: &'static str,
+    sightings: Vec<Sighting>,
+    blob: Vec<u8>,
+}
+
+/// Read a detector's saved state; an unreadable one starts afresh (as in a sync).
+fn load_state<T: serde::de::DeserializeOwned + Default>(
+    store: &Store,
+    key: &str,
+    what: &str,
+) -> Result<T> {
+    Ok(match store.blob(key)? {
+        Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::warn!("the saved {what} state is unreadable ({e}); starting afresh");
+            T::default()
+        }),
+        None => T::default(),
+    })
+}
+
 /// One pass. The caller holds the run lock (the daemon holds it for its lifetime).
 pub fn detect_and_apply(
     _held: &RunLock,
@@ -55,74 +82,113 @@ pub fn detect_and_apply(
 ) -> Result<FastReport> {
     let t = Instant::now();
     let mut rep = FastReport::default();
-    let Some(ast) = &settings.asterisk else {
+    if settings.asterisk.is_none() && settings.kernel_log.is_none() {
         return Ok(rep);
-    };
+    }
     let mut store = Store::open(&settings.state_dir)?;
-    let mut state: asterisk::DetectorState = match store.blob(sync::ASTERISK_STATE)? {
-        Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            tracing::warn!(
-                "the saved Asterisk detector state is unreadable ({e}); starting afresh"
-            );
-            asterisk::DetectorState::default()
-        }),
-        None => asterisk::DetectorState::default(),
-    };
-    let det = asterisk::run(ast, &mut state, now).context("Asterisk detector")?;
-    rep.lines = det.counters.lines;
-    rep.bans = det.sightings.len();
-    for f in &det.files {
-        if let Some(e) = &f.error {
-            rep.file_errors.push(format!("{}: {e}", f.path.display()));
+    let mut detected: Vec<Detected> = Vec::new();
+    if let Some(ast) = &settings.asterisk {
+        let mut state: asterisk::DetectorState =
+            load_state(&store, sync::ASTERISK_STATE, "Asterisk detector")?;
+        let det = asterisk::run(ast, &mut state, now).context("Asterisk detector")?;
+        rep.lines += det.counters.lines;
+        for f in &det.files {
+            if let Some(e) = &f.error {
+                rep.file_errors
+                    .push(format!("asterisk: {}: {e}", f.path.display()));
+            }
+        }
+        detected.push(Detected {
+            source: sync::ASTERISK,
+            state_key: sync::ASTERISK_STATE,
+            sightings: det.sightings,
+            blob: serde_json::to_vec(&state).context("encoding the Asterisk detector state")?,
+        });
+    }
+    if let Some(k) = &settings.kernel_log {
+        let mut state: kernlog::KernelState =
+            load_state(&store, sync::KERNEL_STATE, "kernel-log detector")?;
+        let own = hostaddr::own_addresses()
+            .into_iter()
+            .map(|a| a.ip)
+            .collect();
+        match kernlog::run(k, &mut state, &own, now) {
+            Ok(det) => {
+                rep.lines += det.counters.lines;
+                for f in &det.files {
+                    if let Some(e) = &f.error {
+                        rep.file_errors
+                            .push(format!("kernel_log: {}: {e}", f.path.display()));
+                    }
+                }
+                detected.push(Detected {
+                    source: kernlog::SOURCE,
+                    state_key: sync::KERNEL_STATE,
+                    sightings: det.sightings,
+                    blob: serde_json::to_vec(&state)
+                        .context("encoding the kernel-log detector state")?,
+                });
+            }
+            // A configuration problem (no files, a bad catalogue): the Asterisk share goes on.
+            Err(e) => rep.file_errors.push(format!("kernel_log: {e}")),
         }
     }
-    let blob = serde_json::to_vec(&state).context("encoding the Asterisk detector state")?;
-    drop(state);
 
     let sources = Sources::from_settings(settings);
     let index = sources.index();
-    let Some(&src) = index.get(sync::ASTERISK) else {
-        anyhow::bail!("internal: the asterisk source is not registered");
-    };
-    let policy = &sources.policies[src as usize];
-    let mut inputs = vec![Input {
-        source: src,
-        sightings: det.sightings,
-        complete: false,
-    }];
+    let mut inputs = Vec::with_capacity(detected.len());
+    let mut blobs = Vec::with_capacity(detected.len());
+    for d in detected {
+        let Some(&src) = index.get(d.source) else {
+            anyhow::bail!("internal: the {} source is not registered", d.source);
+        };
+        rep.bans += d.sightings.len();
+        inputs.push(Input {
+            source: src,
+            sightings: d.sightings,
+            complete: false,
+        });
+        blobs.push((d.state_key, d.blob));
+    }
     let mut unbans = crate::manual::Unbans::load(store.conn())?;
     unbans.filter(&mut inputs, &sources);
     rep.refused += unbans.dropped;
-    let sightings = std::mem::take(&mut inputs[0].sightings);
 
-    let mut accepted = Vec::new();
-    for s in &sightings {
-        if policy.reject(&s.net).is_some() {
-            rep.refused += 1;
-            continue;
+    // What the sources' address rules let through, with the source's name for the state.
+    let mut accepted: Vec<(&str, Sighting)> = Vec::new();
+    for input in &inputs {
+        let policy = &sources.policies[input.source as usize];
+        for s in &input.sightings {
+            if policy.reject(&s.net).is_some() {
+                rep.refused += 1;
+                continue;
+            }
+            accepted.push((policy.name.as_str(), *s));
         }
-        accepted.push(*s);
     }
+    // One add per address, with the longest of its expiries: both detectors may ban the same
+    // address in one pass.
     let mut adds: [Vec<(IpNet, u32)>; 2] = [Vec::new(), Vec::new()];
     if !accepted.is_empty() {
         let mut summary = sync::AllowSummary::default();
         let allow = sync::base_allowlist(settings, &mut summary);
-        // What the state already holds for these addresses, feeds' packed listings included:
-        // an add rewrites the kernel timeout, and must not shorten a longer ban.
-        let nets: Vec<IpNet> = accepted.iter().map(|s| s.net).collect();
-        let longest = store.longest_expiries(&nets)?;
-        for (s, stored) in accepted.iter().zip(longest) {
+        let mut wanted: BTreeMap<IpNet, i64> = BTreeMap::new();
+        for (_, s) in &accepted {
             if allow.subtract(&s.net).is_some() {
                 // A single host overlapping the allowlist is fully covered by it.
                 rep.refused += 1;
                 continue;
             }
-            let expires = s
-                .seen
-                .saturating_add(i64::from(s.ttl))
-                .max(stored.unwrap_or(i64::MIN));
-            let fam = Family::of(&s.net) as usize;
-            adds[fam].push((s.net, plan::timeout_for(expires, now)));
+            let e = wanted.entry(s.net).or_insert(i64::MIN);
+            *e = (*e).max(s.seen.saturating_add(i64::from(s.ttl)));
+        }
+        // What the state already holds for these addresses, feeds' packed listings included:
+        // an add rewrites the kernel timeout, and must not shorten a longer ban.
+        let nets: Vec<IpNet> = wanted.keys().copied().collect();
+        let longest = store.longest_expiries(&nets)?;
+        for ((net, expires), stored) in wanted.into_iter().zip(longest) {
+            let expires = expires.max(stored.unwrap_or(i64::MIN));
+            adds[Family::of(&net) as usize].push((net, plan::timeout_for(expires, now)));
         }
     }
 
@@ -170,23 +236,20 @@ pub fn detect_and_apply(
                    first_seen = MIN(first_seen, ?3), last_seen = MAX(last_seen, ?3),
                    expires = MAX(expires, ?4)",
             )?;
-            for s in &accepted {
+            for (source, s) in &accepted {
                 let expires = s.seen.saturating_add(i64::from(s.ttl));
                 if expires <= now {
                     continue;
                 }
-                up.execute(params![
-                    net::display_net(&s.net),
-                    sync::ASTERISK,
-                    s.seen,
-                    expires
-                ])?;
+                up.execute(params![net::display_net(&s.net), source, s.seen, expires])?;
             }
-            tx.execute(
-                "INSERT INTO blobs (key, value) VALUES (?1, ?2)
-                 ON CONFLICT(key) DO UPDATE SET value = ?2",
-                params![sync::ASTERISK_STATE, blob],
-            )?;
+            for (key, blob) in &blobs {
+                tx.execute(
+                    "INSERT INTO blobs (key, value) VALUES (?1, ?2)
+                     ON CONFLICT(key) DO UPDATE SET value = ?2",
+                    params![key, blob],
+                )?;
+            }
         }
         tx.commit().context("saving detections")?;
     }

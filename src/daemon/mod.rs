@@ -8,9 +8,9 @@
 //!   full run; `daemon.feed_schedules` starts a full run in which that feed is downloaded
 //!   whatever its `interval` says (the other feeds follow their intervals, as in any run).
 //!   All in UTC. A firing while a run is in progress is kept and runs right after it.
-//! * **Real time** ([`inotify`], [`fast`]): writes to the followed Asterisk logs wake the
-//!   daemon; after a short batch window ([`BATCH`]) the new lines go through the detector and
-//!   new bans reach the kernel set in one small batch. Idle, the process sleeps in the kernel
+//! * **Real time** ([`inotify`], [`fast`]): writes to the followed Asterisk logs and kernel
+//!   logs wake the daemon; after a short batch window ([`BATCH`]) the new lines go through the
+//!   detectors and new bans reach the kernel set in one small batch. Idle, the process sleeps in the kernel
 //!   (inotify, signals, one timer capped at a minute): no polling.
 //! * **Manual requests** (`sipban ban/unban`): request files in `state_dir/manual/` are
 //!   watched too, and applied under the daemon's lock.
@@ -125,11 +125,13 @@ fn timer_for(settings: &Settings) -> Timer<Job> {
 }
 
 fn followed_files(settings: &Settings) -> Vec<PathBuf> {
-    // HOOK: the kernel-log detector (another branch) adds its files here when it is merged.
     let mut files = Vec::new();
     if let Some(a) = &settings.asterisk {
         files.extend(a.logs.iter().cloned());
         files.extend(a.full_log.iter().cloned());
+    }
+    if let Some(k) = &settings.kernel_log {
+        files.extend(k.files.iter().cloned());
     }
     files
 }
@@ -338,7 +340,7 @@ pub async fn run(config_path: &Path, settings: Settings) -> u8 {
                 if std::mem::take(&mut logs_dirty) {
                     match fast::detect_and_apply(&held, &settings, &ipset, now) {
                         Ok(r) => {
-                            for e in &r.file_errors { tracing::warn!("asterisk: {e}"); }
+                            for e in &r.file_errors { tracing::warn!("{e}"); }
                             if !r.added.is_empty() || r.bans > 0 {
                                 tracing::info!(
                                     "real time: {} lines, {} new bans, {} added to the kernel ({}), {} refused, {:.1} ms",
