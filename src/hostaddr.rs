@@ -15,6 +15,11 @@ pub struct OwnAddress {
     pub what: String,
 }
 
+/// The own addresses alone, as a set (what the kernel-log detector never scores).
+pub fn own_ips() -> std::collections::HashSet<IpAddr> {
+    own_addresses().into_iter().map(|a| a.ip).collect()
+}
+
 /// All own addresses. Errors reading one source are logged and skipped: a partial list is
 /// still better than none, and the config allowlist stays in force regardless.
 pub fn own_addresses() -> Vec<OwnAddress> {

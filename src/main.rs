@@ -492,10 +492,7 @@ fn run(cli: Cli) -> u8 {
                     Ok(k) => k,
                     Err(code) => return code,
                 };
-                let own = sipban::hostaddr::own_addresses()
-                    .into_iter()
-                    .map(|a| a.ip)
-                    .collect();
+                let own = sipban::hostaddr::own_ips();
                 return match sipban::source::kernlog::scan(files, &ks, &own, &from) {
                     // Streamed: a scan of a large log lists tens of thousands of addresses.
                     Ok(report) => {

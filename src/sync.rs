@@ -595,10 +595,7 @@ async fn run_inner(
             }
             _ => kernlog::KernelState::default(),
         };
-        let own = hostaddr::own_addresses()
-            .into_iter()
-            .map(|a| a.ip)
-            .collect();
+        let own = hostaddr::own_ips();
         match kernlog::run(k, &mut state, &own, now) {
             Ok(det) => {
                 for f in &det.files {

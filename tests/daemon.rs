@@ -3,6 +3,7 @@
 //! issue sets (a detection in the kernel set within 1 s of its log line) is asserted.
 
 mod common;
+use common::lines::{asterisk_line, kernel_line};
 use common::run::bin;
 
 use common::netns::run_in;
@@ -16,12 +17,6 @@ fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
-}
-
-/// An Asterisk log line at `t` (UTC; the daemon runs with TZ=UTC).
-fn asterisk_line(t: i64, ip: &str) -> String {
-    let stamp = sipban::inspect::fmt_time(t).replace(" UTC", "");
-    format!("[{stamp}] NOTICE[4102] chan_sip.c: Registration from '<sip:100@pbx>' failed for '{ip}:5060' - Wrong password\n")
 }
 
 fn config(dir: &Path, schedule: &str, extra: &str) -> String {
@@ -198,15 +193,6 @@ fn a_log_line_reaches_the_kernel_set_within_one_second() {
         );
         assert!(d.stop().success());
     });
-}
-
-/// A netfilter LOG line (UFW's prefix) in `kern.log`'s short-iso form: a SYN from `src` to
-/// port `dpt` at `t`.
-fn kernel_line(t: i64, src: &str, dpt: u16) -> String {
-    let stamp = sipban::inspect::fmt_time(t)
-        .replace(" UTC", "+00:00")
-        .replacen(' ', "T", 1);
-    format!("{stamp} pbx kernel: [UFW BLOCK] IN=eth0 OUT= MAC=00:11:22:33:44:55:66:77:88:99:aa:bb:08:00 SRC={src} DST=203.0.113.10 LEN=44 TOS=0x00 PREC=0x00 TTL=241 ID=1 PROTO=TCP SPT=40000 DPT={dpt} WINDOW=1024 RES=0x00 SYN URGP=0\n")
 }
 
 /// Port probes appended to a followed kernel log reach the kernel set through the fast path,

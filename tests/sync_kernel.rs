@@ -2,6 +2,7 @@
 //! the real binary, real `ipset`, real SQLite, and local stub servers for remote feeds.
 
 mod common;
+use common::lines::asterisk_line;
 use common::run::{bin, sipban, text};
 
 use common::netns::{run_in, NetNs};
@@ -645,13 +646,6 @@ fn test_namespace_is_private() {
     let links = String::from_utf8_lossy(&o.stdout);
     assert_eq!(links.lines().count(), 1, "{links}");
     let _: &NetNs = &ns;
-}
-
-/// An Asterisk log line in the default `%F %T` format at `t` (UTC; the test runs sipban with
-/// TZ=UTC).
-fn asterisk_line(t: i64, ip: &str) -> String {
-    let stamp = sipban::inspect::fmt_time(t).replace(" UTC", "");
-    format!("[{stamp}] NOTICE[4102] chan_sip.c: Registration from '<sip:100@pbx>' failed for '{ip}:5060' - Wrong password\n")
 }
 
 /// The Asterisk detector end to end: failures in a followed log put the address in the kernel

@@ -73,6 +73,18 @@ fn load_state<T: serde::de::DeserializeOwned + Default>(
     })
 }
 
+/// `who: path: error` for each file a detector could not read.
+fn file_errors<'a>(
+    who: &'a str,
+    files: impl Iterator<Item = (&'a std::path::PathBuf, &'a Option<String>)> + 'a,
+) -> impl Iterator<Item = String> + 'a {
+    files.filter_map(move |(path, error)| {
+        error
+            .as_ref()
+            .map(|e| format!("{who}: {}: {e}", path.display()))
+    })
+}
+
 /// One pass. The caller holds the run lock (the daemon holds it for its lifetime).
 pub fn detect_and_apply(
     _held: &RunLock,
@@ -92,12 +104,8 @@ pub fn detect_and_apply(
             load_state(&store, sync::ASTERISK_STATE, "Asterisk detector")?;
         let det = asterisk::run(ast, &mut state, now).context("Asterisk detector")?;
         rep.lines += det.counters.lines;
-        for f in &det.files {
-            if let Some(e) = &f.error {
-                rep.file_errors
-                    .push(format!("asterisk: {}: {e}", f.path.display()));
-            }
-        }
+        let errors = det.files.iter().map(|f| (&f.path, &f.error));
+        rep.file_errors.extend(file_errors("asterisk", errors));
         detected.push(Detected {
             source: sync::ASTERISK,
             state_key: sync::ASTERISK_STATE,
@@ -108,19 +116,12 @@ pub fn detect_and_apply(
     if let Some(k) = &settings.kernel_log {
         let mut state: kernlog::KernelState =
             load_state(&store, sync::KERNEL_STATE, "kernel-log detector")?;
-        let own = hostaddr::own_addresses()
-            .into_iter()
-            .map(|a| a.ip)
-            .collect();
+        let own = hostaddr::own_ips();
         match kernlog::run(k, &mut state, &own, now) {
             Ok(det) => {
                 rep.lines += det.counters.lines;
-                for f in &det.files {
-                    if let Some(e) = &f.error {
-                        rep.file_errors
-                            .push(format!("kernel_log: {}: {e}", f.path.display()));
-                    }
-                }
+                let errors = det.files.iter().map(|f| (&f.path, &f.error));
+                rep.file_errors.extend(file_errors("kernel_log", errors));
                 detected.push(Detected {
                     source: kernlog::SOURCE,
                     state_key: sync::KERNEL_STATE,
