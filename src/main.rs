@@ -296,6 +296,18 @@ fn load(cli: &Cli) -> Result<Settings, u8> {
     })
 }
 
+/// The one runtime of a command: current-thread (design: one core's worth of work beside a
+/// PBX).
+fn runtime() -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("sipban: cannot start the runtime: {e}");
+            exit::FAILED
+        })
+}
+
 /// Write to stdout; a closed pipe (`sipban list | head`) is not an error worth a panic.
 fn out(text: &str) {
     use std::io::Write;
@@ -328,15 +340,9 @@ fn run(cli: Cli) -> u8 {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match runtime() {
                 Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("sipban: cannot start the runtime: {e}");
-                    return exit::FAILED;
-                }
+                Err(code) => return code,
             };
             let ipset = Ipset::new();
             let started = std::time::Instant::now();
@@ -450,15 +456,9 @@ fn run(cli: Cli) -> u8 {
                 eprintln!("sipban: `{ip}` is not an IP address");
                 return exit::USAGE;
             };
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match runtime() {
                 Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("sipban: cannot start the runtime: {e}");
-                    return exit::FAILED;
-                }
+                Err(code) => return code,
             };
             use sipban::source::apiban::{self, RemoteCheck};
             let report = rt.block_on(apiban::check_report(&settings, addr, &Ipset::new(), now));
@@ -547,15 +547,9 @@ fn run(cli: Cli) -> u8 {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match runtime() {
                 Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("sipban: cannot start the runtime: {e}");
-                    return exit::FAILED;
-                }
+                Err(code) => return code,
             };
             rt.block_on(sipban::daemon::run(&cli.config, settings))
         }

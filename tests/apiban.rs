@@ -10,6 +10,7 @@
 mod common;
 
 use common::https::{ca_file, HttpsServer, Reply, Request};
+use common::rng::Rng;
 use sipban::source::apiban::{
     self, ApiVersion, ApibanSettings, PullStatus, RawApiban, RefreshState, Secret, Target,
 };
@@ -718,18 +719,6 @@ fn child_pull_process() {
     println!("child: {run}");
 }
 
-/// xorshift64*, seeded from the clock and printed, so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
 #[test]
 fn sigkill_during_a_backlog_resumes_without_loss_or_repeat() {
     const PAGES: usize = 60;
@@ -738,18 +727,7 @@ fn sigkill_during_a_backlog_resumes_without_loss_or_repeat() {
     let data = dataset(PAGES, 0);
     let fake = Fake::new(data.clone());
     let server = serve(&fake);
-    let seed = std::env::var("SIPBAN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("sigkill test seed: {seed} (SIPBAN_TEST_SEED={seed} replays it)");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::seeded("sigkill test");
     let exe = std::env::current_exe().unwrap();
     let spawn = |now: i64| {
         let spec = serde_json::json!({

@@ -6,6 +6,7 @@ mod common;
 mod report_common;
 
 use common::https::ca_file;
+use common::rng::Rng;
 use report_common::{FakeAbuseipdb, KEY};
 use sipban::report::comment::HostIdentity;
 use sipban::report::queue::{self, ABUSEIPDB};
@@ -72,18 +73,6 @@ fn child_drain_process() {
     println!("child: {run}");
 }
 
-/// xorshift64*, seeded from the clock and printed, so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
 #[test]
 fn sigkill_while_draining_loses_nothing_and_repeats_nothing() {
     use std::os::unix::fs::PermissionsExt;
@@ -115,18 +104,7 @@ fn sigkill_while_draining_loses_nothing_and_repeats_nothing() {
         tx.commit().unwrap();
     }
 
-    let seed = std::env::var("SIPBAN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("sigkill test seed: {seed} (SIPBAN_TEST_SEED={seed} replays it)");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::seeded("sigkill test");
     let exe = std::env::current_exe().unwrap();
     let spawn = |now: i64, pace_ms: u64| {
         let spec = serde_json::json!({

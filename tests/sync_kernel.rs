@@ -3,6 +3,7 @@
 
 mod common;
 use common::lines::asterisk_line;
+use common::rng::Rng;
 use common::run::{bin, sipban, text};
 
 use common::netns::{run_in, NetNs};
@@ -528,17 +529,6 @@ fn assert_same(got: &HashSet<String>, want: &HashSet<String>, what: &str) {
     }
 }
 
-/// Tiny deterministic PRNG (xorshift64*), seeded per run and printed, for the kill test.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
-
 /// SIGKILL at random instants of a sync, many times: the next run always converges to the
 /// right set and state.
 #[test]
@@ -553,13 +543,7 @@ fn sigkill_at_random_instants_then_the_next_run_converges() {
             .map(|i| public_v4(if i % 97 == 0 { 50_000 + i } else { i }))
             .collect(); // small diff
         write_config(dir.path(), 30_000, "", &file_feed("f", &list));
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-            | 1;
-        eprintln!("kill test seed {seed}");
-        let mut rng = Rng(seed);
+        let mut rng = Rng::seeded("kill test");
         write_list(&list, &a);
         assert_eq!(sipban(dir.path(), &["sync"]).status.code(), Some(0));
         // The rounds cycle a→b (rebuild), b→c (rebuild), c→a (small diff), and every round

@@ -3,5 +3,6 @@
 pub mod https;
 pub mod lines;
 pub mod netns;
+pub mod rng;
 pub mod run;
 pub mod stub;

@@ -1037,6 +1037,50 @@ pub fn scan(
     )
 }
 
+impl<'a> Engine<'a> {
+    /// An engine for a one-off, read-only scan (`sipban scan`): every file read whole, an open
+    /// injection window closed at the end, the clock's "now" read from the system.
+    fn for_scan(
+        opts: &ScanOptions,
+        multi: bool,
+        full_mode: bool,
+        callids: &'a mut CallIdMap,
+        dedup: &'a mut Dedup,
+    ) -> Engine<'a> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        Engine {
+            aggressive: opts.aggressive,
+            verbose: opts.verbose,
+            multi,
+            full_mode,
+            keep_examples: false,
+            resolve_at_eof: true,
+            clock: Clock::new(opts.timezone, now),
+            callids,
+            dedup,
+            counters: Counters::default(),
+            evidence: HashMap::new(),
+            unmatched: Vec::new(),
+            suppressed: Vec::new(),
+            unattributed: Vec::new(),
+            hits: Vec::new(),
+        }
+    }
+
+    /// What a scan found, moved into `report` (which holds the per-file lines).
+    fn finish_scan(self, mut report: ScanReport) -> ScanReport {
+        report.counters = self.counters;
+        report.addresses = self.evidence.into_iter().collect();
+        report.unmatched = self.unmatched;
+        report.suppressed = self.suppressed;
+        report.unattributed = self.unattributed;
+        report
+    }
+}
+
 /// [`scan`] with all options.
 pub fn scan_with(
     files: &[PathBuf],
@@ -1046,33 +1090,18 @@ pub fn scan_with(
     if files.is_empty() && full.is_none() {
         return Err(AsteriskError::NoFiles);
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
     let mut list: Vec<(PathBuf, bool)> = files.iter().map(|p| (p.clone(), false)).collect();
     if let Some(f) = full {
         list.push((f.to_path_buf(), true));
     }
-    let mut callids = CallIdMap::default();
-    let mut dedup = Dedup::default();
-    let mut engine = Engine {
-        aggressive: opts.aggressive,
-        verbose: opts.verbose,
-        multi: list.len() > 1,
-        full_mode: full.is_some(),
-        keep_examples: false,
-        resolve_at_eof: true,
-        clock: Clock::new(opts.timezone, now),
-        callids: &mut callids,
-        dedup: &mut dedup,
-        counters: Counters::default(),
-        evidence: HashMap::new(),
-        unmatched: Vec::new(),
-        suppressed: Vec::new(),
-        unattributed: Vec::new(),
-        hits: Vec::new(),
-    };
+    let (mut callids, mut dedup) = (CallIdMap::default(), Dedup::default());
+    let mut engine = Engine::for_scan(
+        &opts,
+        list.len() > 1,
+        full.is_some(),
+        &mut callids,
+        &mut dedup,
+    );
     let mut report = ScanReport::default();
     for (i, (path, is_full)) in list.iter().enumerate() {
         if !path.is_file() {
@@ -1103,45 +1132,25 @@ pub fn scan_with(
             long_lines: stats.long_lines,
         });
     }
-    report.counters = std::mem::take(&mut engine.counters);
-    report.addresses = engine.evidence.drain().collect();
-    report.unmatched = std::mem::take(&mut engine.unmatched);
-    report.suppressed = std::mem::take(&mut engine.suppressed);
-    report.unattributed = std::mem::take(&mut engine.unattributed);
-    Ok(report)
+    Ok(engine.finish_scan(report))
 }
 
 /// [`scan_with`] over in-memory logs (tests, fuzzing): `logs` are the contents of the normal
 /// log files, `full` that of the SIP-debug full log. A last line without a newline counts as
 /// complete.
 pub fn scan_bytes(logs: &[&[u8]], full: Option<&[u8]>, opts: ScanOptions) -> ScanReport {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
     let mut list: Vec<(&[u8], bool)> = logs.iter().map(|d| (*d, false)).collect();
     if let Some(f) = full {
         list.push((f, true));
     }
-    let mut callids = CallIdMap::default();
-    let mut dedup = Dedup::default();
-    let mut engine = Engine {
-        aggressive: opts.aggressive,
-        verbose: opts.verbose,
-        multi: list.len() > 1,
-        full_mode: full.is_some(),
-        keep_examples: false,
-        resolve_at_eof: true,
-        clock: Clock::new(opts.timezone, now),
-        callids: &mut callids,
-        dedup: &mut dedup,
-        counters: Counters::default(),
-        evidence: HashMap::new(),
-        unmatched: Vec::new(),
-        suppressed: Vec::new(),
-        unattributed: Vec::new(),
-        hits: Vec::new(),
-    };
+    let (mut callids, mut dedup) = (CallIdMap::default(), Dedup::default());
+    let mut engine = Engine::for_scan(
+        &opts,
+        list.len() > 1,
+        full.is_some(),
+        &mut callids,
+        &mut dedup,
+    );
     let mut report = ScanReport::default();
     for (i, (data, is_full)) in list.iter().enumerate() {
         let mut fs = FileState::default();
@@ -1175,12 +1184,7 @@ pub fn scan_bytes(logs: &[&[u8]], full: Option<&[u8]>, opts: ScanOptions) -> Sca
             long_lines: long,
         });
     }
-    report.counters = std::mem::take(&mut engine.counters);
-    report.addresses = engine.evidence.drain().collect();
-    report.unmatched = std::mem::take(&mut engine.unmatched);
-    report.suppressed = std::mem::take(&mut engine.suppressed);
-    report.unattributed = std::mem::take(&mut engine.unattributed);
-    report
+    engine.finish_scan(report)
 }
 
 fn fmt_time(t: i64) -> String {

@@ -1031,6 +1031,19 @@ struct Scanner<'a> {
     pending: Option<Pending>,
 }
 
+impl<'a> Scanner<'a> {
+    fn new(cat: &'a Catalogue, own: &'a HashSet<IpAddr>, settings: &KernelLogSettings) -> Self {
+        Scanner {
+            engine: Engine::new(cat, own, settings.timezone, unix_now()),
+            rules: Rules::of(settings),
+            index4: HashMap::default(),
+            index6: HashMap::default(),
+            aggs: Vec::new(),
+            pending: None,
+        }
+    }
+}
+
 /// A packet whose address slot is known (and being fetched) but not yet updated.
 #[derive(Clone, Copy)]
 struct Pending {
@@ -1271,14 +1284,7 @@ pub fn scan(
         return Err(KernelLogError::NoFiles);
     }
     let cat = settings.catalogue().map_err(KernelLogError::Catalogue)?;
-    let mut s = Scanner {
-        engine: Engine::new(&cat, own, settings.timezone, unix_now()),
-        rules: Rules::of(settings),
-        index4: HashMap::default(),
-        index6: HashMap::default(),
-        aggs: Vec::new(),
-        pending: None,
-    };
+    let mut s = Scanner::new(&cat, own, settings);
     let mut out = Vec::new();
     for path in files {
         if !path.is_file() {
@@ -1313,14 +1319,7 @@ pub fn scan_bytes(
     own: &HashSet<IpAddr>,
 ) -> Result<ScanReport, KernelLogError> {
     let cat = settings.catalogue().map_err(KernelLogError::Catalogue)?;
-    let mut s = Scanner {
-        engine: Engine::new(&cat, own, settings.timezone, unix_now()),
-        rules: Rules::of(settings),
-        index4: HashMap::default(),
-        index6: HashMap::default(),
-        aggs: Vec::new(),
-        pending: None,
-    };
+    let mut s = Scanner::new(&cat, own, settings);
     let mut out = Vec::new();
     for (i, data) in logs.iter().enumerate() {
         let before = s.engine.counters.lines;
