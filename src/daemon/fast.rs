@@ -7,8 +7,10 @@
 //! local source: the source's address rules, manual unbans, and the allowlist (config, own
 //! addresses, manual allowlist); then it adds the survivors to the kernel set with one
 //! `ipset -exist restore` batch, with the timeout of the longest mark the address has, and
-//! persists the marks and the detectors' states in one transaction (kernel first, state last, as in a sync: a crash in between is healed by
-//! the next pass, which reads the same lines again).
+//! persists the marks and the detectors' states in one transaction (kernel first, state last,
+//! as in a sync: a crash in between is healed by the next pass, which reads the same lines
+//! again). A detector that fails (unreadable file, bad settings) is reported; the other's share
+//! goes on.
 //!
 //! The cap needs eviction, which only a full run does well: when the set would go over its
 //! cap, or does not exist yet, the marks are saved and a full sync is asked for instead.
@@ -45,6 +47,7 @@ pub struct FastReport {
     pub refused: usize,
     /// Why a full sync must follow (the cap, a missing set).
     pub needs_sync: Option<String>,
+    /// `detector: [path: ]error` for each detector or file that could not be read.
     pub file_errors: Vec<String>,
     pub millis: f64,
 }
@@ -102,16 +105,21 @@ pub fn detect_and_apply(
     if let Some(ast) = &settings.asterisk {
         let mut state: asterisk::DetectorState =
             load_state(&store, sync::ASTERISK_STATE, "Asterisk detector")?;
-        let det = asterisk::run(ast, &mut state, now).context("Asterisk detector")?;
-        rep.lines += det.counters.lines;
-        let errors = det.files.iter().map(|f| (&f.path, &f.error));
-        rep.file_errors.extend(file_errors("asterisk", errors));
-        detected.push(Detected {
-            source: sync::ASTERISK,
-            state_key: sync::ASTERISK_STATE,
-            sightings: det.sightings,
-            blob: serde_json::to_vec(&state).context("encoding the Asterisk detector state")?,
-        });
+        match asterisk::run(ast, &mut state, now) {
+            Ok(det) => {
+                rep.lines += det.counters.lines;
+                let errors = det.files.iter().map(|f| (&f.path, &f.error));
+                rep.file_errors.extend(file_errors("asterisk", errors));
+                detected.push(Detected {
+                    source: sync::ASTERISK,
+                    state_key: sync::ASTERISK_STATE,
+                    sightings: det.sightings,
+                    blob: serde_json::to_vec(&state)
+                        .context("encoding the Asterisk detector state")?,
+                });
+            }
+            Err(e) => rep.file_errors.push(format!("asterisk: {e}")),
+        }
     }
     if let Some(k) = &settings.kernel_log {
         let mut state: kernlog::KernelState =
@@ -130,7 +138,6 @@ pub fn detect_and_apply(
                         .context("encoding the kernel-log detector state")?,
                 });
             }
-            // A configuration problem (no files, a bad catalogue): the Asterisk share goes on.
             Err(e) => rep.file_errors.push(format!("kernel_log: {e}")),
         }
     }
