@@ -1,5 +1,6 @@
 //! Compact binary encoding of prefix lists, shared by the packed feed listings (see
-//! [`crate::store`]) and the kernel mirror (see [`crate::mirror`]).
+//! [`crate::store`]), the kernel mirror (see [`crate::mirror`]) and the kernel-log detector's
+//! scoring windows (see [`crate::source::kernlog::KernelState`]).
 //!
 //! Both are rewritten by every run that changes them, and a 65,536-entry list is most of what
 //! a run writes to SQLite, so size is time: each prefix is one tag byte (IPv4: the prefix
@@ -61,6 +62,17 @@ impl Writer {
         put_uvar(&mut self.out, u128::from(((d << 1) ^ (d >> 63)) as u64));
     }
 
+    /// An unsigned integer (a count, a key), LEB128.
+    pub fn uint(&mut self, value: u64) {
+        put_uvar(&mut self.out, u128::from(value));
+    }
+
+    /// Raw bytes, preceded by their length.
+    pub fn bytes(&mut self, data: &[u8]) {
+        self.uint(data.len() as u64);
+        self.out.extend_from_slice(data);
+    }
+
     pub fn finish(self) -> Vec<u8> {
         self.out
     }
@@ -112,6 +124,19 @@ impl<'a> Reader<'a> {
         let d = ((z >> 1) as i64) ^ -((z & 1) as i64);
         *prev = prev.wrapping_add(d);
         Some(*prev)
+    }
+
+    pub fn uint(&mut self) -> Option<u64> {
+        u64::try_from(self.uvar()?).ok()
+    }
+
+    /// What [`Writer::bytes`] wrote.
+    pub fn bytes(&mut self) -> Option<&'a [u8]> {
+        let len = usize::try_from(self.uint()?).ok()?;
+        let end = self.at.checked_add(len)?;
+        let data = self.data.get(self.at..end)?;
+        self.at = end;
+        Some(data)
     }
 
     fn uvar(&mut self) -> Option<u128> {

@@ -582,7 +582,7 @@ async fn run_inner(
     let mut kernel_blob = None;
     if let Some(k) = &settings.kernel_log {
         let mut state: kernlog::KernelState = match store.as_ref().map(|s| s.blob(KERNEL_STATE)) {
-            Some(Ok(Some(bytes))) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            Some(Ok(Some(bytes))) => kernlog::KernelState::decode(&bytes).unwrap_or_else(|e| {
                 tracing::warn!(
                     "the saved kernel-log detector state is unreadable ({e}); starting afresh"
                 );
@@ -612,7 +612,8 @@ async fn run_inner(
                 }
                 if !dry_run {
                     kernel_blob = Some(
-                        serde_json::to_vec(&state)
+                        state
+                            .encode()
                             .context("encoding the kernel-log detector state")?,
                     );
                 }

@@ -42,7 +42,7 @@ fn append(path: &Path, text: &str) {
 
 /// Through the blob, as sync stores it.
 fn roundtrip(state: &KernelState) -> KernelState {
-    serde_json::from_slice(&serde_json::to_vec(state).unwrap()).unwrap()
+    KernelState::decode(&state.encode().unwrap()).unwrap()
 }
 
 #[test]

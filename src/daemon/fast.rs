@@ -62,13 +62,14 @@ struct Detected {
 }
 
 /// Read a detector's saved state; an unreadable one starts afresh (as in a sync).
-fn load_state<T: serde::de::DeserializeOwned + Default>(
+fn load_state<T: Default, E: std::fmt::Display>(
     store: &Store,
     key: &str,
     what: &str,
+    decode: impl Fn(&[u8]) -> std::result::Result<T, E>,
 ) -> Result<T> {
     Ok(match store.blob(key)? {
-        Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        Some(bytes) => decode(&bytes).unwrap_or_else(|e| {
             tracing::warn!("the saved {what} state is unreadable ({e}); starting afresh");
             T::default()
         }),
@@ -103,8 +104,12 @@ pub fn detect_and_apply(
     let mut store = Store::open(&settings.state_dir)?;
     let mut detected: Vec<Detected> = Vec::new();
     if let Some(ast) = &settings.asterisk {
-        let mut state: asterisk::DetectorState =
-            load_state(&store, sync::ASTERISK_STATE, "Asterisk detector")?;
+        let mut state: asterisk::DetectorState = load_state(
+            &store,
+            sync::ASTERISK_STATE,
+            "Asterisk detector",
+            |b: &[u8]| serde_json::from_slice(b),
+        )?;
         match asterisk::run(ast, &mut state, now) {
             Ok(det) => {
                 rep.lines += det.counters.lines;
@@ -122,8 +127,12 @@ pub fn detect_and_apply(
         }
     }
     if let Some(k) = &settings.kernel_log {
-        let mut state: kernlog::KernelState =
-            load_state(&store, sync::KERNEL_STATE, "kernel-log detector")?;
+        let mut state = load_state(
+            &store,
+            sync::KERNEL_STATE,
+            "kernel-log detector",
+            kernlog::KernelState::decode,
+        )?;
         let own = hostaddr::own_ips();
         match kernlog::run(k, &mut state, &own, now) {
             Ok(det) => {
@@ -134,7 +143,8 @@ pub fn detect_and_apply(
                     source: kernlog::SOURCE,
                     state_key: sync::KERNEL_STATE,
                     sightings: det.sightings,
-                    blob: serde_json::to_vec(&state)
+                    blob: state
+                        .encode()
                         .context("encoding the kernel-log detector state")?,
                 });
             }
