@@ -2,7 +2,7 @@
 //! [`crate::store`]), the kernel mirror (see [`crate::mirror`]) and the kernel-log detector's
 //! scoring windows (see [`crate::source::kernlog::KernelState`]).
 //!
-//! Both are rewritten by every run that changes them, and a 65,536-entry list is most of what
+//! All are rewritten by every run that changes them, and a 65,536-entry list is most of what
 //! a run writes to SQLite, so size is time: each prefix is one tag byte (IPv4: the prefix
 //! length; IPv6: 64 + the prefix length), its address as the LEB128 difference from the
 //! previous address of its family, and each timestamp as the zigzag LEB128 difference from the

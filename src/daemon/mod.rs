@@ -10,8 +10,8 @@
 //!   All in UTC. A firing while a run is in progress is kept and runs right after it.
 //! * **Real time** ([`inotify`], [`fast`]): writes to the followed Asterisk logs and kernel
 //!   logs wake the daemon; after a short batch window ([`BATCH`]) the new lines go through the
-//!   detectors and new bans reach the kernel set in one small batch. Idle, the process sleeps in the kernel
-//!   (inotify, signals, one timer capped at a minute): no polling.
+//!   detectors and new bans reach the kernel set in one small batch. Idle, the process sleeps
+//!   in the kernel (inotify, signals, one timer capped at a minute): no polling.
 //! * **Manual requests** (`sipban ban/unban`): request files in `state_dir/manual/` are
 //!   watched too, and applied under the daemon's lock.
 //! * **Signals.** SIGHUP reloads the config; a config that does not load keeps the old one and
