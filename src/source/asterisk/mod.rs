@@ -920,20 +920,10 @@ pub fn run(
     } = state;
     let mut engine = Engine {
         aggressive: settings.aggressive,
-        verbose: false,
         multi: files.len() > 1,
         full_mode: settings.full_log.is_some(),
         keep_examples: true,
-        resolve_at_eof: false,
-        clock: Clock::new(settings.timezone, now),
-        callids,
-        dedup,
-        counters: Counters::default(),
-        evidence: HashMap::new(),
-        unmatched: Vec::new(),
-        suppressed: Vec::new(),
-        unattributed: Vec::new(),
-        hits: Vec::new(),
+        ..Engine::new(Clock::new(settings.timezone, now), callids, dedup)
     };
     let mut ban = Bans {
         s: settings,
@@ -1038,6 +1028,27 @@ pub fn scan(
 }
 
 impl<'a> Engine<'a> {
+    /// An engine with every option off and nothing found yet; callers set their options.
+    fn new(clock: Clock, callids: &'a mut CallIdMap, dedup: &'a mut Dedup) -> Engine<'a> {
+        Engine {
+            aggressive: false,
+            verbose: false,
+            multi: false,
+            full_mode: false,
+            keep_examples: false,
+            resolve_at_eof: false,
+            clock,
+            callids,
+            dedup,
+            counters: Counters::default(),
+            evidence: HashMap::new(),
+            unmatched: Vec::new(),
+            suppressed: Vec::new(),
+            unattributed: Vec::new(),
+            hits: Vec::new(),
+        }
+    }
+
     /// An engine for a one-off, read-only scan (`sipban scan`): every file read whole, an open
     /// injection window closed at the end, the clock's "now" read from the system.
     fn for_scan(
@@ -1056,17 +1067,8 @@ impl<'a> Engine<'a> {
             verbose: opts.verbose,
             multi,
             full_mode,
-            keep_examples: false,
             resolve_at_eof: true,
-            clock: Clock::new(opts.timezone, now),
-            callids,
-            dedup,
-            counters: Counters::default(),
-            evidence: HashMap::new(),
-            unmatched: Vec::new(),
-            suppressed: Vec::new(),
-            unattributed: Vec::new(),
-            hits: Vec::new(),
+            ..Engine::new(Clock::new(opts.timezone, now), callids, dedup)
         }
     }
 
