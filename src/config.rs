@@ -490,7 +490,7 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
     let set = |r: Option<RawSet>, default_name: &str| -> Result<SetSettings, ConfigError> {
         let r = r.unwrap_or_default();
         let name = r.name.unwrap_or_else(|| default_name.to_string());
-        crate::firewall::ipset::validate_set_name(&name)
+        crate::backend::ipset::validate_set_name(&name)
             .map_err(|e| ConfigError(format!("{}: sets: {e}", path.display())))?;
         let cap = r.cap.unwrap_or(65_536);
         if cap == 0 {

@@ -5,38 +5,17 @@
 //! never write anything and never touch the network.
 
 use crate::config::{human_duration, Settings};
-use crate::decide::{self, Decision, Entry};
-use crate::firewall::ipset::Ipset;
+use crate::pipeline::decide::{self, Decision, Entry};
+use crate::backend::ipset::Ipset;
 use crate::net::{self, Family};
 use crate::store::Store;
-use crate::sync::{self, AllowSummary, Sources};
+use crate::pipeline::sync::{self, AllowSummary, Sources};
 use anyhow::Result;
 use serde::Serialize;
 use std::fmt;
 use std::net::IpAddr;
 
-/// Unix seconds as UTC `(year, month, day, hour, minute, second)`: the civil date from days
-/// since 1970-01-01 (Howard Hinnant's algorithm). The one date conversion in sipban.
-pub fn civil(t: i64) -> (i64, i64, i64, i64, i64, i64) {
-    let days = t.div_euclid(86_400);
-    let secs = t.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, secs / 3600, secs % 3600 / 60, secs % 60)
-}
-
-/// Unix seconds as `2026-11-21 12:00:00 UTC`.
-pub fn fmt_time(t: i64) -> String {
-    let (y, m, d, hh, mm, ss) = civil(t);
-    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} UTC")
-}
+pub use crate::clock::{civil, fmt_time};
 
 /// The saved entries and what a sync would decide from them right now.
 pub struct View {
@@ -53,7 +32,7 @@ pub fn view(settings: &Settings, now: i64) -> Result<View> {
     let entries = match &store {
         Some(s) => {
             let mut e = s.load_entries(&sources.index())?;
-            crate::manual::Unbans::load(s.conn())?.strip(&mut e);
+            crate::pipeline::manual::Unbans::load(s.conn())?.strip(&mut e);
             e
         }
         None => Vec::new(),
@@ -154,7 +133,7 @@ pub struct Explanation {
     pub has_state: bool,
     /// `sipban unban`: when, and the feeds that must drop it before a listing counts afresh.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub manual_unban: Option<crate::manual::Unban>,
+    pub manual_unban: Option<crate::pipeline::manual::Unban>,
 }
 
 pub fn explain(settings: &Settings, ip: IpAddr, ipset: &Ipset, now: i64) -> Result<Explanation> {
@@ -203,7 +182,7 @@ pub fn explain(settings: &Settings, ip: IpAddr, ipset: &Ipset, now: i64) -> Resu
             .map(|r| format!("{r}: feeds may not ban it unless they set allow_private"))
     };
     let manual_unban = match Store::open_read_only(&settings.state_dir)? {
-        Some(s) => crate::manual::Unbans::load(s.conn())?.get(&host).cloned(),
+        Some(s) => crate::pipeline::manual::Unbans::load(s.conn())?.get(&host).cloned(),
         None => None,
     };
     let set_name = settings.sets.get(family).name.clone();

@@ -31,26 +31,24 @@
 //! - [`restore`]: `sipban restore`, the boot-time reload of the sets from the saved state
 //!   (no network).
 
+pub mod backend;
 pub mod catalogue;
+pub mod clock;
 pub mod config;
 pub mod daemon;
-pub mod decide;
-pub mod firewall;
 pub mod hostaddr;
 pub mod http;
 pub mod inspect;
 pub mod lock;
-pub mod manual;
 pub mod metrics;
-pub mod mirror;
+pub mod model;
 pub mod net;
 pub mod pack;
+pub mod pipeline;
 pub mod report;
-pub mod restore;
 pub mod source;
 pub mod status;
 pub mod store;
-pub mod sync;
 
 /// Process exit codes (documented in the README).
 pub mod exit {

@@ -4,8 +4,8 @@
 use clap::{Parser, Subcommand};
 use sipban::config::{self, Settings};
 use sipban::exit;
-use sipban::firewall::ipset::Ipset;
-use sipban::sync::{self, Outcome, SyncError};
+use sipban::backend::ipset::Ipset;
+use sipban::pipeline::sync::{self, Outcome, SyncError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -164,7 +164,7 @@ enum FirewallCommand {
     Status {
         /// Which tools to read (default: what install recorded, else iptables).
         #[arg(long)]
-        backend: Option<sipban::firewall::rules::Backend>,
+        backend: Option<sipban::backend::rules::Backend>,
         #[arg(long)]
         json: bool,
     },
@@ -175,7 +175,7 @@ struct FirewallArgs {
     /// iptables: `iptables`/`ip6tables` as the system selected them; nft: `iptables-nft`
     /// (the rule lands in the nftables ruleset as an xt set match).
     #[arg(long, default_value = "iptables")]
-    backend: sipban::firewall::rules::Backend,
+    backend: sipban::backend::rules::Backend,
     /// Use the raw table's PREROUTING chain (before connection tracking) instead of INPUT.
     #[arg(long)]
     raw: bool,
@@ -249,7 +249,7 @@ fn kernel_log_settings(
 
 /// `sipban firewall log-rule`.
 fn log_rule(cli: &Cli, backend: Option<&str>, apply: bool) -> u8 {
-    use sipban::firewall::logrule::{Backend, LogRule};
+    use sipban::backend::logrule::{Backend, LogRule};
     let backend = match backend.map(str::parse::<Backend>) {
         None => Backend::detect(),
         Some(Ok(b)) => b,
@@ -575,7 +575,7 @@ fn run(cli: Cli) -> u8 {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            let net = match sipban::manual::parse_target(ip) {
+            let net = match sipban::pipeline::manual::parse_target(ip) {
                 Ok(n) => n,
                 Err(e) => {
                     eprintln!("sipban: {e}");
@@ -583,7 +583,7 @@ fn run(cli: Cli) -> u8 {
                 }
             };
             let ttl = match ttl.as_deref().map(config::Dur::parse) {
-                None => sipban::manual::DEFAULT_TTL,
+                None => sipban::pipeline::manual::DEFAULT_TTL,
                 Some(Ok(d)) if d.0 > 0 && d.0 <= u64::from(u32::MAX) => d.0 as u32,
                 Some(Ok(_)) => {
                     eprintln!("sipban: --ttl must be between 1s and 136 years");
@@ -594,7 +594,7 @@ fn run(cli: Cli) -> u8 {
                     return exit::USAGE;
                 }
             };
-            let req = sipban::manual::Request::Ban { net, ttl, at: now };
+            let req = sipban::pipeline::manual::Request::Ban { net, ttl, at: now };
             manual(&settings, &req, now, *json)
         }
         Command::Unban { ip, allow, json } => {
@@ -602,14 +602,14 @@ fn run(cli: Cli) -> u8 {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            let net = match sipban::manual::parse_target(ip) {
+            let net = match sipban::pipeline::manual::parse_target(ip) {
                 Ok(n) => n,
                 Err(e) => {
                     eprintln!("sipban: {e}");
                     return exit::USAGE;
                 }
             };
-            let req = sipban::manual::Request::Unban {
+            let req = sipban::pipeline::manual::Request::Unban {
                 net,
                 allow: *allow,
                 at: now,
@@ -665,11 +665,11 @@ fn run(cli: Cli) -> u8 {
 }
 
 /// `ban`/`unban`: submit the request and say what became of it.
-fn manual(settings: &Settings, req: &sipban::manual::Request, now: i64, json: bool) -> u8 {
-    match sipban::manual::submit(settings, req, now) {
+fn manual(settings: &Settings, req: &sipban::pipeline::manual::Request, now: i64, json: bool) -> u8 {
+    match sipban::pipeline::manual::submit(settings, req, now) {
         Ok(o) => {
             let code = match &o {
-                sipban::manual::Outcome::Queued { .. } => exit::LOCKED,
+                sipban::pipeline::manual::Outcome::Queued { .. } => exit::LOCKED,
                 _ => exit::OK,
             };
             if json {
@@ -688,12 +688,12 @@ fn manual(settings: &Settings, req: &sipban::manual::Request, now: i64, json: bo
 
 /// `sipban restore`.
 fn restore(cli: &Cli, json: bool, now: i64) -> u8 {
-    use sipban::restore::RestoreError;
+    use sipban::pipeline::restore::RestoreError;
     let settings = match load(cli) {
         Ok(s) => s,
         Err(code) => return code,
     };
-    match sipban::restore::restore(&settings, &Ipset::new(), now) {
+    match sipban::pipeline::restore::restore(&settings, &Ipset::new(), now) {
         Ok(report) => {
             if json {
                 print_json(&report);
@@ -722,7 +722,7 @@ fn restore(cli: &Cli, json: bool, now: i64) -> u8 {
 
 /// `sipban firewall ...`.
 fn firewall(cli: &Cli, command: &FirewallCommand) -> u8 {
-    use sipban::firewall::rules;
+    use sipban::backend::rules;
     if let FirewallCommand::LogRule { backend, apply } = command {
         // Needs no config of its own beyond `kernel_log` (defaults without a config file).
         return log_rule(cli, backend.as_deref(), *apply);

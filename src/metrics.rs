@@ -10,7 +10,7 @@
 //! set names into a metric (label values are escaped).
 
 use crate::status::Status;
-use crate::sync::RunReport;
+use crate::pipeline::sync::RunReport;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -294,7 +294,7 @@ pub fn after_run(
     settings: &crate::config::Settings,
     report: &RunReport,
     duration: f64,
-    ipset: &crate::firewall::ipset::Ipset,
+    ipset: &crate::backend::ipset::Ipset,
 ) -> Result<()> {
     let mut summary = report.summary_json();
     if let Some(m) = summary.as_object_mut() {
@@ -314,12 +314,12 @@ pub fn after_run(
 pub fn write_textfile(
     settings: &crate::config::Settings,
     duration: Option<f64>,
-    ipset: &crate::firewall::ipset::Ipset,
+    ipset: &crate::backend::ipset::Ipset,
 ) -> Result<()> {
     let Some(path) = &settings.metrics.textfile else {
         return Ok(());
     };
-    let st = crate::status::gather(settings, ipset, crate::sync::unix_now())?;
+    let st = crate::status::gather(settings, ipset, crate::pipeline::sync::unix_now())?;
     write_atomic(path, render(&st, duration).as_bytes())
 }
 

@@ -1,5 +1,5 @@
 //! Compact binary encoding of prefix lists, shared by the packed feed listings (see
-//! [`crate::store`]), the kernel mirror (see [`crate::mirror`]) and the kernel-log detector's
+//! [`crate::store`]), the kernel mirror (see [`crate::backend::mirror`]) and the kernel-log detector's
 //! scoring windows (see [`crate::source::kernlog::KernelState`]).
 //!
 //! All are rewritten by every run that changes them, and a 65,536-entry list is most of what

@@ -6,11 +6,11 @@
 //! `ipset list -t` per set). This module must never write anything and never touch the network.
 
 use crate::config::{human_duration, Settings};
-use crate::firewall::ipset::Ipset;
+use crate::backend::ipset::Ipset;
 use crate::inspect::fmt_time;
 use crate::net::Family;
 use crate::store::Store;
-use crate::sync::Sources;
+use crate::pipeline::sync::Sources;
 use anyhow::Result;
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
@@ -140,7 +140,7 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
             });
         }
         // Through the store's loader: feeds are kept packed, not as rows.
-        let sources = crate::sync::Sources::from_settings(settings);
+        let sources = crate::pipeline::sync::Sources::from_settings(settings);
         let names = sources.names();
         for e in s.load_entries(&sources.index())? {
             for m in e.marks.iter().filter(|m| m.expires > now) {
@@ -173,7 +173,7 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
             }
         }
         st.manual.bans = per_source_entries
-            .get(crate::manual::SOURCE)
+            .get(crate::pipeline::manual::SOURCE)
             .copied()
             .unwrap_or(0);
         if table_exists(conn, "manual_unbans") {
@@ -184,7 +184,7 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
         }
         st.report_queue = report_queue(conn);
     }
-    st.manual.queued = std::fs::read_dir(settings.state_dir.join(crate::manual::REQUEST_DIR))
+    st.manual.queued = std::fs::read_dir(settings.state_dir.join(crate::pipeline::manual::REQUEST_DIR))
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .filter(|e| e.path().extension().is_some_and(|x| x == "json"))

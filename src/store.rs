@@ -8,7 +8,7 @@
 //! The database uses a rollback journal (not WAL) so that a non-root `--dry-run` can read it
 //! with a read-only connection. This module must never hold secrets: API keys are not stored.
 
-use crate::decide::{Entry, Mark};
+use crate::pipeline::decide::{Entry, Mark};
 use crate::net;
 use crate::source::feed::FeedMeta;
 use anyhow::{Context, Result};

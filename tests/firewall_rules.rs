@@ -735,7 +735,7 @@ fn an_empty_conntrack_table_is_not_listed() {
     // A fresh namespace tracks no flows: nothing to forget, and no `conntrack` process.
     let added: Vec<ipnet::IpNet> = vec!["192.0.2.7/32".parse().unwrap()];
     let f = run_in(&ns, move || {
-        sipban::firewall::conntrack::forget_sources(&added).unwrap()
+        sipban::backend::conntrack::forget_sources(&added).unwrap()
     });
     assert_eq!(f.flows, 0);
     let why = f.skipped.unwrap_or_default();

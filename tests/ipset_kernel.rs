@@ -8,7 +8,7 @@ mod common;
 
 use common::netns::{require_program, NetNs};
 use ipnet::{IpNet, Ipv4Net};
-use sipban::firewall::ipset::{Ipset, IpsetError, SetSpec};
+use sipban::backend::ipset::{Ipset, IpsetError, SetSpec};
 use sipban::net::{parse_net, Family};
 use std::collections::HashMap;
 use std::io::Write;

@@ -21,7 +21,7 @@ mod common;
 use common::run::{bin, text};
 
 use common::netns::{require_program, run_in, NetNs};
-use sipban::firewall::ipset::Ipset;
+use sipban::backend::ipset::Ipset;
 use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const SYSCTL: &str = "/proc/sys/net/netfilter/nf_log_all_netns";
-const PREFIX: &str = sipban::firewall::logrule::PREFIX;
+const PREFIX: &str = sipban::backend::logrule::PREFIX;
 
 static VETH: AtomicUsize = AtomicUsize::new(0);
 

@@ -15,7 +15,7 @@ mod report_common;
 use common::https::ca_file;
 use common::netns::run_in;
 use report_common::{FakeAbuseipdb, FakeCollector, KEY};
-use sipban::firewall::ipset::Ipset;
+use sipban::backend::ipset::Ipset;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -62,7 +62,7 @@ fn only_own_tcp_detections_in_the_sets_are_reported() {
     run_in(&ns, || {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let now = sipban::sync::unix_now();
+        let now = sipban::pipeline::sync::unix_now();
         let fake = FakeAbuseipdb::new(now);
         let abuse = report_common::serve(&fake);
         let collector = FakeCollector::new(TOKEN);

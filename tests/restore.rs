@@ -7,7 +7,7 @@ mod common;
 use common::run::{bin, sipban, text};
 
 use common::netns::run_in;
-use sipban::firewall::ipset::Ipset;
+use sipban::backend::ipset::Ipset;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -24,7 +24,7 @@ fn write_config(dir: &Path, feed_url: &str, allowlist: &str) {
 }
 
 fn now() -> i64 {
-    sipban::sync::unix_now()
+    sipban::pipeline::sync::unix_now()
 }
 
 /// Members of a set with their remaining kernel timeouts.
@@ -48,7 +48,7 @@ fn destroy_sets() {
 /// through the store itself: feed listings are stored packed, not as rows.
 fn set_expiry(dir: &Path, expiries: &[(&str, i64)]) {
     let settings = sipban::config::load(&dir.join("config.yaml")).unwrap();
-    let sources = sipban::sync::Sources::from_settings(&settings);
+    let sources = sipban::pipeline::sync::Sources::from_settings(&settings);
     let mut store = sipban::store::Store::open(&dir.join("state")).unwrap();
     let mut entries = store.load_entries(&sources.index()).unwrap();
     for (net, expires) in expiries {
@@ -143,7 +143,7 @@ fn restore_after_a_reboot_recreates_both_sets_with_remaining_ttls_and_no_network
 
         // Restore never writes the state: the entries are as the test left them.
         let settings = sipban::config::load(&dir.path().join("config.yaml")).unwrap();
-        let sources = sipban::sync::Sources::from_settings(&settings);
+        let sources = sipban::pipeline::sync::Sources::from_settings(&settings);
         let store = sipban::store::Store::open_read_only(&dir.path().join("state"))
             .unwrap()
             .unwrap();

@@ -19,7 +19,7 @@ fn json(o: &Output) -> serde_json::Value {
 }
 
 fn members(set: &str) -> Vec<String> {
-    let mut v: Vec<String> = sipban::firewall::ipset::Ipset::new()
+    let mut v: Vec<String> = sipban::backend::ipset::Ipset::new()
         .read(set)
         .unwrap()
         .map(|k| k.members.keys().map(sipban::net::display_net).collect())
@@ -51,7 +51,7 @@ fn ban_and_unban_change_the_kernel_at_once_and_unban_holds_until_listed_afresh()
         // ban: in the kernel at once, with its TTL, and pinned above every source.
         let o = ok(d, &["ban", "45.5.5.5", "--ttl", "2h"]);
         assert!(text(&o).contains("kernel: added 45.5.5.5"), "{}", text(&o));
-        let k = sipban::firewall::ipset::Ipset::new()
+        let k = sipban::backend::ipset::Ipset::new()
             .read("t4")
             .unwrap()
             .unwrap();
@@ -150,7 +150,7 @@ fn a_request_made_while_another_run_holds_the_lock_is_applied_by_the_next_run() 
         let o = sipban(d, &["ban", "45.6.6.6"]);
         assert_eq!(o.status.code(), Some(4), "{}", text(&o));
         assert!(text(&o).contains("queued"), "{}", text(&o));
-        assert!(started.elapsed() >= sipban::manual::DAEMON_WAIT);
+        assert!(started.elapsed() >= sipban::pipeline::manual::DAEMON_WAIT);
         assert_eq!(members("t4"), ["45.0.0.1"]);
         drop(held);
         ok(d, &["sync"]);

@@ -8,7 +8,7 @@ use common::run::{bin, sipban, text};
 
 use common::netns::{run_in, NetNs};
 use common::stub::{Reply, Stub};
-use sipban::firewall::ipset::Ipset;
+use sipban::backend::ipset::Ipset;
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::path::Path;

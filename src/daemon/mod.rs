@@ -25,15 +25,15 @@
 //! This module must never change the kernel or the state without holding the lock, and never
 //! run two runs (or a run and a fast pass) at once.
 
-pub mod fast;
 pub mod inotify;
 pub mod schedule;
 
 use crate::config::{self, FeedSettings, Settings};
 use crate::exit;
-use crate::firewall::ipset::Ipset;
+use crate::backend::ipset::Ipset;
 use crate::lock::{self, RunLock};
-use crate::sync::{self, Outcome, RunReport, SyncError};
+use crate::pipeline::sync::{self, Outcome, RunReport, SyncError};
+use crate::pipeline::fast;
 use schedule::{Schedule, Timer};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -137,7 +137,7 @@ fn followed_files(settings: &Settings) -> Vec<PathBuf> {
 }
 
 fn manual_dir(settings: &Settings) -> PathBuf {
-    settings.state_dir.join(crate::manual::REQUEST_DIR)
+    settings.state_dir.join(crate::pipeline::manual::REQUEST_DIR)
 }
 
 fn watch_for(settings: &Settings) -> std::io::Result<inotify::LogWatch> {
@@ -331,7 +331,7 @@ pub async fn run(config_path: &Path, settings: Settings) -> u8 {
                 }
                 let now = sync::unix_now();
                 if std::mem::take(&mut manual_dirty) {
-                    match crate::manual::apply_pending(&held, &settings, Some(&ipset), now) {
+                    match crate::pipeline::manual::apply_pending(&held, &settings, Some(&ipset), now) {
                         Ok(Some(a)) => tracing::info!("manual: {}", a.requests.join("; ")),
                         Ok(None) => {}
                         Err(e) => tracing::error!("manual requests: {e:#}"),

@@ -1,7 +1,7 @@
 //! Reporting our own detections upstream: AbuseIPDB and a generic webhook, through a durable
 //! queue in the state database, within AbuseIPDB's limits and policy.
 //!
-//! In a run (see [`crate::sync`]) data flows:
+//! In a run (see [`crate::pipeline::sync`]) data flows:
 //!
 //! ```text
 //! detectors ──► Offence ──► select ──► queue (in the run's commit) ──► drain (after it)
@@ -44,7 +44,7 @@ pub mod webhook;
 pub use drain::{drain, preview, status, Status};
 
 use crate::config::Dur;
-use crate::decide::Decision;
+use crate::pipeline::decide::Decision;
 use crate::net::{self, Family};
 use crate::source::apiban::Secret;
 use crate::source::asterisk;

@@ -10,18 +10,7 @@ pub mod asterisk;
 pub mod kernlog;
 pub mod tail;
 
-use ipnet::IpNet;
-
-/// One fact from one source: "this source listed or saw `net` at `seen`; keep it `ttl` seconds
-/// after that unless it is seen again". Addresses are canonical (see [`crate::net`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Sighting {
-    pub net: IpNet,
-    /// Unix seconds.
-    pub seen: i64,
-    /// Seconds the entry lives after `seen`.
-    pub ttl: u32,
-}
+pub use crate::model::Sighting;
 
 pub mod apiban;
 pub mod feed;

@@ -751,7 +751,7 @@ pub struct CheckReport {
 pub async fn check_report(
     settings: &crate::config::Settings,
     ip: IpAddr,
-    ipset: &crate::firewall::ipset::Ipset,
+    ipset: &crate::backend::ipset::Ipset,
     now: i64,
 ) -> CheckReport {
     let ip = net::canonical_ip(ip);

@@ -1114,7 +1114,7 @@ struct Scanner<'a> {
 impl<'a> Scanner<'a> {
     fn new(cat: &'a Catalogue, own: &'a HashSet<IpAddr>, settings: &KernelLogSettings) -> Self {
         Scanner {
-            engine: Engine::new(cat, own, settings.timezone, unix_now()),
+            engine: Engine::new(cat, own, settings.timezone, crate::clock::unix_now()),
             rules: Rules::of(settings),
             index4: HashMap::default(),
             index6: HashMap::default(),
@@ -1343,12 +1343,6 @@ impl Scanner<'_> {
     }
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
 
 /// Read kernel logs once from their start, change nothing, and report every inbound TCP/UDP
 /// packet per source address: ports hit, how each counts, summed weight and distinct ports, and

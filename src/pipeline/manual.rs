@@ -22,14 +22,14 @@
 //! is the judge), and never write the state without holding the run lock.
 
 use crate::config::{Settings, MAX_PRIORITY};
-use crate::decide::allow::{AllowReason, Allowlist};
-use crate::decide::plan::{self, CurrentSet};
-use crate::decide::{self, Input, NetMap, SourcePolicy};
-use crate::firewall::ipset::Ipset;
+use crate::pipeline::gate::{AllowReason, Allowlist};
+use crate::pipeline::decide::plan::{self, CurrentSet};
+use crate::pipeline::decide::{self, Input, NetMap, SourcePolicy};
+use crate::backend::ipset::Ipset;
 use crate::lock::{self, LockError, RunLock};
 use crate::net::{self, Family};
 use crate::store::{RunCommit, Store};
-use crate::sync::{self, Sources};
+use crate::pipeline::sync::{self, Sources};
 use anyhow::{Context, Result};
 use ipnet::IpNet;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -258,7 +258,7 @@ impl Unbans {
     /// the prefix's rows, but a feed's listing is stored packed (see `store`) and still holds
     /// it until the feed is downloaded again; this keeps it out meanwhile. Returns how many
     /// marks were dropped.
-    pub fn strip(&self, entries: &mut [crate::decide::Entry]) -> usize {
+    pub fn strip(&self, entries: &mut [crate::pipeline::decide::Entry]) -> usize {
         if self.map.is_empty() {
             return 0;
         }
@@ -566,7 +566,7 @@ pub fn apply_pending(
             continue;
         }
         // The kernel is about to change outside a sync: the mirror no longer describes it.
-        store.put_blob(crate::mirror::DIRTY_KEY, b"1")?;
+        store.put_blob(crate::backend::mirror::DIRTY_KEY, b"1")?;
         match ipset.apply_diff(&spec, &adds, &p.dels) {
             Ok(()) => {
                 applied

@@ -26,7 +26,7 @@
 //! - `--dry-run` prints the commands it would run and changes nothing.
 
 use crate::config::Settings;
-use crate::firewall::ipset::{Ipset, SetSpec};
+use crate::backend::ipset::{Ipset, SetSpec};
 use crate::net::Family;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -525,7 +525,7 @@ pub fn install(settings: &Settings, ipset: &Ipset, opts: Options) -> Result<Chan
     let mut marker = Marker::load(&settings.state_dir)?.unwrap_or_default();
     let nft = nft_available();
     for rule in &rules {
-        let spec = crate::sync::set_spec(settings, rule.family);
+        let spec = crate::pipeline::sync::set_spec(settings, rule.family);
         let is_there = if opts.dry_run {
             // A dry run shows the commands even where it cannot read the kernel (not root): a
             // rule it cannot check, or that names a set not created yet, counts as absent.

@@ -12,11 +12,12 @@
 //!   to the cap per family. Over the cap the lowest priority goes first, then the address
 //!   listed by fewer sources, then the least recently seen; every eviction is counted.
 
-pub mod allow;
 pub mod plan;
 
+pub use crate::pipeline::gate as allow;
+
 use crate::net::{self, Family};
-use crate::source::Sighting;
+use crate::model::Sighting;
 use allow::Allowlist;
 use ipnet::IpNet;
 use serde::Serialize;
@@ -24,9 +25,7 @@ use std::collections::BTreeMap;
 
 pub use crate::net::{NetMap, NetSet};
 
-pub(crate) fn ser_net<S: serde::Serializer>(n: &IpNet, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&net::display_net(n))
-}
+pub use crate::model::{ser_net, Desired, Entry, Mark, Marks};
 
 /// How many candidates per family the state keeps beyond the cap (as a multiple of the cap), so
 /// that an evicted address can come back when room frees up, while memory stays bounded.
@@ -96,27 +95,6 @@ impl Rejection {
     }
 }
 
-/// One source's claim on an address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Mark {
-    /// Index into the policies passed to [`decide`].
-    pub source: u16,
-    pub first_seen: i64,
-    pub last_seen: i64,
-    pub expires: i64,
-}
-
-/// The marks of one entry. Nearly every address is listed by one source, so one mark lives
-/// inline: 65,536 entries are one allocation, not 65,537.
-pub type Marks = smallvec::SmallVec<[Mark; 1]>;
-
-/// An address with its provenance.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
-    pub net: IpNet,
-    pub marks: Marks,
-}
-
 /// Sort key: higher is kept first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Rank {
@@ -125,8 +103,13 @@ pub struct Rank {
     pub last_seen: i64,
 }
 
-impl Entry {
-    pub fn rank(&self, policies: &[SourcePolicy]) -> Rank {
+/// How an entry ranks for the cap, from its sources' priorities.
+pub trait Ranked {
+    fn rank(&self, policies: &[SourcePolicy]) -> Rank;
+}
+
+impl Ranked for Entry {
+    fn rank(&self, policies: &[SourcePolicy]) -> Rank {
         let priority = self
             .marks
             .iter()
@@ -144,21 +127,6 @@ impl Entry {
                 .unwrap_or(i64::MIN),
         }
     }
-
-    pub fn expires(&self) -> i64 {
-        self.marks
-            .iter()
-            .map(|m| m.expires)
-            .max()
-            .unwrap_or(i64::MIN)
-    }
-}
-
-/// A prefix that belongs in a kernel set, with the instant its ban ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Desired {
-    pub net: IpNet,
-    pub expires: i64,
 }
 
 /// Per-source counters for the plan.

@@ -9,14 +9,14 @@
 //! no cache write. Without root it diffs against the saved state and says so.
 
 use crate::config::{FeedLocation, Settings};
-use crate::decide::allow::{AllowReason, Allowlist};
-use crate::decide::plan::{self, CurrentSet, FamilyPlan};
-use crate::decide::{self, AllowHit, Caps, Decision, Entry, Input, SourceCounts, SourcePolicy};
-use crate::firewall::ipset::{Ipset, IpsetError, SetSpec, Snapshot};
+use crate::pipeline::gate::{AllowReason, Allowlist};
+use crate::pipeline::decide::plan::{self, CurrentSet, FamilyPlan};
+use crate::pipeline::decide::{self, AllowHit, Caps, Decision, Entry, Input, SourceCounts, SourcePolicy};
+use crate::backend::ipset::{Ipset, IpsetError, SetSpec, Snapshot};
 use crate::hostaddr;
 use crate::http;
 use crate::lock::{self, LockError};
-use crate::mirror;
+use crate::backend::mirror;
 use crate::net::{self, Family};
 use crate::source::apiban::{self, ApibanRun};
 use crate::source::asterisk;
@@ -204,7 +204,7 @@ impl Sources {
             kinds.push("kernel");
         }
         // Manual bans (`sipban ban`): always registered, after every configured source, so sync keeps their marks.
-        policies.push(crate::manual::policy());
+        policies.push(crate::pipeline::manual::policy());
         kinds.push("manual");
         Sources { policies, kinds }
     }
@@ -269,7 +269,7 @@ pub fn base_allowlist(settings: &Settings, summary: &mut AllowSummary) -> Allowl
         summary.config += 1;
     }
     // `sipban unban --allow` entries, from the saved state.
-    crate::manual::add_allowlist(&settings.state_dir, &mut allow);
+    crate::pipeline::manual::add_allowlist(&settings.state_dir, &mut allow);
     if settings.allow_own_addresses {
         for a in hostaddr::own_addresses() {
             allow.add(net::host_net(a.ip), AllowReason::OwnAddress(a.what));
@@ -385,7 +385,7 @@ async fn run_inner(
         |name: &str| tracing::debug!("{name}: {:.1} ms", clock.elapsed().as_secs_f64() * 1000.0);
     // Queued `sipban ban/unban` requests go into the state first (the run applies them).
     if let Some(held) = held.filter(|_| !dry_run) {
-        crate::manual::apply_pending(held, settings, None, now)?;
+        crate::pipeline::manual::apply_pending(held, settings, None, now)?;
     }
     let mut store = if dry_run {
         match Store::open_read_only(&settings.state_dir) {
@@ -630,8 +630,8 @@ async fn run_inner(
 
     // Manual unbans keep addresses out until a source lists them afresh (see manual.rs).
     let mut unbans = match &store {
-        Some(s) => crate::manual::Unbans::load(s.conn())?,
-        None => crate::manual::Unbans::default(),
+        Some(s) => crate::pipeline::manual::Unbans::load(s.conn())?,
+        None => crate::pipeline::manual::Unbans::default(),
     };
     unbans.filter(&mut inputs, &sources);
     unbans.strip(&mut previous);
@@ -823,7 +823,7 @@ async fn run_inner(
             .iter()
             .flat_map(|p| p.adds.iter().map(|(n, _)| *n))
             .collect();
-        match crate::firewall::conntrack::forget_sources(&added) {
+        match crate::backend::conntrack::forget_sources(&added) {
             Ok(f) if f.sources > 0 => tracing::info!(
                 "forgot {} tracked flows of {} newly banned sources",
                 f.flows,
@@ -970,12 +970,7 @@ fn apply_family(
     )
 }
 
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use crate::clock::unix_now;
 
 impl RunReport {
     /// Counts only (no address lists): what the run history stores.

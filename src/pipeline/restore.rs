@@ -17,13 +17,13 @@
 //! gateway until the first sync (which re-applies the full allowlist).
 
 use crate::config::Settings;
-use crate::decide::{self, plan};
-use crate::firewall::ipset::Ipset;
-use crate::firewall::rules::{self, Marker};
+use crate::pipeline::decide::{self, plan};
+use crate::backend::ipset::Ipset;
+use crate::backend::rules::{self, Marker};
 use crate::lock::{self, LockError};
 use crate::net::Family;
 use crate::store::Store;
-use crate::sync::{self, AllowSummary, Sources};
+use crate::pipeline::sync::{self, AllowSummary, Sources};
 use serde::Serialize;
 use std::fmt;
 

@@ -19,16 +19,16 @@
 //! (design invariant 1), and never let the kernel see more than the cap (invariant 3).
 
 use crate::config::Settings;
-use crate::decide::plan;
-use crate::decide::Input;
-use crate::firewall::ipset::Ipset;
+use crate::pipeline::decide::plan;
+use crate::pipeline::decide::Input;
+use crate::backend::ipset::Ipset;
 use crate::hostaddr;
 use crate::lock::RunLock;
 use crate::net::{self, Family};
 use crate::source::kernlog;
 use crate::source::{asterisk, Sighting};
 use crate::store::Store;
-use crate::sync::{self, Sources};
+use crate::pipeline::sync::{self, Sources};
 use anyhow::{Context, Result};
 use ipnet::IpNet;
 use rusqlite::params;
@@ -168,7 +168,7 @@ pub fn detect_and_apply(
         });
         blobs.push((d.state_key, d.blob));
     }
-    let mut unbans = crate::manual::Unbans::load(store.conn())?;
+    let mut unbans = crate::pipeline::manual::Unbans::load(store.conn())?;
     unbans.filter(&mut inputs, &sources);
     rep.refused += unbans.dropped;
 
@@ -221,7 +221,7 @@ pub fn detect_and_apply(
         match ipset.header(&spec.name) {
             Ok(Some((h, n))) if h.matches(&spec) && n + list.len() <= cap => {
                 // The kernel changes outside a sync: the next sync must not trust the mirror.
-                store.put_blob(crate::mirror::DIRTY_KEY, b"1")?;
+                store.put_blob(crate::backend::mirror::DIRTY_KEY, b"1")?;
                 ipset
                     .apply_diff(&spec, list, &[])
                     .with_context(|| format!("adding detections to set {}", spec.name))?;

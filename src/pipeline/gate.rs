@@ -37,7 +37,7 @@ impl fmt::Display for AllowReason {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AllowRule {
-    #[serde(serialize_with = "crate::decide::ser_net")]
+    #[serde(serialize_with = "crate::pipeline::decide::ser_net")]
     pub net: IpNet,
     pub reason: AllowReason,
 }

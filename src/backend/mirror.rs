@@ -15,7 +15,7 @@
 //!
 //! Pure data: encoding, decoding and the trust rules. It never talks to the kernel itself.
 
-use crate::decide::Desired;
+use crate::pipeline::decide::Desired;
 use ipnet::IpNet;
 
 /// Re-verify the mirror against a full read-back at least this often (seconds).
@@ -97,7 +97,7 @@ impl Mirror {
                 return None;
             }
             if expires > now {
-                members.push((net, crate::decide::plan::timeout_for(expires, now)));
+                members.push((net, crate::pipeline::decide::plan::timeout_for(expires, now)));
             }
         }
         (members.len() == kernel_count).then_some(members)

@@ -16,4 +16,5 @@
 pub mod conntrack;
 pub mod ipset;
 pub mod logrule;
+pub mod mirror;
 pub mod rules;
