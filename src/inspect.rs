@@ -12,6 +12,7 @@ use crate::store::Store;
 use crate::pipeline::sync::{self, AllowSummary, Sources};
 use anyhow::Result;
 use serde::Serialize;
+use crate::source::apiban;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -286,5 +287,54 @@ mod tests {
         assert_eq!(super::fmt_time(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(super::fmt_time(1_795_270_000), "2026-11-21 14:06:40 UTC");
         assert_eq!(super::fmt_time(951_782_400), "2000-02-29 00:00:00 UTC");
+    }
+}
+
+/// `sipban check IP`: what APIBAN says and what the local state says.
+#[derive(Debug, Serialize)]
+pub struct CheckReport {
+    pub ip: IpAddr,
+    pub apiban: apiban::RemoteCheck,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local: Option<Explanation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_error: Option<String>,
+}
+
+/// Ask APIBAN (when configured) and the local state about `ip`.
+pub async fn check_report(settings: &Settings, ip: IpAddr, ipset: &Ipset, now: i64) -> CheckReport {
+    let ip = net::canonical_ip(ip);
+    let apiban = apiban::remote_check(settings.apiban.as_ref(), ip).await;
+    let (local, local_error) = match explain(settings, ip, ipset, now) {
+        Ok(x) => (Some(x), None),
+        Err(e) => (None, Some(format!("{e:#}"))),
+    };
+    CheckReport {
+        ip,
+        apiban,
+        local,
+        local_error,
+    }
+}
+
+impl fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.apiban {
+            apiban::RemoteCheck::NotConfigured => {
+                writeln!(f, "APIBAN: not asked (no apiban: section in the config)")?
+            }
+            apiban::RemoteCheck::Listed { id: Some(id) } => {
+                writeln!(f, "APIBAN: {} is LISTED (ID {id})", self.ip)?
+            }
+            apiban::RemoteCheck::Listed { id: None } => writeln!(f, "APIBAN: {} is LISTED", self.ip)?,
+            apiban::RemoteCheck::NotListed => writeln!(f, "APIBAN: {} is not listed", self.ip)?,
+            apiban::RemoteCheck::Error { message } => writeln!(f, "APIBAN: could not ask: {message}")?,
+        }
+        write!(f, "local state: ")?;
+        match (&self.local, &self.local_error) {
+            (Some(x), _) => write!(f, "{x}"),
+            (None, Some(e)) => writeln!(f, "could not be read: {e}"),
+            (None, None) => writeln!(f, "could not be read"),
+        }
     }
 }

@@ -460,8 +460,8 @@ fn run(cli: Cli) -> u8 {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };
-            use sipban::source::apiban::{self, RemoteCheck};
-            let report = rt.block_on(apiban::check_report(&settings, addr, &Ipset::new(), now));
+            use sipban::source::apiban::RemoteCheck;
+            let report = rt.block_on(sipban::inspect::check_report(&settings, addr, &Ipset::new(), now));
             if *json {
                 print_json(&report);
             } else {

@@ -8,9 +8,8 @@
 //! The database uses a rollback journal (not WAL) so that a non-root `--dry-run` can read it
 //! with a read-only connection. This module must never hold secrets: API keys are not stored.
 
-use crate::pipeline::decide::{Entry, Mark};
+use crate::model::{Entry, Mark};
 use crate::net;
-use crate::source::feed::FeedMeta;
 use anyhow::{Context, Result};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::collections::HashMap;
@@ -20,6 +19,20 @@ pub const DB_FILE: &str = "state.db";
 const SCHEMA_VERSION: i64 = 2;
 /// How many runs `runs` keeps.
 const KEEP_RUNS: i64 = 200;
+
+/// Per-feed metadata kept in the state store between runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FeedMeta {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// Unix seconds of the last download attempt (success or not).
+    pub last_attempt: Option<i64>,
+    pub last_success: Option<i64>,
+    /// Number of entries in the last good listing (the shrink guard compares against it).
+    pub last_good_count: Option<u64>,
+    pub consecutive_failures: u32,
+    pub last_error: Option<String>,
+}
 
 pub struct Store {
     conn: Connection,

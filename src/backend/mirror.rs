@@ -15,7 +15,7 @@
 //!
 //! Pure data: encoding, decoding and the trust rules. It never talks to the kernel itself.
 
-use crate::pipeline::decide::Desired;
+use crate::model::Desired;
 use ipnet::IpNet;
 
 /// Re-verify the mirror against a full read-back at least this often (seconds).
@@ -97,7 +97,7 @@ impl Mirror {
                 return None;
             }
             if expires > now {
-                members.push((net, crate::pipeline::decide::plan::timeout_for(expires, now)));
+                members.push((net, super::timeout_for(expires, now)));
             }
         }
         (members.len() == kernel_count).then_some(members)
@@ -109,7 +109,7 @@ pub fn describe(m: &Mirror) -> String {
     format!(
         "{} entries verified at {}",
         m.entries.len(),
-        crate::inspect::fmt_time(m.verified_at)
+        crate::clock::fmt_time(m.verified_at)
     )
 }
 

@@ -18,3 +18,43 @@ pub mod ipset;
 pub mod logrule;
 pub mod mirror;
 pub mod rules;
+
+use crate::config::Settings;
+use crate::net::Family;
+pub use ipset::SetSpec;
+
+/// ipset's largest timeout (seconds).
+pub const MAX_TIMEOUT: u32 = 2_147_483;
+
+/// The largest diff applied in place; above it the set is rebuilt and swapped. It is also the
+/// headroom between the cap and the kernel's maxelem, so adds-before-deletes never fill a set.
+pub fn diff_limit(cap: u32) -> u32 {
+    (cap / 8).max(1024)
+}
+
+/// maxelem of the kernel set for a cap (the cap itself is enforced before the kernel sees a batch).
+pub fn maxelem(cap: u32) -> u32 {
+    cap.saturating_add(diff_limit(cap))
+}
+
+/// Initial hash size: a power of two near half the cap, within ipset's sensible range.
+pub fn hashsize(cap: u32) -> u32 {
+    (cap / 2).clamp(1024, 1 << 18).next_power_of_two()
+}
+
+/// The kernel timeout for a ban ending at `expires`.
+pub fn timeout_for(expires: i64, now: i64) -> u32 {
+    let left = expires.saturating_sub(now).clamp(1, i64::from(MAX_TIMEOUT));
+    left as u32
+}
+
+/// The kernel set sipban wants for a family, from the config.
+pub fn set_spec(settings: &Settings, family: Family) -> SetSpec {
+    let s = settings.sets.get(family);
+    SetSpec {
+        name: s.name.clone(),
+        family,
+        maxelem: maxelem(s.cap),
+        hashsize: hashsize(s.cap),
+    }
+}

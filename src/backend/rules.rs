@@ -525,7 +525,7 @@ pub fn install(settings: &Settings, ipset: &Ipset, opts: Options) -> Result<Chan
     let mut marker = Marker::load(&settings.state_dir)?.unwrap_or_default();
     let nft = nft_available();
     for rule in &rules {
-        let spec = crate::pipeline::sync::set_spec(settings, rule.family);
+        let spec = super::set_spec(settings, rule.family);
         let is_there = if opts.dry_run {
             // A dry run shows the commands even where it cannot read the kernel (not root): a
             // rule it cannot check, or that names a set not created yet, counts as absent.

@@ -250,16 +250,7 @@ pub fn caps(settings: &Settings) -> Caps {
     }
 }
 
-/// The kernel set sipban wants for a family.
-pub fn set_spec(settings: &Settings, family: Family) -> SetSpec {
-    let s = settings.sets.get(family);
-    SetSpec {
-        name: s.name.clone(),
-        family,
-        maxelem: plan::maxelem(s.cap),
-        hashsize: plan::hashsize(s.cap),
-    }
-}
+pub use crate::backend::set_spec;
 
 /// The allowlist: config, own addresses (when enabled), feed servers.
 pub fn base_allowlist(settings: &Settings, summary: &mut AllowSummary) -> Allowlist {
@@ -655,7 +646,7 @@ async fn run_inner(
     let candidates = settings
         .report
         .as_ref()
-        .map(|r| crate::report::select(r, &offences, &decision));
+        .map(|r| crate::report::select(r, &offences, &|ip| decision.holds(ip)));
 
     phase("decided");
     // Plan against the kernel (or, for a dry run that cannot read it, the saved state).

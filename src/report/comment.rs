@@ -72,7 +72,7 @@ impl HostIdentity {
 
 /// Unix seconds as ISO 8601 in UTC: `2024-05-01T10:00:00Z`.
 pub fn iso8601(t: i64) -> String {
-    let (y, m, d, hh, mm, ss) = crate::inspect::civil(t);
+    let (y, m, d, hh, mm, ss) = crate::clock::civil(t);
     format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 

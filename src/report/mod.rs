@@ -44,8 +44,7 @@ pub mod webhook;
 pub use drain::{drain, preview, status, Status};
 
 use crate::config::Dur;
-use crate::pipeline::decide::Decision;
-use crate::net::{self, Family};
+use crate::net;
 use crate::source::apiban::Secret;
 use crate::source::asterisk;
 use serde::{Deserialize, Serialize};
@@ -784,12 +783,6 @@ impl Candidate {
     }
 }
 
-/// Whether the sets hold `ip` after this run's decision.
-pub fn in_sets(decision: &Decision, ip: IpAddr) -> bool {
-    let family = if ip.is_ipv4() { Family::V4 } else { Family::V6 };
-    decision.desired(family).iter().any(|d| d.net.contains(&ip))
-}
-
 /// Decide, per configured sink, which offences are queued. `in_sets` says whether the sets
 /// hold an address after this run; `host` gives this host's addresses and names.
 pub fn select_with(
@@ -850,14 +843,15 @@ pub fn select_with(
         .collect()
 }
 
-/// [`select_with`] for a run: the decision's sets and this host's identity.
+/// [`select_with`] for a run: `in_sets` says whether the run's decision holds an address;
+/// the host is this one.
 pub fn select(
     settings: &ReportSettings,
     offences: &[Offence],
-    decision: &Decision,
+    in_sets: &dyn Fn(IpAddr) -> bool,
 ) -> Vec<Candidate> {
     let host = comment::HostIdentity::current();
-    select_with(settings, offences, &|ip| in_sets(decision, ip), &host)
+    select_with(settings, offences, in_sets, &host)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -13,25 +13,13 @@ use crate::config::{FeedFormat, FeedLocation, FeedSettings};
 use crate::http;
 use crate::net;
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::io::Read;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Per-feed metadata kept in the state store between runs.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FeedMeta {
-    pub etag: Option<String>,
-    pub last_modified: Option<String>,
-    /// Unix seconds of the last download attempt (success or not).
-    pub last_attempt: Option<i64>,
-    pub last_success: Option<i64>,
-    /// Number of entries in the last good listing (the shrink guard compares against it).
-    pub last_good_count: Option<u64>,
-    pub consecutive_failures: u32,
-    pub last_error: Option<String>,
-}
+pub use crate::store::FeedMeta;
 
 /// What happened to one feed in this run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -202,6 +202,12 @@ impl Decision {
         }
     }
 
+    /// Whether the sets hold `ip` after this decision.
+    pub fn holds(&self, ip: std::net::IpAddr) -> bool {
+        let family = if ip.is_ipv4() { Family::V4 } else { Family::V6 };
+        self.desired(family).iter().any(|d| d.net.contains(&ip))
+    }
+
     pub fn evicted(&self, f: Family) -> usize {
         match f {
             Family::V4 => self.evicted_v4,

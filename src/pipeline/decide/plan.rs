@@ -9,30 +9,7 @@ use crate::net::{self, Family};
 use ipnet::IpNet;
 use serde::Serialize;
 
-/// ipset's largest timeout (seconds).
-pub const MAX_TIMEOUT: u32 = 2_147_483;
-
-/// The largest diff applied in place; above it the set is rebuilt and swapped. It is also the
-/// headroom between the cap and the kernel's maxelem, so adds-before-deletes never fill a set.
-pub fn diff_limit(cap: u32) -> u32 {
-    (cap / 8).max(1024)
-}
-
-/// maxelem of the kernel set for a cap (the cap itself is enforced by decide).
-pub fn maxelem(cap: u32) -> u32 {
-    cap.saturating_add(diff_limit(cap))
-}
-
-/// Initial hash size: a power of two near half the cap, within ipset's sensible range.
-pub fn hashsize(cap: u32) -> u32 {
-    (cap / 2).clamp(1024, 1 << 18).next_power_of_two()
-}
-
-/// The kernel timeout for a ban ending at `expires`.
-pub fn timeout_for(expires: i64, now: i64) -> u32 {
-    let left = expires.saturating_sub(now).clamp(1, i64::from(MAX_TIMEOUT));
-    left as u32
-}
+pub use crate::backend::{diff_limit, hashsize, maxelem, timeout_for, MAX_TIMEOUT};
 
 /// Whether a kernel entry with `have` seconds left (0 = no timeout) should be re-added with
 /// `want`. Timeouts are refreshed only once they have drifted by a quarter (at least a minute),

@@ -736,26 +736,10 @@ pub enum RemoteCheck {
     },
 }
 
-/// `sipban check IP`: what APIBAN says and what the local state says.
-#[derive(Debug, Serialize)]
-pub struct CheckReport {
-    pub ip: IpAddr,
-    pub apiban: RemoteCheck,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub local: Option<crate::inspect::Explanation>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub local_error: Option<String>,
-}
-
-/// Ask APIBAN (when configured) and the local state about `ip`.
-pub async fn check_report(
-    settings: &crate::config::Settings,
-    ip: IpAddr,
-    ipset: &crate::backend::ipset::Ipset,
-    now: i64,
-) -> CheckReport {
+/// `sipban check IP`: what APIBAN says about `ip` (when configured).
+pub async fn remote_check(settings: Option<&ApibanSettings>, ip: IpAddr) -> RemoteCheck {
     let ip = net::canonical_ip(ip);
-    let apiban = match &settings.apiban {
+    match settings {
         None => RemoteCheck::NotConfigured,
         Some(a) => match load_key(a) {
             Err(message) => RemoteCheck::Error { message },
@@ -767,38 +751,6 @@ pub async fn check_report(
                 },
             },
         },
-    };
-    let (local, local_error) = match crate::inspect::explain(settings, ip, ipset, now) {
-        Ok(x) => (Some(x), None),
-        Err(e) => (None, Some(format!("{e:#}"))),
-    };
-    CheckReport {
-        ip,
-        apiban,
-        local,
-        local_error,
-    }
-}
-
-impl fmt::Display for CheckReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.apiban {
-            RemoteCheck::NotConfigured => {
-                writeln!(f, "APIBAN: not asked (no apiban: section in the config)")?
-            }
-            RemoteCheck::Listed { id: Some(id) } => {
-                writeln!(f, "APIBAN: {} is LISTED (ID {id})", self.ip)?
-            }
-            RemoteCheck::Listed { id: None } => writeln!(f, "APIBAN: {} is LISTED", self.ip)?,
-            RemoteCheck::NotListed => writeln!(f, "APIBAN: {} is not listed", self.ip)?,
-            RemoteCheck::Error { message } => writeln!(f, "APIBAN: could not ask: {message}")?,
-        }
-        write!(f, "local state: ")?;
-        match (&self.local, &self.local_error) {
-            (Some(x), _) => write!(f, "{x}"),
-            (None, Some(e)) => writeln!(f, "could not be read: {e}"),
-            (None, None) => writeln!(f, "could not be read"),
-        }
     }
 }
 
