@@ -36,6 +36,7 @@ pub mod catalogue;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod fsio;
 pub mod hostaddr;
 pub mod http;
 pub mod inspect;

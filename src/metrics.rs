@@ -14,8 +14,7 @@ use crate::pipeline::sync::RunReport;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The JSON run summary in the state directory.
 pub const LAST_RUN_FILE: &str = "last-run.json";
@@ -56,34 +55,7 @@ pub fn resolve(raw: Option<RawMetrics>) -> Result<MetricsSettings, String> {
     })
 }
 
-/// Replace `path` with `bytes` atomically: write `.<name>.tmp.<pid>` in the same directory,
-/// fsync it, rename it over `path`, fsync the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        anyhow::anyhow!("writing {}: {e}", path.display())
-    })
-}
+pub use crate::fsio::write_atomic;
 
 fn esc(v: &str) -> String {
     v.replace('\\', "\\\\")

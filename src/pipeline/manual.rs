@@ -143,7 +143,7 @@ pub fn queue(state_dir: &Path, req: &Request) -> Result<PathBuf> {
     let name = format!("{nanos:024}-{}.json", std::process::id());
     let path = dir.join(&name);
     let body = serde_json::to_vec(req).context("encoding the request")?;
-    crate::metrics::write_atomic(&path, &body)?;
+    crate::fsio::write_atomic(&path, &body)?;
     Ok(path)
 }
 
