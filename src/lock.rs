@@ -1,15 +1,32 @@
-//! The run lock: one `sipban` run at a time per state directory (design invariant 5).
+//! The two locks, per state directory (design invariant 5): each an exclusive `flock`, released
+//! by the kernel when the process exits, however it exits (so a SIGKILLed run never leaves a
+//! stale lock).
 //!
-//! An exclusive `flock` on `state_dir/sipban.lock`, released by the kernel when the process
-//! exits, however it exits (so a SIGKILLed run never leaves a stale lock). The loser does not
-//! wait: it exits at once with its own exit code and a message naming the holder's pid.
-//! This module must never remove the lock file (that would let two runs lock different inodes).
+//! - The **run lock** (`sipban.lock`): one `sync` (or one daemon) at a time, for the whole run,
+//!   downloads included. The loser does not wait: it exits at once with its own exit code and a
+//!   message naming the holder's pid.
+//! - The **apply lock** (`sipban.apply.lock`): the short step that reads the saved state, changes
+//!   the kernel sets and writes the state back. Every writer takes it for that step only: a
+//!   sync after its downloads, the daemon's real-time pass, `ban`/`unban`, `restore`, and each
+//!   APIBAN page commit. A waiter waits up to [`APPLY_WAIT`]; no holder ever keeps it across
+//!   network I/O, so that wait is one apply at most, and a slow feed never blocks a ban.
+//!
+//! This module must never remove a lock file (that would let two runs lock different inodes).
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 pub const LOCK_FILE: &str = "sipban.lock";
+pub const APPLY_LOCK_FILE: &str = "sipban.apply.lock";
+/// How long a writer waits for the apply lock: one apply of a large set is well under this.
+pub const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Held for the apply-and-persist step.
+#[derive(Debug)]
+pub struct ApplyLock {
+    _file: File,
+}
 
 /// Held for the life of a run.
 #[derive(Debug)]
@@ -50,9 +67,28 @@ impl std::fmt::Display for LockError {
 
 impl std::error::Error for LockError {}
 
-/// Take the lock or fail at once.
+/// Take the run lock or fail at once.
 pub fn acquire(state_dir: &Path) -> Result<RunLock, LockError> {
-    let path = state_dir.join(LOCK_FILE);
+    take(state_dir, LOCK_FILE, None).map(|file| RunLock { _file: file })
+}
+
+/// Take the apply lock, waiting up to `wait` for its holder to finish its step.
+pub fn apply(state_dir: &Path, wait: std::time::Duration) -> Result<ApplyLock, LockError> {
+    take(state_dir, APPLY_LOCK_FILE, Some(wait)).map(|file| ApplyLock { _file: file })
+}
+
+/// The apply lock of the state database at `db_path` (the lock lives in its directory): for
+/// writers that hold only the database, such as APIBAN's page commits.
+pub fn apply_for_db(db_path: &Path) -> Result<ApplyLock, LockError> {
+    let dir = match db_path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    apply(dir, APPLY_WAIT)
+}
+
+fn take(state_dir: &Path, name: &str, wait: Option<std::time::Duration>) -> Result<File, LockError> {
+    let path = state_dir.join(name);
     let io = |error| LockError::Io {
         path: path.clone(),
         error,
@@ -65,23 +101,32 @@ pub fn acquire(state_dir: &Path) -> Result<RunLock, LockError> {
         .truncate(false)
         .open(&path)
         .map_err(io)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
+    let deadline = wait.map(|w| std::time::Instant::now() + w);
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            // The holder's step is short: look again every few milliseconds until the deadline.
+            Err(TryLockError::WouldBlock)
+                if deadline.is_some_and(|d| std::time::Instant::now() < d) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(TryLockError::WouldBlock) => {
             let mut text = String::new();
             let _ = file.read_to_string(&mut text);
-            return Err(LockError::Busy {
-                path,
-                holder: text.trim().parse().ok(),
-            });
+                return Err(LockError::Busy {
+                    path,
+                    holder: text.trim().parse().ok(),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(io(e)),
         }
-        Err(TryLockError::Error(e)) => return Err(io(e)),
     }
     // Record our pid for the loser's message; failure to do so is harmless.
     let _ = file.set_len(0);
     let _ = file.seek(SeekFrom::Start(0));
     let _ = writeln!(file, "{}", std::process::id());
-    Ok(RunLock { _file: file })
+    Ok(file)
 }
 
 #[cfg(test)]
@@ -98,5 +143,26 @@ mod tests {
         }
         drop(first);
         assert!(acquire(dir.path()).is_ok());
+    }
+
+    #[test]
+    fn the_apply_lock_is_apart_from_the_run_lock_and_waits_for_its_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let _run = acquire(dir.path()).unwrap();
+        let held = apply(dir.path(), std::time::Duration::ZERO).unwrap();
+        let t = std::time::Instant::now();
+        match apply(dir.path(), std::time::Duration::from_millis(50)) {
+            Err(LockError::Busy { .. }) => assert!(t.elapsed().as_millis() >= 50),
+            other => panic!("expected Busy, got {other:?}"),
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let d = dir.path().to_path_buf();
+        let waiter = std::thread::spawn(move || {
+            tx.send(()).unwrap();
+            apply(&d, std::time::Duration::from_secs(30)).map(|_| ())
+        });
+        rx.recv().unwrap();
+        drop(held);
+        assert!(waiter.join().unwrap().is_ok());
     }
 }

@@ -666,10 +666,11 @@ fn run(cli: Cli) -> u8 {
 
 /// `ban`/`unban`: submit the request and say what became of it.
 fn manual(settings: &Settings, req: &sipban::pipeline::manual::Request, now: i64, json: bool) -> u8 {
-    match sipban::pipeline::manual::submit(settings, req, now) {
+    match sipban::pipeline::manual::submit(settings, req, &Ipset::new(), now) {
         Ok(o) => {
             let code = match &o {
                 sipban::pipeline::manual::Outcome::Queued { .. } => exit::LOCKED,
+                sipban::pipeline::manual::Outcome::Refused { .. } => exit::USAGE,
                 _ => exit::OK,
             };
             if json {

@@ -17,6 +17,7 @@ pub mod conntrack;
 pub mod ipset;
 pub mod logrule;
 pub mod mirror;
+pub mod plan;
 pub mod rules;
 
 use crate::config::Settings;
@@ -56,5 +57,217 @@ pub fn set_spec(settings: &Settings, family: Family) -> SetSpec {
         family,
         maxelem: maxelem(s.cap),
         hashsize: hashsize(s.cap),
+    }
+}
+
+use crate::model::Desired;
+use ipnet::IpNet;
+use plan::{CurrentSet, FamilyPlan};
+
+/// What a backend saw of every set at once, before planning (headers and counts: the mirror
+/// check, and leftover temporary sets for the apply).
+pub type Survey = ipset::Snapshot;
+
+/// The kernel side of the pipeline: read what a set holds, apply one family's plan. The ipset
+/// backend talks to the kernel; the dry-run backend records what it was asked to do. The
+/// caller never knows which (cs-firewall-bouncer's Backend, with the plan handed in whole).
+pub trait SetBackend {
+    /// For logs and the run report.
+    fn name(&self) -> &'static str;
+    /// Whether it changes the kernel.
+    fn changes_kernel(&self) -> bool;
+    /// Start a look at every set; finished by [`PendingSurvey::finish`] (it may run in another
+    /// process while the caller decides).
+    fn survey_start(&self) -> PendingSurvey;
+    /// What the set holds now, exactly (`exists == false` when it does not exist).
+    fn read(&self, spec: &SetSpec) -> Result<CurrentSet, ipset::IpsetError>;
+    /// The set's header and entry count, when it exists.
+    fn header(&self, name: &str) -> Result<Option<(ipset::SetHeader, usize)>, ipset::IpsetError>;
+    /// Apply one family's plan, verify the count, and fall back to a rebuild once if a diff
+    /// left the set with an unexpected size. `desired` is everything the set should hold (a
+    /// rebuild's content); a missing set is created.
+    fn apply(
+        &self,
+        spec: &SetSpec,
+        plan: &FamilyPlan,
+        desired: &[Desired],
+        survey: Option<&Survey>,
+        now: i64,
+    ) -> anyhow::Result<()>;
+    /// Add (or re-time) and delete a few entries in place, in one batch: the real-time path
+    /// and manual bans, under the cap (adds go first; the headroom above the cap covers them).
+    fn change(&self, spec: &SetSpec, adds: &[(IpNet, u32)], dels: &[IpNet]) -> anyhow::Result<()>;
+}
+
+/// A survey in progress.
+pub struct PendingSurvey(Option<ipset::PendingSnapshot>);
+
+impl PendingSurvey {
+    pub fn finish(self) -> Option<Survey> {
+        match self.0.map(ipset::PendingSnapshot::finish) {
+            Some(Ok(s)) => Some(s),
+            Some(Err(e)) => {
+                tracing::debug!("cannot list the kernel sets: {e}");
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+/// The entries of `desired` with their kernel timeouts.
+fn with_timeouts(desired: &[Desired], now: i64) -> Vec<(IpNet, u32)> {
+    desired
+        .iter()
+        .map(|d| (d.net, timeout_for(d.expires, now)))
+        .collect()
+}
+
+impl SetBackend for ipset::Ipset {
+    fn name(&self) -> &'static str {
+        "ipset"
+    }
+
+    fn changes_kernel(&self) -> bool {
+        true
+    }
+
+    fn survey_start(&self) -> PendingSurvey {
+        PendingSurvey(Some(self.snapshot_start()))
+    }
+
+    fn read(&self, spec: &SetSpec) -> Result<CurrentSet, ipset::IpsetError> {
+        Ok(match ipset::Ipset::read(self, &spec.name)? {
+            None => CurrentSet::default(),
+            Some(k) => CurrentSet::new(true, k.header.matches(spec), k.members),
+        })
+    }
+
+    fn header(&self, name: &str) -> Result<Option<(ipset::SetHeader, usize)>, ipset::IpsetError> {
+        ipset::Ipset::header(self, name)
+    }
+
+    fn apply(
+        &self,
+        spec: &SetSpec,
+        plan: &FamilyPlan,
+        desired: &[Desired],
+        survey: Option<&Survey>,
+        now: i64,
+    ) -> anyhow::Result<()> {
+        // A rebuild's batch destroys a leftover temporary set itself; an in-place diff would
+        // leave one (from a run killed between swap and destroy) lying around, so look for it.
+        if plan.rebuild.is_none() {
+            let removed = match survey {
+                Some(s) => self.destroy_leftover_tmp_in(spec, s)?,
+                None => self.destroy_leftover_tmp(spec)?,
+            };
+            if removed {
+                tracing::info!(set = %spec.name, "removed a temporary set left by an interrupted run");
+            }
+        }
+        // Nothing to change: the count was just checked (against the mirror, or by reading
+        // the set back), so there is nothing to verify either.
+        if plan.is_noop() && plan.before == plan.after {
+            return Ok(());
+        }
+        if plan.rebuild.is_some() {
+            match survey.map(|s| s.info(&spec.name)) {
+                Some(Ok(live)) => self.rebuild_known(spec, &with_timeouts(desired, now), live)?,
+                _ => self.rebuild(spec, &with_timeouts(desired, now))?,
+            }
+        } else if !plan.is_noop() {
+            let mut adds = plan.adds.clone();
+            adds.extend_from_slice(&plan.refreshes);
+            self.apply_diff(spec, &adds, &plan.dels)?;
+        }
+        let count = ipset::Ipset::header(self, &spec.name)?.map(|(_, n)| n);
+        if count == Some(plan.after) {
+            return Ok(());
+        }
+        if plan.rebuild.is_none() {
+            tracing::warn!(
+                set = %spec.name,
+                "after the diff the set holds {count:?} entries, expected {}; rebuilding",
+                plan.after
+            );
+            self.rebuild(spec, &with_timeouts(desired, now))?;
+            let count = ipset::Ipset::header(self, &spec.name)?.map(|(_, n)| n);
+            if count == Some(plan.after) {
+                return Ok(());
+            }
+        }
+        anyhow::bail!(
+            "after the rebuild the set holds {count:?} entries, expected {}",
+            plan.after
+        )
+    }
+
+    fn change(&self, spec: &SetSpec, adds: &[(IpNet, u32)], dels: &[IpNet]) -> anyhow::Result<()> {
+        Ok(self.apply_diff(spec, adds, dels)?)
+    }
+}
+
+/// The recording backend of `--dry-run`: reads through to the kernel when it can (read-only
+/// commands need no root), changes nothing, and keeps what it was asked to apply.
+pub struct DryRun<'a> {
+    pub reader: &'a ipset::Ipset,
+    pub recorded: std::cell::RefCell<Vec<String>>,
+}
+
+impl<'a> DryRun<'a> {
+    pub fn new(reader: &'a ipset::Ipset) -> Self {
+        DryRun {
+            reader,
+            recorded: Default::default(),
+        }
+    }
+}
+
+impl SetBackend for DryRun<'_> {
+    fn name(&self) -> &'static str {
+        "dry-run"
+    }
+
+    fn changes_kernel(&self) -> bool {
+        false
+    }
+
+    fn survey_start(&self) -> PendingSurvey {
+        PendingSurvey(Some(self.reader.snapshot_start()))
+    }
+
+    fn read(&self, spec: &SetSpec) -> Result<CurrentSet, ipset::IpsetError> {
+        SetBackend::read(self.reader, spec)
+    }
+
+    fn header(&self, name: &str) -> Result<Option<(ipset::SetHeader, usize)>, ipset::IpsetError> {
+        ipset::Ipset::header(self.reader, name)
+    }
+
+    fn apply(
+        &self,
+        spec: &SetSpec,
+        plan: &FamilyPlan,
+        _desired: &[Desired],
+        _survey: Option<&Survey>,
+        _now: i64,
+    ) -> anyhow::Result<()> {
+        self.recorded.borrow_mut().push(format!(
+            "{}: +{} -{} ~{}{}",
+            spec.name,
+            plan.adds.len(),
+            plan.dels.len(),
+            plan.refreshes.len(),
+            if plan.rebuild.is_some() { " (rebuild)" } else { "" }
+        ));
+        Ok(())
+    }
+
+    fn change(&self, spec: &SetSpec, adds: &[(IpNet, u32)], dels: &[IpNet]) -> anyhow::Result<()> {
+        self.recorded
+            .borrow_mut()
+            .push(format!("{}: +{} -{}", spec.name, adds.len(), dels.len()));
+        Ok(())
     }
 }

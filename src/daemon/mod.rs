@@ -1,9 +1,11 @@
 //! `sipban run`: the daemon. Scheduled full syncs, real-time log detections, manual requests,
 //! signals and systemd notifications, on one current-thread tokio runtime.
 //!
-//! * **Lock.** The daemon takes the run lock at start and holds it for its lifetime, so a
+//! * **Locks.** The daemon takes the run lock at start and holds it for its lifetime, so a
 //!   `sipban sync` started by cron or the timer while it runs exits at once with code 4; its
-//!   own syncs run inside that lock ([`sync::run_holding`]).
+//!   own syncs run inside that lock ([`sync::run_holding`]). Each apply step (a sync's, a
+//!   real-time pass, queued manual requests) takes the apply lock for that step only, so
+//!   `sipban ban` from a shell is applied by the command itself, between two steps.
 //! * **Schedules** ([`schedule`]): `daemon.sync_schedule` (default every ten minutes) starts a
 //!   full run; `daemon.feed_schedules` starts a full run in which that feed is downloaded
 //!   whatever its `interval` says (the other feeds follow their intervals, as in any run).
@@ -22,8 +24,9 @@
 //!   the watchdog interval (the timer runs while a sync downloads), `STATUS=` after each run,
 //!   `STOPPING=1` on the way out.
 //!
-//! This module must never change the kernel or the state without holding the lock, and never
-//! run two runs (or a run and a fast pass) at once.
+//! This module must never change the kernel or the state without holding the apply lock, and
+//! never run two syncs at once. A real-time pass may run while a sync downloads, never inside
+//! its apply step (that step does not await).
 
 pub mod inotify;
 pub mod schedule;
@@ -260,7 +263,9 @@ pub async fn run(config_path: &Path, settings: Settings) -> u8 {
             }
         }
         let sleep = timer.sleep_for(schedule::wall_ms());
-        let batch_ready = batch_at.filter(|_| running.is_none());
+        // Real-time passes go on while a sync downloads: the sync's own apply step never
+        // awaits, so the two never overlap, and a pass waits for no feed server.
+        let batch_ready = batch_at;
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
@@ -331,14 +336,14 @@ pub async fn run(config_path: &Path, settings: Settings) -> u8 {
                 }
                 let now = sync::unix_now();
                 if std::mem::take(&mut manual_dirty) {
-                    match crate::pipeline::manual::apply_pending(&held, &settings, Some(&ipset), now) {
+                    match crate::pipeline::manual::apply_waiting(&settings, &*ipset, now) {
                         Ok(Some(a)) => tracing::info!("manual: {}", a.requests.join("; ")),
                         Ok(None) => {}
                         Err(e) => tracing::error!("manual requests: {e:#}"),
                     }
                 }
                 if std::mem::take(&mut logs_dirty) {
-                    match fast::detect_and_apply(&held, &settings, &ipset, now) {
+                    match fast::detect_and_apply(&settings, &*ipset, now) {
                         Ok(r) => {
                             for e in &r.file_errors { tracing::warn!("{e}"); }
                             if !r.added.is_empty() || r.bans > 0 {

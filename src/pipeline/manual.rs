@@ -22,11 +22,12 @@
 //! is the judge), and never write the state without holding the run lock.
 
 use crate::config::{Settings, MAX_PRIORITY};
-use crate::pipeline::gate::{AllowReason, Allowlist};
-use crate::pipeline::decide::plan::{self, CurrentSet};
+use crate::backend::plan;
+use crate::backend::SetBackend;
+use crate::lock::{self, LockError};
+use crate::model::Entry;
 use crate::pipeline::decide::{self, Input, NetMap, SourcePolicy};
-use crate::backend::ipset::Ipset;
-use crate::lock::{self, LockError, RunLock};
+use crate::pipeline::gate::{self, AllowReason, Allowlist, Refusal};
 use crate::net::{self, Family};
 use crate::store::{RunCommit, Store};
 use crate::pipeline::sync::{self, Sources};
@@ -46,8 +47,8 @@ pub const PRIORITY: u16 = MAX_PRIORITY + 1;
 pub const DEFAULT_TTL: u32 = 365 * 86_400;
 /// Where requests wait for the lock holder.
 pub const REQUEST_DIR: &str = "manual";
-/// How long `ban`/`unban` wait for a running daemon to apply a request.
-pub const DAEMON_WAIT: Duration = Duration::from_secs(10);
+/// How long `ban`/`unban` wait for another writer's apply step.
+pub const APPLY_WAIT: Duration = crate::lock::APPLY_WAIT;
 /// At most this many unbans are remembered (the oldest go first).
 const MAX_UNBANS: usize = 65_536;
 
@@ -402,118 +403,34 @@ pub struct Applied {
 }
 
 /// Apply queued requests to the state (one transaction, then the files are removed) and, when
-/// `ipset` is given, bring the kernel sets in line for the prefixes they touched. The caller
-/// holds the run lock.
-pub fn apply_pending(
-    _held: &RunLock,
+/// a backend is given, bring the kernel sets in line for the prefixes they touched, creating a
+/// set that does not exist yet. The caller holds the apply lock.
+pub fn apply_queued(
+    store: &mut Store,
     settings: &Settings,
-    ipset: Option<&Ipset>,
+    backend: Option<&dyn SetBackend>,
     now: i64,
 ) -> Result<Option<Applied>> {
     let reqs = pending(&settings.state_dir)?;
     if reqs.is_empty() {
         return Ok(None);
     }
-    let mut store = Store::open(&settings.state_dir)?;
     let sources = Sources::from_settings(settings);
-    let names = sources.names();
     let index = sources.index();
     if !index.contains_key(SOURCE) {
         anyhow::bail!("internal: the manual source is not registered");
     }
-    // Which feeds list each prefix now (through the store's loader: feed listings are
-    // stored packed, not as rows). An unbanned prefix stays out until they drop it.
-    let mut feeds_listing: NetMap<Vec<String>> = NetMap::default();
-    for e in store.load_entries(&index)? {
-        for m in e.marks.iter().filter(|m| m.expires > now) {
-            let is_feed = sources
-                .kinds
-                .get(m.source as usize)
-                .is_some_and(|k| *k == "feed");
-            if let (true, Some(name)) = (is_feed, names.get(m.source as usize)) {
-                feeds_listing.entry(e.net).or_default().push(name.clone());
-            }
-        }
-    }
     let mut applied = Applied::default();
-    let mut touched: Vec<IpNet> = Vec::new();
-    let mut unbanned: Vec<IpNet> = Vec::new();
-    {
-        let tx = store.conn_mut().transaction()?;
-        tx.execute_batch(SCHEMA)?;
-        for (_, req) in &reqs {
-            let n = req.net();
-            let text = net::display_net(&n);
-            touched.push(n);
-            applied.requests.push(req.to_string());
-            match req {
-                Request::Ban { ttl, at, .. } => {
-                    let expires = at.saturating_add(i64::from(*ttl));
-                    tx.execute(
-                        "INSERT INTO entries (net, source, first_seen, last_seen, expires)
-                         VALUES (?1, ?2, ?3, ?3, ?4)
-                         ON CONFLICT(net, source) DO UPDATE SET last_seen = ?3, expires = ?4",
-                        params![text, SOURCE, at, expires],
-                    )?;
-                    tx.execute("DELETE FROM manual_unbans WHERE net = ?1", [&text])?;
-                    tx.execute("DELETE FROM manual_allowlist WHERE net = ?1", [&text])?;
-                }
-                Request::Unban { allow, at, .. } => {
-                    unbanned.push(n);
-                    // Which feeds list it now: they must drop it before listing it afresh.
-                    let mut holders = feeds_listing.get(&n).cloned().unwrap_or_default();
-                    holders.sort();
-                    holders.dedup();
-                    tx.execute("DELETE FROM entries WHERE net = ?1", [&text])?;
-                    tx.execute(
-                        "INSERT INTO manual_unbans (net, at, holders) VALUES (?1, ?2, ?3)
-                         ON CONFLICT(net) DO UPDATE SET at = ?2, holders = ?3",
-                        params![text, at, serde_json::to_string(&holders)?],
-                    )?;
-                    if *allow {
-                        tx.execute(
-                            "INSERT INTO manual_allowlist (net, added) VALUES (?1, ?2)
-                             ON CONFLICT(net) DO NOTHING",
-                            params![text, at],
-                        )?;
-                    }
-                }
-            }
-        }
-        tx.execute(
-            "DELETE FROM manual_unbans WHERE net NOT IN
-               (SELECT net FROM manual_unbans ORDER BY at DESC LIMIT ?1)",
-            [MAX_UNBANS as i64],
-        )?;
-        tx.commit().context("saving manual requests")?;
-    }
+    let (touched, unbanned) = save_requests(store, &sources, &reqs, &mut applied, now)?;
     for (path, _) in &reqs {
         if let Err(e) = std::fs::remove_file(path) {
             tracing::warn!("cannot remove applied request {}: {e}", path.display());
         }
     }
-
-    // Bring the kernel in line, for the touched prefixes only (adds) and whatever the cap
-    // pushes out (deletes): the rest is the next sync's business, which also knows the feed
-    // servers to protect.
     let mut entries = store.load_entries(&index)?;
     Unbans::load(store.conn())?.strip(&mut entries);
-    for e in &entries {
-        let covers =
-            |t: &IpNet| e.net.prefix_len() < t.prefix_len() && e.net.contains(&t.network());
-        if unbanned.iter().any(covers) && e.marks.iter().any(|m| m.expires > now) {
-            applied.still_covered_by.push(format!(
-                "{} ({})",
-                net::display_net(&e.net),
-                e.marks
-                    .iter()
-                    .filter_map(|m| names.get(m.source as usize).cloned())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-    }
-    let Some(ipset) = ipset else {
+    applied.still_covered_by = still_covered(&entries, &unbanned, &sources, now);
+    let Some(backend) = backend else {
         applied.kernel_note = Some("the kernel was not touched; the next sync applies it".into());
         return Ok(Some(applied));
     };
@@ -527,68 +444,12 @@ pub fn apply_pending(
         sync::caps(settings),
         now,
     );
-    for family in [Family::V4, Family::V6] {
-        let spec = sync::set_spec(settings, family);
-        let current = match ipset.read(&spec.name) {
-            Ok(Some(k)) if k.header.matches(&spec) => CurrentSet::new(true, true, k.members),
-            Ok(_) => {
-                applied.kernel_note = Some(format!(
-                    "set {} does not exist yet or has another type; the next sync creates it",
-                    spec.name
-                ));
-                continue;
-            }
-            Err(e) => {
-                applied.kernel_note = Some(format!(
-                    "the kernel set is not readable ({e}); the change is saved in the state and applies at the next sync"
-                ));
-                break;
-            }
-        };
-        let cap = settings.sets.get(family).cap;
-        let p = plan::plan_family(
-            family,
-            &spec.name,
-            cap,
-            decision.desired(family),
-            decision.evicted(family),
-            &current,
-            now,
-        );
-        let adds: Vec<(IpNet, u32)> = p
-            .adds
-            .iter()
-            .chain(p.refreshes.iter())
-            .filter(|(n, _)| touched.contains(n))
-            .copied()
-            .collect();
-        if adds.is_empty() && p.dels.is_empty() {
-            continue;
-        }
-        // The kernel is about to change outside a sync: the mirror no longer describes it.
-        store.put_blob(crate::backend::mirror::DIRTY_KEY, b"1")?;
-        match ipset.apply_diff(&spec, &adds, &p.dels) {
-            Ok(()) => {
-                applied
-                    .kernel_added
-                    .extend(adds.iter().map(|(n, _)| net::display_net(n)));
-                applied
-                    .kernel_deleted
-                    .extend(p.dels.iter().map(net::display_net));
-            }
-            Err(e) => {
-                applied.kernel_note = Some(format!(
-                    "changing set {} failed ({e}); the change is saved in the state and applies at the next sync",
-                    spec.name
-                ));
-            }
-        }
-    }
+    apply_touched(store, settings, backend, &decision, &touched, &mut applied, now)?;
     // Keep the state's entries in line with the decision (expired marks dropped), like a run.
     store
         .commit_run(&RunCommit {
             entries: &decision.entries,
-            source_names: &names,
+            source_names: &sources.names(),
             packed: &sources.packed(),
             feeds: &[],
             blobs: &[],
@@ -598,15 +459,212 @@ pub fn apply_pending(
     Ok(Some(applied))
 }
 
+/// Write the requests into the state in one transaction; returns the prefixes they touched
+/// and those unbanned.
+fn save_requests(
+    store: &mut Store,
+    sources: &Sources,
+    reqs: &[(PathBuf, Request)],
+    applied: &mut Applied,
+    now: i64,
+) -> Result<(Vec<IpNet>, Vec<IpNet>)> {
+    // Which feeds list each prefix now (through the store's loader: feed listings are
+    // stored packed, not as rows). An unbanned prefix stays out until they drop it.
+    let names = sources.names();
+    let mut feeds_listing: NetMap<Vec<String>> = NetMap::default();
+    for e in store.load_entries(&sources.index())? {
+        for m in e.marks.iter().filter(|m| m.expires > now) {
+            let is_feed = sources
+                .kinds
+                .get(m.source as usize)
+                .is_some_and(|k| *k == "feed");
+            if let (true, Some(name)) = (is_feed, names.get(m.source as usize)) {
+                feeds_listing.entry(e.net).or_default().push(name.clone());
+            }
+        }
+    }
+    let mut touched: Vec<IpNet> = Vec::new();
+    let mut unbanned: Vec<IpNet> = Vec::new();
+    let tx = store.conn_mut().transaction()?;
+    tx.execute_batch(SCHEMA)?;
+    for (_, req) in reqs {
+        let n = req.net();
+        let text = net::display_net(&n);
+        touched.push(n);
+        applied.requests.push(req.to_string());
+        match req {
+            Request::Ban { ttl, at, .. } => {
+                let expires = at.saturating_add(i64::from(*ttl));
+                tx.execute(
+                    "INSERT INTO entries (net, source, first_seen, last_seen, expires)
+                     VALUES (?1, ?2, ?3, ?3, ?4)
+                     ON CONFLICT(net, source) DO UPDATE SET last_seen = ?3, expires = ?4",
+                    params![text, SOURCE, at, expires],
+                )?;
+                tx.execute("DELETE FROM manual_unbans WHERE net = ?1", [&text])?;
+                tx.execute("DELETE FROM manual_allowlist WHERE net = ?1", [&text])?;
+            }
+            Request::Unban { allow, at, .. } => {
+                unbanned.push(n);
+                // Which feeds list it now: they must drop it before listing it afresh.
+                let mut holders = feeds_listing.get(&n).cloned().unwrap_or_default();
+                holders.sort();
+                holders.dedup();
+                tx.execute("DELETE FROM entries WHERE net = ?1", [&text])?;
+                tx.execute(
+                    "INSERT INTO manual_unbans (net, at, holders) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(net) DO UPDATE SET at = ?2, holders = ?3",
+                    params![text, at, serde_json::to_string(&holders)?],
+                )?;
+                if *allow {
+                    tx.execute(
+                        "INSERT INTO manual_allowlist (net, added) VALUES (?1, ?2)
+                         ON CONFLICT(net) DO NOTHING",
+                        params![text, at],
+                    )?;
+                }
+            }
+        }
+    }
+    tx.execute(
+        "DELETE FROM manual_unbans WHERE net NOT IN
+           (SELECT net FROM manual_unbans ORDER BY at DESC LIMIT ?1)",
+        [MAX_UNBANS as i64],
+    )?;
+    tx.commit().context("saving manual requests")?;
+    Ok((touched, unbanned))
+}
+
+/// For an unban: other live entries (a feed's broader prefix) that still cover it.
+fn still_covered(entries: &[Entry], unbanned: &[IpNet], sources: &Sources, now: i64) -> Vec<String> {
+    let names = sources.names();
+    let mut out = Vec::new();
+    for e in entries {
+        let covers =
+            |t: &IpNet| e.net.prefix_len() < t.prefix_len() && e.net.contains(&t.network());
+        if unbanned.iter().any(covers) && e.marks.iter().any(|m| m.expires > now) {
+            out.push(format!(
+                "{} ({})",
+                net::display_net(&e.net),
+                e.marks
+                    .iter()
+                    .filter_map(|m| names.get(m.source as usize).cloned())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    out
+}
+
+/// Apply whatever requests are queued, under the apply lock (the daemon, when its watch on the
+/// request directory fires).
+pub fn apply_waiting(settings: &Settings, backend: &dyn SetBackend, now: i64) -> Result<Option<Applied>> {
+    if pending(&settings.state_dir)?.is_empty() {
+        return Ok(None);
+    }
+    let _held = lock::apply(&settings.state_dir, APPLY_WAIT)?;
+    let mut store = Store::open(&settings.state_dir)?;
+    apply_queued(&mut store, settings, Some(backend), now)
+}
+
+/// Bring the kernel in line for the touched prefixes (adds) and whatever the cap pushes out
+/// (deletes): the rest is the next sync's business, which also knows the feed servers to
+/// protect. A family's set that does not exist yet is created with everything it should hold,
+/// so a ban protects at once, sync or no sync.
+fn apply_touched(
+    store: &mut Store,
+    settings: &Settings,
+    backend: &dyn SetBackend,
+    decision: &decide::Decision,
+    touched: &[IpNet],
+    applied: &mut Applied,
+    now: i64,
+) -> Result<()> {
+    for family in [Family::V4, Family::V6] {
+        let spec = sync::set_spec(settings, family);
+        let desired = decision.desired(family);
+        let mine = |n: &IpNet| touched.contains(n);
+        let wanted = desired.iter().any(|d| mine(&d.net));
+        let current = match backend.read(&spec) {
+            Ok(c) if c.exists && c.compatible => c,
+            Ok(c) if c.exists => {
+                applied.kernel_note = Some(format!(
+                    "set {} exists with another type; the change is saved in the state, and `sipban sync` rebuilds the set",
+                    spec.name
+                ));
+                continue;
+            }
+            // Missing: create it, with all it should hold, if this request puts anything in.
+            Ok(_) if !wanted => continue,
+            Ok(c) => c,
+            Err(e) => {
+                applied.kernel_note = Some(format!(
+                    "set {} is not readable ({e}); the change is saved in the state and applies at the next sync",
+                    spec.name
+                ));
+                continue;
+            }
+        };
+        let cap = settings.sets.get(family).cap;
+        let mut p = plan::plan_family(
+            family,
+            &spec.name,
+            cap,
+            desired,
+            decision.evicted(family),
+            &current,
+            now,
+        );
+        if current.exists {
+            // Only the touched prefixes are added here (and only in place).
+            p.adds.retain(|(n, _)| mine(n));
+            p.refreshes.retain(|(n, _)| mine(n));
+            p.rebuild = None;
+        }
+        if p.adds.is_empty() && p.refreshes.is_empty() && p.dels.is_empty() && current.exists {
+            continue;
+        }
+        // The kernel is about to change outside a sync: the mirror no longer describes it.
+        store.put_blob(crate::backend::mirror::DIRTY_KEY, b"1")?;
+        let result = if current.exists {
+            let mut adds = p.adds.clone();
+            adds.extend_from_slice(&p.refreshes);
+            backend.change(&spec, &adds, &p.dels)
+        } else {
+            backend.apply(&spec, &p, desired, None, now)
+        };
+        match result {
+            Ok(()) => {
+                let shown = p.adds.iter().filter(|(n, _)| mine(n));
+                applied
+                    .kernel_added
+                    .extend(shown.map(|(n, _)| net::display_net(n)));
+                applied
+                    .kernel_deleted
+                    .extend(p.dels.iter().map(net::display_net));
+            }
+            Err(e) => {
+                applied.kernel_note = Some(format!(
+                    "changing set {} failed ({e:#}); the change is saved in the state and applies at the next sync",
+                    spec.name
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// How a command-line request ended.
 #[derive(Debug, Serialize)]
 #[serde(tag = "how", rename_all = "snake_case")]
 pub enum Outcome {
-    /// This command held the lock and applied it (and, as root, changed the kernel).
+    /// This command applied it (and, as root, changed the kernel).
     Applied(Applied),
-    /// A running daemon picked it up.
-    AppliedByDaemon { pid: Option<u32> },
-    /// Another run holds the lock and did not pick it up in time; it stays queued.
+    /// The admission gate refused it: nothing was saved.
+    Refused { request: String, reason: Refusal },
+    /// Another writer held the apply lock past the wait; the request stays queued and the next
+    /// run (or the daemon) applies it.
     Queued { pid: Option<u32>, path: PathBuf },
 }
 
@@ -634,13 +692,12 @@ impl fmt::Display for Outcome {
                 }
                 Ok(())
             }
-            Outcome::AppliedByDaemon { pid } => match pid {
-                Some(p) => writeln!(f, "applied by the running sipban daemon (pid {p})"),
-                None => writeln!(f, "applied by the running sipban daemon"),
-            },
+            Outcome::Refused { request, reason } => {
+                writeln!(f, "{request}: {reason}; nothing was saved")
+            }
             Outcome::Queued { pid, path } => writeln!(
                 f,
-                "queued as {}: another sipban run{} holds the lock; it applies at the next sync",
+                "queued as {}: another sipban process{} is changing the sets; it applies at the next sync",
                 path.display(),
                 pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
             ),
@@ -648,26 +705,41 @@ impl fmt::Display for Outcome {
     }
 }
 
-/// `sipban ban` / `sipban unban`: queue the request, then apply it under the lock, or let the
-/// daemon that holds the lock apply it.
-pub fn submit(settings: &Settings, req: &Request, now: i64) -> Result<Outcome> {
+/// The gate's verdict on a ban, with the allowlist a sync would use (less a manual allowlist
+/// entry of exactly this prefix: a ban lifts it, the admin changed their mind).
+pub fn check(settings: &Settings, req: &Request) -> Option<Refusal> {
+    let Request::Ban { net, .. } = req else {
+        return None;
+    };
+    let mut summary = sync::AllowSummary::default();
+    let full = sync::base_allowlist(settings, &mut summary);
+    let mut allow = Allowlist::new();
+    for r in full.rules() {
+        if !(r.net == *net && r.reason == AllowReason::Manual) {
+            allow.add(r.net, r.reason.clone());
+        }
+    }
+    gate::admit(&policy(), &allow, net).err()
+}
+
+/// `sipban ban` / `sipban unban`: ask the gate, queue the request, then apply it under the
+/// apply lock (waiting at most for one apply of another writer). It never waits for a sync's
+/// downloads.
+pub fn submit(settings: &Settings, req: &Request, backend: &dyn SetBackend, now: i64) -> Result<Outcome> {
+    if let Some(reason) = check(settings, req) {
+        return Ok(Outcome::Refused {
+            request: req.to_string(),
+            reason,
+        });
+    }
     let path = queue(&settings.state_dir, req)?;
-    match lock::acquire(&settings.state_dir) {
-        Ok(held) => {
-            let ipset = Ipset::new();
-            let a = apply_pending(&held, settings, Some(&ipset), now)?.unwrap_or_default();
+    match lock::apply(&settings.state_dir, APPLY_WAIT) {
+        Ok(_held) => {
+            let mut store = Store::open(&settings.state_dir)?;
+            let a = apply_queued(&mut store, settings, Some(backend), now)?.unwrap_or_default();
             Ok(Outcome::Applied(a))
         }
-        Err(LockError::Busy { holder, .. }) => {
-            let t = std::time::Instant::now();
-            while t.elapsed() < DAEMON_WAIT {
-                if !path.exists() {
-                    return Ok(Outcome::AppliedByDaemon { pid: holder });
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Ok(Outcome::Queued { pid: holder, path })
-        }
+        Err(LockError::Busy { holder, .. }) => Ok(Outcome::Queued { pid: holder, path }),
         Err(e) => Err(anyhow::Error::new(e)),
     }
 }

@@ -24,3 +24,119 @@ pub mod gate;
 pub mod manual;
 pub mod restore;
 pub mod sync;
+pub mod detect;
+pub mod summary;
+
+use crate::config::Settings;
+use crate::hostaddr;
+use crate::net;
+use crate::source::{apiban, kernlog};
+use decide::{Caps, SourcePolicy};
+use gate::{AllowReason, Allowlist};
+use std::collections::HashMap;
+use summary::AllowSummary;
+
+/// The configured sources in a fixed order; decide refers to them by index.
+pub struct Sources {
+    pub policies: Vec<SourcePolicy>,
+    pub kinds: Vec<&'static str>,
+}
+
+impl Sources {
+    pub fn from_settings(settings: &Settings) -> Sources {
+        let mut policies = Vec::new();
+        let mut kinds = Vec::new();
+        for f in &settings.feeds {
+            policies.push(SourcePolicy {
+                name: f.name.clone(),
+                priority: f.priority,
+                min_prefix_v4: f.min_prefix_v4,
+                min_prefix_v6: f.min_prefix_v6,
+                allow_private: f.allow_private,
+            });
+            kinds.push("feed");
+        }
+        if let Some(a) = &settings.apiban {
+            // APIBAN lists single hosts.
+            policies.push(SourcePolicy {
+                name: apiban::SOURCE.to_string(),
+                priority: a.priority,
+                min_prefix_v4: 32,
+                min_prefix_v6: 128,
+                allow_private: false,
+            });
+            kinds.push("apiban");
+        }
+        if let Some(a) = &settings.asterisk {
+            // Local detections: single hosts, LAN attackers included (a compromised phone on
+            // the LAN is a real attacker; the allowlist still protects what the admin listed).
+            policies.push(SourcePolicy {
+                name: detect::ASTERISK.to_string(),
+                priority: a.priority.min(u32::from(crate::config::MAX_PRIORITY)) as u16,
+                min_prefix_v4: 32,
+                min_prefix_v6: 128,
+                allow_private: true,
+            });
+            kinds.push("asterisk");
+        }
+        if let Some(k) = &settings.kernel_log {
+            // Port probers seen by this host's firewall: single hosts, LAN ones included.
+            policies.push(SourcePolicy {
+                name: kernlog::SOURCE.to_string(),
+                priority: k.priority,
+                min_prefix_v4: 32,
+                min_prefix_v6: 128,
+                allow_private: true,
+            });
+            kinds.push("kernel");
+        }
+        // Manual bans (`sipban ban`): always registered, after every configured source, so sync keeps their marks.
+        policies.push(manual::policy());
+        kinds.push("manual");
+        Sources { policies, kinds }
+    }
+
+    pub fn index(&self) -> HashMap<String, u16> {
+        self.policies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.clone(), i as u16))
+            .collect()
+    }
+
+    /// Per source: stored packed (a feed's complete listing) rather than as rows.
+    pub fn packed(&self) -> Vec<bool> {
+        self.kinds.iter().map(|k| *k == "feed").collect()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.policies.iter().map(|p| p.name.clone()).collect()
+    }
+}
+
+/// The caps from the config.
+pub fn caps(settings: &Settings) -> Caps {
+    Caps {
+        v4: settings.sets.v4.cap as usize,
+        v6: settings.sets.v6.cap as usize,
+    }
+}
+
+/// The allowlist: config, own addresses (when enabled), feed servers.
+pub fn base_allowlist(settings: &Settings, summary: &mut AllowSummary) -> Allowlist {
+    let mut allow = Allowlist::new();
+    for n in &settings.allowlist {
+        allow.add(*n, AllowReason::Config);
+        summary.config += 1;
+    }
+    // `sipban unban --allow` entries, from the saved state.
+    manual::add_allowlist(&settings.state_dir, &mut allow);
+    if settings.allow_own_addresses {
+        for a in hostaddr::own_addresses() {
+            allow.add(net::host_net(a.ip), AllowReason::OwnAddress(a.what));
+            summary.own_addresses += 1;
+        }
+    }
+    allow
+}
+

@@ -12,7 +12,7 @@
 //!   to the cap per family. Over the cap the lowest priority goes first, then the address
 //!   listed by fewer sources, then the least recently seen; every eviction is counted.
 
-pub mod plan;
+pub use crate::backend::plan;
 
 pub use crate::pipeline::gate as allow;
 
@@ -31,69 +31,7 @@ pub use crate::model::{ser_net, Desired, Entry, Mark, Marks};
 /// that an evicted address can come back when room frees up, while memory stays bounded.
 pub const KEEP_FACTOR: usize = 4;
 
-/// Which prefixes a source may ban.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct SourcePolicy {
-    pub name: String,
-    pub priority: u16,
-    pub min_prefix_v4: u8,
-    pub min_prefix_v6: u8,
-    /// May this source ban private space (RFC 1918, CGNAT, ULA)? Feeds: no, unless opted in.
-    /// Local detectors: yes (a compromised phone on the LAN is a real attacker).
-    pub allow_private: bool,
-}
-
-impl SourcePolicy {
-    fn min_prefix(&self, family: Family) -> u8 {
-        match family {
-            Family::V4 => self.min_prefix_v4,
-            Family::V6 => self.min_prefix_v6,
-        }
-    }
-
-    /// Why this source may not ban `net`, if it may not.
-    pub fn reject(&self, net: &IpNet) -> Option<Rejection> {
-        let family = Family::of(net);
-        if net.prefix_len() == 0 {
-            return Some(Rejection::Everything);
-        }
-        if net.prefix_len() < self.min_prefix(family) {
-            return Some(Rejection::TooBroad);
-        }
-        if net::special_range(net).is_some() {
-            return Some(Rejection::Special);
-        }
-        if !self.allow_private && net::private_range(net).is_some() {
-            return Some(Rejection::Private);
-        }
-        None
-    }
-}
-
-/// Why a listed prefix was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Rejection {
-    /// 0.0.0.0/0 or ::/0.
-    Everything,
-    /// Broader than the source's `min_prefix`.
-    TooBroad,
-    /// Loopback, link-local, multicast, unspecified, broadcast, "this network".
-    Special,
-    /// Private or shared space from a source that may not ban it.
-    Private,
-}
-
-impl Rejection {
-    pub fn describe(self) -> &'static str {
-        match self {
-            Rejection::Everything => "the whole address space",
-            Rejection::TooBroad => "broader than min_prefix",
-            Rejection::Special => "loopback/link-local/multicast/reserved",
-            Rejection::Private => "private address space",
-        }
-    }
-}
+pub use super::gate::{Rejection, SourcePolicy};
 
 /// Sort key: higher is kept first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -117,6 +117,18 @@ pub fn record_request(conn: &Connection, unix_ms: i64) -> Result<()> {
     put(conn, K_LAST_REQUEST_MS, &unix_ms).context("saving the APIBAN request time")
 }
 
+/// The apply lock for a commit that changes `entries`: a manual ban or a real-time pass may be
+/// between loading the entries and writing them back, and must not lose this page (or this
+/// page their change). In-memory databases (tests) have no directory and need no lock.
+fn entries_lock(conn: &Connection) -> Result<Option<crate::lock::ApplyLock>> {
+    match conn.path().filter(|p| !p.is_empty()) {
+        Some(db) => crate::lock::apply_for_db(std::path::Path::new(db))
+            .map(Some)
+            .context("waiting to commit an APIBAN page"),
+        None => Ok(None),
+    }
+}
+
 /// Apply one page of normal paging: upsert the marks and move the cursor, in one transaction.
 /// Marks keep their `first_seen`; `last_seen` and `expires` only move forward.
 pub fn apply_page(
@@ -126,6 +138,7 @@ pub fn apply_page(
     now: i64,
     ttl: u32,
 ) -> Result<()> {
+    let _lock = entries_lock(conn)?;
     let tx = conn.transaction()?;
     {
         let mut up = tx.prepare(
@@ -185,6 +198,7 @@ pub struct Swap {
 /// in `entries` (an address listed before and again keeps its `first_seen`), the staging
 /// cursor becomes the live cursor, and the staging area is emptied.
 pub fn finish_refresh(conn: &mut Connection, now: i64, ttl: u32) -> Result<Swap> {
+    let _lock = entries_lock(conn)?;
     let tx = conn.transaction()?;
     let swap;
     {

@@ -4,12 +4,12 @@
 //! rebuild (temporary set, fill, swap). It is also what `--dry-run`, metrics and the run
 //! summary count. Pure: the current set contents are an argument, never read here.
 
-use super::Desired;
+use crate::model::Desired;
 use crate::net::{self, Family};
 use ipnet::IpNet;
 use serde::Serialize;
 
-pub use crate::backend::{diff_limit, hashsize, maxelem, timeout_for, MAX_TIMEOUT};
+pub use super::{diff_limit, hashsize, maxelem, timeout_for, MAX_TIMEOUT};
 
 /// Whether a kernel entry with `have` seconds left (0 = no timeout) should be re-added with
 /// `want`. Timeouts are refreshed only once they have drifted by a quarter (at least a minute),

@@ -1,0 +1,175 @@
+//! The local detectors behind one [`Detector`] trait: one pass reads what is new in the logs
+//! from the saved state blob and returns sightings, the state to save, offences for upstream
+//! reports and per-file errors. A sync and the daemon's real-time pass run the same code, on
+//! the same state blobs, so no line is ever read twice or judged two ways.
+//!
+//! This module must never decide anything (the gate and decide do), never write the state (the
+//! caller persists the returned blob together with what the pass applied), and never let one
+//! detector's failure stop another's pass.
+
+use crate::config::Settings;
+use crate::hostaddr;
+use crate::model::Sighting;
+use crate::report::Offence;
+use crate::source::{asterisk, kernlog};
+use serde::Serialize;
+
+/// The source name of the Asterisk log detector.
+pub const ASTERISK: &str = "asterisk";
+/// The blob key of the Asterisk detector's state (cursors, failure windows, Call-ID map).
+pub const ASTERISK_STATE: &str = "asterisk.state";
+/// The blob key of the kernel-log detector's state (cursors, scoring windows).
+pub const KERNEL_STATE: &str = "kernel.state";
+
+/// What the Asterisk detector did in a run (the evidence itself stays out of the report).
+#[derive(Clone, Debug, Serialize)]
+pub struct AsteriskReport {
+    pub bans: Vec<asterisk::Ban>,
+    pub counters: asterisk::Counters,
+    pub files: Vec<asterisk::FileReport>,
+}
+
+/// A detector's own account of a pass, for the run report.
+#[derive(Clone, Debug)]
+pub enum PassReport {
+    Asterisk(AsteriskReport),
+    Kernel(kernlog::Detections),
+}
+
+/// One detector's pass.
+pub struct Pass {
+    /// The source its sightings are marked with.
+    pub source: &'static str,
+    pub state_key: &'static str,
+    pub sightings: Vec<Sighting>,
+    /// The detector's state after the pass, to save with what the pass applied.
+    pub blob: Vec<u8>,
+    pub offences: Vec<Offence>,
+    /// `detector: path: error` for each file that could not be read.
+    pub file_errors: Vec<String>,
+    pub lines: u64,
+    pub report: PassReport,
+}
+
+/// A log detector: one pass from its saved state.
+pub trait Detector {
+    /// The config section and source name (`asterisk`, `kernel_log`).
+    fn label(&self) -> &'static str;
+    /// The blob key of its state.
+    fn state_key(&self) -> &'static str;
+    /// Read what is new, from `saved` (an unreadable state starts afresh, with a warning).
+    fn pass(&self, saved: Option<&[u8]>, now: i64) -> Result<Pass, String>;
+}
+
+/// The configured detectors, in source order.
+pub fn configured(settings: &Settings) -> Vec<Box<dyn Detector + '_>> {
+    let mut out: Vec<Box<dyn Detector + '_>> = Vec::new();
+    if let Some(a) = &settings.asterisk {
+        out.push(Box::new(AsteriskDetector(a)));
+    }
+    if let Some(k) = &settings.kernel_log {
+        out.push(Box::new(KernelDetector(k)));
+    }
+    out
+}
+
+/// Decode a saved state, or start afresh (loudly) when it is unreadable.
+fn decode_or_default<T: Default, E: std::fmt::Display>(
+    saved: Option<&[u8]>,
+    what: &str,
+    decode: impl Fn(&[u8]) -> Result<T, E>,
+) -> T {
+    match saved.map(decode) {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => {
+            tracing::warn!("the saved {what} state is unreadable ({e}); starting afresh");
+            T::default()
+        }
+        None => T::default(),
+    }
+}
+
+/// `who: path: error` for each file a detector could not read.
+fn file_errors<'a>(
+    who: &str,
+    files: impl Iterator<Item = (&'a std::path::PathBuf, &'a Option<String>)>,
+) -> Vec<String> {
+    files
+        .filter_map(|(path, error)| {
+            error
+                .as_ref()
+                .map(|e| format!("{who}: {}: {e}", path.display()))
+        })
+        .collect()
+}
+
+struct AsteriskDetector<'a>(&'a asterisk::AsteriskSettings);
+
+impl Detector for AsteriskDetector<'_> {
+    fn label(&self) -> &'static str {
+        ASTERISK
+    }
+
+    fn state_key(&self) -> &'static str {
+        ASTERISK_STATE
+    }
+
+    fn pass(&self, saved: Option<&[u8]>, now: i64) -> Result<Pass, String> {
+        let mut state: asterisk::DetectorState =
+            decode_or_default(saved, "Asterisk detector", |b: &[u8]| {
+                serde_json::from_slice(b)
+            });
+        let det = asterisk::run(self.0, &mut state, now).map_err(|e| e.to_string())?;
+        let blob = serde_json::to_vec(&state)
+            .map_err(|e| format!("encoding the Asterisk detector state: {e}"))?;
+        Ok(Pass {
+            source: ASTERISK,
+            state_key: ASTERISK_STATE,
+            offences: crate::report::from_asterisk(&det),
+            file_errors: file_errors("asterisk", det.files.iter().map(|f| (&f.path, &f.error))),
+            lines: det.counters.lines,
+            sightings: det.sightings,
+            blob,
+            report: PassReport::Asterisk(AsteriskReport {
+                bans: det.bans,
+                counters: det.counters,
+                files: det.files,
+            }),
+        })
+    }
+}
+
+struct KernelDetector<'a>(&'a kernlog::KernelLogSettings);
+
+impl Detector for KernelDetector<'_> {
+    fn label(&self) -> &'static str {
+        "kernel_log"
+    }
+
+    fn state_key(&self) -> &'static str {
+        KERNEL_STATE
+    }
+
+    fn pass(&self, saved: Option<&[u8]>, now: i64) -> Result<Pass, String> {
+        let mut state = decode_or_default(
+            saved,
+            "kernel-log detector",
+            kernlog::KernelState::decode,
+        );
+        let own = hostaddr::own_ips();
+        let det = kernlog::run(self.0, &mut state, &own, now).map_err(|e| e.to_string())?;
+        let blob = state
+            .encode()
+            .map_err(|e| format!("encoding the kernel-log detector state: {e}"))?;
+        Ok(Pass {
+            source: kernlog::SOURCE,
+            state_key: KERNEL_STATE,
+            offences: crate::report::from_kernel(&det),
+            file_errors: file_errors("kernel_log", det.files.iter().map(|f| (&f.path, &f.error))),
+            lines: det.counters.lines,
+            sightings: det.sightings.clone(),
+            blob,
+            report: PassReport::Kernel(det),
+        })
+    }
+}

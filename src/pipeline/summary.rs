@@ -1,0 +1,377 @@
+//! What a sync did or would do: the [`RunReport`] (`Display` for people, `Serialize` for
+//! `--json`), its outcome, and the counts-only summary the run history keeps.
+//!
+//! Plain data and formatting: this module must never read the kernel or the state, and must
+//! print only what the run recorded (every line is true about that run).
+
+use crate::backend::plan::FamilyPlan;
+use crate::lock::LockError;
+use crate::net;
+use crate::pipeline::decide::{AllowHit, SourceCounts};
+use crate::pipeline::detect::AsteriskReport;
+use crate::source::apiban::ApibanRun;
+use crate::source::feed::FeedStatus;
+use crate::source::kernlog;
+use serde::Serialize;
+use std::fmt;
+
+/// How a run ended; also the process exit code (see the README).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Everything worked.
+    Ok,
+    /// The sets are right for what could be read, but at least one source failed; its last
+    /// good entries were kept.
+    Partial,
+    /// Nothing could be applied (or the plan could not be made); the live sets are unchanged.
+    Failed,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Partial => "partial",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// What the plan was diffed against.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BaselineKind {
+    Kernel,
+    SavedState,
+    Empty,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SourceReport {
+    pub name: String,
+    pub kind: &'static str,
+    pub priority: u16,
+    /// Feeds only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feed: Option<FeedReport>,
+    /// APIBAN only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apiban: Option<ApibanRun>,
+    /// Asterisk detector only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asterisk: Option<AsteriskReport>,
+    /// Kernel-log detector only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<kernlog::Detections>,
+    pub counts: SourceCounts,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FeedReport {
+    pub location: String,
+    #[serde(flatten)]
+    pub status: FeedStatus,
+    pub bytes: u64,
+    pub invalid: usize,
+    pub invalid_samples: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AllowSummary {
+    pub config: usize,
+    pub own_addresses: usize,
+    pub feed_hosts: usize,
+    pub hits: Vec<AllowHit>,
+}
+
+/// Everything a run did or would do. `Display` is for people, `Serialize` for `--json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    pub dry_run: bool,
+    pub started: i64,
+    pub finished: i64,
+    pub state: String,
+    pub baseline: BaselineKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_note: Option<String>,
+    pub sources: Vec<SourceReport>,
+    pub allowlist: AllowSummary,
+    pub sets: Vec<FamilyPlan>,
+    pub entries_held: usize,
+    pub forgotten: usize,
+    pub dropped_unknown_source: usize,
+    pub applied: bool,
+    pub errors: Vec<String>,
+    pub outcome: Outcome,
+    /// Upstream reporting of this run's own detections (`report:` section).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<crate::report::ReportRun>,
+}
+
+/// A run that could not start or plan at all.
+#[derive(Debug)]
+pub enum SyncError {
+    Locked(LockError),
+    Fatal(anyhow::Error),
+}
+
+impl fmt::Display for SyncError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SyncError::Locked(e) => write!(f, "{e}"),
+            SyncError::Fatal(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for SyncError {}
+
+impl From<anyhow::Error> for SyncError {
+    fn from(e: anyhow::Error) -> Self {
+        SyncError::Fatal(e)
+    }
+}
+
+impl RunReport {
+    /// Counts only (no address lists): what the run history stores.
+    pub fn summary_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "dry_run": self.dry_run,
+            "outcome": self.outcome,
+            "baseline": self.baseline,
+            "entries_held": self.entries_held,
+            "errors": self.errors,
+            "sources": self.sources.iter().map(|s| serde_json::json!({
+                "name": s.name,
+                "kind": s.kind,
+                "status": s.feed.as_ref().map(|f| &f.status),
+                "apiban": s.apiban,
+                "counts": s.counts,
+            })).collect::<Vec<_>>(),
+            "sets": self.sets.iter().map(|p| serde_json::json!({
+                "family": p.family,
+                "set": p.set,
+                "cap": p.cap,
+                "before": p.before,
+                "after": p.after,
+                "added": p.adds.len(),
+                "deleted": p.dels.len(),
+                "refreshed": p.refreshes.len(),
+                "evicted": p.evicted,
+                "rebuild": p.rebuild,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// How many addresses of each list the human output shows.
+const SHOW: usize = 25;
+
+impl RunReport {
+    fn fmt_head(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.dry_run {
+            writeln!(
+                f,
+                "sipban sync --dry-run: the plan below was NOT applied; nothing was changed."
+            )?;
+        } else {
+            writeln!(
+                f,
+                "sipban sync: {}",
+                match self.outcome {
+                    Outcome::Ok => "done",
+                    Outcome::Partial =>
+                        "done, with source errors (their last good entries were kept)",
+                    Outcome::Failed => "FAILED: the live sets were left as they were",
+                }
+            )?;
+        }
+        match (&self.baseline, &self.baseline_note) {
+            (_, Some(note)) => writeln!(f, "compared against: {note}")?,
+            (BaselineKind::Kernel, None) => writeln!(f, "compared against: the kernel sets")?,
+            (b, None) => writeln!(f, "compared against: {b:?}")?,
+        }
+        Ok(())
+    }
+
+    fn fmt_sources(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "\nsources:")?;
+        for s in &self.sources {
+            let c = &s.counts;
+            let status = match &s.feed {
+                Some(fr) => match &fr.status {
+                    FeedStatus::Fresh => format!("fresh ({} bytes)", fr.bytes),
+                    FeedStatus::NotModified => "not modified (cached copy)".to_string(),
+                    FeedStatus::NotDue { next_in } => {
+                        format!(
+                            "not due (next download in {})",
+                            crate::config::human_duration(*next_in)
+                        )
+                    }
+                    FeedStatus::Failed(r) => format!("FAILED: {r}"),
+                },
+                None if s.kernel.is_some() => {
+                    s.kernel.as_ref().map(|k| k.summary()).unwrap_or_default()
+                }
+                None => match (&s.apiban, &s.asterisk) {
+                    (Some(a), _) => a.to_string(),
+                    (None, Some(a)) => format!(
+                        "{} lines read, {} failures matched, {} new bans, {} unattributed scanner timeouts",
+                        a.counters.lines,
+                        a.counters.matched,
+                        a.bans.len(),
+                        a.counters.timeouts_unattributed
+                    ),
+                    (None, None) => String::new(),
+                },
+            };
+            writeln!(
+                f,
+                "  {:<20} {:<5} prio {:<4} {status}",
+                s.name, s.kind, s.priority
+            )?;
+            let rejected: usize = c.rejected.values().sum();
+            let mut line = format!(
+                "  {:<20} listed {}, holds {}, in set {}",
+                "", c.listed, c.held, c.in_set
+            );
+            if c.allowlisted > 0 {
+                line.push_str(&format!(", allowlisted {}", c.allowlisted));
+            }
+            if c.expired > 0 {
+                line.push_str(&format!(", expired {}", c.expired));
+            }
+            if c.delisted > 0 {
+                line.push_str(&format!(", delisted {}", c.delisted));
+            }
+            if rejected > 0 {
+                let why: Vec<String> = c
+                    .rejected
+                    .iter()
+                    .map(|(r, n)| format!("{n} {}", r.describe()))
+                    .collect();
+                line.push_str(&format!(", rejected {rejected} ({})", why.join(", ")));
+            }
+            if let Some(fr) = &s.feed {
+                if fr.invalid > 0 {
+                    line.push_str(&format!(
+                        ", {} unreadable lines (e.g. `{}`)",
+                        fr.invalid,
+                        fr.invalid_samples.first().map(String::as_str).unwrap_or("")
+                    ));
+                }
+            }
+            writeln!(f, "{line}")?;
+        }
+        if self.sources.is_empty() {
+            writeln!(f, "  (none configured)")?;
+        }
+        Ok(())
+    }
+
+    fn fmt_allowlist(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let a = &self.allowlist;
+        writeln!(
+            f,
+            "\nallowlist: {} from config, {} own addresses, {} feed servers",
+            a.config, a.own_addresses, a.feed_hosts
+        )?;
+        for h in a.hits.iter().take(SHOW) {
+            writeln!(
+                f,
+                "  {} {} by {} ({})",
+                net::display_net(&h.listed),
+                if h.partial {
+                    "partly protected (the rest is kept)"
+                } else {
+                    "protected"
+                },
+                net::display_net(&h.rule),
+                h.reason
+            )?;
+        }
+        if a.hits.len() > SHOW {
+            writeln!(f, "  ... and {} more", a.hits.len() - SHOW)?;
+        }
+        Ok(())
+    }
+
+    fn fmt_sets(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "\nsets:")?;
+        for p in &self.sets {
+            writeln!(
+                f,
+                "  {} ({}): {} -> {} of cap {}: +{} added, -{} deleted, {} timeouts refreshed, {} evicted over the cap",
+                p.set,
+                p.family,
+                p.before,
+                p.after,
+                p.cap,
+                p.adds.len(),
+                p.dels.len(),
+                p.refreshes.len(),
+                p.evicted
+            )?;
+            match &p.rebuild {
+                Some(why) => {
+                    writeln!(f, "    method: rebuild in a temporary set and swap ({why})")?
+                }
+                None if p.is_noop() => writeln!(f, "    method: nothing to change")?,
+                None => writeln!(f, "    method: one in-place batch")?,
+            }
+            for (n, t) in p.adds.iter().take(SHOW) {
+                writeln!(
+                    f,
+                    "    + {} (for {})",
+                    net::display_net(n),
+                    crate::config::human_duration(u64::from(*t))
+                )?;
+            }
+            if p.adds.len() > SHOW {
+                writeln!(
+                    f,
+                    "    + ... and {} more (--json lists all)",
+                    p.adds.len() - SHOW
+                )?;
+            }
+            for n in p.dels.iter().take(SHOW) {
+                writeln!(f, "    - {}", net::display_net(n))?;
+            }
+            if p.dels.len() > SHOW {
+                writeln!(
+                    f,
+                    "    - ... and {} more (--json lists all)",
+                    p.dels.len() - SHOW
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_head(f)?;
+        self.fmt_sources(f)?;
+        self.fmt_allowlist(f)?;
+        self.fmt_sets(f)?;
+        if self.forgotten > 0 {
+            writeln!(
+                f,
+                "\n{} candidates far below the cap were dropped from the state",
+                self.forgotten
+            )?;
+        }
+        if let Some(u) = &self.upstream {
+            write!(f, "\n{u}")?;
+        }
+        if !self.errors.is_empty() {
+            writeln!(f, "\nerrors:")?;
+            for e in &self.errors {
+                writeln!(f, "  {e}")?;
+            }
+        }
+        Ok(())
+    }
+}
