@@ -7,8 +7,8 @@
 //! ```
 //!
 //! Module map:
-//! - [`config`]: the YAML schema (what the admin wrote) and the resolved [`config::Settings`].
-//! - [`catalogue`]: built-in feed definitions from `feeds/*.yaml`.
+//! - [`config`]: the whole schema: the YAML as written, the resolved [`config::Settings`], the
+//!   built-in feed catalogue (`feeds/*.yaml`); imports nothing of the crate but [`net`].
 //! - [`net`]: address parsing, canonicalisation and prefix arithmetic; the only way text
 //!   becomes an address.
 //! - [`source`]: producers of [`source::Sighting`]s (feeds, and later APIBAN and log detectors).
@@ -31,7 +31,6 @@
 //! - [`restore`]: `sipban restore`, the boot-time reload of the sets from the saved state
 //!   (no network).
 
-pub mod catalogue;
 pub mod config;
 pub mod daemon;
 pub mod decide;

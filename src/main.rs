@@ -262,7 +262,7 @@ fn log_rule(cli: &Cli, backend: Option<&str>, apply: bool) -> u8 {
         Ok(k) => k,
         Err(code) => return code,
     };
-    let cat = match ks.catalogue() {
+    let cat = match sipban::source::kernlog::catalogue(&ks) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sipban firewall log-rule: {e}");
@@ -636,7 +636,7 @@ fn run(cli: Cli) -> u8 {
             }
         }
         Command::Feeds { json } => {
-            let all: Vec<_> = sipban::catalogue::all().collect();
+            let all: Vec<_> = sipban::config::catalogue::all().collect();
             if *json {
                 let v: Vec<serde_json::Value> = all
                     .iter()

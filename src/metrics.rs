@@ -12,49 +12,15 @@
 use crate::status::Status;
 use crate::sync::RunReport;
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The JSON run summary in the state directory.
 pub const LAST_RUN_FILE: &str = "last-run.json";
 
-/// `metrics:` as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawMetrics {
-    /// node_exporter textfile collector file, e.g.
-    /// `/var/lib/prometheus/node-exporter/sipban.prom`.
-    pub textfile: Option<PathBuf>,
-}
-
-/// Resolved `metrics:`.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct MetricsSettings {
-    pub textfile: Option<PathBuf>,
-}
-
-pub fn resolve(raw: Option<RawMetrics>) -> Result<MetricsSettings, String> {
-    let raw = raw.unwrap_or_default();
-    if let Some(p) = &raw.textfile {
-        if !p.is_absolute() {
-            return Err(format!(
-                "textfile `{}` must be an absolute path",
-                p.display()
-            ));
-        }
-        if p.extension().is_none_or(|e| e != "prom") {
-            return Err(format!(
-                "textfile `{}` must end in .prom (node_exporter reads only those)",
-                p.display()
-            ));
-        }
-    }
-    Ok(MetricsSettings {
-        textfile: raw.textfile,
-    })
-}
+pub use crate::config::metrics::MetricsSettings;
+pub use crate::config::raw::RawMetrics;
 
 /// Replace `path` with `bytes` atomically: write `.<name>.tmp.<pid>` in the same directory,
 /// fsync it, rename it over `path`, fsync the directory.
@@ -326,6 +292,7 @@ pub fn write_textfile(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::metrics::resolve;
 
     #[test]
     fn label_values_are_escaped() {
