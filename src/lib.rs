@@ -9,6 +9,8 @@
 //! Module map:
 //! - [`config`]: the whole schema: the YAML as written, the resolved [`config::Settings`], the
 //!   built-in feed catalogue (`feeds/*.yaml`); imports nothing of the crate but [`net`].
+//! - [`cli`]: the commands behind the command line (`main` parses and dispatches to it): human
+//!   and JSON views, one error type for the exit codes.
 //! - [`net`]: address parsing, canonicalisation and prefix arithmetic; the only way text
 //!   becomes an address.
 //! - [`source`]: producers of [`source::Sighting`]s (feeds, and later APIBAN and log detectors).
@@ -31,6 +33,7 @@
 //! - [`restore`]: `sipban restore`, the boot-time reload of the sets from the saved state
 //!   (no network).
 
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod decide;
