@@ -84,33 +84,7 @@ impl Out {
 /// measured it (otherwise whole seconds from the run history).
 pub fn render(st: &Status, duration: Option<f64>) -> String {
     let mut o = Out(String::new());
-    if let Some(r) = &st.last_run {
-        o.family(
-            "sipban_last_run_timestamp_seconds",
-            "gauge",
-            "When the last sync run finished (Unix time).",
-        );
-        o.sample("sipban_last_run_timestamp_seconds", &[], r.finished as f64);
-        o.family(
-            "sipban_last_run_duration_seconds",
-            "gauge",
-            "How long the last sync run took.",
-        );
-        o.sample(
-            "sipban_last_run_duration_seconds",
-            &[],
-            duration.unwrap_or((r.finished - r.started).max(0) as f64),
-        );
-        o.family(
-            "sipban_last_run_outcome",
-            "gauge",
-            "Outcome of the last sync run: 1 for the outcome it had (ok, partial: a source failed, failed: nothing applied).",
-        );
-        for oc in ["ok", "partial", "failed"] {
-            let v = if r.outcome == oc { 1.0 } else { 0.0 };
-            o.sample("sipban_last_run_outcome", &[("outcome", oc)], v);
-        }
-    }
+    last_run(&mut o, st, duration);
     o.family(
         "sipban_source_entries",
         "gauge",
@@ -177,6 +151,43 @@ pub fn render(st: &Status, duration: Option<f64>) -> String {
             f64::from(s.consecutive_failures),
         );
     }
+    sets_manual_reports(&mut o, st);
+    o.0
+}
+
+/// The `sipban_last_run_*` families (absent before the first run).
+fn last_run(o: &mut Out, st: &Status, duration: Option<f64>) {
+    if let Some(r) = &st.last_run {
+        o.family(
+            "sipban_last_run_timestamp_seconds",
+            "gauge",
+            "When the last sync run finished (Unix time).",
+        );
+        o.sample("sipban_last_run_timestamp_seconds", &[], r.finished as f64);
+        o.family(
+            "sipban_last_run_duration_seconds",
+            "gauge",
+            "How long the last sync run took.",
+        );
+        o.sample(
+            "sipban_last_run_duration_seconds",
+            &[],
+            duration.unwrap_or((r.finished - r.started).max(0) as f64),
+        );
+        o.family(
+            "sipban_last_run_outcome",
+            "gauge",
+            "Outcome of the last sync run: 1 for the outcome it had (ok, partial: a source failed, failed: nothing applied).",
+        );
+        for oc in ["ok", "partial", "failed"] {
+            let v = if r.outcome == oc { 1.0 } else { 0.0 };
+            o.sample("sipban_last_run_outcome", &[("outcome", oc)], v);
+        }
+    }
+}
+
+/// Set sizes against caps, manual bans and the report queue.
+fn sets_manual_reports(o: &mut Out, st: &Status) {
     o.family(
         "sipban_set_entries",
         "gauge",
@@ -251,7 +262,6 @@ pub fn render(st: &Status, duration: Option<f64>) -> String {
         );
         o.sample("sipban_reports_sent_total", &[], q.sent as f64);
     }
-    o.0
 }
 
 /// After a real run: `state_dir/last-run.json`, and the textfile when configured. Failures are
