@@ -7,8 +7,10 @@
 //! ```
 //!
 //! Module map:
-//! - [`config`]: the YAML schema (what the admin wrote) and the resolved [`config::Settings`].
-//! - [`catalogue`]: built-in feed definitions from `feeds/*.yaml`.
+//! - [`config`]: the whole schema: the YAML as written, the resolved [`config::Settings`], the
+//!   built-in feed catalogue (`feeds/*.yaml`); imports nothing of the crate but [`net`].
+//! - [`cli`]: the commands behind the command line (`main` parses and dispatches to it): human
+//!   and JSON views, one error type for the exit codes.
 //! - [`net`]: address parsing, canonicalisation and prefix arithmetic; the only way text
 //!   becomes an address.
 //! - [`source`]: producers of [`source::Sighting`]s (feeds, and later APIBAN and log detectors).
@@ -32,7 +34,7 @@
 //!   (no network).
 
 pub mod backend;
-pub mod catalogue;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;

@@ -12,48 +12,13 @@
 use crate::status::Status;
 use crate::pipeline::sync::RunReport;
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
 /// The JSON run summary in the state directory.
 pub const LAST_RUN_FILE: &str = "last-run.json";
 
-/// `metrics:` as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawMetrics {
-    /// node_exporter textfile collector file, e.g.
-    /// `/var/lib/prometheus/node-exporter/sipban.prom`.
-    pub textfile: Option<PathBuf>,
-}
-
-/// Resolved `metrics:`.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct MetricsSettings {
-    pub textfile: Option<PathBuf>,
-}
-
-pub fn resolve(raw: Option<RawMetrics>) -> Result<MetricsSettings, String> {
-    let raw = raw.unwrap_or_default();
-    if let Some(p) = &raw.textfile {
-        if !p.is_absolute() {
-            return Err(format!(
-                "textfile `{}` must be an absolute path",
-                p.display()
-            ));
-        }
-        if p.extension().is_none_or(|e| e != "prom") {
-            return Err(format!(
-                "textfile `{}` must end in .prom (node_exporter reads only those)",
-                p.display()
-            ));
-        }
-    }
-    Ok(MetricsSettings {
-        textfile: raw.textfile,
-    })
-}
+pub use crate::config::metrics::MetricsSettings;
+pub use crate::config::raw::RawMetrics;
 
 pub use crate::fsio::write_atomic;
 
@@ -90,33 +55,7 @@ impl Out {
 /// measured it (otherwise whole seconds from the run history).
 pub fn render(st: &Status, duration: Option<f64>) -> String {
     let mut o = Out(String::new());
-    if let Some(r) = &st.last_run {
-        o.family(
-            "sipban_last_run_timestamp_seconds",
-            "gauge",
-            "When the last sync run finished (Unix time).",
-        );
-        o.sample("sipban_last_run_timestamp_seconds", &[], r.finished as f64);
-        o.family(
-            "sipban_last_run_duration_seconds",
-            "gauge",
-            "How long the last sync run took.",
-        );
-        o.sample(
-            "sipban_last_run_duration_seconds",
-            &[],
-            duration.unwrap_or((r.finished - r.started).max(0) as f64),
-        );
-        o.family(
-            "sipban_last_run_outcome",
-            "gauge",
-            "Outcome of the last sync run: 1 for the outcome it had (ok, partial: a source failed, failed: nothing applied).",
-        );
-        for oc in ["ok", "partial", "failed"] {
-            let v = if r.outcome == oc { 1.0 } else { 0.0 };
-            o.sample("sipban_last_run_outcome", &[("outcome", oc)], v);
-        }
-    }
+    last_run(&mut o, st, duration);
     o.family(
         "sipban_source_entries",
         "gauge",
@@ -183,6 +122,43 @@ pub fn render(st: &Status, duration: Option<f64>) -> String {
             f64::from(s.consecutive_failures),
         );
     }
+    sets_manual_reports(&mut o, st);
+    o.0
+}
+
+/// The `sipban_last_run_*` families (absent before the first run).
+fn last_run(o: &mut Out, st: &Status, duration: Option<f64>) {
+    if let Some(r) = &st.last_run {
+        o.family(
+            "sipban_last_run_timestamp_seconds",
+            "gauge",
+            "When the last sync run finished (Unix time).",
+        );
+        o.sample("sipban_last_run_timestamp_seconds", &[], r.finished as f64);
+        o.family(
+            "sipban_last_run_duration_seconds",
+            "gauge",
+            "How long the last sync run took.",
+        );
+        o.sample(
+            "sipban_last_run_duration_seconds",
+            &[],
+            duration.unwrap_or((r.finished - r.started).max(0) as f64),
+        );
+        o.family(
+            "sipban_last_run_outcome",
+            "gauge",
+            "Outcome of the last sync run: 1 for the outcome it had (ok, partial: a source failed, failed: nothing applied).",
+        );
+        for oc in ["ok", "partial", "failed"] {
+            let v = if r.outcome == oc { 1.0 } else { 0.0 };
+            o.sample("sipban_last_run_outcome", &[("outcome", oc)], v);
+        }
+    }
+}
+
+/// Set sizes against caps, manual bans and the report queue.
+fn sets_manual_reports(o: &mut Out, st: &Status) {
     o.family(
         "sipban_set_entries",
         "gauge",
@@ -257,7 +233,6 @@ pub fn render(st: &Status, duration: Option<f64>) -> String {
         );
         o.sample("sipban_reports_sent_total", &[], q.sent as f64);
     }
-    o.0
 }
 
 /// After a real run: `state_dir/last-run.json`, and the textfile when configured. Failures are
@@ -298,6 +273,7 @@ pub fn write_textfile(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::metrics::resolve;
 
     #[test]
     fn label_values_are_escaped() {

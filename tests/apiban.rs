@@ -160,7 +160,7 @@ fn settings_for(server: &HttpsServer, api: ApiVersion, key_file: &Path) -> Apiba
         requests_per_2min: Some(5),
         ..RawApiban::default()
     };
-    let mut s = apiban::resolve(raw, Path::new("/")).unwrap();
+    let mut s = sipban::config::apiban::resolve(raw, Path::new("/")).unwrap();
     s.window = Duration::from_millis(50);
     s.timeout = Duration::from_secs(10);
     s
@@ -710,7 +710,7 @@ fn child_pull_process() {
         requests_per_2min: Some(5),
         ..RawApiban::default()
     };
-    let mut s = apiban::resolve(raw, Path::new("/")).unwrap();
+    let mut s = sipban::config::apiban::resolve(raw, Path::new("/")).unwrap();
     s.window = Duration::from_millis(300);
     let key = apiban::load_key(&s).unwrap();
     let mut store = Store::open(Path::new(v["state_dir"].as_str().unwrap())).unwrap();

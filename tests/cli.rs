@@ -230,3 +230,38 @@ fn feeds_lists_the_catalogue() {
         assert!(out.contains(name), "{name}: {}", text(&o));
     }
 }
+
+/// Stdout whose reader is already gone: every write fails with EPIPE.
+fn closed_pipe() -> std::process::Stdio {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe(2) returns.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    std::process::Stdio::from(write)
+}
+
+#[test]
+fn output_to_a_closed_pipe_ends_quietly() {
+    let cfg = repo().join("config.example.yaml");
+    let runs: [&[&str]; 4] = [
+        &["feeds"],
+        &["feeds", "--json"],
+        &["config", "check"],
+        &["config", "check", "--json"],
+    ];
+    for args in runs {
+        let o = Command::new(bin())
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .stdout(closed_pipe())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?} said something on stderr: {err}");
+    }
+}

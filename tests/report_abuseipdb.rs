@@ -50,7 +50,7 @@ impl Env {
 
 fn settings_yaml(yaml: &str) -> ReportSettings {
     let raw: RawReport = sipban::config::parse_yaml(yaml, "test").unwrap();
-    let mut s = report::resolve(raw, Path::new("/")).unwrap();
+    let mut s = sipban::config::report::resolve(raw, Path::new("/")).unwrap();
     if let Some(a) = s.abuseipdb.as_mut() {
         a.pace = Duration::from_millis(1);
         a.timeout = Duration::from_secs(10);

@@ -14,7 +14,7 @@ fn settings() -> report::ReportSettings {
         "t",
     )
     .unwrap();
-    report::resolve(raw, std::path::Path::new("/")).unwrap()
+    sipban::config::report::resolve(raw, std::path::Path::new("/")).unwrap()
 }
 
 fn candidates(s: &report::ReportSettings) -> Vec<report::Candidate> {

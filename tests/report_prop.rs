@@ -218,7 +218,7 @@ proptest! {
             "abuseipdb: {include_udp: true}\nwebhook: {url: 'https://collector.example/hook'}\n",
             "t",
         ).unwrap();
-        let settings = report::resolve(raw, std::path::Path::new("/")).unwrap();
+        let settings = sipban::config::report::resolve(raw, std::path::Path::new("/")).unwrap();
         let cand = report::select_with(&settings, std::slice::from_ref(&o), &|_| true, &host);
         prop_assert_eq!(cand.len(), 1);
         let cand = &cand[0];

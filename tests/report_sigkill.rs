@@ -36,7 +36,7 @@ fn settings(base_url: &str, key_file: &Path, pace_ms: u64) -> ReportSettings {
         "test",
     )
     .unwrap();
-    let mut s = report::resolve(raw, Path::new("/")).unwrap();
+    let mut s = sipban::config::report::resolve(raw, Path::new("/")).unwrap();
     let a = s.abuseipdb.as_mut().unwrap();
     a.pace = Duration::from_millis(pace_ms);
     // Single reports, so that kills land between many requests.

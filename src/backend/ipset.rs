@@ -29,10 +29,8 @@ use std::process::{Command, ExitStatus, Output, Stdio};
 
 /// Longest timeout ipset accepts, in seconds (about 24.8 days).
 pub const MAX_TIMEOUT: u32 = 2_147_483;
-/// Longest set name the kernel accepts (`IPSET_MAXNAMELEN` is 32 with the NUL).
-pub const MAX_NAME_LEN: usize = 31;
-/// Suffix of the temporary set a rebuild fills before swapping it in.
-pub const TMP_SUFFIX: &str = "-tmp";
+// Set names are part of the config schema (checked when the config loads).
+pub use crate::config::sets::{validate_set_name, MAX_NAME_LEN, TMP_SUFFIX};
 
 const NO_SUCH_SET: &str = "The set with the given name does not exist";
 const IN_USE: &str = "in use by a kernel component";
@@ -60,35 +58,6 @@ impl SetSpec {
     pub fn tmp_name(&self) -> String {
         format!("{}{TMP_SUFFIX}", self.name)
     }
-}
-
-/// Check a name for a set sipban owns: 1 to 27 bytes of letters, digits, `_`, `-` and `.`, not
-/// starting with `-`. 27 leaves room for [`TMP_SUFFIX`] within the kernel's 31.
-pub fn validate_set_name(name: &str) -> Result<(), String> {
-    let limit = MAX_NAME_LEN - TMP_SUFFIX.len();
-    if name.is_empty() {
-        return Err("a set name cannot be empty".to_owned());
-    }
-    if name.len() > limit {
-        return Err(format!(
-            "set name {name:?} is {} bytes long; the kernel allows {MAX_NAME_LEN} and sipban \
-             needs {} of them for the temporary {TMP_SUFFIX:?} set, so use at most {limit}",
-            name.len(),
-            TMP_SUFFIX.len()
-        ));
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-    {
-        return Err(format!(
-            "set name {name:?} may only contain letters, digits, '_', '-' and '.'"
-        ));
-    }
-    if name.starts_with('-') {
-        return Err(format!("set name {name:?} cannot start with '-'"));
-    }
-    Ok(())
 }
 
 /// A set's header as the kernel reports it.

@@ -31,23 +31,19 @@
 pub mod inotify;
 pub mod schedule;
 
-use crate::config::{self, FeedSettings, Settings};
+use crate::config::{self, Settings};
 use crate::exit;
 use crate::backend::ipset::Ipset;
 use crate::lock::{self, RunLock};
-use crate::pipeline::sync::{self, Outcome, RunReport, SyncError};
 use crate::pipeline::fast;
-use schedule::{Schedule, Timer};
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use crate::pipeline::sync::{self, Outcome, RunReport, SyncError};
+use schedule::Timer;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// The default full-sync schedule: every ten minutes, at second 0 (UTC).
-pub const DEFAULT_SYNC_SCHEDULE: &str = "0 */10 * * * *";
 /// How long a burst of log writes is collected before one pass (bounded latency: the window
 /// starts at the first write and is not extended).
 pub const BATCH: Duration = Duration::from_millis(100);
@@ -55,57 +51,8 @@ pub const BATCH: Duration = Duration::from_millis(100);
 // ---------------------------------------------------------------------------------------------
 // settings
 
-/// `daemon:` as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawDaemon {
-    /// Cron pattern with seconds, UTC.
-    pub sync_schedule: Option<String>,
-    /// Feed name → cron pattern: when that feed is downloaded regardless of its `interval`.
-    pub feed_schedules: Option<BTreeMap<String, String>>,
-}
-
-/// Resolved `daemon:`.
-#[derive(Clone, Debug, Serialize)]
-pub struct DaemonSettings {
-    pub sync_schedule: Schedule,
-    pub feed_schedules: Vec<(String, Schedule)>,
-}
-
-impl Default for DaemonSettings {
-    fn default() -> Self {
-        DaemonSettings {
-            // A constant pattern; `default_schedule_parses` proves it.
-            sync_schedule: Schedule::parse(DEFAULT_SYNC_SCHEDULE)
-                .unwrap_or_else(|e| unreachable!("{e}")),
-            feed_schedules: Vec::new(),
-        }
-    }
-}
-
-/// Resolve `daemon:` against the resolved feeds.
-pub fn resolve(raw: Option<RawDaemon>, feeds: &[FeedSettings]) -> Result<DaemonSettings, String> {
-    let raw = raw.unwrap_or_default();
-    let mut d = DaemonSettings::default();
-    if let Some(s) = raw.sync_schedule {
-        d.sync_schedule = Schedule::parse(&s).map_err(|e| format!("sync_schedule: {e}"))?;
-    }
-    for (name, s) in raw.feed_schedules.unwrap_or_default() {
-        if !feeds.iter().any(|f| f.name == name) {
-            return Err(format!(
-                "feed_schedules: `{name}` is not a configured feed (known: {})",
-                feeds
-                    .iter()
-                    .map(|f| f.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        let sched = Schedule::parse(&s).map_err(|e| format!("feed_schedules.{name}: {e}"))?;
-        d.feed_schedules.push((name, sched));
-    }
-    Ok(d)
-}
+pub use crate::config::daemon::{DaemonSettings, DEFAULT_SYNC_SCHEDULE};
+pub use crate::config::raw::RawDaemon;
 
 // ---------------------------------------------------------------------------------------------
 // the loop
@@ -439,6 +386,7 @@ fn finished_run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::daemon::resolve;
 
     #[test]
     fn default_schedule_parses() {

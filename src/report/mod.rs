@@ -43,7 +43,6 @@ pub mod webhook;
 
 pub use drain::{drain, preview, status, Status};
 
-use crate::config::Dur;
 use crate::net;
 use crate::source::apiban::Secret;
 use crate::source::asterisk;
@@ -51,8 +50,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 // ---------------------------------------------------------------------------------------------
 // What a detector hands over.
@@ -365,260 +363,17 @@ pub fn from_asterisk(det: &asterisk::Detections) -> Vec<Offence> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Configuration.
+// Configuration: defined by `config` (the whole schema lives there), re-exported for callers.
 
-/// The `report:` section as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawReport {
-    pub abuseipdb: Option<RawAbuseipdb>,
-    pub webhook: Option<RawWebhook>,
-}
-
-/// `report.abuseipdb`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAbuseipdb {
-    /// A file holding the key (mode 640 or stricter). `SIPBAN_ABUSEIPDB_KEY` wins over it.
-    pub key_file: Option<PathBuf>,
-    pub base_url: Option<String>,
-    pub daily_limit: Option<u32>,
-    pub min_interval_per_ip: Option<Dur>,
-    pub include_udp: Option<bool>,
-    /// An extra CA (PEM) to trust besides the system store.
-    pub ca_file: Option<PathBuf>,
-}
-
-/// `report.webhook`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawWebhook {
-    pub url: Option<String>,
-    /// Extra request headers (e.g. `Authorization`). Their values are treated as secrets.
-    pub headers: Option<BTreeMap<String, String>>,
-    /// A file of `Name: value` lines (mode 640 or stricter), read at each run.
-    pub header_file: Option<PathBuf>,
-    pub ca_file: Option<PathBuf>,
-}
+pub use crate::config::raw::{RawAbuseipdb, RawReport, RawWebhook};
+use crate::config::report::check_header;
+pub use crate::config::report::{
+    AbuseipdbSettings, ReportSettings, WebhookSettings, ABUSEIPDB_MAX_AGE, ABUSEIPDB_REPEAT_WINDOW,
+    DEFAULT_ABUSEIPDB_KEY_FILE, MAX_DAILY_LIMIT,
+};
 
 /// The environment variable that holds the AbuseIPDB key (it wins over `key_file`).
 pub const ABUSEIPDB_KEY_ENV: &str = "SIPBAN_ABUSEIPDB_KEY";
-/// Where the key is read from when the config names no `key_file`.
-pub const DEFAULT_ABUSEIPDB_KEY_FILE: &str = "/etc/sipban/abuseipdb.key";
-/// AbuseIPDB refuses reports of attacks older than this (reporting policy: 60 days).
-pub const ABUSEIPDB_MAX_AGE: i64 = 60 * 86_400;
-/// AbuseIPDB refuses the same address from one reporter within 15 minutes.
-pub const ABUSEIPDB_REPEAT_WINDOW: u64 = 15 * 60;
-
-/// Resolved settings. They hold the key file's path and header names, never a secret.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ReportSettings {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub abuseipdb: Option<AbuseipdbSettings>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub webhook: Option<WebhookSettings>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct AbuseipdbSettings {
-    pub key_file: PathBuf,
-    /// Without a trailing `/`; endpoints are `{base_url}/api/v2/report` and `/bulk-report`.
-    pub base_url: String,
-    /// Reports per day (UTC), counting every request sent and every row of a bulk upload.
-    pub daily_limit: u32,
-    /// Seconds between two reports of one address.
-    #[serde(serialize_with = "ser_secs")]
-    pub min_interval_per_ip: u64,
-    pub include_udp: bool,
-    pub ca_file: Option<PathBuf>,
-    /// Spacing of single reports (not a config key; tests shrink it).
-    #[serde(skip)]
-    pub pace: Duration,
-    /// A backlog of more due items than this goes out as one bulk upload (not a config key).
-    #[serde(skip)]
-    pub bulk_threshold: usize,
-    /// Bulk uploads per day (not a config key). AbuseIPDB's bulk quota is not documented in
-    /// what we could read; CIDRAM's client keeps to 3 a day, and so do we.
-    #[serde(skip)]
-    pub bulk_per_day: u32,
-    /// Most single reports in one run (not a config key).
-    #[serde(skip)]
-    pub max_singles_per_run: usize,
-    #[serde(skip)]
-    pub timeout: Duration,
-    #[serde(skip)]
-    pub connect_timeout: Duration,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct WebhookSettings {
-    pub url: String,
-    /// Header values from the config; serialised as `[redacted]`.
-    #[serde(serialize_with = "ser_headers")]
-    pub headers: Vec<(String, Secret)>,
-    pub header_file: Option<PathBuf>,
-    pub ca_file: Option<PathBuf>,
-    /// Most items per POST (not a config key).
-    #[serde(skip)]
-    pub batch: usize,
-    /// Most POSTs per run (not a config key).
-    #[serde(skip)]
-    pub max_batches_per_run: usize,
-    /// Spacing of POSTs (not a config key).
-    #[serde(skip)]
-    pub pace: Duration,
-    #[serde(skip)]
-    pub timeout: Duration,
-    #[serde(skip)]
-    pub connect_timeout: Duration,
-}
-
-fn ser_secs<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&crate::config::human_duration(*v))
-}
-
-fn ser_headers<S: serde::Serializer>(h: &[(String, Secret)], s: S) -> Result<S::Ok, S::Error> {
-    use serde::ser::SerializeMap;
-    let mut m = s.serialize_map(Some(h.len()))?;
-    for (name, _) in h {
-        m.serialize_entry(name, "[redacted]")?;
-    }
-    m.end()
-}
-
-/// Most reports a day a config may allow (AbuseIPDB's largest paid plans are far below).
-pub const MAX_DAILY_LIMIT: u32 = 1_000_000;
-
-/// An https URL without user info, query or fragment, and without a trailing `/`.
-fn https_url(url: &str, what: &str) -> Result<String, String> {
-    let url = url.trim().trim_end_matches('/').to_string();
-    let rest = url.strip_prefix("https://").ok_or_else(|| {
-        format!("{what} `{url}` must start with https:// (secrets are sent with every request)")
-    })?;
-    let host = rest.split('/').next().unwrap_or("");
-    if host.is_empty() || rest.contains(['?', '#', '@', ' ']) {
-        return Err(format!("{what} `{url}` is not a plain https URL"));
-    }
-    Ok(url)
-}
-
-/// Whether `name` is an HTTP header name (an RFC 9110 token).
-fn header_name_ok(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-/// Whether `value` can be sent as a header value (visible ASCII and spaces).
-fn header_value_ok(value: &str) -> bool {
-    value.len() <= 4096
-        && value
-            .bytes()
-            .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
-}
-
-/// Headers sipban sets itself.
-const RESERVED_HEADERS: &[&str] = &["content-type", "content-length", "host", "user-agent"];
-
-fn check_header(name: &str, value: &str, origin: &str) -> Result<(), String> {
-    if !header_name_ok(name) {
-        return Err(format!("{origin}: `{name}` is not a valid header name"));
-    }
-    if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-        return Err(format!("{origin}: sipban sets `{name}` itself"));
-    }
-    if !header_value_ok(value) {
-        // Never quote the value: it is a secret.
-        return Err(format!(
-            "{origin}: the value of `{name}` holds characters a header cannot carry"
-        ));
-    }
-    Ok(())
-}
-
-/// Apply defaults and validate. No I/O: key and header files are only recorded.
-pub fn resolve(raw: RawReport, config_dir: &Path) -> Result<ReportSettings, String> {
-    let anchor = |p: PathBuf| {
-        if p.is_absolute() {
-            p
-        } else {
-            config_dir.join(p)
-        }
-    };
-    if raw.abuseipdb.is_none() && raw.webhook.is_none() {
-        return Err("needs `abuseipdb:` or `webhook:` (or remove the section)".into());
-    }
-    let abuseipdb = match raw.abuseipdb {
-        None => None,
-        Some(a) => {
-            let base_url = https_url(
-                a.base_url.as_deref().unwrap_or("https://api.abuseipdb.com"),
-                "abuseipdb: base_url",
-            )?;
-            let daily_limit = a.daily_limit.unwrap_or(1000);
-            if !(1..=MAX_DAILY_LIMIT).contains(&daily_limit) {
-                return Err(format!(
-                    "abuseipdb: daily_limit must be between 1 and {MAX_DAILY_LIMIT} (a free AbuseIPDB account allows 1000)"
-                ));
-            }
-            let interval = a.min_interval_per_ip.unwrap_or(Dur(86_400)).0;
-            if interval < ABUSEIPDB_REPEAT_WINDOW {
-                return Err("abuseipdb: min_interval_per_ip must be at least 15m (AbuseIPDB refuses the same address within 15 minutes)".into());
-            }
-            if interval > ABUSEIPDB_MAX_AGE as u64 {
-                return Err("abuseipdb: min_interval_per_ip must be at most 60d".into());
-            }
-            Some(AbuseipdbSettings {
-                key_file: anchor(
-                    a.key_file
-                        .unwrap_or_else(|| PathBuf::from(DEFAULT_ABUSEIPDB_KEY_FILE)),
-                ),
-                base_url,
-                daily_limit,
-                min_interval_per_ip: interval,
-                include_udp: a.include_udp.unwrap_or(false),
-                ca_file: a.ca_file.map(anchor),
-                pace: Duration::from_secs(1),
-                bulk_threshold: 50,
-                bulk_per_day: 3,
-                max_singles_per_run: 100,
-                timeout: Duration::from_secs(30),
-                connect_timeout: Duration::from_secs(10),
-            })
-        }
-    };
-    let webhook = match raw.webhook {
-        None => None,
-        Some(w) => {
-            let url = https_url(
-                w.url.as_deref().ok_or("webhook: needs `url:`")?,
-                "webhook: url",
-            )?;
-            let mut headers = Vec::new();
-            for (name, value) in w.headers.unwrap_or_default() {
-                check_header(&name, &value, "webhook: headers")?;
-                headers.push((
-                    name.clone(),
-                    Secret::new(value, format!("the webhook header {name} in the config")),
-                ));
-            }
-            Some(WebhookSettings {
-                url,
-                headers,
-                header_file: w.header_file.map(anchor),
-                ca_file: w.ca_file.map(anchor),
-                batch: 500,
-                max_batches_per_run: 10,
-                pace: Duration::from_secs(1),
-                timeout: Duration::from_secs(30),
-                connect_timeout: Duration::from_secs(10),
-            })
-        }
-    };
-    Ok(ReportSettings { abuseipdb, webhook })
-}
 
 // ---------------------------------------------------------------------------------------------
 // Secrets.

@@ -1,7 +1,9 @@
 //! Unit tests of the report module's selection, settings and evidence mapping.
 
 use super::*;
+use crate::config::report::resolve;
 use crate::source::asterisk::{Ban, Detections, Evidence};
+use std::path::PathBuf;
 
 fn settings(yaml: &str) -> ReportSettings {
     let raw: RawReport = crate::config::parse_yaml(yaml, "test").unwrap();

@@ -78,15 +78,7 @@ pub struct TailStats {
     pub partial_dropped: bool,
 }
 
-/// How to start on a file that has no cursor yet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum StartAt {
-    /// Read the whole file (the detector filters old lines by their time).
-    #[default]
-    Beginning,
-    /// Only lines written from now on.
-    End,
-}
+pub use crate::config::values::StartAt;
 
 /// Follow `path` from `prev` (or from `start` when there is no cursor), calling `on_line` for
 /// every new complete line (without its `\n`). Returns the cursor to store for the next run.

@@ -24,15 +24,13 @@ pub mod state;
 
 pub use api::CheckAnswer;
 
-use crate::config::{Dur, Priority};
 use crate::net;
 use crate::source::Sighting;
 use crate::store::Store;
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::fmt;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The source name of APIBAN's marks in `entries`.
@@ -40,9 +38,6 @@ pub const SOURCE: &str = "apiban";
 
 /// The environment variable that holds the key (it wins over `key_file`).
 pub const KEY_ENV: &str = "SIPBAN_APIBAN_KEY";
-
-/// Where the key is read from when the config names no `key_file`.
-pub const DEFAULT_KEY_FILE: &str = "/etc/sipban/apiban.key";
 
 /// The placeholder the official clients ship in their sample config.
 const PLACEHOLDER_KEY: &str = "MY API KEY";
@@ -56,195 +51,14 @@ pub const MAX_PAGES_PER_RUN: usize = 400;
 const PACE_MARGIN_DIVISOR: u32 = 20;
 
 // ---------------------------------------------------------------------------------------------
-// Configuration.
+// Configuration: defined by `config` (the whole schema lives there), re-exported for callers.
 
-/// Which API generation to speak.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ApiVersion {
-    /// `GET /api/<KEY>/banned/<ID>`: the key is in the URL path (redacted wherever printed).
-    V1,
-    /// `POST /api/get` with `Authorization: Bearer <KEY>` and `{"set","id"}`.
-    V2,
-}
-
-/// Which APIBAN dataset to read (v2; v1 has only SIP).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ApibanSet {
-    Sip,
-    Http,
-    All,
-}
-
-impl ApibanSet {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ApibanSet::Sip => "sip",
-            ApibanSet::Http => "http",
-            ApibanSet::All => "all",
-        }
-    }
-}
-
-/// The `apiban:` section as written.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawApiban {
-    /// A file holding the key (mode 640 or stricter). `SIPBAN_APIBAN_KEY` wins over it.
-    pub key_file: Option<PathBuf>,
-    pub api: Option<ApiVersion>,
-    pub set: Option<ApibanSet>,
-    pub base_url: Option<String>,
-    pub ttl: Option<Dur>,
-    pub priority: Option<Priority>,
-    pub requests_per_2min: Option<u32>,
-    pub full_refresh: Option<Dur>,
-    /// An extra CA (PEM) to trust besides the system store.
-    pub ca_file: Option<PathBuf>,
-}
-
-/// The resolved `apiban:` section. It holds the key file's path, never the key.
-#[derive(Clone, Debug, Serialize)]
-pub struct ApibanSettings {
-    pub key_file: PathBuf,
-    pub api: ApiVersion,
-    pub set: ApibanSet,
-    /// Without a trailing `/`.
-    pub base_url: String,
-    pub ttl: u32,
-    pub priority: u16,
-    pub requests_per_2min: u32,
-    /// Seconds.
-    pub full_refresh: u64,
-    pub ca_file: Option<PathBuf>,
-    /// The pacing window `requests_per_2min` counts in: 120 s. Not a config key; tests shrink
-    /// it.
-    #[serde(skip)]
-    pub window: Duration,
-    /// Whole-request timeout. Not a config key.
-    #[serde(skip)]
-    pub timeout: Duration,
-    /// Connect timeout. Not a config key.
-    #[serde(skip)]
-    pub connect_timeout: Duration,
-}
-
-/// Most requests per window a config may ask for.
-pub const MAX_REQUESTS_PER_WINDOW: u32 = 1000;
-
-/// Apply defaults and validate. No I/O: the key file is only recorded.
-pub fn resolve(raw: RawApiban, config_dir: &Path) -> Result<ApibanSettings, String> {
-    let api = raw.api.unwrap_or(ApiVersion::V2);
-    let set = raw.set.unwrap_or(ApibanSet::Sip);
-    if api == ApiVersion::V1 && set != ApibanSet::Sip {
-        return Err(format!(
-            "`set: {}` needs `api: v2` (the v1 API serves only the sip set)",
-            set.as_str()
-        ));
-    }
-    let base_url = raw
-        .base_url
-        .unwrap_or_else(|| "https://apiban.org".to_string());
-    let base_url = base_url.trim_end_matches('/').to_string();
-    let host = base_url.strip_prefix("https://").ok_or_else(|| {
-        format!(
-            "base_url `{base_url}` must start with https:// (the key is sent with every request)"
-        )
-    })?;
-    if host.is_empty() || host.contains(['?', '#', '@']) {
-        return Err(format!("base_url `{base_url}` is not a plain https URL"));
-    }
-    let ttl = raw.ttl.unwrap_or(Dur(7 * 86_400)).0;
-    if ttl == 0 || ttl > u64::from(u32::MAX) {
-        return Err("ttl must be between 1s and 136 years".into());
-    }
-    let requests_per_2min = raw.requests_per_2min.unwrap_or(5);
-    if !(1..=MAX_REQUESTS_PER_WINDOW).contains(&requests_per_2min) {
-        return Err(format!(
-            "requests_per_2min must be between 1 and {MAX_REQUESTS_PER_WINDOW} (APIBAN documents 5 to 11 per key)"
-        ));
-    }
-    let full_refresh = raw.full_refresh.unwrap_or(Dur(7 * 86_400)).0;
-    if full_refresh < 3600 {
-        return Err("full_refresh must be at least 1h".into());
-    }
-    let anchor = |p: PathBuf| {
-        if p.is_absolute() {
-            p
-        } else {
-            config_dir.join(p)
-        }
-    };
-    Ok(ApibanSettings {
-        key_file: anchor(
-            raw.key_file
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_KEY_FILE)),
-        ),
-        api,
-        set,
-        base_url,
-        ttl: ttl as u32,
-        priority: raw.priority.unwrap_or(Priority(80)).0,
-        requests_per_2min,
-        full_refresh,
-        ca_file: raw.ca_file.map(anchor),
-        window: Duration::from_secs(120),
-        timeout: Duration::from_secs(30),
-        connect_timeout: Duration::from_secs(10),
-    })
-}
+pub use crate::config::apiban::{ApibanSettings, DEFAULT_KEY_FILE, MAX_REQUESTS_PER_WINDOW};
+pub use crate::config::raw::{ApiVersion, ApibanSet, RawApiban};
+pub use crate::config::secret::{redact, Secret};
 
 // ---------------------------------------------------------------------------------------------
 // The key.
-
-/// An API key. `Debug` and `Display` print `[redacted]`; only [`Secret::expose`] gives the
-/// value, for the one place that sends it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret {
-    value: String,
-    origin: String,
-}
-
-impl Secret {
-    /// `origin` says where the key came from (a file path or the variable name) for messages.
-    pub fn new(value: impl Into<String>, origin: impl Into<String>) -> Secret {
-        Secret {
-            value: value.into(),
-            origin: origin.into(),
-        }
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.value
-    }
-
-    /// Where the key came from, e.g. `the key file /etc/sipban/apiban.key`.
-    pub fn origin(&self) -> &str {
-        &self.origin
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Secret([redacted] from {})", self.origin)
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-/// `text` with every occurrence of the key replaced by `[redacted]`. Every URL and message
-/// that may hold the key goes through this before it is printed or returned.
-pub fn redact(text: &str, key: &Secret) -> String {
-    if key.value.is_empty() {
-        return text.to_string();
-    }
-    text.replace(&key.value, "[redacted]")
-}
 
 /// Load the key: `SIPBAN_APIBAN_KEY` if set, else the key file.
 pub fn load_key(settings: &ApibanSettings) -> Result<Secret, String> {
@@ -757,7 +571,9 @@ pub async fn remote_check(settings: Option<&ApibanSettings>, ip: IpAddr) -> Remo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::apiban::resolve;
     use std::os::unix::fs::PermissionsExt;
+    use std::path::{Path, PathBuf};
 
     fn settings(yaml_extra: &str, dir: &Path) -> ApibanSettings {
         let raw: RawApiban =

@@ -42,63 +42,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-/// How local-time log dates become Unix time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum TimeZone {
-    /// The host's time zone (`localtime_r`, honours `TZ` and `/etc/localtime`).
-    #[default]
-    System,
-    /// A fixed offset east of UTC, in seconds (tests, containers logging in UTC).
-    FixedOffset(i32),
-}
-
-/// Resolved detector settings (the lead maps the YAML `asterisk:` section onto this).
-#[derive(Clone, Debug, PartialEq)]
-pub struct AsteriskSettings {
-    /// Files with NOTICE/WARNING/SECURITY lines (`messages`, `security`).
-    pub logs: Vec<PathBuf>,
-    /// The verbose log with SIP debug dumps, for Call-ID correlation (optional).
-    pub full_log: Option<PathBuf>,
-    /// Failures within `findtime` that make a ban.
-    pub maxretry: u32,
-    /// Seconds.
-    pub findtime: u32,
-    /// Seconds, first ban.
-    pub bantime: u32,
-    /// Each further ban of the same address multiplies the ban time by this.
-    pub increment_factor: f64,
-    /// Upper bound of an increased ban time, seconds.
-    pub increment_max: u32,
-    /// Priority of this source's sightings in the decide step.
-    pub priority: u32,
-    /// Also count the opt-in security events (RequestBadFormat, InvalidTransport,
-    /// UnexpectedAddress, AuthMethodNotAllowed, RequestNotAllowed).
-    pub aggressive: bool,
-    pub timezone: TimeZone,
-    /// Where to start in a file seen for the first time.
-    pub start: StartAt,
-}
-
-impl Default for AsteriskSettings {
-    fn default() -> Self {
-        AsteriskSettings {
-            logs: vec![
-                PathBuf::from("/var/log/asterisk/messages"),
-                PathBuf::from("/var/log/asterisk/security"),
-            ],
-            full_log: None,
-            maxretry: 5,
-            findtime: 600,
-            bantime: 7200,
-            increment_factor: 2.0,
-            increment_max: 7 * 86_400,
-            priority: 100,
-            aggressive: false,
-            timezone: TimeZone::System,
-            start: StartAt::Beginning,
-        }
-    }
-}
+pub use crate::config::asterisk::AsteriskSettings;
+pub use crate::config::values::TimeZone;
 
 /// Errors of the detector. I/O errors name the file.
 #[derive(Debug)]

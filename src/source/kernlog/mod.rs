@@ -36,14 +36,14 @@
 pub mod parse;
 pub mod ports;
 
-use crate::config::{human_duration, ConfigError, Dur, Priority};
+use crate::config::{human_duration, ConfigError};
 use crate::net;
 use crate::pack;
 use crate::source::asterisk::{Clock, TimeZone};
 use crate::source::tail::{self, FileCursor, StartAt, TailStats};
 use crate::source::Sighting;
 use parse::{Line, Packet, Parser};
-use ports::{Catalogue, Match, PortEntry, Proto};
+use ports::{Catalogue, Match, Proto};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -56,142 +56,25 @@ pub const SOURCE: &str = "kernel";
 pub const MAX_ADDRESSES: usize = 65_536;
 /// Bound on the ports remembered per address (the oldest go first).
 pub const MAX_HITS: usize = 1024;
-/// Highest `distinct_ports` (it bounds the state: an address fires before it holds more).
-pub const MAX_DISTINCT_PORTS: u32 = 1024;
-/// Highest `threshold`.
-pub const MAX_THRESHOLD: u32 = 100_000;
 
 type AddrMap<V> = HashMap<IpAddr, V, foldhash::quality::RandomState>;
 
 // ---------------------------------------------------------------------------------------------
-// settings
+// settings: defined by `config` (the whole schema lives there), re-exported for callers.
 
-/// `kernel_log:` as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawKernelLog {
-    pub files: Option<Vec<PathBuf>>,
-    pub window: Option<Dur>,
-    /// Summed weight that makes a sighting (0: off).
-    pub threshold: Option<u32>,
-    /// Distinct ports that make a sighting (0: off).
-    pub distinct_ports: Option<u32>,
-    pub ttl: Option<Dur>,
-    pub priority: Option<Priority>,
-    /// Catalogue entries applied after the built-in ones (a later entry wins).
-    pub ports: Option<Vec<PortEntry>>,
-    /// Start from the built-in catalogue (default true).
-    pub builtin_ports: Option<bool>,
-}
+pub use crate::config::kernlog::{KernelLogSettings, MAX_DISTINCT_PORTS, MAX_THRESHOLD};
+pub use crate::config::raw::RawKernelLog;
 
-/// The resolved `kernel_log:` section.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct KernelLogSettings {
-    pub files: Vec<PathBuf>,
-    /// Seconds.
-    #[serde(serialize_with = "ser_secs")]
-    pub window: u32,
-    pub threshold: u32,
-    pub distinct_ports: u32,
-    /// Seconds.
-    #[serde(serialize_with = "ser_secs")]
-    pub ttl: u32,
-    pub priority: u16,
-    pub builtin_ports: bool,
-    /// The config's own entries (`kernel_log.ports`).
-    pub ports: Vec<PortEntry>,
-    /// How local-time dates become Unix time (tests fix it).
-    #[serde(skip)]
-    pub timezone: TimeZone,
-    /// Where to start in a file seen for the first time.
-    #[serde(skip)]
-    pub start: StartAt,
-}
-
-fn ser_secs<S: serde::Serializer>(v: &u32, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&human_duration(u64::from(*v)))
-}
-
-impl Default for KernelLogSettings {
-    fn default() -> Self {
-        KernelLogSettings {
-            files: vec![PathBuf::from("/var/log/kern.log")],
-            window: 600,
-            threshold: 10,
-            distinct_ports: 8,
-            ttl: 86_400,
-            priority: 90,
-            builtin_ports: true,
-            ports: Vec::new(),
-            timezone: TimeZone::System,
-            start: StartAt::Beginning,
-        }
-    }
-}
-
-impl KernelLogSettings {
-    /// The catalogue these settings score with: the built-in entries (unless switched off),
-    /// then the config's.
-    pub fn catalogue(&self) -> Result<Catalogue, ConfigError> {
-        let mut entries = if self.builtin_ports {
-            ports::builtin()?
-        } else {
-            Vec::new()
-        };
-        entries.extend(self.ports.iter().cloned());
-        Ok(Catalogue::new(entries))
-    }
-}
-
-/// Apply defaults and validate the `kernel_log:` section.
-pub fn resolve(raw: RawKernelLog) -> Result<KernelLogSettings, String> {
-    let mut s = KernelLogSettings::default();
-    if let Some(files) = raw.files {
-        if files.is_empty() {
-            return Err("`files` needs at least one kernel log (e.g. /var/log/kern.log)".into());
-        }
-        s.files = files;
-    }
-    let secs = |d: Dur, what: &str, max: u64| -> Result<u32, String> {
-        if d.0 == 0 || d.0 > max {
-            return Err(format!(
-                "{what} must be between 1s and {}",
-                human_duration(max)
-            ));
-        }
-        Ok(d.0 as u32) // max fits in u32
+/// The port catalogue `settings` score with: the built-in entries (unless switched off), then
+/// the config's.
+pub fn catalogue(settings: &KernelLogSettings) -> Result<Catalogue, ConfigError> {
+    let mut entries = if settings.builtin_ports {
+        ports::builtin()?
+    } else {
+        Vec::new()
     };
-    if let Some(w) = raw.window {
-        s.window = secs(w, "window", 7 * 86_400)?;
-    }
-    if let Some(t) = raw.ttl {
-        s.ttl = secs(t, "ttl", u64::from(u32::MAX))?;
-    }
-    if let Some(t) = raw.threshold {
-        if t > MAX_THRESHOLD {
-            return Err(format!("threshold must be at most {MAX_THRESHOLD}"));
-        }
-        s.threshold = t;
-    }
-    if let Some(d) = raw.distinct_ports {
-        if d == 1 || d > MAX_DISTINCT_PORTS {
-            return Err(format!(
-                "distinct_ports must be 0 (off) or between 2 and {MAX_DISTINCT_PORTS}"
-            ));
-        }
-        s.distinct_ports = d;
-    }
-    if s.threshold == 0 && s.distinct_ports == 0 {
-        return Err("threshold and distinct_ports are both 0: nothing could ever be banned".into());
-    }
-    if let Some(p) = raw.priority {
-        s.priority = p.0;
-    }
-    if let Some(b) = raw.builtin_ports {
-        s.builtin_ports = b;
-    }
-    s.ports = raw.ports.unwrap_or_default();
-    Ok(s)
+    entries.extend(settings.ports.iter().cloned());
+    Ok(Catalogue::new(entries))
 }
 
 /// Errors of the detector. I/O errors name the file.
@@ -862,7 +745,7 @@ pub fn run(
     if settings.files.is_empty() {
         return Err(KernelLogError::NoFiles);
     }
-    let cat = settings.catalogue().map_err(KernelLogError::Catalogue)?;
+    let cat = catalogue(settings).map_err(KernelLogError::Catalogue)?;
     let rules = Rules::of(settings);
     let mut engine = Engine::new(&cat, own, settings.timezone, now);
     let mut recent: AddrMap<Window> = std::mem::take(&mut state.recent).into_iter().collect();
@@ -1357,7 +1240,7 @@ pub fn scan(
     if files.is_empty() {
         return Err(KernelLogError::NoFiles);
     }
-    let cat = settings.catalogue().map_err(KernelLogError::Catalogue)?;
+    let cat = catalogue(settings).map_err(KernelLogError::Catalogue)?;
     let mut s = Scanner::new(&cat, own, settings);
     let mut out = Vec::new();
     for path in files {
@@ -1392,7 +1275,7 @@ pub fn scan_bytes(
     settings: &KernelLogSettings,
     own: &HashSet<IpAddr>,
 ) -> Result<ScanReport, KernelLogError> {
-    let cat = settings.catalogue().map_err(KernelLogError::Catalogue)?;
+    let cat = catalogue(settings).map_err(KernelLogError::Catalogue)?;
     let mut s = Scanner::new(&cat, own, settings);
     let mut out = Vec::new();
     for (i, data) in logs.iter().enumerate() {
@@ -1550,6 +1433,7 @@ impl fmt::Display for ScanReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::kernlog::resolve;
     use proptest::prelude::*;
 
     fn arb_window() -> impl Strategy<Value = Window> {

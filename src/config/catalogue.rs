@@ -4,27 +4,28 @@
 //! Each entry carries its source URL, format, polite polling interval and a licence note. The
 //! catalogue is data only: it must never fetch anything or hold code paths of its own.
 
-use crate::config::{parse_yaml, RawFeed};
+use super::parse_yaml;
+use super::raw::RawFeed;
 use std::sync::OnceLock;
 
 /// (file name, text) of every catalogue entry. A test checks this list against `feeds/`.
 pub const FILES: &[(&str, &str)] = &[
     (
         "blocklist-de-sip.yaml",
-        include_str!("../feeds/blocklist-de-sip.yaml"),
+        include_str!("../../feeds/blocklist-de-sip.yaml"),
     ),
-    ("voipbl.yaml", include_str!("../feeds/voipbl.yaml")),
+    ("voipbl.yaml", include_str!("../../feeds/voipbl.yaml")),
     (
         "spamhaus-drop-v4.yaml",
-        include_str!("../feeds/spamhaus-drop-v4.yaml"),
+        include_str!("../../feeds/spamhaus-drop-v4.yaml"),
     ),
     (
         "spamhaus-drop-v6.yaml",
-        include_str!("../feeds/spamhaus-drop-v6.yaml"),
+        include_str!("../../feeds/spamhaus-drop-v6.yaml"),
     ),
     (
         "firehol-level1.yaml",
-        include_str!("../feeds/firehol-level1.yaml"),
+        include_str!("../../feeds/firehol-level1.yaml"),
     ),
 ];
 

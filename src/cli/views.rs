@@ -1,0 +1,175 @@
+//! The read-only commands: `config check`, `list`, `explain`, `check`, `status`,
+//! `report status`, `feeds` and `scan`. They print the library's views as text or JSON.
+//!
+//! This module must never change anything: no kernel, no state, no queue.
+
+use super::{out, print, print_json, runtime, show, Error, Kind, Result};
+use crate::config::Settings;
+use crate::backend::ipset::Ipset;
+use crate::outln;
+use crate::source::kernlog::KernelLogSettings;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// `sipban config check [--json]`.
+pub fn config_check(settings: &Settings, json: bool) -> Result {
+    if json {
+        return print_json(settings);
+    }
+    outln!("{}: OK", settings.config_path.display());
+    match serde_saphyr::to_string(settings) {
+        Ok(text) => out(&text),
+        Err(_) => outln!("{settings:#?}"),
+    }
+    Ok(())
+}
+
+/// `sipban list [--source S] [--json]`.
+pub fn list(settings: &Settings, source: Option<&str>, json: bool, now: i64) -> Result {
+    let rows = crate::inspect::list(settings, source, now)
+        .map_err(|e| Error::failed(format_args!("{e:#}")))?;
+    if json {
+        return print_json(&rows);
+    }
+    for r in &rows {
+        outln!(
+            "{:<40} {:<7} expires {}  {}",
+            r.net,
+            if r.in_set { "in-set" } else { "evicted" },
+            crate::inspect::fmt_time(r.expires),
+            r.sources.join(",")
+        );
+    }
+    eprintln!("{} entries", rows.len());
+    Ok(())
+}
+
+fn parse_ip(ip: &str) -> std::result::Result<IpAddr, Error> {
+    crate::net::parse_ip(ip)
+        .ok_or_else(|| Error::usage(format_args!("`{ip}` is not an IP address")))
+}
+
+/// `sipban explain IP [--json]`.
+pub fn explain(settings: &Settings, ip: &str, json: bool, now: i64) -> Result {
+    let addr = parse_ip(ip)?;
+    let x = crate::inspect::explain(settings, addr, &Ipset::new(), now)
+        .map_err(|e| Error::failed(format_args!("{e:#}")))?;
+    print(&x, json)
+}
+
+/// `sipban check IP [--json]`: APIBAN (when configured) and the local state.
+pub fn check(settings: &Settings, ip: &str, json: bool, now: i64) -> Result {
+    use crate::source::apiban::RemoteCheck;
+    let addr = parse_ip(ip)?;
+    let rt = runtime()?;
+    let report = rt.block_on(crate::inspect::check_report(settings, addr, &Ipset::new(), now));
+    show(&report, json);
+    if report.local.is_none() {
+        Err(Error::reported(Kind::Failed))
+    } else if matches!(report.apiban, RemoteCheck::Error { .. }) {
+        Err(Error::reported(Kind::Partial))
+    } else {
+        Ok(())
+    }
+}
+
+/// `sipban status [--json]`.
+pub fn status(settings: &Settings, json: bool, now: i64) -> Result {
+    let st = crate::status::gather(settings, &Ipset::new(), now)
+        .map_err(|e| Error::failed(format_args!("{e:#}")))?;
+    print(&st, json)
+}
+
+/// `sipban report status [--json]`.
+pub fn report_status(settings: &Settings, json: bool, now: i64) -> Result {
+    let st =
+        crate::report::status(settings, now).map_err(|e| Error::failed(format_args!("{e:#}")))?;
+    print(&st, json)
+}
+
+/// `sipban feeds [--json]`: the built-in catalogue.
+pub fn feeds(json: bool) -> Result {
+    let all: Vec<_> = crate::config::catalogue::all().collect();
+    if json {
+        let v: Vec<serde_json::Value> = all
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "name": f.name, "url": f.url, "format": f.format,
+                    "interval": f.interval.map(|d| d.to_string()),
+                    "description": f.description, "licence": f.licence, "homepage": f.homepage,
+                })
+            })
+            .collect();
+        return print_json(&v);
+    }
+    for f in all {
+        outln!("{}", f.name.as_deref().unwrap_or("?"));
+        outln!("  {}", f.description.as_deref().unwrap_or(""));
+        outln!("  url: {}", f.url.as_deref().unwrap_or(""));
+        if let Some(i) = f.interval {
+            outln!("  polite interval: {i}");
+        }
+        outln!("  licence: {}", f.licence.as_deref().unwrap_or(""));
+    }
+    Ok(())
+}
+
+/// What `sipban scan` was asked for.
+pub struct ScanArgs<'a> {
+    pub files: &'a [PathBuf],
+    pub full: Option<&'a Path>,
+    pub json: bool,
+    pub verbose: bool,
+    pub aggressive: bool,
+}
+
+/// `sipban scan FILES [--full F] [--json] [--verbose] [--aggressive]`: Asterisk logs.
+pub fn scan(a: ScanArgs<'_>) -> Result {
+    if a.files.is_empty() && a.full.is_none() {
+        return Err(Error::new(
+            Kind::Usage,
+            "sipban scan: give at least one log file (or --full FILE)",
+        ));
+    }
+    let opts = crate::source::asterisk::ScanOptions {
+        verbose: a.verbose,
+        aggressive: a.aggressive,
+        ..Default::default()
+    };
+    let report = crate::source::asterisk::scan_with(a.files, a.full, opts)
+        .map_err(|e| Error::new(Kind::Failed, format!("sipban scan: {e}")))?;
+    print(&report, a.json)
+}
+
+/// `sipban scan --kernel FILES [--json]`, scored with `ks` (`from` says where they came from).
+pub fn scan_kernel(files: &[PathBuf], ks: &KernelLogSettings, from: &str, json: bool) -> Result {
+    use std::io::Write;
+    if files.is_empty() {
+        return Err(Error::new(
+            Kind::Usage,
+            "sipban scan --kernel: give at least one kernel log file",
+        ));
+    }
+    let own = crate::hostaddr::own_ips();
+    let report = crate::source::kernlog::scan(files, ks, &own, from)
+        .map_err(|e| Error::new(Kind::Failed, format!("sipban scan: {e}")))?;
+    // Streamed: a scan of a large log lists tens of thousands of addresses.
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let written = if json {
+        serde_json::to_writer_pretty(&mut w, &report)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(w))
+    } else {
+        write!(w, "{report}")
+    };
+    match written.and_then(|()| w.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::new(
+            Kind::Failed,
+            format!("sipban scan: writing the report: {e}"),
+        )),
+    }
+}

@@ -1,0 +1,128 @@
+//! The resolved `asterisk:` section: which Asterisk logs the detector reads, and its
+//! fail2ban-style thresholds (maxretry, findtime, bantime and its increment).
+//!
+//! This module must never read a log: `source::asterisk` does that at run time.
+
+use super::raw::RawAsterisk;
+use super::values::{human_duration, Dur, StartAt, TimeZone};
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// Resolved detector settings (from the YAML `asterisk:` section).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AsteriskSettings {
+    /// Files with NOTICE/WARNING/SECURITY lines (`messages`, `security`).
+    pub logs: Vec<PathBuf>,
+    /// The verbose log with SIP debug dumps, for Call-ID correlation (optional).
+    pub full_log: Option<PathBuf>,
+    /// Failures within `findtime` that make a ban.
+    pub maxretry: u32,
+    /// Seconds.
+    pub findtime: u32,
+    /// Seconds, first ban.
+    pub bantime: u32,
+    /// Each further ban of the same address multiplies the ban time by this.
+    pub increment_factor: f64,
+    /// Upper bound of an increased ban time, seconds.
+    pub increment_max: u32,
+    /// Priority of this source's sightings in the decide step.
+    pub priority: u32,
+    /// Also count the opt-in security events (RequestBadFormat, InvalidTransport,
+    /// UnexpectedAddress, AuthMethodNotAllowed, RequestNotAllowed).
+    pub aggressive: bool,
+    pub timezone: TimeZone,
+    /// Where to start in a file seen for the first time.
+    pub start: StartAt,
+}
+
+impl Default for AsteriskSettings {
+    fn default() -> Self {
+        AsteriskSettings {
+            logs: vec![
+                PathBuf::from("/var/log/asterisk/messages"),
+                PathBuf::from("/var/log/asterisk/security"),
+            ],
+            full_log: None,
+            maxretry: 5,
+            findtime: 600,
+            bantime: 7200,
+            increment_factor: 2.0,
+            increment_max: 7 * 86_400,
+            priority: 100,
+            aggressive: false,
+            timezone: TimeZone::System,
+            start: StartAt::Beginning,
+        }
+    }
+}
+
+/// Apply defaults and validate the `asterisk:` section.
+pub fn resolve(raw: RawAsterisk) -> Result<AsteriskSettings, String> {
+    let mut s = AsteriskSettings::default();
+    if let Some(logs) = raw.logs {
+        s.logs = logs;
+    }
+    s.full_log = raw.full_log;
+    if s.logs.is_empty() && s.full_log.is_none() {
+        return Err("needs at least one file in `logs` or a `full_log`".into());
+    }
+    if let Some(m) = raw.maxretry {
+        if m == 0 {
+            return Err("maxretry must be at least 1".into());
+        }
+        s.maxretry = m;
+    }
+    let secs = |d: Dur, what: &str| -> Result<u32, String> {
+        u32::try_from(d.0)
+            .ok()
+            .filter(|&v| v > 0)
+            .ok_or_else(|| format!("{what} must be between 1s and 136 years"))
+    };
+    if let Some(d) = raw.findtime {
+        s.findtime = secs(d, "findtime")?;
+    }
+    if let Some(d) = raw.bantime {
+        s.bantime = secs(d, "bantime")?;
+    }
+    if let Some(inc) = raw.bantime_increment {
+        if let Some(f) = inc.factor {
+            if !(1.0..=100.0).contains(&f) {
+                return Err("bantime_increment.factor must be between 1 and 100".into());
+            }
+            s.increment_factor = f;
+        }
+        if let Some(m) = inc.max {
+            s.increment_max = secs(m, "bantime_increment.max")?;
+        }
+    }
+    if s.increment_max < s.bantime {
+        return Err("bantime_increment.max must not be shorter than bantime".into());
+    }
+    if let Some(p) = raw.priority {
+        s.priority = u32::from(p.0);
+    }
+    if let Some(a) = raw.aggressive {
+        s.aggressive = a;
+    }
+    Ok(s)
+}
+
+pub fn ser_asterisk<S: serde::Serializer>(
+    a: &Option<AsteriskSettings>,
+    ser: S,
+) -> Result<S::Ok, S::Error> {
+    match a {
+        None => ser.serialize_none(),
+        Some(a) => serde_json::json!({
+            "logs": a.logs,
+            "full_log": a.full_log,
+            "maxretry": a.maxretry,
+            "findtime": human_duration(u64::from(a.findtime)),
+            "bantime": human_duration(u64::from(a.bantime)),
+            "bantime_increment": { "factor": a.increment_factor, "max": human_duration(u64::from(a.increment_max)) },
+            "priority": a.priority,
+            "aggressive": a.aggressive,
+        })
+        .serialize(ser),
+    }
+}

@@ -1,0 +1,112 @@
+//! The resolved `kernel_log:` section: which kernel logs to score, the scoring window and
+//! thresholds, and the config's own port-catalogue entries.
+//!
+//! This module must never read a log or build the port lookup: `source::kernlog` does that at
+//! run time, from these settings.
+
+use super::ports::PortEntry;
+use super::raw::RawKernelLog;
+use super::values::{human_duration, Dur, StartAt, TimeZone};
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// Highest `distinct_ports` (it bounds the state: an address fires before it holds more).
+pub const MAX_DISTINCT_PORTS: u32 = 1024;
+/// Highest `threshold`.
+pub const MAX_THRESHOLD: u32 = 100_000;
+
+/// The resolved `kernel_log:` section.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct KernelLogSettings {
+    pub files: Vec<PathBuf>,
+    /// Seconds.
+    #[serde(serialize_with = "ser_secs")]
+    pub window: u32,
+    pub threshold: u32,
+    pub distinct_ports: u32,
+    /// Seconds.
+    #[serde(serialize_with = "ser_secs")]
+    pub ttl: u32,
+    pub priority: u16,
+    pub builtin_ports: bool,
+    /// The config's own entries (`kernel_log.ports`).
+    pub ports: Vec<PortEntry>,
+    /// How local-time dates become Unix time (tests fix it).
+    #[serde(skip)]
+    pub timezone: TimeZone,
+    /// Where to start in a file seen for the first time.
+    #[serde(skip)]
+    pub start: StartAt,
+}
+
+fn ser_secs<S: serde::Serializer>(v: &u32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&human_duration(u64::from(*v)))
+}
+
+impl Default for KernelLogSettings {
+    fn default() -> Self {
+        KernelLogSettings {
+            files: vec![PathBuf::from("/var/log/kern.log")],
+            window: 600,
+            threshold: 10,
+            distinct_ports: 8,
+            ttl: 86_400,
+            priority: 90,
+            builtin_ports: true,
+            ports: Vec::new(),
+            timezone: TimeZone::System,
+            start: StartAt::Beginning,
+        }
+    }
+}
+
+/// Apply defaults and validate the `kernel_log:` section.
+pub fn resolve(raw: RawKernelLog) -> Result<KernelLogSettings, String> {
+    let mut s = KernelLogSettings::default();
+    if let Some(files) = raw.files {
+        if files.is_empty() {
+            return Err("`files` needs at least one kernel log (e.g. /var/log/kern.log)".into());
+        }
+        s.files = files;
+    }
+    let secs = |d: Dur, what: &str, max: u64| -> Result<u32, String> {
+        if d.0 == 0 || d.0 > max {
+            return Err(format!(
+                "{what} must be between 1s and {}",
+                human_duration(max)
+            ));
+        }
+        Ok(d.0 as u32) // max fits in u32
+    };
+    if let Some(w) = raw.window {
+        s.window = secs(w, "window", 7 * 86_400)?;
+    }
+    if let Some(t) = raw.ttl {
+        s.ttl = secs(t, "ttl", u64::from(u32::MAX))?;
+    }
+    if let Some(t) = raw.threshold {
+        if t > MAX_THRESHOLD {
+            return Err(format!("threshold must be at most {MAX_THRESHOLD}"));
+        }
+        s.threshold = t;
+    }
+    if let Some(d) = raw.distinct_ports {
+        if d == 1 || d > MAX_DISTINCT_PORTS {
+            return Err(format!(
+                "distinct_ports must be 0 (off) or between 2 and {MAX_DISTINCT_PORTS}"
+            ));
+        }
+        s.distinct_ports = d;
+    }
+    if s.threshold == 0 && s.distinct_ports == 0 {
+        return Err("threshold and distinct_ports are both 0: nothing could ever be banned".into());
+    }
+    if let Some(p) = raw.priority {
+        s.priority = p.0;
+    }
+    if let Some(b) = raw.builtin_ports {
+        s.builtin_ports = b;
+    }
+    s.ports = raw.ports.unwrap_or_default();
+    Ok(s)
+}

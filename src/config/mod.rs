@@ -1,0 +1,213 @@
+//! The whole configuration schema: what the admin wrote ([`raw`], every field optional) and
+//! what sipban decided from it ([`resolved`], [`Settings`]): ripgrep's LowArgs → HiArgs split.
+//!
+//! Parsing is strict: unknown keys, duplicate keys, `yes`/`on` as booleans, bad durations,
+//! sizes, percentages and addresses are errors naming the file, line and column. Values are
+//! validated while they are deserialised (the newtypes of [`values`]), so serde-saphyr attaches
+//! the position of the offending node. Cross-field rules are checked afterwards with the span
+//! of the enclosing entry.
+//!
+//! Layout: [`raw`] (the YAML types as written), [`values`] (self-validating values and the
+//! small vocabulary shared with the runtime), [`resolved`] (the top-level [`Settings`] and
+//! [`resolve`]), one module per section for its resolved settings ([`sets`], [`feed`],
+//! [`apiban`], [`asterisk`], [`kernlog`], [`ports`], [`daemon`], [`schedule`], [`metrics`],
+//! [`report`], [`secret`]) and [`catalogue`] (the built-in feeds, compiled in).
+//!
+//! Every other module depends on this one, never the reverse: `config` imports no crate module
+//! but `net`, which is the leaf vocabulary of addresses (parsing and canonicalisation of
+//! prefixes, address families; it imports nothing of the crate). Runtime modules receive the
+//! resolved settings and may re-export the types of their section.
+//!
+//! This module must never read anything but the config file (key and header files are only
+//! recorded as paths): no network, no state, no kernel.
+
+pub mod apiban;
+pub mod asterisk;
+pub mod catalogue;
+pub mod daemon;
+pub mod feed;
+pub mod kernlog;
+pub mod metrics;
+pub mod ports;
+pub mod raw;
+pub mod report;
+pub mod resolved;
+pub mod schedule;
+pub mod secret;
+pub mod sets;
+pub mod values;
+
+pub use feed::{url_host, FeedFormat, FeedLocation, FeedSettings, RESERVED_SOURCE_NAMES};
+pub use raw::{
+    FeedFormatName, RawAsterisk, RawConfig, RawFeed, RawIncrement, RawMinPrefix, RawSet, RawSets,
+};
+pub use resolved::{resolve, Settings};
+pub use sets::{SetSettings, SetsSettings};
+pub use values::{human_duration, Cidr, Dur, Percent, Priority, Size, MAX_PRIORITY};
+
+use serde::Deserialize;
+use std::fmt;
+use std::path::Path;
+
+/// Where sipban looks for its config when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/sipban/config.yaml";
+
+/// A configuration problem, already worded for the admin (file, line, column where known).
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Read, parse and resolve a config file.
+pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("{}: cannot read config: {e}", path.display())))?;
+    load_str(&text, path)
+}
+
+/// Parse and resolve config text; `path` names it in errors and anchors relative file feeds.
+pub fn load_str(text: &str, path: &Path) -> Result<Settings, ConfigError> {
+    let raw: RawConfig = parse_yaml(text, &path.display().to_string())?;
+    resolve(raw, path)
+}
+
+/// Strict YAML parsing shared by the config and the feed catalogue.
+pub fn parse_yaml<T: for<'de> Deserialize<'de>>(
+    text: &str,
+    origin: &str,
+) -> Result<T, ConfigError> {
+    if text.trim().is_empty() {
+        // An empty file is an empty mapping: all defaults.
+        return parse_yaml("{}", origin);
+    }
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+    };
+    serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+        let msg = e
+            .to_string()
+            .replace("<input>", origin)
+            .replace(", set DuplicateKeyPolicy in Options if acceptable", "");
+        ConfigError(format!("{origin}: {msg}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn load(text: &str) -> Result<Settings, ConfigError> {
+        load_str(text, Path::new("/etc/sipban/test.yaml"))
+    }
+
+    #[test]
+    fn empty_config_gets_defaults() {
+        let s = load("").unwrap();
+        assert_eq!(s.state_dir, PathBuf::from("/var/lib/sipban"));
+        assert_eq!(s.sets.v4.name, "sipban-v4");
+        assert_eq!(s.sets.v6.cap, 65_536);
+        assert!(s.allow_own_addresses);
+        assert!(s.feeds.is_empty());
+    }
+
+    #[test]
+    fn durations_sizes_percentages() {
+        assert_eq!(Dur::parse("90s").unwrap().0, 90);
+        assert_eq!(Dur::parse("10m").unwrap().0, 600);
+        assert_eq!(Dur::parse("2h").unwrap().0, 7200);
+        assert_eq!(Dur::parse("7d").unwrap().0, 604_800);
+        assert!(Dur::parse("7").is_err());
+        assert!(Dur::parse("7x").is_err());
+        assert!(Dur::parse("-1s").is_err());
+        assert_eq!(Size::parse("16MiB").unwrap().0, 16 << 20);
+        assert!(Size::parse("16Mb").is_err());
+        assert_eq!(Percent::parse("50%").unwrap().0, 0.5);
+        assert!(Percent::parse("150%").is_err());
+        assert_eq!(human_duration(604_800), "1w");
+        assert_eq!(human_duration(90), "90s");
+    }
+
+    #[test]
+    fn full_feed_and_catalogue_use() {
+        let s = load(
+            "feeds:\n  - name: my-list\n    url: https://example.org/list.txt\n    format: csv\n    column: 2\n    ttl: 1d\n    priority: 70\n    min_prefix: { v4: 20 }\n    max_shrink: 25%\n  - use: blocklist-de-sip\n    priority: 90\n",
+        )
+        .unwrap();
+        assert_eq!(s.feeds.len(), 2);
+        assert_eq!(s.feeds[0].format, FeedFormat::Csv { column: 2 });
+        assert_eq!(s.feeds[0].min_prefix_v4, 20);
+        assert_eq!(s.feeds[0].min_prefix_v6, 32);
+        assert_eq!(s.feeds[1].name, "blocklist-de-sip");
+        assert_eq!(s.feeds[1].priority, 90);
+        assert!(matches!(s.feeds[1].location, FeedLocation::Http(_)));
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let e = load("state_dir: /tmp/x\nsets:\n  v4: { name: a, cap: 10, colour: red }\n")
+            .unwrap_err();
+        assert!(e.0.contains("test.yaml"), "{e}");
+        assert!(e.0.contains("colour"), "{e}");
+        assert!(e.0.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_key_is_an_error() {
+        let e = load("state_dir: /a\nstate_dir: /b\n").unwrap_err();
+        assert!(e.0.to_lowercase().contains("duplicate"), "{e}");
+        assert!(e.0.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_located() {
+        let e = load("allowlist: [192.168.1.0/24, example.org]\n").unwrap_err();
+        assert!(e.0.contains("example.org") && e.0.contains("line 1"), "{e}");
+        let e = load("feeds:\n  - name: a\n    url: https://x.org/\n    ttl: 7\n").unwrap_err();
+        assert!(e.0.contains("unit") && e.0.contains("line 4"), "{e}");
+        let e = load("allow_own_addresses: yes\n").unwrap_err();
+        assert!(e.0.contains("line 1"), "{e}");
+        let e = load("feeds:\n  - name: a\n  - name: b\n    url: https://x.org\n").unwrap_err();
+        assert!(e.0.contains("line 2") && e.0.contains("url"), "{e}");
+        let e = load("feeds:\n  - use: nope\n").unwrap_err();
+        assert!(e.0.contains("catalogue"), "{e}");
+        let e = load("feeds:\n  - name: asterisk\n    url: https://x.org\n").unwrap_err();
+        assert!(e.0.contains("reserved"), "{e}");
+        let e = load(
+            "feeds:\n  - {name: a, url: 'https://x.org'}\n  - {name: a, url: 'https://y.org'}\n",
+        )
+        .unwrap_err();
+        assert!(e.0.contains("twice") && e.0.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn relative_file_feeds_follow_the_config() {
+        let s = load("feeds:\n  - {name: a, url: 'file:examples/x.txt'}\n  - {name: b, url: 'file:///srv/y.txt'}\n").unwrap();
+        assert_eq!(
+            s.feeds[0].location,
+            FeedLocation::File(PathBuf::from("/etc/sipban/examples/x.txt"))
+        );
+        assert_eq!(
+            s.feeds[1].location,
+            FeedLocation::File(PathBuf::from("/srv/y.txt"))
+        );
+        assert!(load("feeds:\n  - {name: a, url: 'file://rel.txt'}\n").is_err());
+        assert!(load("feeds:\n  - {name: a, url: 'ftp://x.org/a'}\n").is_err());
+    }
+
+    #[test]
+    fn hosts_of_urls() {
+        assert_eq!(
+            url_host("https://lists.blocklist.de/lists/sip.txt"),
+            Some("lists.blocklist.de")
+        );
+        assert_eq!(url_host("https://u:p@h.org:8443/x"), Some("h.org"));
+        assert_eq!(url_host("http://[2001:db8::1]:80/x"), Some("2001:db8::1"));
+    }
+}

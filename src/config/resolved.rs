@@ -1,0 +1,165 @@
+//! The resolved settings (ripgrep's HiArgs): what sipban decided from the file, with
+//! defaults applied, the catalogue merged and every section validated.
+//!
+//! This module must never do I/O: [`resolve`] is a function of the parsed file and its path.
+
+use super::apiban::{self, ApibanSettings};
+use super::asterisk::{self, AsteriskSettings};
+use super::daemon::{self, DaemonSettings};
+use super::feed::{resolve_feed, FeedSettings};
+use super::kernlog::{self, KernelLogSettings};
+use super::metrics::{self, MetricsSettings};
+use super::raw::{RawConfig, RawSet};
+use super::report::{self, ReportSettings};
+use super::sets::{validate_set_name, SetSettings, SetsSettings};
+use super::ConfigError;
+use ipnet::IpNet;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Resolved settings: defaults applied, catalogue merged, everything validated.
+#[derive(Clone, Debug, Serialize)]
+pub struct Settings {
+    pub config_path: PathBuf,
+    pub state_dir: PathBuf,
+    pub sets: SetsSettings,
+    pub allowlist: Vec<IpNet>,
+    pub allow_own_addresses: bool,
+    pub feeds: Vec<FeedSettings>,
+    /// Present when the config has an `apiban:` section.
+    pub apiban: Option<ApibanSettings>,
+    /// Present when the config has an `asterisk:` section.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "asterisk::ser_asterisk"
+    )]
+    pub asterisk: Option<AsteriskSettings>,
+    /// `daemon:` (schedules of `sipban run`); defaults when the section is absent.
+    pub daemon: DaemonSettings,
+    /// `metrics:` (the node_exporter textfile); off when absent.
+    pub metrics: MetricsSettings,
+    /// Present when the config has a `report:` section.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<ReportSettings>,
+    /// Present when the config has a `kernel_log:` section.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_log: Option<KernelLogSettings>,
+}
+
+/// Apply defaults, merge catalogue entries and validate. No I/O.
+pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let state_dir = raw
+        .state_dir
+        .unwrap_or_else(|| PathBuf::from("/var/lib/sipban"));
+    let raw_sets = raw.sets.unwrap_or_default();
+    let set = |r: Option<RawSet>, default_name: &str| -> Result<SetSettings, ConfigError> {
+        let r = r.unwrap_or_default();
+        let name = r.name.unwrap_or_else(|| default_name.to_string());
+        validate_set_name(&name)
+            .map_err(|e| ConfigError(format!("{}: sets: {e}", path.display())))?;
+        let cap = r.cap.unwrap_or(65_536);
+        if cap == 0 {
+            return Err(ConfigError(format!(
+                "{}: sets: cap for `{name}` must be at least 1",
+                path.display()
+            )));
+        }
+        Ok(SetSettings { name, cap })
+    };
+    let sets = SetsSettings {
+        v4: set(raw_sets.v4, "sipban-v4")?,
+        v6: set(raw_sets.v6, "sipban-v6")?,
+    };
+    if sets.v4.name == sets.v6.name {
+        return Err(ConfigError(format!(
+            "{}: sets: v4 and v6 must have different names (both are `{}`)",
+            path.display(),
+            sets.v4.name
+        )));
+    }
+
+    let mut feeds: Vec<FeedSettings> = Vec::new();
+    for spanned in raw.feeds.unwrap_or_default() {
+        let where_ = at(path, &spanned.referenced);
+        let feed = resolve_feed(spanned.value, &base_dir)
+            .map_err(|e| ConfigError(format!("{where_}: feed: {e}")))?;
+        let Some(feed) = feed else { continue };
+        if feeds.iter().any(|f| f.name == feed.name) {
+            return Err(ConfigError(format!(
+                "{where_}: feed: the name `{}` is used twice; give one of them `name:`",
+                feed.name
+            )));
+        }
+        feeds.push(feed);
+    }
+
+    let asterisk = match raw.asterisk {
+        None => None,
+        Some(spanned) => Some(asterisk::resolve(spanned.value).map_err(|e| {
+            ConfigError(format!("{}: asterisk: {e}", at(path, &spanned.referenced)))
+        })?),
+    };
+    let kernel_log = match raw.kernel_log {
+        Some(spanned) => Some(kernlog::resolve(spanned.value).map_err(|e| {
+            ConfigError(format!(
+                "{}: kernel_log: {e}",
+                at(path, &spanned.referenced)
+            ))
+        })?),
+        None => None,
+    };
+    let apiban =
+        match raw.apiban {
+            Some(spanned) => Some(apiban::resolve(spanned.value, &base_dir).map_err(|e| {
+                ConfigError(format!("{}: apiban: {e}", at(path, &spanned.referenced)))
+            })?),
+            None => None,
+        };
+    let daemon = match raw.daemon {
+        None => DaemonSettings::default(),
+        Some(spanned) => daemon::resolve(Some(spanned.value), &feeds)
+            .map_err(|e| ConfigError(format!("{}: daemon: {e}", at(path, &spanned.referenced))))?,
+    };
+    let metrics = match raw.metrics {
+        None => MetricsSettings::default(),
+        Some(spanned) => metrics::resolve(Some(spanned.value))
+            .map_err(|e| ConfigError(format!("{}: metrics: {e}", at(path, &spanned.referenced))))?,
+    };
+    let report =
+        match raw.report {
+            Some(spanned) => Some(report::resolve(spanned.value, &base_dir).map_err(|e| {
+                ConfigError(format!("{}: report: {e}", at(path, &spanned.referenced)))
+            })?),
+            None => None,
+        };
+
+    Ok(Settings {
+        config_path: path.to_path_buf(),
+        state_dir,
+        sets,
+        allowlist: raw
+            .allowlist
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.0)
+            .collect(),
+        allow_own_addresses: raw.allow_own_addresses.unwrap_or(true),
+        feeds,
+        apiban,
+        asterisk,
+        daemon,
+        metrics,
+        report,
+        kernel_log,
+    })
+}
+
+fn at(origin: &Path, loc: &serde_saphyr::Location) -> String {
+    format!(
+        "{}: line {} column {}",
+        origin.display(),
+        loc.line(),
+        loc.column()
+    )
+}

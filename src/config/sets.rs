@@ -1,0 +1,62 @@
+//! The kernel sets sipban owns (`sets:`): their names and caps, and what a set name may be.
+//!
+//! This module owns the naming rule, which the firewall relies on for its temporary sets. It
+//! must never talk to the kernel.
+
+use crate::net::Family;
+use serde::Serialize;
+
+/// Longest set name the kernel accepts (`IPSET_MAXNAMELEN` is 32 with the NUL).
+pub const MAX_NAME_LEN: usize = 31;
+/// Suffix of the temporary set a rebuild fills before swapping it in.
+pub const TMP_SUFFIX: &str = "-tmp";
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SetsSettings {
+    pub v4: SetSettings,
+    pub v6: SetSettings,
+}
+
+impl SetsSettings {
+    pub fn get(&self, family: Family) -> &SetSettings {
+        match family {
+            Family::V4 => &self.v4,
+            Family::V6 => &self.v6,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SetSettings {
+    pub name: String,
+    pub cap: u32,
+}
+
+/// Check a name for a set sipban owns: 1 to 27 bytes of letters, digits, `_`, `-` and `.`, not
+/// starting with `-`. 27 leaves room for [`TMP_SUFFIX`] within the kernel's 31.
+pub fn validate_set_name(name: &str) -> Result<(), String> {
+    let limit = MAX_NAME_LEN - TMP_SUFFIX.len();
+    if name.is_empty() {
+        return Err("a set name cannot be empty".to_owned());
+    }
+    if name.len() > limit {
+        return Err(format!(
+            "set name {name:?} is {} bytes long; the kernel allows {MAX_NAME_LEN} and sipban \
+             needs {} of them for the temporary {TMP_SUFFIX:?} set, so use at most {limit}",
+            name.len(),
+            TMP_SUFFIX.len()
+        ));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        return Err(format!(
+            "set name {name:?} may only contain letters, digits, '_', '-' and '.'"
+        ));
+    }
+    if name.starts_with('-') {
+        return Err(format!("set name {name:?} cannot start with '-'"));
+    }
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! Value types that validate themselves while being deserialised (durations, sizes,
+//! percentages, prefixes, priorities), and the small vocabulary the resolved settings share
+//! with the runtime ([`TimeZone`], [`StartAt`]).
+//!
+//! This module owns how such a value is written and checked. It must never read a file, the
+//! clock or the network: parsing text is all it does.
+
+use crate::net;
+use ipnet::IpNet;
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A duration written with a unit: `90s`, `10m`, `2h`, `7d` (also `w`). Seconds inside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Dur(pub u64);
+
+impl Dur {
+    pub fn parse(text: &str) -> Result<Dur, String> {
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| {
+            format!("duration `{t}` needs a unit: s, m, h, d or w (e.g. 90s, 10m, 2h, 7d)")
+        })?;
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("duration `{t}` must start with a whole number (e.g. 10m)"))?;
+        let mult = match unit.trim() {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            "w" => 604_800,
+            other => {
+                return Err(format!(
+                    "duration `{t}`: unknown unit `{other}` (use s, m, h, d or w)"
+                ))
+            }
+        };
+        n.checked_mul(mult)
+            .map(Dur)
+            .ok_or_else(|| format!("duration `{t}` is too large"))
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&human_duration(self.0))
+    }
+}
+
+/// `7d`, `2h`, `90s`: the largest unit that divides the value.
+pub fn human_duration(secs: u64) -> String {
+    for (unit, n) in [("w", 604_800), ("d", 86_400), ("h", 3600), ("m", 60)] {
+        if secs >= n && secs.is_multiple_of(n) {
+            return format!("{}{}", secs / n, unit);
+        }
+    }
+    format!("{secs}s")
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Dur::parse(&s).map_err(de::Error::custom)
+    }
+}
+
+/// A size in bytes: `16MiB`, `512KiB`, `1GB`, `4096`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Size(pub u64);
+
+impl Size {
+    pub fn parse(text: &str) -> Result<Size, String> {
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("size `{t}` must start with a whole number (e.g. 16MiB)"))?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "kB" | "KB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            other => {
+                return Err(format!(
+                    "size `{t}`: unknown unit `{other}` (use B, KiB, MiB, GiB, kB, MB, GB)"
+                ))
+            }
+        };
+        n.checked_mul(mult)
+            .map(Size)
+            .ok_or_else(|| format!("size `{t}` is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = SizeOrInt::deserialize(d)?;
+        match v {
+            SizeOrInt::Int(n) => Ok(Size(n)),
+            SizeOrInt::Text(s) => Size::parse(&s).map_err(de::Error::custom),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeOrInt {
+    Int(u64),
+    Text(String),
+}
+
+/// A percentage written `50%`; stored as a fraction 0.0..=1.0.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Percent(pub f64);
+
+impl Percent {
+    pub fn parse(text: &str) -> Result<Percent, String> {
+        let t = text.trim();
+        let num = t
+            .strip_suffix('%')
+            .ok_or_else(|| format!("percentage `{t}` must end with % (e.g. 50%)"))?;
+        let v: f64 = num
+            .trim()
+            .parse()
+            .map_err(|_| format!("percentage `{t}` is not a number"))?;
+        if !(0.0..=100.0).contains(&v) {
+            return Err(format!("percentage `{t}` must be between 0% and 100%"));
+        }
+        Ok(Percent(v / 100.0))
+    }
+}
+
+impl fmt::Display for Percent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}%", self.0 * 100.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Percent::parse(&s).map_err(de::Error::custom)
+    }
+}
+
+/// A CIDR prefix or single address, canonicalised by [`net::parse_net`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr(pub IpNet);
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        net::parse_net(&s)
+            .map(Cidr)
+            .map_err(|e| de::Error::custom(format!("`{s}`: {e} (host names are not accepted)")))
+    }
+}
+
+/// A priority, 0..=1000. Higher survives eviction longer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Priority(pub u16);
+
+/// The highest priority a configured source may have; `sipban ban` pins above it.
+pub const MAX_PRIORITY: u16 = 1000;
+
+impl<'de> Deserialize<'de> for Priority {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = u64::deserialize(d)?;
+        if v > u64::from(MAX_PRIORITY) {
+            return Err(de::Error::custom(format!(
+                "priority {v} is above the maximum {MAX_PRIORITY}"
+            )));
+        }
+        Ok(Priority(v as u16))
+    }
+}
+
+/// How local-time log dates become Unix time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TimeZone {
+    /// The host's time zone (`localtime_r`, honours `TZ` and `/etc/localtime`).
+    #[default]
+    System,
+    /// A fixed offset east of UTC, in seconds (tests, containers logging in UTC).
+    FixedOffset(i32),
+}
+
+/// How to start on a file that has no cursor yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StartAt {
+    /// Read the whole file (the detector filters old lines by their time).
+    #[default]
+    Beginning,
+    /// Only lines written from now on.
+    End,
+}
