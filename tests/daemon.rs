@@ -366,3 +366,55 @@ fn sighup_with_a_broken_config_keeps_running_on_the_old_one() {
         assert!(d_log(dir.path()).contains("SIGTERM: stopping"));
     });
 }
+
+/// A feed server that answers only after 120 s holds up neither real-time protection nor a
+/// manual ban: the sync waits on its download without the apply lock.
+#[test]
+fn a_hung_feed_server_holds_up_neither_detections_nor_bans() {
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let stub = common::stub::Stub::start();
+        stub.set(
+            "/list.txt",
+            common::stub::Reply::ok("45.77.0.1\n").delayed(Duration::from_secs(120)),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("messages"), "").unwrap();
+        let extra = format!(
+            "feeds:\n  - {{ name: slow, url: '{}', ttl: 1d }}\n",
+            stub.url("/list.txt")
+        );
+        std::fs::write(d.join("config.yaml"), config(d, "0 0 0 1 1 *", &extra)).unwrap();
+        let daemon = Daemon::start(d);
+        daemon.wait_log("sipban daemon started", Duration::from_secs(30));
+        // The first sync is now waiting on the feed server.
+        let t = Instant::now();
+        while stub.requests("/list.txt").is_empty() {
+            assert!(t.elapsed() < Duration::from_secs(30), "no download started");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let log = d.join("messages");
+        let t = Instant::now();
+        let burst: String = (1..=3)
+            .map(|i| asterisk_line(now(), &format!("45.3.0.{i}")))
+            .collect();
+        append(&log, &burst);
+        for i in 1..=3 {
+            let ip = format!("45.3.0.{i}");
+            let left = Duration::from_secs(2).saturating_sub(t.elapsed());
+            assert!(
+                wait_in_set("t4", &ip, left).is_some(),
+                "{ip} not in the set 2 s after its log line while a feed hangs; log:\n{}",
+                daemon.log()
+            );
+        }
+        let t = Instant::now();
+        let o = common::run::sipban(d, &["ban", "45.9.8.7"]);
+        assert_eq!(o.status.code(), Some(0), "{}", common::run::text(&o));
+        assert!(t.elapsed() < Duration::from_secs(2), "ban took {:?}", t.elapsed());
+        assert!(in_set("t4", "45.9.8.7"));
+        assert!(!daemon.log().contains("sync ok"), "the feed did not hang");
+        assert!(daemon.stop().success());
+    });
+}

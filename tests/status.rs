@@ -62,15 +62,16 @@ fn ban_and_unban_change_the_kernel_at_once_and_unban_holds_until_listed_afresh()
             .map(|(_, t)| *t)
             .expect("banned address in the set");
         assert!(t > 7000 && t <= 7200, "timeout {t}");
-        // A ban of an allowlisted address is saved but never reaches the kernel.
-        ok(d, &["ban", "45.9.9.9"]);
+        // A ban of an allowlisted address is refused by the gate: nothing saved or applied.
+        let o = sipban(d, &["ban", "45.9.9.9"]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
         assert!(!members("t4").contains(&"45.9.9.9".to_string()));
         // A sync keeps the manual ban (no feed lists it).
         ok(d, &["sync"]);
         assert_eq!(members("t4"), ["45.0.0.1", "45.0.0.2", "45.5.5.5"]);
 
         let st = json(&ok(d, &["status", "--json"]));
-        assert_eq!(st["manual"]["bans"], 2, "{st}");
+        assert_eq!(st["manual"]["bans"], 1, "{st}");
         assert_eq!(st["last_run"]["outcome"], "ok");
         let t4 = &st["sets"][0];
         assert_eq!(
@@ -135,27 +136,121 @@ fn ban_and_unban_change_the_kernel_at_once_and_unban_holds_until_listed_afresh()
     });
 }
 
-/// Without the lock (a run in progress) a request is queued and the next run applies it.
+/// While another writer holds the apply lock past the wait, a request is queued and the next
+/// run applies it.
 #[test]
-fn a_request_made_while_another_run_holds_the_lock_is_applied_by_the_next_run() {
+fn a_request_made_while_another_writer_holds_the_apply_lock_is_applied_by_the_next_run() {
     let ns = netns_or_skip!();
     run_in(&ns, || {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         setup(d, &["45.0.0.1"]);
         ok(d, &["sync"]);
-        // Hold the lock the way a run does.
-        let held = sipban::lock::acquire(&d.join("state")).unwrap();
+        // Hold the apply lock the way a writer's apply step does.
+        let held = sipban::lock::apply(&d.join("state"), std::time::Duration::ZERO).unwrap();
         let started = std::time::Instant::now();
         let o = sipban(d, &["ban", "45.6.6.6"]);
         assert_eq!(o.status.code(), Some(4), "{}", text(&o));
         assert!(text(&o).contains("queued"), "{}", text(&o));
-        assert!(started.elapsed() >= sipban::pipeline::manual::DAEMON_WAIT);
+        assert!(started.elapsed() >= sipban::pipeline::manual::APPLY_WAIT);
         assert_eq!(members("t4"), ["45.0.0.1"]);
         drop(held);
         ok(d, &["sync"]);
         assert_eq!(members("t4"), ["45.0.0.1", "45.6.6.6"]);
         let st = json(&ok(d, &["status", "--json"]));
         assert_eq!(st["manual"]["queued"], 0);
+    });
+}
+
+/// A sync that holds the run lock (downloading, say) does not hold up a ban: the ban takes only
+/// the apply lock, and is in the kernel set when the command returns.
+#[test]
+fn a_ban_does_not_wait_for_a_sync_that_holds_the_run_lock() {
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        setup(d, &["45.0.0.1"]);
+        ok(d, &["sync"]);
+        let _run = sipban::lock::acquire(&d.join("state")).unwrap();
+        let started = std::time::Instant::now();
+        let o = ok(d, &["ban", "45.6.6.6"]);
+        assert!(text(&o).contains("kernel: added 45.6.6.6"), "{}", text(&o));
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert_eq!(members("t4"), ["45.0.0.1", "45.6.6.6"]);
+    });
+}
+
+/// `ban` on a fresh state (no sync ever ran, no set exists) protects at once: the set is
+/// created, and the message names the right family's set.
+#[test]
+fn a_ban_on_a_fresh_state_is_in_the_kernel_set_at_once() {
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        setup(d, &["45.0.0.1"]);
+        let o = ok(d, &["ban", "45.9.9.8"]);
+        assert!(text(&o).contains("kernel: added 45.9.9.8"), "{}", text(&o));
+        assert!(!text(&o).contains("t6"), "names the IPv6 set: {}", text(&o));
+        assert_eq!(members("t4"), ["45.9.9.8"]);
+        let o = ok(d, &["ban", "2001:db8:5::1"]);
+        assert!(text(&o).contains("kernel: added 2001:db8:5::1"), "{}", text(&o));
+        assert_eq!(members("t6"), ["2001:db8:5::1"]);
+        // The next sync keeps both and adds the feed.
+        ok(d, &["sync"]);
+        assert_eq!(members("t4"), ["45.0.0.1", "45.9.9.8"]);
+    });
+}
+
+/// Every address the admission gate refuses is refused by `ban` too, with the gate's reason,
+/// a non-zero exit, and nothing saved.
+#[test]
+fn a_ban_of_a_refused_address_exits_non_zero_with_the_gates_reason() {
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        setup(d, &["45.0.0.1"]);
+        for (target, why) in [
+            ("0.0.0.0/0", "is the whole address space"),
+            ("127.0.0.1", "loopback"),
+            ("224.0.0.1", "multicast"),
+            ("45.9.9.9", "is protected by 45.9.9.9 (allowlist in config)"),
+            ("45.0.0.0/4", "broader than the /8 that manual may ban"),
+        ] {
+            let o = sipban(d, &["ban", target]);
+            assert_eq!(o.status.code(), Some(2), "{target}: {}", text(&o));
+            assert!(text(&o).contains("refused: ") && text(&o).contains(why), "{target}: {}", text(&o));
+            assert!(text(&o).contains("nothing was saved"), "{target}: {}", text(&o));
+        }
+        let st = json(&ok(d, &["status", "--json"]));
+        assert_eq!(st["manual"]["bans"], 0, "{st}");
+        assert!(members("t4").is_empty());
+        // The same reason, in the same words, from explain.
+        let x = String::from_utf8_lossy(&ok(d, &["explain", "127.0.0.1"]).stdout).to_string();
+        assert!(x.contains("loopback"), "{x}");
+    });
+}
+
+/// `explain` of an address inside a feed prefix that the gate refused names the refusal.
+#[test]
+fn explain_names_the_gates_refusal_of_a_feed_prefix() {
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        setup(d, &["45.0.0.1", "8.0.0.0/7"]);
+        ok(d, &["sync"]);
+        assert_eq!(members("t4"), ["45.0.0.1"]);
+        let o = ok(d, &["explain", "8.8.8.8"]);
+        let x = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            x.contains("8.0.0.0/7") && x.contains("refused: 8.0.0.0/7 is broader than the /"),
+            "{x}"
+        );
+        assert!(!x.contains("not listed by any source"), "{x}");
+        let j = json(&ok(d, &["explain", "8.8.8.8", "--json"]));
+        assert_eq!(j["refused"][0]["source"], "f", "{j}");
     });
 }

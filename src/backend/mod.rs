@@ -94,6 +94,9 @@ pub trait SetBackend {
         survey: Option<&Survey>,
         now: i64,
     ) -> anyhow::Result<()>;
+    /// Make the set hold exactly `entries`, atomically (a missing set is created): for a set
+    /// that does not exist yet, so that a ban or a real-time detection protects at once.
+    fn replace(&self, spec: &SetSpec, entries: &[(IpNet, u32)]) -> anyhow::Result<()>;
     /// Add (or re-time) and delete a few entries in place, in one batch: the real-time path
     /// and manual bans, under the cap (adds go first; the headroom above the cap covers them).
     fn change(&self, spec: &SetSpec, adds: &[(IpNet, u32)], dels: &[IpNet]) -> anyhow::Result<()>;
@@ -203,6 +206,10 @@ impl SetBackend for ipset::Ipset {
         )
     }
 
+    fn replace(&self, spec: &SetSpec, entries: &[(IpNet, u32)]) -> anyhow::Result<()> {
+        Ok(self.rebuild(spec, entries)?)
+    }
+
     fn change(&self, spec: &SetSpec, adds: &[(IpNet, u32)], dels: &[IpNet]) -> anyhow::Result<()> {
         Ok(self.apply_diff(spec, adds, dels)?)
     }
@@ -261,6 +268,13 @@ impl SetBackend for DryRun<'_> {
             plan.refreshes.len(),
             if plan.rebuild.is_some() { " (rebuild)" } else { "" }
         ));
+        Ok(())
+    }
+
+    fn replace(&self, spec: &SetSpec, entries: &[(IpNet, u32)]) -> anyhow::Result<()> {
+        self.recorded
+            .borrow_mut()
+            .push(format!("{}: = {}", spec.name, entries.len()));
         Ok(())
     }
 

@@ -165,6 +165,19 @@ fn add_to_sets(
                     spec.name
                 ));
             }
+            Ok(None) if list.len() <= cap => {
+                // No set yet (no sync has finished): create it with these, so the detections
+                // protect now; a full run adds the rest of the state.
+                store.put_blob(crate::backend::mirror::DIRTY_KEY, b"1")?;
+                backend
+                    .replace(&spec, list)
+                    .with_context(|| format!("creating set {}", spec.name))?;
+                rep.added.extend(list.iter().map(|(n, _)| *n));
+                rep.needs_sync = Some(format!(
+                    "set {} was missing and now holds this pass's detections only",
+                    spec.name
+                ));
+            }
             Ok(_) => {
                 rep.needs_sync = Some(format!(
                     "set {} is missing or of another type: a full run rebuilds it",

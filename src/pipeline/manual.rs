@@ -606,43 +606,48 @@ fn apply_touched(
                 continue;
             }
         };
-        let cap = settings.sets.get(family).cap;
-        let mut p = plan::plan_family(
-            family,
-            &spec.name,
-            cap,
-            desired,
-            decision.evicted(family),
-            &current,
-            now,
-        );
-        if current.exists {
-            // Only the touched prefixes are added here (and only in place).
-            p.adds.retain(|(n, _)| mine(n));
-            p.refreshes.retain(|(n, _)| mine(n));
-            p.rebuild = None;
-        }
-        if p.adds.is_empty() && p.refreshes.is_empty() && p.dels.is_empty() && current.exists {
-            continue;
-        }
         // The kernel is about to change outside a sync: the mirror no longer describes it.
         store.put_blob(crate::backend::mirror::DIRTY_KEY, b"1")?;
-        let result = if current.exists {
-            let mut adds = p.adds.clone();
-            adds.extend_from_slice(&p.refreshes);
-            backend.change(&spec, &adds, &p.dels)
+        let (result, added, deleted) = if current.exists {
+            let cap = settings.sets.get(family).cap;
+            let p = plan::plan_family(
+                family,
+                &spec.name,
+                cap,
+                desired,
+                decision.evicted(family),
+                &current,
+                now,
+            );
+            // Only the touched prefixes are added here (and only in place).
+            let adds: Vec<(IpNet, u32)> = p
+                .adds
+                .iter()
+                .chain(p.refreshes.iter())
+                .filter(|(n, _)| mine(n))
+                .copied()
+                .collect();
+            if adds.is_empty() && p.dels.is_empty() {
+                continue;
+            }
+            (backend.change(&spec, &adds, &p.dels), adds, p.dels)
         } else {
-            backend.apply(&spec, &p, desired, None, now)
+            // A missing set is created holding everything the state says it should.
+            let all: Vec<(IpNet, u32)> = desired
+                .iter()
+                .map(|d| (d.net, plan::timeout_for(d.expires, now)))
+                .collect();
+            let added = all.iter().filter(|(n, _)| mine(n)).copied().collect();
+            (backend.replace(&spec, &all), added, Vec::new())
         };
         match result {
             Ok(()) => {
-                let shown = p.adds.iter().filter(|(n, _)| mine(n));
                 applied
                     .kernel_added
-                    .extend(shown.map(|(n, _)| net::display_net(n)));
+                    .extend(added.iter().map(|(n, _)| net::display_net(n)));
                 applied
                     .kernel_deleted
-                    .extend(p.dels.iter().map(net::display_net));
+                    .extend(deleted.iter().map(net::display_net));
             }
             Err(e) => {
                 applied.kernel_note = Some(format!(
