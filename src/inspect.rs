@@ -135,6 +135,51 @@ pub struct Explanation {
     /// `sipban unban`: when, and the feeds that must drop it before a listing counts afresh.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manual_unban: Option<crate::pipeline::manual::Unban>,
+    /// Listings of it that the admission gate refused in the sources' latest runs.
+    pub refused: Vec<RefusedListing>,
+    /// What the gate answers to `sipban ban` of this address, when it refuses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ban_refused: Option<String>,
+}
+
+/// A listing the gate refused (a prefix broader than the source may ban, say).
+#[derive(Clone, Debug, Serialize)]
+pub struct RefusedListing {
+    pub source: String,
+    pub entry: String,
+    /// The gate's reason, in its words.
+    pub reason: String,
+}
+
+/// The refused listings covering `ip`, judged again by the gate with today's policies (a
+/// listing that today's config would admit is not shown as refused).
+fn refused_listings(
+    store: Option<&Store>,
+    v: &View,
+    ip: IpAddr,
+) -> Result<Vec<RefusedListing>> {
+    let Some(store) = store else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for policy in &v.sources.policies {
+        let Some(blob) = store.blob(&crate::pipeline::gate::refused_key(&policy.name))? else {
+            continue;
+        };
+        for net in crate::pipeline::gate::decode_refused(&blob) {
+            if !net.contains(&ip) {
+                continue;
+            }
+            if let Err(r) = crate::pipeline::gate::admit(policy, &v.allow, &net) {
+                out.push(RefusedListing {
+                    source: policy.name.clone(),
+                    entry: net::display_net(&net),
+                    reason: r.to_string(),
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 pub fn explain(settings: &Settings, ip: IpAddr, ipset: &Ipset, now: i64) -> Result<Explanation> {
@@ -182,10 +227,16 @@ pub fn explain(settings: &Settings, ip: IpAddr, ipset: &Ipset, now: i64) -> Resu
         net::private_range(&host)
             .map(|r| format!("{r}: feeds may not ban it unless they set allow_private"))
     };
-    let manual_unban = match Store::open_read_only(&settings.state_dir)? {
+    let store = Store::open_read_only(&settings.state_dir)?;
+    let manual_unban = match &store {
         Some(s) => crate::pipeline::manual::Unbans::load(s.conn())?.get(&host).cloned(),
         None => None,
     };
+    let refused = refused_listings(store.as_ref(), &v, ip)?;
+    let ban_refused =
+        crate::pipeline::gate::admit(&crate::pipeline::manual::policy(), &v.allow, &host)
+            .err()
+            .map(|r| r.to_string());
     let set_name = settings.sets.get(family).name.clone();
     let (kernel, kernel_error) = match ipset.read(&set_name) {
         Ok(k) => (
@@ -205,6 +256,8 @@ pub fn explain(settings: &Settings, ip: IpAddr, ipset: &Ipset, now: i64) -> Resu
         kernel_error,
         has_state: v.has_state,
         manual_unban,
+        refused,
+        ban_refused,
     })
 }
 
@@ -214,8 +267,14 @@ impl fmt::Display for Explanation {
         if !self.has_state {
             writeln!(f, "  (no saved state yet: run `sipban sync` first)")?;
         }
-        if self.listings.is_empty() {
+        if self.listings.is_empty() && self.refused.is_empty() {
             writeln!(f, "  not listed by any source")?;
+        }
+        for r in &self.refused {
+            writeln!(f, "  listed by {} as {}, and the gate {}", r.source, r.entry, r.reason)?;
+        }
+        if let Some(r) = &self.ban_refused {
+            writeln!(f, "  gate: a ban would be {r}")?;
         }
         for l in &self.listings {
             writeln!(

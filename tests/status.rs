@@ -217,7 +217,7 @@ fn a_ban_of_a_refused_address_exits_non_zero_with_the_gates_reason() {
             ("127.0.0.1", "loopback"),
             ("224.0.0.1", "multicast"),
             ("45.9.9.9", "is protected by 45.9.9.9 (allowlist in config)"),
-            ("45.0.0.0/4", "broader than the /8 that manual may ban"),
+            ("45.0.0.0/4", "broader than the source's min_prefix (/8 for manual)"),
         ] {
             let o = sipban(d, &["ban", target]);
             assert_eq!(o.status.code(), Some(2), "{target}: {}", text(&o));
@@ -246,7 +246,7 @@ fn explain_names_the_gates_refusal_of_a_feed_prefix() {
         let o = ok(d, &["explain", "8.8.8.8"]);
         let x = String::from_utf8_lossy(&o.stdout).to_string();
         assert!(
-            x.contains("8.0.0.0/7") && x.contains("refused: 8.0.0.0/7 is broader than the /"),
+            x.contains("8.0.0.0/7") && x.contains("refused: 8.0.0.0/7 is broader than the source's min_prefix (/"),
             "{x}"
         );
         assert!(!x.contains("not listed by any source"), "{x}");

@@ -75,11 +75,13 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// The rule in words: what a refused prefix "is". `ban`, `explain`, the sync report and
+    /// the logs all use these words.
     pub fn describe(self) -> &'static str {
         match self {
             Rejection::Everything => "the whole address space",
-            Rejection::TooBroad => "broader than min_prefix",
-            Rejection::Special => "loopback/link-local/multicast/reserved",
+            Rejection::TooBroad => "broader than the source's min_prefix",
+            Rejection::Special => "loopback, link-local, multicast or reserved space",
             Rejection::Private => "private address space",
         }
     }
@@ -204,20 +206,11 @@ impl fmt::Display for Refusal {
                 net, rule, source, min_prefix,
             } => {
                 let n = net::display_net(net);
+                write!(f, "refused: {n} is {}", rule.describe())?;
                 match rule {
-                    Rejection::Everything => write!(f, "refused: {n} is the whole address space"),
-                    Rejection::TooBroad => write!(
-                        f,
-                        "refused: {n} is broader than the /{min_prefix} that {source} may ban (min_prefix)"
-                    ),
-                    Rejection::Special => write!(
-                        f,
-                        "refused: {n} is loopback, link-local, multicast or reserved space"
-                    ),
-                    Rejection::Private => write!(
-                        f,
-                        "refused: {n} is private address space, which {source} may not ban (allow_private)"
-                    ),
+                    Rejection::TooBroad => write!(f, " (/{min_prefix} for {source})"),
+                    Rejection::Private => write!(f, ", which {source} may not ban (allow_private)"),
+                    Rejection::Everything | Rejection::Special => Ok(()),
                 }
             }
             Refusal::Allowlisted { net, by } => write!(
@@ -255,5 +248,97 @@ pub fn admit<'a>(
                 (_, by) => Ok(by.and_then(|b| allow.rules().iter().find(|r| r.net == b.net))),
             }
         }
+    }
+}
+
+/// How many refused listings per source the state keeps for `explain` (the broadest first).
+pub const KEEP_REFUSED: usize = 256;
+
+/// The blob key of a source's refused listings.
+pub fn refused_key(source: &str) -> String {
+    format!("gate.refused.{source}")
+}
+
+/// Encode refused listings (one prefix a line, at most [`KEEP_REFUSED`], broadest first).
+pub fn encode_refused(nets: &mut Vec<IpNet>) -> Vec<u8> {
+    nets.sort_by_key(|n| (n.prefix_len(), net::sort_key(n)));
+    nets.dedup();
+    nets.truncate(KEEP_REFUSED);
+    let mut out = String::new();
+    for n in nets.iter() {
+        out.push_str(&net::display_net(n));
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+/// Decode what [`encode_refused`] wrote; unreadable lines are skipped.
+pub fn decode_refused(blob: &[u8]) -> Vec<IpNet> {
+    String::from_utf8_lossy(blob)
+        .lines()
+        .filter_map(|l| net::parse_net(l).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(t: &str) -> IpNet {
+        net::parse_net(t).unwrap()
+    }
+
+    fn feed() -> SourcePolicy {
+        SourcePolicy {
+            name: "f".into(),
+            priority: 50,
+            min_prefix_v4: 16,
+            min_prefix_v6: 32,
+            allow_private: false,
+        }
+    }
+
+    #[test]
+    fn the_verdict_names_the_rule_and_reads_the_same_everywhere() {
+        let mut allow = Allowlist::new();
+        allow.add(n("45.9.9.9"), AllowReason::Config);
+        let p = feed();
+        let refused = |t: &str| admit(&p, &allow, &n(t)).unwrap_err().to_string();
+        assert_eq!(refused("0.0.0.0/0"), "refused: 0.0.0.0/0 is the whole address space");
+        assert_eq!(
+            refused("8.0.0.0/7"),
+            "refused: 8.0.0.0/7 is broader than the source's min_prefix (/16 for f)"
+        );
+        assert_eq!(
+            refused("127.0.0.1"),
+            "refused: 127.0.0.1 is loopback, link-local, multicast or reserved space"
+        );
+        assert_eq!(
+            refused("10.1.2.3"),
+            "refused: 10.1.2.3 is private address space, which f may not ban (allow_private)"
+        );
+        assert_eq!(
+            refused("45.9.9.9"),
+            "refused: 45.9.9.9 is protected by 45.9.9.9 (allowlist in config)"
+        );
+        // Partly allowlisted: admitted, and the rule that carves it is named.
+        let partly = admit(&p, &allow, &n("45.9.9.0/24")).unwrap();
+        assert_eq!(partly.map(|r| r.net), Some(n("45.9.9.9")));
+        assert_eq!(admit(&p, &allow, &n("45.1.2.3")).unwrap(), None);
+        // The counts in a sync report use the same words.
+        assert!(refused("8.0.0.0/7").contains(Rejection::TooBroad.describe()));
+    }
+
+    #[test]
+    fn refused_listings_keep_the_broadest_and_round_trip() {
+        let mut nets: Vec<IpNet> = (0..300u32)
+            .map(|i| n(&format!("9.{}.{}.0/24", i / 256, i % 256)))
+            .collect();
+        nets.push(n("8.0.0.0/7"));
+        let blob = encode_refused(&mut nets);
+        let back = decode_refused(&blob);
+        assert_eq!(back.len(), KEEP_REFUSED);
+        assert_eq!(back[0], n("8.0.0.0/7"));
+        assert!(decode_refused(b"nonsense\n1.2.3.4\n").len() == 1);
     }
 }
