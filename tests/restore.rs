@@ -228,19 +228,27 @@ fn restore_puts_back_the_firewall_rules_install_recorded() {
     });
 }
 
+/// Restore takes only the apply lock: a sync that holds the run lock (downloading) does not
+/// keep it from running; a writer in its apply step past the wait does, and nothing changes.
 #[test]
-fn restore_waits_for_no_one_and_changes_nothing_when_a_run_holds_the_lock() {
+fn restore_runs_beside_a_sync_and_changes_nothing_when_an_apply_holds_the_lock() {
     let ns = netns_or_skip!();
     run_in(&ns, || {
         let dir = tempfile::tempdir().unwrap();
         write_config(dir.path(), "https://feeds.invalid/list.txt", "");
-        let _held = sipban::lock::acquire(&dir.path().join("state")).unwrap();
+        let state = dir.path().join("state");
+        let held = sipban::lock::apply(&state, std::time::Duration::ZERO).unwrap();
         let o = sipban(dir.path(), &["restore"]);
         assert_eq!(o.status.code(), Some(4), "{}", text(&o));
         assert!(
             members("r4").is_none(),
             "a locked-out restore created a set"
         );
+        drop(held);
+        let _run = sipban::lock::acquire(&state).unwrap();
+        let o = sipban(dir.path(), &["restore"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert!(members("r4").is_some(), "restore did not create the set");
     });
 }
 

@@ -10,6 +10,9 @@
 //!
 //! With no saved state it creates both sets empty, so rules that reference them can load.
 //!
+//! It takes the apply lock (not the run lock) and applies through the [`SetBackend`]; the
+//! entries pass the same gate and decide as in a sync.
+//!
 //! It must never touch the network (no downloads, no DNS, no APIBAN), never write the state
 //! database, and never leave a live set empty or partial because of a failure (rebuilds swap).
 //! Own addresses are read as they are at that moment: at boot, before the interfaces are up,
@@ -19,6 +22,7 @@
 use crate::config::Settings;
 use crate::pipeline::decide::{self, plan};
 use crate::backend::ipset::Ipset;
+use crate::backend::SetBackend;
 use crate::backend::rules::{self, Marker};
 use crate::lock::{self, LockError};
 use crate::net::Family;
@@ -82,7 +86,9 @@ pub fn restore(
     ipset: &Ipset,
     now: i64,
 ) -> Result<RestoreReport, RestoreError> {
-    let _lock = lock::acquire(&settings.state_dir).map_err(|e| match e {
+    // The apply lock, like every writer of the sets: a daemon that holds the run lock does not
+    // keep the boot-time restore from running.
+    let _lock = lock::apply(&settings.state_dir, lock::APPLY_WAIT).map_err(|e| match e {
         LockError::Busy { .. } => RestoreError::Locked(e),
         LockError::Io { .. } => RestoreError::Failed(anyhow::Error::new(e)),
     })?;
@@ -118,9 +124,10 @@ pub fn restore(
     let dropped = held.saturating_sub(decision.entries.len() + decision.forgotten);
     let state_failed = !errors.is_empty();
     let mut sets = Vec::new();
+    let backend: &dyn SetBackend = ipset;
     for family in [Family::V4, Family::V6] {
         let spec = sync::set_spec(settings, family);
-        let before = match ipset.header(&spec.name) {
+        let before = match backend.header(&spec.name) {
             Ok(h) => h.map(|(_, n)| n),
             Err(e) => {
                 errors.push(format!("set {}: {e}", spec.name));
@@ -143,10 +150,10 @@ pub fn restore(
             .iter()
             .map(|d| (d.net, plan::timeout_for(d.expires, now)))
             .collect();
-        let result = ipset
-            .destroy_leftover_tmp(&spec)
-            .and_then(|_| ipset.rebuild(&spec, &entries))
-            .and_then(|()| ipset.header(&spec.name));
+        // One atomic rebuild (its batch also removes a leftover temporary set).
+        let result = backend
+            .replace(&spec, &entries)
+            .and_then(|()| Ok(backend.header(&spec.name)?));
         match result {
             Ok(Some((_, after))) => {
                 if after != entries.len() {
@@ -165,7 +172,7 @@ pub fn restore(
                 });
             }
             Ok(None) => errors.push(format!("set {}: missing after the restore", spec.name)),
-            Err(e) => errors.push(format!("set {}: {e}", spec.name)),
+            Err(e) => errors.push(format!("set {}: {e:#}", spec.name)),
         }
     }
     let firewall = match Marker::load(&settings.state_dir) {
