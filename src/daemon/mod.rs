@@ -31,9 +31,9 @@
 pub mod inotify;
 pub mod schedule;
 
+use crate::backend::ipset::Ipset;
 use crate::config::{self, Settings};
 use crate::exit;
-use crate::backend::ipset::Ipset;
 use crate::lock::{self, RunLock};
 use crate::pipeline::fast;
 use crate::pipeline::sync::{self, Outcome, RunReport, SyncError};
@@ -43,6 +43,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// How long a burst of log writes is collected before one pass (bounded latency: the window
 /// starts at the first write and is not extended).
@@ -87,7 +88,9 @@ fn followed_files(settings: &Settings) -> Vec<PathBuf> {
 }
 
 fn manual_dir(settings: &Settings) -> PathBuf {
-    settings.state_dir.join(crate::pipeline::manual::REQUEST_DIR)
+    settings
+        .state_dir
+        .join(crate::pipeline::manual::REQUEST_DIR)
 }
 
 fn watch_for(settings: &Settings) -> std::io::Result<inotify::LogWatch> {
@@ -145,30 +148,42 @@ fn start_run(
     })
 }
 
-/// Run the daemon until SIGTERM/SIGINT. Returns the process exit code.
-pub async fn run(config_path: &Path, settings: Settings) -> u8 {
-    let held = match lock::acquire(&settings.state_dir) {
-        Ok(l) => Rc::new(l),
+/// Take the run lock for the daemon's lifetime; on failure, say why and give the exit code.
+fn acquire(state_dir: &Path) -> Result<RunLock, u8> {
+    match lock::acquire(state_dir) {
+        Ok(l) => Ok(l),
         Err(e @ lock::LockError::Busy { .. }) => {
             eprintln!("sipban run: {e}");
-            return exit::LOCKED;
+            Err(exit::LOCKED)
         }
         Err(e) => {
             eprintln!("sipban run: {e}");
-            return exit::FAILED;
+            Err(exit::FAILED)
         }
-    };
-    use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int, mut hup) = match (
+    }
+}
+
+/// The SIGTERM, SIGINT and SIGHUP streams, or None if one cannot be installed.
+fn signals() -> Option<(Signal, Signal, Signal)> {
+    match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
     ) {
-        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
-        _ => {
-            eprintln!("sipban run: cannot install signal handlers");
-            return exit::FAILED;
-        }
+        (Ok(a), Ok(b), Ok(c)) => Some((a, b, c)),
+        _ => None,
+    }
+}
+
+/// Run the daemon until SIGTERM/SIGINT. Returns the process exit code.
+pub async fn run(config_path: &Path, settings: Settings) -> u8 {
+    let held = match acquire(&settings.state_dir) {
+        Ok(l) => Rc::new(l),
+        Err(code) => return code,
+    };
+    let Some((mut term, mut int, mut hup)) = signals() else {
+        eprintln!("sipban run: cannot install signal handlers");
+        return exit::FAILED;
     };
     let mut settings = Rc::new(settings);
     let ipset = Rc::new(Ipset::new());
@@ -217,29 +232,9 @@ pub async fn run(config_path: &Path, settings: Settings) -> u8 {
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
             _ = hup.recv() => {
-                match config::load(config_path) {
-                    Err(e) => {
-                        tracing::error!("SIGHUP: the new configuration does not load; keeping the running one: {e}");
-                        notify(&[sd_notify::NotifyState::Status("config reload FAILED; running on the old configuration")]);
-                    }
-                    Ok(new) if new.state_dir != settings.state_dir => {
-                        tracing::error!(
-                            "SIGHUP: state_dir changed ({} -> {}); keeping the running configuration (restart the daemon to move the state)",
-                            settings.state_dir.display(), new.state_dir.display()
-                        );
-                    }
-                    Ok(new) => {
-                        settings = Rc::new(new);
-                        timer = timer_for(&settings);
-                        match watch_for(&settings) {
-                            Ok(w) => watch = w,
-                            Err(e) => tracing::error!("SIGHUP: cannot renew the log watches ({e}); keeping the old ones"),
-                        }
-                        logs_dirty = true;
-                        batch_at.get_or_insert_with(tokio::time::Instant::now);
-                        tracing::info!("SIGHUP: configuration reloaded from {}", config_path.display());
-                        notify(&[sd_notify::NotifyState::Status("configuration reloaded")]);
-                    }
+                if reload(config_path, &mut settings, &mut timer, &mut watch) {
+                    logs_dirty = true;
+                    batch_at.get_or_insert_with(tokio::time::Instant::now);
                 }
             }
             _ = dog.tick(), if watchdog.is_some() => notify(&[sd_notify::NotifyState::Watchdog]),
@@ -267,50 +262,7 @@ pub async fn run(config_path: &Path, settings: Settings) -> u8 {
             }
             _ = async { match batch_ready { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } }, if batch_ready.is_some() => {
                 batch_at = None;
-                // Events queued since the window opened are covered by this pass, so they are
-                // drained here rather than waking a second pass. They must still count: this
-                // pass may have been started for another reason (the manual requests marked
-                // at start, a reload, the end of a run) with `logs_dirty` false, and a log
-                // line appended just before it would otherwise have its only wake-up consumed
-                // here and wait for the next write or the next full sync.
-                match watch.drain() {
-                    Ok(paths) => mark_dirty(&paths, &manual_dir(&settings), &mut logs_dirty, &mut manual_dirty),
-                    Err(e) => {
-                        tracing::warn!("inotify: draining events failed ({e}); reading every followed file");
-                        logs_dirty = true;
-                        manual_dirty = true;
-                    }
-                }
-                let now = sync::unix_now();
-                if std::mem::take(&mut manual_dirty) {
-                    match crate::pipeline::manual::apply_waiting(&settings, &*ipset, now) {
-                        Ok(Some(a)) => tracing::info!("manual: {}", a.requests.join("; ")),
-                        Ok(None) => {}
-                        Err(e) => tracing::error!("manual requests: {e:#}"),
-                    }
-                }
-                if std::mem::take(&mut logs_dirty) {
-                    match fast::detect_and_apply(&settings, &*ipset, now) {
-                        Ok(r) => {
-                            for e in &r.file_errors { tracing::warn!("{e}"); }
-                            if !r.added.is_empty() || r.bans > 0 {
-                                tracing::info!(
-                                    "real time: {} lines, {} new bans, {} added to the kernel ({}), {} refused, {:.1} ms",
-                                    r.lines, r.bans, r.added.len(),
-                                    r.added.iter().map(crate::net::display_net).collect::<Vec<_>>().join(" "),
-                                    r.refused, r.millis
-                                );
-                            }
-                            if let Some(why) = r.needs_sync {
-                                tracing::info!("real time: {why}; starting a full sync");
-                                pending.get_or_insert(Job::Sync);
-                            }
-                        }
-                        Err(e) => {
-                            tracing::error!("real-time detection failed: {e:#}; the next sync retries");
-                        }
-                    }
-                }
+                batch_pass(&settings, &ipset, &watch, (&mut logs_dirty, &mut manual_dirty), &mut pending);
             }
             _ = tokio::time::sleep(sleep) => {
                 for job in timer.poll(schedule::wall_ms()) {
@@ -326,6 +278,115 @@ pub async fn run(config_path: &Path, settings: Settings) -> u8 {
     drop(running);
     tracing::info!("sipban daemon stopped");
     exit::OK
+}
+
+/// SIGHUP: load the configuration again and, if it loads and keeps the same `state_dir`,
+/// switch to it with a new timer and new watches. Returns whether it was switched (the
+/// caller then rereads the followed logs).
+fn reload(
+    config_path: &Path,
+    settings: &mut Rc<Settings>,
+    timer: &mut Timer<Job>,
+    watch: &mut inotify::LogWatch,
+) -> bool {
+    match config::load(config_path) {
+        Err(e) => {
+            tracing::error!(
+                "SIGHUP: the new configuration does not load; keeping the running one: {e}"
+            );
+            notify(&[sd_notify::NotifyState::Status(
+                "config reload FAILED; running on the old configuration",
+            )]);
+            false
+        }
+        Ok(new) if new.state_dir != settings.state_dir => {
+            tracing::error!(
+                "SIGHUP: state_dir changed ({} -> {}); keeping the running configuration (restart the daemon to move the state)",
+                settings.state_dir.display(), new.state_dir.display()
+            );
+            false
+        }
+        Ok(new) => {
+            *settings = Rc::new(new);
+            *timer = timer_for(settings);
+            match watch_for(settings) {
+                Ok(w) => *watch = w,
+                Err(e) => tracing::error!(
+                    "SIGHUP: cannot renew the log watches ({e}); keeping the old ones"
+                ),
+            }
+            tracing::info!(
+                "SIGHUP: configuration reloaded from {}",
+                config_path.display()
+            );
+            notify(&[sd_notify::NotifyState::Status("configuration reloaded")]);
+            true
+        }
+    }
+}
+
+/// The batch window closed: drain the queued watch events, apply waiting manual requests if
+/// `manual_dirty`, run the real-time pass if `logs_dirty` (both flags are cleared), and queue
+/// a full sync if the pass asks for one.
+fn batch_pass(
+    settings: &Settings,
+    ipset: &Ipset,
+    watch: &inotify::LogWatch,
+    (logs_dirty, manual_dirty): (&mut bool, &mut bool),
+    pending: &mut Option<Job>,
+) {
+    // Events queued since the window opened are covered by this pass, so they are
+    // drained here rather than waking a second pass. They must still count: this
+    // pass may have been started for another reason (the manual requests marked
+    // at start, a reload, the end of a run) with `logs_dirty` false, and a log
+    // line appended just before it would otherwise have its only wake-up consumed
+    // here and wait for the next write or the next full sync.
+    match watch.drain() {
+        Ok(paths) => mark_dirty(&paths, &manual_dir(settings), logs_dirty, manual_dirty),
+        Err(e) => {
+            tracing::warn!("inotify: draining events failed ({e}); reading every followed file");
+            *logs_dirty = true;
+            *manual_dirty = true;
+        }
+    }
+    let now = sync::unix_now();
+    if std::mem::take(manual_dirty) {
+        match crate::pipeline::manual::apply_waiting(settings, ipset, now) {
+            Ok(Some(a)) => tracing::info!("manual: {}", a.requests.join("; ")),
+            Ok(None) => {}
+            Err(e) => tracing::error!("manual requests: {e:#}"),
+        }
+    }
+    if std::mem::take(logs_dirty) {
+        real_time_pass(settings, ipset, now, pending);
+    }
+}
+
+/// One real-time pass over the followed logs; logs what it did and queues a full sync in
+/// `pending` if the pass asks for one.
+fn real_time_pass(settings: &Settings, ipset: &Ipset, now: i64, pending: &mut Option<Job>) {
+    match fast::detect_and_apply(settings, ipset, now) {
+        Ok(r) => {
+            for e in &r.file_errors {
+                tracing::warn!("{e}");
+            }
+            if !r.added.is_empty() || r.bans > 0 {
+                tracing::info!(
+                    "real time: {} lines, {} new bans, {} added to the kernel ({}), {} refused, {:.1} ms",
+                    r.lines, r.bans, r.added.len(),
+                    r.added.iter().map(crate::net::display_net).collect::<Vec<_>>().join(" "),
+                    r.refused, r.millis
+                );
+            }
+            if let Some(why) = r.needs_sync {
+                tracing::info!("real time: {why}; starting a full sync");
+                pending.get_or_insert(Job::Sync);
+            }
+        }
+        Err(e) => {
+            tracing::error!("real-time detection failed: {e:#}; the next sync retries");
+        }
+    }
 }
 
 /// Turn changed paths reported by the watch into the pass's dirty flags.

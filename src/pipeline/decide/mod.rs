@@ -16,8 +16,8 @@ pub use crate::backend::plan;
 
 pub use crate::pipeline::gate as allow;
 
-use crate::net::{self, Family};
 use crate::model::Sighting;
+use crate::net::{self, Family};
 use allow::Allowlist;
 use ipnet::IpNet;
 use serde::Serialize;
@@ -179,7 +179,7 @@ fn sort_by_net<T>(items: &mut [T], net: impl Fn(&T) -> &IpNet) {
 /// consumed: sorted in place, merged, and freed before the next steps allocate.
 pub fn decide(
     previous: Vec<Entry>,
-    mut inputs: Vec<Input>,
+    inputs: Vec<Input>,
     policies: &[SourcePolicy],
     allowlist: &Allowlist,
     caps: Caps,
@@ -189,10 +189,58 @@ pub fn decide(
         per_source: vec![SourceCounts::default(); policies.len()],
         ..Decision::default()
     };
+    // 1.–4. One merge pass over the previous entries and this run's sightings.
+    let mut entries = merge(previous, inputs, policies, now, &mut d);
+
+    // 5. Subtract the allowlist and rank per family.
+    let mut cands = candidates(&entries, allowlist, &mut d);
+
+    // 6. Cap: keep the best `cap` per family; remember up to KEEP_FACTOR×cap.
+    let mut kept = Kept {
+        keep: vec![false; entries.len()],
+        in_set: vec![false; entries.len()],
+    };
+    for family in [Family::V4, Family::V6] {
+        let fam = family as usize;
+        let (desired, evicted) = cap_family(
+            std::mem::take(&mut cands.nets[fam]),
+            std::mem::take(&mut cands.origins[fam]),
+            cands.split,
+            caps.get(family),
+            (&entries, policies),
+            &mut kept,
+        );
+        match family {
+            Family::V4 => {
+                d.desired_v4 = desired;
+                d.evicted_v4 = evicted;
+            }
+            Family::V6 => {
+                d.desired_v6 = desired;
+                d.evicted_v6 = evicted;
+            }
+        }
+    }
+    drop(cands);
+
+    // 7. Entries to persist.
+    retain_kept(&mut entries, allowlist, &kept, &mut d);
+    d.entries = entries;
+    d
+}
+
+/// Steps 1–4: the previous entries and each input's sightings, merged into entries in prefix
+/// order. Expired, delisted and refused marks are dropped and counted in `d`.
+fn merge(
+    mut previous: Vec<Entry>,
+    mut inputs: Vec<Input>,
+    policies: &[SourcePolicy],
+    now: i64,
+    d: &mut Decision,
+) -> Vec<Entry> {
     // 1. Everything in prefix order: the previous entries, and each input's sightings (sorted
     //    in place). One merge pass then visits each prefix once, with no hash map: entries
     //    come out sorted, and memory stays at the size of the data.
-    let mut previous = previous;
     sort_by_net(&mut previous, |e| &e.net);
     for input in inputs.iter_mut() {
         sort_by_net(&mut input.sightings, |s| &s.net);
@@ -208,94 +256,21 @@ pub fn decide(
     let mut prev = previous.into_iter().peekable();
     let mut entries: Vec<Entry> = Vec::new();
     let mut listed_here: Vec<u16> = Vec::new();
-    loop {
-        // The lowest prefix any list holds next.
-        let mut next: Option<IpNet> = prev.peek().map(|e| e.net);
-        for (k, input) in inputs.iter().enumerate() {
-            if let Some(s) = input.sightings.get(cursors[k]) {
-                if next.is_none_or(|n| net::cmp_net(&s.net, &n).is_lt()) {
-                    next = Some(s.net);
-                }
-            }
-        }
-        let Some(key) = next else { break };
-
+    while let Some(key) = next_key(prev.peek(), &inputs, &cursors) {
         // 2. What is still valid from the previous run at this prefix.
-        let mut net = None;
-        let mut marks = Marks::new();
-        // The same prefix may come more than once (sources stored apart): join their marks.
-        while prev.peek().is_some_and(|e| e.net == key) {
-            if let Some(mut entry) = prev.next() {
-                net = Some(entry.net);
-                entry.marks.retain(|m| {
-                    let Some(policy) = policies.get(m.source as usize) else {
-                        d.dropped_unknown += 1;
-                        return false;
-                    };
-                    if m.expires <= now {
-                        d.per_source[m.source as usize].expired += 1;
-                        return false;
-                    }
-                    // A policy that got stricter since the entry was stored drops it.
-                    policy.reject(&entry.net).is_none()
-                });
-                if marks.is_empty() {
-                    marks = entry.marks;
-                    continue;
-                }
-                for m in entry.marks {
-                    match marks.iter_mut().find(|x| x.source == m.source) {
-                        Some(x) => {
-                            x.first_seen = x.first_seen.min(m.first_seen);
-                            x.last_seen = x.last_seen.max(m.last_seen);
-                            x.expires = x.expires.max(m.expires);
-                        }
-                        None => marks.push(m),
-                    }
-                }
-            }
-        }
+        let (net, mut marks) = previous_marks(&mut prev, key, policies, now, d);
 
         // 3. This run's sightings at this prefix, refusing what a source may not ban.
         listed_here.clear();
-        for (k, input) in inputs.iter().enumerate() {
-            while let Some(s) = input.sightings.get(cursors[k]) {
-                if s.net != key {
-                    break;
-                }
-                cursors[k] += 1;
-                net = Some(s.net);
-                let Some(policy) = policies.get(input.source as usize) else {
-                    continue;
-                };
-                if input.complete {
-                    listed_here.push(input.source);
-                }
-                let counts = &mut d.per_source[input.source as usize];
-                counts.listed += 1;
-                if let Some(why) = policy.reject(&s.net) {
-                    *counts.rejected.entry(why).or_default() += 1;
-                    continue;
-                }
-                let expires = s.seen.saturating_add(i64::from(s.ttl));
-                if expires <= now {
-                    continue;
-                }
-                match marks.iter_mut().find(|m| m.source == input.source) {
-                    Some(m) => {
-                        m.first_seen = m.first_seen.min(s.seen);
-                        m.last_seen = m.last_seen.max(s.seen);
-                        m.expires = m.expires.max(expires);
-                    }
-                    None => marks.push(Mark {
-                        source: input.source,
-                        first_seen: s.seen,
-                        last_seen: s.seen,
-                        expires,
-                    }),
-                }
-            }
-        }
+        let sighted = add_sightings(
+            (&inputs, &mut cursors),
+            key,
+            policies,
+            now,
+            (&mut marks, &mut listed_here),
+            &mut d.per_source,
+        );
+        let net = sighted.or(net);
 
         // 4. A complete listing replaces what its source listed before.
         marks.retain(|m| {
@@ -317,27 +292,156 @@ pub fn decide(
     drop(prev);
     drop(inputs);
     entries.shrink_to_fit();
+    entries
+}
 
-    // 5. Subtract the allowlist and rank per family.
-    // A candidate is a prefix for the kernel and the entry it comes from (two parallel
-    // vectors, so that when everything fits, the prefixes become `desired` without a copy);
-    // its rank is the entry's, computed only when the cap is reached.
-    let mut candidates: [Vec<Desired>; 2] = [Vec::new(), Vec::new()];
-    let mut origins: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
-    // Whether the allowlist split some entry (pieces of different entries may then coincide).
-    let mut split = false;
+/// The lowest prefix any list holds next: the previous entries' head or an input's cursor.
+fn next_key(prev: Option<&Entry>, inputs: &[Input], cursors: &[usize]) -> Option<IpNet> {
+    let mut next: Option<IpNet> = prev.map(|e| e.net);
+    for (k, input) in inputs.iter().enumerate() {
+        if let Some(s) = input.sightings.get(cursors[k]) {
+            if next.is_none_or(|n| net::cmp_net(&s.net, &n).is_lt()) {
+                next = Some(s.net);
+            }
+        }
+    }
+    next
+}
 
+/// Step 2: consumes the previous entries at `key` and joins their still valid marks. Returns
+/// the prefix (if any entry was there) and the marks.
+fn previous_marks(
+    prev: &mut std::iter::Peekable<std::vec::IntoIter<Entry>>,
+    key: IpNet,
+    policies: &[SourcePolicy],
+    now: i64,
+    d: &mut Decision,
+) -> (Option<IpNet>, Marks) {
+    let mut net = None;
+    let mut marks = Marks::new();
+    // The same prefix may come more than once (sources stored apart): join their marks.
+    while prev.peek().is_some_and(|e| e.net == key) {
+        if let Some(mut entry) = prev.next() {
+            net = Some(entry.net);
+            entry.marks.retain(|m| {
+                let Some(policy) = policies.get(m.source as usize) else {
+                    d.dropped_unknown += 1;
+                    return false;
+                };
+                if m.expires <= now {
+                    d.per_source[m.source as usize].expired += 1;
+                    return false;
+                }
+                // A policy that got stricter since the entry was stored drops it.
+                policy.reject(&entry.net).is_none()
+            });
+            if marks.is_empty() {
+                marks = entry.marks;
+                continue;
+            }
+            for m in entry.marks {
+                match marks.iter_mut().find(|x| x.source == m.source) {
+                    Some(x) => {
+                        x.first_seen = x.first_seen.min(m.first_seen);
+                        x.last_seen = x.last_seen.max(m.last_seen);
+                        x.expires = x.expires.max(m.expires);
+                    }
+                    None => marks.push(m),
+                }
+            }
+        }
+    }
+    (net, marks)
+}
+
+/// Step 3: consumes every input's sightings at `key` into `marks`, advancing the cursors;
+/// complete inputs that list `key` go to `listed_here`. Returns the prefix if any sighting
+/// was there.
+fn add_sightings(
+    (inputs, cursors): (&[Input], &mut [usize]),
+    key: IpNet,
+    policies: &[SourcePolicy],
+    now: i64,
+    (marks, listed_here): (&mut Marks, &mut Vec<u16>),
+    per_source: &mut [SourceCounts],
+) -> Option<IpNet> {
+    let mut net = None;
+    for (k, input) in inputs.iter().enumerate() {
+        while let Some(s) = input.sightings.get(cursors[k]) {
+            if s.net != key {
+                break;
+            }
+            cursors[k] += 1;
+            net = Some(s.net);
+            let Some(policy) = policies.get(input.source as usize) else {
+                continue;
+            };
+            if input.complete {
+                listed_here.push(input.source);
+            }
+            let counts = &mut per_source[input.source as usize];
+            counts.listed += 1;
+            if let Some(why) = policy.reject(&s.net) {
+                *counts.rejected.entry(why).or_default() += 1;
+                continue;
+            }
+            let expires = s.seen.saturating_add(i64::from(s.ttl));
+            if expires <= now {
+                continue;
+            }
+            match marks.iter_mut().find(|m| m.source == input.source) {
+                Some(m) => {
+                    m.first_seen = m.first_seen.min(s.seen);
+                    m.last_seen = m.last_seen.max(s.seen);
+                    m.expires = m.expires.max(expires);
+                }
+                None => marks.push(Mark {
+                    source: input.source,
+                    first_seen: s.seen,
+                    last_seen: s.seen,
+                    expires,
+                }),
+            }
+        }
+    }
+    net
+}
+
+/// Kernel prefixes per family (indexed by `Family as usize`) with the index of the entry each
+/// comes from, in two parallel vectors, so that when everything fits the prefixes become
+/// `desired` without a copy; a rank is computed only when the cap is reached.
+struct Candidates {
+    nets: [Vec<Desired>; 2],
+    origins: [Vec<u32>; 2],
+    /// Whether the allowlist split some entry (pieces of different entries may then coincide).
+    split: bool,
+}
+
+/// Which entries the cap keeps in the state, and which are in a kernel set, by entry index.
+struct Kept {
+    keep: Vec<bool>,
+    in_set: Vec<bool>,
+}
+
+/// Step 5: the entries minus the allowlist, as candidates per family; records allowlist hits
+/// and fully allowlisted marks in `d`.
+fn candidates(entries: &[Entry], allowlist: &Allowlist, d: &mut Decision) -> Candidates {
+    let mut c = Candidates {
+        nets: [Vec::new(), Vec::new()],
+        origins: [Vec::new(), Vec::new()],
+        split: false,
+    };
     for (idx, entry) in entries.iter().enumerate() {
         let idx = idx as u32;
         let expires = entry.expires();
         let fam = Family::of(&entry.net) as usize;
         match allowlist.subtract(&entry.net) {
             None => {
-                candidates[fam].push(Desired {
+                c.nets[fam].push(Desired {
                     net: entry.net,
                     expires,
                 });
-                origins[fam].push(idx);
+                c.origins[fam].push(idx);
             }
             Some(pieces) => {
                 if let Some(rule) = allowlist.hit(&entry.net) {
@@ -353,103 +457,92 @@ pub fn decide(
                         d.per_source[m.source as usize].allowlisted += 1;
                     }
                 }
-                split |= !pieces.is_empty();
+                c.split |= !pieces.is_empty();
                 for piece in pieces {
-                    candidates[fam].push(Desired {
+                    c.nets[fam].push(Desired {
                         net: piece,
                         expires,
                     });
-                    origins[fam].push(idx);
+                    c.origins[fam].push(idx);
                 }
             }
         }
     }
+    c
+}
 
-    // 6. Cap: keep the best `cap` per family; remember up to KEEP_FACTOR×cap.
-    let mut keep_entry = vec![false; entries.len()];
-    let mut in_set_entry = vec![false; entries.len()];
+/// Step 6 for one family: the best `cap` candidates in prefix order, and how many were
+/// evicted. Marks in `kept` the entries in the set and those within KEEP_FACTOR×cap.
+fn cap_family(
+    nets: Vec<Desired>,
+    origins: Vec<u32>,
+    split: bool,
+    cap: usize,
+    (entries, policies): (&[Entry], &[SourcePolicy]),
+    kept: &mut Kept,
+) -> (Vec<Desired>, usize) {
+    if !split && nets.len() <= cap {
+        // Everything fits, in prefix order already: the candidates are the set.
+        for &idx in &origins {
+            kept.in_set[idx as usize] = true;
+            kept.keep[idx as usize] = true;
+        }
+        drop(origins);
+        return (nets, 0);
+    }
     let rank_of = |c: &(Desired, u32)| entries[c.1 as usize].rank(policies);
-    for family in [Family::V4, Family::V6] {
-        let cap = caps.get(family);
-        let fam = family as usize;
-        if !split && candidates[fam].len() <= cap {
-            // Everything fits, in prefix order already: the candidates are the set.
-            for &idx in &origins[fam] {
-                in_set_entry[idx as usize] = true;
-                keep_entry[idx as usize] = true;
-            }
-            origins[fam] = Vec::new();
-            let desired = std::mem::take(&mut candidates[fam]);
-            match family {
-                Family::V4 => d.desired_v4 = desired,
-                Family::V6 => d.desired_v6 = desired,
-            }
-            continue;
-        }
-        let mut cands: Vec<(Desired, u32)> = std::mem::take(&mut candidates[fam])
-            .into_iter()
-            .zip(std::mem::take(&mut origins[fam]))
-            .collect();
-        if split {
-            // Coinciding pieces of different entries: keep the best-ranked one per prefix.
-            cands
-                .sort_unstable_by_key(|c| (net::sort_key(&c.0.net), std::cmp::Reverse(rank_of(c))));
-            cands.dedup_by_key(|c| c.0.net);
-        }
-        let keep = cap.saturating_mul(KEEP_FACTOR).max(cap);
-        // Best first: higher rank, then the lower prefix, a total order, so the choice is
-        // deterministic. Only the cut matters, so partition instead of sorting: O(n).
-        let better = |a: &(Desired, u32), b: &(Desired, u32)| {
-            rank_of(b)
-                .cmp(&rank_of(a))
-                .then_with(|| net::sort_key(&a.0.net).cmp(&net::sort_key(&b.0.net)))
-        };
-        if cands.len() > cap {
-            cands.select_nth_unstable_by(cap, better);
-            if cands.len() > keep {
-                cands[cap..].select_nth_unstable_by(keep - cap, better);
-            }
-        }
-        let mut desired = Vec::with_capacity(cap.min(cands.len()));
-        for (i, (want, idx)) in cands.iter().enumerate() {
-            if i < cap {
-                desired.push(*want);
-                in_set_entry[*idx as usize] = true;
-            }
-            if i < keep {
-                keep_entry[*idx as usize] = true;
-            }
-        }
-        let evicted = cands.len().saturating_sub(cap);
-        // Candidates come in prefix order; only splitting and the cut above disturb it.
-        if split || evicted > 0 {
-            desired.sort_unstable_by_key(|d| net::sort_key(&d.net));
-        }
-        drop(cands);
-        match family {
-            Family::V4 => {
-                d.desired_v4 = desired;
-                d.evicted_v4 = evicted;
-            }
-            Family::V6 => {
-                d.desired_v6 = desired;
-                d.evicted_v6 = evicted;
-            }
+    let mut cands: Vec<(Desired, u32)> = nets.into_iter().zip(origins).collect();
+    if split {
+        // Coinciding pieces of different entries: keep the best-ranked one per prefix.
+        cands.sort_unstable_by_key(|c| (net::sort_key(&c.0.net), std::cmp::Reverse(rank_of(c))));
+        cands.dedup_by_key(|c| c.0.net);
+    }
+    let keep = cap.saturating_mul(KEEP_FACTOR).max(cap);
+    // Best first: higher rank, then the lower prefix, a total order, so the choice is
+    // deterministic. Only the cut matters, so partition instead of sorting: O(n).
+    let better = |a: &(Desired, u32), b: &(Desired, u32)| {
+        rank_of(b)
+            .cmp(&rank_of(a))
+            .then_with(|| net::sort_key(&a.0.net).cmp(&net::sort_key(&b.0.net)))
+    };
+    if cands.len() > cap {
+        cands.select_nth_unstable_by(cap, better);
+        if cands.len() > keep {
+            cands[cap..].select_nth_unstable_by(keep - cap, better);
         }
     }
+    let mut desired = Vec::with_capacity(cap.min(cands.len()));
+    for (i, (want, idx)) in cands.iter().enumerate() {
+        if i < cap {
+            desired.push(*want);
+            kept.in_set[*idx as usize] = true;
+        }
+        if i < keep {
+            kept.keep[*idx as usize] = true;
+        }
+    }
+    let evicted = cands.len().saturating_sub(cap);
+    // Candidates come in prefix order; only splitting and the cut above disturb it.
+    if split || evicted > 0 {
+        desired.sort_unstable_by_key(|d| net::sort_key(&d.net));
+    }
+    (desired, evicted)
+}
 
-    // 7. Entries to persist: those kept, plus fully allowlisted ones (so lifting the allowlist
-    //    rule brings them back before they expire). Filtered in place: no second copy.
+/// Step 7: keeps the entries to persist, those `kept` plus fully allowlisted ones (so lifting
+/// the allowlist rule brings them back before they expire), filtered in place: no second
+/// copy. Counts held, in-set and forgotten in `d`.
+fn retain_kept(entries: &mut Vec<Entry>, allowlist: &Allowlist, kept: &Kept, d: &mut Decision) {
     let mut idx = 0;
     entries.retain(|entry| {
         let i = idx;
         idx += 1;
         let allowlisted = allowlist.subtract(&entry.net).is_some_and(|p| p.is_empty());
-        if keep_entry[i] || allowlisted {
+        if kept.keep[i] || allowlisted {
             for m in &entry.marks {
                 let c = &mut d.per_source[m.source as usize];
                 c.held += 1;
-                if in_set_entry[i] {
+                if kept.in_set[i] {
                     c.in_set += 1;
                 }
             }
@@ -459,8 +552,6 @@ pub fn decide(
             false
         }
     });
-    d.entries = entries;
-    d
 }
 
 #[cfg(test)]

@@ -350,7 +350,7 @@ pub async fn pull(
         .live_since
         .is_some_and(|t| now.saturating_sub(t) >= settings.full_refresh as i64);
     let refreshing = st.staging_cursor.is_some() || st.staging_started.is_some() || refresh_due;
-    let mut cursor = if refreshing {
+    let cursor = if refreshing {
         st.staging_cursor.clone()
     } else {
         st.cursor.clone()
@@ -369,97 +369,25 @@ pub async fn pull(
             }
         }
     }
-    let mut pacer = Pacer::new(settings, st.last_request_ms);
+    let p = Pull {
+        settings,
+        key,
+        client,
+        refreshing,
+        now,
+    };
+    let pacer = Pacer::new(settings, st.last_request_ms);
     // A dry run's refresh collects its listing here.
     let mut staged: Vec<IpNet> = Vec::new();
-    let ttl = settings.ttl;
-    let mut finished = false;
-    for _ in 0..MAX_PAGES_PER_RUN {
-        pacer.wait().await;
-        if let Some(s) = store.as_deref_mut() {
-            if let Err(e) = state::record_request(s.conn(), unix_ms()) {
-                run.status = PullStatus::Failed(format!("{e:#}"));
-                return run;
-            }
-        }
-        run.requests += 1;
-        let (answer, remote) = api::get_page(&client, settings, key, &cursor).await;
-        if remote.is_some() {
-            run.remote_addr = remote;
-        }
-        match answer {
-            api::Answer::Page { items, next } => {
-                if !api::valid_id(&next) {
-                    run.status = PullStatus::Failed(format!(
-                        "APIBAN answered with an unusable ID `{}`",
-                        redact(&next.chars().take(70).collect::<String>(), key)
-                    ));
-                    break;
-                }
-                if next == cursor {
-                    run.status = PullStatus::Failed(format!(
-                        "APIBAN answered ID {next} to a request for ID {cursor}; stopping so as not to loop"
-                    ));
-                    break;
-                }
-                let (nets, invalid) = parse_items(&items);
-                run.pages_fetched += 1;
-                run.addresses += nets.len();
-                run.invalid += invalid;
-                if invalid > 0 {
-                    tracing::warn!("apiban: {invalid} items of a page are not addresses");
-                }
-                if let Some(s) = store.as_deref_mut() {
-                    let saved = if refreshing {
-                        state::stage_page(s.conn_mut(), &nets, &next, now)
-                    } else {
-                        state::apply_page(s.conn_mut(), &nets, &next, now, ttl)
-                    };
-                    if let Err(e) = saved {
-                        run.status = PullStatus::Failed(format!("{e:#}"));
-                        break;
-                    }
-                    run.pages_applied += 1;
-                }
-                if refreshing {
-                    if store.is_none() {
-                        staged.extend_from_slice(&nets);
-                    }
-                } else {
-                    run.sightings.extend(nets.iter().map(|&n| Sighting {
-                        net: n,
-                        seen: now,
-                        ttl,
-                    }));
-                }
-                tracing::debug!(
-                    "apiban: page {} with {} addresses; next ID {next}",
-                    run.pages_fetched,
-                    nets.len()
-                );
-                cursor = next;
-            }
-            api::Answer::NoNewBans => {
-                finished = true;
-                break;
-            }
-            api::Answer::Unauthorized => {
-                run.status = PullStatus::Unauthorized(format!(
-                    "APIBAN refused the key from {} (HTTP 403 unauthorized); check it, or get one at https://apiban.org/getkey.html",
-                    key.origin()
-                ));
-                break;
-            }
-            api::Answer::RateLimited => {
-                run.status = PullStatus::RateLimited;
-                break;
-            }
-            api::Answer::Failed(reason) => {
-                run.status = PullStatus::Failed(reason);
-                break;
-            }
-        }
-    }
+    let finished = fetch_pages(
+        &p,
+        store.as_deref_mut(),
+        &mut run,
+        &mut staged,
+        cursor,
+        pacer,
+    )
+    .await;
     if !finished {
         if run.status == PullStatus::CaughtUp {
             run.status = PullStatus::Failed(format!(
@@ -469,33 +397,173 @@ pub async fn pull(
         return run;
     }
     if refreshing {
-        match store {
-            Some(s) => match state::finish_refresh(s.conn_mut(), now, ttl) {
-                Ok(swap) => {
-                    run.refresh = RefreshState::Completed {
-                        entries: swap.entries,
-                        dropped: swap.dropped,
-                    };
+        finish_refresh(store, &mut run, staged, now, settings.ttl);
+    }
+    run
+}
+
+/// What stays fixed while one pull pages through APIBAN.
+struct Pull<'a> {
+    settings: &'a ApibanSettings,
+    key: &'a Secret,
+    client: reqwest::Client,
+    /// The pages go to the refresh staging, not to the live entries.
+    refreshing: bool,
+    now: i64,
+}
+
+/// The page loop of [`pull`], from `cursor`, at most [`MAX_PAGES_PER_RUN`] requests. Returns
+/// whether APIBAN said "no new bans"; otherwise `run.status` says why it stopped (still
+/// `CaughtUp` if the page limit was reached).
+async fn fetch_pages(
+    p: &Pull<'_>,
+    mut store: Option<&mut Store>,
+    run: &mut ApibanRun,
+    staged: &mut Vec<IpNet>,
+    mut cursor: String,
+    mut pacer: Pacer,
+) -> bool {
+    for _ in 0..MAX_PAGES_PER_RUN {
+        pacer.wait().await;
+        if let Some(s) = store.as_deref_mut() {
+            if let Err(e) = state::record_request(s.conn(), unix_ms()) {
+                run.status = PullStatus::Failed(format!("{e:#}"));
+                return false;
+            }
+        }
+        run.requests += 1;
+        let (answer, remote) = api::get_page(&p.client, p.settings, p.key, &cursor).await;
+        if remote.is_some() {
+            run.remote_addr = remote;
+        }
+        match answer {
+            api::Answer::Page { items, next } => {
+                if !take_page(p, store.as_deref_mut(), run, staged, &cursor, &items, &next) {
+                    return false;
                 }
-                Err(e) => run.status = PullStatus::Failed(format!("{e:#}")),
-            },
-            None => {
-                run.refresh = RefreshState::Completed {
-                    entries: staged.len(),
-                    dropped: 0,
-                };
-                run.sightings = staged
-                    .into_iter()
-                    .map(|n| Sighting {
-                        net: n,
-                        seen: now,
-                        ttl,
-                    })
-                    .collect();
+                cursor = next;
+            }
+            api::Answer::NoNewBans => return true,
+            api::Answer::Unauthorized => {
+                run.status = PullStatus::Unauthorized(format!(
+                    "APIBAN refused the key from {} (HTTP 403 unauthorized); check it, or get one at https://apiban.org/getkey.html",
+                    p.key.origin()
+                ));
+                return false;
+            }
+            api::Answer::RateLimited => {
+                run.status = PullStatus::RateLimited;
+                return false;
+            }
+            api::Answer::Failed(reason) => {
+                run.status = PullStatus::Failed(reason);
+                return false;
             }
         }
     }
-    run
+    false
+}
+
+/// One page of addresses answered to a request for `cursor`, with the ID `next` of the
+/// following page: checks the ID, counts the page, commits it to `store` (live or staged) and
+/// collects its addresses (as sightings, or in `staged` for a dry run's refresh). Returns
+/// false, with `run.status` set, when paging must stop.
+fn take_page(
+    p: &Pull<'_>,
+    store: Option<&mut Store>,
+    run: &mut ApibanRun,
+    staged: &mut Vec<IpNet>,
+    cursor: &str,
+    items: &[String],
+    next: &str,
+) -> bool {
+    if !api::valid_id(next) {
+        run.status = PullStatus::Failed(format!(
+            "APIBAN answered with an unusable ID `{}`",
+            redact(&next.chars().take(70).collect::<String>(), p.key)
+        ));
+        return false;
+    }
+    if next == cursor {
+        run.status = PullStatus::Failed(format!(
+            "APIBAN answered ID {next} to a request for ID {cursor}; stopping so as not to loop"
+        ));
+        return false;
+    }
+    let ttl = p.settings.ttl;
+    let (nets, invalid) = parse_items(items);
+    run.pages_fetched += 1;
+    run.addresses += nets.len();
+    run.invalid += invalid;
+    if invalid > 0 {
+        tracing::warn!("apiban: {invalid} items of a page are not addresses");
+    }
+    let dry_run = store.is_none();
+    if let Some(s) = store {
+        let saved = if p.refreshing {
+            state::stage_page(s.conn_mut(), &nets, next, p.now)
+        } else {
+            state::apply_page(s.conn_mut(), &nets, next, p.now, ttl)
+        };
+        if let Err(e) = saved {
+            run.status = PullStatus::Failed(format!("{e:#}"));
+            return false;
+        }
+        run.pages_applied += 1;
+    }
+    if p.refreshing {
+        if dry_run {
+            staged.extend_from_slice(&nets);
+        }
+    } else {
+        run.sightings.extend(nets.iter().map(|&n| Sighting {
+            net: n,
+            seen: p.now,
+            ttl,
+        }));
+    }
+    tracing::debug!(
+        "apiban: page {} with {} addresses; next ID {next}",
+        run.pages_fetched,
+        nets.len()
+    );
+    true
+}
+
+/// A refresh reached "no new bans": swap the staged listing in (`store`), or, in a dry run,
+/// return the `staged` listing as the run's sightings.
+fn finish_refresh(
+    store: Option<&mut Store>,
+    run: &mut ApibanRun,
+    staged: Vec<IpNet>,
+    now: i64,
+    ttl: u32,
+) {
+    match store {
+        Some(s) => match state::finish_refresh(s.conn_mut(), now, ttl) {
+            Ok(swap) => {
+                run.refresh = RefreshState::Completed {
+                    entries: swap.entries,
+                    dropped: swap.dropped,
+                };
+            }
+            Err(e) => run.status = PullStatus::Failed(format!("{e:#}")),
+        },
+        None => {
+            run.refresh = RefreshState::Completed {
+                entries: staged.len(),
+                dropped: 0,
+            };
+            run.sightings = staged
+                .into_iter()
+                .map(|n| Sighting {
+                    net: n,
+                    seen: now,
+                    ttl,
+                })
+                .collect();
+        }
+    }
 }
 
 /// Why [`check`] could not answer.
