@@ -745,6 +745,14 @@ fn persist(
         .into_iter()
         .map(|p| (p.state_key.to_string(), p.blob))
         .collect();
+    // What the gate refused, per source that listed anything this run (for `explain`).
+    for (policy, counts) in sources.policies.iter().zip(&decision.per_source) {
+        if counts.listed > 0 {
+            let mut refused = counts.refused.clone();
+            let key = super::gate::refused_key(&policy.name);
+            blobs.push((key, super::gate::encode_refused(&mut refused)));
+        }
+    }
     // What the kernel sets now hold, for the next run; only after a complete apply.
     if !apply_failed {
         for (fi, family) in [Family::V4, Family::V6].into_iter().enumerate() {

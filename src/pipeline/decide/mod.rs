@@ -32,6 +32,7 @@ pub use crate::model::{ser_net, Desired, Entry, Mark, Marks};
 pub const KEEP_FACTOR: usize = 4;
 
 pub use super::gate::{Rejection, SourcePolicy};
+use super::gate;
 
 /// Sort key: higher is kept first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -84,6 +85,22 @@ pub struct SourceCounts {
     pub expired: usize,
     /// Marks dropped because a complete listing no longer holds them.
     pub delisted: usize,
+    /// Listings the gate refused in this run, the broadest kept (at most
+    /// [`gate::KEEP_REFUSED`] after [`SourceCounts::refused_listings`]), for `explain`.
+    #[serde(skip)]
+    pub refused: Vec<IpNet>,
+}
+
+impl SourceCounts {
+    /// Remember a refused listing; memory stays bounded whatever a source lists.
+    fn note_refused(&mut self, net: IpNet) {
+        self.refused.push(net);
+        if self.refused.len() >= 2 * gate::KEEP_REFUSED {
+            self.refused
+                .sort_unstable_by_key(|n| (n.prefix_len(), net::sort_key(n)));
+            self.refused.truncate(gate::KEEP_REFUSED);
+        }
+    }
 }
 
 /// An allowlist rule that stopped a listed prefix (fully or partly).
@@ -383,6 +400,7 @@ fn add_sightings(
             counts.listed += 1;
             if let Some(why) = policy.reject(&s.net) {
                 *counts.rejected.entry(why).or_default() += 1;
+                counts.note_refused(s.net);
                 continue;
             }
             let expires = s.seen.saturating_add(i64::from(s.ttl));
