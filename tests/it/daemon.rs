@@ -2,12 +2,11 @@
 //! `ipset`, real SQLite, real inotify. Latencies are measured and printed; the one bound the
 //! issue sets (a detection in the kernel set within 1 s of its log line) is asserted.
 
-mod common;
-use common::lines::{asterisk_line, kernel_line};
-use common::run::bin;
+use crate::common::lines::append;
+use crate::common::lines::{asterisk_line, kernel_line};
+use crate::common::run::bin;
 
-use common::netns::run_in;
-use std::io::Write;
+use crate::common::netns::run_in;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -112,15 +111,6 @@ fn in_set(set: &str, ip: &str) -> bool {
         .status()
         .unwrap()
         .success()
-}
-
-fn append(path: &Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
 }
 
 /// Wait for `ip` in `set`; the time it took.

@@ -1,18 +1,17 @@
 //! End-to-end `sipban sync` against the real kernel, each test in its own network namespace:
 //! the real binary, real `ipset`, real SQLite, and local stub servers for remote feeds.
 
-mod common;
-use common::lines::asterisk_line;
-use common::rng::Rng;
-use common::run::{bin, sipban, text};
+use crate::common::lines::asterisk_line;
+use crate::common::rng::Rng;
+use crate::common::run::{bin, json, sipban, text};
 
-use common::netns::{run_in, NetNs};
-use common::stub::{Reply, Stub};
+use crate::common::netns::{run_in, NetNs};
+use crate::common::stub::{Reply, Stub};
 use sipban::firewall::ipset::Ipset;
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn write_config(dir: &Path, cap: u32, allowlist: &str, feeds: &str) {
@@ -50,10 +49,6 @@ fn write_list(path: &Path, items: &[String]) {
         s.push('\n');
     }
     std::fs::write(path, s).unwrap();
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", text(o)))
 }
 
 #[test]

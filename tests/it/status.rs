@@ -1,10 +1,9 @@
 //! `sipban status`, `ban` and `unban` end to end in a private network namespace: the real
 //! binary, real `ipset`, real SQLite.
 
-mod common;
-use common::run::{sipban, text};
+use crate::common::run::{json, sipban, text};
 
-use common::netns::run_in;
+use crate::common::netns::run_in;
 use std::path::Path;
 use std::process::Output;
 
@@ -12,10 +11,6 @@ fn ok(dir: &Path, args: &[&str]) -> Output {
     let o = sipban(dir, args);
     assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o));
     o
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", text(o)))
 }
 
 fn members(set: &str) -> Vec<String> {
