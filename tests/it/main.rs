@@ -14,6 +14,7 @@ mod asterisk_callid;
 mod asterisk_corpus;
 mod asterisk_prop;
 mod cli;
+mod corpus_ci;
 mod daemon;
 mod deb;
 mod firewall_rules;

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests (`use crate::common::…` in each module).
 
+pub mod corpus;
 pub mod https;
 pub mod lines;
 #[macro_use] // `netns_or_skip!`, for every test module (see main.rs)
