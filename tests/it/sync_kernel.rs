@@ -2,6 +2,7 @@
 //! the real binary, real `ipset`, real SQLite, and local stub servers for remote feeds.
 
 use crate::common::lines::asterisk_line;
+use crate::common::lock;
 use crate::common::rng::Rng;
 use crate::common::run::{bin, json, sipban, text};
 
@@ -574,6 +575,12 @@ fn sigkill_at_random_instants_then_the_next_run_converges() {
             } else {
                 // The timed run was slower than this one (a loaded machine): aim earlier.
                 span[kind] = (span[kind] * 3 / 4).max(1000);
+            }
+            // The killed run is gone only once a child it was starting has reached `exec`
+            // (which closes its copy of the lock): see `common::lock`.
+            let held = lock::await_released(&dir.path().join("state"), Duration::from_secs(10));
+            if !held.is_empty() {
+                eprintln!("round {round}: waited for the killed run's lock, held by {held:?}");
             }
             // The next run converges...
             let o = sipban(dir.path(), &["sync"]);

@@ -3,6 +3,7 @@
 pub mod corpus;
 pub mod https;
 pub mod lines;
+pub mod lock;
 #[macro_use] // `netns_or_skip!`, for every test module (see main.rs)
 pub mod netns;
 pub mod prop;
