@@ -9,12 +9,12 @@ if [ "$(id -u)" != 0 ]; then
     exit 2
 fi
 . scripts/ensure-toolchain.sh
-# prometheus: for promtool (tests/metrics.rs checks the textfile with `promtool check metrics`).
+# prometheus: for promtool (tests/it/metrics.rs checks the textfile with `promtool check metrics`).
 sipban_apt_install build-essential ca-certificates curl ipset iptables nftables iproute2 util-linux procps prometheus
 # Service and packaging tests: systemd-analyze, conntrack, dpkg-shlibdeps (for cargo-deb).
 sipban_apt_install systemd conntrack dpkg-dev
 sipban_ensure_rust
-# The .deb that tests/deb.rs inspects (installing cargo-deb once takes about 3 minutes).
+# The .deb that tests/it/deb.rs inspects (installing cargo-deb once takes about 3 minutes).
 command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --locked --version 3.8.0
 cargo deb --locked --fast
 # The kernel modules the tests use; on most systems they load on demand anyway.

@@ -67,6 +67,23 @@ impl std::fmt::Display for LockError {
 
 impl std::error::Error for LockError {}
 
+// Both locks are given back with an explicit unlock when dropped, not only by closing the
+// file: a child process being started at that instant holds a copy of the descriptor until
+// its `exec` closes it (close-on-exec), and would otherwise keep the lock alive a moment
+// longer. (A SIGKILLed process cannot unlock; then the kernel releases the lock when the last
+// copy closes.)
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = self._file.unlock();
+    }
+}
+
+impl Drop for ApplyLock {
+    fn drop(&mut self) {
+        let _ = self._file.unlock();
+    }
+}
+
 /// Take the run lock or fail at once.
 pub fn acquire(state_dir: &Path) -> Result<RunLock, LockError> {
     take(state_dir, LOCK_FILE, None).map(|file| RunLock { _file: file })

@@ -150,7 +150,7 @@ fn opts() -> ScanOptions {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(crate::common::prop::regressions_beside_source(ProptestConfig::with_cases(512)))]
 
     #[test]
     fn only_transport_addresses(data in input()) {
@@ -167,7 +167,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(crate::common::prop::regressions_beside_source(ProptestConfig::with_cases(64)))]
 
     #[test]
     fn arbitrary_splits_across_runs(data in input(), cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..6)) {

@@ -3,10 +3,9 @@
 //! no network at all (even `lo` is down), and the sets must come back with the saved entries
 //! and their remaining TTLs.
 
-mod common;
-use common::run::{bin, sipban, text};
+use crate::common::run::{bin, sipban, text};
 
-use common::netns::run_in;
+use crate::common::netns::run_in;
 use sipban::backend::ipset::Ipset;
 use std::collections::HashMap;
 use std::path::Path;
@@ -289,8 +288,7 @@ fn sipban_unprivileged(dir: &Path, args: &[&str]) -> Output {
         .arg("--config")
         .arg(dir.join("config.yaml"))
         .stdin(Stdio::null());
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if crate::common::netns::is_root() {
         cmd.uid(65534).gid(65534);
     }
     cmd.output().expect("run sipban")

@@ -7,9 +7,7 @@
 //! is that path (pointed at the binary cargo built). `tests/deb.rs` checks that the package
 //! installs the binary at `/usr/bin/sipban`.
 
-mod common;
-
-use common::netns::require_program;
+use crate::common::netns::require_program;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -237,7 +235,7 @@ fn timer_restore_and_daemon_are_wired_as_documented() {
 fn the_commands_the_units_run_exist() {
     // `run` is the daemon's command (issue 7, other half); sync and restore are checked here.
     for sub in ["sync", "restore"] {
-        let o = Command::new(env!("CARGO_BIN_EXE_sipban"))
+        let o = Command::new(crate::common::run::bin())
             .args([sub, "--help"])
             .output()
             .unwrap();
@@ -268,7 +266,7 @@ fn setpriv_like(unit_name: &str) -> Vec<String> {
 fn run_capped(prefix: &[String], dir: &Path, args: &[&str]) -> std::process::Output {
     Command::new(&prefix[0])
         .args(&prefix[1..])
-        .arg(env!("CARGO_BIN_EXE_sipban"))
+        .arg(crate::common::run::bin())
         .args(args)
         .arg("--config")
         .arg(dir.join("config.yaml"))
@@ -291,7 +289,7 @@ fn the_capabilities_each_unit_keeps_are_enough_for_what_it_runs() {
     if !require_program("setpriv") {
         return;
     }
-    common::netns::run_in(&ns, || {
+    crate::common::netns::run_in(&ns, || {
         let dir = tempfile::tempdir().unwrap();
         let list = dir.path().join("list.txt");
         std::fs::write(&list, "45.0.0.1\n2001:db8:1::1\n").unwrap();

@@ -3,12 +3,12 @@
 //! into its own datagrams, and the block-aware parser keeping dump contents away from the
 //! failure matcher.
 
+use crate::common::lines::append;
 use sipban::source::asterisk::{
     run, scan_bytes, AsteriskSettings, DetectorState, ScanOptions, TimeZone,
 };
 use std::collections::BTreeSet;
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 
 const SCANNER: &str = "192.0.2.23";
 const VICTIM: &str = "203.0.113.66";
@@ -237,15 +237,6 @@ fn retransmitted_invites_from_one_source_still_attribute() {
     s += &retransmit("02:46", 1, SCANNER, cid, "401 Unauthorized", "NAT");
     s += &timeout("03:17", cid);
     assert_eq!(ips(&scan_full(&s)), BTreeSet::from([SCANNER.to_string()]));
-}
-
-fn append(path: &std::path::Path, text: &str) {
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("open");
-    f.write_all(text.as_bytes()).expect("append");
 }
 
 #[test]

@@ -4,9 +4,7 @@
 //! rules are never touched. Without root the tests skip with a message (they fail under
 //! `CI=true`). No assertion depends on how fast the machine is.
 
-mod common;
-
-use common::netns::{require_program, NetNs};
+use crate::common::netns::{require_program, NetNs};
 use ipnet::{IpNet, Ipv4Net};
 use sipban::backend::ipset::{Ipset, IpsetError, SetSpec};
 use sipban::net::{parse_net, Family};

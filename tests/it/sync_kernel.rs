@@ -1,18 +1,18 @@
 //! End-to-end `sipban sync` against the real kernel, each test in its own network namespace:
 //! the real binary, real `ipset`, real SQLite, and local stub servers for remote feeds.
 
-mod common;
-use common::lines::asterisk_line;
-use common::rng::Rng;
-use common::run::{bin, sipban, text};
+use crate::common::lines::asterisk_line;
+use crate::common::lock;
+use crate::common::rng::Rng;
+use crate::common::run::{bin, json, sipban, text};
 
-use common::netns::{run_in, NetNs};
-use common::stub::{Reply, Stub};
+use crate::common::netns::{run_in, NetNs};
+use crate::common::stub::{Reply, Stub};
 use sipban::backend::ipset::Ipset;
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn write_config(dir: &Path, cap: u32, allowlist: &str, feeds: &str) {
@@ -50,10 +50,6 @@ fn write_list(path: &Path, items: &[String]) {
         s.push('\n');
     }
     std::fs::write(path, s).unwrap();
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", text(o)))
 }
 
 #[test]
@@ -579,6 +575,12 @@ fn sigkill_at_random_instants_then_the_next_run_converges() {
             } else {
                 // The timed run was slower than this one (a loaded machine): aim earlier.
                 span[kind] = (span[kind] * 3 / 4).max(1000);
+            }
+            // The killed run is gone only once a child it was starting has reached `exec`
+            // (which closes its copy of the lock): see `common::lock`.
+            let held = lock::await_released(&dir.path().join("state"), Duration::from_secs(10));
+            if !held.is_empty() {
+                eprintln!("round {round}: waited for the killed run's lock, held by {held:?}");
             }
             // The next run converges...
             let o = sipban(dir.path(), &["sync"]);

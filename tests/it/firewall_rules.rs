@@ -5,10 +5,9 @@
 //! Addresses are documentation prefixes (192.0.2.0/24, 2001:db8:99::/64) that exist only
 //! inside the two private namespaces.
 
-mod common;
-use common::run::{bin, text};
+use crate::common::run::{bin, text};
 
-use common::netns::{require_program, run_in, NetNs};
+use crate::common::netns::{require_program, run_in, NetNs};
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
@@ -49,7 +48,7 @@ struct Link {
 }
 
 fn link_or_skip() -> Option<Link> {
-    let pbx = common::netns::require_netns()?;
+    let pbx = crate::common::netns::require_netns()?;
     for p in ["iptables", "ip6tables", "iptables-nft", "nft", "ipset"] {
         if !require_program(p) {
             return None;
@@ -729,7 +728,7 @@ fn with_iptables_legacy_install_drops_and_remove_restores_the_ruleset() {
 
 #[test]
 fn an_empty_conntrack_table_is_not_listed() {
-    let Some(ns) = common::netns::require_netns() else {
+    let Some(ns) = crate::common::netns::require_netns() else {
         return;
     };
     // A fresh namespace tracks no flows: nothing to forget, and no `conntrack` process.

@@ -1,5 +1,5 @@
 //! Log lines for the detectors' end-to-end tests, stamped at a given Unix time in UTC (the
-//! tests run sipban with TZ=UTC).
+//! tests run sipban with TZ=UTC), and appending text to a log file.
 #![allow(dead_code)]
 
 /// A chan_sip registration failure from `ip` in Asterisk's default `%F %T` format at `t`.
@@ -15,4 +15,16 @@ pub fn kernel_line(t: i64, src: &str, dpt: u16) -> String {
         .replace(" UTC", "+00:00")
         .replacen(' ', "T", 1);
     format!("{stamp} pbx kernel: [UFW BLOCK] IN=eth0 OUT= MAC=00:11:22:33:44:55:66:77:88:99:aa:bb:08:00 SRC={src} DST=203.0.113.10 LEN=44 TOS=0x00 PREC=0x00 TTL=241 ID=1 PROTO=TCP SPT=40000 DPT={dpt} WINDOW=1024 RES=0x00 SYN URGP=0\n")
+}
+
+/// Append `text` to the log file at `path` (created if missing), as a logger would.
+pub fn append(path: &std::path::Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {} for append: {e}", path.display()));
+    f.write_all(text.as_bytes())
+        .unwrap_or_else(|e| panic!("append to {}: {e}", path.display()));
 }

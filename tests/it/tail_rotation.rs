@@ -1,10 +1,10 @@
 //! The file follower and the detector across real renames, truncations and partial lines in a
 //! temporary directory, with the cursor persisted (serde round trip) between "runs".
 
+use crate::common::lines::append;
 use sipban::source::asterisk::{run, AsteriskSettings, DetectorState, TimeZone};
 use sipban::source::tail::{follow, FileCursor, StartAt, TailStats, MAX_LINE};
 use std::fs::{self, OpenOptions};
-use std::io::Write;
 use std::path::Path;
 
 /// One run: follow from the persisted cursor (JSON, like the lead's state blob).
@@ -19,15 +19,6 @@ fn run_once(path: &Path, stored: &mut Option<String>) -> (Vec<String>, TailStats
     .expect("follow");
     *stored = cur.map(|c| serde_json::to_string(&c).expect("cursor to JSON"));
     (lines, stats)
-}
-
-fn append(path: &Path, text: &str) {
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("open for append");
-    f.write_all(text.as_bytes()).expect("append");
 }
 
 fn copytruncate(path: &Path) {

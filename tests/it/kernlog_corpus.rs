@@ -7,7 +7,8 @@
 //!   against an oracle written independently of the parser (whitespace tokens), and the
 //!   multi-port scan is the one address that crosses a threshold.
 //!
-//! The third-party corpus is read from `../shared/corpus` next to the repository. When that
+//! The third-party corpus is read from `../shared/corpus` next to the repository (or from
+//! `$SIPBAN_SHARED_DIR/corpus`: see `common::corpus`). When that
 //! folder is missing the corpus tests print a skip notice, except under `CI=true`, where they
 //! fail.
 
@@ -17,23 +18,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-fn corpus_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "corpus folder {} is missing (required under CI=true)",
-            dir.display()
-        );
-    }
-    eprintln!(
-        "SKIP: corpus folder {} not found; corpus tests skipped",
-        dir.display()
-    );
-    None
-}
+use crate::common::corpus::dir as corpus_dir;
 
 fn settings() -> KernelLogSettings {
     KernelLogSettings {

@@ -5,11 +5,8 @@
 //! (the test CA is given as `ca_file`). No timing assertions: time is the `now` passed in,
 //! which the stand-in's clock follows.
 
-mod common;
-mod report_common;
-
-use common::https::{ca_file, HttpsServer, Reply};
-use report_common::{FakeAbuseipdb, FakeCollector, KEY};
+use crate::common::https::{ca_file, HttpsServer, Reply};
+use crate::report_common::{FakeAbuseipdb, FakeCollector, KEY};
 use sipban::report::comment::HostIdentity;
 use sipban::report::queue::{self, ABUSEIPDB, WEBHOOK};
 use sipban::report::{
@@ -124,7 +121,7 @@ fn queued(store: &Store, sink: &str) -> Vec<String> {
 fn single_reports_carry_the_documented_fields() {
     let e = env();
     let fake = FakeAbuseipdb::new(T0);
-    let server = report_common::serve(&fake);
+    let server = crate::report_common::serve(&fake);
     let s = abuseipdb_settings(&server, &e, "");
     let mut store = e.store();
     let offences = [
@@ -185,7 +182,7 @@ fn a_422_drops_the_item_with_its_reason_and_the_rest_goes_on() {
     let e = env();
     let fake = FakeAbuseipdb::new(T0);
     fake.refuse("45.0.0.2");
-    let server = report_common::serve(&fake);
+    let server = crate::report_common::serve(&fake);
     let s = abuseipdb_settings(&server, &e, "");
     let mut store = e.store();
     let offences: Vec<Offence> = (1..=3)
@@ -223,7 +220,7 @@ fn the_15_minute_refusal_keeps_the_item_and_it_is_sent_after_the_window() {
     let fake = FakeAbuseipdb::new(T0);
     // Someone else with this key reported 45.0.0.2 a minute ago.
     fake.reported_at("45.0.0.2", T0 - 60);
-    let server = report_common::serve(&fake);
+    let server = crate::report_common::serve(&fake);
     let s = abuseipdb_settings(&server, &e, "");
     let mut store = e.store();
     let offences: Vec<Offence> = (1..=3)
@@ -260,7 +257,7 @@ fn a_quota_429_with_retry_after_pauses_the_sink_and_keeps_everything() {
     let e = env();
     let fake = FakeAbuseipdb::new(T0);
     *fake.quota.lock().unwrap() = 2;
-    let server = report_common::serve(&fake);
+    let server = crate::report_common::serve(&fake);
     let s = abuseipdb_settings(&server, &e, "");
     let mut store = e.store();
     let offences: Vec<Offence> = (0..5)
@@ -308,8 +305,8 @@ fn a_quota_429_with_retry_after_pauses_the_sink_and_keeps_everything() {
 fn a_429_without_retry_after_backs_off() {
     let e = env();
     let fake = FakeAbuseipdb::new(T0);
-    fake.fault(1, report_common::rate_limited());
-    let server = report_common::serve(&fake);
+    fake.fault(1, crate::report_common::rate_limited());
+    let server = crate::report_common::serve(&fake);
     let s = abuseipdb_settings(&server, &e, "");
     let mut store = e.store();
     enqueue(
@@ -331,7 +328,7 @@ fn a_429_without_retry_after_backs_off() {
     let item = &queue::items(store.conn(), ABUSEIPDB, 1).unwrap()[0];
     assert_eq!((item.attempts, item.next_attempt), (1, T0 + 60));
     // A second 429 in a row doubles the wait.
-    fake.fault(2, report_common::rate_limited());
+    fake.fault(2, crate::report_common::rate_limited());
     drain(&s, &mut store, T0 + 60);
     assert_eq!(
         queue::state_int(store.conn(), "abuseipdb.paused_until").unwrap(),
@@ -347,7 +344,7 @@ fn network_errors_keep_items_and_unknown_fates_wait_for_the_interval() {
     let fake = FakeAbuseipdb::new(T0);
     // The first request: the connection drops after the request was read (fate unknown).
     fake.fault(1, Reply::Drop);
-    let server = report_common::serve(&fake);
+    let server = crate::report_common::serve(&fake);
     let s = abuseipdb_settings(&server, &e, "  min_interval_per_ip: 1h\n");
     let mut store = e.store();
     enqueue(
@@ -403,7 +400,7 @@ fn network_errors_keep_items_and_unknown_fates_wait_for_the_interval() {
 fn the_daily_limit_holds_across_runs_and_the_rest_waits_for_the_next_day() {
     let e = env();
     let fake = FakeAbuseipdb::new(T0);
-    let server = report_common::serve(&fake);
+    let server = crate::report_common::serve(&fake);
     let s = abuseipdb_settings(&server, &e, "  daily_limit: 5\n");
     let mut store = e.store();
     let offences: Vec<Offence> = (0..12)
@@ -444,7 +441,7 @@ fn a_backlog_above_the_threshold_goes_as_one_bulk_csv() {
     let fake = FakeAbuseipdb::new(T0);
     fake.reported_at(&addr(3), T0 - 30); // the 15-minute refusal, as a bulk row
     fake.bulk_invalid(&addr(7), "Invalid Category");
-    let server = report_common::serve(&fake);
+    let server = crate::report_common::serve(&fake);
     let mut s = abuseipdb_settings(&server, &e, "");
     s.abuseipdb.as_mut().unwrap().bulk_threshold = 10;
     let mut store = e.store();
@@ -466,8 +463,8 @@ fn a_backlog_above_the_threshold_goes_as_one_bulk_csv() {
         .header("content-type")
         .unwrap()
         .starts_with("multipart/form-data; boundary="));
-    let csv = report_common::csv_part(&reqs[0]).unwrap();
-    let rows = report_common::parse_csv(&csv);
+    let csv = crate::report_common::csv_part(&reqs[0]).unwrap();
+    let rows = crate::report_common::parse_csv(&csv);
     assert_eq!(rows[0], ["IP", "Categories", "ReportDate", "Comment"]);
     assert_eq!(rows.len(), 31);
     assert_eq!(rows[1][1], "8,18");
@@ -499,7 +496,7 @@ fn a_refused_bulk_file_falls_back_to_single_reports() {
             r#"{"errors":[{"detail":"The csv field is required.","status":422,"source":{"parameter":"csv"}}]}"#,
         ),
     );
-    let server = report_common::serve(&fake);
+    let server = crate::report_common::serve(&fake);
     let mut s = abuseipdb_settings(&server, &e, "");
     s.abuseipdb.as_mut().unwrap().bulk_threshold = 2;
     let mut store = e.store();
@@ -519,7 +516,7 @@ fn a_refused_bulk_file_falls_back_to_single_reports() {
 fn items_older_than_60_days_are_dropped_and_counted() {
     let e = env();
     let fake = FakeAbuseipdb::new(T0);
-    let server = report_common::serve(&fake);
+    let server = crate::report_common::serve(&fake);
     let s = abuseipdb_settings(&server, &e, "");
     let mut store = e.store();
     enqueue(
@@ -546,7 +543,7 @@ fn a_refused_key_keeps_the_queue_and_is_never_printed() {
     let e = env();
     std::fs::write(&e.key_file, "not-the-key-0123456789\n").unwrap();
     let fake = FakeAbuseipdb::new(T0);
-    let server = report_common::serve(&fake);
+    let server = crate::report_common::serve(&fake);
     let s = abuseipdb_settings(&server, &e, "");
     let mut store = e.store();
     enqueue(
@@ -597,7 +594,7 @@ fn webhook_settings(server: &HttpsServer, extra: &str) -> ReportSettings {
 fn the_webhook_gets_one_json_document_per_batch() {
     let e = env();
     let c = FakeCollector::new(TOKEN);
-    let server = report_common::serve_collector(&c);
+    let server = crate::report_common::serve_collector(&c);
     let mut s = webhook_settings(&server, "");
     s.webhook.as_mut().unwrap().batch = 4;
     let mut store = e.store();
@@ -642,7 +639,7 @@ fn the_webhook_keeps_on_429_and_5xx_and_drops_on_422() {
         Reply::json(503, "{}"),
         Reply::json(422, r#"{"error":"schema"}"#),
     ]);
-    let server = report_common::serve_collector(&c);
+    let server = crate::report_common::serve_collector(&c);
     let s = webhook_settings(&server, "");
     let mut store = e.store();
     enqueue(
@@ -679,7 +676,7 @@ fn the_webhook_keeps_on_429_and_5xx_and_drops_on_422() {
 fn a_webhook_token_it_refuses_keeps_the_queue() {
     let e = env();
     let c = FakeCollector::new("other-token");
-    let server = report_common::serve_collector(&c);
+    let server = crate::report_common::serve_collector(&c);
     let s = webhook_settings(&server, "");
     let mut store = e.store();
     enqueue(

@@ -2,12 +2,9 @@
 //! beyond what the per-IP interval allows. The AbuseIPDB stand-in counts every request per
 //! address; the drain runs in a child process (this test binary again) that is killed.
 
-mod common;
-mod report_common;
-
-use common::https::ca_file;
-use common::rng::Rng;
-use report_common::{FakeAbuseipdb, KEY};
+use crate::common::https::ca_file;
+use crate::common::rng::Rng;
+use crate::report_common::{FakeAbuseipdb, KEY};
 use sipban::report::comment::HostIdentity;
 use sipban::report::queue::{self, ABUSEIPDB};
 use sipban::report::{self, Offence, OffenceKind, RawReport, ReportSettings, Transport};
@@ -82,7 +79,7 @@ fn sigkill_while_draining_loses_nothing_and_repeats_nothing() {
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let state_dir: PathBuf = dir.path().join("state");
     let fake = FakeAbuseipdb::new(T0);
-    let server = report_common::serve(&fake);
+    let server = crate::report_common::serve(&fake);
     let base_url = server.base_url();
 
     // The queue a run's commit left: 60 offences over TCP.
@@ -114,7 +111,7 @@ fn sigkill_while_draining_loses_nothing_and_repeats_nothing() {
         std::process::Command::new(&exe)
             .args([
                 "--exact",
-                "child_drain_process",
+                crate::common::run::test_name(module_path!(), "child_drain_process").as_str(),
                 "--ignored",
                 "--nocapture",
                 "--test-threads=1",

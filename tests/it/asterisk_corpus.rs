@@ -7,31 +7,15 @@
 //! * our own cases in `tests/data/asterisk/{attacks,not_attacks}.txt` (add a case = add a line).
 //!
 //! The third-party corpus is read from `../shared/corpus` next to the repository (it is not
-//! copied into the repository: it is GPL/MIT test data kept there with its licence notes). When
-//! that folder is missing the corpus tests print a skip notice, except under `CI=true`, where
+//! copied into the repository: it is GPL/MIT test data kept there with its licence notes), or
+//! from `$SIPBAN_SHARED_DIR/corpus` (see `common::corpus`). When that folder is missing the corpus tests print a skip notice, except under `CI=true`, where
 //! they fail.
 
 use sipban::source::asterisk::{scan_bytes, ScanOptions, ScanReport};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-fn corpus_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "corpus folder {} is missing (required under CI=true)",
-            dir.display()
-        );
-    }
-    eprintln!(
-        "SKIP: corpus folder {} not found; corpus tests skipped",
-        dir.display()
-    );
-    None
-}
+use crate::common::corpus::dir as corpus_dir;
 
 fn addresses(r: &ScanReport) -> BTreeSet<String> {
     r.addresses.keys().map(|ip| ip.to_string()).collect()

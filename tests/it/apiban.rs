@@ -7,10 +7,8 @@
 //! are injected by request number. Certificate checks stay on: clients get the test CA through
 //! `ca_file` (or `SSL_CERT_FILE`). The only timing assertion is the pacing property.
 
-mod common;
-
-use common::https::{ca_file, HttpsServer, Reply, Request};
-use common::rng::Rng;
+use crate::common::https::{ca_file, HttpsServer, Reply, Request};
+use crate::common::rng::Rng;
 use sipban::source::apiban::{
     self, ApiVersion, ApibanSettings, PullStatus, RawApiban, RefreshState, Secret, Target,
 };
@@ -737,7 +735,7 @@ fn sigkill_during_a_backlog_resumes_without_loss_or_repeat() {
         std::process::Command::new(&exe)
             .args([
                 "--exact",
-                "child_pull_process",
+                crate::common::run::test_name(module_path!(), "child_pull_process").as_str(),
                 "--ignored",
                 "--nocapture",
                 "--test-threads=1",
@@ -892,7 +890,7 @@ struct Ran {
 fn sipban(e: &Env, config: &Path, args: &[&str], extra_env: &[(&str, &Path)]) -> Ran {
     let empty = e.dir.path().join("empty-path");
     std::fs::create_dir_all(&empty).unwrap();
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("sipban"));
+    let mut cmd = std::process::Command::new(crate::common::run::bin());
     cmd.arg("--config")
         .arg(config)
         .args(args)

@@ -165,10 +165,15 @@ fn effective_uid() -> Option<u32> {
     line.split_whitespace().nth(2)?.parse().ok()
 }
 
+/// Whether this process runs as root (effective uid 0).
+pub fn is_root() -> bool {
+    effective_uid() == Some(0)
+}
+
 /// A fresh namespace, or `None` after printing "skipped: needs root for a private network
 /// namespace" (a panic under `CI=true`).
 pub fn require_netns() -> Option<NetNs> {
-    if effective_uid() != Some(0) {
+    if !is_root() {
         skip("needs root for a private network namespace");
         return None;
     }

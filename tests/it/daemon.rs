@@ -2,12 +2,11 @@
 //! `ipset`, real SQLite, real inotify. Latencies are measured and printed; the one bound the
 //! issue sets (a detection in the kernel set within 1 s of its log line) is asserted.
 
-mod common;
-use common::lines::{asterisk_line, kernel_line};
-use common::run::bin;
+use crate::common::lines::append;
+use crate::common::lines::{asterisk_line, kernel_line};
+use crate::common::run::bin;
 
-use common::netns::run_in;
-use std::io::Write;
+use crate::common::netns::run_in;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -112,15 +111,6 @@ fn in_set(set: &str, ip: &str) -> bool {
         .status()
         .unwrap()
         .success()
-}
-
-fn append(path: &Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
 }
 
 /// Wait for `ip` in `set`; the time it took.
@@ -373,10 +363,10 @@ fn sighup_with_a_broken_config_keeps_running_on_the_old_one() {
 fn a_hung_feed_server_holds_up_neither_detections_nor_bans() {
     let ns = netns_or_skip!();
     run_in(&ns, || {
-        let stub = common::stub::Stub::start();
+        let stub = crate::common::stub::Stub::start();
         stub.set(
             "/list.txt",
-            common::stub::Reply::ok("45.77.0.1\n").delayed(Duration::from_secs(120)),
+            crate::common::stub::Reply::ok("45.77.0.1\n").delayed(Duration::from_secs(120)),
         );
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -410,8 +400,8 @@ fn a_hung_feed_server_holds_up_neither_detections_nor_bans() {
             );
         }
         let t = Instant::now();
-        let o = common::run::sipban(d, &["ban", "45.9.8.7"]);
-        assert_eq!(o.status.code(), Some(0), "{}", common::run::text(&o));
+        let o = crate::common::run::sipban(d, &["ban", "45.9.8.7"]);
+        assert_eq!(o.status.code(), Some(0), "{}", crate::common::run::text(&o));
         assert!(t.elapsed() < Duration::from_secs(2), "ban took {:?}", t.elapsed());
         assert!(in_set("t4", "45.9.8.7"));
         assert!(!daemon.log().contains("sync ok"), "the feed did not hang");

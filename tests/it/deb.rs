@@ -5,9 +5,7 @@
 //! The package is looked for at `target/debian/sipban_<version>-1_<arch>.deb`. Without it the
 //! tests skip, except under `CI=true`, where they fail.
 
-mod common;
-
-use common::netns::{require_program, skip};
+use crate::common::netns::{require_program, skip};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

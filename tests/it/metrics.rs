@@ -3,10 +3,9 @@
 //! linter, Debian package `prometheus`) and is replaced atomically (a new inode each time, and
 //! a reader never sees half a file).
 
-mod common;
-use common::run::bin;
+use crate::common::run::bin;
 
-use common::netns::run_in;
+use crate::common::netns::run_in;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -50,7 +49,7 @@ fn promtool_check(text: &str) -> (bool, String) {
 
 #[test]
 fn textfile_parses_as_prometheus_text_and_is_replaced_atomically() {
-    if !common::netns::require_program("promtool") {
+    if !crate::common::netns::require_program("promtool") {
         return;
     }
     let ns = netns_or_skip!();

@@ -1,25 +1,14 @@
 //! The command line as a user meets it: no kernel access needed (everything here runs as a
 //! non-root user when the tests run as root).
 
-mod common;
-use common::run::{bin, text};
+use crate::common::netns::is_root;
+use crate::common::run::{bin, text};
 
 use std::path::Path;
 use std::process::{Command, Output};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 /// A world-readable scratch directory holding a copy of the binary, so `nobody` can run it
@@ -62,7 +51,7 @@ impl Scratch {
 /// The README's main job: a dry run of the shipped example config by a non-root user.
 #[test]
 fn dry_run_of_the_example_config_as_a_non_root_user() {
-    if is_root() && !common::netns::require_program("setpriv") {
+    if is_root() && !crate::common::netns::require_program("setpriv") {
         return;
     }
     // The example config and its sample feed, copied as they ship (the feed path is relative

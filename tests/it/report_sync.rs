@@ -8,13 +8,11 @@
 //! reported and sends nothing; `report status` shows what was sent; the API key and the
 //! webhook token never appear in any output or in the state directory.
 
-mod common;
-use common::run::{bin, text};
-mod report_common;
+use crate::common::run::{bin, text};
 
-use common::https::ca_file;
-use common::netns::run_in;
-use report_common::{FakeAbuseipdb, FakeCollector, KEY};
+use crate::common::https::ca_file;
+use crate::common::netns::run_in;
+use crate::report_common::{FakeAbuseipdb, FakeCollector, KEY};
 use sipban::backend::ipset::Ipset;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -64,9 +62,9 @@ fn only_own_tcp_detections_in_the_sets_are_reported() {
         let dir = tempfile::tempdir().unwrap();
         let now = sipban::pipeline::sync::unix_now();
         let fake = FakeAbuseipdb::new(now);
-        let abuse = report_common::serve(&fake);
+        let abuse = crate::report_common::serve(&fake);
         let collector = FakeCollector::new(TOKEN);
-        let hook = report_common::serve_collector(&collector);
+        let hook = crate::report_common::serve_collector(&collector);
 
         let key_file = dir.path().join("abuseipdb.key");
         std::fs::write(&key_file, format!("{KEY}\n")).unwrap();

@@ -17,10 +17,9 @@
 //! written to a file exactly as `journalctl -k -o short-iso` would print them: an ISO date, the
 //! host name, `kernel:`, and the kernel's message verbatim.
 
-mod common;
-use common::run::{bin, text};
+use crate::common::run::{bin, text};
 
-use common::netns::{require_program, run_in, NetNs};
+use crate::common::netns::{require_program, run_in, NetNs};
 use sipban::backend::ipset::Ipset;
 use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -202,7 +201,7 @@ fn probes_reach_the_kernel_set(backend: &str) {
         }
     }
     if !Path::new(SYSCTL).exists() {
-        common::netns::skip(&format!("{SYSCTL} is missing (kernel without nf_log)"));
+        crate::common::netns::skip(&format!("{SYSCTL} is missing (kernel without nf_log)"));
         return;
     }
     let prober = NetNs::new();

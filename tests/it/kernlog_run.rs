@@ -1,10 +1,10 @@
 //! The kernel-log detector's run across runs (no kernel needed): the shared tail follower's
 //! rotation handling, persisted scoring windows, and bounded state.
 
+use crate::common::lines::append;
 use sipban::source::asterisk::{rules::days_from_civil, TimeZone};
 use sipban::source::kernlog::{run, KernelLogSettings, KernelState, MAX_ADDRESSES};
 use std::collections::HashSet;
-use std::io::Write;
 use std::path::Path;
 
 /// 2024-05-02 10:00:00 UTC plus `secs`.
@@ -29,15 +29,6 @@ fn settings(log: &Path) -> KernelLogSettings {
         timezone: TimeZone::FixedOffset(0),
         ..KernelLogSettings::default()
     }
-}
-
-fn append(path: &Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
 }
 
 /// Through the blob, as sync stores it.

@@ -21,6 +21,21 @@ pub fn sipban(dir: &Path, args: &[&str]) -> Output {
         .expect("run sipban")
 }
 
+/// The name libtest gives the test function `name` of the module whose `module_path!()` is
+/// `module` (`it::apiban` → `apiban::name`): to run this binary again on that one test with
+/// `--exact`, as the kill tests do with their helper processes.
+pub fn test_name(module: &str, name: &str) -> String {
+    match module.split_once("::") {
+        Some((_crate, path)) => format!("{path}::{name}"),
+        None => name.to_string(),
+    }
+}
+
+/// A run's stdout as JSON, or a panic showing the whole run.
+pub fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", text(o)))
+}
+
 /// Exit code, stdout and stderr of a run, for assertion messages.
 pub fn text(o: &Output) -> String {
     format!(

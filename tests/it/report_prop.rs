@@ -195,7 +195,7 @@ fn assert_clean(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(crate::common::prop::regressions_beside_source(ProptestConfig { cases: 512, ..ProptestConfig::default() }))]
 
     #[test]
     fn reports_never_leak_this_hosts_identifiers(c in case()) {

@@ -1,10 +1,9 @@
 //! `sipban status`, `ban` and `unban` end to end in a private network namespace: the real
 //! binary, real `ipset`, real SQLite.
 
-mod common;
-use common::run::{sipban, text};
+use crate::common::run::{json, sipban, text};
 
-use common::netns::run_in;
+use crate::common::netns::run_in;
 use std::path::Path;
 use std::process::Output;
 
@@ -12,10 +11,6 @@ fn ok(dir: &Path, args: &[&str]) -> Output {
     let o = sipban(dir, args);
     assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o));
     o
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", text(o)))
 }
 
 fn members(set: &str) -> Vec<String> {
@@ -155,6 +150,9 @@ fn a_request_made_while_another_writer_holds_the_apply_lock_is_applied_by_the_ne
         assert!(started.elapsed() >= sipban::pipeline::manual::APPLY_WAIT);
         assert_eq!(members("t4"), ["45.0.0.1"]);
         drop(held);
+        // A process another test is starting may hold a copy of the lock's descriptor until
+        // its `exec` (see `common::lock`): the next run starts once the lock is free.
+        crate::common::lock::await_released(&d.join("state"), std::time::Duration::from_secs(10));
         ok(d, &["sync"]);
         assert_eq!(members("t4"), ["45.0.0.1", "45.6.6.6"]);
         let st = json(&ok(d, &["status", "--json"]));

@@ -1,0 +1,35 @@
+//! The integration tests, linked as one binary (`cargo test --test it`): one module per area,
+//! with the helpers they share in `common` and `report_common`.
+//!
+//! A test's name is its module path (`sync_kernel::a_set_destroyed_by_hand_is_recreated`), so
+//! `cargo test --test it sync_kernel::` runs one area.
+
+// First, so that its macros (`netns_or_skip!`) are in scope in every module below.
+#[macro_use]
+mod common;
+mod report_common;
+
+mod apiban;
+mod asterisk_callid;
+mod asterisk_corpus;
+mod asterisk_prop;
+mod cli;
+mod corpus_ci;
+mod daemon;
+mod deb;
+mod firewall_rules;
+mod ipset_kernel;
+mod kernlog_corpus;
+mod kernlog_kernel;
+mod kernlog_run;
+mod metrics;
+mod report_abuseipdb;
+mod report_commit;
+mod report_prop;
+mod report_sigkill;
+mod report_sync;
+mod restore;
+mod status;
+mod sync_kernel;
+mod systemd_units;
+mod tail_rotation;
