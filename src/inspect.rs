@@ -4,15 +4,15 @@
 //! the same way a sync would, so "why is this address (not) blocked?" has one answer. They
 //! never write anything and never touch the network.
 
-use crate::config::{human_duration, Settings};
-use crate::pipeline::decide::{self, Decision, Entry};
 use crate::backend::ipset::Ipset;
+use crate::config::{human_duration, Settings};
 use crate::net::{self, Family};
-use crate::store::Store;
+use crate::pipeline::decide::{self, Decision, Entry};
 use crate::pipeline::sync::{self, AllowSummary, Sources};
+use crate::source::apiban;
+use crate::store::Store;
 use anyhow::Result;
 use serde::Serialize;
-use crate::source::apiban;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -153,11 +153,7 @@ pub struct RefusedListing {
 
 /// The refused listings covering `ip`, judged again by the gate with today's policies (a
 /// listing that today's config would admit is not shown as refused).
-fn refused_listings(
-    store: Option<&Store>,
-    v: &View,
-    ip: IpAddr,
-) -> Result<Vec<RefusedListing>> {
+fn refused_listings(store: Option<&Store>, v: &View, ip: IpAddr) -> Result<Vec<RefusedListing>> {
     let Some(store) = store else {
         return Ok(Vec::new());
     };
@@ -229,7 +225,9 @@ pub fn explain(settings: &Settings, ip: IpAddr, ipset: &Ipset, now: i64) -> Resu
     };
     let store = Store::open_read_only(&settings.state_dir)?;
     let manual_unban = match &store {
-        Some(s) => crate::pipeline::manual::Unbans::load(s.conn())?.get(&host).cloned(),
+        Some(s) => crate::pipeline::manual::Unbans::load(s.conn())?
+            .get(&host)
+            .cloned(),
         None => None,
     };
     let refused = refused_listings(store.as_ref(), &v, ip)?;
@@ -271,7 +269,11 @@ impl fmt::Display for Explanation {
             writeln!(f, "  not listed by any source")?;
         }
         for r in &self.refused {
-            writeln!(f, "  listed by {} as {}, and the gate {}", r.source, r.entry, r.reason)?;
+            writeln!(
+                f,
+                "  listed by {} as {}, and the gate {}",
+                r.source, r.entry, r.reason
+            )?;
         }
         if let Some(r) = &self.ban_refused {
             writeln!(f, "  gate: a ban would be {r}")?;
@@ -385,9 +387,13 @@ impl fmt::Display for CheckReport {
             apiban::RemoteCheck::Listed { id: Some(id) } => {
                 writeln!(f, "APIBAN: {} is LISTED (ID {id})", self.ip)?
             }
-            apiban::RemoteCheck::Listed { id: None } => writeln!(f, "APIBAN: {} is LISTED", self.ip)?,
+            apiban::RemoteCheck::Listed { id: None } => {
+                writeln!(f, "APIBAN: {} is LISTED", self.ip)?
+            }
             apiban::RemoteCheck::NotListed => writeln!(f, "APIBAN: {} is not listed", self.ip)?,
-            apiban::RemoteCheck::Error { message } => writeln!(f, "APIBAN: could not ask: {message}")?,
+            apiban::RemoteCheck::Error { message } => {
+                writeln!(f, "APIBAN: could not ask: {message}")?
+            }
         }
         write!(f, "local state: ")?;
         match (&self.local, &self.local_error) {

@@ -104,7 +104,11 @@ pub fn apply_for_db(db_path: &Path) -> Result<ApplyLock, LockError> {
     apply(dir, APPLY_WAIT)
 }
 
-fn take(state_dir: &Path, name: &str, wait: Option<std::time::Duration>) -> Result<File, LockError> {
+fn take(
+    state_dir: &Path,
+    name: &str,
+    wait: Option<std::time::Duration>,
+) -> Result<File, LockError> {
     let path = state_dir.join(name);
     let io = |error| LockError::Io {
         path: path.clone(),
@@ -129,8 +133,8 @@ fn take(state_dir: &Path, name: &str, wait: Option<std::time::Duration>) -> Resu
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
             Err(TryLockError::WouldBlock) => {
-            let mut text = String::new();
-            let _ = file.read_to_string(&mut text);
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
                 return Err(LockError::Busy {
                     path,
                     holder: text.trim().parse().ok(),

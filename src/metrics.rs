@@ -9,8 +9,8 @@
 //! This module must never put a secret, an address list or free text other than source and
 //! set names into a metric (label values are escaped).
 
-use crate::status::Status;
 use crate::pipeline::sync::RunReport;
+use crate::status::Status;
 use anyhow::{Context, Result};
 use std::fmt::Write as _;
 

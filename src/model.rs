@@ -62,4 +62,3 @@ pub struct Desired {
     pub net: IpNet,
     pub expires: i64,
 }
-

@@ -5,12 +5,12 @@
 //! metadata, manual bans and unbans) plus, when readable, the kernel sets' headers (one cheap
 //! `ipset list -t` per set). This module must never write anything and never touch the network.
 
-use crate::config::{human_duration, Settings};
 use crate::backend::ipset::Ipset;
+use crate::config::{human_duration, Settings};
 use crate::inspect::fmt_time;
 use crate::net::Family;
-use crate::store::Store;
 use crate::pipeline::sync::Sources;
+use crate::store::Store;
 use anyhow::Result;
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
@@ -184,13 +184,17 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
         }
         st.report_queue = report_queue(conn);
     }
-    st.manual.queued = std::fs::read_dir(settings.state_dir.join(crate::pipeline::manual::REQUEST_DIR))
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-                .count() as u64
-        })
-        .unwrap_or(0);
+    st.manual.queued = std::fs::read_dir(
+        settings
+            .state_dir
+            .join(crate::pipeline::manual::REQUEST_DIR),
+    )
+    .map(|rd| {
+        rd.filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .count() as u64
+    })
+    .unwrap_or(0);
 
     let last_sources = summary["sources"].as_array().cloned().unwrap_or_default();
     for (p, kind) in sources.policies.iter().zip(&sources.kinds) {

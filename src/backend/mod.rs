@@ -266,7 +266,11 @@ impl SetBackend for DryRun<'_> {
             plan.adds.len(),
             plan.dels.len(),
             plan.refreshes.len(),
-            if plan.rebuild.is_some() { " (rebuild)" } else { "" }
+            if plan.rebuild.is_some() {
+                " (rebuild)"
+            } else {
+                ""
+            }
         ));
         Ok(())
     }

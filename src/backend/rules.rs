@@ -25,8 +25,8 @@
 //! - Read-only commands (`-C`, `-S`, `nft list`) never create tables or chains.
 //! - `--dry-run` prints the commands it would run and changes nothing.
 
-use crate::config::Settings;
 use crate::backend::ipset::{Ipset, SetSpec};
+use crate::config::Settings;
 use crate::net::Family;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};

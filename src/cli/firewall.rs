@@ -5,9 +5,9 @@
 //! it chooses the options and reports the result.
 
 use super::{out, print_json, Error, Kind, Result};
-use crate::config::Settings;
 use crate::backend::ipset::Ipset;
 use crate::backend::rules::{self, Backend};
+use crate::config::Settings;
 use crate::outln;
 use crate::source::kernlog::KernelLogSettings;
 

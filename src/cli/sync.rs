@@ -3,8 +3,8 @@
 //! This module must never hold pipeline logic: it starts the library's run and reports it.
 
 use super::{out, runtime, show, Error, Kind, Result};
-use crate::config::Settings;
 use crate::backend::ipset::Ipset;
+use crate::config::Settings;
 use crate::pipeline::sync::{self, Outcome, SyncError};
 use std::path::Path;
 

@@ -4,8 +4,8 @@
 //! This module must never change anything: no kernel, no state, no queue.
 
 use super::{out, print, print_json, runtime, show, Error, Kind, Result};
-use crate::config::Settings;
 use crate::backend::ipset::Ipset;
+use crate::config::Settings;
 use crate::outln;
 use crate::source::kernlog::KernelLogSettings;
 use std::net::IpAddr;
@@ -62,7 +62,12 @@ pub fn check(settings: &Settings, ip: &str, json: bool, now: i64) -> Result {
     use crate::source::apiban::RemoteCheck;
     let addr = parse_ip(ip)?;
     let rt = runtime()?;
-    let report = rt.block_on(crate::inspect::check_report(settings, addr, &Ipset::new(), now));
+    let report = rt.block_on(crate::inspect::check_report(
+        settings,
+        addr,
+        &Ipset::new(),
+        now,
+    ));
     show(&report, json);
     if report.local.is_none() {
         Err(Error::reported(Kind::Failed))

@@ -151,11 +151,8 @@ impl Detector for KernelDetector<'_> {
     }
 
     fn pass(&self, saved: Option<&[u8]>, now: i64) -> Result<Pass, String> {
-        let mut state = decode_or_default(
-            saved,
-            "kernel-log detector",
-            kernlog::KernelState::decode,
-        );
+        let mut state =
+            decode_or_default(saved, "kernel-log detector", kernlog::KernelState::decode);
         let own = hostaddr::own_ips();
         let det = kernlog::run(self.0, &mut state, &own, now).map_err(|e| e.to_string())?;
         let blob = state

@@ -87,7 +87,6 @@ impl Rejection {
     }
 }
 
-
 /// Why a prefix is on the allowlist.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
@@ -203,7 +202,10 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Refusal::Rule {
-                net, rule, source, min_prefix,
+                net,
+                rule,
+                source,
+                min_prefix,
             } => {
                 let n = net::display_net(net);
                 write!(f, "refused: {n} is {}", rule.describe())?;
@@ -304,7 +306,10 @@ mod tests {
         allow.add(n("45.9.9.9"), AllowReason::Config);
         let p = feed();
         let refused = |t: &str| admit(&p, &allow, &n(t)).unwrap_err().to_string();
-        assert_eq!(refused("0.0.0.0/0"), "refused: 0.0.0.0/0 is the whole address space");
+        assert_eq!(
+            refused("0.0.0.0/0"),
+            "refused: 0.0.0.0/0 is the whole address space"
+        );
         assert_eq!(
             refused("8.0.0.0/7"),
             "refused: 8.0.0.0/7 is broader than the source's min_prefix (/16 for f)"

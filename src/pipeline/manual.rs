@@ -21,16 +21,16 @@
 //! This module must never apply a ban that the allowlist or the own addresses forbid (decide
 //! is the judge), and never write the state without holding the run lock.
 
-use crate::config::{Settings, MAX_PRIORITY};
 use crate::backend::plan;
 use crate::backend::SetBackend;
+use crate::config::{Settings, MAX_PRIORITY};
 use crate::lock::{self, LockError};
 use crate::model::Entry;
+use crate::net::{self, Family};
 use crate::pipeline::decide::{self, Input, NetMap, SourcePolicy};
 use crate::pipeline::gate::{self, AllowReason, Allowlist, Refusal};
-use crate::net::{self, Family};
-use crate::store::{RunCommit, Store};
 use crate::pipeline::sync::{self, Sources};
+use crate::store::{RunCommit, Store};
 use anyhow::{Context, Result};
 use ipnet::IpNet;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -444,7 +444,15 @@ pub fn apply_queued(
         sync::caps(settings),
         now,
     );
-    apply_touched(store, settings, backend, &decision, &touched, &mut applied, now)?;
+    apply_touched(
+        store,
+        settings,
+        backend,
+        &decision,
+        &touched,
+        &mut applied,
+        now,
+    )?;
     // Keep the state's entries in line with the decision (expired marks dropped), like a run.
     store
         .commit_run(&RunCommit {
@@ -536,7 +544,12 @@ fn save_requests(
 }
 
 /// For an unban: other live entries (a feed's broader prefix) that still cover it.
-fn still_covered(entries: &[Entry], unbanned: &[IpNet], sources: &Sources, now: i64) -> Vec<String> {
+fn still_covered(
+    entries: &[Entry],
+    unbanned: &[IpNet],
+    sources: &Sources,
+    now: i64,
+) -> Vec<String> {
     let names = sources.names();
     let mut out = Vec::new();
     for e in entries {
@@ -559,7 +572,11 @@ fn still_covered(entries: &[Entry], unbanned: &[IpNet], sources: &Sources, now: 
 
 /// Apply whatever requests are queued, under the apply lock (the daemon, when its watch on the
 /// request directory fires).
-pub fn apply_waiting(settings: &Settings, backend: &dyn SetBackend, now: i64) -> Result<Option<Applied>> {
+pub fn apply_waiting(
+    settings: &Settings,
+    backend: &dyn SetBackend,
+    now: i64,
+) -> Result<Option<Applied>> {
     if pending(&settings.state_dir)?.is_empty() {
         return Ok(None);
     }
@@ -730,7 +747,12 @@ pub fn check(settings: &Settings, req: &Request) -> Option<Refusal> {
 /// `sipban ban` / `sipban unban`: ask the gate, queue the request, then apply it under the
 /// apply lock (waiting at most for one apply of another writer). It never waits for a sync's
 /// downloads.
-pub fn submit(settings: &Settings, req: &Request, backend: &dyn SetBackend, now: i64) -> Result<Outcome> {
+pub fn submit(
+    settings: &Settings,
+    req: &Request,
+    backend: &dyn SetBackend,
+    now: i64,
+) -> Result<Outcome> {
     if let Some(reason) = check(settings, req) {
         return Ok(Outcome::Refused {
             request: req.to_string(),

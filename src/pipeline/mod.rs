@@ -10,8 +10,6 @@
 //!   with a verdict and a reason in one wording.
 //! - [`decide`]: the pure decision (provenance, TTLs, priorities, cap) and the plan.
 
-
-
 //! - [`sync`], [`fast`], [`manual`], [`restore`]: the entry points.
 //!
 //! This module must never let an address reach a set without the gate's verdict, never hold
@@ -19,13 +17,13 @@
 //! that a crash could leave claiming more than the kernel holds.
 
 pub mod decide;
+pub mod detect;
 pub mod fast;
 pub mod gate;
 pub mod manual;
 pub mod restore;
-pub mod sync;
-pub mod detect;
 pub mod summary;
+pub mod sync;
 
 use crate::config::Settings;
 use crate::hostaddr;
@@ -139,4 +137,3 @@ pub fn base_allowlist(settings: &Settings, summary: &mut AllowSummary) -> Allowl
     }
     allow
 }
-

@@ -19,15 +19,15 @@
 //! that is little more than loopback, so the config `allowlist` is what protects the LAN and the
 //! gateway until the first sync (which re-applies the full allowlist).
 
-use crate::config::Settings;
-use crate::pipeline::decide::{self, plan};
 use crate::backend::ipset::Ipset;
-use crate::backend::SetBackend;
 use crate::backend::rules::{self, Marker};
+use crate::backend::SetBackend;
+use crate::config::Settings;
 use crate::lock::{self, LockError};
 use crate::net::Family;
-use crate::store::Store;
+use crate::pipeline::decide::{self, plan};
 use crate::pipeline::sync::{self, AllowSummary, Sources};
+use crate::store::Store;
 use serde::Serialize;
 use std::fmt;
 

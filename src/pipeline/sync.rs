@@ -106,7 +106,15 @@ async fn run_inner(
         if let (Some(s), true) = (store.as_mut(), held.is_some() && !dry_run) {
             super::manual::apply_queued(s, settings, None, now)?;
         }
-        local_step(settings, backend, store.as_mut(), &sources, remote, now, &clock)?
+        local_step(
+            settings,
+            backend,
+            store.as_mut(),
+            &sources,
+            remote,
+            now,
+            &clock,
+        )?
     };
     // 3. Reports upstream, without the lock.
     let Step {

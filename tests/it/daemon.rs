@@ -402,7 +402,11 @@ fn a_hung_feed_server_holds_up_neither_detections_nor_bans() {
         let t = Instant::now();
         let o = crate::common::run::sipban(d, &["ban", "45.9.8.7"]);
         assert_eq!(o.status.code(), Some(0), "{}", crate::common::run::text(&o));
-        assert!(t.elapsed() < Duration::from_secs(2), "ban took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "ban took {:?}",
+            t.elapsed()
+        );
         assert!(in_set("t4", "45.9.8.7"));
         assert!(!daemon.log().contains("sync ok"), "the feed did not hang");
         assert!(daemon.stop().success());

@@ -193,7 +193,11 @@ fn a_ban_on_a_fresh_state_is_in_the_kernel_set_at_once() {
         assert!(!text(&o).contains("t6"), "names the IPv6 set: {}", text(&o));
         assert_eq!(members("t4"), ["45.9.9.8"]);
         let o = ok(d, &["ban", "2001:db8:5::1"]);
-        assert!(text(&o).contains("kernel: added 2001:db8:5::1"), "{}", text(&o));
+        assert!(
+            text(&o).contains("kernel: added 2001:db8:5::1"),
+            "{}",
+            text(&o)
+        );
         assert_eq!(members("t6"), ["2001:db8:5::1"]);
         // The next sync keeps both and adds the feed.
         ok(d, &["sync"]);
@@ -215,12 +219,23 @@ fn a_ban_of_a_refused_address_exits_non_zero_with_the_gates_reason() {
             ("127.0.0.1", "loopback"),
             ("224.0.0.1", "multicast"),
             ("45.9.9.9", "is protected by 45.9.9.9 (allowlist in config)"),
-            ("45.0.0.0/4", "broader than the source's min_prefix (/8 for manual)"),
+            (
+                "45.0.0.0/4",
+                "broader than the source's min_prefix (/8 for manual)",
+            ),
         ] {
             let o = sipban(d, &["ban", target]);
             assert_eq!(o.status.code(), Some(2), "{target}: {}", text(&o));
-            assert!(text(&o).contains("refused: ") && text(&o).contains(why), "{target}: {}", text(&o));
-            assert!(text(&o).contains("nothing was saved"), "{target}: {}", text(&o));
+            assert!(
+                text(&o).contains("refused: ") && text(&o).contains(why),
+                "{target}: {}",
+                text(&o)
+            );
+            assert!(
+                text(&o).contains("nothing was saved"),
+                "{target}: {}",
+                text(&o)
+            );
         }
         let st = json(&ok(d, &["status", "--json"]));
         assert_eq!(st["manual"]["bans"], 0, "{st}");
@@ -244,7 +259,8 @@ fn explain_names_the_gates_refusal_of_a_feed_prefix() {
         let o = ok(d, &["explain", "8.8.8.8"]);
         let x = String::from_utf8_lossy(&o.stdout).to_string();
         assert!(
-            x.contains("8.0.0.0/7") && x.contains("refused: 8.0.0.0/7 is broader than the source's min_prefix (/"),
+            x.contains("8.0.0.0/7")
+                && x.contains("refused: 8.0.0.0/7 is broader than the source's min_prefix (/"),
             "{x}"
         );
         assert!(!x.contains("not listed by any source"), "{x}");

@@ -31,8 +31,8 @@ pub use crate::model::{ser_net, Desired, Entry, Mark, Marks};
 /// that an evicted address can come back when room frees up, while memory stays bounded.
 pub const KEEP_FACTOR: usize = 4;
 
-pub use super::gate::{Rejection, SourcePolicy};
 use super::gate;
+pub use super::gate::{Rejection, SourcePolicy};
 
 /// Sort key: higher is kept first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

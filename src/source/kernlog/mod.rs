@@ -1226,7 +1226,6 @@ impl Scanner<'_> {
     }
 }
 
-
 /// Read kernel logs once from their start, change nothing, and report every inbound TCP/UDP
 /// packet per source address: ports hit, how each counts, summed weight and distinct ports, and
 /// which threshold fired (scored as [`run`] would, with `settings`). `from` says where the
