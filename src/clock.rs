@@ -34,3 +34,28 @@ pub fn fmt_time(t: i64) -> String {
     let (y, m, d, hh, mm, ss) = civil(t);
     format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} UTC")
 }
+
+/// Unix seconds as ISO 8601 UTC, `2026-11-21T12:00:00Z`, written without allocating.
+pub struct Iso(pub i64);
+
+impl std::fmt::Display for Iso {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (y, m, d, hh, mm, ss) = civil(self.0);
+        write!(f, "{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_read_the_same_in_both_forms() {
+        assert_eq!(Iso(0).to_string(), "1970-01-01T00:00:00Z");
+        assert_eq!(Iso(1_714_644_672).to_string(), "2024-05-02T10:11:12Z");
+        assert_eq!(fmt_time(1_714_644_672), "2024-05-02 10:11:12 UTC");
+        // Before 1970 and on a leap day.
+        assert_eq!(Iso(-1).to_string(), "1969-12-31T23:59:59Z");
+        assert_eq!(Iso(951_782_400).to_string(), "2000-02-29T00:00:00Z");
+    }
+}

@@ -8,7 +8,7 @@ use crate::backend::ipset::Ipset;
 use crate::config::{human_duration, Settings};
 use crate::net::{self, Family};
 use crate::pipeline::decide::{self, Decision, Entry};
-use crate::pipeline::sync::{self, AllowSummary, Sources};
+use crate::pipeline::sync::Sources;
 use crate::source::apiban;
 use crate::store::Store;
 use anyhow::Result;
@@ -38,16 +38,7 @@ pub fn view(settings: &Settings, now: i64) -> Result<View> {
         }
         None => Vec::new(),
     };
-    let mut summary = AllowSummary::default();
-    let allow = sync::base_allowlist(settings, &mut summary);
-    let decision = decide::decide(
-        entries.clone(),
-        Vec::new(),
-        &sources.policies,
-        &allow,
-        sync::caps(settings),
-        now,
-    );
+    let (decision, allow) = crate::pipeline::decide_saved(settings, &sources, entries.clone(), now);
     Ok(View {
         sources,
         entries,

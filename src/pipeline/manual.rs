@@ -434,16 +434,7 @@ pub fn apply_queued(
         applied.kernel_note = Some("the kernel was not touched; the next sync applies it".into());
         return Ok(Some(applied));
     };
-    let mut summary = sync::AllowSummary::default();
-    let allow = sync::base_allowlist(settings, &mut summary);
-    let decision = decide::decide(
-        entries,
-        Vec::new(),
-        &sources.policies,
-        &allow,
-        sync::caps(settings),
-        now,
-    );
+    let (decision, _) = super::decide_saved(settings, &sources, entries, now);
     apply_touched(
         store,
         settings,

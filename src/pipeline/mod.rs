@@ -20,6 +20,7 @@ pub mod decide;
 pub mod detect;
 pub mod fast;
 pub mod gate;
+pub mod gather;
 pub mod manual;
 pub mod restore;
 pub mod summary;
@@ -29,7 +30,7 @@ use crate::config::Settings;
 use crate::hostaddr;
 use crate::net;
 use crate::source::{apiban, kernlog};
-use decide::{Caps, SourcePolicy};
+use decide::{Caps, Decision, Entry, SourcePolicy};
 use gate::{AllowReason, Allowlist};
 use std::collections::HashMap;
 use summary::AllowSummary;
@@ -136,4 +137,26 @@ pub fn base_allowlist(settings: &Settings, summary: &mut AllowSummary) -> Allowl
         }
     }
     allow
+}
+
+/// What the saved entries decide right now, with no new sightings: the allowlist a sync would
+/// use (less the feed servers, which only a sync resolves), the caps, expiry. `ban`, `restore`
+/// and the read-only views see the state through this.
+pub fn decide_saved(
+    settings: &Settings,
+    sources: &Sources,
+    entries: Vec<Entry>,
+    now: i64,
+) -> (Decision, Allowlist) {
+    let mut summary = AllowSummary::default();
+    let allow = base_allowlist(settings, &mut summary);
+    let decision = decide::decide(
+        entries,
+        Vec::new(),
+        &sources.policies,
+        &allow,
+        caps(settings),
+        now,
+    );
+    (decision, allow)
 }

@@ -25,8 +25,8 @@ use crate::backend::SetBackend;
 use crate::config::Settings;
 use crate::lock::{self, LockError};
 use crate::net::Family;
-use crate::pipeline::decide::{self, plan};
-use crate::pipeline::sync::{self, AllowSummary, Sources};
+use crate::pipeline::decide::plan;
+use crate::pipeline::sync::{self, Sources};
 use crate::store::Store;
 use serde::Serialize;
 use std::fmt;
@@ -111,16 +111,7 @@ pub fn restore(
             }
         };
     let held = entries.len();
-    let mut summary = AllowSummary::default();
-    let allow = sync::base_allowlist(settings, &mut summary);
-    let decision = decide::decide(
-        entries,
-        Vec::new(),
-        &sources.policies,
-        &allow,
-        sync::caps(settings),
-        now,
-    );
+    let (decision, _) = super::decide_saved(settings, &sources, entries, now);
     let dropped = held.saturating_sub(decision.entries.len() + decision.forgotten);
     let state_failed = !errors.is_empty();
     let mut sets = Vec::new();

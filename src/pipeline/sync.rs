@@ -20,25 +20,20 @@
 use super::decide::{self, Decision, Entry, Input};
 use super::detect::{self, PassReport};
 use super::gate::AllowReason;
+use super::gather::{self, Remote};
 pub use super::{base_allowlist, caps, Sources};
 use crate::backend::ipset::Ipset;
 use crate::backend::plan::{self, CurrentSet, FamilyPlan};
 pub use crate::backend::set_spec;
 use crate::backend::{mirror, DryRun, SetBackend, SetSpec, Survey};
-use crate::config::{FeedLocation, Settings};
+use crate::config::Settings;
 use crate::lock;
-use crate::model::Sighting;
 use crate::net::{self, Family};
-use crate::source::apiban::{self, ApibanRun};
-use crate::source::feed::{self, FeedMeta, FeedStatus};
+use crate::report;
+use crate::source::feed;
 use crate::store::{RunCommit, RunRecord, Store};
-use crate::{http, report};
 use anyhow::Context;
 use ipnet::IpNet;
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::path::PathBuf;
-use std::time::Duration;
 
 pub use super::detect::{AsteriskReport, ASTERISK, ASTERISK_STATE, KERNEL_STATE};
 pub use super::summary::*;
@@ -62,12 +57,12 @@ pub async fn run(
 /// One real run for a caller that already holds the run lock (the daemon holds it for its
 /// lifetime, so that `sipban sync` from cron exits with code 4 while it runs).
 pub async fn run_holding(
-    _held: &lock::RunLock,
+    held: &lock::RunLock,
     settings: &Settings,
     ipset: &Ipset,
     now: i64,
 ) -> Result<RunReport, SyncError> {
-    run_inner(settings, ipset, false, now, Some(_held)).await
+    run_inner(settings, ipset, false, now, Some(held)).await
 }
 
 /// Phase timings for `-vv`.
@@ -90,7 +85,7 @@ async fn run_inner(
     let mut store = open_store(settings, dry_run)?;
     let sources = Sources::from_settings(settings);
     // 1. The network, without the apply lock.
-    let remote = gather_remote(settings, store.as_mut(), &sources, dry_run, now).await?;
+    let remote = gather::gather(settings, store.as_mut(), &sources, dry_run, now).await?;
     clock.phase("gathered remote");
     // 2. The short serialised step. It never awaits: in the daemon a real-time pass cannot
     //    run inside it, and in another process a ban waits for it at most.
@@ -143,166 +138,6 @@ fn open_store(settings: &Settings, dry_run: bool) -> Result<Option<Store>, SyncE
             None
         }
     })
-}
-
-/// What the network phase brought, held until the apply step.
-#[derive(Default)]
-struct Remote {
-    /// Servers we download from: never banned.
-    hosts: Vec<(IpAddr, String)>,
-    inputs: Vec<Input>,
-    feed_reports: Vec<FeedReport>,
-    new_metas: Vec<(String, FeedMeta)>,
-    cache_writes: Vec<(PathBuf, Vec<IpNet>)>,
-    apiban: Option<ApibanRun>,
-    errors: Vec<String>,
-}
-
-/// Downloads and APIBAN pages (each page commits under the apply lock on its own).
-async fn gather_remote(
-    settings: &Settings,
-    mut store: Option<&mut Store>,
-    sources: &Sources,
-    dry_run: bool,
-    now: i64,
-) -> Result<Remote, SyncError> {
-    let mut remote = Remote {
-        hosts: feed_host_addresses(settings).await,
-        ..Remote::default()
-    };
-    if let Some(a) = &settings.apiban {
-        let key = apiban::load_key(a).map_err(|e| SyncError::Fatal(anyhow::anyhow!(e)))?;
-        let target = match store.as_deref_mut() {
-            Some(s) if !dry_run => apiban::Target::Apply(s),
-            s => apiban::Target::DryRun(s.map(|s| &*s)),
-        };
-        let mut run = apiban::pull(a, &key, target, now).await;
-        if let Some(ip) = run.remote_addr {
-            remote.hosts.push((ip, apiban::SOURCE.to_string()));
-        }
-        remote.errors.extend(run.error());
-        if let Some(&i) = sources.index().get(apiban::SOURCE) {
-            remote.inputs.push(Input {
-                source: i,
-                sightings: std::mem::take(&mut run.sightings),
-                complete: false,
-            });
-        }
-        remote.apiban = Some(run);
-    }
-    let metas: HashMap<String, FeedMeta> = match store.as_deref() {
-        Some(s) => s.feed_metas()?,
-        None => HashMap::new(),
-    };
-    download_feeds(settings, &metas, &mut remote, now).await?;
-    Ok(remote)
-}
-
-/// Every configured feed, in order (a feed's source index is its position).
-async fn download_feeds(
-    settings: &Settings,
-    metas: &HashMap<String, FeedMeta>,
-    remote: &mut Remote,
-    now: i64,
-) -> Result<(), SyncError> {
-    let needs_http = settings
-        .feeds
-        .iter()
-        .any(|f| matches!(f.location, FeedLocation::Http(_)));
-    let client = if needs_http {
-        let t = http::Timeouts {
-            connect: Duration::from_secs(10),
-            total: Duration::from_secs(300),
-        };
-        Some(http::client(t, None)?)
-    } else {
-        None
-    };
-    for (i, f) in settings.feeds.iter().enumerate() {
-        let meta = metas.get(&f.name).cloned().unwrap_or_default();
-        let cache_file = feed::cache_path(&settings.state_dir, &f.name);
-        // The last good copy matters for remote feeds (a 304 lists it again); a local file is
-        // its own copy, so it is neither read nor written for file feeds.
-        let cache = match f.location {
-            FeedLocation::Http(_) => feed::read_cache(&cache_file),
-            FeedLocation::File(_) => None,
-        };
-        let result = feed::run_feed(client.as_ref(), f, &meta, cache.as_deref(), now).await;
-        if let Some(ip) = result.remote_addr {
-            remote.hosts.push((ip, f.name.clone()));
-        }
-        if let FeedStatus::Failed(reason) = &result.status {
-            remote.errors.push(format!(
-                "feed {}: {reason}; keeping its last good entries",
-                f.name
-            ));
-        }
-        let (invalid, invalid_samples) = result
-            .listing
-            .as_ref()
-            .map(|l| (l.invalid, l.invalid_samples.clone()))
-            .unwrap_or_default();
-        if let Some(listing) = result.listing {
-            let ttl = f.ttl;
-            let sightings = listing
-                .nets
-                .iter()
-                .map(|&n| Sighting {
-                    net: n,
-                    seen: now,
-                    ttl,
-                })
-                .collect();
-            remote.inputs.push(Input {
-                source: i as u16,
-                sightings,
-                complete: true,
-            });
-            if result.cache_update && matches!(f.location, FeedLocation::Http(_)) {
-                remote.cache_writes.push((cache_file, listing.nets));
-            }
-        }
-        if !matches!(result.status, FeedStatus::NotDue { .. }) {
-            remote.new_metas.push((f.name.clone(), result.meta));
-        }
-        remote.feed_reports.push(FeedReport {
-            location: f.location.to_string(),
-            status: result.status,
-            bytes: result.bytes,
-            invalid,
-            invalid_samples,
-        });
-    }
-    Ok(())
-}
-
-/// Resolve the hosts of http(s) feeds (a few seconds at most each; failures are skipped: the
-/// download would fail too, and its address is added from the connection if it succeeds).
-async fn feed_host_addresses(settings: &Settings) -> Vec<(IpAddr, String)> {
-    let mut out = Vec::new();
-    for f in &settings.feeds {
-        let FeedLocation::Http(url) = &f.location else {
-            continue;
-        };
-        let Some(host) = crate::config::url_host(url) else {
-            continue;
-        };
-        if let Some(ip) = net::parse_ip(host) {
-            out.push((ip, f.name.clone()));
-            continue;
-        }
-        let lookup = tokio::net::lookup_host((host.to_string(), 443));
-        match tokio::time::timeout(Duration::from_secs(3), lookup).await {
-            Ok(Ok(addrs)) => {
-                for a in addrs {
-                    out.push((net::canonical_ip(a.ip()), f.name.clone()));
-                }
-            }
-            Ok(Err(e)) => tracing::debug!(feed = %f.name, "cannot resolve {host}: {e}"),
-            Err(_) => tracing::debug!(feed = %f.name, "resolving {host} timed out"),
-        }
-    }
-    out
 }
 
 /// What the local step hands back: the report, and the detections to send upstream.

@@ -36,6 +36,7 @@
 pub mod parse;
 pub mod ports;
 
+use crate::clock::Iso;
 use crate::config::{human_duration, ConfigError};
 use crate::net;
 use crate::pack;
@@ -1293,33 +1294,6 @@ pub fn scan_bytes(
         });
     }
     Ok(s.report(out, "test settings".to_string()))
-}
-
-/// Unix time as ISO 8601 UTC (`2024-05-02T10:11:12Z`), written without allocating.
-struct Iso(i64);
-
-impl fmt::Display for Iso {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-        let days = self.0.div_euclid(86_400);
-        let secs = self.0.rem_euclid(86_400);
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        let y = yoe + era * 400 + i64::from(m <= 2);
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-            secs / 3600,
-            secs % 3600 / 60,
-            secs % 60
-        )
-    }
 }
 
 fn iso(t: i64) -> Iso {

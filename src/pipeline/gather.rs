@@ -1,0 +1,255 @@
+//! The network phase of a sync: every remote source behind one [`RemoteSource`] trait, gathered
+//! in order without the apply lock. What they bring waits in memory ([`Remote`]) for the apply
+//! step; the servers they were fetched from are remembered so the gate never bans them.
+//!
+//! A remote source returns sightings and its own bookkeeping (feed metadata and cached copies,
+//! APIBAN's run report) and nothing else. APIBAN commits each page as it arrives; that commit
+//! takes the apply lock for the page alone (see `source::apiban::state`).
+//!
+//! This module must never take the apply lock across an await, and never let one source's
+//! failure stop another's download.
+
+use super::decide::Input;
+use super::summary::{FeedReport, SyncError};
+use super::Sources;
+use crate::config::{FeedLocation, Settings};
+use crate::http;
+use crate::model::Sighting;
+use crate::net;
+use crate::source::apiban::{self, ApibanRun};
+use crate::source::feed::{self, FeedMeta, FeedStatus};
+use crate::store::Store;
+use ipnet::IpNet;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// What the network phase brought, held until the apply step.
+#[derive(Default)]
+pub struct Remote {
+    /// Servers we download from: never banned.
+    pub hosts: Vec<(IpAddr, String)>,
+    pub inputs: Vec<Input>,
+    pub feed_reports: Vec<FeedReport>,
+    pub new_metas: Vec<(String, FeedMeta)>,
+    pub cache_writes: Vec<(PathBuf, Vec<IpNet>)>,
+    pub apiban: Option<ApibanRun>,
+    pub errors: Vec<String>,
+}
+
+/// What a remote source works with.
+pub struct Context<'a> {
+    pub settings: &'a Settings,
+    pub store: Option<&'a mut Store>,
+    /// Saved feed metadata (ETag, Last-Modified, last success), by feed name.
+    pub metas: HashMap<String, FeedMeta>,
+    pub client: Option<reqwest::Client>,
+    pub dry_run: bool,
+    pub now: i64,
+    pub remote: Remote,
+}
+
+/// A boxed future on the current thread.
+pub type Gathering<'a> = Pin<Box<dyn Future<Output = Result<(), SyncError>> + 'a>>;
+
+/// A source fetched over the network (or read from a file) in the network phase.
+pub trait RemoteSource {
+    /// The source's name (a feed's name, `apiban`).
+    fn name(&self) -> &str;
+    /// Fetch, and add what was found to `cx.remote` under the source index `index`.
+    fn gather<'a>(&'a self, index: Option<u16>, cx: &'a mut Context<'_>) -> Gathering<'a>;
+}
+
+/// The configured remote sources, in source order.
+fn configured(settings: &Settings) -> Vec<Box<dyn RemoteSource + '_>> {
+    let mut out: Vec<Box<dyn RemoteSource + '_>> = Vec::new();
+    for f in &settings.feeds {
+        out.push(Box::new(Feed(f)));
+    }
+    if let Some(a) = &settings.apiban {
+        out.push(Box::new(Apiban(a)));
+    }
+    out
+}
+
+/// The network phase: every remote source in order.
+pub async fn gather(
+    settings: &Settings,
+    store: Option<&mut Store>,
+    sources: &Sources,
+    dry_run: bool,
+    now: i64,
+) -> Result<Remote, SyncError> {
+    let metas = match store.as_deref() {
+        Some(s) => s.feed_metas()?,
+        None => HashMap::new(),
+    };
+    let needs_http = settings
+        .feeds
+        .iter()
+        .any(|f| matches!(f.location, FeedLocation::Http(_)));
+    let client = if needs_http {
+        let t = http::Timeouts {
+            connect: Duration::from_secs(10),
+            total: Duration::from_secs(300),
+        };
+        Some(http::client(t, None)?)
+    } else {
+        None
+    };
+    let mut cx = Context {
+        settings,
+        store,
+        metas,
+        client,
+        dry_run,
+        now,
+        remote: Remote {
+            hosts: feed_host_addresses(settings).await,
+            ..Remote::default()
+        },
+    };
+    let index = sources.index();
+    for source in configured(settings) {
+        let i = index.get(source.name()).copied();
+        source.gather(i, &mut cx).await?;
+    }
+    Ok(cx.remote)
+}
+
+/// Resolve the hosts of http(s) feeds (a few seconds at most each; failures are skipped: the
+/// download would fail too, and its address is added from the connection if it succeeds).
+async fn feed_host_addresses(settings: &Settings) -> Vec<(IpAddr, String)> {
+    let mut out = Vec::new();
+    for f in &settings.feeds {
+        let FeedLocation::Http(url) = &f.location else {
+            continue;
+        };
+        let Some(host) = crate::config::url_host(url) else {
+            continue;
+        };
+        if let Some(ip) = net::parse_ip(host) {
+            out.push((ip, f.name.clone()));
+            continue;
+        }
+        let lookup = tokio::net::lookup_host((host.to_string(), 443));
+        match tokio::time::timeout(Duration::from_secs(3), lookup).await {
+            Ok(Ok(addrs)) => {
+                for a in addrs {
+                    out.push((net::canonical_ip(a.ip()), f.name.clone()));
+                }
+            }
+            Ok(Err(e)) => tracing::debug!(feed = %f.name, "cannot resolve {host}: {e}"),
+            Err(_) => tracing::debug!(feed = %f.name, "resolving {host} timed out"),
+        }
+    }
+    out
+}
+
+/// A configured feed: a complete listing (HTTP with conditional GET, or a local file).
+struct Feed<'s>(&'s crate::config::FeedSettings);
+
+impl RemoteSource for Feed<'_> {
+    fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    fn gather<'a>(&'a self, index: Option<u16>, cx: &'a mut Context<'_>) -> Gathering<'a> {
+        Box::pin(async move {
+            let f = self.0;
+            let meta = cx.metas.get(&f.name).cloned().unwrap_or_default();
+            let cache_file = feed::cache_path(&cx.settings.state_dir, &f.name);
+            // The last good copy matters for remote feeds (a 304 lists it again); a local file
+            // is its own copy, so it is neither read nor written for file feeds.
+            let cache = match f.location {
+                FeedLocation::Http(_) => feed::read_cache(&cache_file),
+                FeedLocation::File(_) => None,
+            };
+            let result =
+                feed::run_feed(cx.client.as_ref(), f, &meta, cache.as_deref(), cx.now).await;
+            let remote = &mut cx.remote;
+            if let Some(ip) = result.remote_addr {
+                remote.hosts.push((ip, f.name.clone()));
+            }
+            if let FeedStatus::Failed(reason) = &result.status {
+                remote.errors.push(format!(
+                    "feed {}: {reason}; keeping its last good entries",
+                    f.name
+                ));
+            }
+            let (invalid, invalid_samples) = result
+                .listing
+                .as_ref()
+                .map(|l| (l.invalid, l.invalid_samples.clone()))
+                .unwrap_or_default();
+            if let (Some(listing), Some(i)) = (result.listing, index) {
+                let (ttl, now) = (f.ttl, cx.now);
+                let sightings = listing
+                    .nets
+                    .iter()
+                    .map(|&n| Sighting {
+                        net: n,
+                        seen: now,
+                        ttl,
+                    })
+                    .collect();
+                remote.inputs.push(Input {
+                    source: i,
+                    sightings,
+                    complete: true,
+                });
+                if result.cache_update && matches!(f.location, FeedLocation::Http(_)) {
+                    remote.cache_writes.push((cache_file, listing.nets));
+                }
+            }
+            if !matches!(result.status, FeedStatus::NotDue { .. }) {
+                remote.new_metas.push((f.name.clone(), result.meta));
+            }
+            remote.feed_reports.push(FeedReport {
+                location: f.location.to_string(),
+                status: result.status,
+                bytes: result.bytes,
+                invalid,
+                invalid_samples,
+            });
+            Ok(())
+        })
+    }
+}
+
+/// APIBAN: paged, resumable, additive.
+struct Apiban<'s>(&'s crate::config::apiban::ApibanSettings);
+
+impl RemoteSource for Apiban<'_> {
+    fn name(&self) -> &str {
+        apiban::SOURCE
+    }
+
+    fn gather<'a>(&'a self, index: Option<u16>, cx: &'a mut Context<'_>) -> Gathering<'a> {
+        Box::pin(async move {
+            let key = apiban::load_key(self.0).map_err(|e| SyncError::Fatal(anyhow::anyhow!(e)))?;
+            let target = match cx.store.as_deref_mut() {
+                Some(s) if !cx.dry_run => apiban::Target::Apply(s),
+                s => apiban::Target::DryRun(s.map(|s| &*s)),
+            };
+            let mut run = apiban::pull(self.0, &key, target, cx.now).await;
+            let remote = &mut cx.remote;
+            if let Some(ip) = run.remote_addr {
+                remote.hosts.push((ip, apiban::SOURCE.to_string()));
+            }
+            remote.errors.extend(run.error());
+            if let Some(i) = index {
+                remote.inputs.push(Input {
+                    source: i,
+                    sightings: std::mem::take(&mut run.sightings),
+                    complete: false,
+                });
+            }
+            remote.apiban = Some(run);
+            Ok(())
+        })
+    }
+}
