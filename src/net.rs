@@ -320,6 +320,44 @@ fn private_ranges() -> &'static [(IpNet, &'static str)] {
     })
 }
 
+/// IPv6 ranges whose addresses carry an IPv4 address: the range, its name, and the bit at which
+/// the IPv4 address starts (the server's address, for Teredo).
+const TRANSLATIONS: [(u128, u8, &str, u8); 3] = [
+    // NAT64, well-known prefix (RFC 6052): 64:ff9b::a.b.c.d.
+    (0x0064_ff9b_0000_0000_0000_0000_0000_0000, 96, "NAT64 64:ff9b::/96", 96),
+    // 6to4 (RFC 3056): 2002:aabb:ccdd::/48 for a.b.c.d.
+    (0x2002_0000_0000_0000_0000_0000_0000_0000, 16, "6to4 2002::/16", 16),
+    // Teredo (RFC 4380): 2001:0:<server IPv4>::/64.
+    (0x2001_0000_0000_0000_0000_0000_0000_0000, 32, "Teredo 2001::/32", 32),
+];
+
+/// The IPv6 translation range `net` covers whole (NAT64, 6to4, Teredo), if any: banning it
+/// would cut off every IPv4 host reached through it.
+pub fn covers_translation(net: &IpNet) -> Option<&'static str> {
+    let IpNet::V6(_) = net else { return None };
+    let (bits, len) = raw(net);
+    TRANSLATIONS
+        .iter()
+        .find(|(range, rlen, _, _)| len <= *rlen && same_prefix(bits, *range, len))
+        .map(|(_, _, name, _)| *name)
+}
+
+/// The IPv4 prefix an IPv6 prefix inside a translation range carries (NAT64, 6to4, Teredo's
+/// server), with the range's name: `2002:c000:0201::/48` carries `192.0.2.1/32`, a NAT64 /120
+/// carries a /24. `None` outside the ranges, and for a prefix that covers a whole range.
+pub fn embedded_v4(net: &IpNet) -> Option<(IpNet, &'static str)> {
+    let IpNet::V6(_) = net else { return None };
+    let (bits, len) = raw(net);
+    let (_, rlen, name, at) = TRANSLATIONS
+        .iter()
+        .find(|(range, rlen, _, _)| len > *rlen && same_prefix(bits, *range, *rlen))?;
+    let _ = rlen;
+    let addr = (bits >> (96 - u32::from(*at))) as u32;
+    let known = len.saturating_sub(*at).min(32);
+    let v4 = Ipv4Net::new(Ipv4Addr::from(addr), known).ok()?.trunc();
+    Some((IpNet::V4(v4), name))
+}
+
 fn v4(a: Ipv4Addr, len: u8) -> IpNet {
     // Constant, valid lengths only: `Ipv4Net::new` cannot fail for len <= 32.
     IpNet::V4(Ipv4Net::new(a, len).unwrap_or_default())

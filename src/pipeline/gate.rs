@@ -53,6 +53,9 @@ impl SourcePolicy {
         if net::special_range(net).is_some() {
             return Some(Rejection::Special);
         }
+        if net::covers_translation(net).is_some() {
+            return Some(Rejection::Translation);
+        }
         if !self.allow_private && net::private_range(net).is_some() {
             return Some(Rejection::Private);
         }
@@ -72,6 +75,8 @@ pub enum Rejection {
     Special,
     /// Private or shared space from a source that may not ban it.
     Private,
+    /// A whole IPv6 translation range (NAT64, 6to4, Teredo): every IPv4 host behind it.
+    Translation,
 }
 
 impl Rejection {
@@ -83,6 +88,7 @@ impl Rejection {
             Rejection::TooBroad => "broader than the source's min_prefix",
             Rejection::Special => "loopback, link-local, multicast or reserved space",
             Rejection::Private => "private address space",
+            Rejection::Translation => "a whole IPv6 range that carries IPv4 addresses",
         }
     }
 }
@@ -162,14 +168,25 @@ impl Allowlist {
         }
     }
 
-    /// The first rule that overlaps `net` (covers it, or lies inside it).
+    /// The first rule that overlaps `net` (covers it, or lies inside it), or, for an IPv6
+    /// prefix that carries IPv4 addresses (NAT64, 6to4, Teredo), overlaps what it carries.
     pub fn hit(&self, net: &IpNet) -> Option<&AllowRule> {
-        self.rules.iter().find(|r| net::overlaps(&r.net, net))
+        let carried = net::embedded_v4(net).map(|(v4, _)| v4);
+        self.rules.iter().find(|r| {
+            net::overlaps(&r.net, net) || carried.is_some_and(|c| net::overlaps(&r.net, &c))
+        })
     }
 
     /// `net` minus every allowlisted prefix. `None` when nothing overlaps (the common, cheap
-    /// case); `Some(pieces)` otherwise (empty when fully covered).
+    /// case); `Some(pieces)` otherwise (empty when fully covered). An IPv6 prefix whose carried
+    /// IPv4 addresses overlap the allowlist is protected whole: the IPv4 host behind a NAT64 or
+    /// 6to4 address is the one the allowlist names.
     pub fn subtract(&self, net: &IpNet) -> Option<Vec<IpNet>> {
+        if let Some((carried, _)) = net::embedded_v4(net) {
+            if self.v4.iter().any(|a| net::overlaps(a, &carried)) {
+                return Some(Vec::new());
+            }
+        }
         let nets = self.nets(Family::of(net));
         if !nets.iter().any(|a| net::overlaps(a, net)) {
             return None;
@@ -212,6 +229,10 @@ impl fmt::Display for Refusal {
                 match rule {
                     Rejection::TooBroad => write!(f, " (/{min_prefix} for {source})"),
                     Rejection::Private => write!(f, ", which {source} may not ban (allow_private)"),
+                    Rejection::Translation => match net::covers_translation(net) {
+                        Some(range) => write!(f, " ({range})"),
+                        None => Ok(()),
+                    },
                     Rejection::Everything | Rejection::Special => Ok(()),
                 }
             }
@@ -332,6 +353,44 @@ mod tests {
         assert_eq!(admit(&p, &allow, &n("45.1.2.3")).unwrap(), None);
         // The counts in a sync report use the same words.
         assert!(refused("8.0.0.0/7").contains(Rejection::TooBroad.describe()));
+    }
+
+    #[test]
+    fn ipv6_forms_that_carry_ipv4_are_judged_by_the_ipv4_they_carry() {
+        let mut allow = Allowlist::new();
+        allow.add(n("192.0.2.1"), AllowReason::Config);
+        allow.add(n("198.51.100.0/24"), AllowReason::OwnAddress("eth0".into()));
+        let mut p = feed();
+        p.min_prefix_v6 = 8;
+        // NAT64, 6to4 and Teredo forms of an allowlisted IPv4 address are protected.
+        for v6 in [
+            "64:ff9b::c000:201",
+            "64:ff9b::c000:200/120",
+            "2002:c000:201::/48",
+            "2002:c000:201:1::1",
+            "2001:0:c000:201::/64",
+            "64:ff9b::c633:6405",
+        ] {
+            let refused = admit(&p, &allow, &n(v6)).unwrap_err();
+            assert!(matches!(refused, Refusal::Allowlisted { .. }), "{v6}: {refused}");
+            assert_eq!(allow.subtract(&n(v6)), Some(Vec::new()), "{v6}");
+        }
+        // Other IPv4 behind them is judged like any address.
+        assert_eq!(admit(&p, &allow, &n("64:ff9b::2d00:1")).unwrap(), None);
+        assert_eq!(admit(&p, &allow, &n("2002:2d00:1::/48")).unwrap(), None);
+        // IPv4-mapped forms become IPv4 when parsed: the allowlist sees them directly.
+        assert_eq!(n("::ffff:192.0.2.1"), n("192.0.2.1"));
+        assert!(admit(&p, &allow, &n("::ffff:192.0.2.1")).is_err());
+        // A prefix that covers a whole translation range is refused for every source.
+        for (v6, range) in [
+            ("64:ff9b::/96", "NAT64 64:ff9b::/96"),
+            ("2002::/16", "6to4 2002::/16"),
+            ("2001::/32", "Teredo 2001::/32"),
+            ("2000::/8", "6to4 2002::/16"),
+        ] {
+            let r = admit(&p, &allow, &n(v6)).unwrap_err().to_string();
+            assert!(r.contains("carries IPv4 addresses") && r.contains(range), "{v6}: {r}");
+        }
     }
 
     #[test]
