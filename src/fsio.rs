@@ -45,3 +45,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         anyhow::anyhow!("writing {}: {e}", path.display())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_planted_at_the_temporary_name_is_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        let path = dir.path().join("out.prom");
+        let tmp = dir.path().join(format!(".out.prom.tmp.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        write_atomic(&path, b"new").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        assert!(!tmp.exists(), "the temporary file is gone");
+        // A second write replaces the first.
+        write_atomic(&path, b"newer").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"newer");
+    }
+}

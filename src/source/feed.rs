@@ -78,24 +78,19 @@ pub fn read_cache(path: &Path) -> Option<Vec<IpNet>> {
     )
 }
 
-/// Write the cached copy atomically (temporary file, fsync, rename).
-pub fn write_cache(path: &Path, nets: &[IpNet]) -> std::io::Result<()> {
-    use std::io::Write;
+/// Write the cached copy atomically (a new temporary file that follows no link, fsync,
+/// rename: [`crate::fsio::write_atomic`]).
+pub fn write_cache(path: &Path, nets: &[IpNet]) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
     }
-    let tmp = path.with_extension("list.tmp");
-    {
-        let mut text = Vec::with_capacity(nets.len() * 16);
-        for n in nets {
-            net::push_net(&mut text, n);
-            text.push(b'\n');
-        }
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&text)?;
-        f.sync_all()?;
+    let mut text = Vec::with_capacity(nets.len() * 16);
+    for n in nets {
+        net::push_net(&mut text, n);
+        text.push(b'\n');
     }
-    std::fs::rename(&tmp, path)
+    crate::fsio::write_atomic(path, &text)
 }
 
 /// When the feed may be downloaded again: the interval after a success, and a shorter,
