@@ -33,7 +33,7 @@ pub fn view(settings: &Settings, now: i64) -> Result<View> {
     let entries = match &store {
         Some(s) => {
             let mut e = s.load_entries(&sources.index())?;
-            crate::pipeline::manual::Unbans::load(s.conn())?.strip(&mut e);
+            crate::pipeline::manual::Unbans::load(s)?.strip(&mut e);
             e
         }
         None => Vec::new(),
@@ -216,7 +216,7 @@ pub fn explain(settings: &Settings, ip: IpAddr, ipset: &Ipset, now: i64) -> Resu
     };
     let store = Store::open_read_only(&settings.state_dir)?;
     let manual_unban = match &store {
-        Some(s) => crate::pipeline::manual::Unbans::load(s.conn())?
+        Some(s) => crate::pipeline::manual::Unbans::load(s)?
             .get(&host)
             .cloned(),
         None => None,

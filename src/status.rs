@@ -12,7 +12,6 @@ use crate::net::Family;
 use crate::pipeline::sync::Sources;
 use crate::store::Store;
 use anyhow::Result;
-use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt;
@@ -83,24 +82,6 @@ pub struct ReportQueue {
     pub sent: u64,
 }
 
-fn table_exists(conn: &Connection, name: &str) -> bool {
-    conn.query_row(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
-        [name],
-        |_| Ok(()),
-    )
-    .optional()
-    .ok()
-    .flatten()
-    .is_some()
-}
-
-fn count(conn: &Connection, sql: &str, p: impl rusqlite::Params) -> u64 {
-    conn.query_row(sql, p, |r| r.get::<_, i64>(0))
-        .map(|v| v.max(0) as u64)
-        .unwrap_or(0)
-}
-
 /// Gather the status. `ipset` is asked for set headers; without access the last run's
 /// numbers are shown instead.
 pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
@@ -121,7 +102,6 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
     let mut metas = HashMap::new();
     let mut last_ok: HashMap<String, i64> = HashMap::new();
     if let Some(s) = &store {
-        let conn = s.conn();
         if let Some(r) = s.last_run()? {
             summary = serde_json::from_str(&r.summary).unwrap_or(serde_json::Value::Null);
             st.last_run = Some(LastRun {
@@ -136,7 +116,7 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
                             .collect()
                     })
                     .unwrap_or_default(),
-                runs_recorded: count(conn, "SELECT COUNT(*) FROM runs", []),
+                runs_recorded: s.run_count().unwrap_or(0),
             });
         }
         // Through the store's loader: feeds are kept packed, not as rows.
@@ -151,11 +131,7 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
         }
         metas = s.feed_metas()?;
         // Non-feed sources: the last run whose errors do not name them.
-        let mut q =
-            conn.prepare("SELECT finished, summary FROM runs ORDER BY id DESC LIMIT 200")?;
-        let rows = q.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
-        for r in rows {
-            let (finished, text) = r?;
+        for (finished, text) in s.recent_runs(200)? {
             let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
             if v["outcome"] == "failed" {
                 continue;
@@ -176,13 +152,8 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
             .get(crate::pipeline::manual::SOURCE)
             .copied()
             .unwrap_or(0);
-        if table_exists(conn, "manual_unbans") {
-            st.manual.unbans = count(conn, "SELECT COUNT(*) FROM manual_unbans", []);
-        }
-        if table_exists(conn, "manual_allowlist") {
-            st.manual.allowlist = count(conn, "SELECT COUNT(*) FROM manual_allowlist", []);
-        }
-        st.report_queue = report_queue(conn);
+        (st.manual.unbans, st.manual.allowlist) = s.manual_counts();
+        st.report_queue = report_queue(s);
     }
     st.manual.queued = std::fs::read_dir(
         settings
@@ -249,8 +220,8 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
 /// HOOK for the upstream report queue (issue 6, written elsewhere): it is shown only once
 /// that feature keeps a table in the state. Until its schema is merged this says nothing
 /// rather than guessing what its rows mean.
-fn report_queue(conn: &Connection) -> Option<ReportQueue> {
-    let _ = conn;
+fn report_queue(store: &Store) -> Option<ReportQueue> {
+    let _ = store;
     None
 }
 

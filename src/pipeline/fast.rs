@@ -30,11 +30,11 @@ use crate::backend::{plan, set_spec, SetBackend};
 use crate::config::Settings;
 use crate::lock;
 use crate::model::Sighting;
-use crate::net::{self, Family};
+use crate::net::Family;
+use crate::store::detections::Detection;
 use crate::store::Store;
 use anyhow::{Context, Result};
 use ipnet::IpNet;
-use rusqlite::params;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -93,7 +93,7 @@ pub fn detect_and_apply(
             Err(e) => rep.file_errors.push(format!("{}: {e}", d.label())),
         }
     }
-    let mut unbans = Unbans::load(store.conn())?;
+    let mut unbans = Unbans::load(&store)?;
     unbans.filter(&mut inputs, &sources);
     rep.refused += unbans.dropped;
 
@@ -130,7 +130,7 @@ pub fn detect_and_apply(
     }
     add_to_sets(settings, backend, &mut store, &adds, &mut rep)?;
     save(&mut store, &accepted, &blobs, now)?;
-    unbans.save(store.conn_mut())?;
+    unbans.save(&mut store)?;
     rep.millis = t.elapsed().as_secs_f64() * 1000.0;
     Ok(rep)
 }
@@ -197,29 +197,15 @@ fn save(
     blobs: &[(&str, Vec<u8>)],
     now: i64,
 ) -> Result<()> {
-    let tx = store.conn_mut().transaction()?;
-    {
-        let mut up = tx.prepare(
-            "INSERT INTO entries (net, source, first_seen, last_seen, expires)
-             VALUES (?1, ?2, ?3, ?3, ?4)
-             ON CONFLICT(net, source) DO UPDATE SET
-               first_seen = MIN(first_seen, ?3), last_seen = MAX(last_seen, ?3),
-               expires = MAX(expires, ?4)",
-        )?;
-        for (source, s) in accepted {
-            let expires = s.seen.saturating_add(i64::from(s.ttl));
-            if expires <= now {
-                continue;
-            }
-            up.execute(params![net::display_net(&s.net), source, s.seen, expires])?;
-        }
-        for (key, blob) in blobs {
-            tx.execute(
-                "INSERT INTO blobs (key, value) VALUES (?1, ?2)
-                 ON CONFLICT(key) DO UPDATE SET value = ?2",
-                params![key, blob],
-            )?;
-        }
-    }
-    tx.commit().context("saving detections")
+    let detections: Vec<Detection<'_>> = accepted
+        .iter()
+        .map(|(source, s)| Detection {
+            source,
+            net: s.net,
+            seen: s.seen,
+            expires: s.seen.saturating_add(i64::from(s.ttl)),
+        })
+        .filter(|d| d.expires > now)
+        .collect();
+    store.save_detections(&detections, blobs)
 }

@@ -4,7 +4,7 @@
 //!
 //! A remote source returns sightings and its own bookkeeping (feed metadata and cached copies,
 //! APIBAN's run report) and nothing else. APIBAN commits each page as it arrives; that commit
-//! takes the apply lock for the page alone (see `source::apiban::state`).
+//! takes the apply lock for the page alone (see `store::apiban`).
 //!
 //! This module must never take the apply lock across an await, and never let one source's
 //! failure stop another's download.

@@ -30,10 +30,10 @@ use crate::net::{self, Family};
 use crate::pipeline::decide::{self, Input, NetMap, SourcePolicy};
 use crate::pipeline::gate::{self, AllowReason, Allowlist, Refusal};
 use crate::pipeline::sync::{self, Sources};
+use crate::store::manual::ManualWrite;
 use crate::store::{RunCommit, Store};
 use anyhow::{Context, Result};
 use ipnet::IpNet;
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -177,36 +177,9 @@ fn pending(state_dir: &Path) -> Result<Vec<(PathBuf, Request)>> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// the state: unbans and the manual allowlist (tables of this module's own)
+// the state: unbans and the manual allowlist (tables in the store, `store::manual`)
 
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS manual_unbans (
-        net TEXT PRIMARY KEY,
-        at INTEGER NOT NULL,
-        holders TEXT NOT NULL
-    );
-    CREATE TABLE IF NOT EXISTS manual_allowlist (
-        net TEXT PRIMARY KEY,
-        added INTEGER NOT NULL
-    );";
-
-fn has_table(conn: &Connection, name: &str) -> Result<bool> {
-    Ok(conn
-        .query_row(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
-            [name],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some())
-}
-
-/// One unban: when, and the feeds that still listed the prefix then (they must drop it from
-/// a download before a later listing counts as afresh).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Unban {
-    pub at: i64,
-    pub holders: Vec<String>,
-}
+pub use crate::store::manual::Unban;
 
 /// The remembered unbans, and the sightings they keep out.
 #[derive(Clone, Debug, Default)]
@@ -219,26 +192,11 @@ pub struct Unbans {
 }
 
 impl Unbans {
-    pub fn load(conn: &Connection) -> Result<Unbans> {
+    /// The unbans the state remembers (none without a state table).
+    pub fn load(store: &Store) -> Result<Unbans> {
         let mut u = Unbans::default();
-        if !has_table(conn, "manual_unbans")? {
-            return Ok(u);
-        }
-        let mut stmt = conn.prepare("SELECT net, at, holders FROM manual_unbans")?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            let text: String = r.get(0)?;
-            let Ok(n) = net::parse_net(&text) else {
-                continue;
-            };
-            let holders: String = r.get(2)?;
-            u.map.insert(
-                n,
-                Unban {
-                    at: r.get(1)?,
-                    holders: serde_json::from_str(&holders).unwrap_or_default(),
-                },
-            );
+        for (n, unban) in store.manual_unbans()? {
+            u.map.insert(n, unban);
         }
         Ok(u)
     }
@@ -319,28 +277,16 @@ impl Unbans {
     }
 
     /// Persist what [`Unbans::filter`] changed (nothing when nothing changed).
-    pub fn save(&self, conn: &mut Connection) -> Result<()> {
+    pub fn save(&self, store: &mut Store) -> Result<()> {
         if self.changed.is_empty() && self.lifted.is_empty() {
             return Ok(());
         }
-        let tx = conn.transaction()?;
-        tx.execute_batch(SCHEMA)?;
-        for n in &self.lifted {
-            tx.execute(
-                "DELETE FROM manual_unbans WHERE net = ?1",
-                [net::display_net(n)],
-            )?;
-        }
-        for n in &self.changed {
-            if let Some(u) = self.map.get(n) {
-                tx.execute(
-                    "UPDATE manual_unbans SET holders = ?2 WHERE net = ?1",
-                    params![net::display_net(n), serde_json::to_string(&u.holders)?],
-                )?;
-            }
-        }
-        tx.commit().context("saving manual unbans")?;
-        Ok(())
+        let changed: Vec<(IpNet, &[String])> = self
+            .changed
+            .iter()
+            .filter_map(|n| self.map.get(n).map(|u| (*n, u.holders.as_slice())))
+            .collect();
+        store.save_manual_unbans(&self.lifted, &changed)
     }
 }
 
@@ -349,22 +295,7 @@ pub fn allowlist(state_dir: &Path) -> Result<Vec<IpNet>> {
     let Some(store) = Store::open_read_only(state_dir)? else {
         return Ok(Vec::new());
     };
-    allowlist_from(store.conn())
-}
-
-fn allowlist_from(conn: &Connection) -> Result<Vec<IpNet>> {
-    if !has_table(conn, "manual_allowlist")? {
-        return Ok(Vec::new());
-    }
-    let mut stmt = conn.prepare("SELECT net FROM manual_allowlist ORDER BY net")?;
-    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-    let mut out = Vec::new();
-    for r in rows {
-        if let Ok(n) = net::parse_net(&r?) {
-            out.push(n);
-        }
-    }
-    Ok(out)
+    store.manual_allowlist()
 }
 
 /// Add the manual allowlist to `allow` (called by [`sync::base_allowlist`], so every run,
@@ -428,7 +359,7 @@ pub fn apply_queued(
         }
     }
     let mut entries = store.load_entries(&index)?;
-    Unbans::load(store.conn())?.strip(&mut entries);
+    Unbans::load(store)?.strip(&mut entries);
     applied.still_covered_by = still_covered(&entries, &unbanned, &sources, now);
     let Some(backend) = backend else {
         applied.kernel_note = Some("the kernel was not touched; the next sync applies it".into());
@@ -484,53 +415,38 @@ fn save_requests(
     }
     let mut touched: Vec<IpNet> = Vec::new();
     let mut unbanned: Vec<IpNet> = Vec::new();
-    let tx = store.conn_mut().transaction()?;
-    tx.execute_batch(SCHEMA)?;
-    for (_, req) in reqs {
-        let n = req.net();
-        let text = net::display_net(&n);
-        touched.push(n);
+    // Which feeds list each unbanned prefix now: they must drop it before listing it afresh.
+    let holders: Vec<Vec<String>> = reqs
+        .iter()
+        .map(|(_, req)| {
+            let mut h = feeds_listing.get(&req.net()).cloned().unwrap_or_default();
+            h.sort();
+            h.dedup();
+            h
+        })
+        .collect();
+    let mut writes = Vec::with_capacity(reqs.len());
+    for ((_, req), holders) in reqs.iter().zip(&holders) {
+        touched.push(req.net());
         applied.requests.push(req.to_string());
-        match req {
-            Request::Ban { ttl, at, .. } => {
-                let expires = at.saturating_add(i64::from(*ttl));
-                tx.execute(
-                    "INSERT INTO entries (net, source, first_seen, last_seen, expires)
-                     VALUES (?1, ?2, ?3, ?3, ?4)
-                     ON CONFLICT(net, source) DO UPDATE SET last_seen = ?3, expires = ?4",
-                    params![text, SOURCE, at, expires],
-                )?;
-                tx.execute("DELETE FROM manual_unbans WHERE net = ?1", [&text])?;
-                tx.execute("DELETE FROM manual_allowlist WHERE net = ?1", [&text])?;
-            }
-            Request::Unban { allow, at, .. } => {
-                unbanned.push(n);
-                // Which feeds list it now: they must drop it before listing it afresh.
-                let mut holders = feeds_listing.get(&n).cloned().unwrap_or_default();
-                holders.sort();
-                holders.dedup();
-                tx.execute("DELETE FROM entries WHERE net = ?1", [&text])?;
-                tx.execute(
-                    "INSERT INTO manual_unbans (net, at, holders) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(net) DO UPDATE SET at = ?2, holders = ?3",
-                    params![text, at, serde_json::to_string(&holders)?],
-                )?;
-                if *allow {
-                    tx.execute(
-                        "INSERT INTO manual_allowlist (net, added) VALUES (?1, ?2)
-                         ON CONFLICT(net) DO NOTHING",
-                        params![text, at],
-                    )?;
+        writes.push(match req {
+            Request::Ban { net, ttl, at } => ManualWrite::Ban {
+                net,
+                at: *at,
+                expires: at.saturating_add(i64::from(*ttl)),
+            },
+            Request::Unban { net, allow, at } => {
+                unbanned.push(*net);
+                ManualWrite::Unban {
+                    net,
+                    at: *at,
+                    holders,
+                    allow: *allow,
                 }
             }
-        }
+        });
     }
-    tx.execute(
-        "DELETE FROM manual_unbans WHERE net NOT IN
-           (SELECT net FROM manual_unbans ORDER BY at DESC LIMIT ?1)",
-        [MAX_UNBANS as i64],
-    )?;
-    tx.commit().context("saving manual requests")?;
+    store.save_manual_requests(SOURCE, &writes, MAX_UNBANS)?;
     Ok((touched, unbanned))
 }
 

@@ -31,7 +31,7 @@ use crate::lock;
 use crate::net::{self, Family};
 use crate::report;
 use crate::source::feed;
-use crate::store::{RunCommit, RunRecord, Store};
+use crate::store::{RunCommit, RunRecord, Store, StoreTx};
 use anyhow::Context;
 use ipnet::IpNet;
 
@@ -231,7 +231,7 @@ fn local_step(
     }
     // Manual unbans keep addresses out until a source lists them afresh (see manual.rs).
     let mut unbans = match store.as_deref() {
-        Some(s) => super::manual::Unbans::load(s.conn())?,
+        Some(s) => super::manual::Unbans::load(s)?,
         None => super::manual::Unbans::default(),
     };
     unbans.filter(&mut inputs, sources);
@@ -614,8 +614,8 @@ fn persist(
     };
     let Some(store) = store else { return Ok(()) };
     // The report queue is written in the same transaction as the detector cursors.
-    let enqueue = |tx: &rusqlite::Transaction<'_>| match (&settings.report, candidates) {
-        (Some(r), Some(c)) => report::queue::enqueue_all(tx, r, c, now),
+    let enqueue = |tx: &StoreTx<'_>| match (&settings.report, candidates) {
+        (Some(r), Some(c)) => report::queue::enqueue_all(&tx.report_queue(), r, c, now),
         _ => Ok(()),
     };
     store
@@ -631,6 +631,6 @@ fn persist(
             enqueue,
         )
         .context("saving state")?;
-    unbans.save(store.conn_mut())?;
+    unbans.save(store)?;
     Ok(())
 }

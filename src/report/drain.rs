@@ -114,7 +114,7 @@ pub async fn drain(
         sinks: Vec::new(),
         errors: Vec::new(),
     };
-    if let Err(e) = queue::ensure_schema(store.conn()) {
+    if let Err(e) = store.report_queue().ensure_schema() {
         run.errors.push(format!("report queue: {e:#}"));
         return run;
     }
@@ -158,12 +158,12 @@ fn finish(
     interval: Option<u64>,
     errors: &mut Vec<String>,
 ) {
-    match queue::stats(store.conn(), s.sink, now, interval) {
+    match store.report_queue().stats(s.sink, now, interval) {
         Ok(q) => s.queue = q,
         Err(e) => errors.push(format!("{}: reading the queue: {e:#}", s.sink)),
     }
     if interval.is_some() {
-        if let Ok(d) = queue::day_use(store.conn(), s.sink, queue::day_of(now)) {
+        if let Ok(d) = store.report_queue().day_use(s.sink, queue::day_of(now)) {
             s.used_today = Some(d.used);
         }
     }
@@ -196,8 +196,12 @@ async fn drain_abuseipdb(
     run: &mut SinkRun,
 ) -> Result<()> {
     let interval = Some(a.min_interval_per_ip);
-    run.expired += queue::expire(store.conn(), ABUSEIPDB, age_cutoff(now), now)?;
-    queue::prune_sent(store.conn(), ABUSEIPDB, now - super::ABUSEIPDB_MAX_AGE)?;
+    run.expired += store
+        .report_queue()
+        .expire(ABUSEIPDB, age_cutoff(now), now)?;
+    store
+        .report_queue()
+        .prune_sent(ABUSEIPDB, now - super::ABUSEIPDB_MAX_AGE)?;
     let key = match load_abuseipdb_key(a) {
         Ok(k) => k,
         Err(e) => {
@@ -205,7 +209,9 @@ async fn drain_abuseipdb(
             return Ok(());
         }
     };
-    let paused = queue::state_int(store.conn(), &queue::key(ABUSEIPDB, "paused_until"))?;
+    let paused = store
+        .report_queue()
+        .state_int(&queue::key(ABUSEIPDB, "paused_until"))?;
     if let Some(until) = paused.filter(|&u| u > now) {
         run.status = SinkStatus::RateLimited(format!(
             "AbuseIPDB asked to wait until {}",
@@ -213,10 +219,12 @@ async fn drain_abuseipdb(
         ));
         return Ok(());
     }
-    let day = queue::day_use(store.conn(), ABUSEIPDB, queue::day_of(now))?;
+    let day = store
+        .report_queue()
+        .day_use(ABUSEIPDB, queue::day_of(now))?;
     let mut budget = a.daily_limit.saturating_sub(day.used) as usize;
     if budget == 0 {
-        if queue::stats(store.conn(), ABUSEIPDB, now, interval)?.due > 0 {
+        if store.report_queue().stats(ABUSEIPDB, now, interval)?.due > 0 {
             run.status = SinkStatus::DailyLimit;
         }
         return Ok(());
@@ -224,12 +232,16 @@ async fn drain_abuseipdb(
     let http = client(a.connect_timeout, a.timeout, a.ca_file.as_deref())?;
     let host = comment::HostIdentity::current();
     let limit = budget.min(abuseipdb::MAX_CSV_LINES - 1);
-    let mut due = queue::due(store.conn(), ABUSEIPDB, now, interval, limit)?;
-    let bulk_off = queue::state_int(store.conn(), &queue::key(ABUSEIPDB, "bulk_off_day"))?
+    let mut due = store.report_queue().due(ABUSEIPDB, now, interval, limit)?;
+    let bulk_off = store
+        .report_queue()
+        .state_int(&queue::key(ABUSEIPDB, "bulk_off_day"))?
         == Some(queue::day_of(now));
     let mut pacer = Pacer::new(
         a.pace,
-        queue::state_int(store.conn(), &queue::key(ABUSEIPDB, "last_request_ms"))?,
+        store
+            .report_queue()
+            .state_int(&queue::key(ABUSEIPDB, "last_request_ms"))?,
     );
     if due.len() > a.bulk_threshold && day.bulk < a.bulk_per_day && !bulk_off {
         let reports: Vec<Report> = due.iter().map(|i| i.report(&host)).collect();
@@ -237,8 +249,7 @@ async fn drain_abuseipdb(
         let batch: Vec<&Item> = due.iter().take(n).collect();
         let ids: Vec<i64> = batch.iter().map(|i| i.id).collect();
         pacer.wait().await;
-        queue::claim(
-            store.conn_mut(),
+        store.report_queue().claim(
             ABUSEIPDB,
             &ids,
             now,
@@ -269,9 +280,8 @@ async fn drain_abuseipdb(
                         Some(v) => bad.push((item.id, format!("bulk row refused: {}", v.error))),
                     }
                 }
-                queue::delivered(store.conn_mut(), ABUSEIPDB, &ok, now)?;
-                queue::retry(
-                    store.conn_mut(),
+                store.report_queue().delivered(ABUSEIPDB, &ok, now)?;
+                store.report_queue().retry(
                     ABUSEIPDB,
                     &dup,
                     now,
@@ -279,12 +289,10 @@ async fn drain_abuseipdb(
                     "already reported within 15 minutes",
                     true,
                 )?;
-                queue::refuse(store.conn_mut(), ABUSEIPDB, &bad, now)?;
-                queue::set_state(
-                    store.conn(),
-                    &queue::key(ABUSEIPDB, "rate_limited_in_row"),
-                    0,
-                )?;
+                store.report_queue().refuse(ABUSEIPDB, &bad, now)?;
+                store
+                    .report_queue()
+                    .set_state(&queue::key(ABUSEIPDB, "rate_limited_in_row"), 0)?;
                 run.sent += ok.len();
                 run.retry += dup.len();
                 run.refused += bad.len();
@@ -296,13 +304,13 @@ async fn drain_abuseipdb(
                 tracing::warn!(
                     "abuseipdb: bulk upload refused ({d}); sending single reports today"
                 );
-                queue::retry(store.conn_mut(), ABUSEIPDB, &ids, now, &|_| 0, &d, true)?;
-                queue::set_state(
-                    store.conn(),
-                    &queue::key(ABUSEIPDB, "bulk_off_day"),
-                    queue::day_of(now),
-                )?;
-                due = queue::due(store.conn(), ABUSEIPDB, now, interval, budget)?;
+                store
+                    .report_queue()
+                    .retry(ABUSEIPDB, &ids, now, &|_| 0, &d, true)?;
+                store
+                    .report_queue()
+                    .set_state(&queue::key(ABUSEIPDB, "bulk_off_day"), queue::day_of(now))?;
+                due = store.report_queue().due(ABUSEIPDB, now, interval, budget)?;
             }
             BulkAnswer::Failed(outcome) => {
                 settle(store, &ids, now, outcome, run)?;
@@ -312,8 +320,7 @@ async fn drain_abuseipdb(
     }
     for item in due.iter().take(budget.min(a.max_singles_per_run)) {
         pacer.wait().await;
-        queue::claim(
-            store.conn_mut(),
+        store.report_queue().claim(
             ABUSEIPDB,
             &[item.id],
             now,
@@ -346,12 +353,12 @@ fn settle(
     outcome: Outcome,
     run: &mut SinkRun,
 ) -> Result<bool> {
-    let conn = store.conn_mut();
+    let q = store.report_queue();
     let in_row = queue::key(ABUSEIPDB, "rate_limited_in_row");
     Ok(match outcome {
         Outcome::Accepted => {
-            queue::delivered(conn, ABUSEIPDB, ids, now)?;
-            queue::set_state(conn, &in_row, 0)?;
+            q.delivered(ABUSEIPDB, ids, now)?;
+            q.set_state(&in_row, 0)?;
             run.sent += ids.len();
             false
         }
@@ -359,8 +366,7 @@ fn settle(
             let wait = retry_after
                 .map(|s| i64::try_from(s).unwrap_or(i64::MAX).max(1))
                 .unwrap_or(DUPLICATE_WAIT);
-            queue::retry(
-                conn,
+            q.retry(
                 ABUSEIPDB,
                 ids,
                 now,
@@ -376,17 +382,17 @@ fn settle(
             detail,
         } => {
             // With Retry-After, wait that long; without, back off more after each 429 in a row.
-            let in_a_row = queue::state_int(conn, &in_row)?
+            let in_a_row = q
+                .state_int(&in_row)?
                 .unwrap_or(0)
                 .saturating_add(1)
                 .clamp(1, 30);
-            queue::set_state(conn, &in_row, in_a_row)?;
+            q.set_state(&in_row, in_a_row)?;
             let wait = retry_after
                 .map(|s| i64::try_from(s).unwrap_or(i64::MAX).max(1))
                 .unwrap_or_else(|| backoff(in_a_row as u32));
-            queue::retry(conn, ABUSEIPDB, ids, now, &|_| wait, &detail, true)?;
-            queue::set_state(
-                conn,
+            q.retry(ABUSEIPDB, ids, now, &|_| wait, &detail, true)?;
+            q.set_state(
                 &queue::key(ABUSEIPDB, "paused_until"),
                 now.saturating_add(wait),
             )?;
@@ -395,7 +401,7 @@ fn settle(
             true
         }
         Outcome::Unauthorized(d) => {
-            queue::retry(conn, ABUSEIPDB, ids, now, &backoff, &d, true)?;
+            q.retry(ABUSEIPDB, ids, now, &backoff, &d, true)?;
             run.retry += ids.len();
             run.status = SinkStatus::Unauthorized(format!(
                 "AbuseIPDB refused the key ({d}); check it (the APIv2 key differs from the APIv1 key)"
@@ -405,19 +411,19 @@ fn settle(
         Outcome::Refused(d) => {
             let items: Vec<(i64, String)> = ids.iter().map(|&i| (i, d.clone())).collect();
             tracing::warn!("abuseipdb: a report was refused and dropped: {d}");
-            queue::refuse(conn, ABUSEIPDB, &items, now)?;
+            q.refuse(ABUSEIPDB, &items, now)?;
             run.refused += ids.len();
             false
         }
         Outcome::Misconfigured(d) | Outcome::NotDelivered(d) => {
-            queue::retry(conn, ABUSEIPDB, ids, now, &backoff, &d, true)?;
+            q.retry(ABUSEIPDB, ids, now, &backoff, &d, true)?;
             run.retry += ids.len();
             run.status = SinkStatus::Failed(d);
             true
         }
         Outcome::Unknown(d) => {
             // It may have arrived: keep the claim, so the address waits for the interval.
-            queue::retry(conn, ABUSEIPDB, ids, now, &backoff, &d, false)?;
+            q.retry(ABUSEIPDB, ids, now, &backoff, &d, false)?;
             run.retry += ids.len();
             run.status = SinkStatus::Failed(format!(
                 "{d} (the report may have arrived; it is sent again after min_interval_per_ip)"
@@ -433,7 +439,9 @@ async fn drain_webhook(
     now: i64,
     run: &mut SinkRun,
 ) -> Result<()> {
-    run.expired += queue::expire(store.conn(), WEBHOOK, now - super::ABUSEIPDB_MAX_AGE, now)?;
+    run.expired += store
+        .report_queue()
+        .expire(WEBHOOK, now - super::ABUSEIPDB_MAX_AGE, now)?;
     let headers = match load_webhook_headers(w) {
         Ok(h) => h,
         Err(e) => {
@@ -441,7 +449,9 @@ async fn drain_webhook(
             return Ok(());
         }
     };
-    let paused = queue::state_int(store.conn(), &queue::key(WEBHOOK, "paused_until"))?;
+    let paused = store
+        .report_queue()
+        .state_int(&queue::key(WEBHOOK, "paused_until"))?;
     if let Some(until) = paused.filter(|&u| u > now) {
         run.status = SinkStatus::RateLimited(format!(
             "the collector asked to wait until {}",
@@ -452,17 +462,18 @@ async fn drain_webhook(
     let http = client(w.connect_timeout, w.timeout, w.ca_file.as_deref())?;
     let mut pacer = Pacer::new(
         w.pace,
-        queue::state_int(store.conn(), &queue::key(WEBHOOK, "last_request_ms"))?,
+        store
+            .report_queue()
+            .state_int(&queue::key(WEBHOOK, "last_request_ms"))?,
     );
     for _ in 0..w.max_batches_per_run {
-        let due = queue::due(store.conn(), WEBHOOK, now, None, w.batch)?;
+        let due = store.report_queue().due(WEBHOOK, now, None, w.batch)?;
         if due.is_empty() {
             break;
         }
         let ids: Vec<i64> = due.iter().map(|i| i.id).collect();
         pacer.wait().await;
-        queue::claim(
-            store.conn_mut(),
+        store.report_queue().claim(
             WEBHOOK,
             &ids,
             now,
@@ -476,16 +487,16 @@ async fn drain_webhook(
         run.requests += 1;
         let doc = super::webhook::document(&due, now);
         let outcome = super::webhook::post(&http, w, &headers, &doc).await;
-        let conn = store.conn_mut();
+        let q = store.report_queue();
         match outcome {
             Outcome::Accepted => {
-                queue::delivered(conn, WEBHOOK, &ids, now)?;
+                q.delivered(WEBHOOK, &ids, now)?;
                 run.sent += ids.len();
             }
             Outcome::Refused(d) => {
                 tracing::warn!("webhook: a batch was refused and dropped: {d}");
                 let items: Vec<(i64, String)> = ids.iter().map(|&i| (i, d.clone())).collect();
-                queue::refuse(conn, WEBHOOK, &items, now)?;
+                q.refuse(WEBHOOK, &items, now)?;
                 run.refused += ids.len();
             }
             Outcome::RateLimited {
@@ -495,17 +506,8 @@ async fn drain_webhook(
                 let wait = retry_after
                     .map(|s| i64::try_from(s).unwrap_or(i64::MAX).max(1))
                     .unwrap_or(backoff(1));
-                queue::retry(
-                    conn,
-                    WEBHOOK,
-                    &ids,
-                    now,
-                    &|a| wait.max(backoff(a)),
-                    &detail,
-                    true,
-                )?;
-                queue::set_state(
-                    conn,
+                q.retry(WEBHOOK, &ids, now, &|a| wait.max(backoff(a)), &detail, true)?;
+                q.set_state(
                     &queue::key(WEBHOOK, "paused_until"),
                     now.saturating_add(wait),
                 )?;
@@ -514,24 +516,24 @@ async fn drain_webhook(
                 break;
             }
             Outcome::Unauthorized(d) => {
-                queue::retry(conn, WEBHOOK, &ids, now, &backoff, &d, true)?;
+                q.retry(WEBHOOK, &ids, now, &backoff, &d, true)?;
                 run.retry += ids.len();
                 run.status = SinkStatus::Unauthorized(format!("the collector refused us ({d})"));
                 break;
             }
             Outcome::Misconfigured(d) | Outcome::NotDelivered(d) => {
-                queue::retry(conn, WEBHOOK, &ids, now, &backoff, &d, true)?;
+                q.retry(WEBHOOK, &ids, now, &backoff, &d, true)?;
                 run.retry += ids.len();
                 run.status = SinkStatus::Failed(d);
                 break;
             }
             Outcome::Duplicate { .. } => {
-                queue::retry(conn, WEBHOOK, &ids, now, &backoff, "HTTP 429", true)?;
+                q.retry(WEBHOOK, &ids, now, &backoff, "HTTP 429", true)?;
                 run.retry += ids.len();
                 break;
             }
             Outcome::Unknown(d) => {
-                queue::retry(conn, WEBHOOK, &ids, now, &backoff, &d, false)?;
+                q.retry(WEBHOOK, &ids, now, &backoff, &d, false)?;
                 run.retry += ids.len();
                 run.status = SinkStatus::Failed(format!(
                     "{d} (the batch may have arrived; it is sent again, with the same ids)"
@@ -561,8 +563,8 @@ pub fn preview(
         errors: Vec::new(),
     };
     let conn = store
-        .map(Store::conn)
-        .filter(|c| queue::has_tables(c).unwrap_or(false));
+        .map(Store::report_queue)
+        .filter(|q| q.has_tables().unwrap_or(false));
     if let Some(a) = &settings.abuseipdb {
         let mut s = sink_run(ABUSEIPDB, &run.candidates);
         s.status = SinkStatus::DryRun;
@@ -621,7 +623,7 @@ pub fn preview(
 
 /// The queue as it would be after enqueueing this run's candidates, and today's use.
 fn preview_sink(
-    conn: Option<&rusqlite::Connection>,
+    conn: Option<queue::ReportQueue<'_>>,
     sink: &str,
     candidates: &[Candidate],
     now: i64,
@@ -629,16 +631,16 @@ fn preview_sink(
 ) -> Result<(Stats, u32)> {
     let (mut stats, used) = match conn {
         Some(c) => (
-            queue::stats(c, sink, now, interval)?,
-            queue::day_use(c, sink, queue::day_of(now))?.used,
+            c.stats(sink, now, interval)?,
+            c.day_use(sink, queue::day_of(now))?.used,
         ),
         None => (Stats::default(), 0),
     };
     for cand in candidates.iter().filter(|c| c.queued_for(sink)) {
         let (queued, blocked) = match conn {
             Some(c) => (
-                queue::is_queued(c, sink, cand.ip)?,
-                queue::is_blocked(c, sink, cand.ip, now, interval)?,
+                c.is_queued(sink, cand.ip)?,
+                c.is_blocked(sink, cand.ip, now, interval)?,
             ),
             None => (false, false),
         };
@@ -696,8 +698,8 @@ pub fn status(settings: &crate::config::Settings, now: i64) -> Result<Status> {
     let store = Store::open_read_only(&settings.state_dir)?;
     let conn = store
         .as_ref()
-        .map(Store::conn)
-        .filter(|c| queue::has_tables(c).unwrap_or(false));
+        .map(Store::report_queue)
+        .filter(|q| q.has_tables().unwrap_or(false));
     let r = settings.report.as_ref();
     let mut sinks = Vec::new();
     for sink in [ABUSEIPDB, WEBHOOK] {
@@ -726,15 +728,15 @@ pub fn status(settings: &crate::config::Settings, now: i64) -> Result<Status> {
             expired_total: 0,
         };
         if let Some(c) = conn {
-            v.queue = queue::stats(c, sink, now, interval)?;
-            v.oldest = queue::items(c, sink, 1)?.first().map(|i| i.first);
-            v.today = queue::day_use(c, sink, queue::day_of(now))?;
-            v.paused_until =
-                queue::state_int(c, &queue::key(sink, "paused_until"))?.filter(|&t| t > now);
-            v.last_success = queue::state_int(c, &queue::key(sink, "last_success"))?;
-            let total = |k: &str| -> Result<i64> {
-                Ok(queue::state_int(c, &queue::key(sink, k))?.unwrap_or(0))
-            };
+            v.queue = c.stats(sink, now, interval)?;
+            v.oldest = c.items::<super::Detail>(sink, 1)?.first().map(|i| i.first);
+            v.today = c.day_use(sink, queue::day_of(now))?;
+            v.paused_until = c
+                .state_int(&queue::key(sink, "paused_until"))?
+                .filter(|&t| t > now);
+            v.last_success = c.state_int(&queue::key(sink, "last_success"))?;
+            let total =
+                |k: &str| -> Result<i64> { Ok(c.state_int(&queue::key(sink, k))?.unwrap_or(0)) };
             v.reported_total = total("reported_total")?;
             v.refused_total = total("refused_total")?;
             v.expired_total = total("expired_total")?;
@@ -744,7 +746,7 @@ pub fn status(settings: &crate::config::Settings, now: i64) -> Result<Status> {
         }
     }
     let events = match conn {
-        Some(c) => queue::events(c, 10)?,
+        Some(c) => c.events(10)?,
         None => Vec::new(),
     };
     Ok(Status {

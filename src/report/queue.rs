@@ -1,174 +1,43 @@
-//! The report queue: its tables in the state database, and the transactions that make
-//! delivery survive a kill at any instant.
+//! The report queue: which sinks there are, and how a run's candidates enter the queue.
 //!
-//! - `report_queue`: one row per (sink, address) waiting to be sent. A new offence of an
-//!   address already queued merges into its row (times widen, counts add up), so the queue
-//!   holds at most one item per address and sink. `claimed` is set while a request carrying the
-//!   row is (or was, when a run was killed) on its way; `prev_sent` remembers what
-//!   `report_sent` said before the claim, to give the claim back when the request surely
-//!   failed.
-//! - `report_sent`: when each address was last reported (or claimed) per sink: the per-IP
-//!   interval.
-//! - `report_daily`: per sink and UTC day: requests and bulk rows used, reports accepted,
-//!   bulk uploads.
-//! - `report_events`: the last errors and drops, for `sipban report status`.
-//! - `report_state`: pauses after a 429, pacing, running totals.
-//!
-//! Every function takes a connection or transaction and writes in it; [`claim`],
-//! [`delivered`], [`retry`] and [`refuse`] open their own transaction. Rows hold addresses,
-//! times, counts and fixed words: never a key, a header value or a raw log line.
+//! The tables (`report_queue`, `report_sent`, `report_daily`, `report_events`,
+//! `report_state`) and the transactions that make delivery survive a kill at any instant live
+//! in the store ([`crate::store::report_queue`]); this module re-exports its types, with the
+//! item detail fixed to [`Detail`]. Rows hold addresses, times, counts and fixed words: never a
+//! key, a header value or a raw log line.
 
 use super::{Candidate, Detail, ReportSettings};
-use anyhow::{Context, Result};
-use rusqlite::{params, Connection, OptionalExtension};
-use serde::Serialize;
-use std::net::IpAddr;
+use anyhow::Result;
+
+pub use crate::store::report_queue::{
+    day_of, key, Claim, DayUse, Event, InTransaction, QueueDetail, ReportQueue, Standalone, Stats,
+};
 
 pub const ABUSEIPDB: &str = "abuseipdb";
 pub const WEBHOOK: &str = "webhook";
-
-/// How many events `report_events` keeps.
-const KEEP_EVENTS: i64 = 100;
 
 /// Most items per sink. Items merge per address, so this is reached only when a sink has been
 /// unreachable for long under a flood of distinct attackers; the oldest go first.
 pub const MAX_ITEMS: usize = 100_000;
 
-/// Create the tables if they are missing.
-pub fn ensure_schema(conn: &Connection) -> Result<()> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS report_queue (
-             id INTEGER PRIMARY KEY AUTOINCREMENT,
-             sink TEXT NOT NULL,
-             ip TEXT NOT NULL,
-             first INTEGER NOT NULL,
-             last INTEGER NOT NULL,
-             detail TEXT NOT NULL,
-             enqueued INTEGER NOT NULL,
-             attempts INTEGER NOT NULL DEFAULT 0,
-             next_attempt INTEGER NOT NULL,
-             claimed INTEGER,
-             prev_sent INTEGER,
-             last_error TEXT,
-             UNIQUE (sink, ip)
-         );
-         CREATE TABLE IF NOT EXISTS report_sent (
-             sink TEXT NOT NULL,
-             ip TEXT NOT NULL,
-             at INTEGER NOT NULL,
-             PRIMARY KEY (sink, ip)
-         ) WITHOUT ROWID;
-         CREATE TABLE IF NOT EXISTS report_daily (
-             sink TEXT NOT NULL,
-             day INTEGER NOT NULL,
-             used INTEGER NOT NULL DEFAULT 0,
-             reports INTEGER NOT NULL DEFAULT 0,
-             bulk INTEGER NOT NULL DEFAULT 0,
-             PRIMARY KEY (sink, day)
-         ) WITHOUT ROWID;
-         CREATE TABLE IF NOT EXISTS report_events (
-             id INTEGER PRIMARY KEY AUTOINCREMENT,
-             at INTEGER NOT NULL,
-             sink TEXT NOT NULL,
-             ip TEXT,
-             what TEXT NOT NULL,
-             detail TEXT NOT NULL
-         );
-         CREATE TABLE IF NOT EXISTS report_state (
-             key TEXT PRIMARY KEY,
-             value NOT NULL
-         );",
-    )
-    .context("creating the report queue tables")
-}
-
-/// Whether the tables exist (a read-only view of a state written before reporting was on).
-pub fn has_tables(conn: &Connection) -> Result<bool> {
-    let n: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'report_queue'",
-        [],
-        |r| r.get(0),
-    )?;
-    Ok(n > 0)
-}
-
-/// The UTC day of a Unix time (AbuseIPDB's daily quota is assumed to reset at 00:00 UTC).
-pub fn day_of(t: i64) -> i64 {
-    t.div_euclid(86_400)
-}
-
 /// One queued item.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Item {
-    pub id: i64,
-    pub sink: String,
-    pub ip: IpAddr,
-    pub first: i64,
-    pub last: i64,
-    pub detail: Detail,
-    pub enqueued: i64,
-    pub attempts: u32,
-    pub next_attempt: i64,
-    /// Set while a request carrying it is (or, after a kill, may have been) on its way.
-    pub claimed: Option<i64>,
-    pub last_error: Option<String>,
-}
+pub type Item = crate::store::report_queue::Item<Detail>;
 
-const ITEM_COLUMNS: &str =
-    "id, sink, ip, first, last, detail, enqueued, attempts, next_attempt, claimed, last_error";
-
-fn item_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Item, String, String)> {
-    let ip: String = r.get(2)?;
-    let detail: String = r.get(5)?;
-    Ok((
-        Item {
-            id: r.get(0)?,
-            sink: r.get(1)?,
-            ip: IpAddr::from([0, 0, 0, 0]),
-            first: r.get(3)?,
-            last: r.get(4)?,
-            detail: Detail::default(),
-            enqueued: r.get(6)?,
-            attempts: r.get::<_, i64>(7)?.clamp(0, i64::from(u32::MAX)) as u32,
-            next_attempt: r.get(8)?,
-            claimed: r.get(9)?,
-            last_error: r.get(10)?,
-        },
-        ip,
-        detail,
-    ))
-}
-
-/// Rows into items; unreadable rows are skipped with a warning (they can only come from a
-/// damaged database).
-fn collect_items(
-    rows: impl Iterator<Item = rusqlite::Result<(Item, String, String)>>,
-) -> Result<Vec<Item>> {
-    let mut out = Vec::new();
-    for row in rows {
-        let (mut item, ip, detail) = row?;
-        let Some(addr) = crate::net::parse_ip(&ip) else {
-            tracing::warn!("report queue: skipping an item with an unreadable address `{ip}`");
-            continue;
-        };
-        item.ip = addr;
-        item.detail = serde_json::from_str(&detail).unwrap_or_else(|e| {
-            tracing::warn!("report queue: item {}: unreadable detail ({e})", item.id);
-            Detail::default()
-        });
-        out.push(item);
+impl QueueDetail for Detail {
+    fn merge_into(&mut self, other: &Self) {
+        self.merge(other);
     }
-    Ok(out)
 }
 
-/// Add this run's candidates to the queue, in the caller's transaction (the run's commit).
-pub fn enqueue_all(
-    conn: &Connection,
+/// Add this run's candidates to the queue, through `queue` (in a run's commit, the handle of
+/// its transaction).
+pub fn enqueue_all<M>(
+    queue: &ReportQueue<'_, M>,
     settings: &ReportSettings,
     candidates: &[Candidate],
     now: i64,
 ) -> Result<()> {
-    ensure_schema(conn)?;
+    queue.ensure_schema()?;
     for (sink, on) in [
         (ABUSEIPDB, settings.abuseipdb.is_some()),
         (WEBHOOK, settings.webhook.is_some()),
@@ -178,552 +47,13 @@ pub fn enqueue_all(
         }
         // An old item is dropped before new evidence could merge into it (AbuseIPDB refuses
         // attacks older than 60 days; a webhook item that old is of no use either).
-        expire(conn, sink, now - super::ABUSEIPDB_MAX_AGE, now)?;
+        queue.expire(sink, now - super::ABUSEIPDB_MAX_AGE, now)?;
         for c in candidates.iter().filter(|c| c.queued_for(sink)) {
-            enqueue(conn, sink, c.ip, c.first, c.last, &c.detail, now)?;
+            queue.enqueue(sink, c.ip, c.first, c.last, &c.detail, now)?;
         }
-        trim(conn, sink, MAX_ITEMS, now)?;
+        queue.trim(sink, MAX_ITEMS, now)?;
     }
     Ok(())
-}
-
-/// Queue one offence for `sink`, merging into the address's waiting item if there is one.
-pub fn enqueue(
-    conn: &Connection,
-    sink: &str,
-    ip: IpAddr,
-    first: i64,
-    last: i64,
-    detail: &Detail,
-    now: i64,
-) -> Result<()> {
-    let ip_text = ip.to_string();
-    let existing: Option<(i64, i64, i64, String)> = conn
-        .query_row(
-            "SELECT id, first, last, detail FROM report_queue WHERE sink = ?1 AND ip = ?2",
-            params![sink, ip_text],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .optional()?;
-    match existing {
-        Some((id, f, l, d)) => {
-            let mut merged: Detail = serde_json::from_str(&d).unwrap_or_default();
-            merged.merge(detail);
-            conn.execute(
-                "UPDATE report_queue SET first = ?2, last = ?3, detail = ?4 WHERE id = ?1",
-                params![
-                    id,
-                    f.min(first),
-                    l.max(last),
-                    serde_json::to_string(&merged)?
-                ],
-            )?;
-        }
-        None => {
-            conn.execute(
-                "INSERT INTO report_queue (sink, ip, first, last, detail, enqueued, next_attempt)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-                params![
-                    sink,
-                    ip_text,
-                    first,
-                    last,
-                    serde_json::to_string(detail)?,
-                    now
-                ],
-            )?;
-        }
-    }
-    Ok(())
-}
-
-/// `now - interval`, or "no interval" for sinks without one.
-fn cutoff(now: i64, interval: Option<u64>) -> i64 {
-    match interval {
-        Some(i) => now.saturating_sub(i64::try_from(i).unwrap_or(i64::MAX)),
-        None => i64::MAX,
-    }
-}
-
-/// Items due now, oldest evidence first: retry time reached and, with an interval, the
-/// address not reported (or claimed) within it.
-pub fn due(
-    conn: &Connection,
-    sink: &str,
-    now: i64,
-    interval: Option<u64>,
-    limit: usize,
-) -> Result<Vec<Item>> {
-    let sql = format!(
-        "SELECT {ITEM_COLUMNS} FROM report_queue q
-         WHERE q.sink = ?1 AND q.next_attempt <= ?2
-           AND NOT EXISTS (SELECT 1 FROM report_sent s
-                           WHERE s.sink = q.sink AND s.ip = q.ip AND s.at > ?3)
-         ORDER BY q.first, q.id LIMIT ?4"
-    );
-    let mut st = conn.prepare(&sql)?;
-    let rows = st.query_map(
-        params![
-            sink,
-            now,
-            cutoff(now, interval),
-            i64::try_from(limit).unwrap_or(i64::MAX)
-        ],
-        item_of,
-    )?;
-    collect_items(rows)
-}
-
-/// Whether `ip` has an item in the sink's queue.
-pub fn is_queued(conn: &Connection, sink: &str, ip: IpAddr) -> Result<bool> {
-    Ok(conn
-        .query_row(
-            "SELECT 1 FROM report_queue WHERE sink = ?1 AND ip = ?2",
-            params![sink, ip.to_string()],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some())
-}
-
-/// Whether `ip` was reported (or claimed) within the interval.
-pub fn is_blocked(
-    conn: &Connection,
-    sink: &str,
-    ip: IpAddr,
-    now: i64,
-    interval: Option<u64>,
-) -> Result<bool> {
-    Ok(conn
-        .query_row(
-            "SELECT 1 FROM report_sent WHERE sink = ?1 AND ip = ?2 AND at > ?3",
-            params![sink, ip.to_string(), cutoff(now, interval)],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some())
-}
-
-/// Every item of a sink (for status output), oldest first, at most `limit`.
-pub fn items(conn: &Connection, sink: &str, limit: usize) -> Result<Vec<Item>> {
-    let sql = format!(
-        "SELECT {ITEM_COLUMNS} FROM report_queue WHERE sink = ?1 ORDER BY first, id LIMIT ?2"
-    );
-    let mut st = conn.prepare(&sql)?;
-    let rows = st.query_map(
-        params![sink, i64::try_from(limit).unwrap_or(i64::MAX)],
-        item_of,
-    )?;
-    collect_items(rows)
-}
-
-/// The queue of one sink at a moment.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Stats {
-    pub total: usize,
-    /// Ready to be sent.
-    pub due: usize,
-    /// Waiting because the address was reported (or claimed) within the per-IP interval.
-    pub waiting_interval: usize,
-    /// Waiting for a retry after a failure.
-    pub waiting_retry: usize,
-    /// Claimed by a request whose fate is unknown (a timeout, a killed run).
-    pub in_flight: usize,
-}
-
-pub fn stats(conn: &Connection, sink: &str, now: i64, interval: Option<u64>) -> Result<Stats> {
-    let (total, blocked, retry, in_flight): (i64, i64, i64, i64) = conn.query_row(
-        "SELECT COUNT(*),
-                COALESCE(SUM(b), 0),
-                COALESCE(SUM(CASE WHEN b = 0 AND next_attempt > ?2 THEN 1 ELSE 0 END), 0),
-                COALESCE(SUM(CASE WHEN claimed IS NOT NULL THEN 1 ELSE 0 END), 0)
-         FROM (SELECT q.next_attempt, q.claimed,
-                      EXISTS (SELECT 1 FROM report_sent s
-                              WHERE s.sink = q.sink AND s.ip = q.ip AND s.at > ?3) AS b
-               FROM report_queue q WHERE q.sink = ?1)",
-        params![sink, now, cutoff(now, interval)],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-    )?;
-    let n = |v: i64| v.max(0) as usize;
-    Ok(Stats {
-        total: n(total),
-        due: n(total - blocked - retry),
-        waiting_interval: n(blocked),
-        waiting_retry: n(retry),
-        in_flight: n(in_flight),
-    })
-}
-
-/// One sink's use of one UTC day.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct DayUse {
-    /// Requests sent plus rows of bulk uploads: what counts against `daily_limit`.
-    pub used: u32,
-    /// Reports accepted.
-    pub reports: u32,
-    /// Bulk uploads.
-    pub bulk: u32,
-}
-
-pub fn day_use(conn: &Connection, sink: &str, day: i64) -> Result<DayUse> {
-    Ok(conn
-        .query_row(
-            "SELECT used, reports, bulk FROM report_daily WHERE sink = ?1 AND day = ?2",
-            params![sink, day],
-            |r| {
-                let u = |v: i64| v.clamp(0, i64::from(u32::MAX)) as u32;
-                Ok(DayUse {
-                    used: u(r.get(0)?),
-                    reports: u(r.get(1)?),
-                    bulk: u(r.get(2)?),
-                })
-            },
-        )
-        .optional()?
-        .unwrap_or_default())
-}
-
-fn add_day(
-    conn: &Connection,
-    sink: &str,
-    day: i64,
-    used: u32,
-    reports: u32,
-    bulk: u32,
-) -> Result<()> {
-    conn.execute(
-        "INSERT INTO report_daily (sink, day, used, reports, bulk) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT(sink, day) DO UPDATE SET used = used + ?3, reports = reports + ?4,
-             bulk = bulk + ?5",
-        params![sink, day, used, reports, bulk],
-    )?;
-    // Old days are of no use.
-    conn.execute(
-        "DELETE FROM report_daily WHERE sink = ?1 AND day < ?2 - 7",
-        params![sink, day],
-    )?;
-    Ok(())
-}
-
-/// A value of `report_state`.
-pub fn state_int(conn: &Connection, key: &str) -> Result<Option<i64>> {
-    Ok(conn
-        .query_row(
-            "SELECT CAST(value AS INTEGER) FROM report_state WHERE key = ?1",
-            [key],
-            |r| r.get(0),
-        )
-        .optional()?)
-}
-
-pub fn set_state(conn: &Connection, key: &str, value: i64) -> Result<()> {
-    conn.execute(
-        "INSERT INTO report_state (key, value) VALUES (?1, ?2)
-         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        params![key, value],
-    )?;
-    Ok(())
-}
-
-fn bump(conn: &Connection, key: &str, by: i64) -> Result<()> {
-    conn.execute(
-        "INSERT INTO report_state (key, value) VALUES (?1, ?2)
-         ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + ?2",
-        params![key, by],
-    )?;
-    Ok(())
-}
-
-/// Keys of `report_state` for a sink.
-pub fn key(sink: &str, what: &str) -> String {
-    format!("{sink}.{what}")
-}
-
-/// An event for `sipban report status` (errors and drops). `detail` must already be free of
-/// secrets.
-pub fn event(
-    conn: &Connection,
-    sink: &str,
-    ip: Option<IpAddr>,
-    what: &str,
-    detail: &str,
-    now: i64,
-) -> Result<()> {
-    let detail: String = detail.chars().take(300).collect();
-    conn.execute(
-        "INSERT INTO report_events (at, sink, ip, what, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![now, sink, ip.map(|i| i.to_string()), what, detail],
-    )?;
-    conn.execute(
-        "DELETE FROM report_events WHERE id <= (SELECT MAX(id) FROM report_events) - ?1",
-        [KEEP_EVENTS],
-    )?;
-    Ok(())
-}
-
-/// One row of `report_events`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Event {
-    pub at: i64,
-    pub sink: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ip: Option<String>,
-    pub what: String,
-    pub detail: String,
-}
-
-/// The newest events, newest first.
-pub fn events(conn: &Connection, limit: usize) -> Result<Vec<Event>> {
-    let mut st = conn.prepare(
-        "SELECT at, sink, ip, what, detail FROM report_events ORDER BY id DESC LIMIT ?1",
-    )?;
-    let rows = st.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
-        Ok(Event {
-            at: r.get(0)?,
-            sink: r.get(1)?,
-            ip: r.get(2)?,
-            what: r.get(3)?,
-            detail: r.get(4)?,
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-}
-
-/// Drop a sink's items whose first evidence is older than `cutoff`; returns how many.
-pub fn expire(conn: &Connection, sink: &str, cutoff: i64, now: i64) -> Result<usize> {
-    let n = conn.execute(
-        "DELETE FROM report_queue WHERE sink = ?1 AND first < ?2",
-        params![sink, cutoff],
-    )?;
-    if n > 0 {
-        bump(conn, &key(sink, "expired_total"), n as i64)?;
-        event(
-            conn,
-            sink,
-            None,
-            "expired",
-            &format!("{n} items dropped: their evidence is older than 60 days (AbuseIPDB refuses older reports)"),
-            now,
-        )?;
-    }
-    Ok(n)
-}
-
-/// Keep at most `max` items of a sink, dropping those with the oldest evidence; returns how
-/// many were dropped.
-pub fn trim(conn: &Connection, sink: &str, max: usize, now: i64) -> Result<usize> {
-    let n = conn.execute(
-        "DELETE FROM report_queue WHERE id IN (
-             SELECT id FROM report_queue WHERE sink = ?1 ORDER BY first DESC, id DESC
-             LIMIT -1 OFFSET ?2)",
-        params![sink, i64::try_from(max).unwrap_or(i64::MAX)],
-    )?;
-    if n > 0 {
-        bump(conn, &key(sink, "overflow_total"), n as i64)?;
-        event(
-            conn,
-            sink,
-            None,
-            "overflow",
-            &format!("{n} items with the oldest evidence dropped: the queue holds at most {max}"),
-            now,
-        )?;
-    }
-    Ok(n)
-}
-
-/// Forget per-IP report times older than `before` (they no longer block anything).
-pub fn prune_sent(conn: &Connection, sink: &str, before: i64) -> Result<()> {
-    conn.execute(
-        "DELETE FROM report_sent WHERE sink = ?1 AND at < ?2",
-        params![sink, before],
-    )?;
-    Ok(())
-}
-
-/// What a claim counts against the day.
-#[derive(Clone, Copy, Debug)]
-pub struct Claim {
-    /// Add this to the day's `used` (1 for a request, the rows of a bulk upload).
-    pub used: u32,
-    pub bulk: bool,
-    /// Record the addresses as reported now (sinks with a per-IP interval).
-    pub per_ip: bool,
-    /// Wall-clock milliseconds of the request, for pacing across runs.
-    pub request_ms: i64,
-}
-
-/// Before a request is sent: mark its items claimed, the addresses reported now (per-IP
-/// interval), and the request used against the day, in one committed transaction.
-pub fn claim(conn: &mut Connection, sink: &str, ids: &[i64], now: i64, c: Claim) -> Result<()> {
-    let tx = conn.transaction()?;
-    {
-        let mut get = tx.prepare("SELECT ip FROM report_queue WHERE id = ?1")?;
-        let mut prev = tx.prepare("SELECT at FROM report_sent WHERE sink = ?1 AND ip = ?2")?;
-        let mut upd =
-            tx.prepare("UPDATE report_queue SET claimed = ?2, prev_sent = ?3 WHERE id = ?1")?;
-        let mut sent = tx.prepare(
-            "INSERT INTO report_sent (sink, ip, at) VALUES (?1, ?2, ?3)
-             ON CONFLICT(sink, ip) DO UPDATE SET at = excluded.at",
-        )?;
-        for id in ids {
-            let Some(ip): Option<String> = get.query_row([id], |r| r.get(0)).optional()? else {
-                continue;
-            };
-            let before: Option<i64> = if c.per_ip {
-                prev.query_row(params![sink, ip], |r| r.get(0)).optional()?
-            } else {
-                None
-            };
-            upd.execute(params![id, now, before])?;
-            if c.per_ip {
-                sent.execute(params![sink, ip, now])?;
-            }
-        }
-        add_day(&tx, sink, day_of(now), c.used, 0, u32::from(c.bulk))?;
-        set_state(&tx, &key(sink, "last_request_ms"), c.request_ms)?;
-    }
-    tx.commit().context("saving a report claim")
-}
-
-/// The items were accepted: remove them and count them.
-pub fn delivered(conn: &mut Connection, sink: &str, ids: &[i64], now: i64) -> Result<()> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let tx = conn.transaction()?;
-    {
-        let mut del = tx.prepare("DELETE FROM report_queue WHERE id = ?1")?;
-        let mut n = 0u32;
-        for id in ids {
-            n += del.execute([id])? as u32;
-        }
-        add_day(&tx, sink, day_of(now), 0, n, 0)?;
-        bump(&tx, &key(sink, "reported_total"), i64::from(n))?;
-        set_state(&tx, &key(sink, "last_success"), now)?;
-    }
-    tx.commit().context("saving delivered reports")
-}
-
-/// Give claims back: the request surely did not record these items.
-fn give_back(tx: &Connection, sink: &str, id: i64) -> Result<()> {
-    let row: Option<(String, Option<i64>)> = tx
-        .query_row(
-            "SELECT ip, prev_sent FROM report_queue WHERE id = ?1 AND claimed IS NOT NULL",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    if let Some((ip, prev)) = row {
-        match prev {
-            Some(at) => tx.execute(
-                "UPDATE report_sent SET at = ?3 WHERE sink = ?1 AND ip = ?2",
-                params![sink, ip, at],
-            )?,
-            None => tx.execute(
-                "DELETE FROM report_sent WHERE sink = ?1 AND ip = ?2",
-                params![sink, ip],
-            )?,
-        };
-    }
-    Ok(())
-}
-
-/// Keep the items for a later attempt at `next_attempt` (per item: its attempts so far go
-/// into `delay`). With `release`, the request surely did not arrive: the claims are given
-/// back. Without, its fate is unknown: the claims stay, so the per-IP interval applies.
-pub fn retry(
-    conn: &mut Connection,
-    sink: &str,
-    ids: &[i64],
-    now: i64,
-    delay: &dyn Fn(u32) -> i64,
-    reason: &str,
-    release: bool,
-) -> Result<()> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let tx = conn.transaction()?;
-    {
-        let mut first_ip = None;
-        for id in ids {
-            let row: Option<(String, i64)> = tx
-                .query_row(
-                    "SELECT ip, attempts FROM report_queue WHERE id = ?1",
-                    [id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            let Some((ip, attempts)) = row else { continue };
-            first_ip.get_or_insert(ip);
-            let attempts = attempts.saturating_add(1).clamp(1, i64::from(u32::MAX)) as u32;
-            if release {
-                give_back(&tx, sink, *id)?;
-            }
-            tx.execute(
-                "UPDATE report_queue SET attempts = ?2, next_attempt = ?3, last_error = ?4,
-                     claimed = CASE WHEN ?5 THEN NULL ELSE claimed END,
-                     prev_sent = CASE WHEN ?5 THEN NULL ELSE prev_sent END
-                 WHERE id = ?1",
-                params![
-                    id,
-                    attempts,
-                    now.saturating_add(delay(attempts)),
-                    reason,
-                    release
-                ],
-            )?;
-        }
-        let what = if release { "retry" } else { "unknown" };
-        let detail = if ids.len() > 1 {
-            format!("{} items: {reason}", ids.len())
-        } else {
-            reason.to_string()
-        };
-        event(
-            &tx,
-            sink,
-            first_ip
-                .as_deref()
-                .and_then(crate::net::parse_ip)
-                .filter(|_| ids.len() == 1),
-            what,
-            &detail,
-            now,
-        )?;
-    }
-    tx.commit().context("saving a report retry")
-}
-
-/// Drop items the service refused for good; their claims are given back (nothing was
-/// recorded).
-pub fn refuse(conn: &mut Connection, sink: &str, items: &[(i64, String)], now: i64) -> Result<()> {
-    if items.is_empty() {
-        return Ok(());
-    }
-    let tx = conn.transaction()?;
-    {
-        for (id, reason) in items {
-            let ip: Option<String> = tx
-                .query_row("SELECT ip FROM report_queue WHERE id = ?1", [id], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            give_back(&tx, sink, *id)?;
-            tx.execute("DELETE FROM report_queue WHERE id = ?1", [id])?;
-            event(
-                &tx,
-                sink,
-                ip.as_deref().and_then(crate::net::parse_ip),
-                "refused",
-                reason,
-                now,
-            )?;
-        }
-        bump(&tx, &key(sink, "refused_total"), items.len() as i64)?;
-    }
-    tx.commit().context("saving refused reports")
 }
 
 #[cfg(test)]
@@ -731,6 +61,7 @@ mod tests {
     use super::*;
     use crate::report::OffenceKind;
     use crate::store::Store;
+    use std::net::IpAddr;
 
     fn detail(n: u64) -> Detail {
         let mut d = Detail {
@@ -749,13 +80,16 @@ mod tests {
     #[test]
     fn enqueue_merges_per_address() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
-        let conn = store.conn_mut();
-        ensure_schema(conn).unwrap();
-        enqueue(conn, ABUSEIPDB, ip("45.0.0.1"), 100, 200, &detail(3), 1000).unwrap();
-        enqueue(conn, ABUSEIPDB, ip("45.0.0.1"), 50, 150, &detail(2), 2000).unwrap();
-        enqueue(conn, WEBHOOK, ip("45.0.0.1"), 50, 150, &detail(2), 2000).unwrap();
-        let items = items(conn, ABUSEIPDB, 10).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let q = store.report_queue();
+        q.ensure_schema().unwrap();
+        q.enqueue(ABUSEIPDB, ip("45.0.0.1"), 100, 200, &detail(3), 1000)
+            .unwrap();
+        q.enqueue(ABUSEIPDB, ip("45.0.0.1"), 50, 150, &detail(2), 2000)
+            .unwrap();
+        q.enqueue(WEBHOOK, ip("45.0.0.1"), 50, 150, &detail(2), 2000)
+            .unwrap();
+        let items: Vec<Item> = q.items(ABUSEIPDB, 10).unwrap();
         assert_eq!(items.len(), 1);
         assert_eq!((items[0].first, items[0].last), (50, 200));
         assert_eq!(items[0].detail.events, 5);
@@ -765,11 +99,12 @@ mod tests {
     #[test]
     fn claims_block_the_address_until_given_back_or_the_interval_passes() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
-        let conn = store.conn_mut();
-        ensure_schema(conn).unwrap();
-        enqueue(conn, ABUSEIPDB, ip("45.0.0.1"), 100, 200, &detail(3), 1000).unwrap();
-        let it = due(conn, ABUSEIPDB, 1000, Some(3600), 10).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let q = store.report_queue();
+        q.ensure_schema().unwrap();
+        q.enqueue(ABUSEIPDB, ip("45.0.0.1"), 100, 200, &detail(3), 1000)
+            .unwrap();
+        let it: Vec<Item> = q.due(ABUSEIPDB, 1000, Some(3600), 10).unwrap();
         assert_eq!(it.len(), 1);
         let c = Claim {
             used: 1,
@@ -777,66 +112,64 @@ mod tests {
             per_ip: true,
             request_ms: 0,
         };
-        claim(conn, ABUSEIPDB, &[it[0].id], 1000, c).unwrap();
-        assert!(due(conn, ABUSEIPDB, 1000, Some(3600), 10)
+        q.claim(ABUSEIPDB, &[it[0].id], 1000, c).unwrap();
+        assert!(q
+            .due::<Detail>(ABUSEIPDB, 1000, Some(3600), 10)
             .unwrap()
             .is_empty());
-        let s = stats(conn, ABUSEIPDB, 1000, Some(3600)).unwrap();
+        let s = q.stats(ABUSEIPDB, 1000, Some(3600)).unwrap();
         assert_eq!((s.total, s.waiting_interval, s.in_flight), (1, 1, 1));
         // Unknown fate: the claim stays; only the interval frees it.
-        retry(
-            conn,
-            ABUSEIPDB,
-            &[it[0].id],
-            1000,
-            &|_| 60,
-            "timed out",
-            false,
-        )
-        .unwrap();
-        assert!(due(conn, ABUSEIPDB, 1100, Some(3600), 10)
+        q.retry(ABUSEIPDB, &[it[0].id], 1000, &|_| 60, "timed out", false)
+            .unwrap();
+        assert!(q
+            .due::<Detail>(ABUSEIPDB, 1100, Some(3600), 10)
             .unwrap()
             .is_empty());
-        assert_eq!(due(conn, ABUSEIPDB, 4600, Some(3600), 10).unwrap().len(), 1);
+        assert_eq!(
+            q.due::<Detail>(ABUSEIPDB, 4600, Some(3600), 10)
+                .unwrap()
+                .len(),
+            1
+        );
         // A second claim, then a sure failure: given back to the first claim's time.
-        claim(conn, ABUSEIPDB, &[it[0].id], 4600, c).unwrap();
-        retry(
-            conn,
-            ABUSEIPDB,
-            &[it[0].id],
-            4600,
-            &|_| 60,
-            "HTTP 503",
-            true,
-        )
-        .unwrap();
-        assert_eq!(due(conn, ABUSEIPDB, 4660, Some(3600), 10).unwrap().len(), 1);
-        assert_eq!(day_use(conn, ABUSEIPDB, 0).unwrap().used, 2);
-        delivered(conn, ABUSEIPDB, &[it[0].id], 4660).unwrap();
-        assert_eq!(stats(conn, ABUSEIPDB, 4660, Some(3600)).unwrap().total, 0);
-        assert_eq!(day_use(conn, ABUSEIPDB, 0).unwrap().reports, 1);
-        assert_eq!(events(conn, 10).unwrap().len(), 2);
+        q.claim(ABUSEIPDB, &[it[0].id], 4600, c).unwrap();
+        q.retry(ABUSEIPDB, &[it[0].id], 4600, &|_| 60, "HTTP 503", true)
+            .unwrap();
+        assert_eq!(
+            q.due::<Detail>(ABUSEIPDB, 4660, Some(3600), 10)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(q.day_use(ABUSEIPDB, 0).unwrap().used, 2);
+        q.delivered(ABUSEIPDB, &[it[0].id], 4660).unwrap();
+        assert_eq!(q.stats(ABUSEIPDB, 4660, Some(3600)).unwrap().total, 0);
+        assert_eq!(q.day_use(ABUSEIPDB, 0).unwrap().reports, 1);
+        assert_eq!(q.events(10).unwrap().len(), 2);
     }
 
     #[test]
     fn the_queue_is_bounded_and_old_items_expire() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
-        let conn = store.conn_mut();
-        ensure_schema(conn).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let q = store.report_queue();
+        q.ensure_schema().unwrap();
         for i in 0..10u8 {
             let a = IpAddr::from([45, 0, 0, i]);
-            enqueue(conn, WEBHOOK, a, 100 + i64::from(i), 200, &detail(1), 1000).unwrap();
+            q.enqueue(WEBHOOK, a, 100 + i64::from(i), 200, &detail(1), 1000)
+                .unwrap();
         }
-        assert_eq!(trim(conn, WEBHOOK, 4, 1000).unwrap(), 6);
-        let left: Vec<String> = items(conn, WEBHOOK, 100)
+        assert_eq!(q.trim(WEBHOOK, 4, 1000).unwrap(), 6);
+        let left: Vec<String> = q
+            .items::<Detail>(WEBHOOK, 100)
             .unwrap()
             .into_iter()
             .map(|i| i.ip.to_string())
             .collect();
         assert_eq!(left, ["45.0.0.6", "45.0.0.7", "45.0.0.8", "45.0.0.9"]);
-        assert_eq!(expire(conn, WEBHOOK, 108, 1000).unwrap(), 2);
-        assert_eq!(state_int(conn, "webhook.overflow_total").unwrap(), Some(6));
-        assert_eq!(state_int(conn, "webhook.expired_total").unwrap(), Some(2));
+        assert_eq!(q.expire(WEBHOOK, 108, 1000).unwrap(), 2);
+        assert_eq!(q.state_int("webhook.overflow_total").unwrap(), Some(6));
+        assert_eq!(q.state_int("webhook.expired_total").unwrap(), Some(2));
     }
 }

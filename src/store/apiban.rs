@@ -11,13 +11,16 @@
 //! them, and the next run resumes there: no page is applied twice, none is lost.
 //!
 //! This module must never store the key, and never store `"none"` as a cursor (callers pass
-//! only IDs that passed [`super::api::valid_id`]).
+//! only IDs that passed `source::apiban::api::valid_id`).
 
-use super::SOURCE;
+use super::Store;
 use crate::net;
 use anyhow::{Context, Result};
 use ipnet::IpNet;
 use rusqlite::{params, Connection, OptionalExtension};
+
+/// The source name of APIBAN's marks in `entries` (re-exported as `source::apiban::SOURCE`).
+pub const SOURCE: &str = "apiban";
 
 /// The ID to send next in normal paging.
 const K_CURSOR: &str = "cursor";
@@ -44,7 +47,7 @@ pub struct State {
 }
 
 /// Create the tables if they are missing.
-pub fn ensure_schema(conn: &Connection) -> Result<()> {
+fn ensure_schema(conn: &Connection) -> Result<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS apiban_state (
              key TEXT PRIMARY KEY,
@@ -97,7 +100,7 @@ fn delete(conn: &Connection, key: &str) -> Result<()> {
 }
 
 /// Read the state (all empty when the tables do not exist yet, as in a first dry run).
-pub fn load(conn: &Connection) -> Result<State> {
+fn load(conn: &Connection) -> Result<State> {
     if !has_tables(conn).context("reading the APIBAN state")? {
         return Ok(State::default());
     }
@@ -113,7 +116,7 @@ pub fn load(conn: &Connection) -> Result<State> {
 }
 
 /// Remember when a request was sent.
-pub fn record_request(conn: &Connection, unix_ms: i64) -> Result<()> {
+fn record_request(conn: &Connection, unix_ms: i64) -> Result<()> {
     put(conn, K_LAST_REQUEST_MS, &unix_ms).context("saving the APIBAN request time")
 }
 
@@ -131,13 +134,7 @@ fn entries_lock(conn: &Connection) -> Result<Option<crate::lock::ApplyLock>> {
 
 /// Apply one page of normal paging: upsert the marks and move the cursor, in one transaction.
 /// Marks keep their `first_seen`; `last_seen` and `expires` only move forward.
-pub fn apply_page(
-    conn: &mut Connection,
-    nets: &[IpNet],
-    next: &str,
-    now: i64,
-    ttl: u32,
-) -> Result<()> {
+fn apply_page(conn: &mut Connection, nets: &[IpNet], next: &str, now: i64, ttl: u32) -> Result<()> {
     let _lock = entries_lock(conn)?;
     let tx = conn.transaction()?;
     {
@@ -162,7 +159,7 @@ pub fn apply_page(
 
 /// Stage one page of a full refresh: upsert the staged rows and move the staging cursor, in
 /// one transaction. The live entries are not touched.
-pub fn stage_page(conn: &mut Connection, nets: &[IpNet], next: &str, now: i64) -> Result<()> {
+fn stage_page(conn: &mut Connection, nets: &[IpNet], next: &str, now: i64) -> Result<()> {
     let tx = conn.transaction()?;
     {
         let mut up = tx.prepare(
@@ -181,7 +178,7 @@ pub fn stage_page(conn: &mut Connection, nets: &[IpNet], next: &str, now: i64) -
 }
 
 /// Start a full refresh that has fetched nothing yet (so an empty listing can still complete).
-pub fn start_refresh(conn: &Connection, now: i64) -> Result<()> {
+fn start_refresh(conn: &Connection, now: i64) -> Result<()> {
     put(conn, K_STAGING_STARTED, &now).context("starting an APIBAN full refresh")
 }
 
@@ -197,7 +194,7 @@ pub struct Swap {
 /// Complete a full refresh in one transaction: the staged addresses replace every APIBAN mark
 /// in `entries` (an address listed before and again keeps its `first_seen`), the staging
 /// cursor becomes the live cursor, and the staging area is emptied.
-pub fn finish_refresh(conn: &mut Connection, now: i64, ttl: u32) -> Result<Swap> {
+fn finish_refresh(conn: &mut Connection, now: i64, ttl: u32) -> Result<Swap> {
     let _lock = entries_lock(conn)?;
     let tx = conn.transaction()?;
     let swap;
@@ -241,10 +238,53 @@ pub fn finish_refresh(conn: &mut Connection, now: i64, ttl: u32) -> Result<Swap>
     Ok(swap)
 }
 
+/// APIBAN's tables, through the store.
+impl Store {
+    /// Create APIBAN's tables if they are missing.
+    pub fn apiban_ensure_schema(&self) -> Result<()> {
+        ensure_schema(&self.conn)
+    }
+
+    /// Read APIBAN's state (all empty when the tables do not exist yet, as in a first dry run).
+    pub fn apiban_state(&self) -> Result<State> {
+        load(&self.conn)
+    }
+
+    /// Remember when a request was sent (unix milliseconds).
+    pub fn apiban_record_request(&self, unix_ms: i64) -> Result<()> {
+        record_request(&self.conn, unix_ms)
+    }
+
+    /// Apply one page of normal paging, in one transaction under the apply lock.
+    pub fn apiban_apply_page(
+        &mut self,
+        nets: &[IpNet],
+        next: &str,
+        now: i64,
+        ttl: u32,
+    ) -> Result<()> {
+        apply_page(&mut self.conn, nets, next, now, ttl)
+    }
+
+    /// Stage one page of a full refresh, in one transaction.
+    pub fn apiban_stage_page(&mut self, nets: &[IpNet], next: &str, now: i64) -> Result<()> {
+        stage_page(&mut self.conn, nets, next, now)
+    }
+
+    /// Start a full refresh that has fetched nothing yet.
+    pub fn apiban_start_refresh(&self, now: i64) -> Result<()> {
+        start_refresh(&self.conn, now)
+    }
+
+    /// Complete a full refresh, in one transaction under the apply lock.
+    pub fn apiban_finish_refresh(&mut self, now: i64, ttl: u32) -> Result<Swap> {
+        finish_refresh(&mut self.conn, now, ttl)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
 
     fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter().map(|s| net::parse_net(s).unwrap()).collect()
@@ -264,7 +304,7 @@ mod tests {
     fn pages_refresh_marks_and_move_the_cursor() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();
-        let conn = store.conn_mut();
+        let conn = &mut store.conn;
         ensure_schema(conn).unwrap();
         assert_eq!(load(conn).unwrap(), State::default());
         apply_page(conn, &nets(&["198.18.0.1", "198.18.0.2"]), "200", 1000, 10).unwrap();
@@ -285,7 +325,7 @@ mod tests {
     fn a_refresh_replaces_marks_only_when_finished() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();
-        let conn = store.conn_mut();
+        let conn = &mut store.conn;
         ensure_schema(conn).unwrap();
         apply_page(conn, &nets(&["198.18.0.1", "198.18.0.2"]), "200", 1000, 10).unwrap();
         let before = marks(conn);

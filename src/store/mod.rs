@@ -1,12 +1,25 @@
 //! The state store: one SQLite database in `state_dir`.
 //!
+//! This module owns every table, migration and transaction of the state; nothing else touches
+//! SQLite. The connection never leaves it: other modules call typed methods on [`Store`] (or on
+//! the typed handles it hands out, such as [`StoreTx`] inside [`Store::transaction`] and the
+//! report queue's [`report_queue::ReportQueue`]).
+//!
 //! It holds entries with provenance, per-feed metadata (ETag, Last-Modified, last success, last
-//! good count), run history, and opaque per-source blobs (detector state, cursors). A run writes
-//! everything in one transaction at its end, so a run killed at any instant leaves either the
-//! old state or the new one, and the next run converges from either.
+//! good count), run history, and opaque per-source blobs (detector state, cursors) (this file);
+//! manual unbans and the manual allowlist ([`manual`]); APIBAN's cursors and refresh staging
+//! ([`apiban`]); the durable report queue ([`report_queue`]); the real-time pass's detections
+//! ([`detections`]). A run writes everything in one transaction at its end, so a run killed at
+//! any instant leaves either the old state or the new one, and the next run converges from
+//! either.
 //!
 //! The database uses a rollback journal (not WAL) so that a non-root `--dry-run` can read it
 //! with a read-only connection. This module must never hold secrets: API keys are not stored.
+
+pub mod apiban;
+pub mod detections;
+pub mod manual;
+pub mod report_queue;
 
 use crate::model::{Entry, Mark};
 use crate::net;
@@ -138,14 +151,39 @@ impl Store {
         &self.path
     }
 
-    /// The connection, for sources that keep tables of their own (they create them with
-    /// `CREATE TABLE IF NOT EXISTS` and write in their own transactions).
-    pub fn conn(&self) -> &Connection {
+    /// The raw connection, for integration tests that inspect tables directly. Not for the
+    /// program: everything it needs is a typed method.
+    #[doc(hidden)]
+    pub fn raw_connection_for_tests(&self) -> &Connection {
         &self.conn
     }
 
-    pub fn conn_mut(&mut self) -> &mut Connection {
-        &mut self.conn
+    /// Run `f` in one transaction, committed when it returns `Ok` (rolled back otherwise).
+    pub fn transaction<T>(&mut self, f: impl FnOnce(&StoreTx<'_>) -> Result<T>) -> Result<T> {
+        let tx = self.conn.transaction()?;
+        let out = f(&StoreTx { tx: &tx })?;
+        tx.commit()
+            .with_context(|| format!("committing to {}", self.path.display()))?;
+        Ok(out)
+    }
+
+    /// How many runs the history holds.
+    pub fn run_count(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM runs", [], |r| r.get::<_, i64>(0))
+            .map(|v| v.max(0) as u64)?)
+    }
+
+    /// The newest `limit` runs, newest first: `(finished, summary JSON)`.
+    pub fn recent_runs(&self, limit: usize) -> Result<Vec<(i64, String)>> {
+        let mut q = self
+            .conn
+            .prepare("SELECT finished, summary FROM runs ORDER BY id DESC LIMIT ?1")?;
+        let rows = q.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     fn migrate(&self) -> Result<()> {
@@ -409,13 +447,13 @@ impl Store {
         self.commit_run_with(commit, |_| Ok(()))
     }
 
-    /// [`Store::commit_run`], with `extra` writing a module's own tables in the same
+    /// [`Store::commit_run`], with `extra` writing through the typed handle of the same
     /// transaction (the report queue: detections commit together with the log cursors that
     /// found them).
     pub fn commit_run_with(
         &mut self,
         commit: &RunCommit<'_>,
-        extra: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<()>,
+        extra: impl FnOnce(&StoreTx<'_>) -> Result<()>,
     ) -> Result<()> {
         // Packed sources: one blob each, built in the entries' (prefix) order, after a first
         // pass that learns each one's shape.
@@ -525,7 +563,7 @@ impl Store {
                 )?;
             }
         }
-        extra(&tx)?;
+        extra(&StoreTx { tx: &tx })?;
         tx.commit()
             .with_context(|| format!("committing the run to {}", self.path.display()))?;
         Ok(())
@@ -538,6 +576,20 @@ fn is_read_only_recovery(e: &rusqlite::Error) -> bool {
         e,
         rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ReadOnly
     )
+}
+
+/// One open transaction of the store, handed to a closure by [`Store::transaction`] and
+/// [`Store::commit_run_with`]: it offers typed operations only, all written in the
+/// transaction, which the store commits when the closure returns `Ok`.
+pub struct StoreTx<'a> {
+    tx: &'a rusqlite::Transaction<'a>,
+}
+
+impl StoreTx<'_> {
+    /// The report queue, writing in this transaction.
+    pub fn report_queue(&self) -> report_queue::ReportQueue<'_, report_queue::InTransaction> {
+        report_queue::ReportQueue::in_transaction(self.tx)
+    }
 }
 
 /// Everything one run persists.

@@ -182,7 +182,7 @@ fn pull(settings: &ApibanSettings, store: &mut Store, now: i64) -> apiban::Apiba
 /// The APIBAN marks in `entries`: net → (first_seen, last_seen, expires).
 fn marks(store: &Store) -> BTreeMap<String, (i64, i64, i64)> {
     let mut st = store
-        .conn()
+        .raw_connection_for_tests()
         .prepare("SELECT net, first_seen, last_seen, expires FROM entries WHERE source = 'apiban'")
         .unwrap();
     st.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?))))
@@ -192,14 +192,12 @@ fn marks(store: &Store) -> BTreeMap<String, (i64, i64, i64)> {
 }
 
 fn saved(store: &Store, key: &str) -> Option<String> {
-    store
-        .conn()
-        .query_row(
-            "SELECT CAST(value AS TEXT) FROM apiban_state WHERE key = ?1",
-            [key],
-            |r| r.get(0),
-        )
-        .ok()
+    let state = store.apiban_state().ok()?;
+    match key {
+        "cursor" => state.cursor,
+        "staging_cursor" => state.staging_cursor,
+        other => panic!("no typed APIBAN state key {other}"),
+    }
 }
 
 /// The ID each request asked for (v2 body or v1 path).
@@ -750,17 +748,10 @@ fn sigkill_during_a_backlog_resumes_without_loss_or_repeat() {
     // Opened read-write, as the next run would: that rolls back a transaction the kill cut.
     let snapshot = || -> (usize, BTreeSet<String>) {
         let store = Store::open(&e.state_dir()).unwrap();
-        let cursor: Option<String> = store
-            .conn()
-            .query_row(
-                "SELECT CAST(value AS TEXT) FROM apiban_state WHERE key = 'cursor'",
-                [],
-                |r| r.get(0),
-            )
-            .ok();
+        let cursor: Option<String> = store.apiban_state().ok().and_then(|s| s.cursor);
         let page = cursor.map(|c| page_of(&c).unwrap()).unwrap_or(0);
         let applied = store
-            .conn()
+            .raw_connection_for_tests()
             .prepare("SELECT net FROM entries WHERE source = 'apiban'")
             .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
             .unwrap_or_default();

@@ -96,9 +96,9 @@ fn offence(address: &str, first: i64, transport: Transport) -> Offence {
 fn enqueue(store: &mut Store, settings: &ReportSettings, offences: &[Offence], now: i64) {
     let host = HostIdentity::new(vec![ip("203.0.113.5")], &["pbx.example.org"]);
     let c = report::select_with(settings, offences, &|_| true, &host);
-    let tx = store.conn_mut().transaction().unwrap();
-    queue::enqueue_all(&tx, settings, &c, now).unwrap();
-    tx.commit().unwrap();
+    store
+        .transaction(|tx| queue::enqueue_all(&tx.report_queue(), settings, &c, now))
+        .unwrap();
 }
 
 fn drain(settings: &ReportSettings, store: &mut Store, now: i64) -> ReportRun {
@@ -110,7 +110,9 @@ fn sink<'a>(run: &'a ReportRun, name: &str) -> &'a report::SinkRun {
 }
 
 fn queued(store: &Store, sink: &str) -> Vec<String> {
-    queue::items(store.conn(), sink, 100_000)
+    store
+        .report_queue()
+        .items::<sipban::report::Detail>(sink, 100_000)
         .unwrap()
         .into_iter()
         .map(|i| i.ip.to_string())
@@ -170,7 +172,10 @@ fn single_reports_carry_the_documented_fields() {
     }
     assert!(reqs[2].body_text().contains("ip=2a01%3A4f8%3A%3A7"));
     assert!(queued(&store, ABUSEIPDB).is_empty());
-    let day = queue::day_use(store.conn(), ABUSEIPDB, queue::day_of(T0)).unwrap();
+    let day = store
+        .report_queue()
+        .day_use(ABUSEIPDB, queue::day_of(T0))
+        .unwrap();
     assert_eq!((day.used, day.reports), (3, 3));
     // Nothing is due again: the next run sends nothing.
     let run = drain(&s, &mut store, T0 + 60);
@@ -194,7 +199,7 @@ fn a_422_drops_the_item_with_its_reason_and_the_rest_goes_on() {
     assert_eq!((a.sent, a.refused, a.retry), (2, 1, 0), "{run}");
     assert_eq!(fake.accepted_ips(), ["45.0.0.1", "45.0.0.3"]);
     assert!(queued(&store, ABUSEIPDB).is_empty(), "dropped, not kept");
-    let ev = queue::events(store.conn(), 10).unwrap();
+    let ev = store.report_queue().events(10).unwrap();
     assert_eq!(ev[0].what, "refused");
     assert_eq!(ev[0].ip.as_deref(), Some("45.0.0.2"));
     assert!(
@@ -210,7 +215,10 @@ fn a_422_drops_the_item_with_its_reason_and_the_rest_goes_on() {
         &[offence("45.0.0.2", T0, Transport::Tcp)],
         T0 + 10,
     );
-    let st = queue::stats(store.conn(), ABUSEIPDB, T0 + 10, Some(86_400)).unwrap();
+    let st = store
+        .report_queue()
+        .stats(ABUSEIPDB, T0 + 10, Some(86_400))
+        .unwrap();
     assert_eq!((st.total, st.due), (1, 1));
 }
 
@@ -236,7 +244,10 @@ fn the_15_minute_refusal_keeps_the_item_and_it_is_sent_after_the_window() {
         "a per-address refusal does not stop the run"
     );
     assert_eq!(queued(&store, ABUSEIPDB), ["45.0.0.2"]);
-    let item = &queue::items(store.conn(), ABUSEIPDB, 1).unwrap()[0];
+    let item = &store
+        .report_queue()
+        .items::<sipban::report::Detail>(ABUSEIPDB, 1)
+        .unwrap()[0];
     assert_eq!(item.next_attempt, T0 + 900, "waits the 15 minutes");
     assert_eq!(item.claimed, None);
     // Ten minutes later it is not due yet; after the window it goes.
@@ -279,7 +290,10 @@ fn a_quota_429_with_retry_after_pauses_the_sink_and_keeps_everything() {
     assert_eq!(queued(&store, ABUSEIPDB).len(), 3);
     let until = (T0 / DAY + 1) * DAY;
     assert_eq!(
-        queue::state_int(store.conn(), "abuseipdb.paused_until").unwrap(),
+        store
+            .report_queue()
+            .state_int("abuseipdb.paused_until")
+            .unwrap(),
         Some(until),
         "Retry-After is honoured"
     );
@@ -321,17 +335,25 @@ fn a_429_without_retry_after_backs_off() {
     let run = drain(&s, &mut store, T0);
     let a = sink(&run, ABUSEIPDB);
     assert_eq!((a.sent, a.requests), (0, 1), "stops at the 429: {run}");
-    let paused = queue::state_int(store.conn(), "abuseipdb.paused_until")
+    let paused = store
+        .report_queue()
+        .state_int("abuseipdb.paused_until")
         .unwrap()
         .unwrap();
     assert_eq!(paused, T0 + 60, "first backoff step");
-    let item = &queue::items(store.conn(), ABUSEIPDB, 1).unwrap()[0];
+    let item = &store
+        .report_queue()
+        .items::<sipban::report::Detail>(ABUSEIPDB, 1)
+        .unwrap()[0];
     assert_eq!((item.attempts, item.next_attempt), (1, T0 + 60));
     // A second 429 in a row doubles the wait.
     fake.fault(2, crate::report_common::rate_limited());
     drain(&s, &mut store, T0 + 60);
     assert_eq!(
-        queue::state_int(store.conn(), "abuseipdb.paused_until").unwrap(),
+        store
+            .report_queue()
+            .state_int("abuseipdb.paused_until")
+            .unwrap(),
         Some(T0 + 60 + 120)
     );
     let run = drain(&s, &mut store, T0 + 180);
@@ -363,7 +385,10 @@ fn network_errors_keep_items_and_unknown_fates_wait_for_the_interval() {
         matches!(a.status, SinkStatus::Failed(ref d) if d.contains("may have arrived")),
         "{run}"
     );
-    let st = queue::stats(store.conn(), ABUSEIPDB, T0, Some(3600)).unwrap();
+    let st = store
+        .report_queue()
+        .stats(ABUSEIPDB, T0, Some(3600))
+        .unwrap();
     assert_eq!((st.total, st.in_flight, st.waiting_interval), (2, 1, 1));
     // After the backoff the other item goes; the unknown one waits for the interval.
     let run = drain(&s, &mut store, T0 + 60);
@@ -388,7 +413,10 @@ fn network_errors_keep_items_and_unknown_fates_wait_for_the_interval() {
     let run = drain(&s2, &mut store, T0 + 3700);
     let a = sink(&run, ABUSEIPDB);
     assert!(matches!(a.status, SinkStatus::Failed(_)), "{run}");
-    let st = queue::stats(store.conn(), ABUSEIPDB, T0 + 3760, Some(3600)).unwrap();
+    let st = store
+        .report_queue()
+        .stats(ABUSEIPDB, T0 + 3760, Some(3600))
+        .unwrap();
     assert_eq!(
         (st.total, st.due, st.in_flight),
         (1, 1, 0),
@@ -470,9 +498,12 @@ fn a_backlog_above_the_threshold_goes_as_one_bulk_csv() {
     assert_eq!(rows[1][1], "8,18");
     assert!(fake.accepted().iter().all(|a| a.bulk));
     assert_eq!(queued(&store, ABUSEIPDB), [addr(3)]);
-    let day = queue::day_use(store.conn(), ABUSEIPDB, queue::day_of(T0)).unwrap();
+    let day = store
+        .report_queue()
+        .day_use(ABUSEIPDB, queue::day_of(T0))
+        .unwrap();
     assert_eq!((day.used, day.bulk, day.reports), (30, 1, 28));
-    let ev = queue::events(store.conn(), 10).unwrap();
+    let ev = store.report_queue().events(10).unwrap();
     assert!(
         ev.iter()
             .any(|e| e.what == "refused" && e.detail.contains("Invalid Category")),
@@ -508,7 +539,10 @@ fn a_refused_bulk_file_falls_back_to_single_reports() {
     let a = sink(&run, ABUSEIPDB);
     assert_eq!((a.requests, a.sent, a.refused), (5, 4, 0), "{run}");
     assert!(fake.accepted().iter().all(|a| !a.bulk));
-    let day = queue::day_use(store.conn(), ABUSEIPDB, queue::day_of(T0)).unwrap();
+    let day = store
+        .report_queue()
+        .day_use(ABUSEIPDB, queue::day_of(T0))
+        .unwrap();
     assert_eq!(day.used, 8, "the refused file's rows count too");
 }
 
@@ -533,7 +567,10 @@ fn items_older_than_60_days_are_dropped_and_counted() {
     assert_eq!((a.expired, a.sent), (1, 1), "{run}");
     assert_eq!(fake.accepted_ips(), ["45.0.0.2"]);
     assert_eq!(
-        queue::state_int(store.conn(), "abuseipdb.expired_total").unwrap(),
+        store
+            .report_queue()
+            .state_int("abuseipdb.expired_total")
+            .unwrap(),
         Some(1)
     );
 }
@@ -665,7 +702,7 @@ fn the_webhook_keeps_on_429_and_5xx_and_drops_on_422() {
     let run = drain(&s, &mut store, T0 + 1000);
     assert_eq!(sink(&run, WEBHOOK).refused, 1, "{run}");
     assert!(queued(&store, WEBHOOK).is_empty());
-    let ev = queue::events(store.conn(), 10).unwrap();
+    let ev = store.report_queue().events(10).unwrap();
     assert!(ev[0].detail.contains("HTTP 422"), "{ev:?}");
     // No header value anywhere.
     let all = format!("{run}{ev:?}");

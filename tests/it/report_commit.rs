@@ -48,21 +48,25 @@ fn queue_items_and_detector_cursors_commit_together() {
 
     // The enqueue fails after writing: nothing of the run is saved.
     let r = store.commit_run_with(&commit(&blobs), |tx| {
-        queue::enqueue_all(tx, &s, &c, 1000)?;
+        queue::enqueue_all(&tx.report_queue(), &s, &c, 1000)?;
         anyhow::bail!("disk full")
     });
     assert!(r.is_err());
     assert_eq!(store.blob("asterisk.state").unwrap(), None);
     assert!(
-        !queue::has_tables(store.conn()).unwrap()
-            || queue::items(store.conn(), ABUSEIPDB, 10)
+        !store.report_queue().has_tables().unwrap()
+            || store
+                .report_queue()
+                .items::<sipban::report::Detail>(ABUSEIPDB, 10)
                 .unwrap()
                 .is_empty()
     );
 
     // It succeeds: both are there.
     store
-        .commit_run_with(&commit(&blobs), |tx| queue::enqueue_all(tx, &s, &c, 1000))
+        .commit_run_with(&commit(&blobs), |tx| {
+            queue::enqueue_all(&tx.report_queue(), &s, &c, 1000)
+        })
         .unwrap();
     drop(store);
     let store = Store::open_read_only(dir.path()).unwrap().unwrap();
@@ -71,7 +75,10 @@ fn queue_items_and_detector_cursors_commit_together() {
         Some(&b"cursor after the lines"[..])
     );
     for sink in [ABUSEIPDB, WEBHOOK] {
-        let items = queue::items(store.conn(), sink, 10).unwrap();
+        let items = store
+            .report_queue()
+            .items::<sipban::report::Detail>(sink, 10)
+            .unwrap();
         assert_eq!(items.len(), 1, "{sink}");
         assert_eq!(items[0].ip.to_string(), "45.2.0.1");
         assert_eq!(items[0].detail.events, 5);

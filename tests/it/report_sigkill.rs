@@ -96,9 +96,9 @@ fn sigkill_while_draining_loses_nothing_and_repeats_nothing() {
         let host = HostIdentity::default();
         let c = report::select_with(&s, &offences, &|_| true, &host);
         let mut store = Store::open(&state_dir).unwrap();
-        let tx = store.conn_mut().transaction().unwrap();
-        queue::enqueue_all(&tx, &s, &c, T0).unwrap();
-        tx.commit().unwrap();
+        store
+            .transaction(|tx| queue::enqueue_all(&tx.report_queue(), &s, &c, T0))
+            .unwrap();
     }
 
     let mut rng = Rng::seeded("sigkill test");
@@ -126,7 +126,9 @@ fn sigkill_while_draining_loses_nothing_and_repeats_nothing() {
     // would see it).
     let queued = || -> BTreeSet<String> {
         let store = Store::open(&state_dir).unwrap();
-        queue::items(store.conn(), ABUSEIPDB, 10_000)
+        store
+            .report_queue()
+            .items::<sipban::report::Detail>(ABUSEIPDB, 10_000)
             .unwrap()
             .into_iter()
             .map(|i| i.ip.to_string())
@@ -196,7 +198,11 @@ fn sigkill_while_draining_loses_nothing_and_repeats_nothing() {
     );
     {
         let store = Store::open(&state_dir).unwrap();
-        for item in queue::items(store.conn(), ABUSEIPDB, 10_000).unwrap() {
+        for item in store
+            .report_queue()
+            .items::<sipban::report::Detail>(ABUSEIPDB, 10_000)
+            .unwrap()
+        {
             assert!(
                 item.claimed.is_some(),
                 "{}: only items a kill left in doubt may wait",

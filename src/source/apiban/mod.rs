@@ -3,7 +3,7 @@
 //!
 //! A pull starts at the saved cursor (ID `100` the first time) and asks for pages of up to 250
 //! addresses, oldest first, until APIBAN answers "no new bans" (HTTP 400, `ID: "none"`). In a
-//! real run every page is committed on its own (see [`state`]): its addresses become marks of
+//! real run every page is committed on its own (see `store::apiban`): its addresses become marks of
 //! source `apiban` in `entries`, with the cursor after it, so a run stopped by a 429, a network
 //! error or a kill keeps every page it applied and the next run resumes from the saved cursor.
 //! Requests are paced by a `governor` limiter of `requests_per_2min` per two minutes; the time
@@ -20,12 +20,12 @@
 //! off: its client comes from [`crate::http::client`].
 
 pub mod api;
-pub mod state;
 
 pub use api::CheckAnswer;
 
 use crate::net;
 use crate::source::Sighting;
+use crate::store::apiban::State as ApibanState;
 use crate::store::Store;
 use ipnet::IpNet;
 use serde::Serialize;
@@ -34,7 +34,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 /// The source name of APIBAN's marks in `entries`.
-pub const SOURCE: &str = "apiban";
+pub use crate::store::apiban::SOURCE;
 
 /// The environment variable that holds the key (it wins over `key_file`).
 pub const KEY_ENV: &str = "SIPBAN_APIBAN_KEY";
@@ -334,9 +334,9 @@ pub async fn pull(
         Target::DryRun(s) => (None, s),
     };
     let loaded = match (&store, read_only) {
-        (Some(s), _) => state::ensure_schema(s.conn()).and_then(|()| state::load(s.conn())),
-        (None, Some(s)) => state::load(s.conn()),
-        (None, None) => Ok(state::State::default()),
+        (Some(s), _) => s.apiban_ensure_schema().and_then(|()| s.apiban_state()),
+        (None, Some(s)) => s.apiban_state(),
+        (None, None) => Ok(ApibanState::default()),
     };
     let st = match loaded {
         Ok(st) => st,
@@ -362,7 +362,7 @@ pub async fn pull(
         if st.staging_started.is_none() {
             tracing::info!("apiban: starting a full refresh from the first ID");
             if let Some(s) = store.as_deref_mut() {
-                if let Err(e) = state::start_refresh(s.conn(), now) {
+                if let Err(e) = s.apiban_start_refresh(now) {
                     run.status = PullStatus::Failed(format!("{e:#}"));
                     return run;
                 }
@@ -426,7 +426,7 @@ async fn fetch_pages(
     for _ in 0..MAX_PAGES_PER_RUN {
         pacer.wait().await;
         if let Some(s) = store.as_deref_mut() {
-            if let Err(e) = state::record_request(s.conn(), unix_ms()) {
+            if let Err(e) = s.apiban_record_request(unix_ms()) {
                 run.status = PullStatus::Failed(format!("{e:#}"));
                 return false;
             }
@@ -501,9 +501,9 @@ fn take_page(
     let dry_run = store.is_none();
     if let Some(s) = store {
         let saved = if p.refreshing {
-            state::stage_page(s.conn_mut(), &nets, next, p.now)
+            s.apiban_stage_page(&nets, next, p.now)
         } else {
-            state::apply_page(s.conn_mut(), &nets, next, p.now, ttl)
+            s.apiban_apply_page(&nets, next, p.now, ttl)
         };
         if let Err(e) = saved {
             run.status = PullStatus::Failed(format!("{e:#}"));
@@ -540,7 +540,7 @@ fn finish_refresh(
     ttl: u32,
 ) {
     match store {
-        Some(s) => match state::finish_refresh(s.conn_mut(), now, ttl) {
+        Some(s) => match s.apiban_finish_refresh(now, ttl) {
             Ok(swap) => {
                 run.refresh = RefreshState::Completed {
                     entries: swap.entries,
