@@ -324,11 +324,26 @@ fn private_ranges() -> &'static [(IpNet, &'static str)] {
 /// the IPv4 address starts (the server's address, for Teredo).
 const TRANSLATIONS: [(u128, u8, &str, u8); 3] = [
     // NAT64, well-known prefix (RFC 6052): 64:ff9b::a.b.c.d.
-    (0x0064_ff9b_0000_0000_0000_0000_0000_0000, 96, "NAT64 64:ff9b::/96", 96),
+    (
+        0x0064_ff9b_0000_0000_0000_0000_0000_0000,
+        96,
+        "NAT64 64:ff9b::/96",
+        96,
+    ),
     // 6to4 (RFC 3056): 2002:aabb:ccdd::/48 for a.b.c.d.
-    (0x2002_0000_0000_0000_0000_0000_0000_0000, 16, "6to4 2002::/16", 16),
+    (
+        0x2002_0000_0000_0000_0000_0000_0000_0000,
+        16,
+        "6to4 2002::/16",
+        16,
+    ),
     // Teredo (RFC 4380): 2001:0:<server IPv4>::/64.
-    (0x2001_0000_0000_0000_0000_0000_0000_0000, 32, "Teredo 2001::/32", 32),
+    (
+        0x2001_0000_0000_0000_0000_0000_0000_0000,
+        32,
+        "Teredo 2001::/32",
+        32,
+    ),
 ];
 
 /// The IPv6 translation range `net` covers whole (NAT64, 6to4, Teredo), if any: banning it

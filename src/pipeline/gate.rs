@@ -372,7 +372,10 @@ mod tests {
             "64:ff9b::c633:6405",
         ] {
             let refused = admit(&p, &allow, &n(v6)).unwrap_err();
-            assert!(matches!(refused, Refusal::Allowlisted { .. }), "{v6}: {refused}");
+            assert!(
+                matches!(refused, Refusal::Allowlisted { .. }),
+                "{v6}: {refused}"
+            );
             assert_eq!(allow.subtract(&n(v6)), Some(Vec::new()), "{v6}");
         }
         // Other IPv4 behind them is judged like any address.
@@ -389,7 +392,10 @@ mod tests {
             ("2000::/8", "6to4 2002::/16"),
         ] {
             let r = admit(&p, &allow, &n(v6)).unwrap_err().to_string();
-            assert!(r.contains("carries IPv4 addresses") && r.contains(range), "{v6}: {r}");
+            assert!(
+                r.contains("carries IPv4 addresses") && r.contains(range),
+                "{v6}: {r}"
+            );
         }
     }
 
