@@ -83,7 +83,7 @@ mod tests {
             let cfg = format!("feeds:\n  - use: {name}\n");
             let s = load_str(&cfg, Path::new("/etc/sipban/config.yaml")).unwrap();
             assert!(
-                matches!(s.feeds[0].location, FeedLocation::Http(ref u) if u.starts_with("https://"))
+                matches!(s.feeds[0].location, FeedLocation::Http(ref u) if u.secret_str().starts_with("https://"))
             );
         }
         assert_eq!(names().len(), FILES.len());

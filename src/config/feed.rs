@@ -6,6 +6,7 @@
 
 use super::catalogue;
 use super::raw::{FeedFormatName, RawFeed, RawMinPrefix};
+use super::secret::redact_url;
 use super::values::{Dur, Percent, Priority, Size};
 use crate::net::Family;
 use serde::Serialize;
@@ -15,18 +16,55 @@ use std::path::{Path, PathBuf};
 /// Feed names that belong to built-in sources and may not be used by feeds.
 pub const RESERVED_SOURCE_NAMES: &[&str] = &["apiban", "asterisk", "kernel", "manual"];
 
+/// An http(s) feed URL, which may carry credentials (`https://user:pass@host/…`) or tokens
+/// (`?token=…`). `Display`, `Debug` and `Serialize` show it through [`redact_url`], so no
+/// output, log line or report can hold them; only [`FeedUrl::secret_str`] gives the URL
+/// itself, for the request.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FeedUrl(String);
+
+impl FeedUrl {
+    /// The URL as configured: for the HTTP client only, never to be shown.
+    pub fn secret_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The host, without port or brackets (never secret).
+    pub fn host(&self) -> Option<&str> {
+        url_host(&self.0)
+    }
+}
+
+impl fmt::Display for FeedUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+impl fmt::Debug for FeedUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FeedUrl({:?})", redact_url(&self.0))
+    }
+}
+
+impl Serialize for FeedUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&redact_url(&self.0))
+    }
+}
+
 /// Where a feed is read from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", content = "location", rename_all = "lowercase")]
 pub enum FeedLocation {
-    Http(String),
+    Http(FeedUrl),
     File(PathBuf),
 }
 
 impl fmt::Display for FeedLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FeedLocation::Http(u) => f.write_str(u),
+            FeedLocation::Http(u) => u.fmt(f),
             FeedLocation::File(p) => write!(f, "file://{}", p.display()),
         }
     }
@@ -225,17 +263,18 @@ fn merge(base: RawFeed, user: RawFeed) -> RawFeed {
 }
 
 /// `https://…`, `http://…`, `file:///abs/path`, or `file:rel/path` (relative to the config
-/// file's directory).
+/// file's directory). Messages show the URL through [`redact_url`].
 fn parse_location(url: &str, base_dir: &Path) -> Result<FeedLocation, String> {
+    let shown = redact_url(url);
     if let Some(rest) = url.strip_prefix("file://") {
         if !rest.starts_with('/') {
-            return Err(format!("`{url}`: file:// URLs need an absolute path (file:///path), or use file:relative/path"));
+            return Err(format!("`{shown}`: file:// URLs need an absolute path (file:///path), or use file:relative/path"));
         }
         return Ok(FeedLocation::File(PathBuf::from(rest)));
     }
     if let Some(rest) = url.strip_prefix("file:") {
         if rest.is_empty() {
-            return Err(format!("`{url}`: empty file path"));
+            return Err(format!("`{shown}`: empty file path"));
         }
         let p = PathBuf::from(rest);
         return Ok(FeedLocation::File(if p.is_absolute() {
@@ -245,14 +284,14 @@ fn parse_location(url: &str, base_dir: &Path) -> Result<FeedLocation, String> {
         }));
     }
     if url.starts_with("https://") || url.starts_with("http://") {
-        let host = url_host(url).ok_or_else(|| format!("`{url}`: no host in URL"))?;
+        let host = url_host(url).ok_or_else(|| format!("`{shown}`: no host in URL"))?;
         if host.is_empty() {
-            return Err(format!("`{url}`: no host in URL"));
+            return Err(format!("`{shown}`: no host in URL"));
         }
-        return Ok(FeedLocation::Http(url.to_string()));
+        return Ok(FeedLocation::Http(FeedUrl(url.to_string())));
     }
     Err(format!(
-        "`{url}`: only https://, http:// and file: URLs are supported"
+        "`{shown}`: only https://, http:// and file: URLs are supported"
     ))
 }
 

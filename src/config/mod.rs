@@ -37,11 +37,12 @@ pub mod secret;
 pub mod sets;
 pub mod values;
 
-pub use feed::{url_host, FeedFormat, FeedLocation, FeedSettings, RESERVED_SOURCE_NAMES};
+pub use feed::{url_host, FeedFormat, FeedLocation, FeedSettings, FeedUrl, RESERVED_SOURCE_NAMES};
 pub use raw::{
     FeedFormatName, RawAsterisk, RawConfig, RawFeed, RawIncrement, RawMinPrefix, RawSet, RawSets,
 };
 pub use resolved::{resolve, Settings};
+pub use secret::{redact_url, redact_urls_in};
 pub use sets::{SetSettings, SetsSettings};
 pub use values::{human_duration, Cidr, Dur, Percent, Priority, Size, MAX_PRIORITY};
 
@@ -90,8 +91,8 @@ pub fn parse_yaml<T: for<'de> Deserialize<'de>>(
         strict_booleans: true,
     };
     serde_saphyr::from_str_with_options(text, options).map_err(|e| {
-        let msg = e
-            .to_string()
+        // The message quotes the lines around the error, which may hold a feed URL.
+        let msg = redact_urls_in(&e.to_string())
             .replace("<input>", origin)
             .replace(", set DuplicateKeyPolicy in Options if acceptable", "");
         ConfigError(format!("{origin}: {msg}"))

@@ -6,7 +6,7 @@
 //! a header file applies too.
 
 use super::raw::RawReport;
-use super::secret::Secret;
+use super::secret::{redact_url, Secret};
 use super::values::{human_duration, Dur};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -99,14 +99,16 @@ fn ser_headers<S: serde::Serializer>(h: &[(String, Secret)], s: S) -> Result<S::
 pub const MAX_DAILY_LIMIT: u32 = 1_000_000;
 
 /// An https URL without user info, query or fragment, and without a trailing `/`.
+/// Messages show the URL through [`redact_url`].
 fn https_url(url: &str, what: &str) -> Result<String, String> {
     let url = url.trim().trim_end_matches('/').to_string();
+    let shown = redact_url(&url);
     let rest = url.strip_prefix("https://").ok_or_else(|| {
-        format!("{what} `{url}` must start with https:// (secrets are sent with every request)")
+        format!("{what} `{shown}` must start with https:// (secrets are sent with every request)")
     })?;
     let host = rest.split('/').next().unwrap_or("");
     if host.is_empty() || rest.contains(['?', '#', '@', ' ']) {
-        return Err(format!("{what} `{url}` is not a plain https URL"));
+        return Err(format!("{what} `{shown}` is not a plain https URL"));
     }
     Ok(url)
 }

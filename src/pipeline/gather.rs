@@ -128,7 +128,7 @@ async fn feed_host_addresses(settings: &Settings) -> Vec<(IpAddr, String)> {
         let FeedLocation::Http(url) = &f.location else {
             continue;
         };
-        let Some(host) = crate::config::url_host(url) else {
+        let Some(host) = url.host() else {
             continue;
         };
         if let Some(ip) = net::parse_ip(host) {

@@ -141,7 +141,7 @@ pub async fn run_feed(
                 return fail(result, "no HTTP client".into());
             };
             let conditional = cache.is_some();
-            match fetch(client, url, feed, meta, conditional).await {
+            match fetch(client, url.secret_str(), feed, meta, conditional).await {
                 Ok(Fetched::NotModified { remote }) => {
                     result.remote_addr = remote;
                     let nets = cache.map(<[IpNet]>::to_vec).unwrap_or_default();
@@ -189,7 +189,10 @@ pub async fn run_feed(
     }
 }
 
+/// Every failure reason goes through here, and any URL in it is shown redacted (it is
+/// stored, reported and logged).
 fn fail(mut result: FeedResult, reason: String) -> FeedResult {
+    let reason = crate::config::redact_urls_in(&reason);
     result.meta.consecutive_failures = result.meta.consecutive_failures.saturating_add(1);
     result.meta.last_error = Some(reason.clone());
     result.status = FeedStatus::Failed(reason);
@@ -238,7 +241,17 @@ async fn fetch(
     let mut delay = Duration::from_secs(1);
     let mut attempt = 0;
     loop {
-        match fetch_once(client, url, feed, meta, conditional).await {
+        // Errors never name the URL (see `http::describe`); a redirect target quoted by a
+        // server would be redacted all the same.
+        let once = fetch_once(client, url, feed, meta, conditional)
+            .await
+            .map_err(|a| match a {
+                Attempt::Retry(e, after) => {
+                    Attempt::Retry(crate::config::redact_urls_in(&e), after)
+                }
+                Attempt::Fatal(e) => Attempt::Fatal(crate::config::redact_urls_in(&e)),
+            });
+        match once {
             Ok(f) => return Ok(f),
             Err(Attempt::Fatal(e)) => return Err(e),
             Err(Attempt::Retry(e, retry_after)) => {

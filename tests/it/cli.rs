@@ -254,3 +254,125 @@ fn output_to_a_closed_pipe_ends_quietly() {
         assert!(err.is_empty(), "{args:?} said something on stderr: {err}");
     }
 }
+
+/// Panics if a run's stdout or stderr holds a secret of the feed URLs below.
+fn assert_no_feed_secret(o: &Output, what: &str) {
+    let all = text(o);
+    for secret in ["s3cret", "t0ken"] {
+        assert!(!all.contains(secret), "{what} shows `{secret}`: {all}");
+    }
+}
+
+/// Credentials and tokens in a feed URL are used for the request and shown nowhere: not in
+/// the resolved settings (text and JSON), not in the run report (text and JSON), not in a
+/// download error (refused connection, HTTP status, a redirect to a URL with secrets), not in
+/// a debug log line, and not in a config error about the URL.
+#[test]
+fn secrets_in_feed_urls_are_never_shown() {
+    use crate::common::stub::{Reply, Stub};
+    let stub = Stub::start();
+    stub.set("/list.txt?token=t0ken&key=x", Reply::ok("45.0.0.1\n"));
+    stub.set(
+        "/moved.txt?token=t0ken",
+        Reply::status(302, "").header("Location", "http://user:s3cret@127.0.0.1:9/x?token=t0ken"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    let a = stub.addr;
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir: {state}
+feeds:
+  - {{ name: down, url: 'https://user:s3cret@127.0.0.1:9/list.txt?token=t0ken&key=x', retries: 1, connect_timeout: 2s, timeout: 5s }}
+  - {{ name: served, url: 'http://user:s3cret@{a}/list.txt?token=t0ken&key=x', retries: 0 }}
+  - {{ name: missing, url: 'http://s3cret@{a}/gone.txt?t0ken', retries: 0 }}
+  - {{ name: moved, url: 'http://{a}/moved.txt?token=t0ken', retries: 0 }}
+",
+            state = dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(bin())
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    for args in [
+        &["config", "check"][..],
+        &["config", "check", "--json"],
+        &["-vv", "config", "check"],
+    ] {
+        let o = run(args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o));
+        assert_no_feed_secret(&o, &format!("{args:?}"));
+    }
+    let o = run(&["config", "check", "--json"]);
+    let j = crate::common::run::json(&o);
+    assert_eq!(
+        j["feeds"][1]["location"]["location"],
+        format!("http://[redacted]@{a}/list.txt?token=[redacted]&key=[redacted]"),
+        "{}",
+        text(&o)
+    );
+
+    for args in [
+        &["-vv", "sync", "--dry-run"][..],
+        &["-vv", "sync", "--dry-run", "--json"],
+    ] {
+        let o = run(args);
+        assert_no_feed_secret(&o, &format!("{args:?}"));
+        let out = String::from_utf8_lossy(&o.stdout);
+        // The served feed was fetched with the real URL, and each failure is reported.
+        assert!(out.contains("45.0.0.1"), "{args:?}: {}", text(&o));
+        let all = text(&o);
+        assert!(
+            all.contains("connection failed") && all.contains("HTTP 404"),
+            "{args:?}: {all}"
+        );
+    }
+    let o = run(&["sync", "--dry-run", "--json"]);
+    let j = crate::common::run::json(&o);
+    let served = j["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "served")
+        .unwrap_or_else(|| panic!("{}", text(&o)));
+    assert_eq!(
+        served["feed"]["location"],
+        format!("http://[redacted]@{a}/list.txt?token=[redacted]&key=[redacted]")
+    );
+    let requests = stub.requests("/list.txt?token=t0ken&key=x");
+    assert!(!requests.is_empty(), "the real URL was not requested");
+    for r in requests {
+        let auth = r
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("authorization"));
+        assert_eq!(
+            auth.map(|(_, v)| v.as_str()),
+            Some("Basic dXNlcjpzM2NyZXQ="),
+            "the userinfo is sent as credentials"
+        );
+    }
+
+    // A config error about a URL, or one whose quoted lines hold it, shows it redacted too.
+    for feed in [
+        "{ name: a, url: 'https://user:s3cret@/list.txt?token=t0ken' }",
+        "{ name: a, url: 'ftp://user:s3cret@example.org/list.txt?token=t0ken' }",
+        "{ name: a, url: 'file://user:s3cret@example.org/list.txt?token=t0ken' }",
+        "{ name: a, url: 'https://user:s3cret@example.org/list.txt?token=t0ken', intervall: 1h }",
+        "{ name: a, url: https://user:s3cret@example.org/list.txt?token=t0ken, retries: [x] }",
+    ] {
+        std::fs::write(&cfg, format!("feeds:\n  - {feed}\n")).unwrap();
+        let o = run(&["config", "check"]);
+        assert_eq!(o.status.code(), Some(2), "{feed}: {}", text(&o));
+        assert_no_feed_secret(&o, feed);
+    }
+}
