@@ -56,7 +56,9 @@ mod tests {
         let victim = dir.path().join("victim");
         std::fs::write(&victim, b"keep me").unwrap();
         let path = dir.path().join("out.prom");
-        let tmp = dir.path().join(format!(".out.prom.tmp.{}", std::process::id()));
+        let tmp = dir
+            .path()
+            .join(format!(".out.prom.tmp.{}", std::process::id()));
         std::os::unix::fs::symlink(&victim, &tmp).unwrap();
         write_atomic(&path, b"new").unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
