@@ -283,6 +283,12 @@ fn special_ranges() -> &'static [(IpNet, &'static str)] {
             ),
             (v4(Ipv4Addr::new(224, 0, 0, 0), 4), "multicast 224.0.0.0/4"),
             (v4(Ipv4Addr::new(255, 255, 255, 255), 32), "broadcast"),
+            // Class E (RFC 1112 "reserved for future use"): never routed on the Internet, so
+            // no attack comes from it, and a network that uses it inside must not be cut off.
+            (
+                v4(Ipv4Addr::new(240, 0, 0, 0), 4),
+                "reserved 240.0.0.0/4 (class E)",
+            ),
             (v6(Ipv6Addr::UNSPECIFIED, 128), "unspecified ::"),
             (v6(Ipv6Addr::LOCALHOST, 128), "loopback ::1"),
             (
@@ -324,11 +330,26 @@ fn private_ranges() -> &'static [(IpNet, &'static str)] {
 /// the IPv4 address starts (the server's address, for Teredo).
 const TRANSLATIONS: [(u128, u8, &str, u8); 3] = [
     // NAT64, well-known prefix (RFC 6052): 64:ff9b::a.b.c.d.
-    (0x0064_ff9b_0000_0000_0000_0000_0000_0000, 96, "NAT64 64:ff9b::/96", 96),
+    (
+        0x0064_ff9b_0000_0000_0000_0000_0000_0000,
+        96,
+        "NAT64 64:ff9b::/96",
+        96,
+    ),
     // 6to4 (RFC 3056): 2002:aabb:ccdd::/48 for a.b.c.d.
-    (0x2002_0000_0000_0000_0000_0000_0000_0000, 16, "6to4 2002::/16", 16),
+    (
+        0x2002_0000_0000_0000_0000_0000_0000_0000,
+        16,
+        "6to4 2002::/16",
+        16,
+    ),
     // Teredo (RFC 4380): 2001:0:<server IPv4>::/64.
-    (0x2001_0000_0000_0000_0000_0000_0000_0000, 32, "Teredo 2001::/32", 32),
+    (
+        0x2001_0000_0000_0000_0000_0000_0000_0000,
+        32,
+        "Teredo 2001::/32",
+        32,
+    ),
 ];
 
 /// The IPv6 translation range `net` covers whole (NAT64, 6to4, Teredo), if any: banning it
@@ -602,6 +623,13 @@ mod tests {
         assert!(special_range(&n("::/0")).is_some());
         assert!(special_range(&n("::1")).is_some());
         assert!(special_range(&n("192.0.2.1")).is_none());
+        assert_eq!(
+            special_range(&n("240.1.2.3")),
+            Some("reserved 240.0.0.0/4 (class E)")
+        );
+        assert_eq!(special_range(&n("255.255.255.255")), Some("broadcast"));
+        assert!(special_range(&n("239.255.255.255")).is_some());
+        assert!(special_range(&n("223.255.255.255")).is_none());
         assert!(private_range(&n("192.168.1.1")).is_some());
         assert!(private_range(&n("192.0.0.0/8")).is_some());
         assert!(private_range(&n("193.0.0.0/8")).is_none());
