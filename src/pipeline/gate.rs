@@ -34,6 +34,17 @@ pub struct SourcePolicy {
 }
 
 impl SourcePolicy {
+    /// A feed's rules, from its settings.
+    pub fn for_feed(f: &crate::config::FeedSettings) -> SourcePolicy {
+        SourcePolicy {
+            name: f.name.clone(),
+            priority: f.priority,
+            min_prefix_v4: f.min_prefix_v4,
+            min_prefix_v6: f.min_prefix_v6,
+            allow_private: f.allow_private,
+        }
+    }
+
     pub fn min_prefix(&self, family: Family) -> u8 {
         match family {
             Family::V4 => self.min_prefix_v4,
@@ -372,7 +383,10 @@ mod tests {
             "64:ff9b::c633:6405",
         ] {
             let refused = admit(&p, &allow, &n(v6)).unwrap_err();
-            assert!(matches!(refused, Refusal::Allowlisted { .. }), "{v6}: {refused}");
+            assert!(
+                matches!(refused, Refusal::Allowlisted { .. }),
+                "{v6}: {refused}"
+            );
             assert_eq!(allow.subtract(&n(v6)), Some(Vec::new()), "{v6}");
         }
         // Other IPv4 behind them is judged like any address.
@@ -389,7 +403,10 @@ mod tests {
             ("2000::/8", "6to4 2002::/16"),
         ] {
             let r = admit(&p, &allow, &n(v6)).unwrap_err().to_string();
-            assert!(r.contains("carries IPv4 addresses") && r.contains(range), "{v6}: {r}");
+            assert!(
+                r.contains("carries IPv4 addresses") && r.contains(range),
+                "{v6}: {r}"
+            );
         }
     }
 
