@@ -283,6 +283,12 @@ fn special_ranges() -> &'static [(IpNet, &'static str)] {
             ),
             (v4(Ipv4Addr::new(224, 0, 0, 0), 4), "multicast 224.0.0.0/4"),
             (v4(Ipv4Addr::new(255, 255, 255, 255), 32), "broadcast"),
+            // Class E (RFC 1112 "reserved for future use"): never routed on the Internet, so
+            // no attack comes from it, and a network that uses it inside must not be cut off.
+            (
+                v4(Ipv4Addr::new(240, 0, 0, 0), 4),
+                "reserved 240.0.0.0/4 (class E)",
+            ),
             (v6(Ipv6Addr::UNSPECIFIED, 128), "unspecified ::"),
             (v6(Ipv6Addr::LOCALHOST, 128), "loopback ::1"),
             (
@@ -617,6 +623,13 @@ mod tests {
         assert!(special_range(&n("::/0")).is_some());
         assert!(special_range(&n("::1")).is_some());
         assert!(special_range(&n("192.0.2.1")).is_none());
+        assert_eq!(
+            special_range(&n("240.1.2.3")),
+            Some("reserved 240.0.0.0/4 (class E)")
+        );
+        assert_eq!(special_range(&n("255.255.255.255")), Some("broadcast"));
+        assert!(special_range(&n("239.255.255.255")).is_some());
+        assert!(special_range(&n("223.255.255.255")).is_none());
         assert!(private_range(&n("192.168.1.1")).is_some());
         assert!(private_range(&n("192.0.0.0/8")).is_some());
         assert!(private_range(&n("193.0.0.0/8")).is_none());

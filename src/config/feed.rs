@@ -5,7 +5,7 @@
 //! time, from these settings.
 
 use super::catalogue;
-use super::raw::{FeedFormatName, RawFeed, RawMinPrefix};
+use super::raw::{FeedFormatName, RawFeed, RawMaxCoverage, RawMinPrefix};
 use super::secret::redact_url;
 use super::values::{Dur, Percent, Priority, Size};
 use crate::net::Family;
@@ -53,6 +53,13 @@ impl Serialize for FeedUrl {
     }
 }
 
+/// The default ceiling on the IPv4 addresses a feed may cover: 16,777,216, a /8's worth
+/// (0.39% of IPv4). Lists of single attackers (blocklist.de, VoIPBL) cover well under a million;
+/// lists of whole netblocks (Spamhaus DROP, FireHOL level 1) set their own in the catalogue.
+pub const DEFAULT_MAX_COVERAGE_V4: u64 = 1 << 24;
+/// The default ceiling on the IPv6 /64s a feed may cover: 2^40, 256 /32s.
+pub const DEFAULT_MAX_COVERAGE_V6: u64 = 1 << 40;
+
 /// Where a feed is read from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", content = "location", rename_all = "lowercase")]
@@ -98,6 +105,10 @@ pub struct FeedSettings {
     pub min_prefix_v4: u8,
     pub min_prefix_v6: u8,
     pub max_shrink: f64,
+    /// The most IPv4 addresses the listing may cover (after the gate's address-space rules).
+    pub max_coverage_v4: u64,
+    /// The most IPv6 /64s the listing may cover (after the gate's address-space rules).
+    pub max_coverage_v6: u64,
     pub max_invalid: f64,
     pub timeout: u64,
     pub connect_timeout: u64,
@@ -208,6 +219,7 @@ pub(super) fn resolve_feed(user: RawFeed, base_dir: &Path) -> Result<Option<Feed
             "feed `{name}`: min_prefix must be 1-32 for v4 and 1-128 for v6 (/0 is always rejected)"
         ));
     }
+    let mc: RawMaxCoverage = merged.max_coverage.unwrap_or_default();
     Ok(Some(FeedSettings {
         name,
         catalogue: catalogue_name,
@@ -220,6 +232,8 @@ pub(super) fn resolve_feed(user: RawFeed, base_dir: &Path) -> Result<Option<Feed
         min_prefix_v4,
         min_prefix_v6,
         max_shrink: merged.max_shrink.unwrap_or(Percent(0.5)).0,
+        max_coverage_v4: mc.v4.map_or(DEFAULT_MAX_COVERAGE_V4, |c| c.0),
+        max_coverage_v6: mc.v6.map_or(DEFAULT_MAX_COVERAGE_V6, |c| c.0),
         max_invalid: merged.max_invalid.unwrap_or(Percent(0.1)).0,
         timeout: merged.timeout.unwrap_or(Dur(60)).0.max(1),
         connect_timeout: merged.connect_timeout.unwrap_or(Dur(10)).0.max(1),
@@ -250,6 +264,13 @@ fn merge(base: RawFeed, user: RawFeed) -> RawFeed {
             (u, b) => u.or(b),
         },
         max_shrink: user.max_shrink.or(base.max_shrink),
+        max_coverage: match (user.max_coverage, base.max_coverage) {
+            (Some(u), Some(b)) => Some(RawMaxCoverage {
+                v4: u.v4.or(b.v4),
+                v6: u.v6.or(b.v6),
+            }),
+            (u, b) => u.or(b),
+        },
         max_invalid: user.max_invalid.or(base.max_invalid),
         timeout: user.timeout.or(base.timeout),
         connect_timeout: user.connect_timeout.or(base.connect_timeout),

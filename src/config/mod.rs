@@ -37,14 +37,21 @@ pub mod secret;
 pub mod sets;
 pub mod values;
 
-pub use feed::{url_host, FeedFormat, FeedLocation, FeedSettings, FeedUrl, RESERVED_SOURCE_NAMES};
+pub use feed::{
+    url_host, FeedFormat, FeedLocation, FeedSettings, FeedUrl, DEFAULT_MAX_COVERAGE_V4,
+    DEFAULT_MAX_COVERAGE_V6, RESERVED_SOURCE_NAMES,
+};
 pub use raw::{
-    FeedFormatName, RawAsterisk, RawConfig, RawFeed, RawIncrement, RawMinPrefix, RawSet, RawSets,
+    FeedFormatName, RawAsterisk, RawConfig, RawFeed, RawIncrement, RawMaxCoverage, RawMinPrefix,
+    RawSet, RawSets,
 };
 pub use resolved::{resolve, Settings};
 pub use secret::{redact_url, redact_urls_in};
 pub use sets::{SetSettings, SetsSettings};
-pub use values::{human_duration, Cidr, Dur, Percent, Priority, Size, MAX_PRIORITY};
+pub use values::{
+    human_duration, Cidr, Dur, Percent, Priority, Size, V4Coverage, V6Coverage, IPV4_ADDRESSES,
+    MAX_PRIORITY,
+};
 
 use serde::Deserialize;
 use std::fmt;
@@ -185,6 +192,77 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.0.contains("twice") && e.0.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn max_coverage_parses_counts_and_percentages() {
+        let s = load(
+            "feeds:\n  - name: a\n    url: https://x.org/\n    max_coverage: { v4: 65536, v6: 4096 }\n  - name: b\n    url: https://x.org/\n    max_coverage: { v4: 1% }\n  - name: c\n    url: https://x.org/\n    max_coverage: { v4: '100%' }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (s.feeds[0].max_coverage_v4, s.feeds[0].max_coverage_v6),
+            (65_536, 4096)
+        );
+        assert_eq!(s.feeds[1].max_coverage_v4, 42_949_673);
+        assert_eq!(s.feeds[1].max_coverage_v6, DEFAULT_MAX_COVERAGE_V6);
+        assert_eq!(s.feeds[2].max_coverage_v4, 1 << 32);
+        assert_eq!(V4Coverage::parse("0.5%").unwrap().0, 21_474_836);
+    }
+
+    #[test]
+    fn max_coverage_defaults_and_catalogue() {
+        let s = load(
+            "feeds:\n  - {name: a, url: 'https://x.org/'}\n  - use: spamhaus-drop-v4\n  - use: firehol-level1\n    max_coverage: { v6: 7 }\n  - use: spamhaus-drop-v6\n  - use: blocklist-de-sip\n  - use: voipbl\n  - use: spamhaus-drop-v4\n    name: drop-tight\n    max_coverage: { v4: 1000 }\n",
+        )
+        .unwrap();
+        let got: Vec<(&str, u64, u64)> = s
+            .feeds
+            .iter()
+            .map(|f| (f.name.as_str(), f.max_coverage_v4, f.max_coverage_v6))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", 1 << 24, 1 << 40),
+                ("spamhaus-drop-v4", 1 << 26, 1 << 40),
+                ("firehol-level1", 1 << 26, 7),
+                ("spamhaus-drop-v6", 1 << 24, 1 << 48),
+                ("blocklist-de-sip", 1 << 24, 1 << 40),
+                ("voipbl", 1 << 24, 1 << 40),
+                ("drop-tight", 1000, 1 << 40),
+            ]
+        );
+        assert_eq!(DEFAULT_MAX_COVERAGE_V4, 16_777_216);
+    }
+
+    #[test]
+    fn bad_max_coverage_is_located() {
+        let feed = |mc: &str| {
+            load(&format!(
+                "feeds:\n  - name: a\n    url: https://x.org/\n    max_coverage: {mc}\n"
+            ))
+            .unwrap_err()
+            .0
+        };
+        for (mc, words) in [
+            ("{ v4: 0 }", "between 1 and 4294967296"),
+            ("{ v4: 4294967297 }", "between 1 and 4294967296"),
+            ("{ v4: 150% }", "between 0% and 100%"),
+            ("{ v4: 0% }", "between 1 and 4294967296"),
+            ("{ v4: lots }", "percentage of IPv4"),
+            ("{ v6: 0 }", "at least 1"),
+            ("{ v6: -1 }", ""),
+            ("{ v6: 5% }", ""),
+            ("{ v5: 1 }", "v5"),
+            ("65536", ""),
+        ] {
+            let e = feed(mc);
+            assert!(
+                e.contains("test.yaml") && e.contains("line 4") && e.contains(words),
+                "{mc}: {e}"
+            );
+        }
     }
 
     #[test]

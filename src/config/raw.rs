@@ -5,7 +5,7 @@
 //! shape of the file, nothing more.
 
 use super::ports::PortEntry;
-use super::values::{Cidr, Dur, Percent, Priority, Size};
+use super::values::{Cidr, Dur, Percent, Priority, Size, V4Coverage, V6Coverage};
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
@@ -81,6 +81,9 @@ pub struct RawFeed {
     pub max_bytes: Option<Size>,
     pub min_prefix: Option<RawMinPrefix>,
     pub max_shrink: Option<Percent>,
+    /// How much address space the listing may cover (after the gate's address-space rules)
+    /// before a download is refused: `{ v4: <addresses or % of IPv4>, v6: <count of /64s> }`.
+    pub max_coverage: Option<RawMaxCoverage>,
     /// Fraction of non-comment lines that may fail to parse before the download is refused.
     pub max_invalid: Option<Percent>,
     /// Whole-request timeout.
@@ -110,6 +113,13 @@ pub enum FeedFormatName {
 pub struct RawMinPrefix {
     pub v4: Option<u8>,
     pub v6: Option<u8>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMaxCoverage {
+    pub v4: Option<V4Coverage>,
+    pub v6: Option<V6Coverage>,
 }
 
 /// `daemon:` as written.

@@ -149,6 +149,64 @@ impl<'de> Deserialize<'de> for Percent {
     }
 }
 
+/// All of IPv4, in addresses.
+pub const IPV4_ADDRESSES: u64 = 1 << 32;
+
+/// A ceiling on the IPv4 addresses a feed's listing may cover: a count (`16777216`) or a share
+/// of IPv4 (`1%`, rounded to whole addresses). At least one address, at most all of IPv4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct V4Coverage(pub u64);
+
+impl V4Coverage {
+    pub fn parse(text: &str) -> Result<V4Coverage, String> {
+        let t = text.trim();
+        let n = if t.ends_with('%') {
+            let share = Percent::parse(t)?.0;
+            (share * IPV4_ADDRESSES as f64).round() as u64
+        } else {
+            t.parse::<u64>().map_err(|_| {
+                format!("coverage `{t}` must be a number of IPv4 addresses or a percentage of IPv4 (e.g. 16777216 or 1%)")
+            })?
+        };
+        V4Coverage::check(n).map_err(|e| format!("coverage `{t}`: {e}"))
+    }
+
+    fn check(n: u64) -> Result<V4Coverage, String> {
+        if n == 0 || n > IPV4_ADDRESSES {
+            return Err(format!(
+                "an IPv4 coverage must be between 1 and {IPV4_ADDRESSES} addresses (100%)"
+            ));
+        }
+        Ok(V4Coverage(n))
+    }
+}
+
+impl<'de> Deserialize<'de> for V4Coverage {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match SizeOrInt::deserialize(d)? {
+            SizeOrInt::Int(n) => V4Coverage::check(n).map_err(de::Error::custom),
+            SizeOrInt::Text(s) => V4Coverage::parse(&s).map_err(de::Error::custom),
+        }
+    }
+}
+
+/// A ceiling on the IPv6 /64 networks a feed's listing may cover (a prefix longer than /64
+/// counts as the /64 it lies in). At least one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct V6Coverage(pub u64);
+
+impl<'de> Deserialize<'de> for V6Coverage {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u64::deserialize(d)?;
+        if n == 0 {
+            return Err(de::Error::custom(
+                "an IPv6 coverage is a number of /64 networks, at least 1",
+            ));
+        }
+        Ok(V6Coverage(n))
+    }
+}
+
 /// A CIDR prefix or single address, canonicalised by [`net::parse_net`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cidr(pub IpNet);

@@ -34,6 +34,17 @@ pub struct SourcePolicy {
 }
 
 impl SourcePolicy {
+    /// A feed's rules, from its settings.
+    pub fn for_feed(f: &crate::config::FeedSettings) -> SourcePolicy {
+        SourcePolicy {
+            name: f.name.clone(),
+            priority: f.priority,
+            min_prefix_v4: f.min_prefix_v4,
+            min_prefix_v6: f.min_prefix_v6,
+            allow_private: f.allow_private,
+        }
+    }
+
     pub fn min_prefix(&self, family: Family) -> u8 {
         match family {
             Family::V4 => self.min_prefix_v4,

@@ -168,8 +168,18 @@ impl RemoteSource for Feed<'_> {
                 FeedLocation::Http(_) => feed::read_cache(&cache_file),
                 FeedLocation::File(_) => None,
             };
-            let result =
-                feed::run_feed(cx.client.as_ref(), f, &meta, cache.as_deref(), cx.now).await;
+            // The coverage guard counts what the gate's rules would admit from this feed.
+            let policy = super::gate::SourcePolicy::for_feed(f);
+            let admitted = |n: &IpNet| policy.reject(n).is_none();
+            let result = feed::run_feed(
+                cx.client.as_ref(),
+                f,
+                &meta,
+                cache.as_deref(),
+                cx.now,
+                &admitted,
+            )
+            .await;
             let remote = &mut cx.remote;
             if let Some(ip) = result.remote_addr {
                 remote.hosts.push((ip, f.name.clone()));

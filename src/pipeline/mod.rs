@@ -46,13 +46,7 @@ impl Sources {
         let mut policies = Vec::new();
         let mut kinds = Vec::new();
         for f in &settings.feeds {
-            policies.push(SourcePolicy {
-                name: f.name.clone(),
-                priority: f.priority,
-                min_prefix_v4: f.min_prefix_v4,
-                min_prefix_v6: f.min_prefix_v6,
-                allow_private: f.allow_private,
-            });
+            policies.push(SourcePolicy::for_feed(f));
             kinds.push("feed");
         }
         if let Some(a) = &settings.apiban {

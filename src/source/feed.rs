@@ -7,7 +7,9 @@
 //! feed's last good entries until their TTL runs out.
 //!
 //! This module must never decide policy (allowlist, prefix rules, cap) and never write state:
-//! it returns what it read, and the caller persists the cache copy and metadata.
+//! it returns what it read, and the caller persists the cache copy and metadata. The coverage
+//! guard counts only what the gate would admit, and the caller says what that is (`admitted`,
+//! the source's address-space rules from `pipeline::gate`).
 
 use crate::config::{FeedFormat, FeedLocation, FeedSettings};
 use crate::http;
@@ -109,12 +111,15 @@ pub fn next_due(feed: &FeedSettings, meta: &FeedMeta) -> Option<i64> {
 /// Fetch and judge one feed. Never returns an error: failures are a [`FeedStatus::Failed`].
 /// `cache` is the last good copy (used on 304 and to decide whether to send conditional
 /// headers).
+/// `admitted` says whether the gate's address-space rules let this feed ban a prefix; only
+/// those count towards `max_coverage`.
 pub async fn run_feed(
     client: Option<&reqwest::Client>,
     feed: &FeedSettings,
     meta: &FeedMeta,
     cache: Option<&[IpNet]>,
     now: i64,
+    admitted: &dyn Fn(&IpNet) -> bool,
 ) -> FeedResult {
     let mut result = FeedResult {
         name: feed.name.clone(),
@@ -173,7 +178,7 @@ pub async fn run_feed(
         Err(e) => return fail(result, e),
     };
     result.bytes = body.len() as u64;
-    match judge(feed, &body, meta.last_good_count) {
+    match judge(feed, &body, meta.last_good_count, admitted) {
         Ok(listing) => {
             result.meta.etag = etag;
             result.meta.last_modified = last_modified;
@@ -367,11 +372,14 @@ async fn fetch_once(
     })
 }
 
-/// Decide whether a body is a good listing for this feed.
+/// Decide whether a body is a good listing for this feed. `admitted` is the gate's verdict on
+/// a prefix from this feed (address-space rules and `min_prefix`); refused prefixes do not count
+/// towards the coverage guard.
 pub fn judge(
     feed: &FeedSettings,
     body: &[u8],
     last_good_count: Option<u64>,
+    admitted: &dyn Fn(&IpNet) -> bool,
 ) -> Result<Listing, String> {
     let text = std::str::from_utf8(body).map_err(|_| "body is not UTF-8 text".to_string())?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -414,7 +422,95 @@ pub fn judge(
             ));
         }
     }
+    coverage_guard(feed, &coverage(&listing.nets, admitted))?;
     Ok(listing)
+}
+
+/// How much address space a listing covers: IPv4 addresses and IPv6 /64s (a prefix longer
+/// than /64 counts as the /64 it lies in), overlapping prefixes counted once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Coverage {
+    pub v4: u64,
+    pub v6: u128,
+}
+
+/// The coverage of the prefixes `admitted` lets through: sort, merge, sum. O(n log n), no
+/// allocation beyond one interval per prefix.
+pub fn coverage(nets: &[IpNet], admitted: &dyn Fn(&IpNet) -> bool) -> Coverage {
+    let mut v4: Vec<(u128, u128)> = Vec::new();
+    let mut v6: Vec<(u128, u128)> = Vec::new();
+    for n in nets.iter().filter(|n| admitted(n)) {
+        match n {
+            IpNet::V4(p) => {
+                let start = u128::from(u32::from(p.network()));
+                v4.push((start, start + (1u128 << (32 - p.prefix_len()))));
+            }
+            IpNet::V6(p) => {
+                let start = u128::from(p.network()) >> 64;
+                v6.push((start, start + (1u128 << (64 - p.prefix_len().min(64)))));
+            }
+        }
+    }
+    Coverage {
+        v4: u64::try_from(merged_len(v4)).unwrap_or(u64::MAX),
+        v6: merged_len(v6),
+    }
+}
+
+/// The total length of half-open intervals, overlaps counted once.
+fn merged_len(mut ranges: Vec<(u128, u128)>) -> u128 {
+    ranges.sort_unstable();
+    let mut total = 0u128;
+    let mut current: Option<(u128, u128)> = None;
+    for (start, end) in ranges {
+        current = match current {
+            Some((s, e)) if start <= e => Some((s, e.max(end))),
+            Some((s, e)) => {
+                total += e - s;
+                Some((start, end))
+            }
+            None => Some((start, end)),
+        };
+    }
+    total + current.map_or(0, |(s, e)| e - s)
+}
+
+/// Refuse a listing that covers more than the feed's `max_coverage`.
+fn coverage_guard(feed: &FeedSettings, c: &Coverage) -> Result<(), String> {
+    if c.v4 > feed.max_coverage_v4 {
+        let share = c.v4 as f64 * 100.0 / crate::config::IPV4_ADDRESSES as f64;
+        let share = if share >= 0.1 {
+            format!("{share:.1}")
+        } else {
+            format!("{share:.3}")
+        };
+        return Err(format!(
+            "coverage guard: the listing covers {} IPv4 addresses ({share}% of IPv4), over max_coverage {}",
+            thousands(u128::from(c.v4)),
+            thousands(u128::from(feed.max_coverage_v4))
+        ));
+    }
+    if c.v6 > u128::from(feed.max_coverage_v6) {
+        return Err(format!(
+            "coverage guard: the listing covers {} IPv6 /64s, over max_coverage {} /64s",
+            thousands(c.v6),
+            thousands(u128::from(feed.max_coverage_v6))
+        ));
+    }
+    Ok(())
+}
+
+/// `4294901760` → `4,294,901,760`.
+pub fn thousands(n: u128) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
 }
 
 fn looks_like_html(text: &str) -> bool {
@@ -613,6 +709,16 @@ mod tests {
             .remove(0)
     }
 
+    /// The gate's address-space rules for this feed, as `gather` passes them.
+    fn admit(f: &FeedSettings) -> impl Fn(&IpNet) -> bool {
+        let policy = crate::pipeline::gate::SourcePolicy::for_feed(f);
+        move |n: &IpNet| policy.reject(n).is_none()
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|t| net::parse_net(t).unwrap()).collect()
+    }
+
     fn shown(l: &Listing) -> Vec<String> {
         l.nets.iter().map(net::display_net).collect()
     }
@@ -687,26 +793,183 @@ mod tests {
     #[test]
     fn judge_rejects_bad_bodies() {
         let f = feed("");
-        assert_eq!(judge(&f, b"", None).unwrap_err(), "empty body");
-        assert!(judge(&f, b"  \n# only comments\n", None)
+        assert_eq!(judge(&f, b"", None, &admit(&f)).unwrap_err(), "empty body");
+        assert!(judge(&f, b"  \n# only comments\n", None, &admit(&f))
             .unwrap_err()
             .contains("no addresses"));
-        assert!(
-            judge(&f, b"<!DOCTYPE html><html><body>Oops</body></html>", None)
-                .unwrap_err()
-                .contains("HTML")
-        );
-        assert!(judge(&f, b"\xff\xfe", None).unwrap_err().contains("UTF-8"));
+        assert!(judge(
+            &f,
+            b"<!DOCTYPE html><html><body>Oops</body></html>",
+            None,
+            &admit(&f)
+        )
+        .unwrap_err()
+        .contains("HTML"));
+        assert!(judge(&f, b"\xff\xfe", None, &admit(&f))
+            .unwrap_err()
+            .contains("UTF-8"));
         let mostly_bad = "192.0.2.1\nbad\nbad\nbad\n";
-        assert!(judge(&f, mostly_bad.as_bytes(), None)
+        assert!(judge(&f, mostly_bad.as_bytes(), None, &admit(&f))
             .unwrap_err()
             .contains("max_invalid"));
         let body: String = (1..=10).map(|i| format!("192.0.2.{i}\n")).collect();
-        assert!(judge(&f, body.as_bytes(), Some(10)).is_ok());
-        assert!(judge(&f, body.as_bytes(), Some(21))
+        assert!(judge(&f, body.as_bytes(), Some(10), &admit(&f)).is_ok());
+        assert!(judge(&f, body.as_bytes(), Some(21), &admit(&f))
             .unwrap_err()
             .contains("shrink guard"));
-        assert!(judge(&f, body.as_bytes(), Some(20)).is_ok());
+        assert!(judge(&f, body.as_bytes(), Some(20), &admit(&f)).is_ok());
+    }
+
+    #[test]
+    fn coverage_guard_refuses_every_16() {
+        let f = feed("");
+        let body: String = (0..65_536u32)
+            .map(|i| format!("{}/16\n", std::net::Ipv4Addr::from(i << 16)))
+            .collect();
+        let e = judge(&f, body.as_bytes(), None, &admit(&f)).unwrap_err();
+        // All of IPv4 but what the gate refuses anyway: 0/8, 10/8, 100.64/10, 127/8,
+        // 169.254/16, 172.16/12, 192.168/16, 224/4 and 240/4.
+        let refused: u64 = (3 << 24) + (1 << 22) + (1 << 16) + (1 << 20) + (1 << 16) + (2 << 28);
+        let covered = (1u64 << 32) - refused;
+        assert_eq!(covered, 3_702_390_784);
+        assert_eq!(
+            e,
+            "coverage guard: the listing covers 3,702,390,784 IPv4 addresses (86.2% of IPv4), over max_coverage 16,777,216"
+        );
+        assert_eq!(coverage(&f_nets(&body), &admit(&f)).v4, covered);
+        // Wider ceilings let it through; a percentage is a share of IPv4.
+        let wide = feed("    max_coverage: { v4: 100% }\n");
+        assert!(judge(&wide, body.as_bytes(), None, &admit(&wide)).is_ok());
+        let pct = feed("    max_coverage: { v4: 86% }\n");
+        assert!(judge(&pct, body.as_bytes(), None, &admit(&pct))
+            .unwrap_err()
+            .contains("over max_coverage 3,693,671,875"));
+    }
+
+    fn f_nets(body: &str) -> Vec<IpNet> {
+        parse(&FeedFormat::Plain, body).unwrap().nets
+    }
+
+    #[test]
+    fn coverage_guard_lets_a_drop_like_listing_through() {
+        // 1,000 netblocks of /16 to /24 across public space, like Spamhaus DROP: about 10^7
+        // addresses, under the default ceiling and well under the catalogue's for DROP.
+        let mut body = String::new();
+        let mut expected = 0u64;
+        for i in 0..1000u32 {
+            let len = 16 + (i % 9);
+            let first = [45u32, 80, 91, 185, 193, 194, 195, 212, 213, 217][(i % 10) as usize];
+            let addr = (first << 24) | ((i / 10) << 16);
+            body.push_str(&format!("{}/{len}\n", std::net::Ipv4Addr::from(addr)));
+            expected += 1 << (32 - len);
+        }
+        let f = feed("    min_prefix: { v4: 8 }\n");
+        let l = judge(&f, body.as_bytes(), None, &admit(&f)).unwrap();
+        assert_eq!(l.nets.len(), 1000);
+        assert_eq!(coverage(&l.nets, &admit(&f)).v4, expected);
+        assert!(expected > 5_000_000 && expected < crate::config::DEFAULT_MAX_COVERAGE_V4);
+        let drop = load_str("feeds:\n  - use: spamhaus-drop-v4\n", Path::new("/c.yaml"))
+            .unwrap()
+            .feeds
+            .remove(0);
+        // Even with two whole /8s on top, DROP's own ceiling holds (it is served as JSON lines).
+        let more: String = format!("{body}2.0.0.0/8\n5.0.0.0/8\n")
+            .lines()
+            .map(|l| format!("{{\"cidr\":\"{l}\"}}\n"))
+            .collect();
+        assert!(judge(&drop, more.as_bytes(), None, &admit(&drop)).is_ok());
+    }
+
+    #[test]
+    fn overlapping_prefixes_count_once() {
+        let all = |_: &IpNet| true;
+        let c = coverage(
+            &nets(&[
+                "45.0.0.0/16",
+                "45.0.1.0/24",
+                "45.0.1.7",
+                "45.0.0.0/16",
+                "45.0.255.0/24",
+                "45.1.0.0/24",
+                "45.1.0.128/25",
+            ]),
+            &all,
+        );
+        assert_eq!(c.v4, 65_536 + 256);
+        // Adjacent and nested in any order.
+        let c = coverage(
+            &nets(&["46.0.0.1", "46.0.0.0/30", "46.0.0.4/30", "46.0.0.2"]),
+            &all,
+        );
+        assert_eq!(c.v4, 8);
+        assert_eq!(coverage(&[], &all), Coverage::default());
+        // The guard sees the merged count: 300 copies of a /16 are one /16.
+        let f = feed("    max_coverage: { v4: 65536 }\n");
+        let body = "45.7.0.0/16\n".repeat(300);
+        assert!(judge(&f, body.as_bytes(), None, &admit(&f)).is_ok());
+        let body = format!("{body}45.8.0.1\n");
+        assert!(judge(&f, body.as_bytes(), None, &admit(&f))
+            .unwrap_err()
+            .contains("covers 65,537 IPv4 addresses"));
+    }
+
+    #[test]
+    fn prefixes_the_gate_refuses_do_not_count() {
+        let f = feed("    min_prefix: { v4: 8, v6: 16 }\n    max_coverage: { v4: 1000, v6: 10 }\n");
+        // Private, loopback, multicast, class E, this-network, broader than min_prefix (/16),
+        // the whole space, a whole translation range: all refused by the gate, none counted.
+        let body = "10.0.0.0/8\n127.0.0.0/8\n224.0.0.0/3\n240.0.0.0/8\n0.0.0.0/8\n\
+                    172.16.0.0/12\n192.168.0.0/16\n100.64.0.0/10\n169.254.0.0/16\n\
+                    8.0.0.0/7\n0.0.0.0/0\n::/0\nfc00::/7\nfd00:1::/48\nfe80::/64\nff02::1\n\
+                    ::1\n2002::/16\n2000::/15\n45.0.0.1\n2001:db8:1::1\n";
+        let l = judge(&f, body.as_bytes(), None, &admit(&f)).unwrap();
+        assert_eq!(coverage(&l.nets, &admit(&f)), Coverage { v4: 1, v6: 1 });
+        // With allow_private, private space is the feed's to ban, and counts.
+        let p = feed(
+            "    min_prefix: { v4: 8 }\n    allow_private: true\n    max_coverage: { v4: 1000 }\n",
+        );
+        assert!(judge(&p, body.as_bytes(), None, &admit(&p))
+            .unwrap_err()
+            .contains("coverage guard"));
+    }
+
+    #[test]
+    fn coverage_counts_ipv6_in_64s() {
+        let all = |_: &IpNet| true;
+        let c = coverage(
+            &nets(&[
+                "2001:db8::1",
+                "2001:db8::2",
+                "2001:db8:0:1::/64",
+                "2001:db8:0:1::/80",
+                "2001:db8:1::/48",
+                "2001:db8:1:5::/64",
+            ]),
+            &all,
+        );
+        assert_eq!(c.v6, 1 + 1 + 65_536);
+        assert_eq!(c.v4, 0);
+        assert_eq!(coverage(&nets(&["2000::/3"]), &all).v6, 1u128 << 61);
+        // Default ceiling: 2^40 /64s (256 /32s).
+        let f = feed("");
+        let body: String = (0..256)
+            .map(|i| format!("2a0{}:{i:x}::/32\n", i % 10))
+            .collect();
+        assert!(judge(&f, body.as_bytes(), None, &admit(&f)).is_ok());
+        let body = format!("{body}2a0f:1234::/32\n");
+        assert_eq!(
+            judge(&f, body.as_bytes(), None, &admit(&f)).unwrap_err(),
+            "coverage guard: the listing covers 1,103,806,595,072 IPv6 /64s, over max_coverage 1,099,511,627,776 /64s"
+        );
+    }
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(16_777_216), "16,777,216");
+        assert_eq!(thousands(4_294_901_760), "4,294,901,760");
     }
 
     #[test]

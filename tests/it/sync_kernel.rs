@@ -335,6 +335,45 @@ fn a_failing_feed_keeps_the_live_set_and_its_state() {
 }
 
 #[test]
+fn a_feed_listing_every_16_cannot_ban_the_internet() {
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("list.txt");
+        let good: Vec<String> = (0..5).map(public_v4).collect();
+        write_list(&list, &good);
+        write_config(dir.path(), 65_536, "", &file_feed("poisoned", &list));
+        let o = sipban(dir.path(), &["sync"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let last_good: HashSet<String> = good.iter().cloned().collect();
+        assert_eq!(members("t4"), last_good);
+
+        // The feed is replaced by every IPv4 /16 (the measured attack: 92.5% of IPv4 banned).
+        let all: Vec<String> = (0..65_536u32)
+            .map(|i| format!("{}/16", Ipv4Addr::from(i << 16)))
+            .collect();
+        write_list(&list, &all);
+        let o = sipban(dir.path(), &["sync"]);
+        assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            stderr.contains("feed poisoned")
+                && stderr.contains("coverage guard")
+                && stderr.contains("max_coverage")
+                && stderr.contains("keeping its last good entries"),
+            "{}",
+            text(&o)
+        );
+        assert_eq!(
+            members("t4"),
+            last_good,
+            "the set holds exactly the last good entries"
+        );
+        assert!(members("t6").is_empty());
+    });
+}
+
+#[test]
 fn conditional_get_and_the_polite_interval() {
     let ns = netns_or_skip!();
     run_in(&ns, || {
