@@ -12,6 +12,7 @@ use crate::pipeline::sync::Sources;
 use crate::source::apiban;
 use crate::store::Store;
 use anyhow::Result;
+use ipnet::IpNet;
 use serde::Serialize;
 use std::fmt;
 use std::net::IpAddr;
@@ -108,7 +109,11 @@ pub struct Listing {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Explanation {
+    /// The address asked about (the network address, for a prefix).
     pub ip: IpAddr,
+    /// What was asked about: an address, or a prefix (`sipban explain 8.0.0.0/7`).
+    #[serde(serialize_with = "crate::model::ser_net")]
+    pub target: IpNet,
     pub listings: Vec<Listing>,
     /// The kernel set entries a sync would hold for it (possibly a split piece of a listing).
     pub in_set: Vec<String>,
@@ -142,9 +147,13 @@ pub struct RefusedListing {
     pub reason: String,
 }
 
-/// The refused listings covering `ip`, judged again by the gate with today's policies (a
-/// listing that today's config would admit is not shown as refused).
-fn refused_listings(store: Option<&Store>, v: &View, ip: IpAddr) -> Result<Vec<RefusedListing>> {
+/// The refused listings that overlap `target`, judged again by the gate with today's policies
+/// (a listing that today's config would admit is not shown as refused).
+fn refused_listings(
+    store: Option<&Store>,
+    v: &View,
+    target: &IpNet,
+) -> Result<Vec<RefusedListing>> {
     let Some(store) = store else {
         return Ok(Vec::new());
     };
@@ -154,7 +163,7 @@ fn refused_listings(store: Option<&Store>, v: &View, ip: IpAddr) -> Result<Vec<R
             continue;
         };
         for net in crate::pipeline::gate::decode_refused(&blob) {
-            if !net.contains(&ip) {
+            if !net::overlaps(&net, target) {
                 continue;
             }
             if let Err(r) = crate::pipeline::gate::admit(policy, &v.allow, &net) {
@@ -169,14 +178,16 @@ fn refused_listings(store: Option<&Store>, v: &View, ip: IpAddr) -> Result<Vec<R
     Ok(out)
 }
 
-pub fn explain(settings: &Settings, ip: IpAddr, ipset: &Ipset, now: i64) -> Result<Explanation> {
-    let ip = net::canonical_ip(ip);
-    let host = net::host_net(ip);
+/// Everything the state and the gate say about an address or a prefix: the listings that
+/// overlap it, the refusals, the allowlist, the set and the live kernel set.
+pub fn explain(settings: &Settings, target: IpNet, ipset: &Ipset, now: i64) -> Result<Explanation> {
+    let host = target;
+    let ip = target.network();
     let v = view(settings, now)?;
     let names = v.sources.names();
     let mut listings = Vec::new();
     for e in &v.entries {
-        if !e.net.contains(&ip) {
+        if !net::overlaps(&e.net, &host) {
             continue;
         }
         for m in &e.marks {
@@ -201,7 +212,7 @@ pub fn explain(settings: &Settings, ip: IpAddr, ipset: &Ipset, now: i64) -> Resu
         .decision
         .desired(family)
         .iter()
-        .filter(|d| d.net.contains(&ip))
+        .filter(|d| net::overlaps(&d.net, &host))
         .map(|d| net::display_net(&d.net))
         .collect();
     let allowlisted_by = v
@@ -221,7 +232,7 @@ pub fn explain(settings: &Settings, ip: IpAddr, ipset: &Ipset, now: i64) -> Resu
             .cloned(),
         None => None,
     };
-    let refused = refused_listings(store.as_ref(), &v, ip)?;
+    let refused = refused_listings(store.as_ref(), &v, &host)?;
     let ban_refused =
         crate::pipeline::gate::admit(&crate::pipeline::manual::policy(), &v.allow, &host)
             .err()
@@ -229,13 +240,14 @@ pub fn explain(settings: &Settings, ip: IpAddr, ipset: &Ipset, now: i64) -> Resu
     let set_name = settings.sets.get(family).name.clone();
     let (kernel, kernel_error) = match ipset.read(&set_name) {
         Ok(k) => (
-            Some(k.is_some_and(|k| k.members.keys().any(|n| n.contains(&ip)))),
+            Some(k.is_some_and(|k| k.members.keys().any(|n| net::overlaps(n, &host)))),
             None,
         ),
         Err(e) => (None, Some(e.to_string())),
     };
     Ok(Explanation {
         ip,
+        target,
         listings,
         in_set,
         set_name,
@@ -250,9 +262,15 @@ pub fn explain(settings: &Settings, ip: IpAddr, ipset: &Ipset, now: i64) -> Resu
     })
 }
 
+impl Explanation {
+    fn is_prefix(&self) -> bool {
+        self.target.prefix_len() < self.target.max_prefix_len()
+    }
+}
+
 impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{}:", self.ip)?;
+        writeln!(f, "{}:", net::display_net(&self.target))?;
         if !self.has_state {
             writeln!(f, "  (no saved state yet: run `sipban sync` first)")?;
         }
@@ -320,6 +338,9 @@ impl fmt::Display for Explanation {
             )?;
         }
         match self.kernel {
+            Some(true) if self.is_prefix() => {
+                writeln!(f, "  kernel: the live set holds entries that overlap it")?
+            }
             Some(true) => writeln!(f, "  kernel: the live set holds it")?,
             Some(false) => writeln!(f, "  kernel: the live set does not hold it")?,
             None => writeln!(
@@ -357,7 +378,7 @@ pub struct CheckReport {
 pub async fn check_report(settings: &Settings, ip: IpAddr, ipset: &Ipset, now: i64) -> CheckReport {
     let ip = net::canonical_ip(ip);
     let apiban = apiban::remote_check(settings.apiban.as_ref(), ip).await;
-    let (local, local_error) = match explain(settings, ip, ipset, now) {
+    let (local, local_error) = match explain(settings, net::host_net(ip), ipset, now) {
         Ok(x) => (Some(x), None),
         Err(e) => (None, Some(format!("{e:#}"))),
     };

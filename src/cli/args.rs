@@ -46,7 +46,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Say why an address is or is not blocked.
+    /// Say why an address (or anything in a prefix) is or is not blocked.
     Explain {
         ip: String,
         #[arg(long)]

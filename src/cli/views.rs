@@ -49,10 +49,11 @@ fn parse_ip(ip: &str) -> std::result::Result<IpAddr, Error> {
         .ok_or_else(|| Error::usage(format_args!("`{ip}` is not an IP address")))
 }
 
-/// `sipban explain IP [--json]`.
-pub fn explain(settings: &Settings, ip: &str, json: bool, now: i64) -> Result {
-    let addr = parse_ip(ip)?;
-    let x = crate::inspect::explain(settings, addr, &Ipset::new(), now)
+/// `sipban explain IP|PREFIX [--json]`.
+pub fn explain(settings: &Settings, target: &str, json: bool, now: i64) -> Result {
+    let net = crate::net::parse_net(target)
+        .map_err(|e| Error::usage(format_args!("`{target}` is not an address or prefix: {e}")))?;
+    let x = crate::inspect::explain(settings, net, &Ipset::new(), now)
         .map_err(|e| Error::failed(format_args!("{e:#}")))?;
     print(&x, json)
 }

@@ -267,5 +267,20 @@ fn explain_names_the_gates_refusal_of_a_feed_prefix() {
         assert!(!x.contains("not listed by any source"), "{x}");
         let j = json(&ok(d, &["explain", "8.8.8.8", "--json"]));
         assert_eq!(j["refused"][0]["source"], "f", "{j}");
+        // A prefix can be asked about too: the refused listing itself, and the listings in it.
+        let x = String::from_utf8_lossy(&ok(d, &["explain", "8.0.0.0/7"]).stdout).to_string();
+        assert!(x.starts_with("8.0.0.0/7:"), "{x}");
+        assert!(x.contains("refused: 8.0.0.0/7 is broader than"), "{x}");
+        let x = String::from_utf8_lossy(&ok(d, &["explain", "45.0.0.0/24"]).stdout).to_string();
+        assert!(x.contains("listed by f as 45.0.0.1"), "{x}");
+        assert!(x.contains("in set t4 as 45.0.0.1"), "{x}");
+        assert!(
+            x.contains("the live set holds entries that overlap it"),
+            "{x}"
+        );
+        let j = json(&ok(d, &["explain", "45.0.0.0/24", "--json"]));
+        assert_eq!(j["target"], "45.0.0.0/24", "{j}");
+        let o = sipban(d, &["explain", "not-an-address"]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     });
 }
