@@ -13,7 +13,9 @@
 //! goes on.
 //!
 //! The cap needs eviction, which only a full run does well: when the set would go over its
-//! cap, or does not exist yet, the marks are saved and a full sync is asked for instead.
+//! cap, the marks are saved and a full sync is asked for instead. A set that does not exist
+//! yet (no sync has finished) is created holding this pass's detections, and a full sync is
+//! asked for to add the rest.
 //!
 //! It runs under the apply lock only (never behind a sync's downloads), through the same
 //! [`detect`](super::detect) passes, [`gate`](super::gate) and [`SetBackend`] as a sync.
