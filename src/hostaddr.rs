@@ -1,9 +1,11 @@
-//! This host's own addresses: every interface address and the default gateways, IPv4 and IPv6.
-//! They go on the allowlist (when `allow_own_addresses` is on) so no feed or log line can ever
-//! lock the box out of itself or its router.
+//! This host's own addresses: every interface address and the default gateways, IPv4 and IPv6,
+//! and the DNS resolvers it uses. They go on the allowlist (when `allow_own_addresses` is on)
+//! so no feed or log line can ever lock the box out of itself, its router, or the resolver it
+//! needs to find its feed servers.
 //!
 //! Read-only: interface addresses come from getifaddrs (through `if-addrs`), gateways from
-//! `/proc/net/route` and `/proc/net/ipv6_route`. This module must never change anything.
+//! `/proc/net/route` and `/proc/net/ipv6_route`, resolvers from `/etc/resolv.conf` and
+//! systemd-resolved's upstream list. This module must never change anything.
 
 use crate::net;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -99,8 +101,58 @@ pub fn gateways_v6(text: &str) -> Vec<Ipv6Addr> {
     out
 }
 
+/// Where the resolvers are listed: the resolver configuration, and systemd-resolved's list of
+/// its upstream servers (when `/etc/resolv.conf` points at its local stub, 127.0.0.53).
+pub const RESOLV_FILES: [&str; 2] = ["/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"];
+
+/// The DNS resolvers this host uses, each with the file that names it. Unreadable files are
+/// skipped (a box without systemd-resolved has no second one).
+pub fn resolvers() -> Vec<OwnAddress> {
+    let mut out: Vec<OwnAddress> = Vec::new();
+    for path in RESOLV_FILES {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        for ip in nameservers(&text) {
+            if !out.iter().any(|o| o.ip == ip) {
+                out.push(OwnAddress {
+                    ip,
+                    what: path.to_string(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The `nameserver` addresses of a resolv.conf text (an IPv6 zone suffix `%eth0` is dropped).
+pub fn nameservers(text: &str) -> Vec<IpAddr> {
+    text.lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            match (words.next(), words.next()) {
+                (Some("nameserver"), Some(a)) => {
+                    net::parse_ip(a.split('%').next().unwrap_or(a)).map(net::canonical_ip)
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn nameservers_are_read_from_resolv_conf_text() {
+        let text = "# generated\nsearch lan\nnameserver 10.255.255.53\nnameserver  fe80::1%eth0\n\
+                    nameserver ::ffff:192.0.2.53\noptions edns0\nnameserver bogus\n";
+        let got: Vec<String> = super::nameservers(text)
+            .iter()
+            .map(|i| i.to_string())
+            .collect();
+        assert_eq!(got, ["10.255.255.53", "fe80::1", "192.0.2.53"]);
+    }
+
     use super::*;
 
     #[test]

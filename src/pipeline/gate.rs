@@ -114,6 +114,8 @@ pub enum AllowReason {
     OwnAddress(String),
     /// The server a feed is downloaded from.
     FeedHost(String),
+    /// A DNS resolver of this host; the text names the file that lists it.
+    Resolver(String),
     /// `sipban unban --allow` (a persistent manual allowlist entry).
     Manual,
 }
@@ -124,6 +126,7 @@ impl fmt::Display for AllowReason {
             AllowReason::Config => f.write_str("allowlist in config"),
             AllowReason::OwnAddress(what) => write!(f, "own address ({what})"),
             AllowReason::FeedHost(feed) => write!(f, "server of feed {feed}"),
+            AllowReason::Resolver(file) => write!(f, "DNS resolver in {file}"),
             AllowReason::Manual => f.write_str("manual allowlist"),
         }
     }

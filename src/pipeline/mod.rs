@@ -115,7 +115,8 @@ pub fn caps(settings: &Settings) -> Caps {
     }
 }
 
-/// The allowlist: config, own addresses (when enabled), feed servers.
+/// The allowlist: config, manual, own addresses and DNS resolvers (when enabled). A sync adds
+/// the feed servers.
 pub fn base_allowlist(settings: &Settings, summary: &mut AllowSummary) -> Allowlist {
     let mut allow = Allowlist::new();
     for n in &settings.allowlist {
@@ -128,6 +129,11 @@ pub fn base_allowlist(settings: &Settings, summary: &mut AllowSummary) -> Allowl
         for a in hostaddr::own_addresses() {
             allow.add(net::host_net(a.ip), AllowReason::OwnAddress(a.what));
             summary.own_addresses += 1;
+        }
+        // Banning the resolver would leave the next sync unable to resolve any feed host.
+        for r in hostaddr::resolvers() {
+            allow.add(net::host_net(r.ip), AllowReason::Resolver(r.what));
+            summary.resolvers += 1;
         }
     }
     allow

@@ -81,6 +81,7 @@ pub struct FeedReport {
 pub struct AllowSummary {
     pub config: usize,
     pub own_addresses: usize,
+    pub resolvers: usize,
     pub feed_hosts: usize,
     pub hits: Vec<AllowHit>,
 }
@@ -274,8 +275,8 @@ impl RunReport {
         let a = &self.allowlist;
         writeln!(
             f,
-            "\nallowlist: {} from config, {} own addresses, {} feed servers",
-            a.config, a.own_addresses, a.feed_hosts
+            "\nallowlist: {} from config, {} own addresses, {} DNS resolvers, {} feed servers",
+            a.config, a.own_addresses, a.resolvers, a.feed_hosts
         )?;
         for h in a.hits.iter().take(SHOW) {
             writeln!(

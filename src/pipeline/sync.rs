@@ -570,9 +570,7 @@ fn persist(
 ) -> Result<(), SyncError> {
     for (path, nets) in &remote.cache_writes {
         if let Err(e) = feed::write_cache(path, nets) {
-            report
-                .errors
-                .push(format!("writing feed cache {}: {e}", path.display()));
+            report.errors.push(format!("feed cache: {e:#}"));
         }
     }
     let apply_failed = report.outcome == Outcome::Failed;

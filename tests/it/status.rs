@@ -284,3 +284,42 @@ fn explain_names_the_gates_refusal_of_a_feed_prefix() {
         assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     });
 }
+
+/// The host's DNS resolver is protected by default: a feed (even one allowed to ban private
+/// space) cannot ban it, and `explain` names why. Uses the real `/etc/resolv.conf`.
+#[test]
+fn a_feed_cannot_ban_the_hosts_dns_resolver() {
+    let ns = netns_or_skip!();
+    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let Some(resolver) = sipban::hostaddr::nameservers(&text)
+        .into_iter()
+        .map(|ip| sipban::net::display_net(&sipban::net::host_net(ip)))
+        .find(|ip| {
+            let n = sipban::net::parse_net(ip).unwrap();
+            sipban::net::special_range(&n).is_none()
+        })
+    else {
+        eprintln!("skipped: /etc/resolv.conf names no resolver outside loopback/link-local");
+        return;
+    };
+    run_in(&ns, move || {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        setup(d, &["45.0.0.1", &resolver]);
+        let cfg = std::fs::read_to_string(d.join("config.yaml"))
+            .unwrap()
+            .replace(
+                "max_shrink: 100% }",
+                "max_shrink: 100%, allow_private: true }",
+            );
+        std::fs::write(d.join("config.yaml"), cfg).unwrap();
+        ok(d, &["sync"]);
+        assert_eq!(
+            members("t4"),
+            ["45.0.0.1"],
+            "the resolver {resolver} was banned"
+        );
+        let x = String::from_utf8_lossy(&ok(d, &["explain", &resolver]).stdout).to_string();
+        assert!(x.contains("DNS resolver in /etc/resolv.conf"), "{x}");
+    });
+}
