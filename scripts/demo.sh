@@ -7,5 +7,7 @@ cd "$(dirname "$0")/.."
 . scripts/ensure-toolchain.sh
 sipban_apt_install build-essential ca-certificates curl
 sipban_ensure_rust
-cargo build --release --locked --quiet
+# The first build takes minutes on a Pi: let cargo show its progress.
+echo "building sipban (release); the first build takes a few minutes..." >&2
+cargo build --release --locked
 exec ./target/release/sipban sync --dry-run --config config.example.yaml "$@"
