@@ -45,12 +45,14 @@ pub use raw::{
     FeedFormatName, RawAsterisk, RawConfig, RawFeed, RawIncrement, RawMaxCoverage, RawMinPrefix,
     RawSet, RawSets,
 };
-pub use resolved::{resolve, Settings};
+pub use resolved::{
+    resolve, Settings, TotalCoverage, DEFAULT_MAX_TOTAL_COVERAGE_V4, DEFAULT_MAX_TOTAL_COVERAGE_V6,
+};
 pub use secret::{redact_url, redact_urls_in};
 pub use sets::{SetSettings, SetsSettings};
 pub use values::{
-    human_duration, Cidr, Dur, Percent, Priority, Size, V4Coverage, V6Coverage, IPV4_ADDRESSES,
-    MAX_PRIORITY,
+    human_duration, Cidr, Dur, Nat64Prefix, Percent, Priority, Size, V4Coverage, V6Coverage,
+    IPV4_ADDRESSES, MAX_PRIORITY,
 };
 
 use serde::Deserialize;

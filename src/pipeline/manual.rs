@@ -643,6 +643,7 @@ pub fn check(settings: &Settings, req: &Request) -> Option<Refusal> {
     let mut summary = sync::AllowSummary::default();
     let full = sync::base_allowlist(settings, &mut summary);
     let mut allow = Allowlist::new();
+    allow.set_nat64(full.nat64());
     for r in full.rules() {
         if !(r.net == *net && r.reason == AllowReason::Manual) {
             allow.add(r.net, r.reason.clone());

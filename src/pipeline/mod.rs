@@ -119,6 +119,7 @@ pub fn caps(settings: &Settings) -> Caps {
 /// the feed servers.
 pub fn base_allowlist(settings: &Settings, summary: &mut AllowSummary) -> Allowlist {
     let mut allow = Allowlist::new();
+    allow.set_nat64(&settings.nat64_prefixes);
     for n in &settings.allowlist {
         allow.add(*n, AllowReason::Config);
         summary.config += 1;

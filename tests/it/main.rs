@@ -23,6 +23,7 @@ mod kernlog_corpus;
 mod kernlog_kernel;
 mod kernlog_run;
 mod metrics;
+mod nat64;
 mod report_abuseipdb;
 mod report_commit;
 mod report_prop;
