@@ -9,6 +9,7 @@
 //! - [`gate`]: the one admission gate (allowlist, own addresses, address space, prefix guards),
 //!   with a verdict and a reason in one wording.
 //! - [`decide`]: the pure decision (provenance, TTLs, priorities, cap) and the plan.
+//! - [`ceiling`]: the ceiling on what all sources together may cover (`max_total_coverage`).
 
 //! - [`sync`], [`fast`], [`manual`], [`restore`]: the entry points.
 //!
@@ -16,6 +17,7 @@
 //! the apply lock across network I/O, and never write the kernel and the state in an order
 //! that a crash could leave claiming more than the kernel holds.
 
+pub mod ceiling;
 pub mod decide;
 pub mod detect;
 pub mod fast;

@@ -198,11 +198,18 @@ pub async fn run_feed(
 /// stored, reported and logged).
 fn fail(mut result: FeedResult, reason: String) -> FeedResult {
     let reason = crate::config::redact_urls_in(&reason);
-    result.meta.consecutive_failures = result.meta.consecutive_failures.saturating_add(1);
-    result.meta.last_error = Some(reason.clone());
+    count_failure(&mut result.meta, &reason);
     result.status = FeedStatus::Failed(reason);
     result.listing = None;
     result
+}
+
+/// Count a failed attempt in a feed's metadata: the back-off grows, and the reason is kept for
+/// `status`. The validators and the last good copy's size stay, so the next attempt downloads
+/// the list afresh and judges it against the last good copy.
+pub fn count_failure(meta: &mut FeedMeta, reason: &str) {
+    meta.consecutive_failures = meta.consecutive_failures.saturating_add(1);
+    meta.last_error = Some(reason.to_string());
 }
 
 fn read_file(path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
@@ -478,15 +485,10 @@ fn merged_len(mut ranges: Vec<(u128, u128)>) -> u128 {
 /// Refuse a listing that covers more than the feed's `max_coverage`.
 fn coverage_guard(feed: &FeedSettings, c: &Coverage) -> Result<(), String> {
     if c.v4 > feed.max_coverage_v4 {
-        let share = c.v4 as f64 * 100.0 / crate::config::IPV4_ADDRESSES as f64;
-        let share = if share >= 0.1 {
-            format!("{share:.1}")
-        } else {
-            format!("{share:.3}")
-        };
         return Err(format!(
-            "coverage guard: the listing covers {} IPv4 addresses ({share}% of IPv4), over max_coverage {}",
+            "coverage guard: the listing covers {} IPv4 addresses ({}% of IPv4), over max_coverage {}",
             thousands(u128::from(c.v4)),
+            v4_share(c.v4),
             thousands(u128::from(feed.max_coverage_v4))
         ));
     }
@@ -498,6 +500,16 @@ fn coverage_guard(feed: &FeedSettings, c: &Coverage) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A count of IPv4 addresses as a share of IPv4, in percent: `86.2`, `0.002`.
+pub fn v4_share(addresses: u64) -> String {
+    let share = addresses as f64 * 100.0 / crate::config::IPV4_ADDRESSES as f64;
+    if share >= 0.1 {
+        format!("{share:.1}")
+    } else {
+        format!("{share:.3}")
+    }
 }
 
 /// `4294901760` → `4,294,901,760`.

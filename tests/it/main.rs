@@ -34,3 +34,4 @@ mod status;
 mod sync_kernel;
 mod systemd_units;
 mod tail_rotation;
+mod total_coverage;
