@@ -10,6 +10,7 @@
 //!   with a verdict and a reason in one wording.
 //! - [`decide`]: the pure decision (provenance, TTLs, priorities, cap) and the plan.
 //! - [`ceiling`]: the ceiling on what all sources together may cover (`max_total_coverage`).
+//! - [`dirs`]: the directories a run writes into, refused when others may write there.
 
 //! - [`sync`], [`fast`], [`manual`], [`restore`]: the entry points.
 //!
@@ -20,6 +21,7 @@
 pub mod ceiling;
 pub mod decide;
 pub mod detect;
+pub mod dirs;
 pub mod fast;
 pub mod gate;
 pub mod gather;

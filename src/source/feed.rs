@@ -65,9 +65,14 @@ pub struct FeedResult {
     pub bytes: u64,
 }
 
+/// The directory of the feeds' last good copies.
+pub fn cache_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("feeds")
+}
+
 /// Where the last good copy of a feed is kept.
 pub fn cache_path(state_dir: &Path, name: &str) -> PathBuf {
-    state_dir.join("feeds").join(format!("{name}.list"))
+    cache_dir(state_dir).join(format!("{name}.list"))
 }
 
 /// Read a cached copy (canonical prefixes, one per line).
@@ -84,7 +89,7 @@ pub fn read_cache(path: &Path) -> Option<Vec<IpNet>> {
 /// rename: [`crate::fsio::write_atomic`]).
 pub fn write_cache(path: &Path, nets: &[IpNet]) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
+        crate::fsio::create_dir(dir)
             .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
     }
     let mut text = Vec::with_capacity(nets.len() * 16);

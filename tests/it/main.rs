@@ -30,6 +30,7 @@ mod report_prop;
 mod report_sigkill;
 mod report_sync;
 mod restore;
+mod state_files;
 mod status;
 mod sync_kernel;
 mod systemd_units;
