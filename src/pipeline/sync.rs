@@ -245,6 +245,7 @@ fn local_step(
         &mut errors,
         now,
     );
+    clock.phase("checked the total coverage");
 
     let caps = caps(settings);
     // A dry run that cannot read the kernel diffs against what the saved state decides.
