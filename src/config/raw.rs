@@ -5,7 +5,7 @@
 //! shape of the file, nothing more.
 
 use super::ports::PortEntry;
-use super::values::{Cidr, Dur, Percent, Priority, Size, V4Coverage, V6Coverage};
+use super::values::{Cidr, Dur, Nat64Prefix, Percent, Priority, Size, V4Coverage, V6Coverage};
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
@@ -26,6 +26,11 @@ pub struct RawConfig {
     pub metrics: Option<Spanned<RawMetrics>>,
     pub report: Option<Spanned<RawReport>>,
     pub kernel_log: Option<Spanned<RawKernelLog>>,
+    /// How much address space all sources together may cover before the download that takes
+    /// them over it is refused: `{ v4: <addresses or % of IPv4>, v6: <count of /64s> }`.
+    pub max_total_coverage: Option<RawMaxCoverage>,
+    /// The network's own NAT64 prefixes (RFC 6052), besides the well-known 64:ff9b::/96.
+    pub nat64_prefixes: Option<Vec<Nat64Prefix>>,
 }
 
 /// `asterisk:`: the log detector (run by `source::asterisk`).

@@ -6,7 +6,9 @@
 //!   to ban it; nothing broader than the source's `min_prefix`;
 //! - the **allowlist** ([`Allowlist`]): prefixes that are never banned, each remembered with
 //!   why it is there (config, one of this host's own addresses, a feed's server, a manual
-//!   allowlist entry), so the verdict can name the rule.
+//!   allowlist entry), so the verdict can name the rule. It also knows the network's own NAT64
+//!   prefixes (`nat64_prefixes`): an address inside one is judged by the IPv4 address it
+//!   carries, and no source may ban a whole prefix ([`rule`]).
 //!
 //! Every path that puts something in a set asks here: decide (for every sighting, and for
 //! every entry it turns into a kernel prefix), the daemon's real-time pass, `ban`, `restore`.
@@ -74,6 +76,14 @@ impl SourcePolicy {
     }
 }
 
+/// The source's rules, and the network's own NAT64 prefixes (which the allowlist carries): a
+/// prefix that covers one is a [`Rejection::Translation`] like the well-known ranges.
+pub fn rule(policy: &SourcePolicy, allow: &Allowlist, net: &IpNet) -> Option<Rejection> {
+    policy
+        .reject(net)
+        .or_else(|| allow.covered_nat64(net).map(|_| Rejection::Translation))
+}
+
 /// Why a listed prefix was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -139,12 +149,14 @@ pub struct AllowRule {
     pub reason: AllowReason,
 }
 
-/// All allowlist rules, split by family for the subtraction.
+/// All allowlist rules, split by family for the subtraction, and the network's own NAT64
+/// prefixes (through which IPv6 addresses carry IPv4 ones).
 #[derive(Clone, Debug, Default)]
 pub struct Allowlist {
     rules: Vec<AllowRule>,
     v4: Vec<IpNet>,
     v6: Vec<IpNet>,
+    nat64: Vec<net::Nat64>,
 }
 
 impl Allowlist {
@@ -167,6 +179,28 @@ impl Allowlist {
         &self.rules
     }
 
+    /// The network's own NAT64 prefixes (`nat64_prefixes`), besides the well-known ranges.
+    pub fn set_nat64(&mut self, prefixes: &[net::Nat64]) {
+        self.nat64 = prefixes.to_vec();
+    }
+
+    pub fn nat64(&self) -> &[net::Nat64] {
+        &self.nat64
+    }
+
+    /// The configured NAT64 prefix that banning `net` would cut off whole, if any.
+    pub fn covered_nat64(&self, net: &IpNet) -> Option<net::Nat64> {
+        self.nat64.iter().copied().find(|p| p.covered_by(net))
+    }
+
+    /// The IPv4 prefix an IPv6 prefix carries: through a well-known range (NAT64, 6to4,
+    /// Teredo) or one of the network's own NAT64 prefixes.
+    fn carried(&self, net: &IpNet) -> Option<IpNet> {
+        net::embedded_v4(net)
+            .map(|(v4, _)| v4)
+            .or_else(|| self.nat64.iter().find_map(|p| p.carried(net)))
+    }
+
     pub fn len(&self) -> usize {
         self.rules.len()
     }
@@ -183,9 +217,10 @@ impl Allowlist {
     }
 
     /// The first rule that overlaps `net` (covers it, or lies inside it), or, for an IPv6
-    /// prefix that carries IPv4 addresses (NAT64, 6to4, Teredo), overlaps what it carries.
+    /// prefix that carries IPv4 addresses (NAT64, 6to4, Teredo, the network's own NAT64
+    /// prefixes), overlaps what it carries.
     pub fn hit(&self, net: &IpNet) -> Option<&AllowRule> {
-        let carried = net::embedded_v4(net).map(|(v4, _)| v4);
+        let carried = self.carried(net);
         self.rules.iter().find(|r| {
             net::overlaps(&r.net, net) || carried.is_some_and(|c| net::overlaps(&r.net, &c))
         })
@@ -196,7 +231,7 @@ impl Allowlist {
     /// IPv4 addresses overlap the allowlist is protected whole: the IPv4 host behind a NAT64 or
     /// 6to4 address is the one the allowlist names.
     pub fn subtract(&self, net: &IpNet) -> Option<Vec<IpNet>> {
-        if let Some((carried, _)) = net::embedded_v4(net) {
+        if let Some(carried) = self.carried(net) {
             if self.v4.iter().any(|a| net::overlaps(a, &carried)) {
                 return Some(Vec::new());
             }
@@ -220,6 +255,9 @@ pub enum Refusal {
         rule: Rejection,
         source: String,
         min_prefix: u8,
+        /// For [`Rejection::Translation`]: the range the prefix covers.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        range: Option<String>,
     },
     /// The allowlist covers it whole.
     Allowlisted {
@@ -237,13 +275,14 @@ impl fmt::Display for Refusal {
                 rule,
                 source,
                 min_prefix,
+                range,
             } => {
                 let n = net::display_net(net);
                 write!(f, "refused: {n} is {}", rule.describe())?;
                 match rule {
                     Rejection::TooBroad => write!(f, " (/{min_prefix} for {source})"),
                     Rejection::Private => write!(f, ", which {source} may not ban (allow_private)"),
-                    Rejection::Translation => match net::covers_translation(net) {
+                    Rejection::Translation => match range {
                         Some(range) => write!(f, " ({range})"),
                         None => Ok(()),
                     },
@@ -268,12 +307,20 @@ pub fn admit<'a>(
     allow: &'a Allowlist,
     net: &IpNet,
 ) -> Result<Option<&'a AllowRule>, Refusal> {
-    if let Some(rule) = policy.reject(net) {
+    if let Some(why) = rule(policy, allow, net) {
+        let range = (why == Rejection::Translation).then(|| match net::covers_translation(net) {
+            Some(name) => name.to_string(),
+            None => match allow.covered_nat64(net) {
+                Some(p) => format!("NAT64 {p} in nat64_prefixes"),
+                None => String::new(),
+            },
+        });
         return Err(Refusal::Rule {
             net: *net,
-            rule,
+            rule: why,
             source: policy.name.clone(),
             min_prefix: policy.min_prefix(Family::of(net)),
+            range,
         });
     }
     match allow.subtract(net) {
@@ -404,6 +451,7 @@ mod tests {
             ("2002::/16", "6to4 2002::/16"),
             ("2001::/32", "Teredo 2001::/32"),
             ("2000::/8", "6to4 2002::/16"),
+            ("64:ff9b:1::/48", "NAT64 local-use 64:ff9b:1::/48"),
         ] {
             let r = admit(&p, &allow, &n(v6)).unwrap_err().to_string();
             assert!(
@@ -411,6 +459,65 @@ mod tests {
                 "{v6}: {r}"
             );
         }
+    }
+
+    #[test]
+    fn the_networks_own_nat64_prefixes_carry_ipv4_and_are_never_banned_whole() {
+        let mut allow = Allowlist::new();
+        allow.add(n("192.0.2.1"), AllowReason::Config);
+        let prefixes = [
+            net::Nat64::new(n("2001:db8:64::/96")).unwrap(),
+            net::Nat64::new(n("64:ff9b:1:ab::/64")).unwrap(),
+        ];
+        allow.set_nat64(&prefixes);
+        let mut p = feed();
+        p.min_prefix_v6 = 8;
+        for v6 in ["2001:db8:64::c000:201", "64:ff9b:1:ab:c0:2:100:0"] {
+            let refused = admit(&p, &allow, &n(v6)).unwrap_err();
+            assert_eq!(
+                refused.to_string(),
+                format!("refused: {v6} is protected by 192.0.2.1 (allowlist in config)")
+            );
+        }
+        assert_eq!(admit(&p, &allow, &n("2001:db8:64::2d00:1")).unwrap(), None);
+        for (v6, range) in [
+            (
+                "2001:db8:64::/96",
+                "NAT64 2001:db8:64::/96 in nat64_prefixes",
+            ),
+            ("2001:db8::/32", "NAT64 2001:db8:64::/96 in nat64_prefixes"),
+            (
+                "64:ff9b:1:ab::/70",
+                "NAT64 64:ff9b:1:ab::/64 in nat64_prefixes",
+            ),
+            ("64:ff9b:1::/48", "NAT64 local-use 64:ff9b:1::/48"),
+        ] {
+            let r = admit(&p, &allow, &n(v6)).unwrap_err();
+            assert!(
+                matches!(
+                    r,
+                    Refusal::Rule {
+                        rule: Rejection::Translation,
+                        ..
+                    }
+                ),
+                "{v6}: {r}"
+            );
+            assert_eq!(
+                r.to_string(),
+                format!(
+                    "refused: {v6} is a whole IPv6 range that carries IPv4 addresses ({range})"
+                )
+            );
+            assert_eq!(rule(&p, &allow, &n(v6)), Some(Rejection::Translation));
+        }
+        // Without the configuration, the same addresses are plain IPv6.
+        let plain = Allowlist::new();
+        assert_eq!(admit(&p, &plain, &n("2001:db8:64::/96")).unwrap(), None);
+        assert_eq!(
+            admit(&p, &plain, &n("2001:db8:64::c000:201")).unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -131,7 +131,7 @@ fn request_dir(state_dir: &Path) -> PathBuf {
 /// Queue a request (atomically: temporary file, fsync, rename). Returns its path.
 pub fn queue(state_dir: &Path, req: &Request) -> Result<PathBuf> {
     let dir = request_dir(state_dir);
-    std::fs::create_dir_all(&dir).with_context(|| {
+    crate::fsio::create_dir(&dir).with_context(|| {
         format!(
             "creating {} (manual bans need write access to the state: run as root)",
             dir.display()
@@ -643,6 +643,7 @@ pub fn check(settings: &Settings, req: &Request) -> Option<Refusal> {
     let mut summary = sync::AllowSummary::default();
     let full = sync::base_allowlist(settings, &mut summary);
     let mut allow = Allowlist::new();
+    allow.set_nat64(full.nat64());
     for r in full.rules() {
         if !(r.net == *net && r.reason == AllowReason::Manual) {
             allow.add(r.net, r.reason.clone());

@@ -9,6 +9,8 @@
 //! - [`gate`]: the one admission gate (allowlist, own addresses, address space, prefix guards),
 //!   with a verdict and a reason in one wording.
 //! - [`decide`]: the pure decision (provenance, TTLs, priorities, cap) and the plan.
+//! - [`ceiling`]: the ceiling on what all sources together may cover (`max_total_coverage`).
+//! - [`dirs`]: the directories a run writes into, refused when others may write there.
 
 //! - [`sync`], [`fast`], [`manual`], [`restore`]: the entry points.
 //!
@@ -16,8 +18,10 @@
 //! the apply lock across network I/O, and never write the kernel and the state in an order
 //! that a crash could leave claiming more than the kernel holds.
 
+pub mod ceiling;
 pub mod decide;
 pub mod detect;
+pub mod dirs;
 pub mod fast;
 pub mod gate;
 pub mod gather;
@@ -119,6 +123,7 @@ pub fn caps(settings: &Settings) -> Caps {
 /// the feed servers.
 pub fn base_allowlist(settings: &Settings, summary: &mut AllowSummary) -> Allowlist {
     let mut allow = Allowlist::new();
+    allow.set_nat64(&settings.nat64_prefixes);
     for n in &settings.allowlist {
         allow.add(*n, AllowReason::Config);
         summary.config += 1;

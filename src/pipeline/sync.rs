@@ -236,6 +236,16 @@ fn local_step(
     };
     unbans.filter(&mut inputs, sources);
     unbans.strip(&mut previous);
+    total_ceiling(
+        settings,
+        sources,
+        &previous,
+        &mut inputs,
+        &mut remote,
+        &mut errors,
+        now,
+    );
+    clock.phase("checked the total coverage");
 
     let caps = caps(settings);
     // A dry run that cannot read the kernel diffs against what the saved state decides.
@@ -319,6 +329,41 @@ fn local_step(
     )?;
     clock.phase("committed");
     Ok(Step { report, candidates })
+}
+
+/// The ceiling on all sources together (`max_total_coverage`, see [`super::ceiling`]): a feed
+/// download that takes them over it is refused and its feed keeps its last good entries.
+fn total_ceiling(
+    settings: &Settings,
+    sources: &Sources,
+    previous: &[Entry],
+    inputs: &mut Vec<Input>,
+    remote: &mut Remote,
+    errors: &mut Vec<String>,
+    now: i64,
+) {
+    let verdict = super::ceiling::check(
+        previous,
+        inputs,
+        &sources.policies,
+        settings.max_total_coverage,
+        now,
+    );
+    for r in verdict.refused {
+        inputs.retain(|i| !(i.complete && i.source == r.source));
+        remote.refuse_feed(settings, r.source, &r.reason, now);
+        let name = sources
+            .policies
+            .get(r.source as usize)
+            .map_or("?", |p| p.name.as_str());
+        errors.push(format!(
+            "feed {name}: {}; keeping its last good entries",
+            r.reason
+        ));
+    }
+    if let Some(over) = verdict.over {
+        tracing::warn!("{over}; no download this run grew it, so none was refused");
+    }
 }
 
 /// The plans, and what they were diffed against.

@@ -207,7 +207,7 @@ pub fn decide(
         ..Decision::default()
     };
     // 1.–4. One merge pass over the previous entries and this run's sightings.
-    let mut entries = merge(previous, inputs, policies, now, &mut d);
+    let mut entries = merge(previous, inputs, (policies, allowlist), now, &mut d);
 
     // 5. Subtract the allowlist and rank per family.
     let mut cands = candidates(&entries, allowlist, &mut d);
@@ -251,7 +251,7 @@ pub fn decide(
 fn merge(
     mut previous: Vec<Entry>,
     mut inputs: Vec<Input>,
-    policies: &[SourcePolicy],
+    (policies, allowlist): (&[SourcePolicy], &Allowlist),
     now: i64,
     d: &mut Decision,
 ) -> Vec<Entry> {
@@ -275,14 +275,14 @@ fn merge(
     let mut listed_here: Vec<u16> = Vec::new();
     while let Some(key) = next_key(prev.peek(), &inputs, &cursors) {
         // 2. What is still valid from the previous run at this prefix.
-        let (net, mut marks) = previous_marks(&mut prev, key, policies, now, d);
+        let (net, mut marks) = previous_marks(&mut prev, key, (policies, allowlist), now, d);
 
         // 3. This run's sightings at this prefix, refusing what a source may not ban.
         listed_here.clear();
         let sighted = add_sightings(
             (&inputs, &mut cursors),
             key,
-            policies,
+            (policies, allowlist),
             now,
             (&mut marks, &mut listed_here),
             &mut d.per_source,
@@ -330,7 +330,7 @@ fn next_key(prev: Option<&Entry>, inputs: &[Input], cursors: &[usize]) -> Option
 fn previous_marks(
     prev: &mut std::iter::Peekable<std::vec::IntoIter<Entry>>,
     key: IpNet,
-    policies: &[SourcePolicy],
+    (policies, allowlist): (&[SourcePolicy], &Allowlist),
     now: i64,
     d: &mut Decision,
 ) -> (Option<IpNet>, Marks) {
@@ -350,7 +350,7 @@ fn previous_marks(
                     return false;
                 }
                 // A policy that got stricter since the entry was stored drops it.
-                policy.reject(&entry.net).is_none()
+                gate::rule(policy, allowlist, &entry.net).is_none()
             });
             if marks.is_empty() {
                 marks = entry.marks;
@@ -377,7 +377,7 @@ fn previous_marks(
 fn add_sightings(
     (inputs, cursors): (&[Input], &mut [usize]),
     key: IpNet,
-    policies: &[SourcePolicy],
+    (policies, allowlist): (&[SourcePolicy], &Allowlist),
     now: i64,
     (marks, listed_here): (&mut Marks, &mut Vec<u16>),
     per_source: &mut [SourceCounts],
@@ -398,7 +398,7 @@ fn add_sightings(
             }
             let counts = &mut per_source[input.source as usize];
             counts.listed += 1;
-            if let Some(why) = policy.reject(&s.net) {
+            if let Some(why) = gate::rule(policy, allowlist, &s.net) {
                 *counts.rejected.entry(why).or_default() += 1;
                 counts.note_refused(s.net);
                 continue;
