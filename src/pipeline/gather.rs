@@ -38,6 +38,8 @@ pub struct Remote {
     pub cache_writes: Vec<(PathBuf, Vec<IpNet>)>,
     pub apiban: Option<ApibanRun>,
     pub errors: Vec<String>,
+    /// The peer names in Asterisk's configuration, resolved (when protected).
+    pub peers: Option<super::protect::Lookups>,
 }
 
 /// What a remote source works with.
@@ -109,6 +111,7 @@ pub async fn gather(
         now,
         remote: Remote {
             hosts: feed_host_addresses(settings).await,
+            peers: super::protect::lookup(settings).await,
             ..Remote::default()
         },
     };

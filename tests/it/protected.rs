@@ -11,7 +11,7 @@
 //!   password) is a warning, and a ban only with `ban_on_link: true`.
 
 use crate::common::lines::asterisk_line;
-use crate::common::netns::{require_program, run_in, NetNs};
+use crate::common::netns::{require_program, run_in};
 use crate::common::run::{bin, json, sipban, text};
 use sipban::backend::ipset::Ipset;
 use std::collections::BTreeSet;
@@ -240,7 +240,11 @@ fn neither_a_feed_nor_a_forged_line_bans_an_asterisk_trunk() {
             text(&o)
         );
         let o = sipban(dir.path(), &["explain", "45.30.0.2"]);
-        assert!(out(&o).contains("sip.conf [old-trunk] host"), "{}", text(&o));
+        assert!(
+            out(&o).contains("sip.conf [old-trunk] host"),
+            "{}",
+            text(&o)
+        );
         // A sync that cannot resolve the names keeps the last addresses they had.
         let o = sipban(dir.path(), &["sync"]);
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -324,6 +328,15 @@ fn a_detection_on_the_hosts_own_network_is_a_warning_unless_opted_in() {
         // And a fresh detection says it was banned.
         let fresh = tempfile::tempdir().unwrap();
         config(fresh.path(), &format!("ban_on_link: true\n{detector}"));
+        // Sets of its own, so the plan shows the add.
+        let cfg = fresh.path().join("config.yaml");
+        let yaml = std::fs::read_to_string(&cfg).unwrap();
+        std::fs::write(
+            &cfg,
+            yaml.replace("name: t4", "name: f4")
+                .replace("name: t6", "name: f6"),
+        )
+        .unwrap();
         let o = sipban(fresh.path(), &["sync", "--dry-run"]);
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
         assert!(
@@ -346,5 +359,9 @@ fn config_check_shows_the_protection_switches() {
     assert_eq!(j["protect_asterisk_peers"], "auto", "{j}");
     assert_eq!(j["asterisk_config_dir"], "/etc/asterisk", "{j}");
     let o = sipban(dir.path(), &["config", "check"]);
-    assert!(out(&o).contains("protect_asterisk_peers: auto"), "{}", text(&o));
+    assert!(
+        out(&o).contains("protect_asterisk_peers: auto"),
+        "{}",
+        text(&o)
+    );
 }

@@ -24,6 +24,7 @@ fn policy(name: &str, priority: u16) -> SourcePolicy {
         min_prefix_v4: 16,
         min_prefix_v6: 32,
         allow_private: false,
+        ban_on_link: false,
     }
 }
 
