@@ -89,15 +89,18 @@ impl Lookups {
 }
 
 /// The peers in Asterisk's configuration, when `protect_asterisk_peers` asks for them: `auto`
-/// reads the directory when it can and is silent otherwise; `true` says why it cannot.
+/// is silent when the directory does not exist (no Asterisk here) and says why when it exists
+/// but cannot be read; `true` always says why it cannot.
 pub fn configured(settings: &Settings) -> Option<peers::Peers> {
     let dir = &settings.asterisk_config_dir;
-    match settings.protect_asterisk_peers {
+    let toggle = settings.protect_asterisk_peers;
+    match toggle {
         Toggle::Off => None,
-        Toggle::Auto => peers::collect(dir).ok(),
-        Toggle::On => Some(peers::collect(dir).unwrap_or_else(|e| peers::Peers {
+        Toggle::Auto if !dir.exists() => None,
+        Toggle::Auto | Toggle::On => Some(peers::collect(dir).unwrap_or_else(|e| peers::Peers {
             warnings: vec![format!(
-                "protect_asterisk_peers is true, but Asterisk's configuration cannot be read: {e}"
+                "Asterisk's configuration cannot be read, so its peers are not protected: {e} (protect_asterisk_peers: {})",
+                if toggle == Toggle::On { "true" } else { "auto" }
             )],
             ..peers::Peers::default()
         })),
