@@ -9,6 +9,7 @@
 //! loops are cut, and `#exec` is never run (a warning says so). This module must never execute
 //! anything or write anything.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// How deep `#include` may nest.
@@ -52,20 +53,39 @@ impl Conf {
         self.sections.iter().filter(|s| !s.template)
     }
 
-    /// A section's options with what it inherits first (templates in the order named, each
-    /// with its own inheritance), as Asterisk applies them.
-    pub fn effective<'a>(&'a self, section: &'a Section) -> Vec<&'a Opt> {
-        let mut out = Vec::new();
-        self.inherit_into(section, 0, &mut out);
+    /// Section names to the first section of that name (what inheritance refers to).
+    pub fn index(&self) -> HashMap<&str, usize> {
+        let mut out = HashMap::new();
+        for (i, s) in self.sections.iter().enumerate() {
+            out.entry(s.name.as_str()).or_insert(i);
+        }
         out
     }
 
-    fn inherit_into<'a>(&'a self, section: &'a Section, depth: usize, out: &mut Vec<&'a Opt>) {
+    /// A section's options with what it inherits first (templates in the order named, each
+    /// with its own inheritance), as Asterisk applies them. `index` is [`Conf::index`].
+    pub fn effective<'a>(
+        &'a self,
+        index: &HashMap<&str, usize>,
+        section: &'a Section,
+    ) -> Vec<&'a Opt> {
+        let mut out = Vec::new();
+        self.inherit_into(index, section, 0, &mut out);
+        out
+    }
+
+    fn inherit_into<'a>(
+        &'a self,
+        index: &HashMap<&str, usize>,
+        section: &'a Section,
+        depth: usize,
+        out: &mut Vec<&'a Opt>,
+    ) {
         if depth <= MAX_INHERIT {
             for name in &section.inherits {
-                if let Some(t) = self.sections.iter().find(|s| &s.name == name) {
+                if let Some(t) = index.get(name.as_str()).map(|&i| &self.sections[i]) {
                     if !std::ptr::eq(t, section) {
-                        self.inherit_into(t, depth + 1, out);
+                        self.inherit_into(index, t, depth + 1, out);
                     }
                 }
             }
@@ -394,8 +414,9 @@ mod tests {
         assert_eq!(names, ["r", "r2", "same", "same", "loop"]);
         let r = c.objects().next().unwrap();
         assert!(c.sections[1].template && c.sections[1].inherits == ["t"]);
+        let index = c.index();
         let eff: Vec<(&str, &str)> = c
-            .effective(r)
+            .effective(&index, r)
             .iter()
             .map(|o| (o.key.as_str(), o.value.as_str()))
             .collect();
@@ -418,7 +439,7 @@ mod tests {
         );
         // A section that names itself inherits nothing more (and does not loop).
         let l = c.objects().last().unwrap();
-        assert_eq!(c.effective(l).len(), 1);
+        assert_eq!(c.effective(&index, l).len(), 1);
     }
 
     #[test]

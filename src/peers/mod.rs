@@ -136,8 +136,9 @@ fn peers_of(c: &conf::Conf, file: &str, kind: Kind, out: &mut Peers) {
             }
         }
     }
+    let index = c.index();
     for s in c.objects() {
-        let opts = c.effective(s);
+        let opts = c.effective(&index, s);
         let ty = opts
             .iter()
             .rev()
