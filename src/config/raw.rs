@@ -19,6 +19,11 @@ pub struct RawConfig {
     pub sets: Option<RawSets>,
     pub allowlist: Option<Vec<Cidr>>,
     pub allow_own_addresses: Option<bool>,
+    /// Let the log detectors ban addresses on this host's own networks (default false).
+    pub ban_on_link: Option<bool>,
+    /// Protect the SIP/IAX2 peers in Asterisk's configuration (default auto).
+    pub protect_asterisk_peers: Option<super::protect::Toggle>,
+    pub asterisk_config_dir: Option<PathBuf>,
     pub feeds: Option<Vec<Spanned<RawFeed>>>,
     pub apiban: Option<Spanned<RawApiban>>,
     pub asterisk: Option<Spanned<RawAsterisk>>,

@@ -9,6 +9,7 @@ use super::daemon::{self, DaemonSettings};
 use super::feed::{resolve_feed, FeedSettings};
 use super::kernlog::{self, KernelLogSettings};
 use super::metrics::{self, MetricsSettings};
+use super::protect::{Toggle, DEFAULT_ASTERISK_CONFIG_DIR};
 use super::raw::{RawConfig, RawSet};
 use super::report::{self, ReportSettings};
 use super::sets::{validate_set_name, SetSettings, SetsSettings};
@@ -25,6 +26,13 @@ pub struct Settings {
     pub sets: SetsSettings,
     pub allowlist: Vec<IpNet>,
     pub allow_own_addresses: bool,
+    /// May the log detectors (asterisk, kernel_log) ban an address on this host's own
+    /// networks? Feeds never may.
+    pub ban_on_link: bool,
+    /// Protect the peers in Asterisk's configuration (`auto`: when the directory is readable).
+    pub protect_asterisk_peers: Toggle,
+    /// Where Asterisk's configuration is read from (relative to the config file's directory).
+    pub asterisk_config_dir: PathBuf,
     pub feeds: Vec<FeedSettings>,
     /// Present when the config has an `apiban:` section.
     pub apiban: Option<ApibanSettings>,
@@ -167,6 +175,12 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
             .map(|c| c.0)
             .collect(),
         allow_own_addresses: raw.allow_own_addresses.unwrap_or(true),
+        ban_on_link: raw.ban_on_link.unwrap_or(false),
+        protect_asterisk_peers: raw.protect_asterisk_peers.unwrap_or_default(),
+        asterisk_config_dir: base_dir.join(
+            raw.asterisk_config_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_ASTERISK_CONFIG_DIR)),
+        ),
         feeds,
         apiban,
         asterisk,

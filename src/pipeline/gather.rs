@@ -41,6 +41,8 @@ pub struct Remote {
     /// Feed metadata as saved before this run, so a download refused later (by the ceiling
     /// on all sources together) can be counted as a failure instead.
     pub saved_metas: HashMap<String, FeedMeta>,
+    /// The peer names in Asterisk's configuration, resolved (when protected).
+    pub peers: Option<super::protect::Lookups>,
 }
 
 impl Remote {
@@ -138,6 +140,7 @@ pub async fn gather(
         now,
         remote: Remote {
             hosts: feed_host_addresses(settings).await,
+            peers: super::protect::lookup(settings).await,
             ..Remote::default()
         },
     };

@@ -53,7 +53,8 @@ pub const APPLY_WAIT: Duration = crate::lock::APPLY_WAIT;
 const MAX_UNBANS: usize = 65_536;
 
 /// The decide policy of manual bans: hosts and prefixes down to /8 (v4) and /16 (v6),
-/// private space included (the admin decides); the allowlist still wins.
+/// private space and this host's own networks included (the admin decides); the allowlist
+/// still wins.
 pub fn policy() -> SourcePolicy {
     SourcePolicy {
         name: SOURCE.to_string(),
@@ -61,6 +62,7 @@ pub fn policy() -> SourcePolicy {
         min_prefix_v4: 8,
         min_prefix_v6: 16,
         allow_private: true,
+        ban_on_link: true,
     }
 }
 
@@ -700,6 +702,7 @@ mod tests {
             min_prefix_v4: 16,
             min_prefix_v6: 32,
             allow_private: false,
+            ban_on_link: false,
         };
         let ast = SourcePolicy {
             name: "asterisk".into(),

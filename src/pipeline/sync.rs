@@ -229,6 +229,14 @@ fn local_step(
         allow.add(net::host_net(ip), AllowReason::FeedHost(name));
         allow_summary.feed_hosts += 1;
     }
+    if let Some(l) = &remote.peers {
+        super::protect::add_fresh(&mut allow, l, &mut allow_summary);
+    }
+    let mut warnings = std::mem::take(&mut allow_summary.notes);
+    warnings.extend(super::protect::on_link_warnings(sources, &inputs, &allow));
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
     // Manual unbans keep addresses out until a source lists them afresh (see manual.rs).
     let mut unbans = match store.as_deref() {
         Some(s) => super::manual::Unbans::load(s)?,
@@ -288,6 +296,7 @@ fn local_step(
         now,
     );
     report.dry_run = dry_run;
+    report.warnings = warnings;
     report.baseline = planned.baseline;
     report.baseline_note = planned.note;
     report.state = store
@@ -534,6 +543,7 @@ fn build_report(
         dropped_unknown_source: decision.dropped_unknown,
         applied: false,
         errors,
+        warnings: Vec::new(),
         outcome: Outcome::Ok,
         upstream: None,
     }
@@ -638,6 +648,20 @@ fn persist(
             let key = super::gate::refused_key(&policy.name);
             blobs.push((key, super::gate::encode_refused(&mut refused)));
         }
+    }
+    // The peer names as resolved now (a name that did not resolve keeps its last addresses).
+    if let Some(l) = &remote.peers {
+        let saved = match store.as_deref() {
+            Some(s) => s.blob(super::protect::PEERS_KEY)?,
+            None => None,
+        };
+        let saved = saved
+            .map(|b| super::protect::Resolved::decode(&b))
+            .unwrap_or_default();
+        blobs.push((
+            super::protect::PEERS_KEY.to_string(),
+            l.merged(&saved).encode(),
+        ));
     }
     // What the kernel sets now hold, for the next run; only after a complete apply.
     if !apply_failed {

@@ -24,6 +24,7 @@ mod kernlog_kernel;
 mod kernlog_run;
 mod metrics;
 mod nat64;
+mod protected;
 mod report_abuseipdb;
 mod report_commit;
 mod report_prop;
