@@ -201,6 +201,7 @@ mod tests {
             min_prefix_v4: 8,
             min_prefix_v6: 16,
             allow_private: false,
+            ban_on_link: false,
         }
     }
 
