@@ -29,13 +29,15 @@
 //! field, never hold a whole file in memory, and never change the files it reads.
 
 pub mod callid;
+pub mod guard;
 pub mod rules;
 
 use crate::net;
 use crate::source::tail::{self, FileCursor, StartAt, TailStats};
 use crate::source::Sighting;
 use callid::{CallIdMap, DumpParser, Feed, Unattributed};
-use rules::{anatomy, classify, Anatomy, Level, Rule, Stamp, Transport, Unterminated, Verdict};
+use guard::{Judgement, Record, Sender};
+use rules::{anatomy, classify, Anatomy, Level, Rule, Stamp, Transport, Verdict};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -91,9 +93,10 @@ pub struct FileState {
     dump: DumpParser,
     #[serde(default)]
     last_time: Option<i64>,
-    /// An injection window still open at the end of the last run (bounded by the message cap).
+    /// A record whose attacker field may still go on, open at the end of the last run (bounded
+    /// by the field's capacity; see [`guard`]).
     #[serde(default)]
-    window: Option<Window>,
+    record: Option<Record>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,9 +206,16 @@ pub struct Counters {
     pub duplicates: u64,
     /// Lines that had a rule's shape but were refused (several or invalid addresses).
     pub refused: u64,
-    /// Lines swallowed by the injection guard (continuation lines of a message whose first
-    /// line lacked its server-written tail).
-    pub suppressed: u64,
+    /// Lines the injection guard proved to be attacker text: the field lines of a record
+    /// broken by a newline, before its real tail (see [`guard`]).
+    pub injected: u64,
+    /// Lines the injection guard could not read as genuine: within a field's reach after a
+    /// record without a tail (IAX2 user names, dialplan lines) or with an ambiguous one. The
+    /// cost of the guard in genuine lines.
+    pub suspect: u64,
+    /// Records broken by a newline in an attacker field (each an offence of its sender, when
+    /// the record names one).
+    pub injections: u64,
     /// Lines without an Asterisk prefix outside dumps (continuations, other programs).
     pub orphan_lines: u64,
     /// Lines inside SIP debug dumps.
@@ -406,17 +416,7 @@ struct Stream<'a> {
     full: bool,
     dump: &'a mut DumpParser,
     last_time: &'a mut Option<i64>,
-    window: &'a mut Option<Window>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct Window {
-    kind: Unterminated,
-    /// The starter's own failure and its time, counted when the message's tail is found.
-    pending: Option<(Rule, IpAddr, Option<Transport>, i64, u64)>,
-    starter: Vec<u8>,
-    bytes: i64,
-    lines: Vec<Vec<u8>>,
+    record: &'a mut Option<Record>,
 }
 
 /// A matched offender line handed to the ban logic.
@@ -456,96 +456,159 @@ impl Engine<'_> {
     fn feed(&mut self, st: &mut Stream<'_>, raw: &[u8]) {
         self.counters.lines += 1;
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-        if let Some(w) = st.window.as_mut() {
-            w.bytes += line.len() as i64 + 1;
-            w.lines.push(line.to_vec());
-            if w.bytes > callid::MESSAGE_CAP || w.lines.len() > 256 {
-                self.resolve(st);
-            }
-            return;
-        }
-        if rules::has_terminal_bytes(line) && !(st.full && st.dump.in_block()) {
-            let clean = rules::strip_terminal(line);
-            self.process(st, &clean, raw.len());
+        self.take(st, line, raw.len());
+    }
+
+    /// One line: held while an open record's field may still reach it, else read.
+    fn take(&mut self, st: &mut Stream<'_>, line: &[u8], orig_len: usize) {
+        let stripped;
+        let line = if rules::has_terminal_bytes(line) && !(st.full && st.dump.in_block()) {
+            stripped = rules::strip_terminal(line);
+            &stripped[..]
         } else {
-            self.process(st, line, raw.len());
+            line
+        };
+        loop {
+            match st.record.as_mut() {
+                Some(r) if r.reaches_next() => {
+                    r.hold(line);
+                    return;
+                }
+                // Judging may read lines again, and one of them may open a new record.
+                Some(_) => self.resolve(st),
+                None => break,
+            }
+        }
+        self.process(st, line, orig_len);
+    }
+
+    /// Whether a held line may start a record of its own (an opener, or any security event).
+    fn starts_record(&self, l: &[u8]) -> bool {
+        self.opening(l).is_some()
+            || anatomy(l)
+                .is_some_and(|a| a.level == Level::Security && a.file == b"res_security_log.c")
+    }
+
+    /// The record a line opens, if any.
+    fn opening(&self, l: &[u8]) -> Option<guard::Opening> {
+        match anatomy(l) {
+            Some(a) => guard::opening(&a, l, self.aggressive),
+            None => guard::broken_opening(l),
         }
     }
 
-    /// Close the injection window: drop everything up to its last possible terminal line (or
-    /// all of it when there is none), then process the rest normally.
+    /// Judge an open record (see [`guard`]): credit the sender of its real tail, drop its
+    /// field text and suspect lines, read the lines after its tail again.
     fn resolve(&mut self, st: &mut Stream<'_>) {
-        let Some(w) = st.window.take() else {
+        let Some(r) = st.record.take() else {
             return;
         };
-        let terminal = w.lines.iter().rposition(|l| w.kind.is_terminal(l));
-        let cut = terminal.map(|i| i + 1).unwrap_or(w.lines.len());
-        self.counters.suppressed += cut as u64;
-        if let (Some(_), Some((rule, ip, tp, t, key))) = (terminal, w.pending) {
-            // A complete multi-line message: its head's address is genuine.
-            self.counters.suppressed -= 1; // the starter was counted as suppressed
-            if self.multi && !self.dedup.admit(key, t, st.id) {
-                self.counters.duplicates += 1;
-            } else {
-                self.hit(ip, rule, tp, t, &w.starter);
+        let judgement = r.judge(|l| self.starts_record(l));
+        let mut proven = match r.sender {
+            Sender::Head(_, ip, _) => Some(ip),
+            _ => None,
+        };
+        let mut tail_line = None;
+        let cut = match judgement {
+            Judgement::Tail { line, marker } => {
+                tail_line = line;
+                if let Sender::Tail(Some(rule)) = r.sender {
+                    match guard::tail_sender(r.form, r.line(line), marker) {
+                        Some((ip, tp)) => {
+                            proven = Some(ip);
+                            self.credit(st.id, rule, ip, tp, r.time, r.key, &r.opener);
+                        }
+                        None => self.counters.refused += 1,
+                    }
+                }
+                let cut = line.map_or(0, |i| i + 1);
+                if cut > 0 {
+                    self.counters.injections += 1;
+                }
+                self.counters.injected += cut as u64;
+                cut
             }
-        }
-        // The dropped lines may hold the head of another unterminated message (an injected
-        // line can end this window's message while a new head starts inside it). If such a
-        // head's own tail is not among the dropped lines, its message goes on after the cut:
-        // keep holding from there instead of reading the rest as genuine lines.
-        let reopen = self.open_head_within(&w.lines[..cut]);
-        let mut rest = w.lines.into_iter();
-        let mut held_bytes = 0i64;
-        for (i, l) in rest.by_ref().take(cut).enumerate() {
-            if let Some((p, _)) = reopen {
-                if i >= p {
-                    held_bytes += l.len() as i64 + 1;
+            Judgement::Ambiguous | Judgement::Suspect => {
+                if judgement == Judgement::Ambiguous {
+                    self.counters.injections += 1;
+                }
+                self.counters.suspect += r.lines.len() as u64;
+                if !r.lines.is_empty() {
+                    *st.record = self.reopen(&r);
+                }
+                r.lines.len()
+            }
+        };
+        for (i, (_, l)) in r.lines[..cut].iter().enumerate() {
+            if self.verbose && self.suppressed.len() < VERBOSE_CAP {
+                self.suppressed.push(lossy(l, 512));
+            }
+            if tail_line == Some(i) {
+                continue; // the real tail: credited above
+            }
+            // A held line naming the record's proven sender harms nobody else.
+            if let (Some(p), Some(a)) = (proven, anatomy(l)) {
+                if let Verdict::Failure {
+                    rule,
+                    ip,
+                    transport,
+                } = classify(&a, self.aggressive)
+                {
+                    if ip == p {
+                        let t = self.time_of(st, &a);
+                        self.credit(st.id, rule, ip, transport, t, line_key(&a, t), l);
+                    }
                 }
             }
-            if self.verbose && self.suppressed.len() < VERBOSE_CAP {
-                self.suppressed.push(lossy(&l, 512));
-            }
         }
-        if let Some((_, kind)) = reopen {
-            *st.window = Some(Window {
-                kind,
-                pending: None,
-                starter: Vec::new(),
-                bytes: held_bytes,
-                lines: Vec::new(),
-            });
-        }
-        for l in rest {
-            self.counters.lines -= 1; // feed counts it again
-            self.feed(st, &l);
+        for (_, l) in r.lines.into_iter().skip(cut) {
+            self.take(st, &l, l.len());
         }
     }
 
-    /// The last line of `lines` that opens an injection window and whose message is not ended
-    /// by a later line of `lines`: its index and window kind.
-    fn open_head_within(&self, lines: &[Vec<u8>]) -> Option<(usize, Unterminated)> {
-        let mut open: Option<(usize, Unterminated)> = None;
-        for (i, l) in lines.iter().enumerate() {
-            if let Some((_, kind)) = open {
-                if kind.is_terminal(l) {
-                    open = None;
-                }
+    /// After suspect lines: the record opened by one of them whose field reaches furthest,
+    /// if it reaches past them, held blind (everything suspect) to its end.
+    fn reopen(&self, r: &Record) -> Option<Record> {
+        let mut best: Option<Record> = None;
+        for (start, l) in &r.lines {
+            let Some(op) = self.opening(l) else {
+                continue;
+            };
+            let field_at = start + op.field;
+            if field_at + op.cap < r.offset {
+                continue;
             }
-            let Some(a) = anatomy(l) else { continue };
-            if a.level == Level::Verbose
-                && a.file == b"pbx.c"
-                && a.msg.starts_with(b"Executing [")
-                && !Unterminated::Executing.is_terminal(a.msg)
+            let mut n = Record::new(&op, l, r.time, 0);
+            n.offset = r.offset - field_at.min(r.offset);
+            n.blind = true;
+            n.sender = Sender::Nobody;
+            if best
+                .as_ref()
+                .is_none_or(|b| b.cap - b.offset < n.cap - n.offset)
             {
-                open = Some((i, Unterminated::Executing));
-            } else if matches!(a.level, Level::Notice | Level::Warning | Level::Security) {
-                if let Verdict::Unterminated { kind, .. } = classify(&a, self.aggressive) {
-                    open = Some((i, kind));
-                }
+                best = Some(n);
             }
         }
-        open
+        best
+    }
+
+    /// Count a failure of `ip`, once across followed files.
+    #[allow(clippy::too_many_arguments)]
+    fn credit(
+        &mut self,
+        stream: u16,
+        rule: Rule,
+        ip: IpAddr,
+        transport: Option<Transport>,
+        t: i64,
+        key: u64,
+        line: &[u8],
+    ) {
+        if self.multi && !self.dedup.admit(key, t, stream) {
+            self.counters.duplicates += 1;
+            return;
+        }
+        self.hit(ip, rule, transport, t, line);
     }
 
     fn time_of(&mut self, st: &mut Stream<'_>, a: &Anatomy<'_>) -> i64 {
@@ -578,27 +641,26 @@ impl Engine<'_> {
             }
         }
         let Some(a) = anat else {
-            if !line.is_empty() {
+            if let Some(op) = guard::broken_opening(line) {
+                let t = st.last_time.unwrap_or(self.clock.now);
+                *st.record = Some(Record::new(&op, line, t, 0));
+            } else if !line.is_empty() {
                 self.counters.orphan_lines += 1;
             }
             return;
         };
-        if !matches!(a.level, Level::Notice | Level::Warning | Level::Security) {
-            if a.level == Level::Verbose
-                && a.file == b"pbx.c"
-                && a.msg.starts_with(b"Executing [")
-                && !Unterminated::Executing.is_terminal(a.msg)
-            {
-                // The dialplan echoes the URI-decoded extension and application arguments.
-                self.counters.suppressed += 1;
-                *st.window = Some(Window {
-                    kind: Unterminated::Executing,
-                    pending: None,
-                    starter: Vec::new(),
-                    bytes: line.len() as i64 + 1,
-                    lines: Vec::new(),
-                });
+        if let Some(op) = guard::opening(&a, line, self.aggressive) {
+            let t = self.time_of(st, &a);
+            let key = line_key(&a, t);
+            match op.sender {
+                Sender::Head(rule, ip, tp) => self.credit(st.id, rule, ip, tp, t, key, line),
+                Sender::HeadRefused => self.counters.refused += 1,
+                Sender::Tail(_) | Sender::Nobody => {}
             }
+            *st.record = Some(Record::new(&op, line, t, key));
+            return;
+        }
+        if !matches!(a.level, Level::Notice | Level::Warning | Level::Security) {
             return;
         }
         let verdict = classify(&a, self.aggressive);
@@ -620,31 +682,13 @@ impl Engine<'_> {
                     self.suppressed.push(lossy(line, 1024));
                 }
             }
-            Verdict::Unterminated { kind, pending } => {
-                self.counters.suppressed += 1;
-                if self.verbose && self.suppressed.len() < VERBOSE_CAP {
-                    self.suppressed.push(lossy(line, 1024));
-                }
-                let t = self.time_of(st, &a);
-                *st.window = Some(Window {
-                    kind,
-                    pending: pending.map(|(r, ip, tp)| (r, ip, tp, t, line_key(&a, t))),
-                    starter: line[..line.len().min(1024)].to_vec(),
-                    bytes: line.len() as i64 + 1,
-                    lines: Vec::new(),
-                });
-            }
             Verdict::Failure {
                 rule,
                 ip,
                 transport,
             } => {
                 let t = self.time_of(st, &a);
-                if self.multi && !self.dedup.admit(line_key(&a, t), t, st.id) {
-                    self.counters.duplicates += 1;
-                    return;
-                }
-                self.hit(ip, rule, transport, t, line);
+                self.credit(st.id, rule, ip, transport, t, line_key(&a, t), line);
             }
             Verdict::Timeout { callid } => {
                 let t = self.time_of(st, &a);
@@ -726,7 +770,7 @@ impl Engine<'_> {
             full,
             dump: &mut fs.dump,
             last_time: &mut fs.last_time,
-            window: &mut fs.window,
+            record: &mut fs.record,
         };
         let (cursor, stats) = tail::follow(path, prev.as_ref(), start, &mut |l| {
             self.feed(&mut st, l);
@@ -1106,7 +1150,7 @@ pub fn scan_bytes(logs: &[&[u8]], full: Option<&[u8]>, opts: ScanOptions) -> Sca
             full: *is_full,
             dump: &mut fs.dump,
             last_time: &mut fs.last_time,
-            window: &mut fs.window,
+            record: &mut fs.record,
         };
         let before = engine.counters.lines;
         let mut long = 0;
@@ -1158,8 +1202,13 @@ impl fmt::Display for ScanReport {
         }
         writeln!(
             f,
-            "\nLines: {} read, {} matched, {} duplicates, {} refused, {} suppressed (injection guard), {} in SIP dumps, {} without prefix",
-            c.lines, c.matched, c.duplicates, c.refused, c.suppressed, c.dump_lines, c.orphan_lines
+            "\nLines: {} read, {} matched, {} duplicates, {} refused, {} in SIP dumps, {} without prefix",
+            c.lines, c.matched, c.duplicates, c.refused, c.dump_lines, c.orphan_lines
+        )?;
+        writeln!(
+            f,
+            "Injection guard: {} records broken by a newline, {} lines of attacker text dropped, {} suspect lines not read (the guard's cost in genuine lines)",
+            c.injections, c.injected, c.suspect
         )?;
         writeln!(f, "\nMatched lines per rule:")?;
         if c.by_rule.is_empty() {
