@@ -296,3 +296,47 @@ fn genuine_floods_are_still_counted() {
         assert_eq!(r.counters.injections, 0);
     }
 }
+
+/// The whole path: a dry-run sync plans the sender and not the victim, `status` shows what the
+/// guard did, and `scan` prints the suspect count.
+#[test]
+fn a_dry_run_sync_plans_the_sender_not_the_victim() {
+    use crate::common::run::{json, sipban, text};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("messages");
+    let now = sipban::clock::unix_now();
+    let mut lines = String::new();
+    for i in 0..3 {
+        let stamp = sipban::inspect::fmt_time(now - 60 + i).replace(" UTC", "");
+        let p = |level: &str, file: &str| format!("[{stamp}] {level}[23456] {file}: ");
+        let forged = p("NOTICE", "chan_sip.c")
+            + &format!("Registration from '' failed for '{VICTIM}:5060' - Wrong password");
+        lines += &(p("SECURITY", "res_security_log.c")
+            + &format!("SecurityEvent=\"InvalidAccountID\",EventTV=\"x\",Severity=\"Error\",Service=\"SIP\",EventVersion=\"1\",AccountID=\"x\n{forged}\ny\",SessionID=\"0x7f\",LocalAddress=\"IPV4/UDP/192.0.2.10/5060\",RemoteAddress=\"IPV4/UDP/{SENDER}/5060\"\n"));
+        // The IAX2 user name ends its message: what follows within 256 bytes is suspect, so
+        // a neutral line longer than that comes next.
+        lines += &(p("NOTICE", "chan_iax2.c")
+            + &format!("Host {SENDER} failed to authenticate as x\n{forged}\n"));
+        lines += &(p("VERBOSE", "chan_sip.c") + &"-".repeat(300) + "\n");
+    }
+    std::fs::write(&log, lines).expect("write log");
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        format!(
+            "state_dir: {}\nsets:\n  v4: {{ name: inj4, cap: 100 }}\n  v6: {{ name: inj6, cap: 100 }}\nasterisk:\n  logs: [{}]\n  maxretry: 3\n  bantime: 1h\n",
+            dir.path().join("state").display(),
+            log.display()
+        ),
+    )
+    .expect("write config");
+    let o = sipban(dir.path(), &["sync", "--dry-run", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let j = json(&o);
+    let adds = j["sets"][0]["adds"].to_string();
+    assert!(adds.contains(SENDER), "sender planned: {}", text(&o));
+    assert!(!adds.contains(VICTIM), "victim not planned: {}", text(&o));
+    let o = crate::common::run::sipban(dir.path(), &["scan", log.to_str().expect("path")]);
+    let out = text(&o);
+    assert!(out.contains("records broken by a newline"), "{out}");
+    assert!(!out.contains(VICTIM), "{out}");
+}
