@@ -175,7 +175,7 @@ pub fn broken_opening(line: &[u8]) -> Option<Opening> {
 const ACCOUNT: &[u8] = b"AccountID=\"";
 
 fn security(msg: &[u8], base: usize, aggressive: bool) -> Option<Opening> {
-    let rest = msg.strip_prefix(b"SecurityEvent=\"")?;
+    msg.strip_prefix(b"SecurityEvent=\"")?;
     let at = memchr::memmem::find(msg, ACCOUNT)?;
     let head = &msg[..at];
     let cap = match memchr::memmem::find(head, b",Service=\"")
@@ -185,7 +185,7 @@ fn security(msg: &[u8], base: usize, aggressive: bool) -> Option<Opening> {
         Some(b"PJSIP") => PJSIP_ACCOUNT,
         _ => LOGGER_MESSAGE,
     };
-    let ty = rest.split(|c| *c == b'"').next().unwrap_or_default();
+    let ty = rules::security_type(msg);
     Some(Opening {
         form: Form::Security,
         field: base + at + ACCOUNT.len(),
@@ -275,10 +275,18 @@ pub fn tail_marker(form: Form, line: &[u8], from: usize) -> Option<usize> {
 }
 
 /// The sender named by the real tail `line` of a record, whose server text starts at `marker`.
-pub fn tail_sender(form: Form, line: &[u8], marker: usize) -> Option<(IpAddr, Option<Transport>)> {
+pub fn tail_sender(
+    form: Form,
+    opener: &[u8],
+    line: &[u8],
+    marker: usize,
+) -> Option<(IpAddr, Option<Transport>)> {
     let rest = line.get(marker..)?;
     match form {
-        Form::Security => rules::security_tail(rest),
+        Form::Security => {
+            let msg = rules::anatomy(opener)?.msg;
+            rules::security_tail(rest, rules::security_type(msg))
+        }
         Form::Iax2NoRegistration => {
             // The server's `' (from ADDR)` ends the message: the last one.
             let body = rest.strip_suffix(b")")?;

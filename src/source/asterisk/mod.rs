@@ -513,7 +513,7 @@ impl Engine<'_> {
             Judgement::Tail { line, marker } => {
                 tail_line = line;
                 if let Sender::Tail(Some(rule)) = r.sender {
-                    match guard::tail_sender(r.form, r.line(line), marker) {
+                    match guard::tail_sender(r.form, &r.opener, r.line(line), marker) {
                         Some((ip, tp)) => {
                             proven = Some(ip);
                             self.credit(st.id, rule, ip, tp, r.time, r.key, &r.opener);

@@ -986,6 +986,12 @@ fn last_remote_address(line: &[u8]) -> Option<(IpAddr, Option<Transport>)> {
 }
 
 /// The rule a security event type counts under, if any.
+/// The event type of a security event message (`SecurityEvent="<type>"...`).
+pub fn security_type(msg: &[u8]) -> &[u8] {
+    let rest = msg.strip_prefix(b"SecurityEvent=\"").unwrap_or_default();
+    rest.split(|c| *c == b'"').next().unwrap_or_default()
+}
+
 pub fn security_rule(ty: &[u8], aggressive: bool) -> Option<Rule> {
     if SEC_DEFAULT.contains(&ty) {
         Some(Rule::SecurityEvent)
@@ -996,12 +1002,16 @@ pub fn security_rule(ty: &[u8], aggressive: bool) -> Option<Rule> {
     }
 }
 
-/// The sender named by a security event's server text `rest` (from the first field after the
-/// account): its last `RemoteAddress`, well-formed to the end of the line, and every
-/// `RemoteAddress` in `rest` naming the same address (raw fields such as a PJSIP Call-ID or a
-/// digest may carry decoys).
-pub fn security_tail(rest: &[u8]) -> Option<(IpAddr, Option<Transport>)> {
+/// The sender named by a security event of type `ty` whose server text after the account is
+/// `rest`: its last `RemoteAddress`, well-formed to the end of the line. For types that print
+/// remote text after it (a digest, a request), every `RemoteAddress` in `rest` must name the
+/// same address: the raw fields (a PJSIP Call-ID before it, a digest after it) may carry
+/// decoys.
+pub fn security_tail(rest: &[u8], ty: &[u8]) -> Option<(IpAddr, Option<Transport>)> {
     let (ip, tp) = last_remote_address(rest)?;
+    if !SEC_USER_TAIL.contains(&ty) {
+        return Some((ip, tp));
+    }
     for i in memmem::find_iter(rest, RA) {
         let v = &rest[i + RA.len()..];
         let q = memchr::memchr(b'"', v)?;
