@@ -5,7 +5,7 @@
 //! field no longer than Asterisk lets it be, and asserts both that the forged line's victim is
 //! never counted and that the real sender is.
 
-use sipban::source::asterisk::{scan_bytes, ScanOptions, ScanReport, TimeZone};
+use sipban::source::asterisk::{scan_bytes, ScanOptions, ScanReport, SecurityServices, TimeZone};
 use std::net::IpAddr;
 
 /// Whom the forged lines name (think: the PBX's own SIP trunk).
@@ -17,12 +17,12 @@ const SENDER: &str = "198.51.100.7";
 /// The Asterisk versions whose file-log prefixes the attacks are built from.
 const VERSIONS: [u8; 3] = [13, 18, 20];
 
-/// The default file logger's prefix: `[date] LEVEL[lwp][C-callid] file: `.
+/// The default file logger's prefix: `[date] LEVEL[lwp][C-callid] file: `. Every version's
+/// default date format is `%b %e %T`; FreePBX sets `%F %T` (used here for 18).
 fn prefix(version: u8, level: &str, file: &str) -> String {
     match version {
-        13 => format!("[Dec  3 08:49:54] {level}[23456][C-0000002a] {file}: "),
         18 => format!("[2026-12-03 08:49:54] {level}[23456][C-0000002a] {file}: "),
-        _ => format!("[2026-12-03 08:49:54.123] {level}[23456][C-0000002a] {file}: "),
+        _ => format!("[Dec  3 08:49:54] {level}[23456][C-0000002a] {file}: "),
     }
 }
 
@@ -52,19 +52,28 @@ fn ip(s: &str) -> IpAddr {
     s.parse().expect("address")
 }
 
+/// Scan with every service's security events counted (the opt-ins): the injection guard must
+/// hold with every rule on.
+const ALL: SecurityServices = SecurityServices {
+    sip: true,
+    pjsip: true,
+    ami: true,
+};
+
 fn scan(log: &str) -> ScanReport {
     scan_bytes(
         &[log.as_bytes()],
         None,
         ScanOptions {
-            aggressive: false,
+            aggressive: true,
             verbose: true,
+            security_services: ALL,
             timezone: TimeZone::FixedOffset(0),
         },
     )
 }
 
-/// `victim` never counted, `sender` counted `times` (at least once when `Some`).
+/// `victim` never counted, `sender` counted (when `Some`).
 fn check(what: &str, log: &str, victim: &str, sender: Option<&str>) {
     let r = scan(log);
     assert!(
@@ -122,7 +131,7 @@ fn a_security_event_account_cannot_forge_a_line() {
     for v in VERSIONS {
         for victim in [VICTIM, VICTIM6] {
             for f in forged(v, victim) {
-                for account in fillers(&f, 255) {
+                for account in fillers(&f, 251) {
                     let log = security_record(v, "SIP", &account, SENDER) + "\n";
                     check(&format!("security {v}"), &log, victim, Some(SENDER));
                 }
@@ -141,7 +150,7 @@ fn a_fake_tail_in_the_account_cannot_name_the_victim() {
         // ... and with a forged line after it.
         for f in forged(v, VICTIM) {
             let account = format!("x\",SessionID=\"0x1\",LocalAddress=\"IPV4/UDP/192.0.2.10/5060\",RemoteAddress=\"IPV4/UDP/{VICTIM}/5060\"\n{f}\nz");
-            if account.len() > 255 {
+            if account.len() > 251 {
                 continue;
             }
             let log = security_record(v, "SIP", &account, SENDER) + "\n";
@@ -157,10 +166,11 @@ fn sip_call(version: u8, exten: &str, sender: &str) -> String {
 
 #[test]
 fn a_chan_sip_extension_cannot_forge_a_line() {
-    for v in [13, 18] {
+    for v in [13, 18, 20] {
         for victim in [VICTIM, VICTIM6] {
             for f in forged(v, victim) {
-                for exten in fillers(&f, 255) {
+                // Only the logger's message size bounds the decoded extension.
+                for exten in fillers(&f, 8000) {
                     let log = sip_call(v, &exten, SENDER) + "\n";
                     check(&format!("chan_sip call {v}"), &log, victim, Some(SENDER));
                 }
@@ -168,9 +178,6 @@ fn a_chan_sip_extension_cannot_forge_a_line() {
                 let exten = format!(
                     "100' rejected because extension not found in context 'default'.\n{f}\n1"
                 );
-                if exten.len() > 255 {
-                    continue; // does not fit the extension
-                }
                 let log = sip_call(v, &exten, SENDER) + "\n";
                 check(
                     &format!("chan_sip call, fake tail {v}"),
@@ -183,9 +190,16 @@ fn a_chan_sip_extension_cannot_forge_a_line() {
     }
 }
 
+/// res_pjsip_session: `Call from '<endpoint>' (TP:ADDR)` in 13, ` <endpoint>: Call (TP:ADDR)`
+/// (a leading space) from 18.1.
 fn pjsip_call(version: u8, exten: &str, sender: &str) -> String {
+    let head = if version == 13 {
+        format!("Call from 'anonymous' (UDP:{sender}:5060)")
+    } else {
+        format!(" anonymous: Call (UDP:{sender}:5060)")
+    };
     prefix(version, "NOTICE", "res_pjsip_session.c")
-        + &format!("anonymous: Call (UDP:{sender}:5060) to extension '{exten}' rejected because extension not found in context 'from-external'.")
+        + &format!("{head} to extension '{exten}' rejected because extension not found in context 'from-external'.")
 }
 
 #[test]
@@ -193,7 +207,7 @@ fn a_pjsip_extension_cannot_forge_a_line() {
     for v in VERSIONS {
         let f = forged(v, VICTIM).pop().expect("a short form");
         for exten in [format!("\n{f}"), format!("\n{f}\n"), format!("1\n{f}\n2")] {
-            assert!(exten.len() <= 80, "the attack fits an 80-byte extension");
+            assert!(exten.len() <= 79, "the attack fits a 79-byte extension");
             let log = pjsip_call(v, &exten, SENDER) + "\n";
             check(&format!("pjsip call {v}"), &log, VICTIM, Some(SENDER));
         }
@@ -259,8 +273,10 @@ fn an_iax2_user_name_cannot_forge_a_line() {
     for v in VERSIONS {
         for victim in [VICTIM, VICTIM6] {
             for f in forged(v, victim) {
-                // The short form: the message ends with the user name, no filler needed.
-                let log = prefix(v, "NOTICE", "chan_iax2.c")
+                // The short form: the message ends with the user name, no filler needed. NOTICE
+                // up to 20.5, WARNING from 20.6.
+                let level = if v == 20 { "WARNING" } else { "NOTICE" };
+                let log = prefix(v, level, "chan_iax2.c")
                     + &format!("Host {SENDER} failed to authenticate as x\n{f}\n");
                 check(&format!("iax2 auth {v}"), &log, victim, Some(SENDER));
                 for user in fillers(&f, 255) {
@@ -287,12 +303,14 @@ fn genuine_floods_are_still_counted() {
         for i in 0..50 {
             log += &sip_call(v, &format!("{i}"), SENDER);
             log += "\n";
-            log += &security_record(v, "SIP", &format!("{i}"), SENDER);
+            log += &security_record(v, "PJSIP", &format!("{i}"), SENDER);
+            log += "\n";
+            log += &pjsip_call(v, &format!("{i}"), SENDER);
             log += "\n";
         }
         let r = scan(&log);
         let e = &r.addresses[&ip(SENDER)];
-        assert_eq!(e.count, 100, "{v}: {:?}", r.counters);
+        assert_eq!(e.count, 150, "{v}: {:?}", r.counters);
         assert_eq!(r.counters.injections, 0);
     }
 }
@@ -339,4 +357,60 @@ fn a_dry_run_sync_plans_the_sender_not_the_victim() {
     let out = text(&o);
     assert!(out.contains("records broken by a newline"), "{out}");
     assert!(!out.contains(VICTIM), "{out}");
+}
+
+/// chan_sip writes the top Via's `maddr` as a security event's `RemoteAddress`: a REGISTER
+/// with a wrong password and `Via: SIP/2.0/UDP 203.0.113.5:5060;maddr=<victim>` logs a whole,
+/// genuine event naming the victim. Not counted unless the admin opts in.
+#[test]
+fn a_chan_sip_security_event_names_nobody_by_default() {
+    for v in VERSIONS {
+        let log = prefix(v, "SECURITY", "res_security_log.c")
+            + &format!("SecurityEvent=\"InvalidPassword\",EventTV=\"2026-12-03T08:49:54.000+0000\",Severity=\"Error\",Service=\"SIP\",EventVersion=\"2\",AccountID=\"100\",SessionID=\"0x7f0c1c001234\",LocalAddress=\"IPV4/UDP/192.0.2.10/5060\",RemoteAddress=\"IPV4/UDP/{VICTIM}/5060\",Challenge=\"4f3a2b1c\",ReceivedChallenge=\"4f3a2b1c\",ReceivedHash=\"0123456789abcdef0123456789abcdef\"\n")
+            // The NOTICE line of the same attempt carries the real source.
+            + &prefix(v, "NOTICE", "chan_sip.c")
+            + &format!("Registration from '<sip:100@192.0.2.10>' failed for '{SENDER}:5060' - Wrong password\n");
+        let r = scan_bytes(&[log.as_bytes()], None, ScanOptions::default());
+        assert_eq!(addresses(&r), vec![ip(SENDER)], "{v}");
+        assert!(
+            scan(&log).addresses.contains_key(&ip(VICTIM)),
+            "the opt-in counts it"
+        );
+    }
+}
+
+/// PJSIP's account name holds 36 bytes: too few for a forged line, but a newline still splits
+/// the event, and its sender is found in the tail.
+#[test]
+fn a_split_pjsip_account_still_names_its_sender() {
+    for v in VERSIONS {
+        let log = security_record(v, "PJSIP", "100\n200", SENDER) + "\n";
+        let r = scan(&log);
+        assert_eq!(addresses(&r), vec![ip(SENDER)], "{v}: {:?}", r.counters);
+        assert_eq!(r.counters.injections, 1);
+        assert_eq!(r.counters.injected, 0, "only the tail line follows");
+    }
+}
+
+/// The manager over HTTP URI-decodes the user name, which ends its NOTICE line; AMI's
+/// ChallengeResponseFailed prints the client's `Key:` after RemoteAddress.
+#[test]
+fn manager_user_names_and_keys_cannot_name_the_victim() {
+    for v in VERSIONS {
+        for f in forged(v, VICTIM) {
+            let log = prefix(v, "NOTICE", "manager.c")
+                + &format!("{SENDER} failed to authenticate as 'admin\n{f}\nx'\n")
+                + &later_genuine(v);
+            check(&format!("manager {v}"), &log, VICTIM, Some(SENDER));
+        }
+        // The attempt's NOTICE line names the sender; the event names nobody (its remote
+        // addresses disagree).
+        let log = prefix(v, "NOTICE", "manager.c")
+            + &format!("{SENDER} failed to authenticate as 'admin'\n")
+            + &later_genuine(v)
+            + &prefix(v, "SECURITY", "res_security_log.c")
+            + &format!("SecurityEvent=\"ChallengeResponseFailed\",EventTV=\"2026-12-03T08:49:54.000+0000\",Severity=\"Error\",Service=\"AMI\",EventVersion=\"1\",AccountID=\"admin\",SessionID=\"0x7f0c1c001234\",LocalAddress=\"IPV4/TCP/192.0.2.10/5038\",RemoteAddress=\"IPV4/TCP/{SENDER}/5038\",Challenge=\"12345\",Response=\"x\",RemoteAddress=\"IPV4/TCP/{VICTIM}/5038\",ExpectedResponse=\"0123456789abcdef0123456789abcdef\",SessionTV=\"2026-12-03T08:49:50.000+0000\"\n")
+            + &later_genuine(v);
+        check(&format!("AMI key {v}"), &log, VICTIM, Some(SENDER));
+    }
 }

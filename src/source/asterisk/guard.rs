@@ -8,22 +8,42 @@
 //! part), any number of lines of field text, and the line where the field ends and the server
 //! text (the *tail*) resumes. The field's capacity in bytes bounds how far that can reach.
 //!
-//! The forms and what the attacker controls in them (Asterisk 13, 18, 20+; the research note
-//! `asterisk-injection.md` gives the format strings, versions and buffer sizes):
+//! What the attacker controls, per form (read from Asterisk 13.38, 18.26, 20.20, 21.12 and
+//! 22.10: `main/logger.c`, `res/res_security_log.c`, `main/security_events.c`,
+//! `channels/chan_sip.c`, `channels/sip/security_events.c`, `res/res_pjsip*`,
+//! `channels/chan_iax2.c`, `main/pbx.c`, `apps/app_verbose.c`, `main/manager.c`). No version
+//! escapes anything in the text log: LF, CR and ESC reach the file as they are (only the
+//! `[json]` formatter of 14+ escapes). A message holds at most 8,191 bytes; a longer one is cut,
+//! and the cut message loses its tail and its final newline.
 //!
-//! | form | opener (server text) | attacker field, decoding, capacity | sender | tail |
-//! |---|---|---|---|---|
-//! | security event (`res_security_log.c`) | `SecurityEvent=".."`..`AccountID="` | account: chan_sip To user, URI-decoded, [`SIP_ACCOUNT`]; PJSIP From user, decoded, [`PJSIP_ACCOUNT`]; other services [`LOGGER_MESSAGE`] | `RemoteAddress` in the tail | `",SessionID="`.. |
-//! | chan_sip `Call from '..' (ADDR) to extension '` | up to the extension | Request-URI user, decoded, [`SIP_EXTEN`] | in the opener | `' rejected because extension not found in context '..'.` |
-//! | res_pjsip_session `..: Call (TP:ADDR) to extension '` | up to the extension | Request-URI user, decoded, [`PJSIP_EXTEN`] | in the opener | as chan_sip |
-//! | chan_iax2 `Host ADDR failed to authenticate as ` / `failed MD5 authentication for '` | up to the user | user name, raw, [`IAX2_USER`] (MD5 also prints the received digest) | in the opener | none: the message ends with the field |
-//! | chan_iax2 `No registration for peer '` | up to the user | user name, raw, [`IAX2_USER`] | `(from ADDR)` in the tail | `' (from ADDR)` |
-//! | pbx.c `Executing [..` (VERBOSE) | the line start | extension and application data (caller fields such as `${CALLERID(num)}`, the decoded From user), [`LOGGER_MESSAGE`] | none | none: a longer message is truncated, so ` in new stack` may never come |
-//! | dialplan `Log()` / `Verbose()` (`Ext. ..`, `app_verbose.c`) | the line start | whatever the dialplan logs, [`LOGGER_MESSAGE`] | none | none |
+//! | form | attacker field, decoding, capacity | sender | tail trusted |
+//! |---|---|---|---|
+//! | security event, `Service="SIP"` | AccountID = To user of a REGISTER, URI-decoded by default (`pedanticsipchecking`), 251 bytes ([`SIP_ACCOUNT`]) | tail `RemoteAddress` (but see below) | yes |
+//! | security event, `Service="PJSIP"` | AccountID = unescaped From user, 36 bytes ([`PJSIP_ACCOUNT`]); SessionID = Call-ID, raw, no newline | tail `RemoteAddress` | yes |
+//! | security event, `Service="AMI"` | AccountID = `Username:`, raw over TCP (no newline, [`AMI_TCP_ACCOUNT`]), URI-decoded over HTTP (up to a 40,960-byte POST body in 20) | tail `RemoteAddress` | only when the admin counts AMI events (no HTTP manager) |
+//! | chan_sip `Call from '..' (ADDR) to extension '<x>' rejected ...` | Request-URI user, always URI-decoded, bounded by the message only | head (`p->recv`) | no: a long extension cuts the tail off |
+//! | res_pjsip_session `Call from '..' (TP:ADDR)` (13) / ` ..: Call (TP:ADDR)` (18.1+) `to extension '<x>' ...` | Request-URI user, unescaped, 79 bytes ([`PJSIP_EXTEN`]) | head | yes |
+//! | chan_iax2 `Host ADDR failed to authenticate as <user>` (NOTICE; WARNING from 18.21/20.6) | user name IE, raw, 255 bytes ([`IAX2_USER`]) | head | none: the user ends the message |
+//! | chan_iax2 `Host ADDR failed MD5 authentication for '..' (.. != <md5>)` | the MD5 result IE, raw, 255 | head | no |
+//! | chan_iax2 `No registration for peer '<user>' (from ADDR)` | user name IE, raw, 255 | tail `(from ADDR)` | yes |
+//! | chan_iax2 `Rejected connect attempt from ..` | called number and context IEs, raw | none | no |
+//! | manager.c `ADDR failed to authenticate as '<user>'`, `.. nonexistent user '<user>'` | `Username:`, URI-decoded over HTTP | head | no |
+//! | res_pjsip.c `CallerID Name '..' for number '<n>' has invalid UTF-8 ...` (18.17+) | unescaped From user, 79 | none | no |
+//! | pbx.c `Executing [<exten>@ctx:prio] App("chan", "<args>")` (VERBOSE) | extension (79) and arguments (caller fields such as the decoded From user), up to the message size | none | no |
+//! | dialplan `Log()` (`Ext. <exten>: <msg>`, any level, SECURITY from 18.8) and `Verbose()` (`app_verbose.c`) | the message, and the extension in the "file" token, which can itself carry the newline ([`broken_opening`]) | none | no |
 //!
-//! Not injectable, so not openers: chan_sip's `Registration from '..' failed` (raw header, no
-//! newline), PJSIP's `Request '..' from '..' failed` (re-escaped), the manager's
-//! `failed to authenticate as` (a line protocol: no newline in a user name).
+//! Not injectable, so not openers: chan_sip's `Registration from '..' failed` (a raw header: no
+//! newline), PJSIP's `Request '..' from '..' failed` (re-escaped From, raw Call-ID).
+//!
+//! Two attacks no line reader can see, so the rules refuse their source instead:
+//! * chan_sip writes the top Via's `maddr` (or the source with the Via port) as a security
+//!   event's `RemoteAddress`: an address the sender chooses, in a whole, genuine line. chan_sip
+//!   events count only when `asterisk.security_event_services` lists `SIP`; its NOTICE lines
+//!   carry the real source.
+//! * The logger deletes from an ESC byte to the next `m`: an ESC in a raw field before the
+//!   address can delete the real address up to the first `m` of the reason (`... - Not a local
+//!   domain`, `... - No matching endpoint found`), leaving a perfect single line. Not handled
+//!   here (see the project's issue list).
 //!
 //! What the guard decides, per opener: every line that *starts* within the field's capacity
 //! (counted in bytes from the field's first byte) may be field text and is held. When the
@@ -43,25 +63,29 @@
 //! Openers inside suspect lines whose own reach goes further keep the guard closed (blind:
 //! everything suspect) to the end of that reach.
 //!
+//! A tail is trusted only when the field cannot fill the logger's message: a cut message has no
+//! tail, so a fake one inside the field would be taken for it.
+//!
 //! This module must never credit an address taken from a held line other than the real tail,
 //! and never hold more than one field's capacity (plus one line) of text.
 
 use super::rules::{self, Anatomy, Level, Rule, Transport};
+use crate::config::asterisk::SecurityServices;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// The logger's message buffer (`BUFSIZ`): a longer message is cut, its tail lost.
 pub const LOGGER_MESSAGE: usize = 8192;
-/// chan_sip `register_verify()`: the To user is copied into a 256-byte buffer and decoded.
-pub const SIP_ACCOUNT: usize = 256;
-/// PJSIP endpoint identification: the decoded From user in a UUID-sized buffer.
-pub const PJSIP_ACCOUNT: usize = 256;
-/// chan_sip `get_destination()`: the Request-URI, copied into a 256-byte buffer, decoded.
-pub const SIP_EXTEN: usize = 256;
-/// res_pjsip_session: the decoded Request-URI user, `AST_MAX_EXTENSION` (80).
-pub const PJSIP_EXTEN: usize = 256;
-/// IAX2 information elements carry at most 255 bytes.
-pub const IAX2_USER: usize = 256;
+/// chan_sip `register_verify()`: the To header in `char tmp[256]`, less `sip:`, decoded.
+pub const SIP_ACCOUNT: usize = 251;
+/// PJSIP `endpoint_lookup()`: the unescaped From user in `char name[AST_UUID_STR_LEN]` (37).
+pub const PJSIP_ACCOUNT: usize = 36;
+/// res_pjsip_session: the unescaped Request-URI user, `AST_MAX_EXTENSION` (80) with its NUL.
+pub const PJSIP_EXTEN: usize = 79;
+/// IAX2 information elements carry at most 255 bytes (a one-byte length).
+pub const IAX2_USER: usize = 255;
+/// The manager over TCP: `Username:` in a 1,025-byte line buffer (no newline possible).
+pub const AMI_TCP_ACCOUNT: usize = 1015;
 
 /// An injectable record form (stable names: they are stored in the detector state).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +98,9 @@ pub enum Form {
     Iax2NoRegistration,
     Executing,
     DialplanLog,
+    /// Another message that ends with remote text (the manager's user name, an IAX2 called
+    /// number, a PJSIP caller number).
+    Note,
 }
 
 /// Who sent the record, as far as its opener tells.
@@ -98,6 +125,9 @@ pub struct Opening {
     pub field: usize,
     /// How many bytes the field can carry.
     pub cap: usize,
+    /// Whether the record's tail can be trusted to end it: false when the field can fill the
+    /// logger's message, whose cut end loses the tail.
+    pub tail: bool,
     pub sender: Sender,
 }
 
@@ -106,7 +136,12 @@ fn offset_in(line: &[u8], part: &[u8]) -> usize {
 }
 
 /// Whether `a` (taken apart from `line`) opens a record with an attacker field, and which.
-pub fn opening(a: &Anatomy<'_>, line: &[u8], aggressive: bool) -> Option<Opening> {
+pub fn opening(
+    a: &Anatomy<'_>,
+    line: &[u8],
+    aggressive: bool,
+    services: SecurityServices,
+) -> Option<Opening> {
     let base = offset_in(line, a.msg);
     let msg = a.msg;
     if a.file.starts_with(b"Ext. ") || a.file == b"app_verbose.c" {
@@ -121,6 +156,7 @@ pub fn opening(a: &Anatomy<'_>, line: &[u8], aggressive: bool) -> Option<Opening
             form: Form::DialplanLog,
             field: base,
             cap: LOGGER_MESSAGE,
+            tail: false,
             sender: Sender::Nobody,
         });
     }
@@ -132,16 +168,29 @@ pub fn opening(a: &Anatomy<'_>, line: &[u8], aggressive: bool) -> Option<Opening
                 form: Form::Executing,
                 field: offset_in(line, m) + 11,
                 cap: LOGGER_MESSAGE,
+                tail: false,
                 sender: Sender::Nobody,
             })
         }
-        Level::Security if a.file == b"res_security_log.c" => security(msg, base, aggressive),
+        Level::Security if a.file == b"res_security_log.c" => {
+            security(msg, base, aggressive, services)
+        }
         Level::Notice | Level::Warning => match a.file {
+            // chan_sip decodes the whole Request-URI user: only the message size bounds it.
             b"chan_sip.c" if msg.starts_with(b"Call from '") => {
-                call(line, msg, base, Form::SipCall, SIP_EXTEN)
+                call(line, msg, base, Form::SipCall, LOGGER_MESSAGE)
             }
             b"res_pjsip_session.c" => call(line, msg, base, Form::PjsipCall, PJSIP_EXTEN),
             b"chan_iax2.c" => iax2(msg, base),
+            b"manager.c" => manager(msg, base),
+            // The unescaped From user (79 bytes) after the raw display name (79).
+            b"res_pjsip.c" if msg.starts_with(b"CallerID Name '") => Some(Opening {
+                form: Form::Note,
+                field: base + 15,
+                cap: 2 * PJSIP_EXTEN + 16,
+                tail: false,
+                sender: Sender::Nobody,
+            }),
             _ => None,
         },
         _ => None,
@@ -165,6 +214,7 @@ pub fn broken_opening(line: &[u8]) -> Option<Opening> {
                 form: Form::DialplanLog,
                 field: i + pat.len(),
                 cap: LOGGER_MESSAGE,
+                tail: false,
                 sender: Sender::Nobody,
             });
         }
@@ -174,23 +224,36 @@ pub fn broken_opening(line: &[u8]) -> Option<Opening> {
 
 const ACCOUNT: &[u8] = b"AccountID=\"";
 
-fn security(msg: &[u8], base: usize, aggressive: bool) -> Option<Opening> {
+fn security(
+    msg: &[u8],
+    base: usize,
+    aggressive: bool,
+    services: SecurityServices,
+) -> Option<Opening> {
     msg.strip_prefix(b"SecurityEvent=\"")?;
     let at = memchr::memmem::find(msg, ACCOUNT)?;
     let head = &msg[..at];
-    let cap = match memchr::memmem::find(head, b",Service=\"")
+    let service = memchr::memmem::find(head, b",Service=\"")
         .and_then(|i| head[i + 10..].split(|c| *c == b'"').next())
-    {
-        Some(b"SIP") => SIP_ACCOUNT,
-        Some(b"PJSIP") => PJSIP_ACCOUNT,
+        .unwrap_or_default();
+    // chan_sip: the decoded To user; PJSIP: the unescaped From user; the manager's user name:
+    // raw over TCP (no newline, 1,015 bytes), URI-decoded over HTTP, as long as a request body
+    // (beyond the message size, so the tail can be cut off). An admin who counts AMI events
+    // says the manager is not reachable over HTTP.
+    let cap = match service {
+        b"SIP" => SIP_ACCOUNT,
+        b"PJSIP" => PJSIP_ACCOUNT,
+        b"AMI" if services.ami => AMI_TCP_ACCOUNT,
         _ => LOGGER_MESSAGE,
     };
     let ty = rules::security_type(msg);
+    let rule = rules::security_rule(ty, aggressive).filter(|_| services.counts(service));
     Some(Opening {
         form: Form::Security,
         field: base + at + ACCOUNT.len(),
         cap,
-        sender: Sender::Tail(rules::security_rule(ty, aggressive)),
+        tail: cap < LOGGER_MESSAGE,
+        sender: Sender::Tail(rule),
     })
 }
 
@@ -205,13 +268,15 @@ fn call(line: &[u8], msg: &[u8], base: usize, form: Form, cap: usize) -> Option<
             form,
             field: base + ext,
             cap,
+            tail: cap < LOGGER_MESSAGE,
             sender: Sender::Head(rule, ip, transport),
         }),
         rules::CallHead::Unparsed { from } => Some(Opening {
             form,
             field: offset_in(line, &msg[from..]),
             // The name (if it carried the newline) and the extension.
-            cap: 2 * cap,
+            cap: (2 * cap).min(LOGGER_MESSAGE),
+            tail: false,
             sender: Sender::HeadRefused,
         }),
     }
@@ -224,7 +289,19 @@ fn iax2(msg: &[u8], base: usize) -> Option<Opening> {
             form: Form::Iax2NoRegistration,
             field: base + NOREG.len(),
             cap: IAX2_USER,
+            tail: true,
             sender: Sender::Tail(Some(Rule::Iax2NoRegistration)),
+        });
+    }
+    // The called number and context of a refused call: raw, no address counted.
+    const REJECTED: &[u8] = b"Rejected connect attempt from ";
+    if msg.starts_with(REJECTED) {
+        return Some(Opening {
+            form: Form::Note,
+            field: base + REJECTED.len(),
+            cap: 2 * IAX2_USER + 64,
+            tail: false,
+            sender: Sender::Nobody,
         });
     }
     let rest = msg.strip_prefix(b"Host ")?;
@@ -246,6 +323,35 @@ fn iax2(msg: &[u8], base: usize) -> Option<Opening> {
         form: Form::Iax2Auth,
         field: base + field,
         cap,
+        tail: false,
+        sender,
+    })
+}
+
+/// manager.c `ADDR failed to authenticate as '<user>'` and `ADDR tried to authenticate with
+/// nonexistent user '<user>'`: over HTTP the user name is URI-decoded, and it ends the message.
+fn manager(msg: &[u8], base: usize) -> Option<Opening> {
+    let sp = memchr::memchr(b' ', msg)?;
+    let rest = &msg[sp..];
+    let head = [
+        &b" failed to authenticate as '"[..],
+        b" tried to authenticate with nonexistent user '",
+        b" failed to pass IP ACL as '",
+    ]
+    .into_iter()
+    .find(|h| rest.starts_with(h))?;
+    let sender = match rules::parse_bare_ip(&msg[..sp]) {
+        Some(ip) if head != b" failed to pass IP ACL as '" => {
+            Sender::Head(Rule::AmiAuthFailed, ip, Some(Transport::Tcp))
+        }
+        Some(_) => Sender::Nobody,
+        None => Sender::HeadRefused,
+    };
+    Some(Opening {
+        form: Form::Note,
+        field: base + sp + head.len(),
+        cap: LOGGER_MESSAGE,
+        tail: false,
         sender,
     })
 }
@@ -269,7 +375,7 @@ pub fn tail_marker(form: Form, line: &[u8], from: usize) -> Option<usize> {
         ]),
         Form::SipCall | Form::PjsipCall => first(&[rules::CTX_TAIL]),
         Form::Iax2NoRegistration => first(&[b"' (from "]),
-        Form::Iax2Auth | Form::Executing | Form::DialplanLog => None,
+        Form::Iax2Auth | Form::Executing | Form::DialplanLog | Form::Note => None,
     }?;
     Some(from + at)
 }
@@ -303,6 +409,9 @@ pub fn tail_sender(
 pub struct Record {
     pub form: Form,
     pub cap: usize,
+    /// Whether the form's tail can end the record (see [`Opening::tail`]).
+    #[serde(default)]
+    pub tail: bool,
     pub sender: Sender,
     /// The opener line (capped at the logger's message size) and where its field starts.
     pub opener: Vec<u8>,
@@ -316,6 +425,10 @@ pub struct Record {
     pub lines: Vec<(usize, Vec<u8>)>,
     /// Reopened for a record found inside suspect lines: everything held is suspect.
     pub blind: bool,
+    /// The proven sender of the record this one was reopened from: held lines naming it are
+    /// still counted.
+    #[serde(default)]
+    pub proven: Option<IpAddr>,
 }
 
 impl Record {
@@ -324,6 +437,7 @@ impl Record {
         Record {
             form: op.form,
             cap: op.cap,
+            tail: op.tail,
             sender: op.sender,
             opener: line[..line.len().min(LOGGER_MESSAGE + field)].to_vec(),
             field,
@@ -332,6 +446,7 @@ impl Record {
             offset: line.len() - field + 1,
             lines: Vec::new(),
             blind: false,
+            proven: None,
         }
     }
 
@@ -366,7 +481,7 @@ impl Record {
 
     /// Judge the held lines; `is_opener` tells whether a held line opens a record of its own.
     pub fn judge(&self, is_opener: impl Fn(&[u8]) -> bool) -> Judgement {
-        if self.blind {
+        if self.blind || !self.tail {
             return Judgement::Suspect;
         }
         let cands = self.candidates();
@@ -420,7 +535,7 @@ mod tests {
 
     fn open(line: &[u8]) -> Option<Opening> {
         let a = rules::anatomy(line)?;
-        opening(&a, line, false)
+        opening(&a, line, false, SecurityServices::default())
     }
 
     #[test]

@@ -4,26 +4,20 @@
 //! `findtime` into [`Sighting`]s.
 //!
 //! * [`rules`]: line anatomy (prefixes, wrappers, dates) and the rule table.
+//! * [`guard`]: the injection guard: which lines may be attacker text (the list of remote
+//!   fields Asterisk logs, per version, is in its docs).
 //! * [`callid`]: block-aware dump parser and Call-ID correlation.
 //! * this file: settings, the persisted [`DetectorState`], [`run`] (one detector pass for the
 //!   pipeline) and [`scan`] (the read-only `sipban scan` report).
 //!
-//! Per followed file, lines flow: tail ([`crate::source::tail`]) → dump parser (full log only:
-//! dump lines stop here) → injection guard (a message whose first line lacks its server-written
-//! tail swallows the following lines of its own size) → anatomy → rule → cross-file
-//! de-duplication → evidence and ban counting.
-//!
-//! The injection guard: chan_sip and res_pjsip_session print the URI-decoded extension, and
-//! security events the account name, so `%0A` writes extra physical lines into the log. When a
-//! message's first line lacks its server-written tail (`' rejected because extension not found
-//! in context '<ctx>'.`, a well-formed final `RemoteAddress`, a dialplan ` in new stack`), the
-//! lines that follow within one message's size (8 KiB) are held; everything up to the last
-//! line that can end such a message is dropped (counted as `suppressed`), and the head's own
-//! address is counted once the tail is found. The window survives the end of a run, so a
-//! message read in two pieces is judged whole. Known limit (research §4.3): an extension that
-//! first completes its own line with a fake tail and then starts a forged line writes a
-//! *perfect* log line, which no line-based reader can tell from a real one; prefer the security
-//! log and keep `maxretry` moderate.
+//! Per followed file, lines flow: tail ([`crate::source::tail`]) → held by an open record of
+//! the injection guard while its attacker field may reach them → dump parser (full log only:
+//! dump lines stop here) → anatomy → opener of a record with an attacker field (its head's
+//! sender counted, the record opened) or rule → cross-file de-duplication → evidence and ban
+//! counting. A record is judged once the next line starts beyond its field's capacity: its
+//! real tail's sender is counted, its field text and suspect lines dropped (counted as
+//! `injected` and `suspect`), the lines after its tail read again. An open record is kept in
+//! the state, so a message read in two runs is judged whole.
 //!
 //! This module must never resolve names, never take an address from anything but a transport
 //! field, never hold a whole file in memory, and never change the files it reads.
@@ -44,7 +38,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-pub use crate::config::asterisk::AsteriskSettings;
+pub use crate::config::asterisk::{AsteriskSettings, SecurityServices};
 pub use crate::config::values::TimeZone;
 
 /// Errors of the detector. I/O errors name the file.
@@ -427,6 +421,8 @@ struct Hit {
 
 struct Engine<'a> {
     aggressive: bool,
+    /// Whose security events count.
+    services: SecurityServices,
     verbose: bool,
     /// Several streams: de-duplicate across them.
     multi: bool,
@@ -492,7 +488,7 @@ impl Engine<'_> {
     /// The record a line opens, if any.
     fn opening(&self, l: &[u8]) -> Option<guard::Opening> {
         match anatomy(l) {
-            Some(a) => guard::opening(&a, l, self.aggressive),
+            Some(a) => guard::opening(&a, l, self.aggressive, self.services),
             None => guard::broken_opening(l),
         }
     }
@@ -506,7 +502,7 @@ impl Engine<'_> {
         let judgement = r.judge(|l| self.starts_record(l));
         let mut proven = match r.sender {
             Sender::Head(_, ip, _) => Some(ip),
-            _ => None,
+            _ => r.proven,
         };
         let mut tail_line = None;
         let cut = match judgement {
@@ -525,7 +521,8 @@ impl Engine<'_> {
                 if cut > 0 {
                     self.counters.injections += 1;
                 }
-                self.counters.injected += cut as u64;
+                // The lines before the tail are field text; the tail line ends the record.
+                self.counters.injected += cut.saturating_sub(1) as u64;
                 cut
             }
             Judgement::Ambiguous | Judgement::Suspect => {
@@ -534,7 +531,7 @@ impl Engine<'_> {
                 }
                 self.counters.suspect += r.lines.len() as u64;
                 if !r.lines.is_empty() {
-                    *st.record = self.reopen(&r);
+                    *st.record = self.reopen(&r, proven);
                 }
                 r.lines.len()
             }
@@ -568,7 +565,7 @@ impl Engine<'_> {
 
     /// After suspect lines: the record opened by one of them whose field reaches furthest,
     /// if it reaches past them, held blind (everything suspect) to its end.
-    fn reopen(&self, r: &Record) -> Option<Record> {
+    fn reopen(&self, r: &Record, proven: Option<IpAddr>) -> Option<Record> {
         let mut best: Option<Record> = None;
         for (start, l) in &r.lines {
             let Some(op) = self.opening(l) else {
@@ -582,6 +579,7 @@ impl Engine<'_> {
             n.offset = r.offset - field_at.min(r.offset);
             n.blind = true;
             n.sender = Sender::Nobody;
+            n.proven = proven;
             if best
                 .as_ref()
                 .is_none_or(|b| b.cap - b.offset < n.cap - n.offset)
@@ -649,7 +647,7 @@ impl Engine<'_> {
             }
             return;
         };
-        if let Some(op) = guard::opening(&a, line, self.aggressive) {
+        if let Some(op) = guard::opening(&a, line, self.aggressive, self.services) {
             let t = self.time_of(st, &a);
             let key = line_key(&a, t);
             match op.sender {
@@ -687,6 +685,11 @@ impl Engine<'_> {
                 ip,
                 transport,
             } => {
+                if a.level == Level::Security
+                    && !self.services.counts(rules::security_service(a.msg))
+                {
+                    return;
+                }
                 let t = self.time_of(st, &a);
                 self.credit(st.id, rule, ip, transport, t, line_key(&a, t), line);
             }
@@ -909,6 +912,7 @@ pub fn run(
     } = state;
     let mut engine = Engine {
         aggressive: settings.aggressive,
+        services: settings.security_services,
         multi: files.len() > 1,
         full_mode: settings.full_log.is_some(),
         keep_examples: true,
@@ -995,6 +999,8 @@ pub fn run(
 pub struct ScanOptions {
     pub verbose: bool,
     pub aggressive: bool,
+    /// See `asterisk.security_event_services`.
+    pub security_services: SecurityServices,
     pub timezone: TimeZone,
 }
 
@@ -1021,6 +1027,7 @@ impl<'a> Engine<'a> {
     fn new(clock: Clock, callids: &'a mut CallIdMap, dedup: &'a mut Dedup) -> Engine<'a> {
         Engine {
             aggressive: false,
+            services: SecurityServices::default(),
             verbose: false,
             multi: false,
             full_mode: false,
@@ -1053,6 +1060,7 @@ impl<'a> Engine<'a> {
             .unwrap_or(0);
         Engine {
             aggressive: opts.aggressive,
+            services: opts.security_services,
             verbose: opts.verbose,
             multi,
             full_mode,

@@ -986,6 +986,17 @@ fn last_remote_address(line: &[u8]) -> Option<(IpAddr, Option<Transport>)> {
 }
 
 /// The rule a security event type counts under, if any.
+/// The `Service` of a security event message (server text before the account).
+pub fn security_service(msg: &[u8]) -> &[u8] {
+    let head = match find(msg, b"AccountID=\"") {
+        Some(i) => &msg[..i],
+        None => msg,
+    };
+    find(head, b",Service=\"")
+        .and_then(|i| head[i + 10..].split(|c| *c == b'"').next())
+        .unwrap_or_default()
+}
+
 /// The event type of a security event message (`SecurityEvent="<type>"...`).
 pub fn security_type(msg: &[u8]) -> &[u8] {
     let rest = msg.strip_prefix(b"SecurityEvent=\"").unwrap_or_default();
