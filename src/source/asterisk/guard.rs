@@ -21,19 +21,29 @@
 //! | security event, `Service="SIP"` | AccountID = To user of a REGISTER, URI-decoded by default (`pedanticsipchecking`), 251 bytes ([`SIP_ACCOUNT`]) | tail `RemoteAddress` (but see below) | yes |
 //! | security event, `Service="PJSIP"` | AccountID = unescaped From user, 36 bytes ([`PJSIP_ACCOUNT`]); SessionID = Call-ID, raw, no newline | tail `RemoteAddress` | yes |
 //! | security event, `Service="AMI"` | AccountID = `Username:`, raw over TCP (no newline, [`AMI_TCP_ACCOUNT`]), URI-decoded over HTTP (up to a 40,960-byte POST body in 20) | tail `RemoteAddress` | only when the admin counts AMI events (no HTTP manager) |
-//! | chan_sip `Call from '..' (ADDR) to extension '<x>' rejected ...` | Request-URI user, always URI-decoded, bounded by the message only | head (`p->recv`) | no: a long extension cuts the tail off |
+//! | chan_sip `Call from '..' (ADDR) to extension '<x>` without its tail | Request-URI user, always URI-decoded, bounded by the message only | head (`p->recv`) | no: a long extension cuts the tail off |
 //! | res_pjsip_session `Call from '..' (TP:ADDR)` (13) / ` ..: Call (TP:ADDR)` (18.1+) `to extension '<x>' ...` | Request-URI user, unescaped, 79 bytes ([`PJSIP_EXTEN`]) | head | yes |
 //! | chan_iax2 `Host ADDR failed to authenticate as <user>` (NOTICE; WARNING from 18.21/20.6) | user name IE, raw, 255 bytes ([`IAX2_USER`]) | head | none: the user ends the message |
 //! | chan_iax2 `Host ADDR failed MD5 authentication for '..' (.. != <md5>)` | the MD5 result IE, raw, 255 | head | no |
 //! | chan_iax2 `No registration for peer '<user>' (from ADDR)` | user name IE, raw, 255 | tail `(from ADDR)` | yes |
 //! | chan_iax2 `Rejected connect attempt from ..` | called number and context IEs, raw | none | no |
-//! | manager.c `ADDR failed to authenticate as '<user>'`, `.. nonexistent user '<user>'` | `Username:`, URI-decoded over HTTP | head | no |
+//! | manager.c `ADDR failed to authenticate as '<user>`, `.. nonexistent user '<user>` without the closing quote | `Username:`, URI-decoded over HTTP | head | no |
 //! | res_pjsip.c `CallerID Name '..' for number '<n>' has invalid UTF-8 ...` (18.17+) | unescaped From user, 79 | none | no |
-//! | pbx.c `Executing [<exten>@ctx:prio] App("chan", "<args>")` (VERBOSE) | extension (79) and arguments (caller fields such as the decoded From user), up to the message size | none | no |
+//! | pbx.c `Executing [<exten>@ctx:prio] App("chan", "<args>")` (VERBOSE), when its first line lacks ` in new stack` | extension (79) and arguments (caller fields such as the decoded From user), up to the message size | none | no |
 //! | dialplan `Log()` (`Ext. <exten>: <msg>`, any level, SECURITY from 18.8) and `Verbose()` (`app_verbose.c`) | the message, and the extension in the "file" token, which can itself carry the newline ([`broken_opening`]) | none | no |
 //!
 //! Not injectable, so not openers: chan_sip's `Registration from '..' failed` (a raw header: no
 //! newline), PJSIP's `Request '..' from '..' failed` (re-escaped From, raw Call-ID).
+//!
+//! Where the field can fill the logger's message (chan_sip's extension, the manager's user
+//! name over HTTP, dialplan arguments), a tail cannot be trusted, and holding the next 8 KiB
+//! after every such line would leave a busy log unread (a scan from a few addresses writes a
+//! `Call from` line every few lines; every verbose dialplan step writes an `Executing` line).
+//! So those lines are held only when their first physical line is broken before its tail.
+//! The known limit: a field that first completes its own line with a fake tail and then starts
+//! a forged line after a newline writes a *perfect* line, which no line reader can tell from a
+//! real one (research `asterisk-logs.md` §4.3). Where the field is short (security event
+//! accounts, PJSIP extensions, IAX2 user names), every line is held and the fake tail fails.
 //!
 //! Two attacks no line reader can see, so the rules refuse their source instead:
 //! * chan_sip writes the top Via's `maddr` (or the source with the Via port) as a security
@@ -128,6 +138,9 @@ pub struct Opening {
     /// Whether the record's tail can be trusted to end it: false when the field can fill the
     /// logger's message, whose cut end loses the tail.
     pub tail: bool,
+    /// A security event that prints remote text after its `RemoteAddress`: every one in the
+    /// tail must agree.
+    pub strict: bool,
     pub sender: Sender,
 }
 
@@ -157,6 +170,7 @@ pub fn opening(
             field: base,
             cap: LOGGER_MESSAGE,
             tail: false,
+            strict: false,
             sender: Sender::Nobody,
         });
     }
@@ -164,11 +178,16 @@ pub fn opening(
         Level::Verbose => {
             let m = msg.trim_ascii_start();
             let m = m.strip_prefix(b"-- ").unwrap_or(m);
-            (a.file == b"pbx.c" && m.starts_with(b"Executing [")).then_some(Opening {
+            // Only a line broken before its ` in new stack` tail: every verbose dialplan step
+            // writes one of these, and holding 8 KiB after each would leave a busy full log
+            // unread. A fake tail before a newline in the arguments is the known limit.
+            let broken = !m.ends_with(b" in new stack");
+            (a.file == b"pbx.c" && m.starts_with(b"Executing [") && broken).then_some(Opening {
                 form: Form::Executing,
                 field: offset_in(line, m) + 11,
                 cap: LOGGER_MESSAGE,
                 tail: false,
+                strict: false,
                 sender: Sender::Nobody,
             })
         }
@@ -176,8 +195,9 @@ pub fn opening(
             security(msg, base, aggressive, services)
         }
         Level::Notice | Level::Warning => match a.file {
-            // chan_sip decodes the whole Request-URI user: only the message size bounds it.
-            b"chan_sip.c" if msg.starts_with(b"Call from '") => {
+            // chan_sip decodes the whole Request-URI user: only the message size bounds it, so
+            // only a line broken before its tail is held (see the module docs).
+            b"chan_sip.c" if msg.starts_with(b"Call from '") && rules::call_tail(msg).is_none() => {
                 call(line, msg, base, Form::SipCall, LOGGER_MESSAGE)
             }
             b"res_pjsip_session.c" => call(line, msg, base, Form::PjsipCall, PJSIP_EXTEN),
@@ -189,6 +209,7 @@ pub fn opening(
                 field: base + 15,
                 cap: 2 * PJSIP_EXTEN + 16,
                 tail: false,
+                strict: false,
                 sender: Sender::Nobody,
             }),
             _ => None,
@@ -215,6 +236,7 @@ pub fn broken_opening(line: &[u8]) -> Option<Opening> {
                 field: i + pat.len(),
                 cap: LOGGER_MESSAGE,
                 tail: false,
+                strict: false,
                 sender: Sender::Nobody,
             });
         }
@@ -253,6 +275,7 @@ fn security(
         field: base + at + ACCOUNT.len(),
         cap,
         tail: cap < LOGGER_MESSAGE,
+        strict: rules::security_strict(ty),
         sender: Sender::Tail(rule),
     })
 }
@@ -269,6 +292,7 @@ fn call(line: &[u8], msg: &[u8], base: usize, form: Form, cap: usize) -> Option<
             field: base + ext,
             cap,
             tail: cap < LOGGER_MESSAGE,
+            strict: false,
             sender: Sender::Head(rule, ip, transport),
         }),
         rules::CallHead::Unparsed { from } => Some(Opening {
@@ -277,6 +301,7 @@ fn call(line: &[u8], msg: &[u8], base: usize, form: Form, cap: usize) -> Option<
             // The name (if it carried the newline) and the extension.
             cap: (2 * cap).min(LOGGER_MESSAGE),
             tail: false,
+            strict: false,
             sender: Sender::HeadRefused,
         }),
     }
@@ -290,6 +315,7 @@ fn iax2(msg: &[u8], base: usize) -> Option<Opening> {
             field: base + NOREG.len(),
             cap: IAX2_USER,
             tail: true,
+            strict: false,
             sender: Sender::Tail(Some(Rule::Iax2NoRegistration)),
         });
     }
@@ -301,6 +327,7 @@ fn iax2(msg: &[u8], base: usize) -> Option<Opening> {
             field: base + REJECTED.len(),
             cap: 2 * IAX2_USER + 64,
             tail: false,
+            strict: false,
             sender: Sender::Nobody,
         });
     }
@@ -324,6 +351,7 @@ fn iax2(msg: &[u8], base: usize) -> Option<Opening> {
         field: base + field,
         cap,
         tail: false,
+        strict: false,
         sender,
     })
 }
@@ -331,6 +359,10 @@ fn iax2(msg: &[u8], base: usize) -> Option<Opening> {
 /// manager.c `ADDR failed to authenticate as '<user>'` and `ADDR tried to authenticate with
 /// nonexistent user '<user>'`: over HTTP the user name is URI-decoded, and it ends the message.
 fn manager(msg: &[u8], base: usize) -> Option<Opening> {
+    // Held only when broken before the closing quote (see the module docs).
+    if msg.ends_with(b"'") {
+        return None;
+    }
     let sp = memchr::memchr(b' ', msg)?;
     let rest = &msg[sp..];
     let head = [
@@ -352,6 +384,7 @@ fn manager(msg: &[u8], base: usize) -> Option<Opening> {
         field: base + sp + head.len(),
         cap: LOGGER_MESSAGE,
         tail: false,
+        strict: false,
         sender,
     })
 }
@@ -367,12 +400,18 @@ pub fn tail_marker(form: Form, line: &[u8], from: usize) -> Option<usize> {
             .min()
     };
     let at = match form {
-        Form::Security => first(&[
-            b"\",SessionID=\"",
-            b"\",SessionTV=\"",
-            b"\",LocalAddress=\"",
-            b"\",RemoteAddress=\"",
-        ]),
+        // The first `",<server field>="` (one pass: the account is usually short).
+        Form::Security => memchr::memmem::find_iter(hay, b"\",").find(|&i| {
+            let r = &hay[i + 2..];
+            [
+                &b"SessionID=\""[..],
+                b"SessionTV=\"",
+                b"LocalAddress=\"",
+                b"RemoteAddress=\"",
+            ]
+            .iter()
+            .any(|n| r.starts_with(n))
+        }),
         Form::SipCall | Form::PjsipCall => first(&[rules::CTX_TAIL]),
         Form::Iax2NoRegistration => first(&[b"' (from "]),
         Form::Iax2Auth | Form::Executing | Form::DialplanLog | Form::Note => None,
@@ -383,16 +422,13 @@ pub fn tail_marker(form: Form, line: &[u8], from: usize) -> Option<usize> {
 /// The sender named by the real tail `line` of a record, whose server text starts at `marker`.
 pub fn tail_sender(
     form: Form,
-    opener: &[u8],
+    strict: bool,
     line: &[u8],
     marker: usize,
 ) -> Option<(IpAddr, Option<Transport>)> {
     let rest = line.get(marker..)?;
     match form {
-        Form::Security => {
-            let msg = rules::anatomy(opener)?.msg;
-            rules::security_tail(rest, rules::security_type(msg))
-        }
+        Form::Security => rules::security_tail(rest, strict),
         Form::Iax2NoRegistration => {
             // The server's `' (from ADDR)` ends the message: the last one.
             let body = rest.strip_suffix(b")")?;
@@ -412,6 +448,8 @@ pub struct Record {
     /// Whether the form's tail can end the record (see [`Opening::tail`]).
     #[serde(default)]
     pub tail: bool,
+    #[serde(default)]
+    pub strict: bool,
     pub sender: Sender,
     /// The opener line (capped at the logger's message size) and where its field starts.
     pub opener: Vec<u8>,
@@ -438,6 +476,7 @@ impl Record {
             form: op.form,
             cap: op.cap,
             tail: op.tail,
+            strict: op.strict,
             sender: op.sender,
             opener: line[..line.len().min(LOGGER_MESSAGE + field)].to_vec(),
             field,

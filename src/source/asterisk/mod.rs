@@ -509,7 +509,7 @@ impl Engine<'_> {
             Judgement::Tail { line, marker } => {
                 tail_line = line;
                 if let Sender::Tail(Some(rule)) = r.sender {
-                    match guard::tail_sender(r.form, &r.opener, r.line(line), marker) {
+                    match guard::tail_sender(r.form, r.strict, r.line(line), marker) {
                         Some((ip, tp)) => {
                             proven = Some(ip);
                             self.credit(st.id, rule, ip, tp, r.time, r.key, &r.opener);
@@ -590,6 +590,28 @@ impl Engine<'_> {
         best
     }
 
+    /// A record that is its opener line alone: credit the sender its tail names.
+    fn credit_one_line(
+        &mut self,
+        stream: u16,
+        op: &guard::Opening,
+        rule: Rule,
+        line: &[u8],
+        t: i64,
+        key: u64,
+    ) {
+        let Some(m) = guard::tail_marker(op.form, line, op.field) else {
+            return;
+        };
+        if m - op.field > op.cap {
+            return;
+        }
+        match guard::tail_sender(op.form, op.strict, line, m) {
+            Some((ip, tp)) => self.credit(stream, rule, ip, tp, t, key, line),
+            None => self.counters.refused += 1,
+        }
+    }
+
     /// Count a failure of `ip`, once across followed files.
     #[allow(clippy::too_many_arguments)]
     fn credit(
@@ -648,14 +670,28 @@ impl Engine<'_> {
             return;
         };
         if let Some(op) = guard::opening(&a, line, self.aggressive, self.services) {
-            let t = self.time_of(st, &a);
-            let key = line_key(&a, t);
+            // Time and key only for a record that names a sender (most openers name none).
+            let (t, key) = match op.sender {
+                Sender::Head(..) | Sender::Tail(Some(_)) => {
+                    let t = self.time_of(st, &a);
+                    (t, line_key(&a, t))
+                }
+                _ => (st.last_time.unwrap_or(self.clock.now), 0),
+            };
             match op.sender {
                 Sender::Head(rule, ip, tp) => self.credit(st.id, rule, ip, tp, t, key, line),
                 Sender::HeadRefused => self.counters.refused += 1,
                 Sender::Tail(_) | Sender::Nobody => {}
             }
-            *st.record = Some(Record::new(&op, line, t, key));
+            if line.len() - op.field.min(line.len()) < op.cap {
+                *st.record = Some(Record::new(&op, line, t, key));
+            } else if let Sender::Tail(Some(rule)) = op.sender {
+                // No later line can start inside the field: the record is this line, judged
+                // now (the common case, without a copy).
+                if op.tail {
+                    self.credit_one_line(st.id, &op, rule, line, t, key);
+                }
+            }
             return;
         }
         if !matches!(a.level, Level::Notice | Level::Warning | Level::Security) {

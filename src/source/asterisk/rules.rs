@@ -686,6 +686,11 @@ fn sip_registration(msg: &[u8]) -> Verdict<'_> {
 
 pub const CTX_TAIL: &[u8] = b"' rejected because extension not found in context '";
 
+/// Where a call-rejected message's tail starts, if it has one.
+pub fn call_tail(msg: &[u8]) -> Option<usize> {
+    extension_tail(msg)
+}
+
 /// The server-written tail `' rejected because extension not found in context '<ctx>'.`:
 /// returns where it starts.
 fn extension_tail(line: &[u8]) -> Option<usize> {
@@ -1003,6 +1008,11 @@ pub fn security_type(msg: &[u8]) -> &[u8] {
     rest.split(|c| *c == b'"').next().unwrap_or_default()
 }
 
+/// Whether events of type `ty` print remote text after `RemoteAddress` (see [`security_tail`]).
+pub fn security_strict(ty: &[u8]) -> bool {
+    SEC_USER_TAIL.contains(&ty)
+}
+
 pub fn security_rule(ty: &[u8], aggressive: bool) -> Option<Rule> {
     if SEC_DEFAULT.contains(&ty) {
         Some(Rule::SecurityEvent)
@@ -1018,9 +1028,9 @@ pub fn security_rule(ty: &[u8], aggressive: bool) -> Option<Rule> {
 /// remote text after it (a digest, a request), every `RemoteAddress` in `rest` must name the
 /// same address: the raw fields (a PJSIP Call-ID before it, a digest after it) may carry
 /// decoys.
-pub fn security_tail(rest: &[u8], ty: &[u8]) -> Option<(IpAddr, Option<Transport>)> {
+pub fn security_tail(rest: &[u8], strict: bool) -> Option<(IpAddr, Option<Transport>)> {
     let (ip, tp) = last_remote_address(rest)?;
-    if !SEC_USER_TAIL.contains(&ty) {
+    if !strict {
         return Some((ip, tp));
     }
     for i in memmem::find_iter(rest, RA) {
