@@ -344,6 +344,14 @@ fn a_dry_run_sync_plans_the_sender_not_the_victim() {
     let adds = j["sets"][0]["adds"].to_string();
     assert!(adds.contains(SENDER), "sender planned: {}", text(&o));
     assert!(!adds.contains(VICTIM), "victim not planned: {}", text(&o));
+    // The run report (what `status` shows after a real run) counts what the guard did.
+    let c = j["sources"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == "asterisk"))
+        .map(|s| s["asterisk"]["counters"].clone())
+        .expect("asterisk source in the report");
+    assert_eq!(c["injections"], 3, "{c}");
+    assert!(c["suspect"].as_u64().unwrap_or(0) >= 3, "{c}");
     let o = crate::common::run::sipban(dir.path(), &["scan", log.to_str().expect("path")]);
     let out = text(&o);
     assert!(out.contains("records broken by a newline"), "{out}");
