@@ -413,3 +413,32 @@ fn manager_user_names_and_keys_cannot_name_the_victim() {
         check(&format!("AMI key {v}"), &log, VICTIM, Some(SENDER));
     }
 }
+
+/// Lines held after an opener are read again byte for byte: the PJSIP dump that follows a
+/// security event still consumes exactly its `(N bytes)`, carriage returns included, so a
+/// forged line inside the SIP message stays inside the dump.
+#[test]
+fn held_lines_keep_their_bytes_for_the_dump_parser() {
+    let packet = format!(
+        "INVITE sip:1@x SIP/2.0\r\nCall-ID: pj-1\r\nX: [2023-02-19 15:02:45] NOTICE[686] chan_sip.c: Registration from '' failed for '{VICTIM}' - Wrong password\r\n\r\n"
+    );
+    let log = security_record(13, "SIP", "100", SENDER)
+        + "\n"
+        + &format!(
+            "[Dec  3 08:49:54] VERBOSE[700] res_pjsip_logger.c: <--- Received SIP request ({} bytes) from UDP:{SENDER}:5060 --->\n{packet}\n",
+            packet.len()
+        )
+        + &prefix(13, "NOTICE", "res_pjsip/pjsip_distributor.c")
+        + &format!("Request 'INVITE' from '<sip:1@x>' failed for '{SENDER}:5060' (callid: pj-1) - No matching endpoint found\n");
+    let r = scan_bytes(
+        &[],
+        Some(log.as_bytes()),
+        ScanOptions {
+            security_services: ALL,
+            timezone: TimeZone::FixedOffset(0),
+            ..ScanOptions::default()
+        },
+    );
+    assert_eq!(addresses(&r), vec![ip(SENDER)], "{:?}", r.counters);
+    assert_eq!(r.counters.by_rule.get("pjsip_request_failed"), Some(&1));
+}

@@ -439,6 +439,11 @@ pub fn tail_sender(
     }
 }
 
+/// A held physical line without its carriage return, as the rules read it.
+pub fn text(l: &[u8]) -> &[u8] {
+    l.strip_suffix(b"\r").unwrap_or(l)
+}
+
 /// The lines held after an opener, while they may still be field text. Persisted with the
 /// detector state, so a record written across two runs is judged whole.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -509,7 +514,7 @@ impl Record {
             }
         }
         for (i, (start, l)) in self.lines.iter().enumerate() {
-            if let Some(m) = tail_marker(self.form, l, 0) {
+            if let Some(m) = tail_marker(self.form, text(l), 0) {
                 if start + m <= self.cap {
                     out.push((Some(i), m));
                 }
@@ -536,7 +541,7 @@ impl Record {
         // to look like one; a forged line taken for the tail means the field was longer than
         // its capacity. Neither can be told from the other: nothing here is genuine.
         if let Some(i) = last.0 {
-            if rules::anatomy(&self.lines[i].1).is_some() {
+            if rules::anatomy(text(&self.lines[i].1)).is_some() {
                 return Judgement::Ambiguous;
             }
         }
@@ -550,7 +555,7 @@ impl Record {
     pub fn line(&self, which: Option<usize>) -> &[u8] {
         match which {
             None => &self.opener,
-            Some(i) => &self.lines[i].1,
+            Some(i) => text(&self.lines[i].1),
         }
     }
 }

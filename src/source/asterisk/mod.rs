@@ -451,23 +451,16 @@ fn lossy(line: &[u8], cap: usize) -> String {
 impl Engine<'_> {
     fn feed(&mut self, st: &mut Stream<'_>, raw: &[u8]) {
         self.counters.lines += 1;
-        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-        self.take(st, line, raw.len());
+        self.take(st, raw);
     }
 
-    /// One line: held while an open record's field may still reach it, else read.
-    fn take(&mut self, st: &mut Stream<'_>, line: &[u8], orig_len: usize) {
-        let stripped;
-        let line = if rules::has_terminal_bytes(line) && !(st.full && st.dump.in_block()) {
-            stripped = rules::strip_terminal(line);
-            &stripped[..]
-        } else {
-            line
-        };
+    /// One physical line, as read (its bytes count toward a field's reach, and the dump
+    /// parser counts them): held while an open record's field may still reach it, else read.
+    fn take(&mut self, st: &mut Stream<'_>, raw: &[u8]) {
         loop {
             match st.record.as_mut() {
                 Some(r) if r.reaches_next() => {
-                    r.hold(line);
+                    r.hold(raw);
                     return;
                 }
                 // Judging may read lines again, and one of them may open a new record.
@@ -475,11 +468,20 @@ impl Engine<'_> {
                 None => break,
             }
         }
-        self.process(st, line, orig_len);
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let stripped;
+        let line = if rules::has_terminal_bytes(line) && !(st.full && st.dump.in_block()) {
+            stripped = rules::strip_terminal(line);
+            &stripped[..]
+        } else {
+            line
+        };
+        self.process(st, line, raw.len());
     }
 
     /// Whether a held line may start a record of its own (an opener, or any security event).
     fn starts_record(&self, l: &[u8]) -> bool {
+        let l = guard::text(l);
         self.opening(l).is_some()
             || anatomy(l)
                 .is_some_and(|a| a.level == Level::Security && a.file == b"res_security_log.c")
@@ -544,6 +546,7 @@ impl Engine<'_> {
                 continue; // the real tail: credited above
             }
             // A held line naming the record's proven sender harms nobody else.
+            let l = guard::text(l);
             if let (Some(p), Some(a)) = (proven, anatomy(l)) {
                 if let Verdict::Failure {
                     rule,
@@ -559,7 +562,7 @@ impl Engine<'_> {
             }
         }
         for (_, l) in r.lines.into_iter().skip(cut) {
-            self.take(st, &l, l.len());
+            self.take(st, &l);
         }
     }
 
@@ -568,6 +571,7 @@ impl Engine<'_> {
     fn reopen(&self, r: &Record, proven: Option<IpAddr>) -> Option<Record> {
         let mut best: Option<Record> = None;
         for (start, l) in &r.lines {
+            let l = guard::text(l);
             let Some(op) = self.opening(l) else {
                 continue;
             };
