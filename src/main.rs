@@ -190,6 +190,7 @@ fn run(cli: Cli) -> cli::Result {
             json,
             verbose,
             aggressive,
+            security_services,
             ..
         } => views::scan(views::ScanArgs {
             files,
@@ -197,6 +198,7 @@ fn run(cli: Cli) -> cli::Result {
             json: *json,
             verbose: *verbose,
             aggressive: *aggressive,
+            security_services: security_services.as_deref(),
         }),
         Command::Ban { ip, ttl, json } => manual::ban(s()?, ip, ttl.as_deref(), *json, now),
         Command::Unban { ip, allow, json } => manual::unban(s()?, ip, *allow, *json, now),

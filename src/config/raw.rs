@@ -50,6 +50,7 @@ pub struct RawAsterisk {
     pub bantime_increment: Option<RawIncrement>,
     pub priority: Option<Priority>,
     pub aggressive: Option<bool>,
+    pub security_event_services: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

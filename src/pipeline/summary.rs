@@ -230,11 +230,12 @@ impl RunReport {
                 None => match (&s.apiban, &s.asterisk) {
                     (Some(a), _) => a.to_string(),
                     (None, Some(a)) => format!(
-                        "{} lines read, {} failures matched, {} new bans, {} unattributed scanner timeouts",
+                        "{} lines read, {} failures matched, {} new bans, {} unattributed scanner timeouts, {} suspect lines not read (injection guard)",
                         a.counters.lines,
                         a.counters.matched,
                         a.bans.len(),
-                        a.counters.timeouts_unattributed
+                        a.counters.timeouts_unattributed,
+                        a.counters.suspect
                     ),
                     (None, None) => String::new(),
                 },

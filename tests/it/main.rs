@@ -12,6 +12,7 @@ mod report_common;
 mod apiban;
 mod asterisk_callid;
 mod asterisk_corpus;
+mod asterisk_inject;
 mod asterisk_prop;
 mod cli;
 mod corpus_ci;
