@@ -598,8 +598,13 @@ mod tests {
         assert_eq!(&l[op.field..], b"bob");
         let l = b"[2024-05-02 10:11:12] NOTICE[1] chan_sip.c: Registration from '' failed for '198.51.100.7:5060' - Wrong password";
         assert!(open(l).is_none());
-        let l = b"[2024-05-02 10:11:12] VERBOSE[1][C-00000001] pbx.c: Executing [s@x:1] NoOp(\"SIP/a\", \"b\") in new stack";
+        // A dialplan line is held only when broken before its tail; so is a chan_sip call.
+        let l = b"[2024-05-02 10:11:12] VERBOSE[1][C-00000001] pbx.c: Executing [s@x:1] NoOp(\"SIP/a\", \"b";
         assert_eq!(open(l).unwrap().form, Form::Executing);
+        let l = b"[2024-05-02 10:11:12] VERBOSE[1][C-00000001] pbx.c: Executing [s@x:1] NoOp(\"SIP/a\", \"b\") in new stack";
+        assert!(open(l).is_none());
+        let l = b"[2024-05-02 10:11:12] NOTICE[1][C-00000001] chan_sip.c: Call from '' (198.51.100.7:5060) to extension 'x' rejected because extension not found in context 'p'.";
+        assert!(open(l).is_none());
     }
 
     #[test]
