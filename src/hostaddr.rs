@@ -1,13 +1,16 @@
 //! This host's own addresses: every interface address and the default gateways, IPv4 and IPv6,
-//! and the DNS resolvers it uses. They go on the allowlist (when `allow_own_addresses` is on)
-//! so no feed or log line can ever lock the box out of itself, its router, or the resolver it
+//! the DNS resolvers it uses, and the networks it is on (each IPv4 interface prefix, the /64 of
+//! each IPv6 address). They go on the allowlist (when `allow_own_addresses` is on) so no feed
+//! or log line can ever lock the box out of itself, its router, its LAN, or the resolver it
 //! needs to find its feed servers.
 //!
-//! Read-only: interface addresses come from getifaddrs (through `if-addrs`), gateways from
+//! Read-only: interface addresses and netmasks come from getifaddrs (through `if-addrs`),
+//! gateways from
 //! `/proc/net/route` and `/proc/net/ipv6_route`, resolvers from `/etc/resolv.conf` and
 //! systemd-resolved's upstream list. This module must never change anything.
 
 use crate::net;
+use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// An address of this host and where it was found (interface name or "default gateway").
@@ -55,6 +58,52 @@ pub fn own_addresses() -> Vec<OwnAddress> {
     }
     out.dedup_by(|a, b| a.ip == b.ip);
     out
+}
+
+/// A network this host is on, and the interface it is on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OnLink {
+    pub net: IpNet,
+    pub iface: String,
+}
+
+/// The networks of every interface but loopback: each IPv4 address's prefix, the /64 of each
+/// IPv6 address (link-local and other special space left out: no source bans it anyway).
+pub fn on_link() -> Vec<OnLink> {
+    let mut out: Vec<OnLink> = Vec::new();
+    match if_addrs::get_if_addrs() {
+        Ok(ifaces) => {
+            for i in ifaces {
+                let len = match &i.addr {
+                    if_addrs::IfAddr::V4(a) => a.prefixlen,
+                    if_addrs::IfAddr::V6(a) => a.prefixlen,
+                };
+                if let Some(net) = on_link_net(i.ip(), len) {
+                    if !out.iter().any(|o| o.net == net) {
+                        out.push(OnLink { net, iface: i.name });
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::warn!("cannot list interface networks: {e}"),
+    }
+    out
+}
+
+/// The network an interface address with prefix length `len` is on: its IPv4 prefix (none
+/// broader than /8: a netmask that wide is a mistake, not a LAN), or the /64 of an IPv6
+/// address. `None` for loopback and other special space.
+pub fn on_link_net(ip: IpAddr, len: u8) -> Option<IpNet> {
+    let ip = net::canonical_ip(ip);
+    if ip.is_loopback() || net::special_range(&net::host_net(ip)).is_some() {
+        return None;
+    }
+    let net = match ip {
+        IpAddr::V4(a) if len >= 8 => IpNet::V4(ipnet::Ipv4Net::new(a, len.min(32)).ok()?),
+        IpAddr::V4(_) => return None,
+        IpAddr::V6(a) => IpNet::V6(ipnet::Ipv6Net::new(a, 64).ok()?),
+    };
+    Some(net.trunc())
 }
 
 /// Gateways of default routes in `/proc/net/route` (hex, little-endian addresses).
@@ -168,6 +217,30 @@ mod tests {
             gateways_v6(v6),
             vec!["fe80::1".parse::<Ipv6Addr>().unwrap()]
         );
+    }
+
+    #[test]
+    fn on_link_networks_of_interface_addresses() {
+        let on =
+            |ip: &str, len: u8| on_link_net(ip.parse().unwrap(), len).map(|n| net::display_net(&n));
+        assert_eq!(on("192.168.1.20", 24).as_deref(), Some("192.168.1.0/24"));
+        assert_eq!(on("45.67.89.1", 32).as_deref(), Some("45.67.89.1"));
+        assert_eq!(on("10.1.2.3", 4), None);
+        assert_eq!(on("127.0.0.1", 8), None);
+        assert_eq!(on("169.254.3.4", 16), None);
+        assert_eq!(
+            on("2001:db8:1:2::5", 128).as_deref(),
+            Some("2001:db8:1:2::/64")
+        );
+        assert_eq!(on("fd00::2", 64).as_deref(), Some("fd00::/64"));
+        assert_eq!(on("fe80::1", 64), None);
+        assert_eq!(on("::1", 128), None);
+        for o in on_link() {
+            assert!(
+                o.net.prefix_len() >= 8 && !o.net.addr().is_loopback(),
+                "{o:?}"
+            );
+        }
     }
 
     #[test]

@@ -118,8 +118,15 @@ pub struct Explanation {
     /// The kernel set entries a sync would hold for it (possibly a split piece of a listing).
     pub in_set: Vec<String>,
     pub set_name: String,
-    /// The allowlist rule that protects it, if any.
+    /// The allowlist rule that protects it from every source, if any.
     pub allowlisted_by: Option<String>,
+    /// The network of this host it is on, if any: feeds never ban there, the log detectors
+    /// only with `ban_on_link: true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_link: Option<String>,
+    /// Whether the log detectors may ban it there (`ban_on_link`).
+    #[serde(skip)]
+    pub ban_on_link: bool,
     /// Address space rules that keep some or all sources from banning it.
     pub range_note: Option<String>,
     /// Whether the live kernel set holds it: `None` when the kernel cannot be read.
@@ -215,10 +222,11 @@ pub fn explain(settings: &Settings, target: IpNet, ipset: &Ipset, now: i64) -> R
         .filter(|d| net::overlaps(&d.net, &host))
         .map(|d| net::display_net(&d.net))
         .collect();
-    let allowlisted_by = v
-        .allow
-        .hit(&host)
-        .map(|r| format!("{} ({})", net::display_net(&r.net), r.reason));
+    let rule_text = |r: &crate::pipeline::gate::AllowRule| {
+        format!("{} ({})", net::display_net(&r.net), r.reason)
+    };
+    let allowlisted_by = v.allow.hit_for(&host, true).map(rule_text);
+    let on_link = v.allow.on_link_hit(&host).map(rule_text);
     let range_note = if let Some(r) = net::special_range(&host) {
         Some(format!("{r}: no source may ban it"))
     } else {
@@ -252,6 +260,8 @@ pub fn explain(settings: &Settings, target: IpNet, ipset: &Ipset, now: i64) -> R
         in_set,
         set_name,
         allowlisted_by,
+        on_link,
+        ban_on_link: settings.ban_on_link,
         range_note,
         kernel,
         kernel_error,
@@ -301,6 +311,17 @@ impl fmt::Display for Explanation {
         if let Some(a) = &self.allowlisted_by {
             writeln!(f, "  protected by the allowlist: {a}")?;
         }
+        if let Some(o) = &self.on_link {
+            writeln!(
+                f,
+                "  on this host's own network {o}: feeds never ban it, the log detectors {}",
+                if self.ban_on_link {
+                    "may (ban_on_link: true)"
+                } else {
+                    "only with ban_on_link: true"
+                }
+            )?;
+        }
         if let Some(r) = &self.range_note {
             writeln!(f, "  address space: {r}")?;
         }
@@ -319,6 +340,7 @@ impl fmt::Display for Explanation {
         if self.in_set.is_empty() {
             if !self.listings.is_empty()
                 && self.allowlisted_by.is_none()
+                && self.on_link.is_none()
                 && self.range_note.is_none()
             {
                 writeln!(

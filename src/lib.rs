@@ -14,7 +14,8 @@
 //! - [`net`]: address parsing, canonicalisation and prefix arithmetic; the only way text
 //!   becomes an address.
 //! - [`source`]: producers of [`source::Sighting`]s (feeds, and later APIBAN and log detectors).
-//! - [`hostaddr`]: this host's own addresses (for the allowlist).
+//! - [`hostaddr`]: this host's own addresses and networks (for the allowlist).
+//! - [`peers`]: the SIP/IAX2 peers in Asterisk's configuration (for the allowlist).
 //! - [`decide`]: the pure policy step (allowlist, prefix rules, provenance, cap) and the plan.
 //! - [`firewall`]: the only code that changes the kernel: ipset batches, swaps and read-back;
 //!   the DROP rules that use the sets; conntrack cleanup of newly banned sources.
@@ -47,6 +48,7 @@ pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod pack;
+pub mod peers;
 pub mod pipeline;
 pub mod report;
 pub mod source;

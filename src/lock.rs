@@ -15,6 +15,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub const LOCK_FILE: &str = "sipban.lock";
@@ -114,12 +115,14 @@ fn take(
         path: path.clone(),
         error,
     };
-    std::fs::create_dir_all(state_dir).map_err(io)?;
+    crate::fsio::create_dir(state_dir).map_err(io)?;
+    // A link planted at the lock's name is never followed (the pid is written into the file).
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
         .map_err(io)?;
     let deadline = wait.map(|w| std::time::Instant::now() + w);
@@ -153,6 +156,19 @@ fn take(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_link_planted_at_the_lock_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join(LOCK_FILE)).unwrap();
+        match acquire(dir.path()) {
+            Err(LockError::Io { path, .. }) => assert_eq!(path, dir.path().join(LOCK_FILE)),
+            other => panic!("expected an error, got {other:?}"),
+        }
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+    }
 
     #[test]
     fn second_lock_is_refused_until_the_first_is_dropped() {

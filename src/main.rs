@@ -82,6 +82,25 @@ fn needs(command: &Command) -> Needs {
     }
 }
 
+/// Whether a command writes into the state or metrics directories (or, for `config check`
+/// and dry runs, says whether a real run could): those refuse directories others may write.
+fn writes_files(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Sync { .. }
+            | Command::Run
+            | Command::Restore { .. }
+            | Command::Ban { .. }
+            | Command::Unban { .. }
+            | Command::Config {
+                command: ConfigCommand::Check { .. }
+            }
+            | Command::Firewall {
+                command: FirewallCommand::Install(_) | FirewallCommand::Remove(_)
+            }
+    )
+}
+
 /// The settings, loaded once for the commands that need them.
 struct Loaded {
     settings: Option<Settings>,
@@ -138,6 +157,9 @@ fn run(cli: Cli) -> cli::Result {
             .as_ref()
             .ok_or_else(|| Error::failed("no settings loaded"))
     };
+    if writes_files(&cli.command) {
+        cli::check_dirs(s()?)?;
+    }
     match &cli.command {
         Command::Sync { dry_run, json } => cli::sync::sync(s()?, *dry_run, *json, now),
         Command::Run => {
@@ -168,6 +190,7 @@ fn run(cli: Cli) -> cli::Result {
             json,
             verbose,
             aggressive,
+            security_services,
             ..
         } => views::scan(views::ScanArgs {
             files,
@@ -175,6 +198,7 @@ fn run(cli: Cli) -> cli::Result {
             json: *json,
             verbose: *verbose,
             aggressive: *aggressive,
+            security_services: security_services.as_deref(),
         }),
         Command::Ban { ip, ttl, json } => manual::ban(s()?, ip, ttl.as_deref(), *json, now),
         Command::Unban { ip, allow, json } => manual::unban(s()?, ip, *allow, *json, now),

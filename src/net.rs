@@ -327,33 +327,42 @@ fn private_ranges() -> &'static [(IpNet, &'static str)] {
 }
 
 /// IPv6 ranges whose addresses carry an IPv4 address: the range, its name, and the bit at which
-/// the IPv4 address starts (the server's address, for Teredo).
-const TRANSLATIONS: [(u128, u8, &str, u8); 3] = [
+/// the IPv4 address starts (the server's address, for Teredo), if the layout is fixed.
+const TRANSLATIONS: [(u128, u8, &str, Option<u8>); 4] = [
     // NAT64, well-known prefix (RFC 6052): 64:ff9b::a.b.c.d.
     (
         0x0064_ff9b_0000_0000_0000_0000_0000_0000,
         96,
         "NAT64 64:ff9b::/96",
-        96,
+        Some(96),
+    ),
+    // NAT64, local-use prefix (RFC 8215): a network picks its NAT64 prefix inside it, of any
+    // RFC 6052 length, so where the IPv4 address sits is only known from `nat64_prefixes`.
+    (
+        0x0064_ff9b_0001_0000_0000_0000_0000_0000,
+        48,
+        "NAT64 local-use 64:ff9b:1::/48",
+        None,
     ),
     // 6to4 (RFC 3056): 2002:aabb:ccdd::/48 for a.b.c.d.
     (
         0x2002_0000_0000_0000_0000_0000_0000_0000,
         16,
         "6to4 2002::/16",
-        16,
+        Some(16),
     ),
     // Teredo (RFC 4380): 2001:0:<server IPv4>::/64.
     (
         0x2001_0000_0000_0000_0000_0000_0000_0000,
         32,
         "Teredo 2001::/32",
-        32,
+        Some(32),
     ),
 ];
 
 /// The IPv6 translation range `net` covers whole (NAT64, 6to4, Teredo), if any: banning it
-/// would cut off every IPv4 host reached through it.
+/// would cut off every IPv4 host reached through it. A network's own NAT64 prefixes are
+/// [`Nat64`] values, asked separately.
 pub fn covers_translation(net: &IpNet) -> Option<&'static str> {
     let IpNet::V6(_) = net else { return None };
     let (bits, len) = raw(net);
@@ -369,14 +378,114 @@ pub fn covers_translation(net: &IpNet) -> Option<&'static str> {
 pub fn embedded_v4(net: &IpNet) -> Option<(IpNet, &'static str)> {
     let IpNet::V6(_) = net else { return None };
     let (bits, len) = raw(net);
-    let (_, rlen, name, at) = TRANSLATIONS
+    let (_, _, name, at) = TRANSLATIONS
         .iter()
         .find(|(range, rlen, _, _)| len > *rlen && same_prefix(bits, *range, *rlen))?;
-    let _ = rlen;
-    let addr = (bits >> (96 - u32::from(*at))) as u32;
-    let known = len.saturating_sub(*at).min(32);
+    let at = (*at)?;
+    let addr = (bits >> (96 - u32::from(at))) as u32;
+    let known = len.saturating_sub(at).min(32);
     let v4 = Ipv4Net::new(Ipv4Addr::from(addr), known).ok()?.trunc();
     Some((IpNet::V4(v4), name))
+}
+
+/// The prefix lengths RFC 6052 defines for a network-specific NAT64 prefix.
+pub const NAT64_PREFIX_LENGTHS: [u8; 6] = [32, 40, 48, 56, 64, 96];
+
+/// A network's own NAT64 prefix (RFC 6052 section 2.2, `nat64_prefixes` in the config): an
+/// IPv6 address inside it carries an IPv4 address in the 32 bits after the prefix, skipping
+/// bits 64..71 (the "u" octet, always zero) when the prefix is shorter than /96. So
+/// `2001:db8:64::c000:201` in `2001:db8:64::/96` is 192.0.2.1, and so is
+/// `2001:db8:11c0:2:1::` in `2001:db8:1100::/40`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(into = "String")]
+pub struct Nat64(Ipv6Net);
+
+impl From<Nat64> for String {
+    fn from(p: Nat64) -> String {
+        p.0.to_string()
+    }
+}
+
+impl fmt::Display for Nat64 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Nat64 {
+    /// An IPv6 prefix of an RFC 6052 length; a /96 must have a zero u octet.
+    pub fn new(net: IpNet) -> Result<Nat64, String> {
+        let IpNet::V6(p) = net else {
+            return Err(format!(
+                "`{}` is not an IPv6 prefix (a NAT64 prefix is IPv6)",
+                display_net(&net)
+            ));
+        };
+        if !NAT64_PREFIX_LENGTHS.contains(&p.prefix_len()) {
+            return Err(format!(
+                "`{p}`: a NAT64 prefix is /32, /40, /48, /56, /64 or /96 (RFC 6052)"
+            ));
+        }
+        if p.prefix_len() == 96 && (u128::from(p.network()) >> 56) & 0xff != 0 {
+            return Err(format!(
+                "`{p}`: bits 64 to 71 of a NAT64 /96 prefix must be zero (RFC 6052)"
+            ));
+        }
+        Ok(Nat64(p))
+    }
+
+    pub fn prefix(&self) -> IpNet {
+        IpNet::V6(self.0)
+    }
+
+    /// Where bit `i` (0 = most significant) of the carried IPv4 address sits in the IPv6
+    /// address.
+    fn v4_bit_at(&self, i: u8) -> u8 {
+        let len = self.0.prefix_len();
+        match len + i {
+            p if len == 96 || p < 64 => p,
+            p => p + 8,
+        }
+    }
+
+    /// How many leading bits of the IPv4 address a prefix of length `len` inside this one fixes.
+    fn known_bits(&self, len: u8) -> u8 {
+        (0..32).take_while(|&i| self.v4_bit_at(i) < len).count() as u8
+    }
+
+    /// Whether banning `net` would cut off every IPv4 host behind this prefix: `net` holds
+    /// the whole prefix, or lies inside it without fixing a single bit of an IPv4 address
+    /// (the u octet only).
+    pub fn covered_by(&self, net: &IpNet) -> bool {
+        let IpNet::V6(_) = net else { return false };
+        let (bits, len) = raw(net);
+        let (pbits, plen) = raw(&self.prefix());
+        if len <= plen {
+            return same_prefix(bits, pbits, len);
+        }
+        same_prefix(bits, pbits, plen) && self.known_bits(len) == 0
+    }
+
+    /// The IPv4 prefix `net` carries when it lies inside this prefix and fixes at least one
+    /// bit of an IPv4 address.
+    pub fn carried(&self, net: &IpNet) -> Option<IpNet> {
+        let IpNet::V6(_) = net else { return None };
+        let (bits, len) = raw(net);
+        let (pbits, plen) = raw(&self.prefix());
+        if len <= plen || !same_prefix(bits, pbits, plen) {
+            return None;
+        }
+        let known = self.known_bits(len);
+        if known == 0 {
+            return None;
+        }
+        let addr = (0..known).fold(0u32, |acc, i| {
+            let bit = (bits >> (127 - u32::from(self.v4_bit_at(i)))) & 1;
+            acc | ((bit as u32) << (31 - u32::from(i)))
+        });
+        let v4 = Ipv4Net::new(Ipv4Addr::from(addr), known).ok()?;
+        Some(IpNet::V4(v4))
+    }
 }
 
 fn v4(a: Ipv4Addr, len: u8) -> IpNet {
@@ -633,6 +742,47 @@ mod tests {
         assert!(private_range(&n("192.168.1.1")).is_some());
         assert!(private_range(&n("192.0.0.0/8")).is_some());
         assert!(private_range(&n("193.0.0.0/8")).is_none());
+    }
+
+    #[test]
+    fn configured_nat64_prefixes_carry_ipv4_around_the_u_octet() {
+        let v4 = "192.0.2.1";
+        // RFC 6052 section 2.4's examples of 192.0.2.33, one per prefix length.
+        for (prefix, addr) in [
+            ("2001:db8::/32", "2001:db8:c000:221::"),
+            ("2001:db8:100::/40", "2001:db8:1c0:2:21::"),
+            ("2001:db8:122::/48", "2001:db8:122:c000:2:2100::"),
+            ("2001:db8:122:300::/56", "2001:db8:122:3c0:0:221::"),
+            ("2001:db8:122:344::/64", "2001:db8:122:344:c0:2:2100:0"),
+            ("2001:db8:122:344::/96", "2001:db8:122:344::192.0.2.33"),
+        ] {
+            let p = Nat64::new(n(prefix)).unwrap();
+            assert_eq!(p.carried(&n(addr)), Some(n("192.0.2.33")), "{prefix}");
+            assert!(p.covered_by(&n(prefix)), "{prefix}");
+            assert!(!p.covered_by(&n(addr)), "{prefix}");
+            assert_eq!(p.carried(&n(v4)), None);
+            assert_eq!(p.carried(&n(prefix)), None);
+        }
+        // A shorter prefix inside carries the IPv4 bits it fixes; the u octet alone fixes none.
+        let p = Nat64::new(n("2001:db8:122:344::/64")).unwrap();
+        assert_eq!(
+            p.carried(&n("2001:db8:122:344:c0::/80")),
+            Some(n("192.0.0.0/8"))
+        );
+        assert!(p.covered_by(&n("2001:db8:122:344::/72")));
+        assert!(p.covered_by(&n("2001:db8::/32")));
+        assert!(!p.covered_by(&n("2001:db8:122:345::/64")));
+        assert_eq!(p.carried(&n("2001:db8:122:345::1")), None);
+        // Only RFC 6052 lengths, IPv6, and a zero u octet for a /96.
+        assert!(Nat64::new(n("2001:db8::/80")).is_err());
+        assert!(Nat64::new(n("192.0.2.0/24")).is_err());
+        assert!(Nat64::new(n("2001:db8:0:0:ff00::/96")).is_err());
+        // The local-use range (RFC 8215) is never banned whole.
+        assert_eq!(
+            covers_translation(&n("64:ff9b:1::/48")),
+            Some("NAT64 local-use 64:ff9b:1::/48")
+        );
+        assert_eq!(embedded_v4(&n("64:ff9b:1::c000:201")), None);
     }
 
     #[test]

@@ -53,6 +53,20 @@ pub struct SourceStatus {
     pub staleness_seconds: Option<i64>,
     pub consecutive_failures: u32,
     pub last_error: Option<String>,
+    /// Asterisk detector: what its injection guard did in the last run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub injection_guard: Option<InjectionGuard>,
+}
+
+/// The Asterisk detector's injection guard in the last run (see `source::asterisk::guard`).
+#[derive(Clone, Debug, Serialize)]
+pub struct InjectionGuard {
+    /// Records broken by a newline in an attacker field.
+    pub injections: u64,
+    /// Lines proven to be attacker text, dropped.
+    pub injected: u64,
+    /// Lines that may have been attacker text, not read: the guard's cost in genuine lines.
+    pub suspect: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -193,6 +207,14 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
             staleness_seconds: last_success.map(|t| (now - t).max(0)),
             consecutive_failures: failures,
             last_error,
+            injection_guard: last.and_then(|s| {
+                let c = &s["asterisk"]["counters"];
+                Some(InjectionGuard {
+                    injections: c["injections"].as_u64()?,
+                    injected: c["injected"].as_u64()?,
+                    suspect: c["suspect"].as_u64()?,
+                })
+            }),
         });
     }
 
@@ -292,6 +314,13 @@ impl fmt::Display for Status {
                     .map(|n| format!(" ({n} in set)"))
                     .unwrap_or_default()
             )?;
+            if let Some(g) = &s.injection_guard {
+                writeln!(
+                    f,
+                    "  {:<20} injection guard (last run): {} records broken by a newline, {} attacker lines dropped, {} suspect lines not read",
+                    "", g.injections, g.injected, g.suspect
+                )?;
+            }
             if s.consecutive_failures > 0 {
                 writeln!(
                     f,

@@ -216,14 +216,13 @@ impl Marker {
             .with_context(|| format!("{} is not a sipban firewall record", path.display()))
     }
 
+    /// Written like every file sipban keeps: a new temporary file that follows no link,
+    /// renamed into place ([`crate::fsio::write_atomic`]).
     fn save(&self, state_dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(state_dir)
+        crate::fsio::create_dir(state_dir)
             .with_context(|| format!("creating state directory {}", state_dir.display()))?;
-        let path = Self::path(state_dir);
-        let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_vec_pretty(self).context("encoding the firewall record")?;
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))
+        crate::fsio::write_atomic(&Self::path(state_dir), &text)
     }
 }
 
@@ -966,6 +965,32 @@ mod family_label {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_record_is_written_through_no_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        // Links at the record's name and at any temporary name it could be written through.
+        for name in [
+            "firewall.json.tmp".to_string(),
+            format!(".firewall.json.tmp.{}", std::process::id()),
+        ] {
+            std::os::unix::fs::symlink(&victim, dir.path().join(name)).unwrap();
+        }
+        std::os::unix::fs::symlink(&victim, Marker::path(dir.path())).unwrap();
+        let m = Marker {
+            raw: true,
+            ..Marker::default()
+        };
+        m.save(dir.path()).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        assert_eq!(Marker::load(dir.path()).unwrap(), Some(m));
+        assert!(!std::fs::symlink_metadata(Marker::path(dir.path()))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
 
     #[test]
     fn rule_text_matches_iptables_listing() {

@@ -74,10 +74,14 @@ pub enum Command {
         /// Count the opt-in security events too (see `asterisk.aggressive`).
         #[arg(long)]
         aggressive: bool,
+        /// Whose security events count, comma-separated (see
+        /// `asterisk.security_event_services`; default PJSIP).
+        #[arg(long, value_delimiter = ',')]
+        security_services: Option<Vec<String>>,
         /// The files are kernel logs (kern.log, syslog, `journalctl -k -o short-iso` output):
         /// list every inbound TCP/UDP packet per source address, with the port catalogue's
         /// weights and the threshold it crossed (scored with the config's `kernel_log`, if any).
-        #[arg(long, conflicts_with_all = ["full", "aggressive", "verbose"])]
+        #[arg(long, conflicts_with_all = ["full", "aggressive", "verbose", "security_services"])]
         kernel: bool,
     },
     /// Show the built-in feed catalogue.

@@ -76,6 +76,12 @@ impl Error {
 /// The result of a command.
 pub type Result = std::result::Result<(), Error>;
 
+/// Refuse (exit 2) settings whose state, feed cache, manual request or metrics directory
+/// others may write into: every command that writes there asks this first.
+pub fn check_dirs(settings: &crate::config::Settings) -> Result {
+    crate::pipeline::dirs::check(settings).map_err(Error::usage)
+}
+
 /// Set once stdout's reader has gone away: later output is dropped.
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
 

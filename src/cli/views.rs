@@ -128,6 +128,7 @@ pub struct ScanArgs<'a> {
     pub json: bool,
     pub verbose: bool,
     pub aggressive: bool,
+    pub security_services: Option<&'a [String]>,
 }
 
 /// `sipban scan FILES [--full F] [--json] [--verbose] [--aggressive]`: Asterisk logs.
@@ -141,6 +142,11 @@ pub fn scan(a: ScanArgs<'_>) -> Result {
     let opts = crate::source::asterisk::ScanOptions {
         verbose: a.verbose,
         aggressive: a.aggressive,
+        security_services: match a.security_services {
+            Some(list) => crate::config::asterisk::SecurityServices::parse(list)
+                .map_err(|e| Error::new(Kind::Usage, format!("sipban scan: {e}")))?,
+            None => Default::default(),
+        },
         ..Default::default()
     };
     let report = crate::source::asterisk::scan_with(a.files, a.full, opts)

@@ -30,9 +30,79 @@ pub struct AsteriskSettings {
     /// Also count the opt-in security events (RequestBadFormat, InvalidTransport,
     /// UnexpectedAddress, AuthMethodNotAllowed, RequestNotAllowed).
     pub aggressive: bool,
+    /// Whose security events count (`security_event_services`).
+    pub security_services: SecurityServices,
     pub timezone: TimeZone,
     /// Where to start in a file seen for the first time.
     pub start: StartAt,
+}
+
+/// The services whose security events (`Service="..."`) the detector counts.
+///
+/// * `PJSIP` (default on): the address is the packet's source, and the one remote field that
+///   can carry a newline (the account, 36 bytes) is too short to forge a line.
+/// * `SIP` (default off): chan_sip writes the top Via's `maddr` as `RemoteAddress`, an address
+///   the sender chooses; its NOTICE lines (`Registration from`, `Call from`) carry the real
+///   source and count anyway.
+/// * `AMI` (default off): over HTTP the manager URI-decodes the user name, and a POST body
+///   (40,960 bytes in Asterisk 20) can fill the logger's message, whose cut end loses the real
+///   `RemoteAddress`; its NOTICE lines (`failed to authenticate as`) count anyway. Turn it on
+///   when the manager is not reachable over HTTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SecurityServices {
+    pub sip: bool,
+    pub pjsip: bool,
+    pub ami: bool,
+}
+
+impl Default for SecurityServices {
+    fn default() -> Self {
+        SecurityServices {
+            sip: false,
+            pjsip: true,
+            ami: false,
+        }
+    }
+}
+
+impl SecurityServices {
+    pub fn parse(list: &[String]) -> Result<SecurityServices, String> {
+        let mut s = SecurityServices {
+            sip: false,
+            pjsip: false,
+            ami: false,
+        };
+        for name in list {
+            match name.to_ascii_uppercase().as_str() {
+                "SIP" => s.sip = true,
+                "PJSIP" => s.pjsip = true,
+                "AMI" => s.ami = true,
+                other => {
+                    return Err(format!(
+                        "security_event_services: unknown service {other:?} (SIP, PJSIP, AMI)"
+                    ))
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        [(self.sip, "SIP"), (self.pjsip, "PJSIP"), (self.ami, "AMI")]
+            .into_iter()
+            .filter_map(|(on, n)| on.then_some(n))
+            .collect()
+    }
+
+    /// Whether events of `service` count.
+    pub fn counts(&self, service: &[u8]) -> bool {
+        match service {
+            b"SIP" => self.sip,
+            b"PJSIP" => self.pjsip,
+            b"AMI" => self.ami,
+            _ => false,
+        }
+    }
 }
 
 impl Default for AsteriskSettings {
@@ -50,6 +120,7 @@ impl Default for AsteriskSettings {
             increment_max: 7 * 86_400,
             priority: 100,
             aggressive: false,
+            security_services: SecurityServices::default(),
             timezone: TimeZone::System,
             start: StartAt::Beginning,
         }
@@ -104,6 +175,9 @@ pub fn resolve(raw: RawAsterisk) -> Result<AsteriskSettings, String> {
     if let Some(a) = raw.aggressive {
         s.aggressive = a;
     }
+    if let Some(list) = raw.security_event_services {
+        s.security_services = SecurityServices::parse(&list)?;
+    }
     Ok(s)
 }
 
@@ -122,6 +196,7 @@ pub fn ser_asterisk<S: serde::Serializer>(
             "bantime_increment": { "factor": a.increment_factor, "max": human_duration(u64::from(a.increment_max)) },
             "priority": a.priority,
             "aggressive": a.aggressive,
+            "security_event_services": a.security_services.names(),
         })
         .serialize(ser),
     }

@@ -10,7 +10,7 @@
 //! Layout: [`raw`] (the YAML types as written), [`values`] (self-validating values and the
 //! small vocabulary shared with the runtime), [`resolved`] (the top-level [`Settings`] and
 //! [`resolve`]), one module per section for its resolved settings ([`sets`], [`feed`],
-//! [`apiban`], [`asterisk`], [`kernlog`], [`ports`], [`daemon`], [`schedule`], [`metrics`],
+//! [`apiban`], [`asterisk`], [`kernlog`], [`ports`], [`protect`], [`daemon`], [`schedule`], [`metrics`],
 //! [`report`], [`secret`]) and [`catalogue`] (the built-in feeds, compiled in).
 //!
 //! Every other module depends on this one, never the reverse: `config` imports no crate module
@@ -29,6 +29,7 @@ pub mod feed;
 pub mod kernlog;
 pub mod metrics;
 pub mod ports;
+pub mod protect;
 pub mod raw;
 pub mod report;
 pub mod resolved;
@@ -45,12 +46,14 @@ pub use raw::{
     FeedFormatName, RawAsterisk, RawConfig, RawFeed, RawIncrement, RawMaxCoverage, RawMinPrefix,
     RawSet, RawSets,
 };
-pub use resolved::{resolve, Settings};
+pub use resolved::{
+    resolve, Settings, TotalCoverage, DEFAULT_MAX_TOTAL_COVERAGE_V4, DEFAULT_MAX_TOTAL_COVERAGE_V6,
+};
 pub use secret::{redact_url, redact_urls_in};
 pub use sets::{SetSettings, SetsSettings};
 pub use values::{
-    human_duration, Cidr, Dur, Percent, Priority, Size, V4Coverage, V6Coverage, IPV4_ADDRESSES,
-    MAX_PRIORITY,
+    human_duration, Cidr, Dur, Nat64Prefix, Percent, Priority, Size, V4Coverage, V6Coverage,
+    IPV4_ADDRESSES, MAX_PRIORITY,
 };
 
 use serde::Deserialize;
@@ -263,6 +266,38 @@ mod tests {
                 "{mc}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn max_total_coverage_and_nat64_prefixes() {
+        let s = load("").unwrap();
+        assert_eq!(
+            (s.max_total_coverage.v4, s.max_total_coverage.v6),
+            (DEFAULT_MAX_TOTAL_COVERAGE_V4, DEFAULT_MAX_TOTAL_COVERAGE_V6)
+        );
+        assert!(s.nat64_prefixes.is_empty());
+        let s = load(
+            "max_total_coverage: { v4: 10% }
+nat64_prefixes: ['64:ff9b:1:ab::/64']
+",
+        )
+        .unwrap();
+        assert_eq!(s.max_total_coverage.v4, 429_496_730);
+        assert_eq!(s.max_total_coverage.v6, DEFAULT_MAX_TOTAL_COVERAGE_V6);
+        assert_eq!(s.nat64_prefixes[0].to_string(), "64:ff9b:1:ab::/64");
+        let e = load(
+            "state_dir: /x
+max_total_coverage: { v4: 0 }
+",
+        )
+        .unwrap_err();
+        assert!(e.0.contains("line 2") && e.0.contains("between 1"), "{e}");
+        let e = load(
+            "nat64_prefixes: ['2001:db8::/80']
+",
+        )
+        .unwrap_err();
+        assert!(e.0.contains("line 1") && e.0.contains("RFC 6052"), "{e}");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! shape of the file, nothing more.
 
 use super::ports::PortEntry;
-use super::values::{Cidr, Dur, Percent, Priority, Size, V4Coverage, V6Coverage};
+use super::values::{Cidr, Dur, Nat64Prefix, Percent, Priority, Size, V4Coverage, V6Coverage};
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
@@ -19,6 +19,11 @@ pub struct RawConfig {
     pub sets: Option<RawSets>,
     pub allowlist: Option<Vec<Cidr>>,
     pub allow_own_addresses: Option<bool>,
+    /// Let the log detectors ban addresses on this host's own networks (default false).
+    pub ban_on_link: Option<bool>,
+    /// Protect the SIP/IAX2 peers in Asterisk's configuration (default auto).
+    pub protect_asterisk_peers: Option<super::protect::Toggle>,
+    pub asterisk_config_dir: Option<PathBuf>,
     pub feeds: Option<Vec<Spanned<RawFeed>>>,
     pub apiban: Option<Spanned<RawApiban>>,
     pub asterisk: Option<Spanned<RawAsterisk>>,
@@ -26,6 +31,11 @@ pub struct RawConfig {
     pub metrics: Option<Spanned<RawMetrics>>,
     pub report: Option<Spanned<RawReport>>,
     pub kernel_log: Option<Spanned<RawKernelLog>>,
+    /// How much address space all sources together may cover before the download that takes
+    /// them over it is refused: `{ v4: <addresses or % of IPv4>, v6: <count of /64s> }`.
+    pub max_total_coverage: Option<RawMaxCoverage>,
+    /// The network's own NAT64 prefixes (RFC 6052), besides the well-known 64:ff9b::/96.
+    pub nat64_prefixes: Option<Vec<Nat64Prefix>>,
 }
 
 /// `asterisk:`: the log detector (run by `source::asterisk`).
@@ -40,6 +50,7 @@ pub struct RawAsterisk {
     pub bantime_increment: Option<RawIncrement>,
     pub priority: Option<Priority>,
     pub aggressive: Option<bool>,
+    pub security_event_services: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -9,6 +9,7 @@ use super::daemon::{self, DaemonSettings};
 use super::feed::{resolve_feed, FeedSettings};
 use super::kernlog::{self, KernelLogSettings};
 use super::metrics::{self, MetricsSettings};
+use super::protect::{Toggle, DEFAULT_ASTERISK_CONFIG_DIR};
 use super::raw::{RawConfig, RawSet};
 use super::report::{self, ReportSettings};
 use super::sets::{validate_set_name, SetSettings, SetsSettings};
@@ -25,6 +26,13 @@ pub struct Settings {
     pub sets: SetsSettings,
     pub allowlist: Vec<IpNet>,
     pub allow_own_addresses: bool,
+    /// May the log detectors (asterisk, kernel_log) ban an address on this host's own
+    /// networks? Feeds never may.
+    pub ban_on_link: bool,
+    /// Protect the peers in Asterisk's configuration (`auto`: when the directory is readable).
+    pub protect_asterisk_peers: Toggle,
+    /// Where Asterisk's configuration is read from (relative to the config file's directory).
+    pub asterisk_config_dir: PathBuf,
     pub feeds: Vec<FeedSettings>,
     /// Present when the config has an `apiban:` section.
     pub apiban: Option<ApibanSettings>,
@@ -44,6 +52,28 @@ pub struct Settings {
     /// Present when the config has a `kernel_log:` section.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel_log: Option<KernelLogSettings>,
+    /// `max_total_coverage`: what all sources together may cover.
+    pub max_total_coverage: TotalCoverage,
+    /// `nat64_prefixes`: the network's own NAT64 prefixes.
+    pub nat64_prefixes: Vec<crate::net::Nat64>,
+}
+
+/// The default ceiling on the IPv4 addresses all sources together may cover: 268,435,456, a
+/// sixteenth of IPv4 (sixteen /8s). It is at least the sum of the catalogue's own per-feed
+/// ceilings (Spamhaus DROP and FireHOL level 1 at four /8s each, blocklist.de and VoIPBL at one
+/// /8 each), so lists the catalogue accepts one by one are accepted together, whatever they
+/// overlap; all of IPv4 is far above it.
+pub const DEFAULT_MAX_TOTAL_COVERAGE_V4: u64 = 1 << 28;
+/// The default ceiling on the IPv6 /64s all sources together may cover: 2^49, two /16s' worth
+/// (1/4096 of the global unicast 2000::/3); at least the sum of the catalogue's IPv6 ceilings.
+pub const DEFAULT_MAX_TOTAL_COVERAGE_V6: u64 = 1 << 49;
+
+/// A ceiling on what all sources together may cover, counted like a feed's `max_coverage`:
+/// IPv4 addresses, and IPv6 /64 networks (a longer prefix counts as the /64 it lies in).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct TotalCoverage {
+    pub v4: u64,
+    pub v6: u64,
 }
 
 /// Apply defaults, merge catalogue entries and validate. No I/O.
@@ -145,6 +175,12 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
             .map(|c| c.0)
             .collect(),
         allow_own_addresses: raw.allow_own_addresses.unwrap_or(true),
+        ban_on_link: raw.ban_on_link.unwrap_or(false),
+        protect_asterisk_peers: raw.protect_asterisk_peers.unwrap_or_default(),
+        asterisk_config_dir: base_dir.join(
+            raw.asterisk_config_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_ASTERISK_CONFIG_DIR)),
+        ),
         feeds,
         apiban,
         asterisk,
@@ -152,6 +188,19 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
         metrics,
         report,
         kernel_log,
+        max_total_coverage: {
+            let mc = raw.max_total_coverage.unwrap_or_default();
+            TotalCoverage {
+                v4: mc.v4.map_or(DEFAULT_MAX_TOTAL_COVERAGE_V4, |c| c.0),
+                v6: mc.v6.map_or(DEFAULT_MAX_TOTAL_COVERAGE_V6, |c| c.0),
+            }
+        },
+        nat64_prefixes: raw
+            .nat64_prefixes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| p.0)
+            .collect(),
     })
 }
 

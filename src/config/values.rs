@@ -220,6 +220,19 @@ impl<'de> Deserialize<'de> for Cidr {
     }
 }
 
+/// A NAT64 prefix of the network (`nat64_prefixes`): IPv6, of a length RFC 6052 defines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Nat64Prefix(pub net::Nat64);
+
+impl<'de> Deserialize<'de> for Nat64Prefix {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Cidr(n) = Cidr::deserialize(d)?;
+        net::Nat64::new(n)
+            .map(Nat64Prefix)
+            .map_err(de::Error::custom)
+    }
+}
+
 /// A priority, 0..=1000. Higher survives eviction longer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Priority(pub u16);

@@ -96,7 +96,7 @@ fn manual_dir(settings: &Settings) -> PathBuf {
 fn watch_for(settings: &Settings) -> std::io::Result<inotify::LogWatch> {
     let files = followed_files(settings);
     let mdir = manual_dir(settings);
-    if let Err(e) = std::fs::create_dir_all(&mdir) {
+    if let Err(e) = crate::fsio::create_dir(&mdir) {
         tracing::warn!("cannot create {}: {e}", mdir.display());
     }
     let w = inotify::LogWatch::new(&files, &[mdir])?;
@@ -307,6 +307,13 @@ fn reload(
             false
         }
         Ok(new) => {
+            if let Err(e) = crate::pipeline::dirs::check(&new) {
+                tracing::error!("SIGHUP: {e}; keeping the running configuration");
+                notify(&[sd_notify::NotifyState::Status(
+                    "config reload FAILED; running on the old configuration",
+                )]);
+                return false;
+            }
             *settings = Rc::new(new);
             *timer = timer_for(settings);
             match watch_for(settings) {

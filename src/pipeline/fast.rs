@@ -102,6 +102,9 @@ pub fn detect_and_apply(
     // The gate, as for every path into a set: the source's rules and the allowlist.
     let mut summary = AllowSummary::default();
     let allow = base_allowlist(settings, &mut summary);
+    for w in super::protect::on_link_warnings(&sources, &inputs, &allow) {
+        tracing::warn!("{w}");
+    }
     let mut accepted: Vec<(&str, Sighting)> = Vec::new();
     let mut wanted: BTreeMap<IpNet, i64> = BTreeMap::new();
     for input in &inputs {

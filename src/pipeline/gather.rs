@@ -38,6 +38,37 @@ pub struct Remote {
     pub cache_writes: Vec<(PathBuf, Vec<IpNet>)>,
     pub apiban: Option<ApibanRun>,
     pub errors: Vec<String>,
+    /// Feed metadata as saved before this run, so a download refused later (by the ceiling
+    /// on all sources together) can be counted as a failure instead.
+    pub saved_metas: HashMap<String, FeedMeta>,
+    /// The peer names in Asterisk's configuration, resolved (when protected).
+    pub peers: Option<super::protect::Lookups>,
+}
+
+impl Remote {
+    /// Refuse the fresh listing of feed `index` (a feed's index among the sources is its
+    /// index in `settings.feeds`) after the fact: its listing is not applied (the caller drops
+    /// its input), its last good copy is not replaced, its metadata counts a failure, and its
+    /// report says why.
+    pub fn refuse_feed(&mut self, settings: &Settings, index: u16, reason: &str, now: i64) {
+        let Some(f) = settings.feeds.get(index as usize) else {
+            return;
+        };
+        let cache_file = feed::cache_path(&settings.state_dir, &f.name);
+        self.cache_writes.retain(|(path, _)| *path != cache_file);
+        let mut meta = self.saved_metas.get(&f.name).cloned().unwrap_or_default();
+        if matches!(f.location, FeedLocation::Http(_)) {
+            meta.last_attempt = Some(now);
+        }
+        feed::count_failure(&mut meta, reason);
+        match self.new_metas.iter_mut().find(|(name, _)| *name == f.name) {
+            Some((_, m)) => *m = meta,
+            None => self.new_metas.push((f.name.clone(), meta)),
+        }
+        if let Some(r) = self.feed_reports.get_mut(index as usize) {
+            r.status = FeedStatus::Failed(reason.to_string());
+        }
+    }
 }
 
 /// What a remote source works with.
@@ -109,6 +140,7 @@ pub async fn gather(
         now,
         remote: Remote {
             hosts: feed_host_addresses(settings).await,
+            peers: super::protect::lookup(settings).await,
             ..Remote::default()
         },
     };
@@ -117,7 +149,9 @@ pub async fn gather(
         let i = index.get(source.name()).copied();
         source.gather(i, &mut cx).await?;
     }
-    Ok(cx.remote)
+    let mut remote = cx.remote;
+    remote.saved_metas = cx.metas;
+    Ok(remote)
 }
 
 /// Resolve the hosts of http(s) feeds (a few seconds at most each; failures are skipped: the

@@ -53,7 +53,8 @@ pub const APPLY_WAIT: Duration = crate::lock::APPLY_WAIT;
 const MAX_UNBANS: usize = 65_536;
 
 /// The decide policy of manual bans: hosts and prefixes down to /8 (v4) and /16 (v6),
-/// private space included (the admin decides); the allowlist still wins.
+/// private space and this host's own networks included (the admin decides); the allowlist
+/// still wins.
 pub fn policy() -> SourcePolicy {
     SourcePolicy {
         name: SOURCE.to_string(),
@@ -61,6 +62,7 @@ pub fn policy() -> SourcePolicy {
         min_prefix_v4: 8,
         min_prefix_v6: 16,
         allow_private: true,
+        ban_on_link: true,
     }
 }
 
@@ -131,7 +133,7 @@ fn request_dir(state_dir: &Path) -> PathBuf {
 /// Queue a request (atomically: temporary file, fsync, rename). Returns its path.
 pub fn queue(state_dir: &Path, req: &Request) -> Result<PathBuf> {
     let dir = request_dir(state_dir);
-    std::fs::create_dir_all(&dir).with_context(|| {
+    crate::fsio::create_dir(&dir).with_context(|| {
         format!(
             "creating {} (manual bans need write access to the state: run as root)",
             dir.display()
@@ -643,6 +645,7 @@ pub fn check(settings: &Settings, req: &Request) -> Option<Refusal> {
     let mut summary = sync::AllowSummary::default();
     let full = sync::base_allowlist(settings, &mut summary);
     let mut allow = Allowlist::new();
+    allow.set_nat64(full.nat64());
     for r in full.rules() {
         if !(r.net == *net && r.reason == AllowReason::Manual) {
             allow.add(r.net, r.reason.clone());
@@ -699,6 +702,7 @@ mod tests {
             min_prefix_v4: 16,
             min_prefix_v6: 32,
             allow_private: false,
+            ban_on_link: false,
         };
         let ast = SourcePolicy {
             name: "asterisk".into(),

@@ -9,6 +9,9 @@
 //! - [`gate`]: the one admission gate (allowlist, own addresses, address space, prefix guards),
 //!   with a verdict and a reason in one wording.
 //! - [`decide`]: the pure decision (provenance, TTLs, priorities, cap) and the plan.
+//! - [`ceiling`]: the ceiling on what all sources together may cover (`max_total_coverage`).
+//! - [`dirs`]: the directories a run writes into, refused when others may write there.
+//! - [`protect`]: what is protected by default (this host's networks, Asterisk's peers).
 
 //! - [`sync`], [`fast`], [`manual`], [`restore`]: the entry points.
 //!
@@ -16,12 +19,15 @@
 //! the apply lock across network I/O, and never write the kernel and the state in an order
 //! that a crash could leave claiming more than the kernel holds.
 
+pub mod ceiling;
 pub mod decide;
 pub mod detect;
+pub mod dirs;
 pub mod fast;
 pub mod gate;
 pub mod gather;
 pub mod manual;
+pub mod protect;
 pub mod restore;
 pub mod summary;
 pub mod sync;
@@ -57,18 +63,21 @@ impl Sources {
                 min_prefix_v4: 32,
                 min_prefix_v6: 128,
                 allow_private: false,
+                ban_on_link: false,
             });
             kinds.push("apiban");
         }
         if let Some(a) = &settings.asterisk {
-            // Local detections: single hosts, LAN attackers included (a compromised phone on
-            // the LAN is a real attacker; the allowlist still protects what the admin listed).
+            // Local detections: single hosts, private space included (a compromised phone on
+            // the LAN is a real attacker; the allowlist still protects what the admin listed),
+            // this host's own networks only when the admin opts in (`ban_on_link`).
             policies.push(SourcePolicy {
                 name: detect::ASTERISK.to_string(),
                 priority: a.priority.min(u32::from(crate::config::MAX_PRIORITY)) as u16,
                 min_prefix_v4: 32,
                 min_prefix_v6: 128,
                 allow_private: true,
+                ban_on_link: settings.ban_on_link,
             });
             kinds.push("asterisk");
         }
@@ -80,6 +89,7 @@ impl Sources {
                 min_prefix_v4: 32,
                 min_prefix_v6: 128,
                 allow_private: true,
+                ban_on_link: settings.ban_on_link,
             });
             kinds.push("kernel");
         }
@@ -115,10 +125,12 @@ pub fn caps(settings: &Settings) -> Caps {
     }
 }
 
-/// The allowlist: config, manual, own addresses and DNS resolvers (when enabled). A sync adds
-/// the feed servers.
+/// The allowlist: config, manual, own addresses, DNS resolvers and this host's networks (when
+/// enabled), Asterisk's peers (see [`protect`]). A sync adds the feed servers and the peer
+/// names it resolved afresh.
 pub fn base_allowlist(settings: &Settings, summary: &mut AllowSummary) -> Allowlist {
     let mut allow = Allowlist::new();
+    allow.set_nat64(&settings.nat64_prefixes);
     for n in &settings.allowlist {
         allow.add(*n, AllowReason::Config);
         summary.config += 1;
@@ -136,6 +148,12 @@ pub fn base_allowlist(settings: &Settings, summary: &mut AllowSummary) -> Allowl
             summary.resolvers += 1;
         }
     }
+    protect::add(
+        settings,
+        &mut allow,
+        summary,
+        &protect::load_saved(&settings.state_dir),
+    );
     allow
 }
 

@@ -83,6 +83,14 @@ pub struct AllowSummary {
     pub own_addresses: usize,
     pub resolvers: usize,
     pub feed_hosts: usize,
+    /// Networks this host is on (soft rules: see `gate::SourcePolicy::ban_on_link`).
+    pub on_link: usize,
+    /// Addresses and networks of the peers in Asterisk's configuration.
+    pub asterisk_peers: usize,
+    /// What could not be protected as configured (an unreadable Asterisk configuration, a
+    /// network too broad); the run report lists them under its warnings.
+    #[serde(skip)]
+    pub notes: Vec<String>,
     pub hits: Vec<AllowHit>,
 }
 
@@ -104,6 +112,10 @@ pub struct RunReport {
     pub dropped_unknown_source: usize,
     pub applied: bool,
     pub errors: Vec<String>,
+    /// What the admin should know but did not fail the run: local detections on this host's
+    /// own networks, peers that could not be protected.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub outcome: Outcome,
     /// Upstream reporting of this run's own detections (`report:` section).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -218,11 +230,12 @@ impl RunReport {
                 None => match (&s.apiban, &s.asterisk) {
                     (Some(a), _) => a.to_string(),
                     (None, Some(a)) => format!(
-                        "{} lines read, {} failures matched, {} new bans, {} unattributed scanner timeouts",
+                        "{} lines read, {} failures matched, {} new bans, {} unattributed scanner timeouts, {} suspect lines not read (injection guard)",
                         a.counters.lines,
                         a.counters.matched,
                         a.bans.len(),
-                        a.counters.timeouts_unattributed
+                        a.counters.timeouts_unattributed,
+                        a.counters.suspect
                     ),
                     (None, None) => String::new(),
                 },
@@ -275,8 +288,8 @@ impl RunReport {
         let a = &self.allowlist;
         writeln!(
             f,
-            "\nallowlist: {} from config, {} own addresses, {} DNS resolvers, {} feed servers",
-            a.config, a.own_addresses, a.resolvers, a.feed_hosts
+            "\nallowlist: {} from config, {} own addresses, {} on-link networks, {} DNS resolvers, {} Asterisk peers, {} feed servers",
+            a.config, a.own_addresses, a.on_link, a.resolvers, a.asterisk_peers, a.feed_hosts
         )?;
         for h in a.hits.iter().take(SHOW) {
             writeln!(
@@ -355,6 +368,12 @@ impl fmt::Display for RunReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.fmt_head(f)?;
         self.fmt_sources(f)?;
+        if !self.warnings.is_empty() {
+            writeln!(f, "\nwarnings:")?;
+            for w in &self.warnings {
+                writeln!(f, "  {w}")?;
+            }
+        }
         self.fmt_allowlist(f)?;
         self.fmt_sets(f)?;
         if self.forgotten > 0 {

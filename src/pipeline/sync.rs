@@ -229,6 +229,14 @@ fn local_step(
         allow.add(net::host_net(ip), AllowReason::FeedHost(name));
         allow_summary.feed_hosts += 1;
     }
+    if let Some(l) = &remote.peers {
+        super::protect::add_fresh(&mut allow, l, &mut allow_summary);
+    }
+    let mut warnings = std::mem::take(&mut allow_summary.notes);
+    warnings.extend(super::protect::on_link_warnings(sources, &inputs, &allow));
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
     // Manual unbans keep addresses out until a source lists them afresh (see manual.rs).
     let mut unbans = match store.as_deref() {
         Some(s) => super::manual::Unbans::load(s)?,
@@ -236,6 +244,16 @@ fn local_step(
     };
     unbans.filter(&mut inputs, sources);
     unbans.strip(&mut previous);
+    total_ceiling(
+        settings,
+        sources,
+        &previous,
+        &mut inputs,
+        &mut remote,
+        &mut errors,
+        now,
+    );
+    clock.phase("checked the total coverage");
 
     let caps = caps(settings);
     // A dry run that cannot read the kernel diffs against what the saved state decides.
@@ -278,6 +296,7 @@ fn local_step(
         now,
     );
     report.dry_run = dry_run;
+    report.warnings = warnings;
     report.baseline = planned.baseline;
     report.baseline_note = planned.note;
     report.state = store
@@ -319,6 +338,41 @@ fn local_step(
     )?;
     clock.phase("committed");
     Ok(Step { report, candidates })
+}
+
+/// The ceiling on all sources together (`max_total_coverage`, see [`super::ceiling`]): a feed
+/// download that takes them over it is refused and its feed keeps its last good entries.
+fn total_ceiling(
+    settings: &Settings,
+    sources: &Sources,
+    previous: &[Entry],
+    inputs: &mut Vec<Input>,
+    remote: &mut Remote,
+    errors: &mut Vec<String>,
+    now: i64,
+) {
+    let verdict = super::ceiling::check(
+        previous,
+        inputs,
+        &sources.policies,
+        settings.max_total_coverage,
+        now,
+    );
+    for r in verdict.refused {
+        inputs.retain(|i| !(i.complete && i.source == r.source));
+        remote.refuse_feed(settings, r.source, &r.reason, now);
+        let name = sources
+            .policies
+            .get(r.source as usize)
+            .map_or("?", |p| p.name.as_str());
+        errors.push(format!(
+            "feed {name}: {}; keeping its last good entries",
+            r.reason
+        ));
+    }
+    if let Some(over) = verdict.over {
+        tracing::warn!("{over}; no download this run grew it, so none was refused");
+    }
 }
 
 /// The plans, and what they were diffed against.
@@ -489,6 +543,7 @@ fn build_report(
         dropped_unknown_source: decision.dropped_unknown,
         applied: false,
         errors,
+        warnings: Vec::new(),
         outcome: Outcome::Ok,
         upstream: None,
     }
@@ -593,6 +648,20 @@ fn persist(
             let key = super::gate::refused_key(&policy.name);
             blobs.push((key, super::gate::encode_refused(&mut refused)));
         }
+    }
+    // The peer names as resolved now (a name that did not resolve keeps its last addresses).
+    if let Some(l) = &remote.peers {
+        let saved = match store.as_deref() {
+            Some(s) => s.blob(super::protect::PEERS_KEY)?,
+            None => None,
+        };
+        let saved = saved
+            .map(|b| super::protect::Resolved::decode(&b))
+            .unwrap_or_default();
+        blobs.push((
+            super::protect::PEERS_KEY.to_string(),
+            l.merged(&saved).encode(),
+        ));
     }
     // What the kernel sets now hold, for the next run; only after a complete apply.
     if !apply_failed {

@@ -65,9 +65,14 @@ pub struct FeedResult {
     pub bytes: u64,
 }
 
+/// The directory of the feeds' last good copies.
+pub fn cache_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("feeds")
+}
+
 /// Where the last good copy of a feed is kept.
 pub fn cache_path(state_dir: &Path, name: &str) -> PathBuf {
-    state_dir.join("feeds").join(format!("{name}.list"))
+    cache_dir(state_dir).join(format!("{name}.list"))
 }
 
 /// Read a cached copy (canonical prefixes, one per line).
@@ -84,7 +89,7 @@ pub fn read_cache(path: &Path) -> Option<Vec<IpNet>> {
 /// rename: [`crate::fsio::write_atomic`]).
 pub fn write_cache(path: &Path, nets: &[IpNet]) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
+        crate::fsio::create_dir(dir)
             .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
     }
     let mut text = Vec::with_capacity(nets.len() * 16);
@@ -198,11 +203,18 @@ pub async fn run_feed(
 /// stored, reported and logged).
 fn fail(mut result: FeedResult, reason: String) -> FeedResult {
     let reason = crate::config::redact_urls_in(&reason);
-    result.meta.consecutive_failures = result.meta.consecutive_failures.saturating_add(1);
-    result.meta.last_error = Some(reason.clone());
+    count_failure(&mut result.meta, &reason);
     result.status = FeedStatus::Failed(reason);
     result.listing = None;
     result
+}
+
+/// Count a failed attempt in a feed's metadata: the back-off grows, and the reason is kept for
+/// `status`. The validators and the last good copy's size stay, so the next attempt downloads
+/// the list afresh and judges it against the last good copy.
+pub fn count_failure(meta: &mut FeedMeta, reason: &str) {
+    meta.consecutive_failures = meta.consecutive_failures.saturating_add(1);
+    meta.last_error = Some(reason.to_string());
 }
 
 fn read_file(path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
@@ -478,15 +490,10 @@ fn merged_len(mut ranges: Vec<(u128, u128)>) -> u128 {
 /// Refuse a listing that covers more than the feed's `max_coverage`.
 fn coverage_guard(feed: &FeedSettings, c: &Coverage) -> Result<(), String> {
     if c.v4 > feed.max_coverage_v4 {
-        let share = c.v4 as f64 * 100.0 / crate::config::IPV4_ADDRESSES as f64;
-        let share = if share >= 0.1 {
-            format!("{share:.1}")
-        } else {
-            format!("{share:.3}")
-        };
         return Err(format!(
-            "coverage guard: the listing covers {} IPv4 addresses ({share}% of IPv4), over max_coverage {}",
+            "coverage guard: the listing covers {} IPv4 addresses ({}% of IPv4), over max_coverage {}",
             thousands(u128::from(c.v4)),
+            v4_share(c.v4),
             thousands(u128::from(feed.max_coverage_v4))
         ));
     }
@@ -498,6 +505,16 @@ fn coverage_guard(feed: &FeedSettings, c: &Coverage) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A count of IPv4 addresses as a share of IPv4, in percent: `86.2`, `0.002`.
+pub fn v4_share(addresses: u64) -> String {
+    let share = addresses as f64 * 100.0 / crate::config::IPV4_ADDRESSES as f64;
+    if share >= 0.1 {
+        format!("{share:.1}")
+    } else {
+        format!("{share:.3}")
+    }
 }
 
 /// `4294901760` → `4,294,901,760`.

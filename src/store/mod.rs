@@ -63,6 +63,35 @@ pub struct RunRecord {
     pub summary: String,
 }
 
+/// The database is never opened through a symbolic link: one planted at its name (by anyone
+/// who could once write the state directory) would have a root process create or rewrite the
+/// file it points at. SQLite refuses a link anywhere in the name it opens; [`unlinked`] hands
+/// it the state directory's real path, so a directory the admin linked elsewhere still works.
+const NOFOLLOW: OpenFlags = OpenFlags::SQLITE_OPEN_NOFOLLOW;
+
+/// `path` with its directory resolved to its real location, refused when `path` itself is a
+/// symbolic link.
+fn unlinked(path: &Path) -> Result<PathBuf> {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        anyhow::bail!(
+            "{} is a symbolic link; sipban never opens its state through a link (remove it, and check who else can write {})",
+            path.display(),
+            path.parent().unwrap_or(path).display()
+        );
+    }
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(path.to_path_buf());
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let real = std::fs::canonicalize(dir)
+        .with_context(|| format!("resolving the state directory {}", dir.display()))?;
+    Ok(real.join(name))
+}
+
 impl Store {
     pub fn db_path(state_dir: &Path) -> PathBuf {
         state_dir.join(DB_FILE)
@@ -70,11 +99,11 @@ impl Store {
 
     /// Open (creating if needed) the database for a real run.
     pub fn open(state_dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(state_dir)
+        crate::fsio::create_dir(state_dir)
             .with_context(|| format!("creating state directory {}", state_dir.display()))?;
         let path = Self::db_path(state_dir);
-        let conn =
-            Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let conn = Connection::open_with_flags(unlinked(&path)?, OpenFlags::default() | NOFOLLOW)
+            .with_context(|| format!("opening {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(
             "PRAGMA journal_mode = DELETE;
@@ -91,12 +120,12 @@ impl Store {
     /// there is no database yet.
     pub fn open_read_only(state_dir: &Path) -> Result<Option<Store>> {
         let path = Self::db_path(state_dir);
-        if !path.exists() {
+        if std::fs::symlink_metadata(&path).is_err() {
             return Ok(None);
         }
         let conn = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            unlinked(&path)?,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | NOFOLLOW,
         )
         .with_context(|| format!("opening {} read-only", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -117,7 +146,11 @@ impl Store {
                         store.path.display()
                     )
                 };
-                let rw = Connection::open(&store.path).with_context(recovery)?;
+                let rw = Connection::open_with_flags(
+                    unlinked(&store.path)?,
+                    OpenFlags::default() | NOFOLLOW,
+                )
+                .with_context(recovery)?;
                 rw.busy_timeout(std::time::Duration::from_secs(10))?;
                 let v = rw
                     .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -622,6 +655,33 @@ mod tests {
             last_seen: last,
             expires,
         }
+    }
+
+    /// A state directory the admin linked elsewhere works; a link at the database's own name
+    /// is refused, for a run and a dry run, and its target is left alone.
+    #[test]
+    fn the_database_is_never_opened_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let linked = dir.path().join("linked");
+        std::os::unix::fs::symlink(&real, &linked).unwrap();
+        drop(Store::open(&linked).unwrap());
+        assert!(real.join(DB_FILE).exists());
+        assert!(Store::open_read_only(&linked).unwrap().is_some());
+
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        let victim = dir.path().join("victim.db");
+        std::os::unix::fs::symlink(&victim, Store::db_path(&state)).unwrap();
+        for e in [
+            Store::open(&state).err(),
+            Store::open_read_only(&state).err(),
+        ] {
+            let e = format!("{:#}", e.expect("refused"));
+            assert!(e.contains("is a symbolic link"), "{e}");
+        }
+        assert!(!victim.exists());
     }
 
     /// Feed listings are stored packed; rows and packs round-trip to the same entries, in

@@ -11,7 +11,7 @@
 //! from `$SIPBAN_SHARED_DIR/corpus` (see `common::corpus`). When that folder is missing the corpus tests print a skip notice, except under `CI=true`, where
 //! they fail.
 
-use sipban::source::asterisk::{scan_bytes, ScanOptions, ScanReport};
+use sipban::source::asterisk::{scan_bytes, ScanOptions, ScanReport, SecurityServices};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
@@ -21,12 +21,50 @@ fn addresses(r: &ScanReport) -> BTreeSet<String> {
     r.addresses.keys().map(|ip| ip.to_string()).collect()
 }
 
-fn detect(text: &str, aggressive: bool) -> BTreeSet<String> {
+/// The addresses counted in `text`. chan_sip's and the manager's security events
+/// (`Service="SIP"`, `"AMI"`) count only with their opt-ins (`security_event_services`: the
+/// chan_sip address is the Via `maddr`, the sender's choice; the manager's account can fill the
+/// logger's message over HTTP): the third-party corpora expect them, so they are read with
+/// them, and [`sip_events_default_off`] checks the default.
+fn detect_with(text: &str, aggressive: bool, chan_sip: bool) -> BTreeSet<String> {
     let opts = ScanOptions {
         aggressive,
+        security_services: SecurityServices {
+            sip: chan_sip,
+            pjsip: true,
+            ami: chan_sip,
+        },
         ..ScanOptions::default()
     };
     addresses(&scan_bytes(&[text.as_bytes()], None, opts))
+}
+
+fn detect(text: &str, aggressive: bool) -> BTreeSet<String> {
+    detect_with(text, aggressive, true)
+}
+
+/// With the defaults, a chan_sip security event names nobody, and every other line of the
+/// corpora counts as before.
+#[test]
+fn sip_events_default_off() {
+    let Some(dir) = corpus_dir() else { return };
+    let mut sip = 0;
+    for f in ["fail2ban-asterisk.log", "crowdsec-asterisk-logs.log"] {
+        let text = std::fs::read_to_string(dir.join(f)).expect("read corpus");
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let default = detect_with(line, false, false);
+            if line.contains("Service=\"SIP\"") || line.contains("Service=\"AMI\"") {
+                sip += 1;
+                assert!(default.is_empty(), "{f}: {line}");
+            } else {
+                assert_eq!(default, detect(line, false), "{f}: {line}");
+            }
+        }
+    }
+    assert!(
+        sip >= 5,
+        "the corpora hold chan_sip and manager security events"
+    );
 }
 
 fn one(ip: &str) -> BTreeSet<String> {
@@ -141,7 +179,8 @@ fn almon_samples() {
     }
 }
 
-/// `(expected, aggressive_only, text)` cases of one of our data files.
+/// `(expected, opt_in_only, text)` cases of one of our data files (`aggr:` and `sip:` mark the
+/// cases counted only with `aggressive` or `chan_sip_security_events`).
 fn cases(name: &str) -> Vec<(usize, Option<String>, bool, String)> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/asterisk")
@@ -162,6 +201,11 @@ fn cases(name: &str) -> Vec<(usize, Option<String>, bool, String)> {
         let (exp, aggr) = match exp.strip_prefix("aggr:") {
             Some(e) => (e, true),
             None => (exp, false),
+        };
+        // `sip:`: a chan_sip or manager security event, counted only with its opt-in.
+        let (exp, aggr) = match exp.strip_prefix("sip:") {
+            Some(e) => (e, true),
+            None => (exp, aggr),
         };
         let exp = (exp != "-").then(|| exp.to_string());
         out.push((no + 1, exp, aggr, log));
@@ -186,7 +230,7 @@ fn check_file(name: &str, want_attacks: bool) -> usize {
             ));
         }
         let expected_default = if *aggr { BTreeSet::new() } else { expected };
-        let got = detect(log, false);
+        let got = detect_with(log, false, false);
         if got != expected_default {
             failures.push(format!(
                 "{name}:{no}: expected {expected_default:?}, got {got:?}"

@@ -45,17 +45,11 @@ const DECOYS: [&str; 6] = [
 /// Text an attacker controls inside one header/field: no raw newline unless `nl` (a
 /// URI-decoded extension or account name, where `%0A` becomes a newline).
 ///
-/// Known limit, kept out of the newline-bearing fields on purpose: an extension that first
-/// completes its own line with a fake `' rejected because ... '<ctx>'.` tail and then starts a
-/// forged line after a newline writes a *perfect* log line; no line-based reader can tell it
-/// from a real one (research `asterisk-logs.md` §4.3). The detector only guarantees that
-/// newlines inside a message whose first line is left unterminated cannot forge a ban.
+/// Fake tails (`' rejected because ... '<ctx>'.`) go into both: where the field is short (a
+/// PJSIP extension, a security event's account), the injection guard takes the last tail
+/// within the field's reach, so a fake one before a forged line cannot end the record.
 fn user_text(nl: bool) -> impl Strategy<Value = String> {
-    let fake_tail = if nl {
-        Just(String::new())
-    } else {
-        Just("' rejected because extension not found in context 'x'.".to_string())
-    };
+    let fake_tail = Just("' rejected because extension not found in context 'x'.".to_string());
     let piece = prop_oneof![
         "[ -~]{0,10}",
         (0..DECOYS.len()).prop_map(|i| format!("' failed for '{}' - Wrong password", DECOYS[i])),
@@ -94,6 +88,11 @@ fn prefix(form: u8, level: &str, file: &str) -> String {
     }
 }
 
+/// `s` cut to at most `n` bytes (ASCII).
+fn fit(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
 /// One realistic message: (kind, prefix form, transport address, port, two user fields).
 fn message() -> impl Strategy<Value = String> {
     (
@@ -105,6 +104,16 @@ fn message() -> impl Strategy<Value = String> {
         user_text(true),
     )
         .prop_map(|(kind, form, t, port, u, exten)| {
+            // A decoded field is never longer than Asterisk's buffer for it.
+            // chan_sip's extension can fill the message, so a line that ends with its tail is
+            // taken whole: a fake tail before a newline there is the known limit (the guard's
+            // docs), kept out of it here.
+            let exten = match kind {
+                1 => exten.replace("' rejected because extension not found in context 'x'.", ""),
+                4 => fit(&exten, 251),
+                2 => fit(&exten, 79),
+                _ => exten,
+            };
             let hp = hostport(&t, port);
             let fam = if t.contains(':') { "IPV6" } else { "IPV4" };
             match kind {
@@ -179,6 +188,8 @@ proptest! {
             timezone: TimeZone::FixedOffset(0),
             ..AsteriskSettings::default()
         };
+        // Lines past every field's reach, so that the last run judges every open record too.
+        let data = [data, b"\n".to_vec(), "neutral line\n".repeat(700).into_bytes()].concat();
         let mut points: Vec<usize> = cuts.iter().map(|i| i.index(data.len() + 1)).collect();
         points.push(data.len());
         points.sort_unstable();
@@ -204,7 +215,7 @@ proptest! {
             None => Vec::new(),
         };
         let once = scan_bytes(&[&whole], None, opts());
-        if once.counters.suppressed == 0 {
+        if once.counters.injected + once.counters.suspect == 0 {
             let once_default = scan_bytes(&[&whole], None, ScanOptions { timezone: TimeZone::FixedOffset(0), ..ScanOptions::default() });
             prop_assert_eq!(matched, once_default.counters.matched);
         }
@@ -223,7 +234,7 @@ fn generator_produces_detections() {
         let data = input().new_tree(&mut runner).expect("value").current();
         let r = scan_bytes(&[&data], None, opts());
         with_hits += usize::from(!r.addresses.is_empty());
-        with_guard += usize::from(r.counters.suppressed > 0);
+        with_guard += usize::from(r.counters.injected + r.counters.suspect > 0);
     }
     assert!(with_hits > 100, "{with_hits}/200 inputs with detections");
     assert!(

@@ -73,7 +73,7 @@ fn dry_run_of_the_example_config_as_a_non_root_user() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("NOT applied"), "{}", text(&o));
-    assert!(out.contains("+ 192.0.2.10"), "{}", text(&o));
+    assert!(out.contains("+ 203.0.113.10"), "{}", text(&o));
     assert!(out.contains("+ 2001:db8:bad::/48"), "{}", text(&o));
     assert!(
         out.contains("compared against: kernel sets not readable"),

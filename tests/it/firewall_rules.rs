@@ -2,7 +2,10 @@
 //! network namespaces joined by a veth pair, a "pbx" that runs sipban and a "peer" that sends
 //! from a banned and from an allowed address, over IPv4 and IPv6, UDP and TCP.
 //!
-//! Addresses are documentation prefixes (192.0.2.0/24, 2001:db8:99::/64) that exist only
+//! Addresses are documentation prefixes that exist only inside the two private namespaces:
+//! the pbx is on 192.0.2.0/24 and 2001:db8:99::/64, the peer's addresses are on another
+//! network (198.51.100.0/24, 2001:db8:98::/64) routed over the link, because a feed never
+//! bans an address on the pbx's own networks.
 //! inside the two private namespaces.
 
 use crate::common::run::{bin, text};
@@ -15,11 +18,11 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 const PBX4: &str = "192.0.2.1";
-const BANNED4: &str = "192.0.2.2";
-const ALLOWED4: &str = "192.0.2.3";
+const BANNED4: &str = "198.51.100.2";
+const ALLOWED4: &str = "198.51.100.3";
 const PBX6: &str = "2001:db8:99::1";
-const BANNED6: &str = "2001:db8:99::2";
-const ALLOWED6: &str = "2001:db8:99::3";
+const BANNED6: &str = "2001:db8:98::2";
+const ALLOWED6: &str = "2001:db8:98::3";
 const UDP4: u16 = 5060;
 const UDP6: u16 = 5062;
 const TCP4: u16 = 5060;
@@ -41,7 +44,7 @@ fn sipban_ok(ns: &NetNs, dir: &Path, args: &[&str]) -> String {
 }
 
 /// The pbx and the peer, joined by a veth pair; the peer holds a banned and an allowed address
-/// of each family.
+/// of each family, on networks the pbx reaches through the link (not its own).
 struct Link {
     pbx: NetNs,
     peer: NetNs,
@@ -81,18 +84,20 @@ fn link_or_skip() -> Option<Link> {
             "nodad",
         ],
         vec!["ip", "link", "set", "vb", "up"],
+        vec!["ip", "route", "add", "198.51.100.0/24", "dev", "vb"],
+        vec!["ip", "-6", "route", "add", "2001:db8:98::/64", "dev", "vb"],
     ] {
         pbx.exec_ok(&a);
     }
     for a in [
-        vec!["ip", "addr", "add", "192.0.2.2/24", "dev", "vp"],
-        vec!["ip", "addr", "add", "192.0.2.3/24", "dev", "vp"],
+        vec!["ip", "addr", "add", "198.51.100.2/24", "dev", "vp"],
+        vec!["ip", "addr", "add", "198.51.100.3/24", "dev", "vp"],
         vec![
             "ip",
             "-6",
             "addr",
             "add",
-            "2001:db8:99::2/64",
+            "2001:db8:98::2/64",
             "dev",
             "vp",
             "nodad",
@@ -102,12 +107,14 @@ fn link_or_skip() -> Option<Link> {
             "-6",
             "addr",
             "add",
-            "2001:db8:99::3/64",
+            "2001:db8:98::3/64",
             "dev",
             "vp",
             "nodad",
         ],
         vec!["ip", "link", "set", "vp", "up"],
+        vec!["ip", "route", "add", "192.0.2.0/24", "dev", "vp"],
+        vec!["ip", "-6", "route", "add", "2001:db8:99::/64", "dev", "vp"],
     ] {
         peer.exec_ok(&a);
     }

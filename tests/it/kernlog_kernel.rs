@@ -212,7 +212,9 @@ fn probes_reach_the_kernel_set(backend: &str) {
     std::fs::write(
         &config,
         format!(
-            "state_dir: {}\nsets:\n  v4: {{ name: t4, cap: 100 }}\n  v6: {{ name: t6, cap: 100 }}\nkernel_log:\n  files: [{}]\n  ttl: 1h\n",
+            // The prober is on the PBX's own network (one veth link): the detector bans there
+            // only when the admin opts in.
+            "state_dir: {}\nban_on_link: true\nsets:\n  v4: {{ name: t4, cap: 100 }}\n  v6: {{ name: t6, cap: 100 }}\nkernel_log:\n  files: [{}]\n  ttl: 1h\n",
             dir.path().join("state").display(),
             kern_log.display()
         ),
@@ -326,6 +328,13 @@ fn probes_reach_the_kernel_set(backend: &str) {
         .find(|s| s["name"] == "kernel")
         .unwrap_or_else(|| panic!("no kernel source: {j}"));
     assert_eq!(src["kernel"]["fired"].as_array().unwrap().len(), 2, "{src}");
+    // A ban on the PBX's own network is always said out loud.
+    let warned = j["warnings"].to_string();
+    assert!(
+        warned.contains("kernel detected 198.51.100.7 on this host's own network 198.51.100.0/24")
+            && warned.contains("banned (ban_on_link: true)"),
+        "{j}"
+    );
     assert_eq!(
         members(&pbx, "t4"),
         HashSet::from(["198.51.100.7".to_string()])

@@ -207,10 +207,10 @@ pub fn decide(
         ..Decision::default()
     };
     // 1.–4. One merge pass over the previous entries and this run's sightings.
-    let mut entries = merge(previous, inputs, policies, now, &mut d);
+    let mut entries = merge(previous, inputs, (policies, allowlist), now, &mut d);
 
     // 5. Subtract the allowlist and rank per family.
-    let mut cands = candidates(&entries, allowlist, &mut d);
+    let mut cands = candidates(&entries, policies, allowlist, &mut d);
 
     // 6. Cap: keep the best `cap` per family; remember up to KEEP_FACTOR×cap.
     let mut kept = Kept {
@@ -241,7 +241,7 @@ pub fn decide(
     drop(cands);
 
     // 7. Entries to persist.
-    retain_kept(&mut entries, allowlist, &kept, &mut d);
+    retain_kept(&mut entries, policies, allowlist, &kept, &mut d);
     d.entries = entries;
     d
 }
@@ -251,7 +251,7 @@ pub fn decide(
 fn merge(
     mut previous: Vec<Entry>,
     mut inputs: Vec<Input>,
-    policies: &[SourcePolicy],
+    (policies, allowlist): (&[SourcePolicy], &Allowlist),
     now: i64,
     d: &mut Decision,
 ) -> Vec<Entry> {
@@ -275,14 +275,14 @@ fn merge(
     let mut listed_here: Vec<u16> = Vec::new();
     while let Some(key) = next_key(prev.peek(), &inputs, &cursors) {
         // 2. What is still valid from the previous run at this prefix.
-        let (net, mut marks) = previous_marks(&mut prev, key, policies, now, d);
+        let (net, mut marks) = previous_marks(&mut prev, key, (policies, allowlist), now, d);
 
         // 3. This run's sightings at this prefix, refusing what a source may not ban.
         listed_here.clear();
         let sighted = add_sightings(
             (&inputs, &mut cursors),
             key,
-            policies,
+            (policies, allowlist),
             now,
             (&mut marks, &mut listed_here),
             &mut d.per_source,
@@ -330,7 +330,7 @@ fn next_key(prev: Option<&Entry>, inputs: &[Input], cursors: &[usize]) -> Option
 fn previous_marks(
     prev: &mut std::iter::Peekable<std::vec::IntoIter<Entry>>,
     key: IpNet,
-    policies: &[SourcePolicy],
+    (policies, allowlist): (&[SourcePolicy], &Allowlist),
     now: i64,
     d: &mut Decision,
 ) -> (Option<IpNet>, Marks) {
@@ -350,7 +350,7 @@ fn previous_marks(
                     return false;
                 }
                 // A policy that got stricter since the entry was stored drops it.
-                policy.reject(&entry.net).is_none()
+                gate::rule(policy, allowlist, &entry.net).is_none()
             });
             if marks.is_empty() {
                 marks = entry.marks;
@@ -377,7 +377,7 @@ fn previous_marks(
 fn add_sightings(
     (inputs, cursors): (&[Input], &mut [usize]),
     key: IpNet,
-    policies: &[SourcePolicy],
+    (policies, allowlist): (&[SourcePolicy], &Allowlist),
     now: i64,
     (marks, listed_here): (&mut Marks, &mut Vec<u16>),
     per_source: &mut [SourceCounts],
@@ -398,7 +398,7 @@ fn add_sightings(
             }
             let counts = &mut per_source[input.source as usize];
             counts.listed += 1;
-            if let Some(why) = policy.reject(&s.net) {
+            if let Some(why) = gate::rule(policy, allowlist, &s.net) {
                 *counts.rejected.entry(why).or_default() += 1;
                 counts.note_refused(s.net);
                 continue;
@@ -441,9 +441,24 @@ struct Kept {
     in_set: Vec<bool>,
 }
 
+/// Whether a source that listed `entry` may ban on this host's own networks (the on-link
+/// rules then do not apply to it; see [`SourcePolicy::ban_on_link`]).
+fn on_link_ok(entry: &Entry, policies: &[SourcePolicy]) -> bool {
+    entry.marks.iter().any(|m| {
+        policies
+            .get(m.source as usize)
+            .is_some_and(|p| p.ban_on_link)
+    })
+}
+
 /// Step 5: the entries minus the allowlist, as candidates per family; records allowlist hits
 /// and fully allowlisted marks in `d`.
-fn candidates(entries: &[Entry], allowlist: &Allowlist, d: &mut Decision) -> Candidates {
+fn candidates(
+    entries: &[Entry],
+    policies: &[SourcePolicy],
+    allowlist: &Allowlist,
+    d: &mut Decision,
+) -> Candidates {
     let mut c = Candidates {
         nets: [Vec::new(), Vec::new()],
         origins: [Vec::new(), Vec::new()],
@@ -453,7 +468,8 @@ fn candidates(entries: &[Entry], allowlist: &Allowlist, d: &mut Decision) -> Can
         let idx = idx as u32;
         let expires = entry.expires();
         let fam = Family::of(&entry.net) as usize;
-        match allowlist.subtract(&entry.net) {
+        let on_link_ok = on_link_ok(entry, policies);
+        match allowlist.subtract_for(&entry.net, on_link_ok) {
             None => {
                 c.nets[fam].push(Desired {
                     net: entry.net,
@@ -462,7 +478,7 @@ fn candidates(entries: &[Entry], allowlist: &Allowlist, d: &mut Decision) -> Can
                 c.origins[fam].push(idx);
             }
             Some(pieces) => {
-                if let Some(rule) = allowlist.hit(&entry.net) {
+                if let Some(rule) = allowlist.hit_for(&entry.net, on_link_ok) {
                     d.allow_hits.push(AllowHit {
                         listed: entry.net,
                         rule: rule.net,
@@ -550,12 +566,20 @@ fn cap_family(
 /// Step 7: keeps the entries to persist, those `kept` plus fully allowlisted ones (so lifting
 /// the allowlist rule brings them back before they expire), filtered in place: no second
 /// copy. Counts held, in-set and forgotten in `d`.
-fn retain_kept(entries: &mut Vec<Entry>, allowlist: &Allowlist, kept: &Kept, d: &mut Decision) {
+fn retain_kept(
+    entries: &mut Vec<Entry>,
+    policies: &[SourcePolicy],
+    allowlist: &Allowlist,
+    kept: &Kept,
+    d: &mut Decision,
+) {
     let mut idx = 0;
     entries.retain(|entry| {
         let i = idx;
         idx += 1;
-        let allowlisted = allowlist.subtract(&entry.net).is_some_and(|p| p.is_empty());
+        let allowlisted = allowlist
+            .subtract_for(&entry.net, on_link_ok(entry, policies))
+            .is_some_and(|p| p.is_empty());
         if kept.keep[i] || allowlisted {
             for m in &entry.marks {
                 let c = &mut d.per_source[m.source as usize];

@@ -24,6 +24,7 @@ fn policy(name: &str, priority: u16) -> SourcePolicy {
         min_prefix_v4: 16,
         min_prefix_v6: 32,
         allow_private: false,
+        ban_on_link: false,
     }
 }
 
@@ -410,4 +411,46 @@ proptest! {
             prop_assert!(net::sort_key(&w[0].net) < net::sort_key(&w[1].net));
         }
     }
+}
+
+#[test]
+fn on_link_entries_are_banned_only_for_a_source_that_may_ban_there() {
+    let detector = SourcePolicy {
+        ban_on_link: true,
+        ..policy("detector", 100)
+    };
+    let policies = vec![policy("feed", 50), detector];
+    let mut allow = Allowlist::new();
+    allow.add(n("45.67.89.0/24"), AllowReason::OnLink("eth0".into()));
+    let input = |source: u16, nets: &[&str]| Input {
+        source,
+        sightings: nets.iter().map(|t| sight(n(t), 0, 1000)).collect(),
+        complete: false,
+    };
+    let d = decide(
+        Vec::new(),
+        vec![
+            input(0, &["45.67.89.5", "45.67.89.6", "45.67.88.0/23"]),
+            input(1, &["45.67.89.6", "45.67.89.7"]),
+        ],
+        &policies,
+        &allow,
+        CAPS,
+        0,
+    );
+    let desired: Vec<String> = d
+        .desired_v4
+        .iter()
+        .map(|x| net::display_net(&x.net))
+        .collect();
+    // The feed's own listing there is kept out (and its /23 split); the detector's bans stand,
+    // also where the feed lists the same address.
+    assert_eq!(desired, ["45.67.88.0/24", "45.67.89.6", "45.67.89.7"]);
+    assert_eq!(d.per_source[0].allowlisted, 1);
+    // The fact is kept: the entry comes back if the rule goes.
+    assert!(d.entries.iter().any(|e| e.net == n("45.67.89.5")));
+    assert!(d
+        .allow_hits
+        .iter()
+        .any(|h| h.listed == n("45.67.89.5") && !h.partial));
 }

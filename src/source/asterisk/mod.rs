@@ -4,45 +4,41 @@
 //! `findtime` into [`Sighting`]s.
 //!
 //! * [`rules`]: line anatomy (prefixes, wrappers, dates) and the rule table.
+//! * [`guard`]: the injection guard: which lines may be attacker text (the list of remote
+//!   fields Asterisk logs, per version, is in its docs).
 //! * [`callid`]: block-aware dump parser and Call-ID correlation.
 //! * this file: settings, the persisted [`DetectorState`], [`run`] (one detector pass for the
 //!   pipeline) and [`scan`] (the read-only `sipban scan` report).
 //!
-//! Per followed file, lines flow: tail ([`crate::source::tail`]) → dump parser (full log only:
-//! dump lines stop here) → injection guard (a message whose first line lacks its server-written
-//! tail swallows the following lines of its own size) → anatomy → rule → cross-file
-//! de-duplication → evidence and ban counting.
-//!
-//! The injection guard: chan_sip and res_pjsip_session print the URI-decoded extension, and
-//! security events the account name, so `%0A` writes extra physical lines into the log. When a
-//! message's first line lacks its server-written tail (`' rejected because extension not found
-//! in context '<ctx>'.`, a well-formed final `RemoteAddress`, a dialplan ` in new stack`), the
-//! lines that follow within one message's size (8 KiB) are held; everything up to the last
-//! line that can end such a message is dropped (counted as `suppressed`), and the head's own
-//! address is counted once the tail is found. The window survives the end of a run, so a
-//! message read in two pieces is judged whole. Known limit (research §4.3): an extension that
-//! first completes its own line with a fake tail and then starts a forged line writes a
-//! *perfect* log line, which no line-based reader can tell from a real one; prefer the security
-//! log and keep `maxretry` moderate.
+//! Per followed file, lines flow: tail ([`crate::source::tail`]) → held by an open record of
+//! the injection guard while its attacker field may reach them → dump parser (full log only:
+//! dump lines stop here) → anatomy → opener of a record with an attacker field (its head's
+//! sender counted, the record opened) or rule → cross-file de-duplication → evidence and ban
+//! counting. A record is judged once the next line starts beyond its field's capacity: its
+//! real tail's sender is counted, its field text and suspect lines dropped (counted as
+//! `injected` and `suspect`), the lines after its tail read again. An open record is kept in
+//! the state, so a message read in two runs is judged whole.
 //!
 //! This module must never resolve names, never take an address from anything but a transport
 //! field, never hold a whole file in memory, and never change the files it reads.
 
 pub mod callid;
+pub mod guard;
 pub mod rules;
 
 use crate::net;
 use crate::source::tail::{self, FileCursor, StartAt, TailStats};
 use crate::source::Sighting;
 use callid::{CallIdMap, DumpParser, Feed, Unattributed};
-use rules::{anatomy, classify, Anatomy, Level, Rule, Stamp, Transport, Unterminated, Verdict};
+use guard::{Judgement, Record, Sender};
+use rules::{anatomy, classify, Anatomy, Level, Rule, Stamp, Transport, Verdict};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-pub use crate::config::asterisk::AsteriskSettings;
+pub use crate::config::asterisk::{AsteriskSettings, SecurityServices};
 pub use crate::config::values::TimeZone;
 
 /// Errors of the detector. I/O errors name the file.
@@ -91,9 +87,10 @@ pub struct FileState {
     dump: DumpParser,
     #[serde(default)]
     last_time: Option<i64>,
-    /// An injection window still open at the end of the last run (bounded by the message cap).
+    /// A record whose attacker field may still go on, open at the end of the last run (bounded
+    /// by the field's capacity; see [`guard`]).
     #[serde(default)]
-    window: Option<Window>,
+    record: Option<Record>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,9 +200,16 @@ pub struct Counters {
     pub duplicates: u64,
     /// Lines that had a rule's shape but were refused (several or invalid addresses).
     pub refused: u64,
-    /// Lines swallowed by the injection guard (continuation lines of a message whose first
-    /// line lacked its server-written tail).
-    pub suppressed: u64,
+    /// Lines the injection guard proved to be attacker text: the field lines of a record
+    /// broken by a newline, before its real tail (see [`guard`]).
+    pub injected: u64,
+    /// Lines the injection guard could not read as genuine: within a field's reach after a
+    /// record without a tail (IAX2 user names, dialplan lines) or with an ambiguous one. The
+    /// cost of the guard in genuine lines.
+    pub suspect: u64,
+    /// Records broken by a newline in an attacker field (each an offence of its sender, when
+    /// the record names one).
+    pub injections: u64,
     /// Lines without an Asterisk prefix outside dumps (continuations, other programs).
     pub orphan_lines: u64,
     /// Lines inside SIP debug dumps.
@@ -406,17 +410,7 @@ struct Stream<'a> {
     full: bool,
     dump: &'a mut DumpParser,
     last_time: &'a mut Option<i64>,
-    window: &'a mut Option<Window>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct Window {
-    kind: Unterminated,
-    /// The starter's own failure and its time, counted when the message's tail is found.
-    pending: Option<(Rule, IpAddr, Option<Transport>, i64, u64)>,
-    starter: Vec<u8>,
-    bytes: i64,
-    lines: Vec<Vec<u8>>,
+    record: &'a mut Option<Record>,
 }
 
 /// A matched offender line handed to the ban logic.
@@ -427,6 +421,8 @@ struct Hit {
 
 struct Engine<'a> {
     aggressive: bool,
+    /// Whose security events count.
+    services: SecurityServices,
     verbose: bool,
     /// Several streams: de-duplicate across them.
     multi: bool,
@@ -455,97 +451,188 @@ fn lossy(line: &[u8], cap: usize) -> String {
 impl Engine<'_> {
     fn feed(&mut self, st: &mut Stream<'_>, raw: &[u8]) {
         self.counters.lines += 1;
-        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-        if let Some(w) = st.window.as_mut() {
-            w.bytes += line.len() as i64 + 1;
-            w.lines.push(line.to_vec());
-            if w.bytes > callid::MESSAGE_CAP || w.lines.len() > 256 {
-                self.resolve(st);
+        self.take(st, raw);
+    }
+
+    /// One physical line, as read (its bytes count toward a field's reach, and the dump
+    /// parser counts them): held while an open record's field may still reach it, else read.
+    fn take(&mut self, st: &mut Stream<'_>, raw: &[u8]) {
+        loop {
+            match st.record.as_mut() {
+                Some(r) if r.reaches_next() => {
+                    r.hold(raw);
+                    return;
+                }
+                // Judging may read lines again, and one of them may open a new record.
+                Some(_) => self.resolve(st),
+                None => break,
             }
-            return;
         }
-        if rules::has_terminal_bytes(line) && !(st.full && st.dump.in_block()) {
-            let clean = rules::strip_terminal(line);
-            self.process(st, &clean, raw.len());
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let stripped;
+        let line = if rules::has_terminal_bytes(line) && !(st.full && st.dump.in_block()) {
+            stripped = rules::strip_terminal(line);
+            &stripped[..]
         } else {
-            self.process(st, line, raw.len());
+            line
+        };
+        self.process(st, line, raw.len());
+    }
+
+    /// Whether a held line may start a record of its own (an opener, or any security event).
+    fn starts_record(&self, l: &[u8]) -> bool {
+        let l = guard::text(l);
+        self.opening(l).is_some()
+            || anatomy(l)
+                .is_some_and(|a| a.level == Level::Security && a.file == b"res_security_log.c")
+    }
+
+    /// The record a line opens, if any.
+    fn opening(&self, l: &[u8]) -> Option<guard::Opening> {
+        match anatomy(l) {
+            Some(a) => guard::opening(&a, l, self.aggressive, self.services),
+            None => guard::broken_opening(l),
         }
     }
 
-    /// Close the injection window: drop everything up to its last possible terminal line (or
-    /// all of it when there is none), then process the rest normally.
+    /// Judge an open record (see [`guard`]): credit the sender of its real tail, drop its
+    /// field text and suspect lines, read the lines after its tail again.
     fn resolve(&mut self, st: &mut Stream<'_>) {
-        let Some(w) = st.window.take() else {
+        let Some(r) = st.record.take() else {
             return;
         };
-        let terminal = w.lines.iter().rposition(|l| w.kind.is_terminal(l));
-        let cut = terminal.map(|i| i + 1).unwrap_or(w.lines.len());
-        self.counters.suppressed += cut as u64;
-        if let (Some(_), Some((rule, ip, tp, t, key))) = (terminal, w.pending) {
-            // A complete multi-line message: its head's address is genuine.
-            self.counters.suppressed -= 1; // the starter was counted as suppressed
-            if self.multi && !self.dedup.admit(key, t, st.id) {
-                self.counters.duplicates += 1;
-            } else {
-                self.hit(ip, rule, tp, t, &w.starter);
+        let judgement = r.judge(|l| self.starts_record(l));
+        let mut proven = match r.sender {
+            Sender::Head(_, ip, _) => Some(ip),
+            _ => r.proven,
+        };
+        let mut tail_line = None;
+        let cut = match judgement {
+            Judgement::Tail { line, marker } => {
+                tail_line = line;
+                if let Sender::Tail(Some(rule)) = r.sender {
+                    match guard::tail_sender(r.form, r.strict, r.line(line), marker) {
+                        Some((ip, tp)) => {
+                            proven = Some(ip);
+                            self.credit(st.id, rule, ip, tp, r.time, r.key, &r.opener);
+                        }
+                        None => self.counters.refused += 1,
+                    }
+                }
+                let cut = line.map_or(0, |i| i + 1);
+                if cut > 0 {
+                    self.counters.injections += 1;
+                }
+                // The lines before the tail are field text; the tail line ends the record.
+                self.counters.injected += cut.saturating_sub(1) as u64;
+                cut
             }
-        }
-        // The dropped lines may hold the head of another unterminated message (an injected
-        // line can end this window's message while a new head starts inside it). If such a
-        // head's own tail is not among the dropped lines, its message goes on after the cut:
-        // keep holding from there instead of reading the rest as genuine lines.
-        let reopen = self.open_head_within(&w.lines[..cut]);
-        let mut rest = w.lines.into_iter();
-        let mut held_bytes = 0i64;
-        for (i, l) in rest.by_ref().take(cut).enumerate() {
-            if let Some((p, _)) = reopen {
-                if i >= p {
-                    held_bytes += l.len() as i64 + 1;
+            Judgement::Ambiguous | Judgement::Suspect => {
+                if judgement == Judgement::Ambiguous {
+                    self.counters.injections += 1;
+                }
+                self.counters.suspect += r.lines.len() as u64;
+                if !r.lines.is_empty() {
+                    *st.record = self.reopen(&r, proven);
+                }
+                r.lines.len()
+            }
+        };
+        for (i, (_, l)) in r.lines[..cut].iter().enumerate() {
+            if self.verbose && self.suppressed.len() < VERBOSE_CAP {
+                self.suppressed.push(lossy(l, 512));
+            }
+            if tail_line == Some(i) {
+                continue; // the real tail: credited above
+            }
+            // A held line naming the record's proven sender harms nobody else.
+            let l = guard::text(l);
+            if let (Some(p), Some(a)) = (proven, anatomy(l)) {
+                if let Verdict::Failure {
+                    rule,
+                    ip,
+                    transport,
+                } = classify(&a, self.aggressive)
+                {
+                    if ip == p {
+                        let t = self.time_of(st, &a);
+                        self.credit(st.id, rule, ip, transport, t, line_key(&a, t), l);
+                    }
                 }
             }
-            if self.verbose && self.suppressed.len() < VERBOSE_CAP {
-                self.suppressed.push(lossy(&l, 512));
-            }
         }
-        if let Some((_, kind)) = reopen {
-            *st.window = Some(Window {
-                kind,
-                pending: None,
-                starter: Vec::new(),
-                bytes: held_bytes,
-                lines: Vec::new(),
-            });
-        }
-        for l in rest {
-            self.counters.lines -= 1; // feed counts it again
-            self.feed(st, &l);
+        for (_, l) in r.lines.into_iter().skip(cut) {
+            self.take(st, &l);
         }
     }
 
-    /// The last line of `lines` that opens an injection window and whose message is not ended
-    /// by a later line of `lines`: its index and window kind.
-    fn open_head_within(&self, lines: &[Vec<u8>]) -> Option<(usize, Unterminated)> {
-        let mut open: Option<(usize, Unterminated)> = None;
-        for (i, l) in lines.iter().enumerate() {
-            if let Some((_, kind)) = open {
-                if kind.is_terminal(l) {
-                    open = None;
-                }
+    /// After suspect lines: the record opened by one of them whose field reaches furthest,
+    /// if it reaches past them, held blind (everything suspect) to its end.
+    fn reopen(&self, r: &Record, proven: Option<IpAddr>) -> Option<Record> {
+        let mut best: Option<Record> = None;
+        for (start, l) in &r.lines {
+            let l = guard::text(l);
+            let Some(op) = self.opening(l) else {
+                continue;
+            };
+            let field_at = start + op.field;
+            if field_at + op.cap < r.offset {
+                continue;
             }
-            let Some(a) = anatomy(l) else { continue };
-            if a.level == Level::Verbose
-                && a.file == b"pbx.c"
-                && a.msg.starts_with(b"Executing [")
-                && !Unterminated::Executing.is_terminal(a.msg)
+            let mut n = Record::new(&op, l, r.time, 0);
+            n.offset = r.offset - field_at.min(r.offset);
+            n.blind = true;
+            n.sender = Sender::Nobody;
+            n.proven = proven;
+            if best
+                .as_ref()
+                .is_none_or(|b| b.cap - b.offset < n.cap - n.offset)
             {
-                open = Some((i, Unterminated::Executing));
-            } else if matches!(a.level, Level::Notice | Level::Warning | Level::Security) {
-                if let Verdict::Unterminated { kind, .. } = classify(&a, self.aggressive) {
-                    open = Some((i, kind));
-                }
+                best = Some(n);
             }
         }
-        open
+        best
+    }
+
+    /// A record that is its opener line alone: credit the sender its tail names.
+    fn credit_one_line(
+        &mut self,
+        stream: u16,
+        op: &guard::Opening,
+        rule: Rule,
+        line: &[u8],
+        t: i64,
+        key: u64,
+    ) {
+        let Some(m) = guard::tail_marker(op.form, line, op.field) else {
+            return;
+        };
+        if m - op.field > op.cap {
+            return;
+        }
+        match guard::tail_sender(op.form, op.strict, line, m) {
+            Some((ip, tp)) => self.credit(stream, rule, ip, tp, t, key, line),
+            None => self.counters.refused += 1,
+        }
+    }
+
+    /// Count a failure of `ip`, once across followed files.
+    #[allow(clippy::too_many_arguments)]
+    fn credit(
+        &mut self,
+        stream: u16,
+        rule: Rule,
+        ip: IpAddr,
+        transport: Option<Transport>,
+        t: i64,
+        key: u64,
+        line: &[u8],
+    ) {
+        if self.multi && !self.dedup.admit(key, t, stream) {
+            self.counters.duplicates += 1;
+            return;
+        }
+        self.hit(ip, rule, transport, t, line);
     }
 
     fn time_of(&mut self, st: &mut Stream<'_>, a: &Anatomy<'_>) -> i64 {
@@ -578,27 +665,40 @@ impl Engine<'_> {
             }
         }
         let Some(a) = anat else {
-            if !line.is_empty() {
+            if let Some(op) = guard::broken_opening(line) {
+                let t = st.last_time.unwrap_or(self.clock.now);
+                *st.record = Some(Record::new(&op, line, t, 0));
+            } else if !line.is_empty() {
                 self.counters.orphan_lines += 1;
             }
             return;
         };
-        if !matches!(a.level, Level::Notice | Level::Warning | Level::Security) {
-            if a.level == Level::Verbose
-                && a.file == b"pbx.c"
-                && a.msg.starts_with(b"Executing [")
-                && !Unterminated::Executing.is_terminal(a.msg)
-            {
-                // The dialplan echoes the URI-decoded extension and application arguments.
-                self.counters.suppressed += 1;
-                *st.window = Some(Window {
-                    kind: Unterminated::Executing,
-                    pending: None,
-                    starter: Vec::new(),
-                    bytes: line.len() as i64 + 1,
-                    lines: Vec::new(),
-                });
+        if let Some(op) = guard::opening(&a, line, self.aggressive, self.services) {
+            // Time and key only for a record that names a sender (most openers name none).
+            let (t, key) = match op.sender {
+                Sender::Head(..) | Sender::Tail(Some(_)) => {
+                    let t = self.time_of(st, &a);
+                    (t, line_key(&a, t))
+                }
+                _ => (st.last_time.unwrap_or(self.clock.now), 0),
+            };
+            match op.sender {
+                Sender::Head(rule, ip, tp) => self.credit(st.id, rule, ip, tp, t, key, line),
+                Sender::HeadRefused => self.counters.refused += 1,
+                Sender::Tail(_) | Sender::Nobody => {}
             }
+            if line.len() - op.field.min(line.len()) < op.cap {
+                *st.record = Some(Record::new(&op, line, t, key));
+            } else if let Sender::Tail(Some(rule)) = op.sender {
+                // No later line can start inside the field: the record is this line, judged
+                // now (the common case, without a copy).
+                if op.tail {
+                    self.credit_one_line(st.id, &op, rule, line, t, key);
+                }
+            }
+            return;
+        }
+        if !matches!(a.level, Level::Notice | Level::Warning | Level::Security) {
             return;
         }
         let verdict = classify(&a, self.aggressive);
@@ -620,31 +720,18 @@ impl Engine<'_> {
                     self.suppressed.push(lossy(line, 1024));
                 }
             }
-            Verdict::Unterminated { kind, pending } => {
-                self.counters.suppressed += 1;
-                if self.verbose && self.suppressed.len() < VERBOSE_CAP {
-                    self.suppressed.push(lossy(line, 1024));
-                }
-                let t = self.time_of(st, &a);
-                *st.window = Some(Window {
-                    kind,
-                    pending: pending.map(|(r, ip, tp)| (r, ip, tp, t, line_key(&a, t))),
-                    starter: line[..line.len().min(1024)].to_vec(),
-                    bytes: line.len() as i64 + 1,
-                    lines: Vec::new(),
-                });
-            }
             Verdict::Failure {
                 rule,
                 ip,
                 transport,
             } => {
-                let t = self.time_of(st, &a);
-                if self.multi && !self.dedup.admit(line_key(&a, t), t, st.id) {
-                    self.counters.duplicates += 1;
+                if a.level == Level::Security
+                    && !self.services.counts(rules::security_service(a.msg))
+                {
                     return;
                 }
-                self.hit(ip, rule, transport, t, line);
+                let t = self.time_of(st, &a);
+                self.credit(st.id, rule, ip, transport, t, line_key(&a, t), line);
             }
             Verdict::Timeout { callid } => {
                 let t = self.time_of(st, &a);
@@ -726,7 +813,7 @@ impl Engine<'_> {
             full,
             dump: &mut fs.dump,
             last_time: &mut fs.last_time,
-            window: &mut fs.window,
+            record: &mut fs.record,
         };
         let (cursor, stats) = tail::follow(path, prev.as_ref(), start, &mut |l| {
             self.feed(&mut st, l);
@@ -865,6 +952,7 @@ pub fn run(
     } = state;
     let mut engine = Engine {
         aggressive: settings.aggressive,
+        services: settings.security_services,
         multi: files.len() > 1,
         full_mode: settings.full_log.is_some(),
         keep_examples: true,
@@ -951,6 +1039,8 @@ pub fn run(
 pub struct ScanOptions {
     pub verbose: bool,
     pub aggressive: bool,
+    /// See `asterisk.security_event_services`.
+    pub security_services: SecurityServices,
     pub timezone: TimeZone,
 }
 
@@ -977,6 +1067,7 @@ impl<'a> Engine<'a> {
     fn new(clock: Clock, callids: &'a mut CallIdMap, dedup: &'a mut Dedup) -> Engine<'a> {
         Engine {
             aggressive: false,
+            services: SecurityServices::default(),
             verbose: false,
             multi: false,
             full_mode: false,
@@ -1009,6 +1100,7 @@ impl<'a> Engine<'a> {
             .unwrap_or(0);
         Engine {
             aggressive: opts.aggressive,
+            services: opts.security_services,
             verbose: opts.verbose,
             multi,
             full_mode,
@@ -1106,7 +1198,7 @@ pub fn scan_bytes(logs: &[&[u8]], full: Option<&[u8]>, opts: ScanOptions) -> Sca
             full: *is_full,
             dump: &mut fs.dump,
             last_time: &mut fs.last_time,
-            window: &mut fs.window,
+            record: &mut fs.record,
         };
         let before = engine.counters.lines;
         let mut long = 0;
@@ -1157,8 +1249,13 @@ impl fmt::Display for ScanReport {
         }
         writeln!(
             f,
-            "\nLines: {} read, {} matched, {} duplicates, {} refused, {} suppressed (injection guard), {} in SIP dumps, {} without prefix",
-            c.lines, c.matched, c.duplicates, c.refused, c.suppressed, c.dump_lines, c.orphan_lines
+            "\nLines: {} read, {} matched, {} duplicates, {} refused, {} in SIP dumps, {} without prefix",
+            c.lines, c.matched, c.duplicates, c.refused, c.dump_lines, c.orphan_lines
+        )?;
+        writeln!(
+            f,
+            "Injection guard: {} records broken by a newline, {} lines of attacker text dropped, {} suspect lines not read (the guard's cost in genuine lines)",
+            c.injections, c.injected, c.suspect
         )?;
         writeln!(f, "\nMatched lines per rule:")?;
         if c.by_rule.is_empty() {

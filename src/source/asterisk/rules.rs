@@ -166,30 +166,6 @@ impl Rule {
     }
 }
 
-/// A multi-line message whose first line was not terminated by the server-written tail: the
-/// lines after it may be text from inside the message (a URI-decoded `%0A` in an extension).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Unterminated {
-    /// `Call from .. to extension '<exten>` without `' rejected because ... '<ctx>'.`
-    Extension,
-    /// `SecurityEvent="..` without a well-formed final `RemoteAddress`.
-    Security,
-    /// A dialplan `Executing [exten@ctx:prio] App("..", "..")` line (VERBOSE, pbx.c) without
-    /// its ` in new stack` tail.
-    Executing,
-}
-
-impl Unterminated {
-    /// Whether a raw line can be the last line of such a message.
-    pub fn is_terminal(self, line: &[u8]) -> bool {
-        match self {
-            Unterminated::Extension => extension_tail(line).is_some(),
-            Unterminated::Security => last_remote_address(line).is_some(),
-            Unterminated::Executing => line.ends_with(b" in new stack"),
-        }
-    }
-}
-
 /// What one line means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict<'a> {
@@ -201,13 +177,6 @@ pub enum Verdict<'a> {
     /// chan_sip `Timeout on <Call-ID> ...` (no address in the line).
     Timeout {
         callid: &'a [u8],
-    },
-    /// The first line of a message that continues on the next physical lines. `pending` is
-    /// the failure its (server-written) head names, to count once the message's real tail is
-    /// found.
-    Unterminated {
-        kind: Unterminated,
-        pending: Option<(Rule, IpAddr, Option<Transport>)>,
     },
     /// Looks like the shape of a rule but was refused (several candidate addresses, a bad
     /// address): counted, and shown by `scan --verbose`.
@@ -715,7 +684,12 @@ fn sip_registration(msg: &[u8]) -> Verdict<'_> {
     }
 }
 
-const CTX_TAIL: &[u8] = b"' rejected because extension not found in context '";
+pub const CTX_TAIL: &[u8] = b"' rejected because extension not found in context '";
+
+/// Where a call-rejected message's tail starts, if it has one.
+pub fn call_tail(msg: &[u8]) -> Option<usize> {
+    extension_tail(msg)
+}
 
 /// The server-written tail `' rejected because extension not found in context '<ctx>'.`:
 /// returns where it starts.
@@ -739,6 +713,51 @@ fn call_head(rest: &[u8]) -> Option<(IpAddr, Option<Transport>, usize)> {
         return None;
     }
     Some((ip, tp, 1 + close + 16))
+}
+
+/// The head of a call-rejected line, for the injection guard.
+pub enum CallHead {
+    /// The address parsed; the extension (attacker text) starts at `ext` in the message.
+    Parsed {
+        ip: IpAddr,
+        transport: Option<Transport>,
+        ext: usize,
+    },
+    /// The head did not parse (a name carried the newline, or a bad address): the remote text
+    /// starts at `from` in the message.
+    Unparsed { from: usize },
+}
+
+/// Whether `msg` starts a call-rejected message (chan_sip `Call from '`, res_pjsip_session
+/// `<endpoint>: Call (` or its 13 form), and its head.
+pub fn call_opener(msg: &[u8], pjsip: bool) -> Option<CallHead> {
+    let (rest, from) = if let Some(r) = msg.strip_prefix(b"Call from '") {
+        let Some(q) = memchr::memchr(b'\'', r) else {
+            return Some(CallHead::Unparsed { from: 11 });
+        };
+        match r[q + 1..].strip_prefix(b" ") {
+            Some(rest) => (rest, 11),
+            None => return Some(CallHead::Unparsed { from: 11 }),
+        }
+    } else if pjsip {
+        let lead = msg.len() - msg.trim_ascii_start().len();
+        let t = &msg[lead..];
+        let i = find(t, b": Call (")?;
+        if i == 0 || t[..i].contains(&b' ') {
+            return None;
+        }
+        (&t[i + 7..], lead + i + 7)
+    } else {
+        return None;
+    };
+    match call_head(rest) {
+        Some((ip, transport, len)) => Some(CallHead::Parsed {
+            ip,
+            transport,
+            ext: msg.len() - rest.len() + len,
+        }),
+        None => Some(CallHead::Unparsed { from }),
+    }
 }
 
 fn call_rejected(msg: &[u8], rule: Rule, pjsip: bool) -> Verdict<'_> {
@@ -772,10 +791,8 @@ fn call_rejected(msg: &[u8], rule: Rule, pjsip: bool) -> Verdict<'_> {
         };
     };
     if extension_tail(msg).is_none() {
-        return Verdict::Unterminated {
-            kind: Unterminated::Extension,
-            pending: Some((rule, ip, transport)),
-        };
+        // The extension went on over a newline: an opener for the injection guard.
+        return Verdict::Nothing;
     }
     Verdict::Failure {
         rule,
@@ -973,28 +990,72 @@ fn last_remote_address(line: &[u8]) -> Option<(IpAddr, Option<Transport>)> {
     ra_value(&v[..q])
 }
 
+/// The rule a security event type counts under, if any.
+/// The `Service` of a security event message (server text before the account).
+pub fn security_service(msg: &[u8]) -> &[u8] {
+    let head = match find(msg, b"AccountID=\"") {
+        Some(i) => &msg[..i],
+        None => msg,
+    };
+    find(head, b",Service=\"")
+        .and_then(|i| head[i + 10..].split(|c| *c == b'"').next())
+        .unwrap_or_default()
+}
+
+/// The event type of a security event message (`SecurityEvent="<type>"...`).
+pub fn security_type(msg: &[u8]) -> &[u8] {
+    let rest = msg.strip_prefix(b"SecurityEvent=\"").unwrap_or_default();
+    rest.split(|c| *c == b'"').next().unwrap_or_default()
+}
+
+/// Whether events of type `ty` print remote text after `RemoteAddress` (see [`security_tail`]).
+pub fn security_strict(ty: &[u8]) -> bool {
+    SEC_USER_TAIL.contains(&ty)
+}
+
+pub fn security_rule(ty: &[u8], aggressive: bool) -> Option<Rule> {
+    if SEC_DEFAULT.contains(&ty) {
+        Some(Rule::SecurityEvent)
+    } else if aggressive && SEC_AGGRESSIVE.contains(&ty) {
+        Some(Rule::SecurityEventAggressive)
+    } else {
+        None
+    }
+}
+
+/// The sender named by a security event of type `ty` whose server text after the account is
+/// `rest`: its last `RemoteAddress`, well-formed to the end of the line. For types that print
+/// remote text after it (a digest, a request), every `RemoteAddress` in `rest` must name the
+/// same address: the raw fields (a PJSIP Call-ID before it, a digest after it) may carry
+/// decoys.
+pub fn security_tail(rest: &[u8], strict: bool) -> Option<(IpAddr, Option<Transport>)> {
+    let (ip, tp) = last_remote_address(rest)?;
+    if !strict {
+        return Some((ip, tp));
+    }
+    for i in memmem::find_iter(rest, RA) {
+        let v = &rest[i + RA.len()..];
+        let q = memchr::memchr(b'"', v)?;
+        match ra_value(&v[..q]) {
+            Some((other, _)) if other == ip => {}
+            _ => return None,
+        }
+    }
+    Some((ip, tp))
+}
+
 fn security(msg: &[u8], aggressive: bool) -> Verdict<'_> {
     let Some(rest) = msg.strip_prefix(b"SecurityEvent=\"") else {
         return Verdict::Nothing;
     };
     let Some(q) = memchr::memchr(b'"', rest) else {
-        return Verdict::Unterminated {
-            kind: Unterminated::Security,
-            pending: None,
-        };
+        return Verdict::Nothing;
     };
     let ty = &rest[..q];
     let Some((ip, transport)) = last_remote_address(msg) else {
-        return Verdict::Unterminated {
-            kind: Unterminated::Security,
-            pending: None,
-        };
+        return Verdict::Nothing;
     };
-    let rule = if SEC_DEFAULT.contains(&ty) {
-        Rule::SecurityEvent
-    } else if aggressive && SEC_AGGRESSIVE.contains(&ty) {
-        Rule::SecurityEventAggressive
-    } else {
+    let Some(rule) = security_rule(ty, aggressive) else {
         return Verdict::Nothing;
     };
     if SEC_USER_TAIL.contains(&ty) {
