@@ -5,7 +5,7 @@
 //! repository, so these lines are written anew with documentation addresses.
 
 use super::mutate::{huge, mutate, Gen, SENTINEL};
-use sipban::source::asterisk::rules::{anatomy, classify, Level, Verdict};
+use sipban::source::asterisk::rules::{anatomy, Level};
 use std::sync::OnceLock;
 
 /// `EXPECTED<TAB>TEXT` fixture lines, with `\n`, `\r` and `\e` unescaped.
@@ -287,7 +287,14 @@ fn opens_window(line: &[u8]) -> bool {
         && a.file == b"pbx.c"
         && a.msg.starts_with(b"Executing [")
         && !line.ends_with(b" in new stack");
-    executing || matches!(classify(&a, true), Verdict::Unterminated { .. })
+    executing
+        || sipban::source::asterisk::guard::opening(
+            &a,
+            line,
+            true,
+            sipban::source::asterisk::SecurityServices::default(),
+        )
+        .is_some()
 }
 
 /// An Asterisk log (or full log) of 1 to about `max_lines` lines; returns it and how many of
