@@ -288,3 +288,35 @@ fn correlation_survives_rotation_between_invite_and_timeout() {
     assert_eq!(r.bans.len(), 1);
     assert_eq!(r.bans[0].ip.to_string(), SCANNER);
 }
+
+/// `scan_bytes` fed the empty piece after a final newline to the engine as one more line: a
+/// dump block (or an injection window) open at the end took it, and the in-memory report
+/// disagreed with the report of the same bytes read from a file (found by `fuzz.rs`).
+#[test]
+fn scan_bytes_reads_no_line_after_the_final_newline() {
+    let opts = ScanOptions {
+        timezone: TimeZone::FixedOffset(0),
+        ..ScanOptions::default()
+    };
+    let head = "[2024-05-02 10:11:13] NOTICE[4102][C-00000007] chan_sip.c: Call from '' (192.0.2.90:5060) to extension '1\n";
+    let dump = "[2023-02-19 15:02:45] VERBOSE[686] res_pjsip_logger.c: <--- Received SIP request (900 bytes) from UDP:192.0.2.91:5060 --->\nINVITE sip:1@x SIP/2.0\n";
+    let d = tempfile::tempdir().expect("tempdir");
+    let path = d.path().join("log");
+    for (log, full) in [(dump, true), (head, false)] {
+        fs::write(&path, log).expect("write log");
+        let (memory, file) = if full {
+            (
+                scan_bytes(&[], Some(log.as_bytes()), opts),
+                sipban::source::asterisk::scan_with(&[], Some(&path), opts).expect("scan"),
+            )
+        } else {
+            (
+                scan_bytes(&[log.as_bytes()], None, opts),
+                sipban::source::asterisk::scan_with(std::slice::from_ref(&path), None, opts)
+                    .expect("scan"),
+            )
+        };
+        assert_eq!(memory.counters, file.counters, "{log:?}");
+        assert_eq!(memory.files[0].lines, log.matches('\n').count() as u64);
+    }
+}

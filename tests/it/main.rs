@@ -19,6 +19,7 @@ mod corpus_ci;
 mod daemon;
 mod deb;
 mod firewall_rules;
+mod fuzz;
 mod ipset_kernel;
 mod kernlog_corpus;
 mod kernlog_kernel;

@@ -1202,16 +1202,15 @@ pub fn scan_bytes(logs: &[&[u8]], full: Option<&[u8]>, opts: ScanOptions) -> Sca
         };
         let before = engine.counters.lines;
         let mut long = 0;
-        for line in data.split(|b| *b == b'\n') {
+        // The empty piece `split` yields after a final newline is not a line: never fed (an
+        // open injection window or dump block would take it as one).
+        let body = data.strip_suffix(b"\n").unwrap_or(data);
+        for line in body.split(|b| *b == b'\n').filter(|_| !data.is_empty()) {
             if line.len() > tail::MAX_LINE {
                 long += 1;
                 continue;
             }
             engine.feed(&mut st, line);
-        }
-        // `split` yields an empty last piece after a final newline: not a line.
-        if data.ends_with(b"\n") || data.is_empty() {
-            engine.counters.lines -= 1;
         }
         engine.resolve(&mut st);
         engine.hits.clear();

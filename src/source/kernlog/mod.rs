@@ -1269,7 +1269,8 @@ pub fn scan(
     Ok(s.report(out, from.to_string()))
 }
 
-/// [`scan`] over in-memory logs (tests): a last line without a newline counts as complete.
+/// [`scan`] over in-memory logs (tests): a last line without a newline counts as complete;
+/// lines over [`tail::MAX_LINE`] are skipped and counted, as when reading a file.
 pub fn scan_bytes(
     logs: &[&[u8]],
     settings: &KernelLogSettings,
@@ -1282,15 +1283,21 @@ pub fn scan_bytes(
         let before = s.engine.counters.lines;
         let mut last_time = None;
         let body = data.strip_suffix(b"\n").unwrap_or(data);
+        let mut long = 0;
         if !data.is_empty() {
             for line in body.split(|b| *b == b'\n') {
+                if line.len() > tail::MAX_LINE {
+                    long += 1;
+                    continue;
+                }
                 s.feed(line, &mut last_time);
             }
         }
+        s.engine.counters.long_lines += long;
         out.push(FileScan {
             path: PathBuf::from(format!("<memory {i}>")),
             lines: s.engine.counters.lines - before,
-            long_lines: 0,
+            long_lines: long,
         });
     }
     Ok(s.report(out, "test settings".to_string()))
@@ -1644,6 +1651,27 @@ mod tests {
             ..RawKernelLog::default()
         });
         assert!(e.is_err());
+    }
+
+    #[test]
+    fn scan_bytes_skips_lines_over_the_cap_like_a_file_scan() {
+        // A LOG line padded past 64 KiB inside its printk time, then an ordinary one.
+        let long = line("10:00:00", "198.51.100.99", "TCP", 23).replacen(
+            "kernel: ",
+            &format!("kernel: [{}] ", "1".repeat(tail::MAX_LINE)),
+            1,
+        );
+        let log = long + &line("10:00:01", "198.51.100.7", "TCP", 23);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kern.log");
+        std::fs::write(&path, &log).unwrap();
+        let own = HashSet::new();
+        let memory = scan_bytes(&[log.as_bytes()], &settings(), &own).unwrap();
+        let file = scan(&[path], &settings(), &own, "test settings").unwrap();
+        assert_eq!(memory.counters.long_lines, 1);
+        assert_eq!(memory.files[0].long_lines, 1);
+        assert_eq!(memory.counters, file.counters);
+        assert_eq!(memory.addresses, file.addresses);
     }
 
     #[test]

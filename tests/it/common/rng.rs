@@ -1,5 +1,6 @@
-//! The kill tests' randomness: xorshift64*, seeded from the clock and printed, so that a failure
-//! can be replayed with `SIPBAN_TEST_SEED`.
+//! The tests' randomness: xorshift64*. The kill tests seed it from the clock and print the seed,
+//! so that a failure can be replayed with `SIPBAN_TEST_SEED`; the fuzz runs seed it from a fixed
+//! value per generated input ([`Rng::from_seed`]).
 #![allow(dead_code)]
 
 pub struct Rng(u64);
@@ -19,6 +20,16 @@ impl Rng {
             });
         eprintln!("{what} seed: {seed} (SIPBAN_TEST_SEED={seed} replays it)");
         Rng(seed)
+    }
+
+    /// A generator for `seed` (any value: it is mixed first, so nearby seeds give unrelated
+    /// streams, and 0 does not stall xorshift).
+    pub fn from_seed(seed: u64) -> Rng {
+        // splitmix64's finaliser.
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Rng((z ^ (z >> 31)) | 1)
     }
 
     pub fn next(&mut self) -> u64 {
