@@ -253,9 +253,10 @@ fn security(
     services: SecurityServices,
 ) -> Option<Opening> {
     msg.strip_prefix(b"SecurityEvent=\"")?;
-    let at = memchr::memmem::find(msg, ACCOUNT)?;
+    let at = rules::fwd!(ACCOUNT).find(msg)?;
     let head = &msg[..at];
-    let service = memchr::memmem::find(head, b",Service=\"")
+    let service = rules::fwd!(b",Service=\"")
+        .find(head)
         .and_then(|i| head[i + 10..].split(|c| *c == b'"').next())
         .unwrap_or_default();
     // chan_sip: the decoded To user; PJSIP: the unescaped From user; the manager's user name:
@@ -401,7 +402,7 @@ pub fn tail_marker(form: Form, line: &[u8], from: usize) -> Option<usize> {
     };
     let at = match form {
         // The first `",<server field>="` (one pass: the account is usually short).
-        Form::Security => memchr::memmem::find_iter(hay, b"\",").find(|&i| {
+        Form::Security => rules::fwd!(b"\",").find_iter(hay).find(|&i| {
             let r = &hay[i + 2..];
             [
                 &b"SessionID=\""[..],
@@ -432,7 +433,7 @@ pub fn tail_sender(
         Form::Iax2NoRegistration => {
             // The server's `' (from ADDR)` ends the message: the last one.
             let body = rest.strip_suffix(b")")?;
-            let at = memchr::memmem::rfind(body, b"' (from ")?;
+            let at = rules::rev!(b"' (from ").rfind(body)?;
             rules::parse_bare_ip(&body[at + 8..]).map(|ip| (ip, Some(Transport::Udp)))
         }
         _ => None,

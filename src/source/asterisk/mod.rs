@@ -556,7 +556,8 @@ impl Engine<'_> {
                 {
                     if ip == p {
                         let t = self.time_of(st, &a);
-                        self.credit(st.id, rule, ip, transport, t, line_key(&a, t), l);
+                        let key = self.key(&a, t);
+                        self.credit(st.id, rule, ip, transport, t, key, l);
                     }
                 }
             }
@@ -592,6 +593,15 @@ impl Engine<'_> {
             }
         }
         best
+    }
+
+    /// The cross-file key of a line, when several files are followed (else unused).
+    fn key(&self, a: &Anatomy<'_>, t: i64) -> u64 {
+        if self.multi {
+            line_key(a, t)
+        } else {
+            0
+        }
     }
 
     /// A record that is its opener line alone: credit the sender its tail names.
@@ -678,7 +688,7 @@ impl Engine<'_> {
             let (t, key) = match op.sender {
                 Sender::Head(..) | Sender::Tail(Some(_)) => {
                     let t = self.time_of(st, &a);
-                    (t, line_key(&a, t))
+                    (t, self.key(&a, t))
                 }
                 _ => (st.last_time.unwrap_or(self.clock.now), 0),
             };
@@ -731,7 +741,8 @@ impl Engine<'_> {
                     return;
                 }
                 let t = self.time_of(st, &a);
-                self.credit(st.id, rule, ip, transport, t, line_key(&a, t), line);
+                let key = self.key(&a, t);
+                self.credit(st.id, rule, ip, transport, t, key, line);
             }
             Verdict::Timeout { callid } => {
                 let t = self.time_of(st, &a);

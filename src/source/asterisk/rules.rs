@@ -645,9 +645,26 @@ fn transport_addr(b: &[u8]) -> Option<(IpAddr, Option<Transport>)> {
 // ---------------------------------------------------------------------------------------------
 // rules
 
-fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    memmem::rfind(hay, needle)
+/// A forward searcher for a fixed needle, built once (building one costs more than a search
+/// in a short line).
+macro_rules! fwd {
+    ($needle:expr) => {{
+        static F: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new($needle));
+        &*F
+    }};
 }
+pub(crate) use fwd;
+
+/// A reverse searcher for a fixed needle, built once.
+macro_rules! rev {
+    ($needle:expr) => {{
+        static F: std::sync::LazyLock<memchr::memmem::FinderRev<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::FinderRev::new($needle));
+        &*F
+    }};
+}
+pub(crate) use rev;
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     memmem::find(hay, needle)
@@ -664,14 +681,14 @@ const REG_REASONS: [&[u8]; 7] = [
 ];
 
 fn sip_registration(msg: &[u8]) -> Verdict<'_> {
-    let Some(sep) = rfind(msg, b"' - ") else {
+    let Some(sep) = rev!(b"' - ").rfind(msg) else {
         return Verdict::Nothing;
     };
     if !REG_REASONS.contains(&&msg[sep + 4..]) {
         return Verdict::Nothing;
     }
     let head = &msg[..sep];
-    let Some(i) = rfind(head, b"' failed for '") else {
+    let Some(i) = rev!(b"' failed for '").rfind(head) else {
         return Verdict::Nothing;
     };
     match parse_addrport(&head[i + 14..]) {
@@ -695,7 +712,7 @@ pub fn call_tail(msg: &[u8]) -> Option<usize> {
 /// returns where it starts.
 fn extension_tail(line: &[u8]) -> Option<usize> {
     let body = line.strip_suffix(b"'.")?;
-    let i = rfind(body, CTX_TAIL)?;
+    let i = rev!(CTX_TAIL).rfind(body)?;
     if memchr::memchr(b'\'', &body[i + CTX_TAIL.len()..]).is_some() {
         return None;
     }
@@ -742,7 +759,7 @@ pub fn call_opener(msg: &[u8], pjsip: bool) -> Option<CallHead> {
     } else if pjsip {
         let lead = msg.len() - msg.trim_ascii_start().len();
         let t = &msg[lead..];
-        let i = find(t, b": Call (")?;
+        let i = fwd!(b": Call (").find(t)?;
         if i == 0 || t[..i].contains(&b' ') {
             return None;
         }
@@ -773,7 +790,7 @@ fn call_rejected(msg: &[u8], rule: Rule, pjsip: bool) -> Verdict<'_> {
         r
     } else if pjsip {
         let t = msg.trim_ascii_start();
-        let Some(i) = find(t, b": Call (") else {
+        let Some(i) = fwd!(b": Call (").find(t) else {
             return Verdict::Nothing;
         };
         if i == 0 || t[..i].contains(&b' ') {
@@ -784,7 +801,7 @@ fn call_rejected(msg: &[u8], rule: Rule, pjsip: bool) -> Verdict<'_> {
         return Verdict::Nothing;
     };
     let Some((ip, transport, _)) = call_head(rest) else {
-        return if rest.starts_with(b"(") && find(rest, b") to extension '").is_some() {
+        return if rest.starts_with(b"(") && fwd!(b") to extension '").find(rest).is_some() {
             Verdict::Refused
         } else {
             Verdict::Nothing
@@ -870,7 +887,7 @@ fn pjsip_request(msg: &[u8]) -> Verdict<'_> {
     if !rest.starts_with(b"from '") {
         return Verdict::Nothing;
     }
-    let Some(sep) = rfind(msg, b") - ") else {
+    let Some(sep) = rev!(b") - ").rfind(msg) else {
         return Verdict::Nothing;
     };
     if !pj_reason_ok(&msg[sep + 4..]) {
@@ -880,7 +897,7 @@ fn pjsip_request(msg: &[u8]) -> Verdict<'_> {
     // segment is a candidate, and there must be exactly one distinct address.
     let mut found: Option<IpAddr> = None;
     let mut any = false;
-    for i in memmem::find_iter(msg, b"' failed for '") {
+    for i in fwd!(b"' failed for '").find_iter(msg) {
         let seg = &msg[i + 14..];
         let Some(q) = memchr::memchr(b'\'', seg) else {
             continue;
@@ -981,7 +998,7 @@ fn well_formed_tail(mut t: &[u8]) -> bool {
 /// The last `RemoteAddress` of a security event line, when it and the rest of the line are
 /// well-formed.
 fn last_remote_address(line: &[u8]) -> Option<(IpAddr, Option<Transport>)> {
-    let i = rfind(line, RA)?;
+    let i = rev!(RA).rfind(line)?;
     let v = &line[i + RA.len()..];
     let q = memchr::memchr(b'"', v)?;
     if !well_formed_tail(&v[q + 1..]) {
@@ -993,11 +1010,12 @@ fn last_remote_address(line: &[u8]) -> Option<(IpAddr, Option<Transport>)> {
 /// The rule a security event type counts under, if any.
 /// The `Service` of a security event message (server text before the account).
 pub fn security_service(msg: &[u8]) -> &[u8] {
-    let head = match find(msg, b"AccountID=\"") {
+    let head = match fwd!(b"AccountID=\"").find(msg) {
         Some(i) => &msg[..i],
         None => msg,
     };
-    find(head, b",Service=\"")
+    fwd!(b",Service=\"")
+        .find(head)
         .and_then(|i| head[i + 10..].split(|c| *c == b'"').next())
         .unwrap_or_default()
 }
@@ -1033,7 +1051,7 @@ pub fn security_tail(rest: &[u8], strict: bool) -> Option<(IpAddr, Option<Transp
     if !strict {
         return Some((ip, tp));
     }
-    for i in memmem::find_iter(rest, RA) {
+    for i in fwd!(RA).find_iter(rest) {
         let v = &rest[i + RA.len()..];
         let q = memchr::memchr(b'"', v)?;
         match ra_value(&v[..q]) {
@@ -1059,7 +1077,7 @@ fn security(msg: &[u8], aggressive: bool) -> Verdict<'_> {
         return Verdict::Nothing;
     };
     if SEC_USER_TAIL.contains(&ty) {
-        for i in memmem::find_iter(msg, RA) {
+        for i in fwd!(RA).find_iter(msg) {
             let v = &msg[i + RA.len()..];
             if let Some(q) = memchr::memchr(b'"', v) {
                 if let Some((other, _)) = ra_value(&v[..q]) {
@@ -1104,7 +1122,7 @@ fn iax2(msg: &[u8]) -> Verdict<'_> {
         let Some(body) = msg.strip_suffix(b")") else {
             return Verdict::Nothing;
         };
-        let Some(i) = rfind(body, b"' (from ") else {
+        let Some(i) = rev!(b"' (from ").rfind(body) else {
             return Verdict::Nothing;
         };
         return match parse_bare_ip(&body[i + 8..]) {
