@@ -23,6 +23,7 @@ mod kernlog_corpus;
 mod kernlog_kernel;
 mod kernlog_run;
 mod metrics;
+mod offence_spray;
 mod report_abuseipdb;
 mod report_commit;
 mod report_prop;
