@@ -217,13 +217,22 @@ impl RunReport {
                 }
                 None => match (&s.apiban, &s.asterisk) {
                     (Some(a), _) => a.to_string(),
-                    (None, Some(a)) => format!(
-                        "{} lines read, {} failures matched, {} new bans, {} unattributed scanner timeouts",
-                        a.counters.lines,
-                        a.counters.matched,
-                        a.bans.len(),
-                        a.counters.timeouts_unattributed
-                    ),
+                    (None, Some(a)) => {
+                        let mut s = format!(
+                            "{} lines read, {} failures matched, {} new bans, {} unattributed scanner timeouts",
+                            a.counters.lines,
+                            a.counters.matched,
+                            a.bans.len(),
+                            a.counters.timeouts_unattributed
+                        );
+                        if a.evicted > 0 {
+                            s += &format!(
+                                ", {} addresses evicted from the bounded failure counter (fewest failures first)",
+                                a.evicted
+                            );
+                        }
+                        s
+                    }
                     (None, None) => String::new(),
                 },
             };

@@ -5,8 +5,11 @@
 //! stays within its cap, and what had to be dropped is counted.
 
 use crate::common::lines::{append, asterisk_line, kernel_line};
+use crate::common::netns::run_in;
+use crate::common::run::{json, sipban, text};
 use sipban::source::asterisk::{self, AsteriskSettings, DetectorState, TimeZone};
 use sipban::source::kernlog::{self, KernelLogSettings, KernelState};
+use sipban::source::offences::CAP;
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -68,7 +71,19 @@ fn asterisk_a_spray_in_the_same_run_does_not_reset_the_attackers_count() {
     let d = asterisk::run(&s, &mut state, T0 + 400).unwrap();
     assert!(d.bans.is_empty(), "{:?}", &d.bans[..d.bans.len().min(3)]);
     assert_eq!(d.counters.matched, 4 + u64::from(SPRAY));
+    // Bounded, and every address that had to go is counted (none expired: all are recent).
+    assert!(
+        state.recent.len() <= CAP,
+        "{} addresses",
+        state.recent.len()
+    );
+    assert_eq!(d.evicted, u64::from(SPRAY) + 1 - state.recent.len() as u64);
+    assert_eq!((d.evicted_total, state.evictions), (d.evicted, d.evicted));
     let mut state = ast_persist(&state);
+    assert_eq!(
+        state.evictions, d.evicted,
+        "the total is saved with the state"
+    );
     append(&log, &asterisk_line(T0 + 401, ATTACKER));
     let d = asterisk::run(&s, &mut state, T0 + 402).unwrap();
     assert!(
@@ -89,6 +104,7 @@ fn asterisk_a_spray_in_a_run_of_its_own_does_not_reset_the_attackers_count() {
     append(&log, &ast_spray());
     let d = asterisk::run(&s, &mut state, T0 + 400).unwrap();
     assert!(d.bans.is_empty());
+    assert!(state.recent.len() <= CAP && d.evicted > 0);
     let mut state = ast_persist(&state);
     append(&log, &asterisk_line(T0 + 401, ATTACKER));
     let d = asterisk::run(&s, &mut state, T0 + 402).unwrap();
@@ -114,6 +130,16 @@ fn asterisk_the_attackers_last_failure_after_the_spray_in_one_run_bans() {
         "the attacker's count was evicted by the spray"
     );
     assert_eq!(d.bans.len(), 1);
+    assert!(state.recent.len() <= CAP);
+}
+
+#[test]
+fn asterisk_a_state_saved_before_evictions_were_counted_still_loads() {
+    let old = br#"{"files":{},"recent":{"45.66.0.1":[1714644000,1714644001]},"bans":{}}"#;
+    let st: DetectorState = serde_json::from_slice(old).unwrap();
+    assert_eq!(st.evictions, 0);
+    assert_eq!(st.recent[&ATTACKER.parse().unwrap()], [T0, T0 + 1]);
+    assert_eq!(DetectorState::saved_evictions(old), Some(0));
 }
 
 // --- kernel log --------------------------------------------------------------------------------
@@ -162,7 +188,23 @@ fn kernel_a_spray_in_the_same_run_does_not_reset_the_attackers_score() {
     let d = kernlog::run(&s, &mut state, &own, T0 + 400).unwrap();
     assert!(d.fired.is_empty());
     assert_eq!(d.counters.weighted, 2 + u64::from(SPRAY));
+    assert!(
+        state.recent.len() <= CAP,
+        "{} addresses",
+        state.recent.len()
+    );
+    assert_eq!(d.evicted, u64::from(SPRAY) + 1 - state.recent.len() as u64);
+    assert_eq!((d.evicted_total, state.evictions), (d.evicted, d.evicted));
+    assert!(d.summary().contains("evicted"), "{}", d.summary());
     let mut state = kern_persist(&state);
+    assert_eq!(
+        state.evictions, d.evicted,
+        "the total is saved with the state"
+    );
+    assert_eq!(
+        KernelState::saved_evictions(&state.encode().unwrap()),
+        Some(d.evicted)
+    );
     append(&log, &kern_attacker_last_probe());
     let d = kernlog::run(&s, &mut state, &own, T0 + 402).unwrap();
     assert!(
@@ -184,6 +226,7 @@ fn kernel_a_spray_in_a_run_of_its_own_does_not_reset_the_attackers_score() {
     append(&log, &kern_spray());
     let d = kernlog::run(&s, &mut state, &own, T0 + 400).unwrap();
     assert!(d.fired.is_empty());
+    assert!(state.recent.len() <= CAP && d.evicted > 0);
     let mut state = kern_persist(&state);
     append(&log, &kern_attacker_last_probe());
     let d = kernlog::run(&s, &mut state, &own, T0 + 402).unwrap();
@@ -210,4 +253,86 @@ fn kernel_the_attackers_last_probe_after_the_spray_in_one_run_bans() {
         "the attacker's score was evicted by the spray"
     );
     assert_eq!(d.fired.len(), 1);
+    assert!(state.recent.len() <= CAP);
+}
+
+// --- visible: sync, status, metrics ---------------------------------------------------------------
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A real sync over both sprays: the evictions are in the run report, `sipban status` (text
+/// and JSON) and the metrics textfile, per detector.
+#[test]
+fn evictions_show_in_the_sync_report_status_and_metrics() {
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (msgs, kern) = (d.join("messages"), d.join("kern.log"));
+        let now = unix_now();
+        let t = |i: u32| now - 300 + i64::from(i / 400);
+        let ast: String = (0..SPRAY)
+            .map(|i| asterisk_line(t(i), &spoofed(i)))
+            .collect();
+        let probes: String = (0..SPRAY)
+            .map(|i| kernel_line(t(i), &spoofed(i), 23))
+            .collect();
+        append(&msgs, &ast);
+        append(&kern, &probes);
+        let prom = d.join("sipban.prom");
+        std::fs::write(
+            d.join("config.yaml"),
+            format!(
+                "state_dir: {}\nsets:\n  v4: {{ name: os4, cap: 100 }}\n  v6: {{ name: os6, cap: 100 }}\nasterisk:\n  logs: [{}]\nkernel_log:\n  files: [{}]\nmetrics:\n  textfile: {}\n",
+                d.join("state").display(),
+                msgs.display(),
+                kern.display(),
+                prom.display()
+            ),
+        )
+        .unwrap();
+        let o = sipban(d, &["sync"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            out.contains("addresses evicted from the bounded failure counter"),
+            "{out}"
+        );
+        assert!(
+            out.contains("addresses evicted from the bounded state"),
+            "{out}"
+        );
+
+        let evicted = u64::from(SPRAY) - CAP as u64;
+        let st = json(&sipban(d, &["status", "--json"]));
+        let det = |name: &str| -> u64 {
+            st["detectors"]
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["name"] == name))
+                .and_then(|x| x["evictions"].as_u64())
+                .unwrap_or_else(|| panic!("no {name} in {st}"))
+        };
+        // At least the spray over the cap; a compaction frees an eighth of it at a time.
+        assert!(det("asterisk") >= evicted, "{st}");
+        assert!(det("kernel_log") >= evicted, "{st}");
+        let o = sipban(d, &["status"]);
+        let status = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            status.contains(&format!("{} addresses evicted", det("asterisk"))),
+            "{status}"
+        );
+        let metrics = std::fs::read_to_string(&prom).unwrap();
+        for (name, n) in [
+            ("asterisk", det("asterisk")),
+            ("kernel_log", det("kernel_log")),
+        ] {
+            let want = format!("sipban_detector_evictions_total{{detector=\"{name}\"}} {n}\n");
+            assert!(metrics.contains(&want), "missing `{want}` in:\n{metrics}");
+        }
+    });
 }
