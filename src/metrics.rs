@@ -122,8 +122,29 @@ pub fn render(st: &Status, duration: Option<f64>) -> String {
             f64::from(s.consecutive_failures),
         );
     }
+    detectors(&mut o, st);
     sets_manual_reports(&mut o, st);
     o.0
+}
+
+/// The log detectors' offence counters (absent when no detector is configured).
+fn detectors(o: &mut Out, st: &Status) {
+    if !st.detectors.is_empty() {
+        o.family(
+            "sipban_detector_evictions_total",
+            "counter",
+            "Addresses each log detector's bounded offence counter dropped to make room (the furthest from a ban first).",
+        );
+    }
+    for d in &st.detectors {
+        if let Some(n) = d.evictions {
+            o.sample(
+                "sipban_detector_evictions_total",
+                &[("detector", &d.name)],
+                n as f64,
+            );
+        }
+    }
 }
 
 /// The `sipban_last_run_*` families (absent before the first run).

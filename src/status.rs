@@ -25,6 +25,8 @@ pub struct Status {
     pub sources: Vec<SourceStatus>,
     pub sets: Vec<SetStatus>,
     pub manual: ManualStatus,
+    /// The configured log detectors.
+    pub detectors: Vec<DetectorStatus>,
     /// Upstream report queue (issue 6); `None` until that feature keeps one in the state.
     pub report_queue: Option<ReportQueue>,
 }
@@ -81,6 +83,15 @@ pub struct SetStatus {
     pub evicted: u64,
 }
 
+#[derive(Clone, Debug, Serialize)]
+pub struct DetectorStatus {
+    /// The config section (`asterisk`, `kernel_log`).
+    pub name: String,
+    /// Addresses its bounded offence counter dropped to make room (the furthest from a ban
+    /// first), in all runs; `None` when its saved state cannot be read.
+    pub evictions: Option<u64>,
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ManualStatus {
     pub bans: u64,
@@ -109,6 +120,7 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
         sources: Vec::new(),
         sets: Vec::new(),
         manual: ManualStatus::default(),
+        detectors: Vec::new(),
         report_queue: None,
     };
     let mut summary = serde_json::Value::Null;
@@ -168,6 +180,16 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
             .unwrap_or(0);
         (st.manual.unbans, st.manual.allowlist) = s.manual_counts();
         st.report_queue = report_queue(s);
+        for d in crate::pipeline::detect::configured(settings) {
+            let evictions = match s.blob(d.state_key())? {
+                Some(blob) => d.saved_evictions(&blob),
+                None => Some(0),
+            };
+            st.detectors.push(DetectorStatus {
+                name: d.label().to_string(),
+                evictions,
+            });
+        }
     }
     st.manual.queued = std::fs::read_dir(
         settings
@@ -329,6 +351,20 @@ impl fmt::Display for Status {
                     s.consecutive_failures,
                     s.last_error.as_deref().unwrap_or("?")
                 )?;
+            }
+        }
+        if !self.detectors.is_empty() {
+            writeln!(f, "\ndetectors:")?;
+        }
+        for d in &self.detectors {
+            match d.evictions {
+                Some(0) => writeln!(f, "  {:<20} no addresses evicted", d.name)?,
+                Some(n) => writeln!(
+                    f,
+                    "  {:<20} {n} addresses evicted from the offence counter (full: the furthest from a ban went first)",
+                    d.name
+                )?,
+                None => writeln!(f, "  {:<20} saved state unreadable", d.name)?,
             }
         }
         let m = &self.manual;

@@ -27,6 +27,10 @@ pub struct AsteriskReport {
     pub bans: Vec<asterisk::Ban>,
     pub counters: asterisk::Counters,
     pub files: Vec<asterisk::FileReport>,
+    /// Addresses dropped from the bounded failure counter to make room: in this pass, and in
+    /// all passes.
+    pub evicted: u64,
+    pub evicted_total: u64,
 }
 
 /// A detector's own account of a pass, for the run report.
@@ -59,6 +63,9 @@ pub trait Detector {
     fn state_key(&self) -> &'static str;
     /// Read what is new, from `saved` (an unreadable state starts afresh, with a warning).
     fn pass(&self, saved: Option<&[u8]>, now: i64) -> Result<Pass, String>;
+    /// The total of addresses its bounded offence counter dropped to make room, as its saved
+    /// state holds it (`None`: unreadable).
+    fn saved_evictions(&self, saved: &[u8]) -> Option<u64>;
 }
 
 /// The configured detectors, in source order.
@@ -134,8 +141,14 @@ impl Detector for AsteriskDetector<'_> {
                 bans: det.bans,
                 counters: det.counters,
                 files: det.files,
+                evicted: det.evicted,
+                evicted_total: det.evicted_total,
             }),
         })
+    }
+
+    fn saved_evictions(&self, saved: &[u8]) -> Option<u64> {
+        asterisk::DetectorState::saved_evictions(saved)
     }
 }
 
@@ -168,5 +181,9 @@ impl Detector for KernelDetector<'_> {
             blob,
             report: PassReport::Kernel(det),
         })
+    }
+
+    fn saved_evictions(&self, saved: &[u8]) -> Option<u64> {
+        kernlog::KernelState::saved_evictions(saved)
     }
 }

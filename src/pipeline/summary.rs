@@ -229,14 +229,23 @@ impl RunReport {
                 }
                 None => match (&s.apiban, &s.asterisk) {
                     (Some(a), _) => a.to_string(),
-                    (None, Some(a)) => format!(
-                        "{} lines read, {} failures matched, {} new bans, {} unattributed scanner timeouts, {} suspect lines not read (injection guard)",
-                        a.counters.lines,
-                        a.counters.matched,
-                        a.bans.len(),
-                        a.counters.timeouts_unattributed,
-                        a.counters.suspect
-                    ),
+                    (None, Some(a)) => {
+                        let mut s = format!(
+                            "{} lines read, {} failures matched, {} new bans, {} unattributed scanner timeouts, {} suspect lines not read (injection guard)",
+                            a.counters.lines,
+                            a.counters.matched,
+                            a.bans.len(),
+                            a.counters.timeouts_unattributed,
+                            a.counters.suspect
+                        );
+                        if a.evicted > 0 {
+                            s += &format!(
+                                ", {} addresses evicted from the bounded failure counter (fewest failures first)",
+                                a.evicted
+                            );
+                        }
+                        s
+                    }
                     (None, None) => String::new(),
                 },
             };

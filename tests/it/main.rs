@@ -27,6 +27,7 @@ mod kernlog_run;
 mod metrics;
 mod nat64;
 mod protected;
+mod offence_spray;
 mod report_abuseipdb;
 mod report_commit;
 mod report_prop;

@@ -27,6 +27,7 @@ pub mod guard;
 pub mod rules;
 
 use crate::net;
+use crate::source::offences::{self, Offences, Rank};
 use crate::source::tail::{self, FileCursor, StartAt, TailStats};
 use crate::source::Sighting;
 use callid::{CallIdMap, DumpParser, Feed, Unattributed};
@@ -74,8 +75,9 @@ impl std::error::Error for AsteriskError {
 // ---------------------------------------------------------------------------------------------
 // persisted state
 
-/// Bound on addresses with recent failures and on remembered bans.
-pub const MAX_ADDRESSES: usize = 65_536;
+/// Bound on addresses with recent failures (the shared [`Offences`] counter's cap) and on
+/// remembered bans.
+pub const MAX_ADDRESSES: usize = offences::CAP;
 /// Cross-file duplicate detection looks this far back (log seconds).
 const DEDUP_SECS: i64 = 300;
 const MAX_DEDUP: usize = 65_536;
@@ -168,9 +170,13 @@ pub struct DetectorState {
     /// Per followed file (key: the path as configured): cursor and dump-parser state.
     #[serde(default)]
     pub files: BTreeMap<String, FileState>,
-    /// Failure times (Unix) within `findtime`, per address.
+    /// Failure times (Unix) within `findtime`, per address: at most [`MAX_ADDRESSES`], the
+    /// addresses with the fewest failures go first when there is no room (see [`offences`]).
     #[serde(default)]
-    pub recent: HashMap<IpAddr, Vec<i64>>,
+    pub recent: Offences<Vec<i64>>,
+    /// Addresses whose failures were dropped from `recent` to make room, in all runs.
+    #[serde(default)]
+    pub evictions: u64,
     /// Ban counts for the ban-time increment.
     #[serde(default)]
     pub bans: HashMap<IpAddr, BanRecord>,
@@ -178,6 +184,21 @@ pub struct DetectorState {
     callids: CallIdMap,
     #[serde(default)]
     dedup: Dedup,
+}
+
+impl DetectorState {
+    /// The eviction total a saved state (its JSON blob) holds, without keeping the rest; `None`
+    /// for an unreadable blob (a blob saved before the total was kept reads as 0).
+    pub fn saved_evictions(blob: &[u8]) -> Option<u64> {
+        #[derive(Deserialize)]
+        struct Peek {
+            #[serde(default)]
+            evictions: u64,
+        }
+        serde_json::from_slice::<Peek>(blob)
+            .ok()
+            .map(|p| p.evictions)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -270,6 +291,10 @@ pub struct Detections {
     /// Evidence of every address seen in this run (also those not banned).
     pub evidence: BTreeMap<IpAddr, Evidence>,
     pub files: Vec<FileReport>,
+    /// Addresses whose failures were dropped from the bounded counter in this run to make
+    /// room (the fewest failures first), and in all runs.
+    pub evicted: u64,
+    pub evicted_total: u64,
 }
 
 /// Per-file part of a [`ScanReport`].
@@ -857,7 +882,7 @@ fn line_key(a: &Anatomy<'_>, t: i64) -> u64 {
 struct Bans<'a> {
     s: &'a AsteriskSettings,
     now: i64,
-    recent: &'a mut HashMap<IpAddr, Vec<i64>>,
+    recent: &'a mut Offences<Vec<i64>>,
     records: &'a mut HashMap<IpAddr, BanRecord>,
     out: BTreeMap<IpAddr, Ban>,
 }
@@ -876,7 +901,7 @@ impl Bans<'_> {
         if t < self.now - findtime {
             return; // too old to count (history read on a first run)
         }
-        let v = self.recent.entry(ip).or_default();
+        let v = self.recent.entry(ip, failure_rank(self.now - findtime));
         let at = v.partition_point(|x| *x <= t);
         v.insert(at, t);
         let newest = v.last().copied().unwrap_or(t);
@@ -903,23 +928,24 @@ impl Bans<'_> {
     }
 }
 
+/// An address's failure times ranked for eviction: the failures since `horizon` (now minus
+/// `findtime`), then the latest one's time.
+fn failure_rank(horizon: i64) -> impl Fn(&Vec<i64>) -> Rank {
+    move |v| Rank {
+        progress: v.iter().filter(|t| **t >= horizon).count() as u32,
+        last: v.last().copied().unwrap_or(i64::MIN),
+    }
+}
+
 fn prune_state(state: &mut DetectorState, s: &AsteriskSettings, now: i64) {
     let findtime = i64::from(s.findtime);
     state
         .recent
         .retain(|_, v| v.last().is_some_and(|t| *t >= now - findtime));
-    if state.recent.len() > MAX_ADDRESSES {
-        let mut lasts: Vec<i64> = state
-            .recent
-            .values()
-            .filter_map(|v| v.last().copied())
-            .collect();
-        lasts.sort_unstable();
-        let keep = lasts[lasts.len() - MAX_ADDRESSES];
-        state
-            .recent
-            .retain(|_, v| v.last().is_some_and(|t| *t > keep));
-    }
+    // Bounded during the run already; a state saved larger is brought under the cap here.
+    state
+        .recent
+        .shrink_to(MAX_ADDRESSES, &failure_rank(now - findtime));
     let forget = i64::from(s.increment_max.max(s.bantime));
     state.bans.retain(|_, r| r.last >= now - forget);
     if state.bans.len() > MAX_ADDRESSES {
@@ -960,6 +986,7 @@ pub fn run(
         bans,
         callids,
         dedup,
+        ..
     } = state;
     let mut engine = Engine {
         aggressive: settings.aggressive,
@@ -1020,6 +1047,8 @@ pub fn run(
     drop(engine);
     drop(ban);
     prune_state(state, settings, now);
+    let evicted = state.recent.take_evicted();
+    state.evictions = state.evictions.saturating_add(evicted);
     let mut sightings = Vec::new();
     let mut bans_out = Vec::new();
     for (ip, b) in out {
@@ -1039,6 +1068,8 @@ pub fn run(
         counters,
         evidence,
         files: reports,
+        evicted,
+        evicted_total: state.evictions,
     })
 }
 

@@ -31,7 +31,10 @@
 //!
 //! This module must never resolve names, never take an address from anything but the packet's
 //! `SRC=` field, never hold a whole file in memory, and never change the files it reads. Its
-//! state is bounded ([`MAX_ADDRESSES`] addresses, [`MAX_HITS`] ports each).
+//! state is bounded ([`MAX_ADDRESSES`] addresses, [`MAX_HITS`] ports each), during a run as
+//! between runs: the windows live in the shared [`Offences`] counter, which makes room by
+//! dropping the windows furthest from a threshold, so a spray of one-probe spoofed sources
+//! cannot push out a prober one port short of a ban.
 
 pub mod parse;
 pub mod ports;
@@ -41,6 +44,7 @@ use crate::config::{human_duration, ConfigError};
 use crate::net;
 use crate::pack;
 use crate::source::asterisk::{Clock, TimeZone};
+use crate::source::offences::{self, Offences, Rank};
 use crate::source::tail::{self, FileCursor, StartAt, TailStats};
 use crate::source::Sighting;
 use parse::{Line, Packet, Parser};
@@ -53,12 +57,10 @@ use std::path::PathBuf;
 
 /// The source name of the kernel-log detector (reserved in the config).
 pub const SOURCE: &str = "kernel";
-/// Bound on addresses with an open scoring window.
-pub const MAX_ADDRESSES: usize = 65_536;
+/// Bound on addresses with an open scoring window (the shared [`Offences`] counter's cap).
+pub const MAX_ADDRESSES: usize = offences::CAP;
 /// Bound on the ports remembered per address (the oldest go first).
 pub const MAX_HITS: usize = 1024;
-
-type AddrMap<V> = HashMap<IpAddr, V, foldhash::quality::RandomState>;
 
 // ---------------------------------------------------------------------------------------------
 // settings: defined by `config` (the whole schema lives there), re-exported for callers.
@@ -264,14 +266,19 @@ pub struct KernelState {
     /// Key: the path as configured.
     #[serde(default)]
     pub files: BTreeMap<String, FileState>,
-    /// Open scoring windows.
+    /// Open scoring windows: at most [`MAX_ADDRESSES`]; the windows furthest from a threshold
+    /// go first when there is no room (see [`offences`]).
     #[serde(default)]
-    pub recent: HashMap<IpAddr, Window>,
+    pub recent: Offences<Window>,
+    /// Addresses whose windows were dropped from `recent` to make room, in all runs.
+    #[serde(default)]
+    pub evictions: u64,
 }
 
 /// The first bytes of a [`KernelState::encode`] blob (a JSON blob, the older form, starts with
-/// `{`).
-const STATE_MAGIC: &[u8] = b"\0ks1";
+/// `{`). Version 2 adds the eviction total after the magic; version 1 blobs still load.
+const STATE_MAGIC: &[u8] = b"\0ks2";
+const STATE_MAGIC_V1: &[u8] = b"\0ks1";
 
 impl KernelState {
     /// The compact blob the state is stored as. The daemon rewrites it on every real-time
@@ -281,6 +288,7 @@ impl KernelState {
     pub fn encode(&self) -> serde_json::Result<Vec<u8>> {
         let files = serde_json::to_vec(&self.files)?;
         let mut w = pack::Writer::with_header(STATE_MAGIC, files.len() + 12 * self.recent.len());
+        w.uint(self.evictions);
         w.bytes(&files);
         let mut recent: Vec<(&IpAddr, &Window)> = self.recent.iter().collect();
         recent.sort_unstable_by_key(|(ip, _)| **ip);
@@ -306,20 +314,44 @@ impl KernelState {
         Ok(w.finish())
     }
 
+    /// The eviction total a saved blob holds, read from its head alone; `None` for an
+    /// unreadable blob (blobs of earlier versions read as 0).
+    pub fn saved_evictions(blob: &[u8]) -> Option<u64> {
+        if let Some(data) = blob.strip_prefix(STATE_MAGIC) {
+            return pack::Reader::new(data).uint();
+        }
+        if blob.starts_with(STATE_MAGIC_V1) {
+            return Some(0);
+        }
+        #[derive(Deserialize)]
+        struct Peek {
+            #[serde(default)]
+            evictions: u64,
+        }
+        serde_json::from_slice::<Peek>(blob)
+            .ok()
+            .map(|p| p.evictions)
+    }
+
     /// Read a blob written by [`KernelState::encode`], or the JSON of earlier versions.
     pub fn decode(blob: &[u8]) -> Result<KernelState, String> {
-        let Some(data) = blob.strip_prefix(STATE_MAGIC) else {
+        let bad = || "truncated or malformed kernel-log state".to_string();
+        let (mut r, evictions) = if let Some(data) = blob.strip_prefix(STATE_MAGIC) {
+            let mut r = pack::Reader::new(data);
+            let evictions = r.uint().ok_or_else(bad)?;
+            (r, evictions)
+        } else if let Some(data) = blob.strip_prefix(STATE_MAGIC_V1) {
+            (pack::Reader::new(data), 0)
+        } else {
             return serde_json::from_slice(blob).map_err(|e| e.to_string());
         };
-        let bad = || "truncated or malformed kernel-log state".to_string();
-        let mut r = pack::Reader::new(data);
         let files = serde_json::from_slice(r.bytes().ok_or_else(bad)?)
             .map_err(|e| format!("kernel-log state, file cursors: {e}"))?;
         let count = usize::try_from(r.uint().ok_or_else(bad)?).map_err(|_| bad())?;
         if count > 2 * MAX_ADDRESSES {
             return Err(format!("kernel-log state holds {count} addresses"));
         }
-        let mut recent: HashMap<IpAddr, Window> = HashMap::with_capacity(count);
+        let mut recent: Vec<(IpAddr, Window)> = Vec::with_capacity(count);
         let (mut over_prev, mut time_prev) = (0i64, 0i64);
         for _ in 0..count {
             let ip = r.net().ok_or_else(bad)?.addr();
@@ -339,12 +371,16 @@ impl KernelState {
                 let weight = u8::try_from(r.uint().ok_or_else(bad)?).map_err(|_| bad())?;
                 hits.push(Hit { time, key, weight });
             }
-            recent.insert(ip, Window { hits, over });
+            recent.push((ip, Window { hits, over }));
         }
         if !r.is_done() {
             return Err(bad());
         }
-        Ok(KernelState { files, recent })
+        Ok(KernelState {
+            files,
+            recent: recent.into_iter().collect(),
+            evictions,
+        })
     }
 }
 
@@ -529,6 +565,38 @@ impl Rules {
     }
 }
 
+impl Rules {
+    /// A window ranked for eviction (as of the newest probe seen): expired windows count for
+    /// nothing; an address over a threshold (its ban is extended while it probes) ranks above
+    /// any; the others by how far they are towards a threshold (the larger share of weight or
+    /// of distinct ports, in thousandths), then by their latest probe.
+    fn rank(self, newest: i64) -> impl Fn(&Window) -> Rank {
+        move |w| {
+            let last = w.last();
+            if last < newest.saturating_sub(self.window) {
+                return Rank { progress: 0, last };
+            }
+            if w.over.is_some() {
+                return Rank {
+                    progress: u32::MAX,
+                    last,
+                };
+            }
+            let hits = w.hits.as_slice();
+            let sum: u32 = hits.iter().map(|h| u32::from(h.weight)).sum();
+            let share = |x: u32, of: u32| match of {
+                0 => 0,
+                _ => (u64::from(x) * 1000 / u64::from(of)).min(1000) as u32,
+            };
+            Rank {
+                progress: 1 + share(sum, self.threshold)
+                    .max(share(hits.len() as u32, self.distinct)),
+                last,
+            }
+        }
+    }
+}
+
 /// What a counted probe did to its address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Score {
@@ -540,15 +608,11 @@ enum Score {
     Still(i64),
 }
 
-/// Forget windows older than `newest - window`; above [`MAX_ADDRESSES`], the stalest go.
-fn prune(recent: &mut AddrMap<Window>, newest: i64, window: i64) {
-    recent.retain(|_, w| w.last() >= newest - window);
-    if recent.len() > MAX_ADDRESSES {
-        let mut lasts: Vec<i64> = recent.values().map(Window::last).collect();
-        let cut = lasts.len() - MAX_ADDRESSES;
-        let (_, &mut keep, _) = lasts.select_nth_unstable(cut);
-        recent.retain(|_, w| w.last() > keep);
-    }
+/// Forget windows older than `newest - window`; above [`MAX_ADDRESSES`], those furthest from
+/// a threshold go (see [`Rules::rank`]).
+fn prune(recent: &mut Offences<Window>, newest: i64, rules: Rules) {
+    recent.retain(|_, w| w.last() >= newest - rules.window);
+    recent.shrink_to(MAX_ADDRESSES, &rules.rank(newest));
 }
 
 /// What the engine made of one line.
@@ -710,6 +774,10 @@ pub struct Detections {
     pub fired: Vec<Fired>,
     /// Addresses that were over a threshold already and kept probing (their ban is extended).
     pub still_probing: usize,
+    /// Addresses whose windows were dropped from the bounded state in this run to make room
+    /// (the furthest from a threshold first), and in all runs.
+    pub evicted: u64,
+    pub evicted_total: u64,
     pub counters: Counters,
     pub files: Vec<FileReport>,
 }
@@ -718,7 +786,7 @@ impl Detections {
     /// One line for the sync report.
     pub fn summary(&self) -> String {
         let c = &self.counters;
-        format!(
+        let mut s = format!(
             "{} lines read, {} inbound packets ({} weighted, {} unlisted ports), {} addresses crossed a threshold, {} still probing, {} recent enough to ban",
             c.lines,
             c.packets,
@@ -727,7 +795,14 @@ impl Detections {
             self.fired.len(),
             self.still_probing,
             self.sightings.len()
-        )
+        );
+        if self.evicted > 0 {
+            s += &format!(
+                ", {} addresses evicted from the bounded state (furthest from a threshold first)",
+                self.evicted
+            );
+        }
+        s
     }
 }
 
@@ -749,7 +824,7 @@ pub fn run(
     let cat = catalogue(settings).map_err(KernelLogError::Catalogue)?;
     let rules = Rules::of(settings);
     let mut engine = Engine::new(&cat, own, settings.timezone, now);
-    let mut recent: AddrMap<Window> = std::mem::take(&mut state.recent).into_iter().collect();
+    let mut recent = std::mem::take(&mut state.recent);
     let mut fired: BTreeMap<IpAddr, Fired> = BTreeMap::new();
     // Every address over a threshold in this run, and its latest probe.
     let mut over: BTreeMap<IpAddr, i64> = BTreeMap::new();
@@ -771,7 +846,7 @@ pub fn run(
                 newest = newest.max(t);
                 if class.counted() {
                     let w = cat.weight(entry);
-                    let win = recent.entry(p.src).or_default();
+                    let win = recent.entry(p.src, rules.rank(newest));
                     match rules.score(win, p.src, t, key(p.proto, p.dpt), w) {
                         Score::Below => {}
                         Score::Crossed(f) => {
@@ -783,9 +858,6 @@ pub fn run(
                             let at = over.entry(p.src).or_insert(t);
                             *at = (*at).max(t);
                         }
-                    }
-                    if recent.len() > 2 * MAX_ADDRESSES {
-                        prune(&mut recent, newest, rules.window);
                     }
                 }
             }
@@ -808,8 +880,10 @@ pub fn run(
         }
         reports.push(report);
     }
-    prune(&mut recent, now, rules.window);
-    state.recent = recent.into_iter().collect();
+    prune(&mut recent, now, rules);
+    let evicted = recent.take_evicted();
+    state.recent = recent;
+    state.evictions = state.evictions.saturating_add(evicted);
     let keep: Vec<String> = settings
         .files
         .iter()
@@ -833,6 +907,8 @@ pub fn run(
         still_probing,
         counters: engine.counters,
         files: reports,
+        evicted,
+        evicted_total: state.evictions,
     })
 }
 
@@ -1416,6 +1492,8 @@ mod tests {
     use crate::config::kernlog::resolve;
     use proptest::prelude::*;
 
+    type AddrMap<V> = HashMap<IpAddr, V, foldhash::quality::RandomState>;
+
     fn arb_window() -> impl Strategy<Value = Window> {
         let hit = (any::<i64>(), any::<u32>(), any::<u8>()).prop_map(|(time, key, weight)| Hit {
             time,
@@ -1444,10 +1522,11 @@ mod tests {
         fn state_blob_round_trips(
             recent in proptest::collection::hash_map(arb_ip(), arb_window(), 0..50),
             last_time in any::<Option<i64>>(),
+            evictions in any::<u64>(),
         ) {
             let mut files = BTreeMap::new();
             files.insert("/var/log/kern.log".to_string(), FileState { cursor: None, last_time });
-            let st = KernelState { files, recent: recent.into_iter().collect() };
+            let st = KernelState { files, recent: recent.into_iter().collect(), evictions };
             prop_assert_eq!(KernelState::decode(&st.encode().unwrap()).unwrap(), st);
         }
 
@@ -1470,6 +1549,35 @@ mod tests {
         // And a truncated new-style blob is an error, not an empty state.
         let blob = st.encode().unwrap();
         assert!(KernelState::decode(&blob[..blob.len() - 1]).is_err());
+        assert_eq!(KernelState::saved_evictions(json), Some(0));
+    }
+
+    #[test]
+    fn version_1_blobs_without_the_eviction_total_still_load() {
+        let mut st = KernelState {
+            recent: [(
+                "198.51.100.7".parse::<IpAddr>().unwrap(),
+                Window {
+                    hits: Hits::default(),
+                    over: Some(1_714_644_000),
+                },
+            )]
+            .into_iter()
+            .collect(),
+            ..KernelState::default()
+        };
+        // Version 2 with a total of 0 is version 1 with one more byte (the total) after the
+        // magic.
+        let v2 = st.encode().unwrap();
+        assert_eq!((&v2[..4], v2[4]), (STATE_MAGIC, 0));
+        let v1 = [STATE_MAGIC_V1, &v2[5..]].concat();
+        assert_eq!(KernelState::decode(&v1).unwrap(), st);
+        assert_eq!(KernelState::saved_evictions(&v1), Some(0));
+        st.evictions = 4465;
+        let v2 = st.encode().unwrap();
+        assert_eq!(KernelState::decode(&v2).unwrap().evictions, 4465);
+        assert_eq!(KernelState::saved_evictions(&v2), Some(4465));
+        assert_eq!(KernelState::saved_evictions(b"\0ks9junk"), None);
     }
 
     #[test]
@@ -1492,7 +1600,8 @@ mod tests {
         }
         let st = KernelState {
             files: BTreeMap::new(),
-            recent,
+            recent: recent.into_iter().collect(),
+            evictions: 0,
         };
         let blob = st.encode().unwrap();
         let json = serde_json::to_vec(&st).unwrap();
