@@ -107,6 +107,17 @@ pub struct ReportQueue {
     pub sent: u64,
 }
 
+/// What the Asterisk detector's injection guard did, from a source's part of the last run's
+/// report.
+fn injection_guard(source: &serde_json::Value) -> Option<InjectionGuard> {
+    let c = &source["asterisk"]["counters"];
+    Some(InjectionGuard {
+        injections: c["injections"].as_u64()?,
+        injected: c["injected"].as_u64()?,
+        suspect: c["suspect"].as_u64()?,
+    })
+}
+
 /// Gather the status. `ipset` is asked for set headers; without access the last run's
 /// numbers are shown instead.
 pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
@@ -229,14 +240,7 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
             staleness_seconds: last_success.map(|t| (now - t).max(0)),
             consecutive_failures: failures,
             last_error,
-            injection_guard: last.and_then(|s| {
-                let c = &s["asterisk"]["counters"];
-                Some(InjectionGuard {
-                    injections: c["injections"].as_u64()?,
-                    injected: c["injected"].as_u64()?,
-                    suspect: c["suspect"].as_u64()?,
-                })
-            }),
+            injection_guard: last.and_then(injection_guard),
         });
     }
 
