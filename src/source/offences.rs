@@ -30,6 +30,19 @@ use std::net::IpAddr;
 /// Addresses a detector remembers at most.
 pub const CAP: usize = 65_536;
 
+/// The eviction total kept in a detector state saved as JSON (a field `evictions`, 0 in a
+/// state saved before it was kept); `None` for an unreadable blob.
+pub fn evictions_in_json(blob: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct Peek {
+        #[serde(default)]
+        evictions: u64,
+    }
+    serde_json::from_slice::<Peek>(blob)
+        .ok()
+        .map(|p| p.evictions)
+}
+
 /// How close an entry is to a ban, for eviction: the lowest go first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Rank {

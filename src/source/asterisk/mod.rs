@@ -190,14 +190,7 @@ impl DetectorState {
     /// The eviction total a saved state (its JSON blob) holds, without keeping the rest; `None`
     /// for an unreadable blob (a blob saved before the total was kept reads as 0).
     pub fn saved_evictions(blob: &[u8]) -> Option<u64> {
-        #[derive(Deserialize)]
-        struct Peek {
-            #[serde(default)]
-            evictions: u64,
-        }
-        serde_json::from_slice::<Peek>(blob)
-            .ok()
-            .map(|p| p.evictions)
+        offences::evictions_in_json(blob)
     }
 }
 

@@ -323,14 +323,7 @@ impl KernelState {
         if blob.starts_with(STATE_MAGIC_V1) {
             return Some(0);
         }
-        #[derive(Deserialize)]
-        struct Peek {
-            #[serde(default)]
-            evictions: u64,
-        }
-        serde_json::from_slice::<Peek>(blob)
-            .ok()
-            .map(|p| p.evictions)
+        offences::evictions_in_json(blob)
     }
 
     /// Read a blob written by [`KernelState::encode`], or the JSON of earlier versions.
