@@ -14,7 +14,9 @@
 //! * a **partial last line** (no newline yet) is left for the next run;
 //! * lines longer than [`MAX_LINE`] are skipped (never buffered whole) and counted.
 //!
-//! Memory is bounded: one read buffer of a fixed size, whatever the file size.
+//! Memory is bounded: one read buffer of a fixed size, whatever the file size. Only regular
+//! files are read: a FIFO, a device or a directory at a log's path is an error that names it
+//! (a FIFO would block the run, `/dev/zero` would never end).
 //!
 //! This module knows nothing about what the lines mean (the Asterisk and kernel-log detectors
 //! both use it). It must never read a whole file into memory, never write to the files it
@@ -93,6 +95,7 @@ pub fn follow(
 ) -> io::Result<(Option<FileCursor>, TailStats)> {
     let mut stats = TailStats::default();
     let meta = match fs::metadata(path) {
+        Ok(m) if !m.is_file() => return Err(not_regular(path, m.file_type())),
         Ok(m) => Some(m),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(ctx(e, "stat", path)),
@@ -195,6 +198,50 @@ fn ctx(e: io::Error, what: &str, path: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
 }
 
+/// What a file that is not a regular file is, for the error that names it.
+fn kind_of(t: fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+fn not_regular(path: &Path, t: fs::FileType) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "{} is {}: only regular files are read as logs",
+            path.display(),
+            kind_of(t)
+        ),
+    )
+}
+
+/// Open a log for reading, refusing anything but a regular file: a FIFO would block the run
+/// (opened without `O_NONBLOCK`, or read until a writer comes), a device such as `/dev/zero`
+/// would never end. The check is on the opened file, so a path swapped after `stat` is caught.
+fn open_log(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| ctx(e, "open", path))?;
+    let t = f.metadata().map_err(|e| ctx(e, "stat", path))?.file_type();
+    if !t.is_file() {
+        return Err(not_regular(path, t));
+    }
+    Ok(f)
+}
+
 /// The rotated name `path.1`.
 fn dot_one(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
@@ -283,7 +330,7 @@ fn identify(path: &Path, meta: &Metadata) -> io::Result<Option<(u64, u32)>> {
     if meta.len() == 0 {
         return Ok(None);
     }
-    let mut f = File::open(path).map_err(|e| ctx(e, "open", path))?;
+    let mut f = open_log(path)?;
     let mut buf = [0u8; ID_BYTES];
     let mut n = 0;
     while n < buf.len() {
@@ -304,7 +351,7 @@ fn identify(path: &Path, meta: &Metadata) -> io::Result<Option<(u64, u32)>> {
 
 /// Offset just after the last newline before `len` (0 if there is none).
 fn last_line_start(path: &Path, len: u64) -> io::Result<u64> {
-    let mut f = File::open(path).map_err(|e| ctx(e, "open", path))?;
+    let mut f = open_log(path)?;
     let mut end = len;
     let mut buf = vec![0u8; 64 * 1024];
     while end > 0 {
@@ -332,7 +379,7 @@ fn read_from(
     on_line: &mut dyn FnMut(&[u8]),
     keep_partial: bool,
 ) -> io::Result<()> {
-    let mut f = File::open(path).map_err(|e| ctx(e, "open", path))?;
+    let mut f = open_log(path)?;
     f.seek(SeekFrom::Start(cur.pos))
         .map_err(|e| ctx(e, "seek", path))?;
     let mut buf = vec![0u8; CHUNK + MAX_LINE + 1];

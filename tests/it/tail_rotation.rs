@@ -315,3 +315,89 @@ fn detector_same_line_in_messages_and_full_counts_once() {
     let r = run(&s, &mut state, T0 + 8).expect("run");
     assert_eq!((r.counters.matched, r.counters.duplicates), (0, 1));
 }
+
+/// A FIFO, a device or a directory at a log's path is an error naming it, at once: the run is
+/// never blocked (a FIFO without a writer) nor spun forever (`/dev/zero`). Checked through the
+/// follower and through `sipban scan` for both detectors, bounded by `timeout` so a hang fails
+/// the test instead of stalling the suite.
+#[test]
+fn only_regular_files_are_read_as_logs() {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let d = tempfile::tempdir().expect("tempdir");
+    let fifo = d.path().join("messages");
+    let c = CString::new(fifo.as_os_str().as_bytes()).expect("path");
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    for (path, kind) in [
+        (fifo.as_path(), "a FIFO"),
+        (Path::new("/dev/zero"), "a device"),
+        (d.path(), "a directory"),
+    ] {
+        let e = follow(path, None, StartAt::Beginning, &mut |_| {}).expect_err("not a file");
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&path.display().to_string()) && msg.contains(kind),
+            "{msg}"
+        );
+        for kernel in [false, true] {
+            let mut args = vec![
+                "20".to_string(),
+                crate::common::run::bin().display().to_string(),
+            ];
+            args.extend(["--config", "/nonexistent/sipban.yaml", "scan"].map(String::from));
+            if kernel {
+                args.push("--kernel".into());
+            }
+            args.push(path.display().to_string());
+            let o = std::process::Command::new("timeout")
+                .args(&args)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("run sipban");
+            let text = crate::common::run::text(&o);
+            assert_ne!(o.status.code(), Some(124), "hung on {kind}: {text}");
+            assert!(!o.status.success(), "{text}");
+            assert!(text.contains(kind), "{text}");
+        }
+    }
+}
+
+/// A sync whose Asterisk and kernel logs are FIFOs ends (it used to block forever, holding the
+/// lock) and names them in its report.
+#[test]
+fn a_sync_with_fifo_logs_ends_and_names_them() {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let d = tempfile::tempdir().expect("tempdir");
+    let fifo = d.path().join("messages");
+    let c = CString::new(fifo.as_os_str().as_bytes()).expect("path");
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    fs::write(
+        d.path().join("config.yaml"),
+        format!(
+            "state_dir: {}\nsets:\n  v4: {{ name: ff4, cap: 100 }}\n  v6: {{ name: ff6, cap: 100 }}\nasterisk:\n  logs: [{f}]\nkernel_log:\n  files: [{f}]\n",
+            d.path().join("state").display(),
+            f = fifo.display()
+        ),
+    )
+    .expect("config");
+    let o = std::process::Command::new("timeout")
+        .arg("30")
+        .arg(crate::common::run::bin())
+        .args(["sync", "--dry-run", "--json", "--config"])
+        .arg(d.path().join("config.yaml"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run sipban");
+    let text = crate::common::run::text(&o);
+    assert_ne!(o.status.code(), Some(124), "the sync hung: {text}");
+    assert_eq!(
+        text.matches("is a FIFO: only regular files are read as logs")
+            .count()
+            .min(2),
+        2,
+        "both detectors name the FIFO: {text}"
+    );
+}

@@ -1178,10 +1178,12 @@ pub fn scan_with(
     );
     let mut report = ScanReport::default();
     for (i, (path, is_full)) in list.iter().enumerate() {
-        if !path.is_file() {
+        // A missing file is an error here (the follower would wait for it); anything but a
+        // regular file is refused by the follower, with what it is.
+        if let Err(e) = std::fs::metadata(path) {
             return Err(AsteriskError::Io {
                 path: path.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a readable file"),
+                source: e,
             });
         }
         let mut fs = FileState::default();

@@ -1313,10 +1313,12 @@ pub fn scan(
     let mut s = Scanner::new(&cat, own, settings);
     let mut out = Vec::new();
     for path in files {
-        if !path.is_file() {
+        // A missing file is an error here (the follower would wait for it); anything but a
+        // regular file is refused by the follower, with what it is.
+        if let Err(e) = std::fs::metadata(path) {
             return Err(KernelLogError::Io {
                 path: path.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a readable file"),
+                source: e,
             });
         }
         let before = s.engine.counters.lines;
