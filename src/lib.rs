@@ -67,4 +67,10 @@ pub mod exit {
     pub const PARTIAL: u8 = 3;
     /// Another run holds the lock; this one changed nothing.
     pub const LOCKED: u8 = 4;
+    /// The state could not be read or written: disk full, read-only file system or permission
+    /// denied (the message names the path and says what was applied but not saved).
+    pub const STORAGE: u8 = 5;
+    /// The state database was corrupt: it was moved aside (`state.db.corrupt-<time>`); a sync
+    /// rebuilt it from what can be trusted, a `restore` left the kernel sets untouched.
+    pub const CORRUPT: u8 = 6;
 }

@@ -26,13 +26,15 @@ fn main() -> ExitCode {
 }
 
 /// The exit code of each way a command can fail (README: 1 failed, 2 usage/config,
-/// 3 partial, 4 locked).
+/// 3 partial, 4 locked, 5 storage, 6 corrupt state).
 fn exit_code(kind: Kind) -> u8 {
     match kind {
         Kind::Failed => exit::FAILED,
         Kind::Usage => exit::USAGE,
         Kind::Partial => exit::PARTIAL,
         Kind::Locked => exit::LOCKED,
+        Kind::Storage => exit::STORAGE,
+        Kind::Corrupt => exit::CORRUPT,
     }
 }
 

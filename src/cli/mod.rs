@@ -36,6 +36,10 @@ pub enum Kind {
     Partial,
     /// Another run holds the lock.
     Locked,
+    /// The state could not be read or written (disk full, read-only, permission denied).
+    Storage,
+    /// The state database was corrupt and was moved aside.
+    Corrupt,
 }
 
 /// How a command failed: the kind, and the message for stderr (`None` when the command has

@@ -54,6 +54,8 @@ pub fn run(config_path: &Path, settings: Settings) -> Result {
         crate::exit::USAGE => Err(Error::reported(Kind::Usage)),
         crate::exit::PARTIAL => Err(Error::reported(Kind::Partial)),
         crate::exit::LOCKED => Err(Error::reported(Kind::Locked)),
+        crate::exit::STORAGE => Err(Error::reported(Kind::Storage)),
+        crate::exit::CORRUPT => Err(Error::reported(Kind::Corrupt)),
         _ => Err(Error::reported(Kind::Failed)),
     }
 }
