@@ -4,7 +4,7 @@
 //! This module must never read a log: `source::asterisk` does that at run time.
 
 use super::raw::RawAsterisk;
-use super::values::{human_duration, Dur, StartAt, TimeZone};
+use super::values::{human_duration, Dur, ReadLimit, StartAt, TimeZone};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -35,6 +35,8 @@ pub struct AsteriskSettings {
     pub timezone: TimeZone,
     /// Where to start in a file seen for the first time.
     pub start: StartAt,
+    /// How much of the logs one pass may read.
+    pub read_limit: ReadLimit,
 }
 
 /// The services whose security events (`Service="..."`) the detector counts.
@@ -123,6 +125,7 @@ impl Default for AsteriskSettings {
             security_services: SecurityServices::default(),
             timezone: TimeZone::System,
             start: StartAt::Beginning,
+            read_limit: ReadLimit::default(),
         }
     }
 }
@@ -178,6 +181,7 @@ pub fn resolve(raw: RawAsterisk) -> Result<AsteriskSettings, String> {
     if let Some(list) = raw.security_event_services {
         s.security_services = SecurityServices::parse(&list)?;
     }
+    s.read_limit = ReadLimit::resolve(raw.max_read_per_run, raw.max_read_time)?;
     Ok(s)
 }
 
@@ -197,6 +201,8 @@ pub fn ser_asterisk<S: serde::Serializer>(
             "priority": a.priority,
             "aggressive": a.aggressive,
             "security_event_services": a.security_services.names(),
+            "max_read_per_run": a.read_limit.bytes,
+            "max_read_time": human_duration(a.read_limit.secs),
         })
         .serialize(ser),
     }

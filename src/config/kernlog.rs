@@ -6,7 +6,7 @@
 
 use super::ports::PortEntry;
 use super::raw::RawKernelLog;
-use super::values::{human_duration, Dur, StartAt, TimeZone};
+use super::values::{human_duration, Dur, ReadLimit, StartAt, TimeZone};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -37,6 +37,9 @@ pub struct KernelLogSettings {
     /// Where to start in a file seen for the first time.
     #[serde(skip)]
     pub start: StartAt,
+    /// How much of the logs one pass may read.
+    #[serde(skip)]
+    pub read_limit: ReadLimit,
 }
 
 fn ser_secs<S: serde::Serializer>(v: &u32, s: S) -> Result<S::Ok, S::Error> {
@@ -56,6 +59,7 @@ impl Default for KernelLogSettings {
             ports: Vec::new(),
             timezone: TimeZone::System,
             start: StartAt::Beginning,
+            read_limit: ReadLimit::default(),
         }
     }
 }
@@ -108,5 +112,6 @@ pub fn resolve(raw: RawKernelLog) -> Result<KernelLogSettings, String> {
         s.builtin_ports = b;
     }
     s.ports = raw.ports.unwrap_or_default();
+    s.read_limit = ReadLimit::resolve(raw.max_read_per_run, raw.max_read_time)?;
     Ok(s)
 }

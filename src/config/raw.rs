@@ -51,6 +51,8 @@ pub struct RawAsterisk {
     pub priority: Option<Priority>,
     pub aggressive: Option<bool>,
     pub security_event_services: Option<Vec<String>>,
+    pub max_read_per_run: Option<Size>,
+    pub max_read_time: Option<Dur>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -248,4 +250,6 @@ pub struct RawKernelLog {
     pub ports: Option<Vec<PortEntry>>,
     /// Start from the built-in catalogue (default true).
     pub builtin_ports: Option<bool>,
+    pub max_read_per_run: Option<Size>,
+    pub max_read_time: Option<Dur>,
 }

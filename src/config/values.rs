@@ -262,6 +262,47 @@ pub enum TimeZone {
     FixedOffset(i32),
 }
 
+/// How much of its logs a detector may read in one run (`max_read_per_run`,
+/// `max_read_time`): a huge backlog, or a file that grows as fast as it is read, never holds
+/// the run. What is left is read by the next run, from where this one stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ReadLimit {
+    pub bytes: u64,
+    /// Seconds.
+    pub secs: u64,
+}
+
+impl Default for ReadLimit {
+    fn default() -> Self {
+        // 64 MiB is about 400,000 Asterisk lines: a few seconds on a Raspberry Pi, and a
+        // bounded number of failure hits held while one file is read.
+        ReadLimit {
+            bytes: 64 << 20,
+            secs: 60,
+        }
+    }
+}
+
+impl ReadLimit {
+    /// The limit with the section's `max_read_per_run` and `max_read_time` applied.
+    pub fn resolve(bytes: Option<Size>, time: Option<Dur>) -> Result<ReadLimit, String> {
+        let mut l = ReadLimit::default();
+        if let Some(b) = bytes {
+            if b.0 < 1 << 20 {
+                return Err("max_read_per_run must be at least 1MiB".into());
+            }
+            l.bytes = b.0;
+        }
+        if let Some(t) = time {
+            if t.0 == 0 || t.0 > 3600 {
+                return Err("max_read_time must be between 1s and 1h".into());
+            }
+            l.secs = t.0;
+        }
+        Ok(l)
+    }
+}
+
 /// How to start on a file that has no cursor yet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum StartAt {

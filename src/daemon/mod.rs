@@ -263,6 +263,9 @@ pub async fn run(config_path: &Path, settings: Settings) -> u8 {
             _ = async { match batch_ready { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } }, if batch_ready.is_some() => {
                 batch_at = None;
                 batch_pass(&settings, &ipset, &watch, (&mut logs_dirty, &mut manual_dirty), &mut pending);
+                if logs_dirty {
+                    batch_at = Some(tokio::time::Instant::now() + BATCH);
+                }
             }
             _ = tokio::time::sleep(sleep) => {
                 for job in timer.poll(schedule::wall_ms()) {
@@ -365,18 +368,24 @@ fn batch_pass(
         }
     }
     if std::mem::take(logs_dirty) {
-        real_time_pass(settings, ipset, now, pending);
+        // A pass cut by the read limit leaves the flag set: the caller opens another window.
+        *logs_dirty = real_time_pass(settings, ipset, now, pending);
     }
 }
 
 /// One real-time pass over the followed logs; logs what it did and queues a full sync in
-/// `pending` if the pass asks for one.
-fn real_time_pass(settings: &Settings, ipset: &Ipset, now: i64, pending: &mut Option<Job>) {
+/// `pending` if the pass asks for one. `true` when the read limit cut it (more to read).
+fn real_time_pass(settings: &Settings, ipset: &Ipset, now: i64, pending: &mut Option<Job>) -> bool {
+    let mut more = false;
     match fast::detect_and_apply(settings, ipset, now) {
         Ok(r) => {
             for e in &r.file_errors {
                 tracing::warn!("{e}");
             }
+            for l in &r.limited {
+                tracing::warn!("real time: {l}");
+            }
+            more = !r.limited.is_empty();
             if !r.added.is_empty() || r.bans > 0 {
                 tracing::info!(
                     "real time: {} lines, {} new bans, {} added to the kernel ({}), {} refused, {:.1} ms",
@@ -394,6 +403,7 @@ fn real_time_pass(settings: &Settings, ipset: &Ipset, now: i64, pending: &mut Op
             tracing::error!("real-time detection failed: {e:#}; the next sync retries");
         }
     }
+    more
 }
 
 /// Turn changed paths reported by the watch into the pass's dirty flags.

@@ -51,6 +51,9 @@ pub struct Pass {
     pub offences: Vec<Offence>,
     /// `detector: path: error` for each file that could not be read.
     pub file_errors: Vec<String>,
+    /// `detector: path: ...` for each file whose reading the pass's read limit cut: the rest
+    /// is read by the next pass, from where this one stopped.
+    pub limited: Vec<String>,
     pub lines: u64,
     pub report: PassReport,
 }
@@ -96,6 +99,25 @@ fn decode_or_default<T: Default, E: std::fmt::Display>(
     }
 }
 
+/// `who: path: ...` for each file whose reading the read limit cut.
+fn limited<'a>(
+    who: &str,
+    limit: crate::config::values::ReadLimit,
+    files: impl Iterator<Item = (&'a std::path::PathBuf, &'a crate::source::tail::TailStats)>,
+) -> Vec<String> {
+    files
+        .filter(|(_, t)| t.limited)
+        .map(|(path, _)| {
+            format!(
+                "{who}: {}: read limit reached (max_read_per_run {} MiB, max_read_time {} s); the rest is read next time, from here",
+                path.display(),
+                limit.bytes >> 20,
+                limit.secs
+            )
+        })
+        .collect()
+}
+
 /// `who: path: error` for each file a detector could not read.
 fn file_errors<'a>(
     who: &str,
@@ -134,6 +156,11 @@ impl Detector for AsteriskDetector<'_> {
             state_key: ASTERISK_STATE,
             offences: crate::report::from_asterisk(&det),
             file_errors: file_errors("asterisk", det.files.iter().map(|f| (&f.path, &f.error))),
+            limited: limited(
+                "asterisk",
+                self.0.read_limit,
+                det.files.iter().map(|f| (&f.path, &f.tail)),
+            ),
             lines: det.counters.lines,
             sightings: det.sightings,
             blob,
@@ -176,6 +203,11 @@ impl Detector for KernelDetector<'_> {
             state_key: KERNEL_STATE,
             offences: crate::report::from_kernel(&det),
             file_errors: file_errors("kernel_log", det.files.iter().map(|f| (&f.path, &f.error))),
+            limited: limited(
+                "kernel_log",
+                self.0.read_limit,
+                det.files.iter().map(|f| (&f.path, &f.tail)),
+            ),
             lines: det.counters.lines,
             sightings: det.sightings.clone(),
             blob,

@@ -54,6 +54,8 @@ pub struct FastReport {
     pub needs_sync: Option<String>,
     /// `detector: [path: ]error` for each detector or file that could not be read.
     pub file_errors: Vec<String>,
+    /// Files whose reading the read limit cut: another pass should follow soon.
+    pub limited: Vec<String>,
     pub millis: f64,
 }
 
@@ -81,6 +83,7 @@ pub fn detect_and_apply(
             Ok(pass) => {
                 rep.lines += pass.lines;
                 rep.file_errors.extend(pass.file_errors);
+                rep.limited.extend(pass.limited);
                 let Some(&src) = index.get(pass.source) else {
                     anyhow::bail!("internal: the {} source is not registered", pass.source);
                 };

@@ -151,6 +151,8 @@ struct Step {
 struct Local {
     passes: Vec<detect::Pass>,
     offences: Vec<report::Offence>,
+    /// Files whose reading the read limit cut.
+    limited: Vec<String>,
 }
 
 /// Run the configured detectors from their saved states.
@@ -176,6 +178,7 @@ fn detect_local(
         match d.pass(saved.as_deref(), now) {
             Ok(mut pass) => {
                 errors.extend(pass.file_errors.iter().cloned());
+                local.limited.extend(pass.limited.iter().cloned());
                 if let Some(&i) = index.get(pass.source) {
                     inputs.push(Input {
                         source: i,
@@ -233,6 +236,7 @@ fn local_step(
         super::protect::add_fresh(&mut allow, l, &mut allow_summary);
     }
     let mut warnings = std::mem::take(&mut allow_summary.notes);
+    warnings.extend(local.limited.iter().cloned());
     warnings.extend(super::protect::on_link_warnings(sources, &inputs, &allow));
     for w in &warnings {
         tracing::warn!("{w}");

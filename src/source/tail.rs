@@ -16,7 +16,10 @@
 //!
 //! Memory is bounded: one read buffer of a fixed size, whatever the file size. Only regular
 //! files are read: a FIFO, a device or a directory at a log's path is an error that names it
-//! (a FIFO would block the run, `/dev/zero` would never end).
+//! (a FIFO would block the run, `/dev/zero` would never end). Time is bounded too: a
+//! [`Budget`] (bytes and a deadline, shared by all files of one pass) stops the reading at a
+//! line boundary, and the cursor keeps the place; the next run reads on from there. A rotated
+//! file's tail whose reading the budget cut is read on next time, before the new file.
 //!
 //! This module knows nothing about what the lines mean (the Asterisk and kernel-log detectors
 //! both use it). It must never read a whole file into memory, never write to the files it
@@ -27,6 +30,7 @@ use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Lines longer than this (without the newline) are skipped and counted.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -78,22 +82,84 @@ pub struct TailStats {
     pub missing: bool,
     /// A rotated copy ended in a partial line, which was dropped.
     pub partial_dropped: bool,
+    /// The pass's read budget ran out before the end of the file: the rest is read next run.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub limited: bool,
 }
 
-pub use crate::config::values::StartAt;
+pub use crate::config::values::{ReadLimit, StartAt};
+
+/// What is left of one pass's read allowance: bytes, and a deadline. Checked before each read
+/// of at most one chunk, so a pass reads at most one chunk past either.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    bytes_left: u64,
+    deadline: Option<Instant>,
+}
+
+impl Budget {
+    /// A pass's allowance, starting now.
+    pub fn new(limit: ReadLimit) -> Budget {
+        Budget {
+            bytes_left: limit.bytes,
+            deadline: Instant::now().checked_add(Duration::from_secs(limit.secs)),
+        }
+    }
+
+    /// No bound (`scan` reads whole files, as asked).
+    pub fn unlimited() -> Budget {
+        Budget {
+            bytes_left: u64::MAX,
+            deadline: None,
+        }
+    }
+
+    /// Nothing more may be read in this pass.
+    pub fn spent(&self) -> bool {
+        self.bytes_left == 0 || self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    fn take(&mut self, n: usize) {
+        self.bytes_left = self.bytes_left.saturating_sub(n as u64);
+    }
+}
 
 /// Follow `path` from `prev` (or from `start` when there is no cursor), calling `on_line` for
 /// every new complete line (without its `\n`). Returns the cursor to store for the next run.
 ///
 /// A missing file is not an error: the previous cursor is returned (after reading a rotated
-/// tail, if one is found) and [`TailStats::missing`] is set.
+/// tail, if one is found) and [`TailStats::missing`] is set. Reading stops when `budget` is
+/// spent ([`TailStats::limited`]); the cursor returned resumes there.
 pub fn follow(
     path: &Path,
     prev: Option<&FileCursor>,
     start: StartAt,
+    budget: &mut Budget,
     on_line: &mut dyn FnMut(&[u8]),
 ) -> io::Result<(Option<FileCursor>, TailStats)> {
     let mut stats = TailStats::default();
+    let mut r = Reader {
+        budget,
+        stats: &mut stats,
+        on_line,
+    };
+    let cursor = follow_with(path, prev, start, &mut r)?;
+    Ok((cursor, stats))
+}
+
+/// The per-call context of the readers: the budget, the stats and the line callback.
+struct Reader<'a> {
+    budget: &'a mut Budget,
+    stats: &'a mut TailStats,
+    on_line: &'a mut dyn FnMut(&[u8]),
+}
+
+fn follow_with(
+    path: &Path,
+    prev: Option<&FileCursor>,
+    start: StartAt,
+    r: &mut Reader<'_>,
+) -> io::Result<Option<FileCursor>> {
     let meta = match fs::metadata(path) {
         Ok(m) if !m.is_file() => return Err(not_regular(path, m.file_type())),
         Ok(m) => Some(m),
@@ -103,8 +169,8 @@ pub fn follow(
 
     let Some(prev) = prev else {
         let Some(meta) = meta else {
-            stats.missing = true;
-            return Ok((None, stats));
+            r.stats.missing = true;
+            return Ok(None);
         };
         let id = identify(path, &meta)?;
         let mut cur = FileCursor {
@@ -120,10 +186,10 @@ pub fn follow(
             // The file may end in a partial line; it would be read from its middle next time.
             // Back up to the last newline so the next run starts at a line boundary.
             cur.pos = last_line_start(path, meta.len())?;
-            return Ok((Some(cur), stats));
+            return Ok(Some(cur));
         }
-        read_from(path, &mut cur, &mut stats, on_line, true)?;
-        return Ok((Some(cur), stats));
+        read_from(path, &mut cur, r, true)?;
+        return Ok(Some(cur));
     };
 
     match meta {
@@ -140,15 +206,19 @@ pub fn follow(
                     cur.first_line_hash = id.map(|i| i.0);
                     cur.first_line_len = id.map(|i| i.1).unwrap_or(0);
                 }
-                read_from(path, &mut cur, &mut stats, on_line, true)?;
-                Ok((Some(cur), stats))
+                read_from(path, &mut cur, r, true)?;
+                Ok(Some(cur))
             } else {
                 // Truncated in place (copytruncate), maybe already written again.
-                stats.truncated = true;
+                r.stats.truncated = true;
                 // A different first line: another file (the inode number may be reused) or a
                 // copytruncate that was written past our old offset.
-                stats.replaced = !same_start;
-                read_copied_tail(path, prev, &mut stats, on_line)?;
+                r.stats.replaced = !same_start;
+                if let Some(copy) = read_copied_tail(path, prev, r)? {
+                    // Cut by the budget inside the copy: resume in it next run (the file's
+                    // first line differs from the copy's, so it is taken as truncated again).
+                    return Ok(Some(copy));
+                }
                 let mut cur = FileCursor {
                     dev: meta.dev(),
                     ino: meta.ino(),
@@ -157,8 +227,8 @@ pub fn follow(
                     first_line_len: id.map(|i| i.1).unwrap_or(0),
                     skipping: false,
                 };
-                read_from(path, &mut cur, &mut stats, on_line, true)?;
-                Ok((Some(cur), stats))
+                read_from(path, &mut cur, r, true)?;
+                Ok(Some(cur))
             }
         }
         other => {
@@ -166,18 +236,22 @@ pub fn follow(
             let mut old = prev.clone();
             match find_by_inode(path, prev)? {
                 Some(rotated) => {
-                    read_from(&rotated, &mut old, &mut stats, on_line, false)?;
-                    stats.rotated_tail_read = true;
+                    read_from(&rotated, &mut old, r, false)?;
+                    r.stats.rotated_tail_read = true;
+                    if r.stats.limited {
+                        // The rest of the old file first, next run (found again by inode).
+                        return Ok(Some(old));
+                    }
                 }
-                None => stats.rotated_tail_lost = true,
+                None => r.stats.rotated_tail_lost = true,
             }
             let Some(meta) = other else {
-                stats.missing = true;
-                stats.rotated_tail_lost = false; // not lost yet: it may show up as path.1 later
-                return Ok((Some(old), stats));
+                r.stats.missing = true;
+                r.stats.rotated_tail_lost = false; // not lost yet: it may show up as path.1 later
+                return Ok(Some(old));
             };
-            if !stats.rotated_tail_read {
-                stats.replaced = true;
+            if !r.stats.rotated_tail_read {
+                r.stats.replaced = true;
             }
             let id = identify(path, &meta)?;
             let mut cur = FileCursor {
@@ -188,8 +262,8 @@ pub fn follow(
                 first_line_len: id.map(|i| i.1).unwrap_or(0),
                 skipping: false,
             };
-            read_from(path, &mut cur, &mut stats, on_line, true)?;
-            Ok((Some(cur), stats))
+            read_from(path, &mut cur, r, true)?;
+            Ok(Some(cur))
         }
     }
 }
@@ -287,17 +361,17 @@ fn find_by_inode(path: &Path, prev: &FileCursor) -> io::Result<Option<PathBuf>> 
 }
 
 /// After a copytruncate: the copy is `path.1` with a new inode; it is ours when its first line
-/// is the one we saw and it is at least as long as our position.
+/// is the one we saw and it is at least as long as our position. `Some(cursor)` when the
+/// budget cut the copy's reading: where to resume in it.
 fn read_copied_tail(
     path: &Path,
     prev: &FileCursor,
-    stats: &mut TailStats,
-    on_line: &mut dyn FnMut(&[u8]),
-) -> io::Result<()> {
+    r: &mut Reader<'_>,
+) -> io::Result<Option<FileCursor>> {
     let one = dot_one(path);
     let Ok(m) = fs::metadata(&one) else {
-        stats.rotated_tail_lost = prev.pos > 0;
-        return Ok(());
+        r.stats.rotated_tail_lost = prev.pos > 0;
+        return Ok(None);
     };
     let id = identify(&one, &m)?;
     let matches = match (prev.first_line_hash, id) {
@@ -305,13 +379,13 @@ fn read_copied_tail(
         _ => false,
     };
     if !matches || m.len() < prev.pos {
-        stats.rotated_tail_lost = prev.pos > 0;
-        return Ok(());
+        r.stats.rotated_tail_lost = prev.pos > 0;
+        return Ok(None);
     }
     let mut old = prev.clone();
-    read_from(&one, &mut old, stats, on_line, false)?;
-    stats.rotated_tail_read = true;
-    Ok(())
+    read_from(&one, &mut old, r, false)?;
+    r.stats.rotated_tail_read = true;
+    Ok(r.stats.limited.then_some(old))
 }
 
 /// FNV-1a, 64 bit: stable across Rust versions (the hash is persisted).
@@ -375,10 +449,14 @@ fn last_line_start(path: &Path, len: u64) -> io::Result<u64> {
 fn read_from(
     path: &Path,
     cur: &mut FileCursor,
-    stats: &mut TailStats,
-    on_line: &mut dyn FnMut(&[u8]),
+    r: &mut Reader<'_>,
     keep_partial: bool,
 ) -> io::Result<()> {
+    let Reader {
+        budget,
+        stats,
+        on_line,
+    } = r;
     let mut f = open_log(path)?;
     f.seek(SeekFrom::Start(cur.pos))
         .map_err(|e| ctx(e, "seek", path))?;
@@ -392,6 +470,11 @@ fn read_from(
             end -= start;
             start = 0;
         }
+        if budget.spent() {
+            // Stop at the last complete line; the cursor resumes there next run.
+            stats.limited = true;
+            break;
+        }
         let n = match f.read(&mut buf[end..]) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -400,6 +483,7 @@ fn read_from(
         if n == 0 {
             break;
         }
+        budget.take(n);
         let scan_from = end;
         end += n;
         let mut search = scan_from;
@@ -433,6 +517,10 @@ fn read_from(
             end = 0;
         }
     }
+    if stats.limited {
+        // Not the end of the file: what is buffered is read again next run.
+        return Ok(());
+    }
     if end > start && !keep_partial {
         // A rotated file ending in a partial line: deliver nothing, move past it.
         stats.partial_dropped = true;
@@ -454,12 +542,117 @@ mod tests {
         path: &Path,
         prev: Option<&FileCursor>,
     ) -> (Vec<String>, Option<FileCursor>, TailStats) {
+        collect_with(path, prev, &mut Budget::unlimited())
+    }
+
+    fn collect_with(
+        path: &Path,
+        prev: Option<&FileCursor>,
+        budget: &mut Budget,
+    ) -> (Vec<String>, Option<FileCursor>, TailStats) {
         let mut out = Vec::new();
-        let (c, s) = follow(path, prev, StartAt::Beginning, &mut |l| {
+        let (c, s) = follow(path, prev, StartAt::Beginning, budget, &mut |l| {
             out.push(String::from_utf8_lossy(l).into_owned())
         })
         .unwrap();
         (out, c, s)
+    }
+
+    fn bytes(n: u64) -> Budget {
+        Budget {
+            bytes_left: n,
+            deadline: None,
+        }
+    }
+
+    /// `count` lines of 1,000 bytes (newline included), numbered from `from`.
+    fn lines(from: usize, count: usize) -> Vec<String> {
+        (from..from + count).map(|i| format!("{i:0>999}")).collect()
+    }
+
+    fn write_lines(f: &mut File, l: &[String]) {
+        for x in l {
+            writeln!(f, "{x}").unwrap();
+        }
+    }
+
+    #[test]
+    fn a_spent_budget_stops_at_a_line_and_the_next_run_resumes_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        let all = lines(0, 2_000);
+        write_lines(&mut File::create(&p).unwrap(), &all);
+        let (first, c, s) = collect_with(&p, None, &mut bytes(300_000));
+        assert!(s.limited);
+        assert!(
+            !first.is_empty() && first.len() < all.len(),
+            "{}",
+            first.len()
+        );
+        assert_eq!(c.as_ref().unwrap().pos, first.len() as u64 * 1_000);
+        let (rest, _, s) = collect(&p, c.as_ref());
+        assert!(!s.limited);
+        assert_eq!([first, rest].concat(), all);
+    }
+
+    #[test]
+    fn a_deadline_in_the_past_reads_nothing_and_keeps_the_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        fs::write(&p, b"a\nb\n").unwrap();
+        let mut late = Budget {
+            bytes_left: u64::MAX,
+            deadline: Some(Instant::now()),
+        };
+        let (l, c, s) = collect_with(&p, None, &mut late);
+        assert!(l.is_empty() && s.limited);
+        assert_eq!(c.as_ref().unwrap().pos, 0);
+        assert_eq!(collect(&p, c.as_ref()).0, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn a_rotated_tail_cut_by_the_budget_is_finished_before_the_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        let mut f = File::create(&p).unwrap();
+        write_lines(&mut f, &lines(0, 10));
+        let (_, c, _) = collect(&p, None);
+        let tail = lines(10, 2_000);
+        write_lines(&mut f, &tail);
+        drop(f);
+        fs::rename(&p, dir.path().join("log.1")).unwrap();
+        fs::write(&p, b"new\n").unwrap();
+        let (first, c, s) = collect_with(&p, c.as_ref(), &mut bytes(300_000));
+        assert!(s.limited && s.rotated_tail_read);
+        assert!(!first.is_empty() && first.len() < tail.len());
+        let (rest, _, s) = collect(&p, c.as_ref());
+        assert!(!s.limited);
+        let mut want = tail.clone();
+        want.push("new".into());
+        assert_eq!([first, rest].concat(), want);
+    }
+
+    #[test]
+    fn a_copy_cut_by_the_budget_is_finished_before_the_truncated_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        let mut f = File::create(&p).unwrap();
+        write_lines(&mut f, &lines(0, 10));
+        let (_, c, _) = collect(&p, None);
+        let tail = lines(10, 2_000);
+        write_lines(&mut f, &tail);
+        drop(f);
+        // copytruncate, then the file is written again.
+        fs::copy(&p, dir.path().join("log.1")).unwrap();
+        fs::write(&p, b"after the truncation\n").unwrap();
+        let (first, c, s) = collect_with(&p, c.as_ref(), &mut bytes(300_000));
+        assert!(s.limited && s.truncated);
+        assert!(!first.is_empty() && first.len() < tail.len());
+        let (rest, _, s) = collect(&p, c.as_ref());
+        assert!(!s.limited);
+        let mut want = tail.clone();
+        want.push("after the truncation".into());
+        assert_eq!([first, rest].concat(), want);
     }
 
     #[test]
@@ -488,7 +681,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("log");
         fs::write(&p, b"old\npart").unwrap();
-        let (c, _) = follow(&p, None, StartAt::End, &mut |_| panic!("no lines")).unwrap();
+        let (c, _) = follow(
+            &p,
+            None,
+            StartAt::End,
+            &mut Budget::unlimited(),
+            &mut |_| panic!("no lines"),
+        )
+        .unwrap();
         assert_eq!(c.unwrap().pos, 4);
     }
 }

@@ -2,8 +2,9 @@
 //! temporary directory, with the cursor persisted (serde round trip) between "runs".
 
 use crate::common::lines::append;
+use sipban::config::values::ReadLimit;
 use sipban::source::asterisk::{run, AsteriskSettings, DetectorState, TimeZone};
-use sipban::source::tail::{follow, FileCursor, StartAt, TailStats, MAX_LINE};
+use sipban::source::tail::{follow, Budget, FileCursor, StartAt, TailStats, MAX_LINE};
 use std::fs::{self, OpenOptions};
 use std::path::Path;
 
@@ -13,9 +14,13 @@ fn run_once(path: &Path, stored: &mut Option<String>) -> (Vec<String>, TailStats
         .as_deref()
         .map(|s| serde_json::from_str(s).expect("cursor JSON"));
     let mut lines = Vec::new();
-    let (cur, stats) = follow(path, prev.as_ref(), StartAt::Beginning, &mut |l| {
-        lines.push(String::from_utf8_lossy(l).into_owned())
-    })
+    let (cur, stats) = follow(
+        path,
+        prev.as_ref(),
+        StartAt::Beginning,
+        &mut Budget::unlimited(),
+        &mut |l| lines.push(String::from_utf8_lossy(l).into_owned()),
+    )
     .expect("follow");
     *stored = cur.map(|c| serde_json::to_string(&c).expect("cursor to JSON"));
     (lines, stats)
@@ -334,7 +339,14 @@ fn only_regular_files_are_read_as_logs() {
         (Path::new("/dev/zero"), "a device"),
         (d.path(), "a directory"),
     ] {
-        let e = follow(path, None, StartAt::Beginning, &mut |_| {}).expect_err("not a file");
+        let e = follow(
+            path,
+            None,
+            StartAt::Beginning,
+            &mut Budget::unlimited(),
+            &mut |_| {},
+        )
+        .expect_err("not a file");
         let msg = e.to_string();
         assert!(
             msg.contains(&path.display().to_string()) && msg.contains(kind),
@@ -399,5 +411,100 @@ fn a_sync_with_fifo_logs_ends_and_names_them() {
             .min(2),
         2,
         "both detectors name the FIFO: {text}"
+    );
+}
+
+/// A backlog bigger than one pass's read limit is read in slices, one per run, from where the
+/// last stopped: the pass says it was cut, and every line counts exactly once.
+#[test]
+fn a_backlog_over_the_read_limit_is_read_across_runs_and_counted_once() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let s = AsteriskSettings {
+        read_limit: ReadLimit {
+            bytes: 1 << 20,
+            secs: 3600,
+        },
+        ..settings(d.path())
+    };
+    let p = d.path().join("messages");
+    // 3 MiB of lines no rule matches, with a failure every 600 lines.
+    let noise = "[2024-05-02 10:00:00] VERBOSE[4102] pbx.c: Executing [s@default:1] NoOp(\"SIP/x\", \"padding padding padding\") in new stack\n";
+    let mut text = String::new();
+    let mut failures = 0;
+    let mut i = 0;
+    while text.len() < 3 << 20 {
+        if i % 600 == 599 {
+            text.push_str(&reg_line(T0 + failures, "192.0.2.7"));
+            failures += 1;
+        } else {
+            text.push_str(noise);
+        }
+        i += 1;
+    }
+    append(&p, &text);
+    let mut state = DetectorState::default();
+    let (mut matched, mut runs, mut banned) = (0, 0, false);
+    loop {
+        let r = run(&s, &mut state, T0 + 60).expect("run");
+        matched += r.counters.matched;
+        banned |= !r.sightings.is_empty();
+        runs += 1;
+        let cut = r.files.iter().any(|f| f.tail.limited);
+        if !cut {
+            break;
+        }
+        assert!(runs < 10, "the reading never ends");
+        state = serde_json::from_str(&serde_json::to_string(&state).expect("json")).expect("state");
+    }
+    assert!(
+        runs >= 3,
+        "a 3 MiB backlog takes several 1 MiB passes: {runs}"
+    );
+    assert_eq!(
+        matched, failures as u64,
+        "each failure line counted exactly once"
+    );
+    assert!(banned);
+}
+
+/// A log that would take very long to read (a sparse 1 TiB file: all NULs, no newline) is cut
+/// by the pass's time limit: the sync ends, and says so.
+#[test]
+fn a_sync_stops_reading_a_huge_log_at_its_time_limit_and_says_so() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let log = d.path().join("messages");
+    let f = fs::File::create(&log).expect("create");
+    if f.set_len(1 << 40).is_err() {
+        eprintln!("this file system cannot hold a sparse 1 TiB file; skipped");
+        return;
+    }
+    drop(f);
+    fs::write(
+        d.path().join("config.yaml"),
+        format!(
+            "state_dir: {}\nsets:\n  v4: {{ name: tl4, cap: 100 }}\n  v6: {{ name: tl6, cap: 100 }}\nasterisk:\n  logs: [{}]\n  max_read_per_run: 1000000GiB\n  max_read_time: 1s\n",
+            d.path().join("state").display(),
+            log.display()
+        ),
+    )
+    .expect("config");
+    let o = std::process::Command::new("timeout")
+        .arg("120")
+        .arg(crate::common::run::bin())
+        .args(["sync", "--dry-run", "--json", "--config"])
+        .arg(d.path().join("config.yaml"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run sipban");
+    let text = crate::common::run::text(&o);
+    assert_ne!(
+        o.status.code(),
+        Some(124),
+        "the sync did not stop reading: {text}"
+    );
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("messages: read limit reached"),
+        "the report names the file that was cut: {text}"
     );
 }

@@ -833,7 +833,7 @@ impl Engine<'_> {
         id: u16,
         full: bool,
         fs: &mut FileState,
-        start: StartAt,
+        (start, budget): (StartAt, &mut tail::Budget),
         on_hits: &mut dyn FnMut(&mut Vec<Hit>),
     ) -> std::io::Result<TailStats> {
         let prev = fs.cursor.clone();
@@ -844,7 +844,7 @@ impl Engine<'_> {
             last_time: &mut fs.last_time,
             record: &mut fs.record,
         };
-        let (cursor, stats) = tail::follow(path, prev.as_ref(), start, &mut |l| {
+        let (cursor, stats) = tail::follow(path, prev.as_ref(), start, budget, &mut |l| {
             self.feed(&mut st, l);
             if self.hits.len() >= 4096 {
                 on_hits(&mut self.hits);
@@ -997,10 +997,12 @@ pub fn run(
         out: BTreeMap::new(),
     };
     let mut reports = Vec::new();
+    let mut budget = tail::Budget::new(settings.read_limit);
     for (i, (path, full)) in files.iter().enumerate() {
         let key = path.display().to_string();
         let fs = file_states.entry(key).or_default();
-        // Hits are applied only when the whole file was read: a failed read leaves the cursor
+        // Hits are applied only when the read succeeded (to its end, or to where the read
+        // limit cut it, which is where the cursor now stands): a failed read leaves the cursor
         // where it was, and the same lines will be read (and counted) again.
         let mut file_hits: Vec<Hit> = Vec::new();
         let mut on_hits = |hits: &mut Vec<Hit>| file_hits.append(hits);
@@ -1011,7 +1013,7 @@ pub fn run(
             i as u16,
             *full,
             &mut work,
-            settings.start,
+            (settings.start, &mut budget),
             &mut on_hits,
         );
         let mut report = FileReport {
@@ -1194,7 +1196,7 @@ pub fn scan_with(
                 i as u16,
                 *is_full,
                 &mut fs,
-                StartAt::Beginning,
+                (StartAt::Beginning, &mut tail::Budget::unlimited()),
                 &mut |h| h.clear(),
             )
             .map_err(|source| AsteriskError::Io {

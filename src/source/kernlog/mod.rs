@@ -823,11 +823,12 @@ pub fn run(
     let mut over: BTreeMap<IpAddr, i64> = BTreeMap::new();
     let mut newest = i64::MIN;
     let mut reports = Vec::new();
+    let mut budget = tail::Budget::new(settings.read_limit);
     for path in &settings.files {
         let fs = state.files.entry(path.display().to_string()).or_default();
         let prev = fs.cursor.clone();
         let mut last_time = fs.last_time;
-        let r = tail::follow(path, prev.as_ref(), settings.start, &mut |l| {
+        let r = tail::follow(path, prev.as_ref(), settings.start, &mut budget, &mut |l| {
             if let Seen::Packet {
                 p,
                 t,
@@ -1323,9 +1324,13 @@ pub fn scan(
         }
         let before = s.engine.counters.lines;
         let mut last_time = None;
-        let (_, stats) = tail::follow(path, None, StartAt::Beginning, &mut |l| {
-            s.feed(l, &mut last_time)
-        })
+        let (_, stats) = tail::follow(
+            path,
+            None,
+            StartAt::Beginning,
+            &mut tail::Budget::unlimited(),
+            &mut |l| s.feed(l, &mut last_time),
+        )
         .map_err(|source| KernelLogError::Io {
             path: path.clone(),
             source,
