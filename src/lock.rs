@@ -66,16 +66,7 @@ impl std::fmt::Display for LockError {
     }
 }
 
-impl std::error::Error for LockError {
-    /// The I/O error, so that a caller can name it (a read-only or full file system, a
-    /// permission denied: never "another run holds the lock").
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            LockError::Io { error, .. } => Some(error),
-            LockError::Busy { .. } => None,
-        }
-    }
-}
+impl std::error::Error for LockError {}
 
 // Both locks are given back with an explicit unlock when dropped, not only by closing the
 // file: a child process being started at that instant holds a copy of the descriptor until

@@ -133,11 +133,12 @@ pub fn restore(settings: &Settings, json: bool, now: i64) -> Result {
             Err(Error::new(Kind::Locked, format!("sipban restore: {e}")))
         }
         Err(RestoreError::Failed(e)) => {
-            let kind = match crate::store::health::fault(&e, &settings.state_dir) {
-                Some(f) if f.is_storage() => Kind::Storage,
-                _ => Kind::Failed,
-            };
-            Err(Error::new(kind, format!("sipban restore: {e:#}")))
+            Err(match crate::store::health::fault(&e, &settings.state_dir) {
+                Some(f) if f.is_storage() => {
+                    Error::new(Kind::Storage, format!("sipban restore: {f} ({e:#})"))
+                }
+                _ => Error::new(Kind::Failed, format!("sipban restore: {e:#}")),
+            })
         }
     }
 }

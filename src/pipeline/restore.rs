@@ -120,7 +120,7 @@ pub fn restore(
         Err(e) => {
             let fault = crate::store::health::fault(&e, &db);
             let text = format!(
-                    "cannot use the saved state ({}{e:#}); the kernel sets found were left untouched, any missing set was created empty{}",
+                    "cannot read the saved state ({}{e:#}); the kernel sets found were left untouched, any missing set was created empty{}",
                     fault.as_ref().map(|f| format!("{f}: ")).unwrap_or_default(),
                     if fault.as_ref().is_some_and(|f| !f.is_storage()) {
                         "; the next `sipban sync` moves the database aside and rebuilds it from the live sets"

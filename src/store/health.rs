@@ -112,10 +112,10 @@ fn probe(path: &Path) -> Option<FaultKind> {
 pub fn fault(e: &anyhow::Error, path: &Path) -> Option<Fault> {
     let mut at = path.to_path_buf();
     for cause in e.chain() {
-        if let Some(crate::lock::LockError::Io { path, .. }) = cause.downcast_ref() {
+        let kind = if let Some(crate::lock::LockError::Io { path, error }) = cause.downcast_ref() {
             at = path.clone();
-        }
-        let kind = if cause.downcast_ref::<Corrupt>().is_some() {
+            error.raw_os_error().and_then(errno_kind)
+        } else if cause.downcast_ref::<Corrupt>().is_some() {
             Some(FaultKind::Corrupt)
         } else if let Some(io) = cause.downcast_ref::<std::io::Error>() {
             io.raw_os_error().and_then(errno_kind)
