@@ -130,10 +130,20 @@ fn injection_guard(source: &serde_json::Value) -> Option<InjectionGuard> {
     })
 }
 
+/// The saved state, read-only and checked: a corrupt database is said as such (exit 6),
+/// never shown as if it were the state.
+fn open_verified(state_dir: &std::path::Path) -> Result<Option<Store>> {
+    let store = Store::open_read_only(state_dir)?;
+    if let Some(s) = &store {
+        s.verify()?;
+    }
+    Ok(store)
+}
+
 /// Gather the status. `ipset` is asked for set headers; without access the last run's
 /// numbers are shown instead.
 pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
-    let store = Store::open_read_only(&settings.state_dir)?;
+    let store = open_verified(&settings.state_dir)?;
     let sources = Sources::from_settings(settings);
     let mut st = Status {
         now,

@@ -203,16 +203,7 @@ fn local_step(
     clock: &Clock,
 ) -> Result<Step, SyncError> {
     let dry_run = !backend.changes_kernel();
-    let index = sources.index();
-    let mut previous: Vec<Entry> = match store.as_deref() {
-        Some(s) => s.load_entries(&index)?,
-        None => Vec::new(),
-    };
-    // A state rebuilt after a loss: take in what the kernel sets hold (once).
-    let rebuilt = match store.as_deref().filter(|_| !dry_run) {
-        Some(s) => recover_kernel(settings, backend, s, sources, &mut previous, now)?,
-        None => None,
-    };
+    let (mut previous, rebuilt) = load_previous(settings, backend, store.as_deref(), sources, now)?;
     clock.phase("loaded state");
     let mut errors = std::mem::take(&mut remote.errors);
     let mut inputs = std::mem::take(&mut remote.inputs);
@@ -344,6 +335,26 @@ fn local_step(
     )?;
     clock.phase("committed");
     Ok(Step { report, candidates })
+}
+
+/// The saved entries, and (see [`recover_kernel`]) what the kernel sets hold when the state
+/// was rebuilt after a loss.
+fn load_previous(
+    settings: &Settings,
+    backend: &dyn SetBackend,
+    store: Option<&Store>,
+    sources: &Sources,
+    now: i64,
+) -> Result<(Vec<Entry>, Option<crate::store::health::Rebuilt>), SyncError> {
+    let Some(s) = store else {
+        return Ok((Vec::new(), None));
+    };
+    let mut previous = s.load_entries(&sources.index())?;
+    let rebuilt = match backend.changes_kernel() {
+        true => recover_kernel(settings, backend, s, sources, &mut previous, now)?,
+        false => None,
+    };
+    Ok((previous, rebuilt))
 }
 
 /// After the state database was rebuilt (see `store::health`), the first sync takes in every

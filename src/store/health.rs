@@ -260,11 +260,11 @@ mod tests {
         std::fs::write(&db, b"").unwrap();
         assert!(is_empty_file(&db));
         std::fs::write(&db, vec![0x5a; 8192]).unwrap();
-        std::fs::write(dir.path().join("state.db-journal"), b"j").unwrap();
         let conn = Connection::open(&db).unwrap();
         let e = anyhow::Error::new(check(&conn).unwrap_err());
         assert_eq!(fault(&e, &db).unwrap().kind, FaultKind::Corrupt);
         drop(conn);
+        std::fs::write(dir.path().join("state.db-journal"), b"j").unwrap();
         let to = move_aside(&db, 0).unwrap();
         assert_eq!(to, dir.path().join("state.db.corrupt-1970-01-01T00:00:00Z"));
         assert!(!db.exists());

@@ -767,6 +767,69 @@ mod tests {
         }
     }
 
+    /// A truncated or zero-length database is moved aside at open and rebuilt with what
+    /// manual.list holds, and the marker says so; a sound one is left alone.
+    #[test]
+    fn a_damaged_database_is_moved_aside_and_rebuilt_from_manual_list() {
+        for damage in ["truncated", "empty"] {
+            let dir = tempfile::tempdir().unwrap();
+            let names = vec!["f".to_string()];
+            let entries: Vec<Entry> = (0..3000u32)
+                .map(|i| Entry {
+                    net: net::host_net(std::net::IpAddr::V4(std::net::Ipv4Addr::from(
+                        0x2d00_0000 + i,
+                    ))),
+                    marks: smallvec::smallvec![mark(0, 1, 2, 3)],
+                })
+                .collect();
+            let mut s = Store::open(dir.path()).unwrap();
+            s.commit_run(&RunCommit {
+                entries: &entries,
+                source_names: &names,
+                packed: &[],
+                feeds: &[],
+                blobs: &[],
+                run: None,
+            })
+            .unwrap();
+            let ban = net::parse_net("45.9.9.9").unwrap();
+            s.save_manual_requests(
+                manual::SOURCE,
+                &[manual::ManualWrite::Ban {
+                    net: &ban,
+                    at: 10,
+                    expires: 99,
+                }],
+                10,
+            )
+            .unwrap();
+            assert!(s.rebuilt().unwrap().is_none());
+            drop(s);
+            assert!(Store::open(dir.path())
+                .unwrap()
+                .rebuilt()
+                .unwrap()
+                .is_none());
+            let db = Store::db_path(dir.path());
+            let len = std::fs::metadata(&db).unwrap().len();
+            let f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+            f.set_len(if damage == "empty" { 0 } else { len / 2 })
+                .unwrap();
+            drop(f);
+            let s = Store::open(dir.path()).unwrap();
+            let m = s.rebuilt().unwrap().expect("marker");
+            assert!(
+                !m.kernel_recovered && m.manual_restored == 1,
+                "{damage}: {m:?}"
+            );
+            let moved = m.moved_to.expect("moved aside");
+            assert!(std::path::Path::new(&moved).exists(), "{damage}");
+            let loaded = s.load_entries(&[("manual".to_string(), 0)].into()).unwrap();
+            assert_eq!(loaded.len(), 1, "{damage}: only the manual ban");
+            assert_eq!(loaded[0].marks[0].expires, 99);
+        }
+    }
+
     /// A state directory the admin linked elsewhere works; a link at the database's own name
     /// is refused, for a run and a dry run, and its target is left alone.
     #[test]

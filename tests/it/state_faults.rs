@@ -126,6 +126,16 @@ fn a_sync_moves_a_corrupt_state_aside_and_rebuilds_it() {
             prepare(d);
             damage(&state.join("state.db"), how);
 
+            // Before the sync, `status` says it is corrupt (exit 6) and changes nothing.
+            let st = sipban(d, &["status"]);
+            assert_eq!(code(&st), Some(6), "{how:?}: {}", text(&st));
+            assert!(
+                stderr(&st).contains("corrupt state database"),
+                "{}",
+                text(&st)
+            );
+            assert!(corrupt_copies(&state).is_empty(), "{how:?}");
+
             let o = sipban(d, &["sync"]);
             assert_eq!(code(&o), Some(6), "{how:?}: {}", text(&o));
             let err = stderr(&o);
