@@ -134,6 +134,8 @@ fn a_sync_moves_a_corrupt_state_aside_and_rebuilds_it() {
                 "{}",
                 text(&st)
             );
+            let l = sipban(d, &["list"]);
+            assert_eq!(code(&l), Some(6), "{how:?}: {}", text(&l));
             assert!(corrupt_copies(&state).is_empty(), "{how:?}");
 
             let o = sipban(d, &["sync"]);
