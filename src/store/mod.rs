@@ -108,7 +108,14 @@ impl Store {
         crate::fsio::create_dir(state_dir)
             .with_context(|| format!("creating state directory {}", state_dir.display()))?;
         let path = Self::db_path(state_dir);
-        let existed = std::fs::symlink_metadata(&path).is_ok();
+        let inode = |p: &Path| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::symlink_metadata(p)
+                .ok()
+                .map(|m| (m.dev(), m.ino()))
+        };
+        let checked = inode(&path);
+        let existed = checked.is_some();
         let now = crate::clock::unix_now();
         match Self::open_checked(&path) {
             Ok(store) if existed || !manual::list_path(state_dir).exists() => Ok(store),
@@ -129,6 +136,10 @@ impl Store {
                 else {
                     return Err(e);
                 };
+                // Another writer (a ban beside a sync) already moved it aside and rebuilt it.
+                if inode(&path) != checked {
+                    return Self::open_checked(&path);
+                }
                 let reason = format!("{:#}", e);
                 let moved = health::move_aside(&path, now).with_context(|| {
                     format!("moving the corrupt {} aside ({reason})", path.display())
