@@ -97,7 +97,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     };
     write().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        anyhow::anyhow!("writing {}: {e}", path.display())
+        // The I/O error stays the source, so that a caller can name it (disk full, read-only).
+        anyhow::Error::new(e).context(format!("writing {}", path.display()))
     })
 }
 

@@ -33,6 +33,8 @@ pub fn view(settings: &Settings, now: i64) -> Result<View> {
     let sources = Sources::from_settings(settings);
     let entries = match &store {
         Some(s) => {
+            // A corrupt database is named (exit 6), never listed as if it were the state.
+            s.verify()?;
             let mut e = s.load_entries(&sources.index())?;
             crate::pipeline::manual::Unbans::load(s)?.strip(&mut e);
             e

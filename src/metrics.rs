@@ -124,6 +124,18 @@ pub fn render(st: &Status, duration: Option<f64>) -> String {
     }
     detectors(&mut o, st);
     sets_manual_reports(&mut o, st);
+    if let Some(r) = &st.state_rebuilt {
+        o.family(
+            "sipban_state_corrupt_timestamp_seconds",
+            "gauge",
+            "When the state database was last found corrupt or lost, moved aside and rebuilt (Unix time); absent if never.",
+        );
+        o.sample(
+            "sipban_state_corrupt_timestamp_seconds",
+            &[],
+            r.marker.at as f64,
+        );
+    }
     o.0
 }
 

@@ -29,6 +29,18 @@ pub struct Status {
     pub detectors: Vec<DetectorStatus>,
     /// Upstream report queue (issue 6); `None` until that feature keeps one in the state.
     pub report_queue: Option<ReportQueue>,
+    /// The state database was rebuilt after it was lost or found corrupt (the last time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_rebuilt: Option<StateRebuilt>,
+}
+
+/// The last rebuild of the state database (see `store::health`).
+#[derive(Clone, Debug, Serialize)]
+pub struct StateRebuilt {
+    #[serde(flatten)]
+    pub marker: crate::store::health::Rebuilt,
+    /// Shown loudly until the admin removes the moved-aside copy (`moved_to`).
+    pub current: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -118,10 +130,20 @@ fn injection_guard(source: &serde_json::Value) -> Option<InjectionGuard> {
     })
 }
 
+/// The saved state, read-only and checked: a corrupt database is said as such (exit 6),
+/// never shown as if it were the state.
+fn open_verified(state_dir: &std::path::Path) -> Result<Option<Store>> {
+    let store = Store::open_read_only(state_dir)?;
+    if let Some(s) = &store {
+        s.verify()?;
+    }
+    Ok(store)
+}
+
 /// Gather the status. `ipset` is asked for set headers; without access the last run's
 /// numbers are shown instead.
 pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
-    let store = Store::open_read_only(&settings.state_dir)?;
+    let store = open_verified(&settings.state_dir)?;
     let sources = Sources::from_settings(settings);
     let mut st = Status {
         now,
@@ -133,6 +155,7 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
         manual: ManualStatus::default(),
         detectors: Vec::new(),
         report_queue: None,
+        state_rebuilt: None,
     };
     let mut summary = serde_json::Value::Null;
     let mut per_source_entries: HashMap<String, u64> = HashMap::new();
@@ -191,6 +214,10 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
             .unwrap_or(0);
         (st.manual.unbans, st.manual.allowlist) = s.manual_counts();
         st.report_queue = report_queue(s);
+        st.state_rebuilt = s.rebuilt()?.map(|marker| StateRebuilt {
+            current: marker.is_current(),
+            marker,
+        });
         for d in crate::pipeline::detect::configured(settings) {
             let evictions = match s.blob(d.state_key())? {
                 Some(blob) => d.saved_evictions(&blob),
@@ -220,7 +247,7 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
         let in_set = last.and_then(|s| s["counts"]["in_set"].as_u64());
         let (last_success, failures, last_error) = match metas.get(&p.name) {
             Some(m) => (m.last_success, m.consecutive_failures, m.last_error.clone()),
-            None if *kind == "manual" => (None, 0, None),
+            None if *kind == "manual" || *kind == "recovered" => (None, 0, None),
             None => {
                 let prefix = format!("{}:", p.name);
                 let err = st
@@ -282,6 +309,29 @@ impl fmt::Display for Status {
                 self.state
             )?;
         }
+        if let Some(r) = self.state_rebuilt.as_ref().filter(|r| r.current) {
+            let m = &r.marker;
+            writeln!(f, "STATE REBUILT at {}: {}", fmt_time(m.at), m.reason)?;
+            writeln!(
+                f,
+                "  {} manual entries read back from manual.list; {}",
+                m.manual_restored,
+                if m.kernel_recovered {
+                    format!(
+                        "{} entries taken in from the live kernel sets",
+                        m.kernel_entries
+                    )
+                } else {
+                    "the next sync takes in the live kernel sets".to_string()
+                }
+            )?;
+            if let Some(p) = &m.moved_to {
+                writeln!(
+                    f,
+                    "  the old database is at {p} (remove it once looked at; this notice goes with it)"
+                )?;
+            }
+        }
         match &self.last_run {
             Some(r) => {
                 writeln!(
@@ -327,6 +377,9 @@ impl fmt::Display for Status {
             let fresh = match (s.last_success, s.staleness_seconds) {
                 (Some(_), Some(age)) => format!("last good {} ago", human_duration(age as u64)),
                 _ if s.kind == "manual" => "set by hand".to_string(),
+                _ if s.kind == "recovered" => {
+                    "taken in from the kernel sets after a state rebuild".to_string()
+                }
                 _ => "never read successfully".to_string(),
             };
             writeln!(

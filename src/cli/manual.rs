@@ -39,7 +39,7 @@ pub fn unban(settings: &Settings, ip: &str, allow: bool, json: bool, now: i64) -
 fn submit(settings: &Settings, req: &Request, now: i64, json: bool) -> Result {
     let ipset = crate::backend::ipset::Ipset::new();
     let o = manual::submit(settings, req, &ipset, now)
-        .map_err(|e| Error::failed(format_args!("{e:#}")))?;
+        .map_err(|e| super::state_error(&e, &settings.state_dir))?;
     show(&o, json);
     match o {
         Outcome::Queued { .. } => Err(Error::reported(Kind::Locked)),

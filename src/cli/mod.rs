@@ -77,6 +77,21 @@ impl Error {
     }
 }
 
+/// A command's failure to read or write the state, named: disk full, read-only file system
+/// or permission denied (`sipban: permission denied: <path> (...)`, exit 5), a corrupt
+/// database (exit 6), anything else (exit 1).
+pub fn state_error(e: &anyhow::Error, state_dir: &std::path::Path) -> Error {
+    let db = crate::store::Store::db_path(state_dir);
+    match crate::store::health::fault(e, &db) {
+        Some(f) if f.is_storage() => Error::new(Kind::Storage, format!("sipban: {f} ({e:#})")),
+        Some(f) => Error::new(
+            Kind::Corrupt,
+            format!("sipban: {f} ({e:#}); the next `sipban sync` moves it aside and rebuilds it"),
+        ),
+        None => Error::failed(format_args!("{e:#}")),
+    }
+}
+
 /// The result of a command.
 pub type Result = std::result::Result<(), Error>;
 

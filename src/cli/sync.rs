@@ -29,21 +29,69 @@ pub fn sync(settings: &Settings, dry_run: bool, json: bool, now: i64) -> Result 
             for e in &report.errors {
                 eprintln!("sipban: {e}");
             }
-            match report.outcome {
-                Outcome::Ok => Ok(()),
-                Outcome::Partial => Err(Error::reported(Kind::Partial)),
-                Outcome::Failed => Err(Error::reported(Kind::Failed)),
+            if let Some(n) = &report.not_saved {
+                eprintln!("sipban: {}", n.message);
+            }
+            match exit_kind(&report) {
+                None => Ok(()),
+                Some(kind) => Err(Error::reported(kind)),
             }
         }
-        Err(SyncError::Locked(e)) => Err(Error::new(Kind::Locked, format!("sipban: {e}"))),
-        Err(e) => {
-            let mut message = format!("sipban: {e}");
-            if !dry_run {
-                message.push_str("\nsipban: nothing was changed (use `sipban sync --dry-run` to preview without root)");
-            }
-            Err(Error::new(Kind::Failed, message))
-        }
+        Err(e) => Err(sync_error(e, &settings.state_dir, dry_run)),
     }
+}
+
+/// The exit code of a completed run: the most severe that applies, 1 (failed) > 5 (state not
+/// saved: storage) > 6 (state rebuilt after corruption) > 3 (a source failed).
+pub fn exit_kind(report: &sync::RunReport) -> Option<Kind> {
+    let storage = report.not_saved.as_ref().map(|n| n.storage);
+    if report.outcome == Outcome::Failed || storage == Some(false) {
+        Some(Kind::Failed)
+    } else if storage == Some(true) {
+        Some(Kind::Storage)
+    } else if report.state_rebuilt.is_some() {
+        Some(Kind::Corrupt)
+    } else if report.outcome == Outcome::Partial {
+        Some(Kind::Partial)
+    } else {
+        None
+    }
+}
+
+/// A run that stopped before its apply step: another run holds the lock (4), the state
+/// could not be read or written (5: disk full, read-only, permission denied; 6: corrupt and
+/// could not be moved aside), or anything else (1). Nothing was changed.
+fn sync_error(e: SyncError, state_dir: &Path, dry_run: bool) -> Error {
+    use crate::store::health::{fault, FaultKind};
+    let (kind, text) = match e {
+        SyncError::Locked(l @ crate::lock::LockError::Busy { .. }) => {
+            return Error::new(Kind::Locked, format!("sipban: {l}"))
+        }
+        SyncError::Locked(l) => {
+            let text = l.to_string();
+            match fault(&anyhow::Error::new(l), state_dir) {
+                Some(f) => (Kind::Storage, format!("sipban: {f} ({text})")),
+                None => (Kind::Failed, format!("sipban: {text}")),
+            }
+        }
+        SyncError::Fatal(e) => {
+            let db = crate::store::Store::db_path(state_dir);
+            match fault(&e, &db) {
+                Some(f) if f.kind == FaultKind::Corrupt => {
+                    (Kind::Corrupt, format!("sipban: {f} ({e:#})"))
+                }
+                Some(f) => (Kind::Storage, format!("sipban: {f} ({e:#})")),
+                None => (Kind::Failed, format!("sipban: {e:#}")),
+            }
+        }
+    };
+    let mut message = text;
+    if !dry_run {
+        message.push_str(
+            "\nsipban: nothing was changed (use `sipban sync --dry-run` to preview without root)",
+        );
+    }
+    Error::new(kind, message)
 }
 
 /// `sipban run`: the daemon, until SIGTERM.
@@ -69,15 +117,28 @@ pub fn restore(settings: &Settings, json: bool, now: i64) -> Result {
             for e in &report.errors {
                 eprintln!("sipban restore: {e}");
             }
-            if report.errors.is_empty() {
-                Ok(())
-            } else {
-                Err(Error::reported(Kind::Failed))
+            use crate::store::health::FaultKind;
+            match (&report.state_error, report.state_fault) {
+                _ if !report.errors.is_empty() => Err(Error::reported(Kind::Failed)),
+                (Some(e), Some(FaultKind::Corrupt)) => {
+                    Err(Error::new(Kind::Corrupt, format!("sipban restore: {e}")))
+                }
+                (Some(e), Some(_)) => {
+                    Err(Error::new(Kind::Storage, format!("sipban restore: {e}")))
+                }
+                _ => Ok(()),
             }
         }
         Err(RestoreError::Locked(e)) => {
             Err(Error::new(Kind::Locked, format!("sipban restore: {e}")))
         }
-        Err(e) => Err(Error::new(Kind::Failed, format!("sipban restore: {e}"))),
+        Err(RestoreError::Failed(e)) => {
+            Err(match crate::store::health::fault(&e, &settings.state_dir) {
+                Some(f) if f.is_storage() => {
+                    Error::new(Kind::Storage, format!("sipban restore: {f} ({e:#})"))
+                }
+                _ => Error::new(Kind::Failed, format!("sipban restore: {e:#}")),
+            })
+        }
     }
 }

@@ -27,7 +27,7 @@ pub fn config_check(settings: &Settings, json: bool) -> Result {
 /// `sipban list [--source S] [--json]`.
 pub fn list(settings: &Settings, source: Option<&str>, json: bool, now: i64) -> Result {
     let rows = crate::inspect::list(settings, source, now)
-        .map_err(|e| Error::failed(format_args!("{e:#}")))?;
+        .map_err(|e| super::state_error(&e, &settings.state_dir))?;
     if json {
         return print_json(&rows);
     }
@@ -54,7 +54,7 @@ pub fn explain(settings: &Settings, target: &str, json: bool, now: i64) -> Resul
     let net = crate::net::parse_net(target)
         .map_err(|e| Error::usage(format_args!("`{target}` is not an address or prefix: {e}")))?;
     let x = crate::inspect::explain(settings, net, &Ipset::new(), now)
-        .map_err(|e| Error::failed(format_args!("{e:#}")))?;
+        .map_err(|e| super::state_error(&e, &settings.state_dir))?;
     print(&x, json)
 }
 
@@ -82,14 +82,14 @@ pub fn check(settings: &Settings, ip: &str, json: bool, now: i64) -> Result {
 /// `sipban status [--json]`.
 pub fn status(settings: &Settings, json: bool, now: i64) -> Result {
     let st = crate::status::gather(settings, &Ipset::new(), now)
-        .map_err(|e| Error::failed(format_args!("{e:#}")))?;
+        .map_err(|e| super::state_error(&e, &settings.state_dir))?;
     print(&st, json)
 }
 
 /// `sipban report status [--json]`.
 pub fn report_status(settings: &Settings, json: bool, now: i64) -> Result {
-    let st =
-        crate::report::status(settings, now).map_err(|e| Error::failed(format_args!("{e:#}")))?;
+    let st = crate::report::status(settings, now)
+        .map_err(|e| super::state_error(&e, &settings.state_dir))?;
     print(&st, json)
 }
 

@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The source name of manual bans.
-pub const SOURCE: &str = "manual";
+pub const SOURCE: &str = crate::store::manual::SOURCE;
 /// Above every configured source: manual bans are evicted last.
 pub const PRIORITY: u16 = MAX_PRIORITY + 1;
 /// `sipban ban` without `--ttl`: a year.

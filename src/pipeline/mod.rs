@@ -41,6 +41,9 @@ use gate::{AllowReason, Allowlist};
 use std::collections::HashMap;
 use summary::AllowSummary;
 
+/// The source of the entries taken in from the kernel sets after the state was rebuilt.
+pub const RECOVERED: &str = "recovered";
+
 /// The configured sources in a fixed order; decide refers to them by index.
 pub struct Sources {
     pub policies: Vec<SourcePolicy>,
@@ -96,6 +99,18 @@ impl Sources {
         // Manual bans (`sipban ban`): always registered, after every configured source, so sync keeps their marks.
         policies.push(manual::policy());
         kinds.push("manual");
+        // What a sync took in from the live kernel sets after the state database was lost
+        // (see `sync::recover_kernel`): lowest priority, so the first to go over the cap, and
+        // never on this host's networks; each entry keeps the timeout the kernel had left.
+        policies.push(SourcePolicy {
+            name: RECOVERED.to_string(),
+            priority: 0,
+            min_prefix_v4: 8,
+            min_prefix_v6: 16,
+            allow_private: true,
+            ban_on_link: false,
+        });
+        kinds.push("recovered");
         Sources { policies, kinds }
     }
 

@@ -50,6 +50,12 @@ pub struct RestoreReport {
     pub state: String,
     /// False when there was no saved state (the sets were created empty).
     pub had_state: bool,
+    /// Why the saved state could not be used (corrupt, unreadable): the sets that existed were
+    /// left untouched, missing ones created empty. Exit 6 when corrupt, 5 for a storage fault.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_fault: Option<crate::store::health::FaultKind>,
     pub sets: Vec<SetRestore>,
     /// Saved entries no longer held: every listing expired, or only sources that are no
     /// longer configured listed them.
@@ -96,24 +102,45 @@ pub fn restore(
     let mut errors = Vec::new();
     let sources = Sources::from_settings(settings);
     // A state that cannot be read must not keep the sets from existing: rules (and an
-    // iptables-restore at boot) need them. Create them empty then, and fail loudly.
-    let (entries, had_state) =
-        match Store::open_read_only(&settings.state_dir).and_then(|s| match s {
-            Some(s) => s.load_entries(&sources.index()).map(|e| (e, true)),
-            None => Ok((Vec::new(), false)),
-        }) {
-            Ok(x) => x,
-            Err(e) => {
-                errors.push(format!(
-                    "cannot read the saved state ({e:#}); created any missing set empty instead"
-                ));
-                (Vec::new(), false)
+    // iptables-restore at boot) need them. Create missing ones empty then, leave the others
+    // as they are (a corrupt state is never trusted: it is checked first), and fail loudly.
+    let db = Store::db_path(&settings.state_dir);
+    let mut state_error = None;
+    let mut state_fault = None;
+    let (entries, had_state) = match Store::open_read_only(&settings.state_dir).and_then(
+        |s| match s {
+            Some(s) => {
+                s.verify()?;
+                s.load_entries(&sources.index()).map(|e| (e, true))
             }
-        };
+            None => Ok((Vec::new(), false)),
+        },
+    ) {
+        Ok(x) => x,
+        Err(e) => {
+            let fault = crate::store::health::fault(&e, &db);
+            let text = format!(
+                    "cannot read the saved state ({}{e:#}); the kernel sets found were left untouched, any missing set was created empty{}",
+                    fault.as_ref().map(|f| format!("{f}: ")).unwrap_or_default(),
+                    if fault.as_ref().is_some_and(|f| !f.is_storage()) {
+                        "; the next `sipban sync` moves the database aside and rebuilds it from the live sets"
+                    } else {
+                        ""
+                    }
+                );
+            tracing::warn!("{text}");
+            state_fault = fault.map(|f| f.kind);
+            if state_fault.is_none() {
+                errors.push(text.clone());
+            }
+            state_error = Some(text);
+            (Vec::new(), false)
+        }
+    };
     let held = entries.len();
     let (decision, _) = super::decide_saved(settings, &sources, entries, now);
     let dropped = held.saturating_sub(decision.entries.len() + decision.forgotten);
-    let state_failed = !errors.is_empty();
+    let state_failed = state_error.is_some();
     let mut sets = Vec::new();
     let backend: &dyn SetBackend = ipset;
     for family in [Family::V4, Family::V6] {
@@ -195,6 +222,8 @@ pub fn restore(
     Ok(RestoreReport {
         state,
         had_state,
+        state_error,
+        state_fault,
         sets,
         dropped,
         firewall,
@@ -204,7 +233,9 @@ pub fn restore(
 
 impl fmt::Display for RestoreReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.had_state {
+        if let Some(e) = &self.state_error {
+            writeln!(f, "sipban restore: {e}")?;
+        } else if self.had_state {
             writeln!(f, "sipban restore: sets rebuilt from {}", self.state)?;
         } else {
             writeln!(

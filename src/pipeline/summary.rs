@@ -117,9 +117,26 @@ pub struct RunReport {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     pub outcome: Outcome,
+    /// This run found the state database rebuilt after a loss or corruption and took in the
+    /// live kernel sets (exit 6 unless something worse happened).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_rebuilt: Option<crate::store::health::Rebuilt>,
+    /// The state could not be saved at the end of the run: what had been applied, and why
+    /// (exit 5 for disk full, read-only or permission denied, else 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_saved: Option<NotSaved>,
     /// Upstream reporting of this run's own detections (`report:` section).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<crate::report::ReportRun>,
+}
+
+/// The state could not be saved after the apply step.
+#[derive(Clone, Debug, Serialize)]
+pub struct NotSaved {
+    /// What was applied and why it was not saved, in one sentence.
+    pub message: String,
+    /// Disk full, read-only or permission denied (exit 5); otherwise exit 1.
+    pub storage: bool,
 }
 
 /// A run that could not start or plan at all.
@@ -188,6 +205,8 @@ impl RunReport {
                 f,
                 "sipban sync --dry-run: the plan below was NOT applied; nothing was changed."
             )?;
+        } else if let Some(n) = &self.not_saved {
+            writeln!(f, "sipban sync: STATE NOT SAVED: {}", n.message)?;
         } else {
             writeln!(
                 f,
@@ -198,6 +217,20 @@ impl RunReport {
                         "done, with source errors (their last good entries were kept)",
                     Outcome::Failed => "FAILED: the live sets were left as they were",
                 }
+            )?;
+        }
+        if let Some(r) = &self.state_rebuilt {
+            writeln!(
+                f,
+                "STATE REBUILT: {} ({}); {} manual entries read back from manual.list, {} entries taken in from the live kernel sets, every feed downloaded afresh{}",
+                crate::clock::fmt_time(r.at),
+                r.reason,
+                r.manual_restored,
+                r.kernel_entries,
+                r.moved_to
+                    .as_deref()
+                    .map(|p| format!("; the old database is at {p}"))
+                    .unwrap_or_default()
             )?;
         }
         match (&self.baseline, &self.baseline_note) {

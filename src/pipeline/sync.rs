@@ -206,11 +206,7 @@ fn local_step(
     clock: &Clock,
 ) -> Result<Step, SyncError> {
     let dry_run = !backend.changes_kernel();
-    let index = sources.index();
-    let mut previous: Vec<Entry> = match store.as_deref() {
-        Some(s) => s.load_entries(&index)?,
-        None => Vec::new(),
-    };
+    let (mut previous, rebuilt) = load_previous(settings, backend, store.as_deref(), sources, now)?;
     clock.phase("loaded state");
     let mut errors = std::mem::take(&mut remote.errors);
     let mut inputs = std::mem::take(&mut remote.inputs);
@@ -301,6 +297,7 @@ fn local_step(
     );
     report.dry_run = dry_run;
     report.warnings = warnings;
+    report.state_rebuilt = rebuilt;
     report.baseline = planned.baseline;
     report.baseline_note = planned.note;
     report.state = store
@@ -342,6 +339,81 @@ fn local_step(
     )?;
     clock.phase("committed");
     Ok(Step { report, candidates })
+}
+
+/// The saved entries, and (see [`recover_kernel`]) what the kernel sets hold when the state
+/// was rebuilt after a loss.
+fn load_previous(
+    settings: &Settings,
+    backend: &dyn SetBackend,
+    store: Option<&Store>,
+    sources: &Sources,
+    now: i64,
+) -> Result<(Vec<Entry>, Option<crate::store::health::Rebuilt>), SyncError> {
+    let Some(s) = store else {
+        return Ok((Vec::new(), None));
+    };
+    let mut previous = s.load_entries(&sources.index())?;
+    let rebuilt = match backend.changes_kernel() {
+        true => recover_kernel(settings, backend, s, sources, &mut previous, now)?,
+        false => None,
+    };
+    Ok((previous, rebuilt))
+}
+
+/// After the state database was rebuilt (see `store::health`), the first sync takes in every
+/// entry of the live kernel sets as a mark of the `recovered` source, expiring when its kernel
+/// timeout would: what the sets held stays held until the sources (every feed is due, the
+/// detectors read their files from the start) list it again, or it times out as it would
+/// have. Returns the marker, updated for the commit, when this run did it.
+fn recover_kernel(
+    settings: &Settings,
+    backend: &dyn SetBackend,
+    store: &Store,
+    sources: &Sources,
+    previous: &mut Vec<Entry>,
+    now: i64,
+) -> Result<Option<crate::store::health::Rebuilt>, SyncError> {
+    let Some(mut marker) = store.rebuilt()?.filter(|m| !m.kernel_recovered) else {
+        return Ok(None);
+    };
+    let Some(&source) = sources.index().get(super::RECOVERED) else {
+        return Ok(None);
+    };
+    let mut taken = Vec::new();
+    for family in [Family::V4, Family::V6] {
+        let spec = set_spec(settings, family);
+        let current = backend.read(&spec).map_err(|e| {
+            SyncError::Fatal(
+                anyhow::Error::new(e).context(format!("reading kernel set {}", spec.name)),
+            )
+        })?;
+        for &(net, timeout) in current.members() {
+            let left = if timeout == 0 {
+                86_400
+            } else {
+                i64::from(timeout)
+            };
+            taken.push(Entry {
+                net,
+                marks: smallvec::smallvec![crate::model::Mark {
+                    source,
+                    first_seen: now,
+                    last_seen: now,
+                    expires: now + left,
+                }],
+            });
+        }
+    }
+    marker.kernel_recovered = true;
+    marker.kernel_entries = taken.len();
+    tracing::warn!(
+        "the state was rebuilt: took in {} entries from the live kernel sets",
+        taken.len()
+    );
+    previous.append(&mut taken);
+    previous.sort_by(|a, b| net::cmp_net(&a.net, &b.net));
+    Ok(Some(marker))
 }
 
 /// The ceiling on all sources together (`max_total_coverage`, see [`super::ceiling`]): a feed
@@ -549,6 +621,8 @@ fn build_report(
         errors,
         warnings: Vec::new(),
         outcome: Outcome::Ok,
+        state_rebuilt: None,
+        not_saved: None,
         upstream: None,
     }
 }
@@ -683,13 +757,16 @@ fn persist(
         outcome: report.outcome.label().to_string(),
         summary: report.summary_json().to_string(),
     };
+    if let Some(r) = &report.state_rebuilt {
+        blobs.push((crate::store::health::REBUILT_KEY.to_string(), r.encode()));
+    }
     let Some(store) = store else { return Ok(()) };
     // The report queue is written in the same transaction as the detector cursors.
     let enqueue = |tx: &StoreTx<'_>| match (&settings.report, candidates) {
         (Some(r), Some(c)) => report::queue::enqueue_all(&tx.report_queue(), r, c, now),
         _ => Ok(()),
     };
-    store
+    let saved = store
         .commit_run_with(
             &RunCommit {
                 entries: &decision.entries,
@@ -701,7 +778,41 @@ fn persist(
             },
             enqueue,
         )
-        .context("saving state")?;
-    unbans.save(store)?;
+        .context("saving state")
+        .and_then(|()| unbans.save(store))
+        .and_then(|()| store.ensure_manual_list());
+    if let Err(e) = saved {
+        report.not_saved = Some(not_saved(report, store.path(), &e));
+    }
     Ok(())
+}
+
+/// What a run that could not save its state tells: exactly what it applied, and why the
+/// state was not saved (the fault named when it is one: disk full, read-only, permission).
+/// The dirty marker written before the apply stays set, so the next run reads the kernel back
+/// and reconciles.
+fn not_saved(report: &RunReport, db: &std::path::Path, e: &anyhow::Error) -> NotSaved {
+    let fault = crate::store::health::fault(e, db).filter(|f| f.is_storage());
+    let why = match &fault {
+        Some(f) => f.to_string(),
+        None => format!("{e:#}"),
+    };
+    let (adds, dels): (usize, usize) = report
+        .sets
+        .iter()
+        .fold((0, 0), |(a, d), p| (a + p.adds.len(), d + p.dels.len()));
+    let applied = if report.applied && (adds > 0 || dels > 0) {
+        format!("the kernel sets were updated (+{adds}/-{dels})")
+    } else if report.applied {
+        "the kernel sets needed no change".to_string()
+    } else {
+        "the kernel sets were not fully updated".to_string()
+    };
+    let message =
+        format!("{applied} but the state could not be saved: {why}; the next run reconciles");
+    tracing::error!("{message}");
+    NotSaved {
+        message,
+        storage: fault.is_some(),
+    }
 }

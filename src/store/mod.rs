@@ -18,6 +18,7 @@
 
 pub mod apiban;
 pub mod detections;
+pub mod health;
 pub mod manual;
 pub mod report_queue;
 
@@ -97,12 +98,68 @@ impl Store {
         state_dir.join(DB_FILE)
     }
 
-    /// Open (creating if needed) the database for a real run.
+    /// Open (creating if needed) the database for a real run, with an integrity check. A
+    /// corrupt, truncated or zero-length database is moved aside (see [`health`]) and a fresh
+    /// one is created, with the manual bans, unbans and allowlist read back from `manual.list`
+    /// and a [`health::Rebuilt`] marker that the next sync acts on (it takes in the live kernel
+    /// sets) and `status` shows. A missing database beside a `manual.list` is rebuilt the same
+    /// way (nothing to move aside). Said loudly on stderr and in the log.
     pub fn open(state_dir: &Path) -> Result<Store> {
         crate::fsio::create_dir(state_dir)
             .with_context(|| format!("creating state directory {}", state_dir.display()))?;
         let path = Self::db_path(state_dir);
-        let conn = Connection::open_with_flags(unlinked(&path)?, OpenFlags::default() | NOFOLLOW)
+        let inode = |p: &Path| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::symlink_metadata(p)
+                .ok()
+                .map(|m| (m.dev(), m.ino()))
+        };
+        let checked = inode(&path);
+        let existed = checked.is_some();
+        let now = crate::clock::unix_now();
+        match Self::open_checked(&path) {
+            Ok(store) if existed || !manual::list_path(state_dir).exists() => Ok(store),
+            Ok(mut store) => {
+                let reason = format!(
+                    "{} was missing while {} was there",
+                    path.display(),
+                    manual::list_path(state_dir).display()
+                );
+                store.rebuild(reason, None, now)?;
+                Ok(store)
+            }
+            Err(e) => {
+                let Some(health::Fault {
+                    kind: health::FaultKind::Corrupt,
+                    ..
+                }) = health::fault(&e, &path)
+                else {
+                    return Err(e);
+                };
+                // Another writer (a ban beside a sync) already moved it aside and rebuilt it.
+                if inode(&path) != checked {
+                    return Self::open_checked(&path);
+                }
+                let reason = format!("{:#}", e);
+                let moved = health::move_aside(&path, now).with_context(|| {
+                    format!("moving the corrupt {} aside ({reason})", path.display())
+                })?;
+                let mut store = Self::open_checked(&path)?;
+                store.rebuild(reason, Some(moved), now)?;
+                Ok(store)
+            }
+        }
+    }
+
+    /// Open read-write, check integrity, migrate.
+    fn open_checked(path: &Path) -> Result<Store> {
+        if health::is_empty_file(path) {
+            return Err(anyhow::Error::new(health::Corrupt(format!(
+                "{} is empty (zero bytes)",
+                path.display()
+            ))));
+        }
+        let conn = Connection::open_with_flags(unlinked(path)?, OpenFlags::default() | NOFOLLOW)
             .with_context(|| format!("opening {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(
@@ -111,17 +168,81 @@ impl Store {
              PRAGMA foreign_keys = ON;",
         )
         .with_context(|| format!("configuring {}", path.display()))?;
-        let store = Store { conn, path };
+        let store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.verify()?;
         store.migrate()?;
         Ok(store)
+    }
+
+    /// `PRAGMA quick_check` (see [`health::check`]): `Err` naming the corruption, classified
+    /// as [`health::FaultKind::Corrupt`] by [`health::fault`].
+    pub fn verify(&self) -> Result<()> {
+        let checked = health::check(&self.conn)
+            .with_context(|| format!("checking the integrity of {}", self.path.display()))?;
+        match checked {
+            None => Ok(()),
+            Some(verdict) => Err(anyhow::Error::new(health::Corrupt(format!(
+                "{} failed its integrity check: {verdict}",
+                self.path.display()
+            )))),
+        }
+    }
+
+    /// Fill a fresh database after a loss: `manual.list` read back, the marker written, and
+    /// both said loudly.
+    fn rebuild(&mut self, reason: String, moved: Option<PathBuf>, now: i64) -> Result<()> {
+        let restored = self.import_manual_list()?;
+        let marker = health::Rebuilt {
+            at: now,
+            reason,
+            moved_to: moved.map(|p| p.display().to_string()),
+            manual_restored: restored,
+            kernel_recovered: false,
+            kernel_entries: 0,
+        };
+        let text = format!(
+            "the state database {} could not be trusted ({}){}; a fresh one was created with {restored} manual entries from {}; the next sync takes in the live kernel sets and downloads every feed",
+            self.path.display(),
+            marker.reason,
+            marker
+                .moved_to
+                .as_deref()
+                .map(|p| format!(" and was moved aside to {p}"))
+                .unwrap_or_default(),
+            manual::LIST_FILE,
+        );
+        // On stderr (warnings always are) and so in the journal.
+        tracing::warn!("{text}");
+        self.put_blob(health::REBUILT_KEY, &marker.encode())
+    }
+
+    /// The rebuild marker, when the database was rebuilt after a loss (see [`health`]).
+    pub fn rebuilt(&self) -> Result<Option<health::Rebuilt>> {
+        Ok(self
+            .blob(health::REBUILT_KEY)?
+            .and_then(|b| health::Rebuilt::decode(&b)))
     }
 
     /// Open an existing database read-only (for `--dry-run`, `list`, `explain`). `Ok(None)` when
     /// there is no database yet.
     pub fn open_read_only(state_dir: &Path) -> Result<Option<Store>> {
         let path = Self::db_path(state_dir);
-        if std::fs::symlink_metadata(&path).is_err() {
-            return Ok(None);
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            // Not "no state": permission denied (a non-root view of a 0700 directory) is said.
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("reading {}", path.display())))
+            }
+            Ok(_) if health::is_empty_file(&path) => {
+                return Err(anyhow::Error::new(health::Corrupt(format!(
+                    "{} is empty (zero bytes)",
+                    path.display()
+                ))))
+            }
+            Ok(_) => {}
         }
         let conn = Connection::open_with_flags(
             unlinked(&path)?,
@@ -654,6 +775,69 @@ mod tests {
             first_seen: first,
             last_seen: last,
             expires,
+        }
+    }
+
+    /// A truncated or zero-length database is moved aside at open and rebuilt with what
+    /// manual.list holds, and the marker says so; a sound one is left alone.
+    #[test]
+    fn a_damaged_database_is_moved_aside_and_rebuilt_from_manual_list() {
+        for damage in ["truncated", "empty"] {
+            let dir = tempfile::tempdir().unwrap();
+            let names = vec!["f".to_string()];
+            let entries: Vec<Entry> = (0..3000u32)
+                .map(|i| Entry {
+                    net: net::host_net(std::net::IpAddr::V4(std::net::Ipv4Addr::from(
+                        0x2d00_0000 + i,
+                    ))),
+                    marks: smallvec::smallvec![mark(0, 1, 2, 3)],
+                })
+                .collect();
+            let mut s = Store::open(dir.path()).unwrap();
+            s.commit_run(&RunCommit {
+                entries: &entries,
+                source_names: &names,
+                packed: &[],
+                feeds: &[],
+                blobs: &[],
+                run: None,
+            })
+            .unwrap();
+            let ban = net::parse_net("45.9.9.9").unwrap();
+            s.save_manual_requests(
+                manual::SOURCE,
+                &[manual::ManualWrite::Ban {
+                    net: &ban,
+                    at: 10,
+                    expires: 99,
+                }],
+                10,
+            )
+            .unwrap();
+            assert!(s.rebuilt().unwrap().is_none());
+            drop(s);
+            assert!(Store::open(dir.path())
+                .unwrap()
+                .rebuilt()
+                .unwrap()
+                .is_none());
+            let db = Store::db_path(dir.path());
+            let len = std::fs::metadata(&db).unwrap().len();
+            let f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+            f.set_len(if damage == "empty" { 0 } else { len / 2 })
+                .unwrap();
+            drop(f);
+            let s = Store::open(dir.path()).unwrap();
+            let m = s.rebuilt().unwrap().expect("marker");
+            assert!(
+                !m.kernel_recovered && m.manual_restored == 1,
+                "{damage}: {m:?}"
+            );
+            let moved = m.moved_to.expect("moved aside");
+            assert!(std::path::Path::new(&moved).exists(), "{damage}");
+            let loaded = s.load_entries(&[("manual".to_string(), 0)].into()).unwrap();
+            assert_eq!(loaded.len(), 1, "{damage}: only the manual ban");
+            assert_eq!(loaded[0].marks[0].expires, 99);
         }
     }
 

@@ -34,6 +34,7 @@ mod report_prop;
 mod report_sigkill;
 mod report_sync;
 mod restore;
+mod state_faults;
 mod state_files;
 mod status;
 mod sync_kernel;

@@ -182,7 +182,8 @@ fn unreadable_state_still_creates_missing_sets_and_fails_loudly() {
         std::fs::create_dir_all(&state).unwrap();
         std::fs::write(state.join("state.db"), vec![0x5au8; 4096]).unwrap();
         let o = sipban(dir.path(), &["restore"]);
-        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        // A corrupt state database: exit 6 (issue 14).
+        assert_eq!(o.status.code(), Some(6), "{}", text(&o));
         assert!(
             String::from_utf8_lossy(&o.stderr).contains("cannot read the saved state"),
             "{}",
@@ -300,8 +301,14 @@ fn without_privileges_restore_fails_and_a_dry_run_install_still_prints_the_comma
     write_config(dir.path(), "https://feeds.invalid/list.txt", "");
     // The state directory belongs to root (as under systemd): nobody cannot lock it.
     std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    // Permission denied is a storage fault (exit 5, issue 14), named with the path.
     let o = sipban_unprivileged(dir.path(), &["restore"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert!(
+        text(&o).contains("permission denied: ") && text(&o).contains("sipban.apply.lock"),
+        "{}",
+        text(&o)
+    );
     let o = sipban_unprivileged(dir.path(), &["firewall", "install", "--dry-run"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
