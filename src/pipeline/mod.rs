@@ -64,6 +64,7 @@ impl Sources {
                 min_prefix_v6: 128,
                 allow_private: false,
                 ban_on_link: false,
+                max_ttl: a.ttl,
             });
             kinds.push("apiban");
         }
@@ -78,6 +79,8 @@ impl Sources {
                 min_prefix_v6: 128,
                 allow_private: true,
                 ban_on_link: settings.ban_on_link,
+                // Repeat offenders are banned longer, up to `bantime_increment.max`.
+                max_ttl: a.bantime.max(a.increment_max),
             });
             kinds.push("asterisk");
         }
@@ -90,6 +93,7 @@ impl Sources {
                 min_prefix_v6: 128,
                 allow_private: true,
                 ban_on_link: settings.ban_on_link,
+                max_ttl: k.ttl,
             });
             kinds.push("kernel");
         }

@@ -176,6 +176,7 @@ fn detect_local(
         match d.pass(saved.as_deref(), now) {
             Ok(mut pass) => {
                 errors.extend(pass.file_errors.iter().cloned());
+                errors.extend(pass.missing.iter().cloned());
                 if let Some(&i) = index.get(pass.source) {
                     inputs.push(Input {
                         source: i,
@@ -232,7 +233,8 @@ fn local_step(
     if let Some(l) = &remote.peers {
         super::protect::add_fresh(&mut allow, l, &mut allow_summary);
     }
-    let mut warnings = std::mem::take(&mut allow_summary.notes);
+    let mut warnings = std::mem::take(&mut remote.warnings);
+    warnings.append(&mut allow_summary.notes);
     warnings.extend(super::protect::on_link_warnings(sources, &inputs, &allow));
     for w in &warnings {
         tracing::warn!("{w}");
@@ -268,6 +270,7 @@ fn local_step(
         )
     });
     let decision = decide::decide(previous, inputs, &sources.policies, &allow, caps, now);
+    warnings.extend(future_marks(sources, &decision));
     let candidates = settings
         .report
         .as_ref()
@@ -338,6 +341,27 @@ fn local_step(
     )?;
     clock.phase("committed");
     Ok(Step { report, candidates })
+}
+
+/// A warning per source whose saved entries were last seen in the future (saved under a clock
+/// that was ahead): decide brought them back to now, each within its TTL. Logged here.
+fn future_marks(sources: &Sources, decision: &Decision) -> Vec<String> {
+    let warnings: Vec<String> = sources
+        .policies
+        .iter()
+        .zip(&decision.per_source)
+        .filter(|(_, c)| c.future > 0)
+        .map(|(p, c)| {
+            format!(
+                "{}: {} saved entries were last seen in the future (the clock was ahead when they were saved); they now expire at most their TTL from now",
+                p.name, c.future
+            )
+        })
+        .collect();
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    warnings
 }
 
 /// The ceiling on all sources together (`max_total_coverage`, see [`super::ceiling`]): a feed

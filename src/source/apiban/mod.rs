@@ -200,6 +200,11 @@ impl ApibanRun {
         }
     }
 
+    /// A pull that could not start (no usable key): nothing was sent.
+    pub fn failed(reason: String) -> ApibanRun {
+        ApibanRun::new(PullStatus::Failed(reason))
+    }
+
     /// The error line for the run report, if the pull did not catch up.
     pub fn error(&self) -> Option<String> {
         let kept = "the APIBAN entries already applied are kept";
@@ -346,9 +351,17 @@ pub async fn pull(
         Ok(c) => c,
         Err(e) => return ApibanRun::new(PullStatus::Failed(format!("{e:#}"))),
     };
-    let refresh_due = st
-        .live_since
-        .is_some_and(|t| now.saturating_sub(t) >= settings.full_refresh as i64);
+    // A last refresh saved in the future (the clock was ahead) is unknown: refresh now.
+    let refresh_due = st.live_since.is_some_and(|t| {
+        let future = crate::clock::is_future(t, now);
+        if future {
+            tracing::warn!(
+                "apiban: its last full refresh is saved as {}, in the future (the clock was ahead, or is behind now); refreshing now",
+                crate::clock::fmt_time(t)
+            );
+        }
+        future || now.saturating_sub(t) >= settings.full_refresh as i64
+    });
     let refreshing = st.staging_cursor.is_some() || st.staging_started.is_some() || refresh_due;
     let cursor = if refreshing {
         st.staging_cursor.clone()
