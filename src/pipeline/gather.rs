@@ -323,11 +323,13 @@ impl RemoteSource for Apiban<'_> {
 
     fn gather<'a>(&'a self, index: Option<u16>, cx: &'a mut Context<'_>) -> Gathering<'a> {
         Box::pin(async move {
-            // A key that cannot be read is this source's failure: the others still apply.
+            // A key file that cannot be read is this source's failure: the others still apply.
+            // A key that is refused (readable by others, a placeholder) fails the run.
             let key = match apiban::load_key(self.0) {
                 Ok(k) => k,
+                Err(e) if !e.unreadable => return Err(SyncError::Fatal(anyhow::anyhow!(e))),
                 Err(e) => {
-                    let run = ApibanRun::failed(e);
+                    let run = ApibanRun::failed(e.message);
                     cx.remote.errors.extend(run.error());
                     cx.remote.apiban = Some(run);
                     return Ok(());
