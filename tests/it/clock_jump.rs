@@ -1,7 +1,8 @@
 //! Clock jumps (issue 14, item 6): one sync under a clock a year ahead (libfaketime, as a Pi
-//! without a real-time clock can boot), then the clock is right again. Timestamps saved in the
-//! future must not stall a feed for a year, and kernel timeouts must stay within the TTL that
-//! was asked for. The real binary in a private network namespace, with real `ipset`.
+//! without a real-time clock can boot), then the clock is right again; and a daemon whose clock
+//! is stepped two days either way while it runs. Timestamps saved in the future must not stall
+//! a feed, and kernel timeouts must stay within the TTL that was asked for. The real binary in
+//! a private network namespace, with real `ipset`.
 
 use crate::common::netns::{require_program, run_in};
 use crate::common::run::{bin, json, sipban, text};
@@ -121,4 +122,131 @@ fn visit_expires(v: &serde_json::Value, f: &mut dyn FnMut(i64)) {
         serde_json::Value::Array(a) => a.iter().for_each(|x| visit_expires(x, f)),
         _ => {}
     }
+}
+
+/// libfaketime's library, wherever this architecture keeps it.
+fn libfaketime() -> Option<std::path::PathBuf> {
+    std::fs::read_dir("/usr/lib")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.is_file())
+}
+
+/// The daemon under a wall clock that the test moves (libfaketime reads the offset from
+/// `offset` at every call; the monotonic clock is left alone, as a real clock step leaves it).
+struct Daemon {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &Path, offset: &Path) -> Option<Daemon> {
+        let Some(lib) = libfaketime() else {
+            crate::common::netns::skip("needs libfaketime (Debian package `faketime`)");
+            return None;
+        };
+        let log = dir.join("daemon.log");
+        let child = Command::new(bin())
+            .args(["run", "-v", "--config"])
+            .arg(dir.join("config.yaml"))
+            .env("LD_PRELOAD", lib)
+            .env("FAKETIME_TIMESTAMP_FILE", offset)
+            .env("FAKETIME_NO_CACHE", "1")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Some(Daemon { child, log })
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait until the daemon has finished `n` syncs in all.
+    fn wait_syncs(&self, n: usize) {
+        let t = std::time::Instant::now();
+        while t.elapsed() < std::time::Duration::from_secs(60) {
+            if self.log().matches("sync ok in").count() >= n {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("fewer than {n} syncs; daemon log:\n{}", self.log());
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The members of `set` and their kernel timeouts.
+fn timeouts(set: &str) -> Vec<(String, u32)> {
+    sipban::backend::ipset::Ipset::new()
+        .read(set)
+        .unwrap()
+        .map(|k| {
+            k.members
+                .iter()
+                .map(|(n, t)| (sipban::net::display_net(n), *t))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A running daemon whose wall clock is stepped (as NTP steps a Pi's clock after boot) keeps
+/// its feeds fresh: two days ahead, the hourly feed is downloaded before its entries run out;
+/// two days back (behind the saved last download), it is due at once rather than in two days,
+/// and its entries keep a 1-day timeout.
+#[test]
+fn the_daemon_keeps_feeds_fresh_when_the_clock_is_stepped() {
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let stub = Stub::start();
+        stub.set("/list", Reply::ok("45.1.0.1\n"));
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let offset = d.join("faketime");
+        std::fs::write(&offset, "+0\n").unwrap();
+        std::fs::write(
+            d.join("config.yaml"),
+            format!(
+                "state_dir: {}\nsets:\n  v4: {{ name: t4, cap: 100 }}\n  v6: {{ name: t6, cap: 100 }}\nfeeds:\n  - {{ name: remote, url: '{}', ttl: 1d, interval: 1h, retries: 0 }}\ndaemon:\n  sync_schedule: \"* * * * * *\"\n",
+                d.join("state").display(),
+                stub.url("/list")
+            ),
+        )
+        .unwrap();
+        let Some(daemon) = Daemon::start(d, &offset) else {
+            return;
+        };
+        daemon.wait_syncs(1);
+        assert_eq!(stub.requests("/list").len(), 1, "{}", daemon.log());
+        for (step, downloads) in [("+2d", 2), ("-2d", 3)] {
+            // Atomically: libfaketime reads the file at every clock call.
+            let tmp = d.join("faketime.new");
+            std::fs::write(&tmp, format!("{step}\n")).unwrap();
+            std::fs::rename(&tmp, &offset).unwrap();
+            let seen = daemon.log().matches("sync ok in").count();
+            daemon.wait_syncs(seen + 2);
+            let log = daemon.log();
+            assert_eq!(stub.requests("/list").len(), downloads, "{step}: {log}");
+            let held = timeouts("t4");
+            assert_eq!(held.len(), 1, "{step}: {held:?}\n{log}");
+            assert!(held[0].1 <= 86_400, "{step}: {held:?}\n{log}");
+        }
+        assert!(
+            daemon
+                .log()
+                .contains("feed remote: its last download is saved as"),
+            "{}",
+            daemon.log()
+        );
+    });
 }
