@@ -236,7 +236,10 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
             entries: per_source_entries.get(&p.name).copied().unwrap_or(0),
             in_set,
             last_success,
-            staleness_seconds: last_success.map(|t| (now - t).max(0)),
+            // Unknown when saved in the future (the clock was ahead): not "fresh".
+            staleness_seconds: last_success
+                .filter(|&t| !crate::clock::is_future(t, now))
+                .map(|t| (now - t).max(0)),
             consecutive_failures: failures,
             last_error,
             backoff,
@@ -358,6 +361,10 @@ impl fmt::Display for Status {
         for s in &self.sources {
             let fresh = match (s.last_success, s.staleness_seconds) {
                 (Some(_), Some(age)) => format!("last good {} ago", human_duration(age as u64)),
+                (Some(t), None) => format!(
+                    "last good saved as {}, in the future (the clock was ahead)",
+                    fmt_time(t)
+                ),
                 _ if s.kind == "manual" => "set by hand".to_string(),
                 _ => "never read successfully".to_string(),
             };

@@ -56,6 +56,13 @@ fn a_sync_under_a_clock_a_year_ahead_neither_stalls_feeds_nor_lengthens_timeouts
             "faketime did not move the clock: started {started}"
         );
         assert_eq!(stub.requests("/list").len(), 1);
+        // `status` at the right time does not call a success dated a year ahead fresh.
+        let o = sipban(d, &["status", "--json"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let remote = &json(&o)["sources"][1];
+        assert_eq!(remote["name"], "remote");
+        assert!(remote["last_success"].as_i64().is_some(), "{remote}");
+        assert!(remote["staleness_seconds"].is_null(), "{remote}");
 
         // 2. The clock is right again: the hourly feed is due (its saved last download is in
         //    the future, so unknown), with a warning naming it.
