@@ -203,3 +203,47 @@ fn a_missing_asterisk_log_keeps_the_run_partial_and_status_names_it() {
 fn a_missing_kernel_log_keeps_the_run_partial_and_status_names_it() {
     missing_log_is_partial_until_it_appears("kernel_log", "files", "kernel");
 }
+
+/// The daemon's syncs count the same failures: a missing log makes each one partial, logged
+/// as such with the path.
+#[test]
+fn the_daemon_logs_a_sync_with_a_missing_log_as_partial() {
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let log = d.join("missing.log");
+        write_config(
+            d,
+            "",
+            &format!(
+                "asterisk:\n  logs: [{}]\ndaemon:\n  sync_schedule: \"* * * * * *\"\n",
+                log.display()
+            ),
+        );
+        let stderr = d.join("daemon.log");
+        let mut child = std::process::Command::new(crate::common::run::bin())
+            .args(["run", "-v", "--config"])
+            .arg(d.join("config.yaml"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let want = format!("sync: asterisk: log {}: not found", log.display());
+        let t = std::time::Instant::now();
+        let mut text = String::new();
+        while t.elapsed() < std::time::Duration::from_secs(30) {
+            text = std::fs::read_to_string(&stderr).unwrap_or_default();
+            if text.contains("sync partial: 1 source errors") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(text.contains("sync partial: 1 source errors"), "{text}");
+        assert!(text.contains(&want), "{text}");
+        assert_eq!(members("t4"), HashSet::from(["45.0.0.1".to_string()]));
+    });
+}
