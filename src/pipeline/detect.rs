@@ -61,8 +61,10 @@ pub struct Pass {
 
 /// A log detector: one pass from its saved state.
 pub trait Detector {
-    /// The config section and source name (`asterisk`, `kernel_log`).
+    /// The config section (`asterisk`, `kernel_log`).
     fn label(&self) -> &'static str;
+    /// The source name its sightings and errors carry (`asterisk`, `kernel`).
+    fn source(&self) -> &'static str;
     /// The blob key of its state.
     fn state_key(&self) -> &'static str;
     /// Read what is new, from `saved` (an unreadable state starts afresh, with a warning).
@@ -136,6 +138,10 @@ impl Detector for AsteriskDetector<'_> {
         ASTERISK
     }
 
+    fn source(&self) -> &'static str {
+        ASTERISK
+    }
+
     fn state_key(&self) -> &'static str {
         ASTERISK_STATE
     }
@@ -180,6 +186,10 @@ struct KernelDetector<'a>(&'a kernlog::KernelLogSettings);
 impl Detector for KernelDetector<'_> {
     fn label(&self) -> &'static str {
         "kernel_log"
+    }
+
+    fn source(&self) -> &'static str {
+        kernlog::SOURCE
     }
 
     fn state_key(&self) -> &'static str {

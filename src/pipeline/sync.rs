@@ -187,7 +187,8 @@ fn detect_local(
                 local.offences.append(&mut pass.offences);
                 local.passes.push(pass);
             }
-            Err(e) => errors.push(format!("{}: {e}; its last bans are kept", d.label())),
+            // The source name leads, so `status` finds the line.
+            Err(e) => errors.push(format!("{}: {e}; its last bans are kept", d.source())),
         }
     }
     Ok(local)
