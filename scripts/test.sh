@@ -12,7 +12,8 @@ fi
 # prometheus: for promtool (tests/it/metrics.rs checks the textfile with `promtool check metrics`).
 sipban_apt_install build-essential ca-certificates curl ipset iptables nftables iproute2 util-linux procps prometheus
 # Service and packaging tests: systemd-analyze, conntrack, dpkg-shlibdeps (for cargo-deb).
-sipban_apt_install systemd conntrack dpkg-dev
+# faketime: tests/it/clock_jump.rs runs a sync under a clock a year ahead (libfaketime).
+sipban_apt_install systemd conntrack dpkg-dev faketime
 sipban_ensure_rust
 # The .deb that tests/it/deb.rs inspects (installing cargo-deb once takes about 3 minutes).
 command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --locked --version 3.8.0

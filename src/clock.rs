@@ -1,8 +1,10 @@
-//! Wall-clock time as sipban uses it: Unix seconds, and one civil-date conversion for people.
+//! Wall-clock time as sipban uses it: Unix seconds, one civil-date conversion for people, and
+//! the one rule for a saved timestamp that lies in the future ([`MAX_SKEW`]).
 //!
 //! It owns no state and must never sleep or schedule: the daemon's schedules live in
 //! `daemon::schedule`, and every pipeline step takes `now` as an argument so that it can be
-//! tested without a clock.
+//! tested without a clock. A run reads the wall clock once, at its start, and measures every
+//! interval of that run against that one instant.
 
 /// Now, in Unix seconds (0 if the clock is before 1970).
 pub fn unix_now() -> i64 {
@@ -10,6 +12,20 @@ pub fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// How far in the future a saved timestamp may lie before it is distrusted. Wall-clock times
+/// saved by one run are read by the next, and the clock may have moved backwards between them:
+/// a Raspberry Pi has no real-time clock and boots at the time it last saved, or far off,
+/// until NTP steps it. Five minutes absorbs ordinary NTP corrections and clock drift between
+/// two runs; a time further ahead was written under a wrong clock, and is treated as unknown
+/// (a feed is due now: its conditional GET keeps that cheap) or clamped to now (a ban's expiry,
+/// to now plus its source's TTL), with a warning.
+pub const MAX_SKEW: i64 = 300;
+
+/// Whether a saved time `t` lies further in the future of `now` than [`MAX_SKEW`].
+pub fn is_future(t: i64, now: i64) -> bool {
+    t > now.saturating_add(MAX_SKEW)
 }
 
 /// Unix seconds as UTC `(year, month, day, hour, minute, second)`: the civil date from days
@@ -48,6 +64,15 @@ impl std::fmt::Display for Iso {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_time_is_in_the_future_only_beyond_the_skew() {
+        assert!(!is_future(1000, 1000));
+        assert!(!is_future(1000 + MAX_SKEW, 1000));
+        assert!(is_future(1001 + MAX_SKEW, 1000));
+        assert!(!is_future(0, 1000));
+        assert!(!is_future(i64::MAX, i64::MAX));
+    }
 
     #[test]
     fn dates_read_the_same_in_both_forms() {

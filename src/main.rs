@@ -163,7 +163,11 @@ fn run(cli: Cli) -> cli::Result {
         cli::check_dirs(s()?)?;
     }
     match &cli.command {
-        Command::Sync { dry_run, json } => cli::sync::sync(s()?, *dry_run, *json, now),
+        Command::Sync {
+            dry_run,
+            json,
+            retry_now,
+        } => cli::sync::sync(s()?, *dry_run, *json, *retry_now, now),
         Command::Run => {
             let settings = settings.ok_or_else(|| Error::failed("no settings loaded"))?;
             cli::sync::run(&cli.config, settings)

@@ -67,6 +67,10 @@ pub struct SourceStatus {
     pub staleness_seconds: Option<i64>,
     pub consecutive_failures: u32,
     pub last_error: Option<String>,
+    /// Feeds: `in backoff until T after N failures: <last error>` while a failed feed waits
+    /// out its back-off (runs exit 3 meanwhile; `sync --retry-now` downloads at once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<String>,
     /// Asterisk detector: what its injection guard did in the last run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub injection_guard: Option<InjectionGuard>,
@@ -160,7 +164,7 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
     let mut summary = serde_json::Value::Null;
     let mut per_source_entries: HashMap<String, u64> = HashMap::new();
     let mut metas = HashMap::new();
-    let mut last_ok: HashMap<String, i64> = HashMap::new();
+    let (mut last_ok, mut failing_runs) = (HashMap::new(), HashMap::new());
     if let Some(s) = &store {
         if let Some(r) = s.last_run()? {
             summary = serde_json::from_str(&r.summary).unwrap_or(serde_json::Value::Null);
@@ -190,24 +194,7 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
             }
         }
         metas = s.feed_metas()?;
-        // Non-feed sources: the last run whose errors do not name them.
-        for (finished, text) in s.recent_runs(200)? {
-            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            if v["outcome"] == "failed" {
-                continue;
-            }
-            let errors: Vec<&str> = v["errors"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|e| e.as_str()).collect())
-                .unwrap_or_default();
-            for p in &sources.policies {
-                let prefix = format!("{}:", p.name);
-                if !last_ok.contains_key(&p.name) && !errors.iter().any(|e| e.starts_with(&prefix))
-                {
-                    last_ok.insert(p.name.clone(), finished);
-                }
-            }
-        }
+        (last_ok, failing_runs) = run_history(s, &sources)?;
         st.manual.bans = per_source_entries
             .get(crate::pipeline::manual::SOURCE)
             .copied()
@@ -254,9 +241,21 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
                     .last_run
                     .as_ref()
                     .and_then(|r| r.errors.iter().find(|e| e.starts_with(&prefix)).cloned());
-                (last_ok.get(&p.name).copied(), u32::from(err.is_some()), err)
+                let runs = failing_runs.get(&p.name).copied().unwrap_or(0);
+                (
+                    last_ok.get(&p.name).copied(),
+                    runs.max(u32::from(err.is_some())),
+                    err,
+                )
             }
         };
+        let backoff = metas.get(&p.name).and_then(|m| {
+            let f = settings.feeds.iter().find(|f| f.name == p.name)?;
+            let due = crate::source::feed::next_due(f, m)?;
+            (due > now)
+                .then(|| crate::pipeline::gather::backoff(f, m))
+                .flatten()
+        });
         st.sources.push(SourceStatus {
             name: p.name.clone(),
             kind: kind.to_string(),
@@ -264,9 +263,13 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
             entries: per_source_entries.get(&p.name).copied().unwrap_or(0),
             in_set,
             last_success,
-            staleness_seconds: last_success.map(|t| (now - t).max(0)),
+            // Unknown when saved in the future (the clock was ahead): not "fresh".
+            staleness_seconds: last_success
+                .filter(|&t| !crate::clock::is_future(t, now))
+                .map(|t| (now - t).max(0)),
             consecutive_failures: failures,
             last_error,
+            backoff,
             injection_guard: last.and_then(injection_guard),
         });
     }
@@ -290,6 +293,38 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
         });
     }
     Ok(st)
+}
+
+/// From the run history, per non-feed source: the end of the last run whose errors do not name
+/// it, and how many of the latest runs in a row named it.
+fn run_history(
+    s: &Store,
+    sources: &Sources,
+) -> Result<(HashMap<String, i64>, HashMap<String, u32>)> {
+    let mut last_ok: HashMap<String, i64> = HashMap::new();
+    let mut failing_runs: HashMap<String, u32> = HashMap::new();
+    // Non-feed sources: the last run whose errors do not name them.
+    for (finished, text) in s.recent_runs(200)? {
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if v["outcome"] == "failed" {
+            continue;
+        }
+        let errors: Vec<&str> = v["errors"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|e| e.as_str()).collect())
+            .unwrap_or_default();
+        for p in &sources.policies {
+            let prefix = format!("{}:", p.name);
+            let named = errors.iter().any(|e| e.starts_with(&prefix));
+            if !last_ok.contains_key(&p.name) && !named {
+                last_ok.insert(p.name.clone(), finished);
+            }
+            if named && !last_ok.contains_key(&p.name) {
+                *failing_runs.entry(p.name.clone()).or_default() += 1;
+            }
+        }
+    }
+    Ok((last_ok, failing_runs))
 }
 
 /// HOOK for the upstream report queue (issue 6, written elsewhere): it is shown only once
@@ -376,6 +411,10 @@ impl fmt::Display for Status {
         for s in &self.sources {
             let fresh = match (s.last_success, s.staleness_seconds) {
                 (Some(_), Some(age)) => format!("last good {} ago", human_duration(age as u64)),
+                (Some(t), None) => format!(
+                    "last good saved as {}, in the future (the clock was ahead)",
+                    fmt_time(t)
+                ),
                 _ if s.kind == "manual" => "set by hand".to_string(),
                 _ if s.kind == "recovered" => {
                     "taken in from the kernel sets after a state rebuild".to_string()
@@ -400,7 +439,9 @@ impl fmt::Display for Status {
                     "", g.injections, g.injected, g.suspect
                 )?;
             }
-            if s.consecutive_failures > 0 {
+            if let Some(b) = &s.backoff {
+                writeln!(f, "  {:<20} FAILING: {b}", "")?;
+            } else if s.consecutive_failures > 0 {
                 writeln!(
                     f,
                     "  {:<20} FAILING ({} in a row): {}",

@@ -32,6 +32,10 @@ pub enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Download every feed now, ignoring its interval and any back-off after failures
+        /// (this run only).
+        #[arg(long, visible_alias = "force-download")]
+        retry_now: bool,
     },
     /// Configuration commands.
     Config {

@@ -8,11 +8,24 @@ use crate::config::Settings;
 use crate::pipeline::sync::{self, Outcome, SyncError};
 use std::path::Path;
 
-/// `sipban sync [--dry-run] [--json]`.
-pub fn sync(settings: &Settings, dry_run: bool, json: bool, now: i64) -> Result {
+/// `sipban sync [--dry-run] [--json] [--retry-now]`.
+pub fn sync(settings: &Settings, dry_run: bool, json: bool, retry_now: bool, now: i64) -> Result {
     let rt = runtime()?;
     let ipset = Ipset::new();
     let started = std::time::Instant::now();
+    // --retry-now: every feed is due in this run, whatever its interval and back-off say (a
+    // back-off never exceeds the interval), as the daemon does for a feed schedule.
+    let all_due;
+    let settings = if retry_now {
+        let mut s = settings.clone();
+        for f in &mut s.feeds {
+            f.interval = 0;
+        }
+        all_due = s;
+        &all_due
+    } else {
+        settings
+    };
     match rt.block_on(sync::run(settings, &ipset, dry_run, now)) {
         Ok(report) => {
             if !dry_run {

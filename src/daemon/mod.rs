@@ -450,8 +450,17 @@ fn finished_run(
                 sets.join(", ")
             );
             notify(&[sd_notify::NotifyState::Status(&status)]);
-            if report.outcome == Outcome::Failed {
-                tracing::error!("sync failed: the live sets were left as they were");
+            match report.outcome {
+                Outcome::Failed => {
+                    tracing::error!("sync failed: the live sets were left as they were")
+                }
+                // As `sipban sync` exits 3: a source in back-off, without its key or its log
+                // keeps every run partial until it recovers.
+                Outcome::Partial => tracing::warn!(
+                    "sync partial: {} source errors (above); their last good entries were kept",
+                    report.errors.len()
+                ),
+                Outcome::Ok => {}
             }
         }
         Err(e) => {

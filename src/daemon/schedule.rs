@@ -54,7 +54,7 @@ impl<K: Clone> Timer<K> {
     /// When the wall clock went backwards since the last call, every next firing is recomputed
     /// from `now_ms` first (otherwise a job would wait for the clock to catch up).
     pub fn poll(&mut self, now_ms: i64) -> Vec<K> {
-        if self.last_now.is_some_and(|last| now_ms + 1000 < last) {
+        if self.went_back(now_ms) {
             for (_, s, next) in &mut self.jobs {
                 *next = s.next_after(now_ms);
             }
@@ -71,13 +71,23 @@ impl<K: Clone> Timer<K> {
     }
 
     /// How long to sleep from `now_ms` until the next firing (at most [`MAX_SLEEP`]; at least
-    /// 1 ms, so a loop never spins).
+    /// 1 ms, so a loop never spins). When the wall clock went backwards since the last
+    /// [`Timer::poll`], 1 ms: the poll then recomputes the firings at once, rather than after
+    /// a capped sleep towards firings that are now days away.
     pub fn sleep_for(&self, now_ms: i64) -> Duration {
+        if self.went_back(now_ms) {
+            return Duration::from_millis(1);
+        }
         let next = self.jobs.iter().filter_map(|(_, _, n)| *n).min();
         match next {
             None => MAX_SLEEP,
             Some(n) => Duration::from_millis(n.saturating_sub(now_ms).clamp(1, 60_000) as u64),
         }
+    }
+
+    /// Whether the wall clock is more than a second behind the last poll.
+    fn went_back(&self, now_ms: i64) -> bool {
+        self.last_now.is_some_and(|last| now_ms + 1000 < last)
     }
 
     /// Next firing of each schedule (Unix milliseconds), for `status` and logs.
@@ -154,6 +164,8 @@ mod tests {
         let mut t = Timer::new(vec![("sync", s)], T0);
         // The clock is set back by a day (NTP after a boot with a wrong clock).
         let back = T0 - 86_400_000;
+        // Noticed before the next poll: no capped sleep towards a firing a day away.
+        assert_eq!(t.sleep_for(back), Duration::from_millis(1));
         assert!(t.poll(back).is_empty());
         assert_eq!(t.sleep_for(back), Duration::from_secs(60));
         assert_eq!(t.next_firings().next().unwrap().2, Some(back + 200_000));

@@ -202,6 +202,7 @@ mod tests {
             min_prefix_v6: 16,
             allow_private: false,
             ban_on_link: false,
+            max_ttl: u32::MAX,
         }
     }
 

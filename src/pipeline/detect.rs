@@ -49,19 +49,25 @@ pub struct Pass {
     /// The detector's state after the pass, to save with what the pass applied.
     pub blob: Vec<u8>,
     pub offences: Vec<Offence>,
-    /// `detector: path: error` for each file that could not be read.
+    /// `source: path: error` for each file that could not be read.
     pub file_errors: Vec<String>,
     /// `detector: path: ...` for each file whose reading the pass's read limit cut: the rest
     /// is read by the next pass, from where this one stopped.
     pub limited: Vec<String>,
+    /// `source: log path: not found` for each configured file that does not exist (a sync's
+    /// errors; the real-time pass, which runs on every write to the other logs, leaves them to
+    /// the next sync).
+    pub missing: Vec<String>,
     pub lines: u64,
     pub report: PassReport,
 }
 
 /// A log detector: one pass from its saved state.
 pub trait Detector {
-    /// The config section and source name (`asterisk`, `kernel_log`).
+    /// The config section (`asterisk`, `kernel_log`).
     fn label(&self) -> &'static str;
+    /// The source name its sightings and errors carry (`asterisk`, `kernel`).
+    fn source(&self) -> &'static str;
     /// The blob key of its state.
     fn state_key(&self) -> &'static str;
     /// Read what is new, from `saved` (an unreadable state starts afresh, with a warning).
@@ -118,17 +124,32 @@ fn limited<'a>(
         .collect()
 }
 
-/// `who: path: error` for each file a detector could not read.
+/// `source: path: error` for each file a detector could not read (the source name leads, so
+/// `status` finds the line).
 fn file_errors<'a>(
-    who: &str,
+    source: &str,
     files: impl Iterator<Item = (&'a std::path::PathBuf, &'a Option<String>)>,
 ) -> Vec<String> {
     files
         .filter_map(|(path, error)| {
             error
                 .as_ref()
-                .map(|e| format!("{who}: {}: {e}", path.display()))
+                .map(|e| format!("{source}: {}: {e}", path.display()))
         })
+        .collect()
+}
+
+/// `source: log path: not found` for each configured file that does not exist: a wrong path
+/// would otherwise detect nothing without a word. A sync counts it as the source's failure
+/// (exit 3) until the file is there. (A log renamed by logrotate and not yet created again
+/// counts too, for the one run that falls in that moment.)
+fn missing<'a>(
+    source: &str,
+    files: impl Iterator<Item = (&'a std::path::PathBuf, bool)>,
+) -> Vec<String> {
+    files
+        .filter(|(_, missing)| *missing)
+        .map(|(path, _)| format!("{source}: log {}: not found", path.display()))
         .collect()
 }
 
@@ -136,6 +157,10 @@ struct AsteriskDetector<'a>(&'a asterisk::AsteriskSettings);
 
 impl Detector for AsteriskDetector<'_> {
     fn label(&self) -> &'static str {
+        ASTERISK
+    }
+
+    fn source(&self) -> &'static str {
         ASTERISK
     }
 
@@ -155,11 +180,15 @@ impl Detector for AsteriskDetector<'_> {
             source: ASTERISK,
             state_key: ASTERISK_STATE,
             offences: crate::report::from_asterisk(&det),
-            file_errors: file_errors("asterisk", det.files.iter().map(|f| (&f.path, &f.error))),
+            file_errors: file_errors(ASTERISK, det.files.iter().map(|f| (&f.path, &f.error))),
             limited: limited(
-                "asterisk",
+                ASTERISK,
                 self.0.read_limit,
                 det.files.iter().map(|f| (&f.path, &f.tail)),
+            ),
+            missing: missing(
+                ASTERISK,
+                det.files.iter().map(|f| (&f.path, f.tail.missing)),
             ),
             lines: det.counters.lines,
             sightings: det.sightings,
@@ -186,6 +215,10 @@ impl Detector for KernelDetector<'_> {
         "kernel_log"
     }
 
+    fn source(&self) -> &'static str {
+        kernlog::SOURCE
+    }
+
     fn state_key(&self) -> &'static str {
         KERNEL_STATE
     }
@@ -202,11 +235,18 @@ impl Detector for KernelDetector<'_> {
             source: kernlog::SOURCE,
             state_key: KERNEL_STATE,
             offences: crate::report::from_kernel(&det),
-            file_errors: file_errors("kernel_log", det.files.iter().map(|f| (&f.path, &f.error))),
+            file_errors: file_errors(
+                kernlog::SOURCE,
+                det.files.iter().map(|f| (&f.path, &f.error)),
+            ),
             limited: limited(
-                "kernel_log",
+                kernlog::SOURCE,
                 self.0.read_limit,
                 det.files.iter().map(|f| (&f.path, &f.tail)),
+            ),
+            missing: missing(
+                kernlog::SOURCE,
+                det.files.iter().map(|f| (&f.path, f.tail.missing)),
             ),
             lines: det.counters.lines,
             sightings: det.sightings.clone(),

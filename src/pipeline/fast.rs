@@ -123,7 +123,8 @@ pub fn detect_and_apply(
             }
             accepted.push((policy.name.as_str(), *s));
             let e = wanted.entry(s.net).or_insert(i64::MIN);
-            *e = (*e).max(s.seen.saturating_add(i64::from(s.ttl)));
+            // Never dated after now (a log written under a clock that was ahead), as in decide.
+            *e = (*e).max(s.seen.min(now).saturating_add(i64::from(s.ttl)));
         }
     }
     // One add per address, with the longest of its expiries: both detectors may ban the same

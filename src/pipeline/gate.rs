@@ -40,6 +40,9 @@ pub struct SourcePolicy {
     /// and APIBAN: never. Local detectors: only with `ban_on_link: true` (a LAN phone with a
     /// wrong password is more often a mistake than an attack). Manual bans: yes.
     pub ban_on_link: bool,
+    /// The longest TTL this source asks for (a feed's `ttl`, a detector's longest ban): no
+    /// saved mark of it may expire later than this after now, whatever clock saved it.
+    pub max_ttl: u32,
 }
 
 impl SourcePolicy {
@@ -52,6 +55,7 @@ impl SourcePolicy {
             min_prefix_v6: f.min_prefix_v6,
             allow_private: f.allow_private,
             ban_on_link: false,
+            max_ttl: f.ttl,
         }
     }
 
@@ -441,6 +445,7 @@ mod tests {
             min_prefix_v6: 32,
             allow_private: false,
             ban_on_link: false,
+            max_ttl: u32::MAX,
         }
     }
 

@@ -38,6 +38,8 @@ pub struct Remote {
     pub cache_writes: Vec<(PathBuf, Vec<IpNet>)>,
     pub apiban: Option<ApibanRun>,
     pub errors: Vec<String>,
+    /// What the admin should know but did not fail a source (a saved time in the future).
+    pub warnings: Vec<String>,
     /// Feed metadata as saved before this run, so a download refused later (by the ceiling
     /// on all sources together) can be counted as a failure instead.
     pub saved_metas: HashMap<String, FeedMeta>,
@@ -194,7 +196,11 @@ impl RemoteSource for Feed<'_> {
     fn gather<'a>(&'a self, index: Option<u16>, cx: &'a mut Context<'_>) -> Gathering<'a> {
         Box::pin(async move {
             let f = self.0;
-            let meta = cx.metas.get(&f.name).cloned().unwrap_or_default();
+            let mut meta = cx.metas.get(&f.name).cloned().unwrap_or_default();
+            // Logged with the run's other warnings.
+            cx.remote
+                .warnings
+                .extend(distrust_future(f, &mut meta, cx.now));
             let cache_file = feed::cache_path(&cx.settings.state_dir, &f.name);
             // The last good copy matters for remote feeds (a 304 lists it again); a local file
             // is its own copy, so it is neither read nor written for file feeds.
@@ -249,12 +255,22 @@ impl RemoteSource for Feed<'_> {
                     remote.cache_writes.push((cache_file, listing.nets));
                 }
             }
-            if !matches!(result.status, FeedStatus::NotDue { .. }) {
+            let mut status = result.status;
+            if matches!(status, FeedStatus::NotDue { .. }) {
+                // Not due and failing: still a failure until a download succeeds.
+                if let Some(why) = backoff(f, &meta) {
+                    remote.errors.push(format!(
+                        "feed {}: {why}; keeping its last good entries",
+                        f.name
+                    ));
+                    status = FeedStatus::Failed(why);
+                }
+            } else {
                 remote.new_metas.push((f.name.clone(), result.meta));
             }
             remote.feed_reports.push(FeedReport {
                 location: f.location.to_string(),
-                status: result.status,
+                status,
                 bytes: result.bytes,
                 invalid,
                 invalid_samples,
@@ -262,6 +278,39 @@ impl RemoteSource for Feed<'_> {
             Ok(())
         })
     }
+}
+
+/// A saved last download attempt in the future (beyond [`crate::clock::MAX_SKEW`]: the clock
+/// was ahead when it was saved) is unknown: the feed is due now. Returns the warning.
+fn distrust_future(
+    f: &crate::config::FeedSettings,
+    meta: &mut FeedMeta,
+    now: i64,
+) -> Option<String> {
+    let t = meta
+        .last_attempt
+        .filter(|&t| crate::clock::is_future(t, now))?;
+    meta.last_attempt = None;
+    Some(format!(
+        "feed {}: its last download is saved as {}, in the future (the clock was ahead, or is behind now); downloading it now",
+        f.name,
+        crate::clock::fmt_time(t)
+    ))
+}
+
+/// Why a feed that is not due is still failing: it waits out its back-off after failures.
+/// The words `status` shows too.
+pub fn backoff(f: &crate::config::FeedSettings, meta: &FeedMeta) -> Option<String> {
+    if meta.consecutive_failures == 0 {
+        return None;
+    }
+    let until = feed::next_due(f, meta)?;
+    Some(format!(
+        "in backoff until {} after {} failures: {}",
+        crate::clock::fmt_time(until),
+        meta.consecutive_failures,
+        meta.last_error.as_deref().unwrap_or("?")
+    ))
 }
 
 /// APIBAN: paged, resumable, additive.
@@ -274,7 +323,18 @@ impl RemoteSource for Apiban<'_> {
 
     fn gather<'a>(&'a self, index: Option<u16>, cx: &'a mut Context<'_>) -> Gathering<'a> {
         Box::pin(async move {
-            let key = apiban::load_key(self.0).map_err(|e| SyncError::Fatal(anyhow::anyhow!(e)))?;
+            // A key file that cannot be read is this source's failure: the others still apply.
+            // A key that is refused (readable by others, a placeholder) fails the run.
+            let key = match apiban::load_key(self.0) {
+                Ok(k) => k,
+                Err(e) if !e.unreadable => return Err(SyncError::Fatal(anyhow::anyhow!(e))),
+                Err(e) => {
+                    let run = ApibanRun::failed(e.message);
+                    cx.remote.errors.extend(run.error());
+                    cx.remote.apiban = Some(run);
+                    return Ok(());
+                }
+            };
             let target = match cx.store.as_deref_mut() {
                 Some(s) if !cx.dry_run => apiban::Target::Apply(s),
                 s => apiban::Target::DryRun(s.map(|s| &*s)),

@@ -63,6 +63,8 @@ pub fn policy() -> SourcePolicy {
         min_prefix_v6: 16,
         allow_private: true,
         ban_on_link: true,
+        // Each ban has its own `--ttl`, up to the largest a u32 holds.
+        max_ttl: u32::MAX,
     }
 }
 
@@ -703,6 +705,7 @@ mod tests {
             min_prefix_v6: 32,
             allow_private: false,
             ban_on_link: false,
+            max_ttl: u32::MAX,
         };
         let ast = SourcePolicy {
             name: "asterisk".into(),

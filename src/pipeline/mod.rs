@@ -67,6 +67,7 @@ impl Sources {
                 min_prefix_v6: 128,
                 allow_private: false,
                 ban_on_link: false,
+                max_ttl: a.ttl,
             });
             kinds.push("apiban");
         }
@@ -81,6 +82,8 @@ impl Sources {
                 min_prefix_v6: 128,
                 allow_private: true,
                 ban_on_link: settings.ban_on_link,
+                // Repeat offenders are banned longer, up to `bantime_increment.max`.
+                max_ttl: a.bantime.max(a.increment_max),
             });
             kinds.push("asterisk");
         }
@@ -93,6 +96,7 @@ impl Sources {
                 min_prefix_v6: 128,
                 allow_private: true,
                 ban_on_link: settings.ban_on_link,
+                max_ttl: k.ttl,
             });
             kinds.push("kernel");
         }
@@ -109,6 +113,8 @@ impl Sources {
             min_prefix_v6: 16,
             allow_private: true,
             ban_on_link: false,
+            // Bounded by what the kernel had left (at most ipset's 24.8 days).
+            max_ttl: u32::MAX,
         });
         kinds.push("recovered");
         Sources { policies, kinds }

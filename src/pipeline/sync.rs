@@ -179,6 +179,7 @@ fn detect_local(
             Ok(mut pass) => {
                 errors.extend(pass.file_errors.iter().cloned());
                 local.limited.extend(pass.limited.iter().cloned());
+                errors.extend(pass.missing.iter().cloned());
                 if let Some(&i) = index.get(pass.source) {
                     inputs.push(Input {
                         source: i,
@@ -189,7 +190,8 @@ fn detect_local(
                 local.offences.append(&mut pass.offences);
                 local.passes.push(pass);
             }
-            Err(e) => errors.push(format!("{}: {e}; its last bans are kept", d.label())),
+            // The source name leads, so `status` finds the line.
+            Err(e) => errors.push(format!("{}: {e}; its last bans are kept", d.source())),
         }
     }
     Ok(local)
@@ -231,7 +233,8 @@ fn local_step(
     if let Some(l) = &remote.peers {
         super::protect::add_fresh(&mut allow, l, &mut allow_summary);
     }
-    let mut warnings = std::mem::take(&mut allow_summary.notes);
+    let mut warnings = std::mem::take(&mut remote.warnings);
+    warnings.append(&mut allow_summary.notes);
     warnings.extend(local.limited.iter().cloned());
     warnings.extend(super::protect::on_link_warnings(sources, &inputs, &allow));
     for w in &warnings {
@@ -268,6 +271,7 @@ fn local_step(
         )
     });
     let decision = decide::decide(previous, inputs, &sources.policies, &allow, caps, now);
+    warnings.extend(future_marks(sources, &decision));
     let candidates = settings
         .report
         .as_ref()
@@ -414,6 +418,27 @@ fn recover_kernel(
     previous.append(&mut taken);
     previous.sort_by(|a, b| net::cmp_net(&a.net, &b.net));
     Ok(Some(marker))
+}
+
+/// A warning per source whose saved entries were last seen in the future (saved under a clock
+/// that was ahead): decide brought them back to now, each within its TTL. Logged here.
+fn future_marks(sources: &Sources, decision: &Decision) -> Vec<String> {
+    let warnings: Vec<String> = sources
+        .policies
+        .iter()
+        .zip(&decision.per_source)
+        .filter(|(_, c)| c.future > 0)
+        .map(|(p, c)| {
+            format!(
+                "{}: {} saved entries were last seen in the future (the clock was ahead when they were saved); they now expire at most their TTL from now",
+                p.name, c.future
+            )
+        })
+        .collect();
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    warnings
 }
 
 /// The ceiling on all sources together (`max_total_coverage`, see [`super::ceiling`]): a feed

@@ -85,6 +85,10 @@ pub struct SourceCounts {
     pub expired: usize,
     /// Marks dropped because a complete listing no longer holds them.
     pub delisted: usize,
+    /// Saved marks last seen in the future (beyond `clock::MAX_SKEW`: the clock was ahead
+    /// when they were saved), brought back to now with their TTL (see [`fit_to_now`]).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub future: usize,
     /// Listings the gate refused in this run, the broadest kept (at most
     /// [`gate::KEEP_REFUSED`] after [`SourceCounts::refused_listings`]), for `explain`.
     #[serde(skip)]
@@ -345,6 +349,9 @@ fn previous_marks(
                     d.dropped_unknown += 1;
                     return false;
                 };
+                if fit_to_now(m, policy.max_ttl, now) {
+                    d.per_source[m.source as usize].future += 1;
+                }
                 if m.expires <= now {
                     d.per_source[m.source as usize].expired += 1;
                     return false;
@@ -369,6 +376,28 @@ fn previous_marks(
         }
     }
     (net, marks)
+}
+
+/// Bring a saved mark within what its source asked for, whatever clock saved it: a mark never
+/// expires more than `max_ttl` after now, and one last seen after now (saved under a clock that
+/// was ahead) is moved back to now with the TTL it was given (`expires - last_seen`, which a
+/// mark carries without a field). Kernel timeouts, computed from `expires`, then never exceed
+/// the TTL asked for. Returns whether the mark was seen beyond [`crate::clock::MAX_SKEW`] in
+/// the future (the caller warns).
+pub fn fit_to_now(m: &mut Mark, max_ttl: u32, now: i64) -> bool {
+    let far = crate::clock::is_future(m.last_seen, now);
+    if m.last_seen > now {
+        let ttl = m.expires.saturating_sub(m.last_seen).max(0);
+        m.last_seen = now;
+        m.expires = now.saturating_add(ttl);
+    }
+    m.first_seen = m.first_seen.min(m.last_seen);
+    m.expires = m.expires.min(now.saturating_add(i64::from(max_ttl)));
+    far
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Step 3: consumes every input's sightings at `key` into `marks`, advancing the cursors;
@@ -403,20 +432,23 @@ fn add_sightings(
                 counts.note_refused(s.net);
                 continue;
             }
-            let expires = s.seen.saturating_add(i64::from(s.ttl));
+            // A sighting is never later than now (a log line written under a clock that was
+            // ahead): its ban runs `ttl` from now at most.
+            let seen = s.seen.min(now);
+            let expires = seen.saturating_add(i64::from(s.ttl));
             if expires <= now {
                 continue;
             }
             match marks.iter_mut().find(|m| m.source == input.source) {
                 Some(m) => {
-                    m.first_seen = m.first_seen.min(s.seen);
-                    m.last_seen = m.last_seen.max(s.seen);
+                    m.first_seen = m.first_seen.min(seen);
+                    m.last_seen = m.last_seen.max(seen);
                     m.expires = m.expires.max(expires);
                 }
                 None => marks.push(Mark {
                     source: input.source,
-                    first_seen: s.seen,
-                    last_seen: s.seen,
+                    first_seen: seen,
+                    last_seen: seen,
                     expires,
                 }),
             }

@@ -25,6 +25,7 @@ fn policy(name: &str, priority: u16) -> SourcePolicy {
         min_prefix_v6: 32,
         allow_private: false,
         ban_on_link: false,
+        max_ttl: u32::MAX,
     }
 }
 
@@ -453,4 +454,56 @@ fn on_link_entries_are_banned_only_for_a_source_that_may_ban_there() {
         .allow_hits
         .iter()
         .any(|h| h.listed == n("45.67.89.5") && !h.partial));
+}
+
+#[test]
+fn marks_and_sightings_from_a_clock_that_was_ahead_expire_within_their_ttl() {
+    // Source a asks for a day; manual (no configured TTL) was given an hour.
+    let a = SourcePolicy {
+        max_ttl: 86_400,
+        ..policy("a", 50)
+    };
+    let policies = vec![a, policy("manual", 60)];
+    let now = 1_800_000_000;
+    let ahead = now + 365 * 86_400;
+    let mark = |source, last_seen: i64, ttl: i64| Mark {
+        source,
+        first_seen: last_seen,
+        last_seen,
+        expires: last_seen + ttl,
+    };
+    let previous = vec![
+        Entry {
+            net: v4(1),
+            marks: smallvec::smallvec![mark(0, ahead, 86_400)],
+        },
+        Entry {
+            net: v4(2),
+            marks: smallvec::smallvec![mark(1, ahead, 3600)],
+        },
+        // Seen now, but expiring later than its source's TTL allows.
+        Entry {
+            net: v4(3),
+            marks: smallvec::smallvec![mark(0, now, 10 * 86_400)],
+        },
+    ];
+    // A sighting stamped in the future (a log written under the wrong clock).
+    let inputs = vec![Input {
+        source: 0,
+        sightings: vec![sight(v4(4), ahead, 86_400)],
+        complete: false,
+    }];
+    let d = decide_plain(previous, inputs, &policies, now);
+    let expires: Vec<i64> = d.desired_v4.iter().map(|x| x.expires).collect();
+    assert_eq!(
+        expires,
+        vec![now + 86_400, now + 3600, now + 86_400, now + 86_400]
+    );
+    for e in &d.entries {
+        for m in &e.marks {
+            assert!(m.first_seen <= now && m.last_seen <= now, "{m:?}");
+        }
+    }
+    // Two saved marks came from the future; the one merely too long did not.
+    assert_eq!((d.per_source[0].future, d.per_source[1].future), (1, 1));
 }

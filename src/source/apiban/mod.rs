@@ -60,21 +60,55 @@ pub use crate::config::secret::{redact, Secret};
 // ---------------------------------------------------------------------------------------------
 // The key.
 
+/// Why there is no key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyError {
+    pub message: String,
+    /// The key file could not be read (missing, no permission, an I/O error): a failure of the
+    /// source in this run, which the next run retries while the other sources apply. Otherwise
+    /// the key was refused (readable by others, not a regular file, a placeholder, not a key):
+    /// a configuration the admin must fix, and the run fails.
+    pub unreadable: bool,
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<String> for KeyError {
+    /// A refusal.
+    fn from(message: String) -> KeyError {
+        KeyError {
+            message,
+            unreadable: false,
+        }
+    }
+}
+
 /// Load the key: `SIPBAN_APIBAN_KEY` if set, else the key file.
-pub fn load_key(settings: &ApibanSettings) -> Result<Secret, String> {
+pub fn load_key(settings: &ApibanSettings) -> Result<Secret, KeyError> {
     load_key_with(settings, std::env::var(KEY_ENV).ok())
 }
 
 /// [`load_key`] with the environment value passed in (tests).
-pub fn load_key_with(settings: &ApibanSettings, env: Option<String>) -> Result<Secret, String> {
+pub fn load_key_with(settings: &ApibanSettings, env: Option<String>) -> Result<Secret, KeyError> {
     if let Some(v) = env {
-        return check_key(v.trim(), &format!("the variable {KEY_ENV}"))
-            .map(|k| Secret::new(k, format!("the variable {KEY_ENV}")));
+        return Ok(check_key(v.trim(), &format!("the variable {KEY_ENV}"))
+            .map(|k| Secret::new(k, format!("the variable {KEY_ENV}")))?);
     }
     let path = &settings.key_file;
     let shown = path.display();
-    let meta = std::fs::metadata(path)
-        .map_err(|e| format!("cannot read the APIBAN key file {shown}: {e} (or set {KEY_ENV})"))?;
+    let unreadable = |message: String| KeyError {
+        message,
+        unreadable: true,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| {
+        unreadable(format!(
+            "cannot read the APIBAN key file {shown}: {e} (or set {KEY_ENV})"
+        ))
+    })?;
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode() & 0o7777;
@@ -82,21 +116,20 @@ pub fn load_key_with(settings: &ApibanSettings, env: Option<String>) -> Result<S
             return Err(format!(
                 "the APIBAN key file {shown} can be read by other users (mode {mode:04o}); \
                  refusing to use it: run `chmod 640 {shown}`"
-            ));
+            )
+            .into());
         }
     }
     if !meta.is_file() {
-        return Err(format!("the APIBAN key file {shown} is not a regular file"));
+        return Err(format!("the APIBAN key file {shown} is not a regular file").into());
     }
     if meta.len() > 4096 {
-        return Err(format!(
-            "the APIBAN key file {shown} is too large to hold a key"
-        ));
+        return Err(format!("the APIBAN key file {shown} is too large to hold a key").into());
     }
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the APIBAN key file {shown}: {e}"))?;
+        .map_err(|e| unreadable(format!("cannot read the APIBAN key file {shown}: {e}")))?;
     let what = format!("the key file {shown}");
-    check_key(text.trim(), &what).map(|k| Secret::new(k, what))
+    Ok(check_key(text.trim(), &what).map(|k| Secret::new(k, what))?)
 }
 
 fn check_key(key: &str, what: &str) -> Result<String, String> {
@@ -198,6 +231,11 @@ impl ApibanRun {
             remote_addr: None,
             sightings: Vec::new(),
         }
+    }
+
+    /// A pull that could not start (no usable key): nothing was sent.
+    pub fn failed(reason: String) -> ApibanRun {
+        ApibanRun::new(PullStatus::Failed(reason))
     }
 
     /// The error line for the run report, if the pull did not catch up.
@@ -346,9 +384,17 @@ pub async fn pull(
         Ok(c) => c,
         Err(e) => return ApibanRun::new(PullStatus::Failed(format!("{e:#}"))),
     };
-    let refresh_due = st
-        .live_since
-        .is_some_and(|t| now.saturating_sub(t) >= settings.full_refresh as i64);
+    // A last refresh saved in the future (the clock was ahead) is unknown: refresh now.
+    let refresh_due = st.live_since.is_some_and(|t| {
+        let future = crate::clock::is_future(t, now);
+        if future {
+            tracing::warn!(
+                "apiban: its last full refresh is saved as {}, in the future (the clock was ahead, or is behind now); refreshing now",
+                crate::clock::fmt_time(t)
+            );
+        }
+        future || now.saturating_sub(t) >= settings.full_refresh as i64
+    });
     let refreshing = st.staging_cursor.is_some() || st.staging_started.is_some() || refresh_due;
     let cursor = if refreshing {
         st.staging_cursor.clone()
@@ -624,7 +670,7 @@ pub async fn remote_check(settings: Option<&ApibanSettings>, ip: IpAddr) -> Remo
     match settings {
         None => RemoteCheck::NotConfigured,
         Some(a) => match load_key(a) {
-            Err(message) => RemoteCheck::Error { message },
+            Err(e) => RemoteCheck::Error { message: e.message },
             Ok(key) => match check(a, &key, ip).await {
                 Ok(CheckAnswer { listed: true, id }) => RemoteCheck::Listed { id },
                 Ok(CheckAnswer { listed: false, .. }) => RemoteCheck::NotListed,
@@ -728,11 +774,15 @@ mod tests {
         let set_mode =
             |m: u32| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(m)).unwrap();
         let e = load_key_with(&s, None).unwrap_err();
+        assert!(e.unreadable, "{e}");
+        let e = e.message;
         assert!(e.contains(&path.display().to_string()), "{e}");
 
         std::fs::write(&path, "abcdef0123456789\n").unwrap();
         set_mode(0o644);
         let e = load_key_with(&s, None).unwrap_err();
+        assert!(!e.unreadable, "{e}");
+        let e = e.message;
         assert!(
             e.contains("chmod 640") && e.contains(&path.display().to_string()),
             "{e}"
@@ -760,7 +810,10 @@ mod tests {
         ] {
             std::fs::write(&path, content).unwrap();
             let e = load_key_with(&s, None).unwrap_err();
-            assert!(e.contains(want), "{content:?}: {e}");
+            assert!(
+                !e.unreadable && e.message.contains(want),
+                "{content:?}: {e}"
+            );
         }
         assert!(load_key_with(&s, Some(String::new())).is_err());
     }
