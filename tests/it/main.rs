@@ -40,3 +40,4 @@ mod sync_kernel;
 mod systemd_units;
 mod tail_rotation;
 mod total_coverage;
+mod wire_scan;

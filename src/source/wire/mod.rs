@@ -7,6 +7,7 @@
 //! - [`signature`]: scanner User-Agents (`feeds/sip-scanners.txt`) and tool fingerprints.
 //! - [`detect`]: the wire detector (per client: signatures and behaviour, maxretry/findtime)
 //!   and the Call-ID map that attributes Asterisk's IP-less Timeout lines.
+//! - [`scan`]: `sipban scan --pcap`, a capture read offline, with Asterisk logs attributed.
 //!
 //! This module must never keep a SIP body, credentials or a digest, and never let a header
 //! name the sender.
@@ -14,5 +15,6 @@
 pub mod detect;
 pub mod hep;
 pub mod pcap;
+pub mod scan;
 pub mod signature;
 pub mod sip;
