@@ -41,3 +41,4 @@ mod systemd_units;
 mod tail_rotation;
 mod total_coverage;
 mod wire_scan;
+mod wire_tools;

@@ -108,7 +108,7 @@ impl Reason {
 
 #[derive(Clone, Debug, Default)]
 struct Client {
-    /// Failure times within `findtime`, oldest first.
+    /// The latest failure times within `findtime` (at most `maxretry`), oldest first.
     fails: Vec<i64>,
     counts: [u32; REASONS],
     /// Hashes of the distinct users it probed without authenticating.
@@ -229,8 +229,13 @@ impl Engine {
     fn fail(&mut self, ip: IpAddr, t: i64, why: Reason) {
         let (findtime, maxretry) = (i64::from(self.s.findtime), self.s.maxretry as usize);
         let c = self.client(ip);
-        c.counts[why as usize] += 1;
+        c.counts[why as usize] = c.counts[why as usize].saturating_add(1);
         c.fails.retain(|x| *x >= t - findtime);
+        // Only the latest `maxretry` times can make a ban: the list stays that short,
+        // whatever the rate.
+        if c.fails.len() >= maxretry.max(1) {
+            c.fails.remove(0);
+        }
         c.fails.push(t);
         let signature = matches!(why, Reason::ScannerUserAgent | Reason::ToolFingerprint);
         if c.banned.is_none() && (signature || c.fails.len() >= maxretry) {
