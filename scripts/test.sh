@@ -14,6 +14,8 @@ sipban_apt_install build-essential ca-certificates curl ipset iptables nftables 
 # Service and packaging tests: systemd-analyze, conntrack, dpkg-shlibdeps (for cargo-deb).
 # faketime: tests/it/clock_jump.rs runs a sync under a clock a year ahead (libfaketime).
 sipban_apt_install systemd conntrack dpkg-dev faketime
+# SIP on the wire (tests/it/wire_tools.rs): SIPVicious attacks Kamailio, tcpdump records it.
+sipban_apt_install sipvicious kamailio tcpdump
 sipban_ensure_rust
 # The .deb that tests/it/deb.rs inspects (installing cargo-deb once takes about 3 minutes).
 command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --locked --version 3.8.0

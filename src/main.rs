@@ -197,6 +197,7 @@ fn run(cli: Cli) -> cli::Result {
             verbose,
             aggressive,
             security_services,
+            pcap,
             ..
         } => views::scan(views::ScanArgs {
             files,
@@ -205,6 +206,7 @@ fn run(cli: Cli) -> cli::Result {
             verbose: *verbose,
             aggressive: *aggressive,
             security_services: security_services.as_deref(),
+            pcap: pcap.as_deref(),
         }),
         Command::Ban { ip, ttl, json } => manual::ban(s()?, ip, ttl.as_deref(), *json, now),
         Command::Unban { ip, allow, json } => manual::unban(s()?, ip, *allow, *json, now),

@@ -87,6 +87,11 @@ pub enum Command {
         /// weights and the threshold it crossed (scored with the config's `kernel_log`, if any).
         #[arg(long, conflicts_with_all = ["full", "aggressive", "verbose", "security_services"])]
         kernel: bool,
+        /// A packet capture (pcap or pcapng: SIP in UDP/TCP, HEP v3 in UDP) read through the
+        /// SIP wire detector; the files, if any, are Asterisk logs whose IP-less scanner
+        /// timeouts are attributed through the Call-IDs the capture saw.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["full", "kernel"])]
+        pcap: Option<PathBuf>,
     },
     /// Show the built-in feed catalogue.
     Feeds {

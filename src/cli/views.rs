@@ -129,11 +129,14 @@ pub struct ScanArgs<'a> {
     pub verbose: bool,
     pub aggressive: bool,
     pub security_services: Option<&'a [String]>,
+    /// `--pcap FILE`: a capture through the wire detector; `files` are then Asterisk logs
+    /// whose scanner timeouts it attributes.
+    pub pcap: Option<&'a Path>,
 }
 
 /// `sipban scan FILES [--full F] [--json] [--verbose] [--aggressive]`: Asterisk logs.
 pub fn scan(a: ScanArgs<'_>) -> Result {
-    if a.files.is_empty() && a.full.is_none() {
+    if a.files.is_empty() && a.full.is_none() && a.pcap.is_none() {
         return Err(Error::new(
             Kind::Usage,
             "sipban scan: give at least one log file (or --full FILE)",
@@ -149,6 +152,11 @@ pub fn scan(a: ScanArgs<'_>) -> Result {
         },
         ..Default::default()
     };
+    if let Some(pcap) = a.pcap {
+        let report = crate::source::wire::scan::scan_pcap(pcap, Default::default(), a.files, opts)
+            .map_err(|e| Error::new(Kind::Failed, format!("sipban scan --pcap: {e}")))?;
+        return print(&report, a.json);
+    }
     let report = crate::source::asterisk::scan_with(a.files, a.full, opts)
         .map_err(|e| Error::new(Kind::Failed, format!("sipban scan: {e}")))?;
     print(&report, a.json)

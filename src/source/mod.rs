@@ -7,11 +7,13 @@
 //! - [`kernlog`]: the kernel-log detector (netfilter LOG lines, port catalogue, probe scoring).
 //! - [`offences`]: the bounded per-address offence counter both detectors keep (spray-proof
 //!   eviction: the sources closest to a ban are kept).
+//! - [`wire`]: SIP on the wire: pcap/pcapng files, HEP v3, the SIP message parser.
 
 pub mod asterisk;
 pub mod kernlog;
 pub mod offences;
 pub mod tail;
+pub mod wire;
 
 pub use crate::model::Sighting;
 

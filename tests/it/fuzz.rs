@@ -24,6 +24,7 @@
 
 mod mutate;
 mod seeds;
+mod wire;
 
 use mutate::{appears, shown, Gen, SENTINEL};
 use sipban::source::asterisk::guard::{self, Sender};

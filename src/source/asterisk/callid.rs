@@ -105,6 +105,10 @@ pub enum Unattributed {
     DestinationMismatch,
     /// The logger reported dropped messages around that time.
     LogLoss,
+    /// On the wire, the INVITE carried credentials: a phone that authenticated, not a scanner.
+    Authenticated,
+    /// On the wire, the sender acknowledged the final response.
+    Acked,
 }
 
 impl Unattributed {
@@ -118,6 +122,8 @@ impl Unattributed {
             Unattributed::NotRejected => "not_rejected",
             Unattributed::DestinationMismatch => "destination_mismatch",
             Unattributed::LogLoss => "log_loss",
+            Unattributed::Authenticated => "authenticated",
+            Unattributed::Acked => "acked",
         }
     }
 }
@@ -133,6 +139,12 @@ struct Entry {
     nat_dest: Option<IpAddr>,
     nat_several: bool,
     contested: bool,
+    /// Seen on the wire: an INVITE with credentials on this Call-ID.
+    #[serde(default)]
+    authenticated: bool,
+    /// Seen on the wire: an ACK from the INVITE's sender.
+    #[serde(default)]
+    acked: bool,
 }
 
 /// Call-ID → what the dumps said about it. Bounded by [`MAX_CALLIDS`] and by age.
@@ -225,6 +237,30 @@ impl CallIdMap {
         }
     }
 
+    /// An INVITE seen on the wire from `src` (the packet's or HEP chunk's source).
+    pub fn wire_invite(&mut self, callid: &[u8], src: IpAddr, time: i64, credentials: bool) {
+        let key = String::from_utf8_lossy(callid);
+        self.record_invite(&key, src, time, false);
+        if credentials {
+            self.entry(&key, time).authenticated = true;
+        }
+    }
+
+    /// A final response to an INVITE seen on the wire, sent to `dst`.
+    pub fn wire_response(&mut self, callid: &[u8], status: u16, dst: IpAddr, time: i64) {
+        let key = String::from_utf8_lossy(callid);
+        self.record_sent(&key, status, true, Some(dst), time);
+    }
+
+    /// An ACK seen on the wire from `src`.
+    pub fn wire_ack(&mut self, callid: &[u8], src: IpAddr, time: i64) {
+        let key = String::from_utf8_lossy(callid);
+        let e = self.entry(&key, time);
+        if e.src == Some(src) {
+            e.acked = true;
+        }
+    }
+
     fn contest(&mut self, callid: &str, time: i64) {
         self.entry(callid, time).contested = true;
     }
@@ -249,6 +285,12 @@ impl CallIdMap {
         }
         if e.sent_2xx {
             return Err(Unattributed::Answered);
+        }
+        if e.authenticated {
+            return Err(Unattributed::Authenticated);
+        }
+        if e.acked {
+            return Err(Unattributed::Acked);
         }
         if matches!(e.last_retx, Some(s) if s < 400) {
             return Err(Unattributed::NotRejected);

@@ -446,6 +446,9 @@ struct Engine<'a> {
     multi: bool,
     /// A full log is followed: timeouts are attributed only from it.
     full_mode: bool,
+    /// The Call-ID map was filled from SIP seen on the wire: a timeout in any file is
+    /// attributed through it.
+    wire: bool,
     keep_examples: bool,
     /// The whole input has been read (scan): close an open injection window at the end.
     /// Otherwise (run) it stays open into the next run, so a message written in several
@@ -764,7 +767,11 @@ impl Engine<'_> {
             }
             Verdict::Timeout { callid } => {
                 let t = self.time_of(st, &a);
-                if st.full {
+                if st.full || (self.wire && !self.full_mode) {
+                    if !st.full && self.multi && !self.dedup.admit(line_key(&a, t), t, st.id) {
+                        self.counters.duplicates += 1;
+                        return;
+                    }
                     match self.callids.attribute(callid, t) {
                         Ok(ip) => self.hit(ip, Rule::SipInviteTimeout, None, t, line),
                         Err(why) => self.unattributed(callid, why),
@@ -1108,6 +1115,7 @@ impl<'a> Engine<'a> {
             verbose: false,
             multi: false,
             full_mode: false,
+            wire: false,
             keep_examples: false,
             resolve_at_eof: false,
             clock,
@@ -1163,6 +1171,26 @@ pub fn scan_with(
     full: Option<&Path>,
     opts: ScanOptions,
 ) -> Result<ScanReport, AsteriskError> {
+    scan_files(files, full, opts, &mut CallIdMap::default(), false)
+}
+
+/// [`scan_with`] for logs whose scanner timeouts are attributed through `callids`, a Call-ID
+/// map filled from SIP seen on the wire (`scan --pcap`).
+pub fn scan_with_wire(
+    files: &[PathBuf],
+    opts: ScanOptions,
+    callids: &mut CallIdMap,
+) -> Result<ScanReport, AsteriskError> {
+    scan_files(files, None, opts, callids, true)
+}
+
+fn scan_files(
+    files: &[PathBuf],
+    full: Option<&Path>,
+    opts: ScanOptions,
+    callids: &mut CallIdMap,
+    wire: bool,
+) -> Result<ScanReport, AsteriskError> {
     if files.is_empty() && full.is_none() {
         return Err(AsteriskError::NoFiles);
     }
@@ -1170,14 +1198,9 @@ pub fn scan_with(
     if let Some(f) = full {
         list.push((f.to_path_buf(), true));
     }
-    let (mut callids, mut dedup) = (CallIdMap::default(), Dedup::default());
-    let mut engine = Engine::for_scan(
-        &opts,
-        list.len() > 1,
-        full.is_some(),
-        &mut callids,
-        &mut dedup,
-    );
+    let mut dedup = Dedup::default();
+    let mut engine = Engine::for_scan(&opts, list.len() > 1, full.is_some(), callids, &mut dedup);
+    engine.wire = wire;
     let mut report = ScanReport::default();
     for (i, (path, is_full)) in list.iter().enumerate() {
         // A missing file is an error here (the follower would wait for it); anything but a

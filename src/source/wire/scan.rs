@@ -1,0 +1,205 @@
+//! `sipban scan --pcap FILE [ASTERISK-LOGS…]`: a capture read offline through the wire
+//! detector (SIP in UDP and TCP, HEP v3 in UDP), and, given Asterisk logs, their scanner
+//! timeouts attributed through the Call-IDs the capture saw.
+//!
+//! This module must never change anything: it reads and reports.
+
+use super::detect::{ClientReport, Counters, Engine, WireBan, WireSettings};
+use super::hep;
+use super::pcap::{Reader, Skip, Transport};
+use crate::source::asterisk::{self, ScanOptions, ScanReport};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What a capture held, and what the detector made of it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PcapReport {
+    pub file: PathBuf,
+    /// Records read.
+    pub records: u64,
+    /// SIP messages by carrier: `udp`, `tcp`, `hep`.
+    pub carriers: BTreeMap<&'static str, u64>,
+    /// Records that held no SIP or HEP, by why.
+    pub skipped: BTreeMap<&'static str, u64>,
+    /// HEP datagrams refused (bad lengths, missing chunks, not SIP).
+    pub hep_refused: u64,
+    pub counters: Counters,
+    pub clients: Vec<ClientReport>,
+    pub bans: Vec<WireBan>,
+    /// The Asterisk logs given, scanned with the capture's Call-ID map.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asterisk: Option<ScanReport>,
+}
+
+fn skip_name(s: Skip) -> &'static str {
+    match s {
+        Skip::LinkType => "link type not decoded",
+        Skip::NotIp => "not UDP/TCP over IP",
+        Skip::Fragment => "IP fragment",
+        Skip::Truncated => "truncated",
+    }
+}
+
+/// Whether a payload may be SIP: a start line begins with an upper-case method or `SIP/`.
+fn looks_like_sip(p: &[u8]) -> bool {
+    p.first().is_some_and(u8::is_ascii_uppercase)
+}
+
+/// Read `path` through the detector; `logs` are Asterisk logs to attribute timeouts in.
+pub fn scan_pcap(
+    path: &Path,
+    settings: WireSettings,
+    logs: &[PathBuf],
+    opts: ScanOptions,
+) -> Result<PcapReport, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        return Err(format!("{}: not a regular file", path.display()));
+    }
+    let mut reader = Reader::new(std::io::BufReader::with_capacity(1 << 16, file))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut e = Engine::new(settings);
+    let mut r = PcapReport {
+        file: path.to_path_buf(),
+        records: 0,
+        carriers: BTreeMap::new(),
+        skipped: BTreeMap::new(),
+        hep_refused: 0,
+        counters: Counters::default(),
+        clients: Vec::new(),
+        bans: Vec::new(),
+        asterisk: None,
+    };
+    let mut last = 0i64;
+    loop {
+        let packet = match reader.next_packet() {
+            Ok(None) => break,
+            Ok(Some(p)) => p,
+            Err(err) => {
+                return Err(format!(
+                    "{}: record {}: {err}",
+                    path.display(),
+                    r.records + 1
+                ))
+            }
+        };
+        r.records += 1;
+        let p = match packet {
+            Ok(p) => p,
+            Err(s) => {
+                *r.skipped.entry(skip_name(s)).or_default() += 1;
+                continue;
+            }
+        };
+        last = last.max(p.secs);
+        if p.transport == Transport::Udp && p.payload.starts_with(b"HEP3") {
+            match hep::decode(p.payload) {
+                Ok(h) if h.payload_type == hep::SIP => {
+                    *r.carriers.entry("hep").or_default() += 1;
+                    let t = if h.secs > 0 {
+                        i64::from(h.secs)
+                    } else {
+                        p.secs
+                    };
+                    e.payload(h.src, h.dst, t, h.payload);
+                }
+                _ => r.hep_refused += 1,
+            }
+        } else if looks_like_sip(p.payload) {
+            let carrier = match p.transport {
+                Transport::Udp => "udp",
+                Transport::Tcp => "tcp",
+            };
+            *r.carriers.entry(carrier).or_default() += 1;
+            e.payload(p.src, p.dst, p.secs, p.payload);
+        } else if !p.payload.is_empty() {
+            *r.skipped.entry("not SIP").or_default() += 1;
+        }
+    }
+    // The end of the capture: every open INVITE has had its chance to be acknowledged.
+    let end = last + super::detect::ACK_WAIT + 1;
+    e.tick(end);
+    r.clients = e.clients(end);
+    r.bans = e.bans(end);
+    r.counters = e.counters.clone();
+    if !logs.is_empty() {
+        let rep =
+            asterisk::scan_with_wire(logs, opts, &mut e.callids).map_err(|err| err.to_string())?;
+        r.asterisk = Some(rep);
+    }
+    Ok(r)
+}
+
+impl std::fmt::Display for PcapReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{}: {} records", self.file.display(), self.records)?;
+        let carriers: Vec<String> = self
+            .carriers
+            .iter()
+            .map(|(k, v)| format!("{v} over {k}"))
+            .collect();
+        writeln!(
+            f,
+            "SIP messages: {} ({}), {} requests, {} responses, {} malformed",
+            self.counters.messages,
+            if carriers.is_empty() {
+                "none".to_owned()
+            } else {
+                carriers.join(", ")
+            },
+            self.counters.requests,
+            self.counters.responses,
+            self.counters.malformed
+        )?;
+        for (why, n) in &self.skipped {
+            writeln!(f, "  skipped: {n} {why}")?;
+        }
+        if self.hep_refused > 0 {
+            writeln!(f, "  HEP datagrams refused: {}", self.hep_refused)?;
+        }
+        writeln!(f, "\nclients ({}):", self.clients.len())?;
+        for c in &self.clients {
+            let reasons: Vec<String> = c
+                .reasons
+                .iter()
+                .map(|(r, n)| format!("{n} {}", r.name()))
+                .collect();
+            write!(f, "  {:<39} {:>6} messages", c.ip.to_string(), c.messages)?;
+            if !reasons.is_empty() {
+                write!(f, "; {}", reasons.join(", "))?;
+            }
+            if c.authenticated {
+                write!(f, "; authenticated")?;
+            }
+            if let Some(ua) = &c.user_agent {
+                write!(f, "; User-Agent {ua:?}")?;
+            }
+            writeln!(f)?;
+        }
+        writeln!(f, "\nwould ban ({}):", self.bans.len())?;
+        for b in &self.bans {
+            write!(f, "  {} for {}s: {}", b.ip, b.ttl, b.reason.name())?;
+            if let Some(t) = b.tool {
+                write!(f, " ({t})")?;
+            }
+            writeln!(f)?;
+        }
+        if let Some(a) = &self.asterisk {
+            writeln!(
+                f,
+                "\nAsterisk logs: {} lines; scanner timeouts: {} attributed through the capture, {} not",
+                a.counters.lines, a.counters.timeouts_attributed, a.counters.timeouts_unattributed
+            )?;
+            for (why, n) in &a.counters.unattributed_reasons {
+                writeln!(f, "  not attributed: {n} {why}")?;
+            }
+            for (ip, ev) in &a.addresses {
+                if ev.timeouts > 0 {
+                    writeln!(f, "  {ip}: {} timeouts", ev.timeouts)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
