@@ -35,7 +35,8 @@ pub struct Remote {
     pub inputs: Vec<Input>,
     pub feed_reports: Vec<FeedReport>,
     pub new_metas: Vec<(String, FeedMeta)>,
-    pub cache_writes: Vec<(PathBuf, Vec<IpNet>)>,
+    /// New last good copies of feeds, as written (see `feed::cache_bytes`).
+    pub cache_writes: Vec<(PathBuf, Vec<u8>)>,
     pub apiban: Option<ApibanRun>,
     pub errors: Vec<String>,
     /// Feed metadata as saved before this run, so a download refused later (by the ceiling
@@ -199,21 +200,14 @@ impl RemoteSource for Feed<'_> {
             // The last good copy matters for remote feeds (a 304 lists it again); a local file
             // is its own copy, so it is neither read nor written for file feeds.
             let cache = match f.location {
-                FeedLocation::Http(_) => feed::read_cache(&cache_file),
+                FeedLocation::Http(_) => Some(cache_file.as_path()),
                 FeedLocation::File(_) => None,
             };
             // The coverage guard counts what the gate's rules would admit from this feed.
             let policy = super::gate::SourcePolicy::for_feed(f);
             let admitted = |n: &IpNet| policy.reject(n).is_none();
-            let result = feed::run_feed(
-                cx.client.as_ref(),
-                f,
-                &meta,
-                cache.as_deref(),
-                cx.now,
-                &admitted,
-            )
-            .await;
+            let result =
+                feed::run_feed(cx.client.as_ref(), f, &meta, cache, cx.now, &admitted).await;
             let remote = &mut cx.remote;
             if let Some(ip) = result.remote_addr {
                 remote.hosts.push((ip, f.name.clone()));
@@ -245,8 +239,8 @@ impl RemoteSource for Feed<'_> {
                     sightings,
                     complete: true,
                 });
-                if result.cache_update && matches!(f.location, FeedLocation::Http(_)) {
-                    remote.cache_writes.push((cache_file, listing.nets));
+                if let Some(bytes) = result.cache {
+                    remote.cache_writes.push((cache_file, bytes));
                 }
             }
             if !matches!(result.status, FeedStatus::NotDue { .. }) {

@@ -623,8 +623,8 @@ fn persist(
     candidates: Option<&[report::Candidate]>,
     now: i64,
 ) -> Result<(), SyncError> {
-    for (path, nets) in &remote.cache_writes {
-        if let Err(e) = feed::write_cache(path, nets) {
+    for (path, bytes) in &remote.cache_writes {
+        if let Err(e) = feed::write_cache(path, bytes) {
             report.errors.push(format!("feed cache: {e:#}"));
         }
     }

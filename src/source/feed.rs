@@ -58,8 +58,8 @@ pub struct FeedResult {
     pub listing: Option<Listing>,
     /// Metadata to store after a real (non dry-run) run.
     pub meta: FeedMeta,
-    /// Whether `listing` should replace the cached copy on disk.
-    pub cache_update: bool,
+    /// The new last good copy to write (a fresh HTTP listing), as recorded in `meta`.
+    pub cache: Option<Vec<u8>>,
     /// The address the feed was fetched from, so it can be allowlisted.
     pub remote_addr: Option<IpAddr>,
     pub bytes: u64,
@@ -75,29 +75,130 @@ pub fn cache_path(state_dir: &Path, name: &str) -> PathBuf {
     cache_dir(state_dir).join(format!("{name}.list"))
 }
 
-/// Read a cached copy (canonical prefixes, one per line).
-pub fn read_cache(path: &Path) -> Option<Vec<IpNet>> {
-    let text = std::fs::read_to_string(path).ok()?;
-    Some(
-        text.lines()
-            .filter_map(|l| net::parse_net(l).ok())
-            .collect(),
-    )
-}
-
-/// Write the cached copy atomically (a new temporary file that follows no link, fsync,
-/// rename: [`crate::fsio::write_atomic`]).
-pub fn write_cache(path: &Path, nets: &[IpNet]) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent() {
-        crate::fsio::create_dir(dir)
-            .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
-    }
+/// The last good copy as it is written: canonical prefixes, one per line.
+pub fn cache_bytes(nets: &[IpNet]) -> Vec<u8> {
     let mut text = Vec::with_capacity(nets.len() * 16);
     for n in nets {
         net::push_net(&mut text, n);
         text.push(b'\n');
     }
-    crate::fsio::write_atomic(path, &text)
+    text
+}
+
+/// SHA-256 of a cached copy, in lowercase hex (what [`FeedMeta::cache_digest`] records).
+pub fn digest(bytes: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Check the last good copy without keeping it: `Ok` only when it is exactly what was
+/// written, a regular file (never followed through a link) of the size and SHA-256 recorded in
+/// `meta`; otherwise why not. A copy of no recorded size or digest (written by an older
+/// sipban) does not verify. Reads at most the recorded size plus one byte, in small pieces.
+pub fn verify_cache(path: &Path, meta: &FeedMeta) -> Result<(), String> {
+    let (f, size, want) = open_cache(path, meta)?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut read = 0u64;
+    let mut f = f.take(size.saturating_add(1));
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| format!("cannot read the cached copy {}: {e}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        read += n as u64;
+        ctx.update(&buf[..n]);
+    }
+    check_copy(path, size, read, want, &hex(ctx.finish().as_ref()))
+}
+
+/// Read the last good copy after the same checks as [`verify_cache`].
+pub fn read_cache(path: &Path, meta: &FeedMeta) -> Result<Vec<IpNet>, String> {
+    let (f, size, want) = open_cache(path, meta)?;
+    let shown = path.display();
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    f.take(size.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read the cached copy {shown}: {e}"))?;
+    check_copy(path, size, bytes.len() as u64, want, &digest(&bytes))?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| format!("the cached copy {shown} is not UTF-8 text"))?;
+    text.lines()
+        .map(|l| net::parse_net(l).map_err(|_| format!("the cached copy {shown} holds `{l}`")))
+        .collect()
+}
+
+/// The cached copy opened for reading (no link followed, never blocking on a FIFO), with the
+/// size and digest it must have.
+fn open_cache<'m>(
+    path: &Path,
+    meta: &'m FeedMeta,
+) -> Result<(std::fs::File, u64, &'m str), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let shown = path.display();
+    let (Some(size), Some(want)) = (meta.cache_size, meta.cache_digest.as_deref()) else {
+        return Err(format!(
+            "no size and digest are recorded for the cached copy {shown}"
+        ));
+    };
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot open the cached copy {shown}: {e}"))?;
+    let kind = f
+        .metadata()
+        .map_err(|e| format!("cannot read the cached copy {shown}: {e}"))?;
+    if !kind.is_file() {
+        return Err(format!("the cached copy {shown} is not a regular file"));
+    }
+    Ok((f, size, want))
+}
+
+fn check_copy(path: &Path, size: u64, read: u64, want: &str, got: &str) -> Result<(), String> {
+    if read != size {
+        let more = if read > size { "more than " } else { "" };
+        let held = read.min(size);
+        return Err(format!(
+            "the cached copy {} holds {more}{held} bytes, {size} were written",
+            path.display()
+        ));
+    }
+    if got != want {
+        return Err(format!(
+            "the cached copy {} does not match the SHA-256 recorded when it was written",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Write the cached copy atomically (a new temporary file that follows no link, fsync,
+/// rename: [`crate::fsio::write_atomic`]). An empty directory at its path (nothing sipban
+/// writes) is removed first; anything else there is an error naming it.
+pub fn write_cache(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        crate::fsio::create_dir(dir)
+            .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    }
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        std::fs::remove_dir(path).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is a directory, not the feed's cached copy, and cannot be removed: {e}",
+                path.display()
+            )
+        })?;
+    }
+    crate::fsio::write_atomic(path, bytes)
 }
 
 /// When the feed may be downloaded again: the interval after a success, and a shorter,
@@ -114,15 +215,16 @@ pub fn next_due(feed: &FeedSettings, meta: &FeedMeta) -> Option<i64> {
 }
 
 /// Fetch and judge one feed. Never returns an error: failures are a [`FeedStatus::Failed`].
-/// `cache` is the last good copy (used on 304 and to decide whether to send conditional
-/// headers).
+/// `cache` is where an HTTP feed's last good copy is kept: conditional headers are sent only
+/// when that copy verifies (see [`read_cache`]), and a 304 lists it again. A 304 that finds
+/// the copy gone or changed after all is answered by one unconditional download.
 /// `admitted` says whether the gate's address-space rules let this feed ban a prefix; only
 /// those count towards `max_coverage`.
 pub async fn run_feed(
     client: Option<&reqwest::Client>,
     feed: &FeedSettings,
     meta: &FeedMeta,
-    cache: Option<&[IpNet]>,
+    cache: Option<&Path>,
     now: i64,
     admitted: &dyn Fn(&IpNet) -> bool,
 ) -> FeedResult {
@@ -131,7 +233,7 @@ pub async fn run_feed(
         status: FeedStatus::Fresh,
         listing: None,
         meta: meta.clone(),
-        cache_update: false,
+        cache: None,
         remote_addr: None,
         bytes: 0,
     };
@@ -150,11 +252,9 @@ pub async fn run_feed(
             let Some(client) = client else {
                 return fail(result, "no HTTP client".into());
             };
-            let conditional = cache.is_some();
-            match fetch(client, url.secret_str(), feed, meta, conditional).await {
-                Ok(Fetched::NotModified { remote }) => {
+            match download(client, url.secret_str(), feed, meta, cache).await {
+                Ok(Downloaded::Cached { nets, remote }) => {
                     result.remote_addr = remote;
-                    let nets = cache.map(<[IpNet]>::to_vec).unwrap_or_default();
                     result.status = FeedStatus::NotModified;
                     result.meta.last_success = Some(now);
                     result.meta.consecutive_failures = 0;
@@ -165,7 +265,7 @@ pub async fn run_feed(
                     });
                     return result;
                 }
-                Ok(Fetched::Body {
+                Ok(Downloaded::Body {
                     body,
                     etag,
                     last_modified,
@@ -174,7 +274,10 @@ pub async fn run_feed(
                     result.remote_addr = remote;
                     Ok((body, etag, last_modified))
                 }
-                Err(e) => Err(e),
+                Err((e, remote)) => {
+                    result.remote_addr = remote;
+                    Err(e)
+                }
             }
         }
     };
@@ -191,11 +294,88 @@ pub async fn run_feed(
             result.meta.last_good_count = Some(listing.nets.len() as u64);
             result.meta.consecutive_failures = 0;
             result.meta.last_error = None;
-            result.cache_update = true;
+            if matches!(feed.location, FeedLocation::Http(_)) {
+                let bytes = cache_bytes(&listing.nets);
+                result.meta.cache_size = Some(bytes.len() as u64);
+                result.meta.cache_digest = Some(digest(&bytes));
+                result.cache = Some(bytes);
+            }
             result.listing = Some(listing);
             result
         }
         Err(e) => fail(result, e),
+    }
+}
+
+/// What an HTTP feed's download brought.
+enum Downloaded {
+    /// A 304 over a last good copy that verified.
+    Cached {
+        nets: Vec<IpNet>,
+        remote: Option<IpAddr>,
+    },
+    Body {
+        body: Vec<u8>,
+        etag: Option<String>,
+        last_modified: Option<String>,
+        remote: Option<IpAddr>,
+    },
+}
+
+/// Download an HTTP feed: conditionally when its last good copy verifies, and once more
+/// unconditionally when a 304 finds that copy unusable after all.
+async fn download(
+    client: &reqwest::Client,
+    url: &str,
+    feed: &FeedSettings,
+    meta: &FeedMeta,
+    cache: Option<&Path>,
+) -> Result<Downloaded, (String, Option<IpAddr>)> {
+    let validators = meta.etag.is_some() || meta.last_modified.is_some();
+    let mut conditional = match cache {
+        Some(path) if validators => match verify_cache(path, meta) {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::warn!(feed = %feed.name, "{why}; downloading the list afresh");
+                false
+            }
+        },
+        _ => false,
+    };
+    loop {
+        match fetch(client, url, feed, meta, conditional).await {
+            Ok(Fetched::NotModified { remote }) => {
+                let cached = match cache {
+                    Some(path) if conditional => read_cache(path, meta),
+                    _ => Err(
+                        "the server answered 304 Not Modified to a request without validators"
+                            .into(),
+                    ),
+                };
+                match cached {
+                    Ok(nets) => return Ok(Downloaded::Cached { nets, remote }),
+                    Err(why) if conditional => {
+                        tracing::warn!(feed = %feed.name, "{why}; downloading the list afresh");
+                        conditional = false;
+                    }
+                    Err(why) => return Err((why, remote)),
+                }
+            }
+            Ok(Fetched::Body {
+                body,
+                etag,
+                last_modified,
+                remote,
+            }) => {
+                return Ok(Downloaded::Body {
+                    body,
+                    etag,
+                    last_modified,
+                    remote,
+                })
+            }
+            Err(e) => return Err((e, None)),
+        }
     }
 }
 
@@ -1013,7 +1193,32 @@ mod tests {
             net::parse_net("192.0.2.0/24").unwrap(),
             net::parse_net("2001:db8::1").unwrap(),
         ];
-        write_cache(&p, &nets).unwrap();
-        assert_eq!(read_cache(&p).unwrap(), nets);
+        let bytes = cache_bytes(&nets);
+        write_cache(&p, &bytes).unwrap();
+        let meta = FeedMeta {
+            cache_size: Some(bytes.len() as u64),
+            cache_digest: Some(digest(&bytes)),
+            ..FeedMeta::default()
+        };
+        assert_eq!(read_cache(&p, &meta).unwrap(), nets);
+        assert_eq!(verify_cache(&p, &meta), Ok(()));
+        // Nothing recorded, another size, another digest: it does not verify.
+        assert!(read_cache(&p, &FeedMeta::default()).is_err());
+        let short = FeedMeta {
+            cache_size: Some(3),
+            ..meta.clone()
+        };
+        assert!(verify_cache(&p, &short)
+            .unwrap_err()
+            .contains("more than 3 bytes"));
+        let other = FeedMeta {
+            cache_digest: Some(digest(b"x")),
+            ..meta.clone()
+        };
+        assert!(verify_cache(&p, &other).unwrap_err().contains("SHA-256"));
+        // Never read through a link.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&p, &link).unwrap();
+        assert!(verify_cache(&link, &meta).is_err());
     }
 }

@@ -18,6 +18,7 @@ mod cli;
 mod corpus_ci;
 mod daemon;
 mod deb;
+mod feed_cache;
 mod firewall_rules;
 mod fuzz;
 mod ipset_kernel;
