@@ -14,7 +14,7 @@ use super::summary::{FeedReport, SyncError};
 use super::Sources;
 use crate::config::{FeedLocation, Settings};
 use crate::http;
-use crate::model::Sighting;
+use crate::model::{Nets, Sightings};
 use crate::net;
 use crate::source::apiban::{self, ApibanRun};
 use crate::source::feed::{self, FeedMeta, FeedStatus};
@@ -25,6 +25,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What the network phase brought, held until the apply step.
@@ -35,8 +36,8 @@ pub struct Remote {
     pub inputs: Vec<Input>,
     pub feed_reports: Vec<FeedReport>,
     pub new_metas: Vec<(String, FeedMeta)>,
-    /// New last good copies of feeds, as written (see `feed::cache_bytes`).
-    pub cache_writes: Vec<(PathBuf, Vec<u8>)>,
+    /// New last good copies of feeds (the listing shared with its input).
+    pub cache_writes: Vec<(PathBuf, Arc<Nets>)>,
     pub apiban: Option<ApibanRun>,
     pub errors: Vec<String>,
     /// Feed metadata as saved before this run, so a download refused later (by the ceiling
@@ -224,24 +225,19 @@ impl RemoteSource for Feed<'_> {
                 .map(|l| (l.invalid, l.invalid_samples.clone()))
                 .unwrap_or_default();
             if let (Some(listing), Some(i)) = (result.listing, index) {
-                let (ttl, now) = (f.ttl, cx.now);
-                let sightings = listing
-                    .nets
-                    .iter()
-                    .map(|&n| Sighting {
-                        net: n,
-                        seen: now,
-                        ttl,
-                    })
-                    .collect();
+                let nets = Arc::new(listing.nets);
+                if result.cache_update {
+                    remote.cache_writes.push((cache_file, Arc::clone(&nets)));
+                }
                 remote.inputs.push(Input {
                     source: i,
-                    sightings,
+                    sightings: Sightings::Listing {
+                        nets,
+                        seen: cx.now,
+                        ttl: f.ttl,
+                    },
                     complete: true,
                 });
-                if let Some(bytes) = result.cache {
-                    remote.cache_writes.push((cache_file, bytes));
-                }
             }
             if !matches!(result.status, FeedStatus::NotDue { .. }) {
                 remote.new_metas.push((f.name.clone(), result.meta));
@@ -282,7 +278,7 @@ impl RemoteSource for Apiban<'_> {
             if let Some(i) = index {
                 remote.inputs.push(Input {
                     source: i,
-                    sightings: std::mem::take(&mut run.sightings),
+                    sightings: std::mem::take(&mut run.sightings).into(),
                     complete: false,
                 });
             }

@@ -179,7 +179,7 @@ fn detect_local(
                 if let Some(&i) = index.get(pass.source) {
                     inputs.push(Input {
                         source: i,
-                        sightings: std::mem::take(&mut pass.sightings),
+                        sightings: std::mem::take(&mut pass.sightings).into(),
                         complete: false,
                     });
                 }
@@ -623,8 +623,8 @@ fn persist(
     candidates: Option<&[report::Candidate]>,
     now: i64,
 ) -> Result<(), SyncError> {
-    for (path, bytes) in &remote.cache_writes {
-        if let Err(e) = feed::write_cache(path, bytes) {
+    for (path, nets) in &remote.cache_writes {
+        if let Err(e) = feed::write_cache(path, nets) {
             report.errors.push(format!("feed cache: {e:#}"));
         }
     }

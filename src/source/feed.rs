@@ -13,10 +13,11 @@
 
 use crate::config::{FeedFormat, FeedLocation, FeedSettings};
 use crate::http;
+use crate::model::Nets;
 use crate::net;
 use ipnet::IpNet;
 use serde::Serialize;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,7 +41,8 @@ pub enum FeedStatus {
 /// A parsed listing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Listing {
-    pub nets: Vec<IpNet>,
+    /// In prefix order, duplicates kept.
+    pub nets: Nets,
     /// Non-comment records that were not an address or prefix.
     pub invalid: usize,
     /// Up to [`MAX_SAMPLES`] of them, for messages.
@@ -58,8 +60,9 @@ pub struct FeedResult {
     pub listing: Option<Listing>,
     /// Metadata to store after a real (non dry-run) run.
     pub meta: FeedMeta,
-    /// The new last good copy to write (a fresh HTTP listing), as recorded in `meta`.
-    pub cache: Option<Vec<u8>>,
+    /// Whether `listing` is the new last good copy to write (a fresh HTTP listing; its size
+    /// and digest are recorded in `meta`).
+    pub cache_update: bool,
     /// The address the feed was fetched from, so it can be allowlisted.
     pub remote_addr: Option<IpAddr>,
     pub bytes: u64,
@@ -75,17 +78,38 @@ pub fn cache_path(state_dir: &Path, name: &str) -> PathBuf {
     cache_dir(state_dir).join(format!("{name}.list"))
 }
 
-/// The last good copy as it is written: canonical prefixes, one per line.
-pub fn cache_bytes(nets: &[IpNet]) -> Vec<u8> {
-    let mut text = Vec::with_capacity(nets.len() * 16);
-    for n in nets {
-        net::push_net(&mut text, n);
+/// The last good copy as it is written: canonical prefixes, one per line, in order, handed
+/// to `sink` a piece (about 64 KiB) at a time so that the whole text is never held.
+fn cache_text(
+    nets: &Nets,
+    mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    const PIECE: usize = 64 * 1024;
+    let mut text = Vec::with_capacity(PIECE + 64);
+    for n in nets.iter() {
+        net::push_net(&mut text, &n);
         text.push(b'\n');
+        if text.len() >= PIECE {
+            sink(&text)?;
+            text.clear();
+        }
     }
-    text
+    sink(&text)
 }
 
-/// SHA-256 of a cached copy, in lowercase hex (what [`FeedMeta::cache_digest`] records).
+/// Size and SHA-256 (lowercase hex) of the last good copy [`write_cache`] writes for `nets`.
+pub fn cache_digest(nets: &Nets) -> (u64, String) {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut size = 0u64;
+    let _ = cache_text(nets, |piece| {
+        size += piece.len() as u64;
+        ctx.update(piece);
+        Ok(())
+    });
+    (size, hex(ctx.finish().as_ref()))
+}
+
+/// SHA-256 of some bytes, in lowercase hex (what [`FeedMeta::cache_digest`] records).
 pub fn digest(bytes: &[u8]) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
@@ -122,7 +146,7 @@ pub fn verify_cache(path: &Path, meta: &FeedMeta) -> Result<(), String> {
 }
 
 /// Read the last good copy after the same checks as [`verify_cache`].
-pub fn read_cache(path: &Path, meta: &FeedMeta) -> Result<Vec<IpNet>, String> {
+pub fn read_cache(path: &Path, meta: &FeedMeta) -> Result<Nets, String> {
     let (f, size, want) = open_cache(path, meta)?;
     let shown = path.display();
     let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
@@ -132,9 +156,12 @@ pub fn read_cache(path: &Path, meta: &FeedMeta) -> Result<Vec<IpNet>, String> {
     check_copy(path, size, bytes.len() as u64, want, &digest(&bytes))?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| format!("the cached copy {shown} is not UTF-8 text"))?;
-    text.lines()
-        .map(|l| net::parse_net(l).map_err(|_| format!("the cached copy {shown} holds `{l}`")))
-        .collect()
+    let mut nets = Nets::default();
+    for l in text.lines() {
+        nets.push(net::parse_net(l).map_err(|_| format!("the cached copy {shown} holds `{l}`"))?);
+    }
+    nets.sort();
+    Ok(nets)
 }
 
 /// The cached copy opened for reading (no link followed, never blocking on a FIFO), with the
@@ -185,7 +212,7 @@ fn check_copy(path: &Path, size: u64, read: u64, want: &str, got: &str) -> Resul
 /// Write the cached copy atomically (a new temporary file that follows no link, fsync,
 /// rename: [`crate::fsio::write_atomic`]). An empty directory at its path (nothing sipban
 /// writes) is removed first; anything else there is an error naming it.
-pub fn write_cache(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub fn write_cache(path: &Path, nets: &Nets) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         crate::fsio::create_dir(dir)
             .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
@@ -198,7 +225,7 @@ pub fn write_cache(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
             )
         })?;
     }
-    crate::fsio::write_atomic(path, bytes)
+    crate::fsio::write_atomic_with(path, |f| cache_text(nets, |piece| f.write_all(piece)))
 }
 
 /// When the feed may be downloaded again: the interval after a success, and a shorter,
@@ -233,7 +260,7 @@ pub async fn run_feed(
         status: FeedStatus::Fresh,
         listing: None,
         meta: meta.clone(),
-        cache: None,
+        cache_update: false,
         remote_addr: None,
         bytes: 0,
     };
@@ -295,10 +322,10 @@ pub async fn run_feed(
             result.meta.consecutive_failures = 0;
             result.meta.last_error = None;
             if matches!(feed.location, FeedLocation::Http(_)) {
-                let bytes = cache_bytes(&listing.nets);
-                result.meta.cache_size = Some(bytes.len() as u64);
-                result.meta.cache_digest = Some(digest(&bytes));
-                result.cache = Some(bytes);
+                let (size, digest) = cache_digest(&listing.nets);
+                result.meta.cache_size = Some(size);
+                result.meta.cache_digest = Some(digest);
+                result.cache_update = true;
             }
             result.listing = Some(listing);
             result
@@ -310,10 +337,7 @@ pub async fn run_feed(
 /// What an HTTP feed's download brought.
 enum Downloaded {
     /// A 304 over a last good copy that verified.
-    Cached {
-        nets: Vec<IpNet>,
-        remote: Option<IpAddr>,
-    },
+    Cached { nets: Nets, remote: Option<IpAddr> },
     Body {
         body: Vec<u8>,
         etag: Option<String>,
@@ -626,32 +650,34 @@ pub struct Coverage {
     pub v6: u128,
 }
 
-/// The coverage of the prefixes `admitted` lets through: sort, merge, sum. O(n log n), no
-/// allocation beyond one interval per prefix.
-pub fn coverage(nets: &[IpNet], admitted: &dyn Fn(&IpNet) -> bool) -> Coverage {
-    let mut v4: Vec<(u128, u128)> = Vec::new();
-    let mut v6: Vec<(u128, u128)> = Vec::new();
-    for n in nets.iter().filter(|n| admitted(n)) {
-        match n {
-            IpNet::V4(p) => {
-                let start = u128::from(u32::from(p.network()));
-                v4.push((start, start + (1u128 << (32 - p.prefix_len()))));
-            }
-            IpNet::V6(p) => {
-                let start = u128::from(p.network()) >> 64;
-                v6.push((start, start + (1u128 << (64 - p.prefix_len().min(64)))));
-            }
-        }
-    }
+/// The coverage of the prefixes `admitted` lets through: one pass over the list, which is in
+/// order, merging as it goes; no allocation.
+pub fn coverage(nets: &Nets, admitted: &dyn Fn(&IpNet) -> bool) -> Coverage {
+    let v4 = nets
+        .v4()
+        .iter()
+        .filter(|p| admitted(&IpNet::V4(**p)))
+        .map(|p| {
+            let start = u128::from(u32::from(p.network()));
+            (start, start + (1u128 << (32 - p.prefix_len())))
+        });
+    let v6 = nets
+        .v6()
+        .iter()
+        .filter(|p| admitted(&IpNet::V6(**p)))
+        .map(|p| {
+            let start = u128::from(p.network()) >> 64;
+            (start, start + (1u128 << (64 - p.prefix_len().min(64))))
+        });
     Coverage {
         v4: u64::try_from(merged_len(v4)).unwrap_or(u64::MAX),
         v6: merged_len(v6),
     }
 }
 
-/// The total length of half-open intervals, overlaps counted once.
-fn merged_len(mut ranges: Vec<(u128, u128)>) -> u128 {
-    ranges.sort_unstable();
+/// The total length of half-open intervals given in order of their starts, overlaps counted
+/// once.
+fn merged_len(ranges: impl Iterator<Item = (u128, u128)>) -> u128 {
     let mut total = 0u128;
     let mut current: Option<(u128, u128)> = None;
     for (start, end) in ranges {
@@ -786,6 +812,7 @@ pub fn parse(format: &FeedFormat, text: &str) -> Result<Listing, String> {
             }
         }
     }
+    listing.nets.sort();
     Ok(listing)
 }
 
@@ -912,12 +939,12 @@ mod tests {
         move |n: &IpNet| policy.reject(n).is_none()
     }
 
-    fn nets(list: &[&str]) -> Vec<IpNet> {
+    fn nets(list: &[&str]) -> Nets {
         list.iter().map(|t| net::parse_net(t).unwrap()).collect()
     }
 
     fn shown(l: &Listing) -> Vec<String> {
-        l.nets.iter().map(net::display_net).collect()
+        l.nets.iter().map(|n| net::display_net(&n)).collect()
     }
 
     #[test]
@@ -1043,7 +1070,7 @@ mod tests {
             .contains("over max_coverage 3,693,671,875"));
     }
 
-    fn f_nets(body: &str) -> Vec<IpNet> {
+    fn f_nets(body: &str) -> Nets {
         parse(&FeedFormat::Plain, body).unwrap().nets
     }
 
@@ -1099,7 +1126,7 @@ mod tests {
             &all,
         );
         assert_eq!(c.v4, 8);
-        assert_eq!(coverage(&[], &all), Coverage::default());
+        assert_eq!(coverage(&Nets::default(), &all), Coverage::default());
         // The guard sees the merged count: 300 copies of a /16 are one /16.
         let f = feed("    max_coverage: { v4: 65536 }\n");
         let body = "45.7.0.0/16\n".repeat(300);
@@ -1189,15 +1216,18 @@ mod tests {
     fn cache_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let p = cache_path(dir.path(), "x");
-        let nets = vec![
-            net::parse_net("192.0.2.0/24").unwrap(),
-            net::parse_net("2001:db8::1").unwrap(),
-        ];
-        let bytes = cache_bytes(&nets);
-        write_cache(&p, &bytes).unwrap();
+        let nets = super::tests::nets(&["2001:db8::1", "192.0.2.0/24"]);
+        write_cache(&p, &nets).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(bytes, b"192.0.2.0/24\n2001:db8::1\n");
+        let (size, sha) = cache_digest(&nets);
+        assert_eq!(
+            (size, sha.as_str()),
+            (bytes.len() as u64, digest(&bytes).as_str())
+        );
         let meta = FeedMeta {
-            cache_size: Some(bytes.len() as u64),
-            cache_digest: Some(digest(&bytes)),
+            cache_size: Some(size),
+            cache_digest: Some(sha),
             ..FeedMeta::default()
         };
         assert_eq!(read_cache(&p, &meta).unwrap(), nets);

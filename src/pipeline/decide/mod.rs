@@ -16,7 +16,6 @@ pub use crate::backend::plan;
 
 pub use crate::pipeline::gate as allow;
 
-use crate::model::Sighting;
 use crate::net::{self, Family};
 use allow::Allowlist;
 use ipnet::IpNet;
@@ -25,7 +24,7 @@ use std::collections::BTreeMap;
 
 pub use crate::net::{NetMap, NetSet};
 
-pub use crate::model::{ser_net, Desired, Entry, Mark, Marks};
+pub use crate::model::{ser_net, Desired, Entry, Mark, Marks, Nets, Sightings};
 
 /// How many candidates per family the state keeps beyond the cap (as a multiple of the cap), so
 /// that an evicted address can come back when room frees up, while memory stays bounded.
@@ -175,7 +174,7 @@ impl Decision {
 #[derive(Clone, Debug, Default)]
 pub struct Input {
     pub source: u16,
-    pub sightings: Vec<Sighting>,
+    pub sightings: Sightings,
     /// The sightings are the source's complete current list (a feed download): addresses of
     /// this source that it no longer lists are dropped now, not when their TTL runs out, so a
     /// false positive removed upstream is unblocked at the next sync. Additive sources (APIBAN,
@@ -260,7 +259,7 @@ fn merge(
     //    come out sorted, and memory stays at the size of the data.
     sort_by_net(&mut previous, |e| &e.net);
     for input in inputs.iter_mut() {
-        sort_by_net(&mut input.sightings, |s| &s.net);
+        input.sightings.sort();
     }
     // Sources whose input this run is their complete list.
     let mut complete = vec![false; policies.len()];

@@ -1,5 +1,6 @@
 use super::allow::{AllowReason, Allowlist};
 use super::*;
+use crate::model::Sighting;
 use proptest::prelude::*;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -49,12 +50,12 @@ fn provenance_and_ttl_refresh() {
     let inputs = vec![
         Input {
             source: 0,
-            sightings: vec![sight(n("192.0.2.1"), now, 3600)],
+            sightings: vec![sight(n("192.0.2.1"), now, 3600)].into(),
             complete: false,
         },
         Input {
             source: 1,
-            sightings: vec![sight(n("192.0.2.1"), now, 7200)],
+            sightings: vec![sight(n("192.0.2.1"), now, 7200)].into(),
             complete: false,
         },
     ];
@@ -73,7 +74,7 @@ fn provenance_and_ttl_refresh() {
     let later = now + 3000;
     let inputs = vec![Input {
         source: 0,
-        sightings: vec![sight(n("192.0.2.1"), later, 3600)],
+        sightings: vec![sight(n("192.0.2.1"), later, 3600)].into(),
         complete: false,
     }];
     let d = decide_plain(d.entries, inputs, &policies, later);
@@ -98,12 +99,13 @@ fn a_complete_listing_replaces_the_source_but_not_others() {
             sightings: vec![
                 sight(n("192.0.2.1"), 0, 1000),
                 sight(n("192.0.2.2"), 0, 1000),
-            ],
+            ]
+            .into(),
             complete: true,
         },
         Input {
             source: 1,
-            sightings: vec![sight(n("192.0.2.2"), 0, 1000)],
+            sightings: vec![sight(n("192.0.2.2"), 0, 1000)].into(),
             complete: false,
         },
     ];
@@ -112,7 +114,7 @@ fn a_complete_listing_replaces_the_source_but_not_others() {
     // The feed drops both; the detector's mark on .2 stays, .1 goes at once.
     let second = vec![Input {
         source: 0,
-        sightings: vec![sight(n("192.0.2.3"), 10, 1000)],
+        sightings: vec![sight(n("192.0.2.3"), 10, 1000)].into(),
         complete: true,
     }];
     let d = decide_plain(d.entries, second, &policies, 10);
@@ -122,7 +124,7 @@ fn a_complete_listing_replaces_the_source_but_not_others() {
     // Re-listing keeps first_seen.
     let third = vec![Input {
         source: 0,
-        sightings: vec![sight(n("192.0.2.3"), 20, 1000)],
+        sightings: vec![sight(n("192.0.2.3"), 20, 1000)].into(),
         complete: true,
     }];
     let d = decide_plain(d.entries, third, &policies, 20);
@@ -135,7 +137,7 @@ fn carried_entries_survive_a_failed_source_until_ttl() {
     let policies = vec![policy("a", 50)];
     let inputs = vec![Input {
         source: 0,
-        sightings: vec![sight(n("192.0.2.9"), 0, 1000)],
+        sightings: vec![sight(n("192.0.2.9"), 0, 1000)].into(),
         complete: false,
     }];
     let d = decide_plain(Vec::new(), inputs, &policies, 0);
@@ -150,7 +152,7 @@ fn removed_sources_are_dropped() {
     let policies = vec![policy("a", 50), policy("b", 50)];
     let inputs = vec![Input {
         source: 1,
-        sightings: vec![sight(n("192.0.2.9"), 0, 1000)],
+        sightings: vec![sight(n("192.0.2.9"), 0, 1000)].into(),
         complete: false,
     }];
     let d = decide_plain(Vec::new(), inputs, &policies, 0);
@@ -204,7 +206,8 @@ fn allowlist_splits_and_protects() {
         sightings: vec![
             sight(n("45.1.0.0/16"), 0, 100),
             sight(n("45.9.9.9"), 0, 100),
-        ],
+        ]
+        .into(),
         complete: false,
     }];
     let d = decide(Vec::new(), inputs, &policies, &allow, CAPS, 0);
@@ -246,17 +249,20 @@ fn cap_keeps_priority_then_multiplicity_then_recency() {
     for i in 0..600 {
         inputs[0]
             .sightings
+            .each_mut()
             .push(sight(v4(i), now - 10_000 + i64::from(i), 86_400));
     }
     for i in 600..3100 {
         // Recency grows with i.
         inputs[1]
             .sightings
+            .each_mut()
             .push(sight(v4(i), now - 10_000 + i64::from(i), 86_400));
     }
     for i in 2800..5000 {
         inputs[2]
             .sightings
+            .each_mut()
             .push(sight(v4(i), now - 10_000 + i64::from(i), 86_400));
     }
     let caps = Caps { v4: 1000, v6: 1000 };
@@ -399,7 +405,7 @@ proptest! {
         for i in (1..prev2.len()).rev() { let j = (next() % (i as u64 + 1)) as usize; prev2.swap(i, j); }
         let mut inputs2 = inputs;
         for input in &mut inputs2 {
-            for i in (1..input.sightings.len()).rev() { let j = (next() % (i as u64 + 1)) as usize; input.sightings.swap(i, j); }
+            for i in (1..input.sightings.len()).rev() { let j = (next() % (i as u64 + 1)) as usize; input.sightings.each_mut().swap(i, j); }
         }
         let b = decide(prev2, inputs2, &policies, &allow, caps, 50);
         prop_assert_eq!(&a.entries, &b.entries);
