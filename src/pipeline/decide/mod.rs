@@ -205,8 +205,17 @@ pub fn decide(
         per_source: vec![SourceCounts::default(); policies.len()],
         ..Decision::default()
     };
-    // 1.–4. One merge pass over the previous entries and this run's sightings.
-    let mut entries = merge(previous, inputs, (policies, allowlist), now, &mut d);
+    // 1.–4. One merge pass over the previous entries and this run's sightings, keeping of
+    //    each feed listing only what the cap could keep.
+    let mut bound = Bound::new(&inputs, policies.len(), caps);
+    let mut entries = merge(
+        previous,
+        inputs,
+        (policies, allowlist),
+        now,
+        &mut bound,
+        &mut d,
+    );
 
     // 5. Subtract the allowlist and rank per family.
     let mut cands = candidates(&entries, policies, allowlist, &mut d);
@@ -226,6 +235,8 @@ pub fn decide(
             (&entries, policies),
             &mut kept,
         );
+        // The listings' entries that merge left out were candidates over the cap too.
+        let evicted = evicted + bound.left_out[fam];
         match family {
             Family::V4 => {
                 d.desired_v4 = desired;
@@ -245,13 +256,93 @@ pub fn decide(
     d
 }
 
+/// What merge may leave out of a feed's listing, so that memory follows the cap and not the
+/// size of the list (a feed of a million addresses against a 65,536-entry set).
+///
+/// An entry that only a listing of this run holds (one mark, last seen when the listing was
+/// taken) and that the allowlist does not touch is a candidate of its own, ranked exactly like
+/// every other such entry of that listing (its source's priority, one source, the same
+/// instant). Among equals the lower prefix goes first, and merge meets them in prefix order: so
+/// once `keep` of them (per family) have been met, every later one has `keep` candidates ranked
+/// above it and can be neither in the set nor kept in the state. It is left out as it comes,
+/// and counted (forgotten, and evicted from its family).
+struct Bound {
+    /// Per source: the instant its listing of this run was taken (a complete input whose
+    /// sightings share it), if any.
+    listed_at: Vec<Option<i64>>,
+    /// Per source and family: such entries met so far.
+    met: Vec<[usize; 2]>,
+    /// Per family: how many of them the cap could keep (`KEEP_FACTOR`×cap).
+    keep: [usize; 2],
+    /// Per family: entries left out.
+    left_out: [usize; 2],
+}
+
+impl Bound {
+    fn new(inputs: &[Input], sources: usize, caps: Caps) -> Bound {
+        let mut listed_at = vec![None; sources];
+        for input in inputs.iter().filter(|i| i.complete) {
+            if let (Some(at), Some(slot)) = (
+                input.sightings.listed_at(),
+                listed_at.get_mut(input.source as usize),
+            ) {
+                *slot = Some(at);
+            }
+        }
+        let keep = |cap: usize| cap.saturating_mul(KEEP_FACTOR).max(cap);
+        Bound {
+            listed_at,
+            met: vec![[0; 2]; sources],
+            keep: [keep(caps.v4), keep(caps.v6)],
+            left_out: [0; 2],
+        }
+    }
+
+    /// Whether the entry (`net`, `marks`) is one of the above, beyond what the cap could keep.
+    fn leaves_out(
+        &mut self,
+        net: &IpNet,
+        marks: &Marks,
+        (policies, allowlist): (&[SourcePolicy], &Allowlist),
+    ) -> bool {
+        let [m] = marks.as_slice() else {
+            return false;
+        };
+        let s = m.source as usize;
+        let (Some(Some(at)), Some(policy)) = (self.listed_at.get(s), policies.get(s)) else {
+            return false;
+        };
+        if m.last_seen != *at || allowlist.subtract_for(net, policy.ban_on_link).is_some() {
+            return false;
+        }
+        // A prefix whose parent the allowlist touches may also be a piece of a wider entry
+        // the allowlist splits; the cap counts such a prefix once, whoever brings it, so it
+        // is not counted as a candidate of its own here.
+        if net
+            .supernet()
+            .is_some_and(|p| allowlist.subtract_for(&p, false).is_some())
+        {
+            return false;
+        }
+        let fam = Family::of(net) as usize;
+        self.met[s][fam] += 1;
+        if self.met[s][fam] <= self.keep[fam] {
+            return false;
+        }
+        self.left_out[fam] += 1;
+        true
+    }
+}
+
 /// Steps 1–4: the previous entries and each input's sightings, merged into entries in prefix
-/// order. Expired, delisted and refused marks are dropped and counted in `d`.
+/// order. Expired, delisted and refused marks are dropped and counted in `d`; what `bound`
+/// says the cap cannot keep is left out and counted as forgotten.
 fn merge(
     mut previous: Vec<Entry>,
     mut inputs: Vec<Input>,
     (policies, allowlist): (&[SourcePolicy], &Allowlist),
     now: i64,
+    bound: &mut Bound,
     d: &mut Decision,
 ) -> Vec<Entry> {
     // 1. Everything in prefix order: the previous entries, and each input's sightings (sorted
@@ -298,6 +389,10 @@ fn merge(
             !drop
         });
         if let (Some(net), false) = (net, marks.is_empty()) {
+            if bound.leaves_out(&net, &marks, (policies, allowlist)) {
+                d.forgotten += 1;
+                continue;
+            }
             marks.sort_unstable_by_key(|m| m.source);
             entries.push(Entry { net, marks });
         }
@@ -526,8 +621,11 @@ fn cap_family(
     let rank_of = |c: &(Desired, u32)| entries[c.1 as usize].rank(policies);
     let mut cands: Vec<(Desired, u32)> = nets.into_iter().zip(origins).collect();
     if split {
-        // Coinciding pieces of different entries: keep the best-ranked one per prefix.
-        cands.sort_unstable_by_key(|c| (net::sort_key(&c.0.net), std::cmp::Reverse(rank_of(c))));
+        // Coinciding pieces of different entries: keep the best-ranked one per prefix, and of
+        // equals the first entry in prefix order (whatever else was left out before).
+        cands.sort_unstable_by_key(|c| {
+            (net::sort_key(&c.0.net), std::cmp::Reverse(rank_of(c)), c.1)
+        });
         cands.dedup_by_key(|c| c.0.net);
     }
     let keep = cap.saturating_mul(KEEP_FACTOR).max(cap);

@@ -460,3 +460,110 @@ fn on_link_entries_are_banned_only_for_a_source_that_may_ban_there() {
         .iter()
         .any(|h| h.listed == n("45.67.89.5") && !h.partial));
 }
+
+/// `n` public IPv4 hosts and prefixes in 45.0.0.0/16 (dense, so that sources overlap).
+fn dense_v4(r: &mut impl FnMut() -> u64, n: usize) -> Vec<IpNet> {
+    (0..n)
+        .map(|_| {
+            let a = 0x2d00_0000u32 + (r() % 4096) as u32;
+            let len = [32u8, 32, 32, 30, 28][(r() % 5) as usize];
+            IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::from(a), len).unwrap()).trunc()
+        })
+        .collect()
+}
+
+proptest! {
+    /// A feed's listing is bounded in merge (`Bound`): the decision must be the one of the
+    /// same sightings given one by one, with entries held by other sources, older marks of
+    /// the feed itself, an allowlist that splits and covers some prefixes, and caps far
+    /// below the listing.
+    #[test]
+    fn a_bounded_listing_decides_like_its_sightings(
+        seed in any::<u64>(),
+        big in 200usize..2500,
+        cap4 in 0usize..120,
+        cap6 in 0usize..20,
+        priorities in (0u16..3, 0u16..3, 0u16..3),
+    ) {
+        let mut rng = seed | 1;
+        let mut r = move || { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; rng };
+        let now = 10_000;
+        let policies = vec![
+            policy("feed", priorities.0),
+            policy("other", priorities.1),
+            SourcePolicy { ban_on_link: true, ..policy("additive", priorities.2) },
+        ];
+        let mut listing = dense_v4(&mut r, big);
+        listing.extend((0..big / 10).map(|_| {
+            let a = (0x2a00_1450u128 << 96) + u128::from(r() % 512);
+            IpNet::V6(ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(a), 128).unwrap())
+        }));
+        // Earlier entries: the feed's own (older), another feed's, both.
+        let mut by_net: std::collections::BTreeMap<IpNet, Vec<Mark>> = Default::default();
+        for (i, net) in dense_v4(&mut r, big / 4).into_iter().enumerate() {
+            let source = (i % 3) as u16;
+            let seen = now - 100 - (r() % 50) as i64;
+            let marks = by_net.entry(net).or_default();
+            if !marks.iter().any(|m| m.source == source) {
+                marks.push(Mark { source, first_seen: seen, last_seen: seen, expires: seen + 86_400 });
+            }
+        }
+        let previous: Vec<Entry> = by_net.into_iter().map(|(net, marks)| Entry { net, marks: marks.into() }).collect();
+        let others: Vec<Sighting> = dense_v4(&mut r, big / 5).into_iter().map(|x| sight(x, now - 5, 3600)).collect();
+        let mut allow = Allowlist::new();
+        allow.add(n("45.0.3.0/26"), AllowReason::Config);
+        allow.add(n("45.0.8.17"), AllowReason::OwnAddress("eth0".into()));
+        allow.add(n("2a00:1450::100/120"), AllowReason::Config);
+        let caps = Caps { v4: cap4, v6: cap6 };
+        let inputs = |feed: Sightings| vec![
+            Input { source: 0, sightings: feed, complete: true },
+            Input { source: 2, sightings: others.clone().into(), complete: false },
+        ];
+        let each: Vec<Sighting> = listing.iter().map(|&x| sight(x, now, 86_400)).collect();
+        let nets: Nets = listing.iter().copied().collect();
+        let listed = Sightings::Listing { nets: std::sync::Arc::new(nets), seen: now, ttl: 86_400 };
+        let a = decide(previous.clone(), inputs(each.into()), &policies, &allow, caps, now);
+        let b = decide(previous, inputs(listed), &policies, &allow, caps, now);
+        let only = |x: &Decision, y: &Decision| -> Vec<Entry> { x.entries.iter().filter(|e| !y.entries.contains(e)).cloned().collect() };
+        prop_assert!(a.entries == b.entries, "only one by one: {:?}\nonly bounded: {:?}", only(&a, &b), only(&b, &a));
+        prop_assert_eq!(&a.desired_v4, &b.desired_v4);
+        prop_assert_eq!(&a.desired_v6, &b.desired_v6);
+        prop_assert_eq!(&a.per_source, &b.per_source);
+        prop_assert_eq!(&a.allow_hits, &b.allow_hits);
+        prop_assert_eq!((a.evicted_v4, a.evicted_v6, a.forgotten), (b.evicted_v4, b.evicted_v6, b.forgotten));
+    }
+}
+
+/// The bound at work: a listing of 10,000 against a cap of 10 keeps 40 entries, not 10,000,
+/// and counts the rest.
+#[test]
+fn a_large_listing_keeps_only_what_the_cap_could_keep() {
+    let policies = vec![policy("feed", 0)];
+    let nets: Nets = (0..10_000).map(v4).collect();
+    let input = Input {
+        source: 0,
+        sightings: Sightings::Listing {
+            nets: std::sync::Arc::new(nets),
+            seen: 100,
+            ttl: 3600,
+        },
+        complete: true,
+    };
+    let caps = Caps { v4: 10, v6: 10 };
+    let d = decide(
+        Vec::new(),
+        vec![input],
+        &policies,
+        &Allowlist::new(),
+        caps,
+        100,
+    );
+    assert_eq!(d.entries.len(), 10 * KEEP_FACTOR);
+    assert_eq!(d.desired_v4.len(), 10);
+    assert_eq!(d.desired_v4[0].net, v4(0));
+    assert_eq!(d.evicted_v4, 10_000 - 10);
+    assert_eq!(d.forgotten, 10_000 - 10 * KEEP_FACTOR);
+    assert_eq!(d.per_source[0].listed, 10_000);
+    assert_eq!(d.per_source[0].held, 10 * KEEP_FACTOR);
+    assert_eq!(d.per_source[0].in_set, 10);
+}
