@@ -618,23 +618,29 @@ fn cap_family(
         drop(origins);
         return (nets, 0);
     }
-    let rank_of = |c: &(Desired, u32)| entries[c.1 as usize].rank(policies);
-    let mut cands: Vec<(Desired, u32)> = nets.into_iter().zip(origins).collect();
+    // The candidates are chosen through their positions (4 bytes each), not copies.
+    let rank_of = |i: u32| entries[origins[i as usize] as usize].rank(policies);
+    let key_of = |i: u32| net::sort_key(&nets[i as usize].net);
+    let mut cands: Vec<u32> = (0..nets.len() as u32).collect();
     if split {
         // Coinciding pieces of different entries: keep the best-ranked one per prefix, and of
         // equals the first entry in prefix order (whatever else was left out before).
-        cands.sort_unstable_by_key(|c| {
-            (net::sort_key(&c.0.net), std::cmp::Reverse(rank_of(c)), c.1)
+        cands.sort_unstable_by_key(|&i| {
+            (
+                key_of(i),
+                std::cmp::Reverse(rank_of(i)),
+                origins[i as usize],
+            )
         });
-        cands.dedup_by_key(|c| c.0.net);
+        cands.dedup_by_key(|i| nets[*i as usize].net);
     }
     let keep = cap.saturating_mul(KEEP_FACTOR).max(cap);
     // Best first: higher rank, then the lower prefix, a total order, so the choice is
     // deterministic. Only the cut matters, so partition instead of sorting: O(n).
-    let better = |a: &(Desired, u32), b: &(Desired, u32)| {
-        rank_of(b)
-            .cmp(&rank_of(a))
-            .then_with(|| net::sort_key(&a.0.net).cmp(&net::sort_key(&b.0.net)))
+    let better = |a: &u32, b: &u32| {
+        rank_of(*b)
+            .cmp(&rank_of(*a))
+            .then_with(|| key_of(*a).cmp(&key_of(*b)))
     };
     if cands.len() > cap {
         cands.select_nth_unstable_by(cap, better);
@@ -643,13 +649,14 @@ fn cap_family(
         }
     }
     let mut desired = Vec::with_capacity(cap.min(cands.len()));
-    for (i, (want, idx)) in cands.iter().enumerate() {
-        if i < cap {
-            desired.push(*want);
-            kept.in_set[*idx as usize] = true;
+    for (n, &i) in cands.iter().enumerate() {
+        let idx = origins[i as usize] as usize;
+        if n < cap {
+            desired.push(nets[i as usize]);
+            kept.in_set[idx] = true;
         }
-        if i < keep {
-            kept.keep[*idx as usize] = true;
+        if n < keep {
+            kept.keep[idx] = true;
         }
     }
     let evicted = cands.len().saturating_sub(cap);
