@@ -360,7 +360,7 @@ fn merge(
         }
     }
     let mut cursors = vec![0usize; inputs.len()];
-    let mut prev = previous.into_iter().peekable();
+    let mut prev = Previous::new(previous);
     let mut entries: Vec<Entry> = Vec::new();
     let mut listed_here: Vec<u16> = Vec::new();
     while let Some(key) = next_key(prev.peek(), &inputs, &cursors) {
@@ -406,6 +406,41 @@ fn merge(
     entries
 }
 
+/// The previous entries, taken in prefix order, their memory given back as they are taken (a
+/// run that reloads a quarter of a million entries does not hold them twice while it merges).
+struct Previous {
+    /// In reverse prefix order: the next one is last.
+    rest: Vec<Entry>,
+    taken: usize,
+}
+
+impl Previous {
+    /// Give memory back every this many entries taken.
+    const GIVE_BACK: usize = 16 * 1024;
+
+    /// `entries` in prefix order.
+    fn new(mut entries: Vec<Entry>) -> Previous {
+        entries.reverse();
+        Previous {
+            rest: entries,
+            taken: 0,
+        }
+    }
+
+    fn peek(&self) -> Option<&Entry> {
+        self.rest.last()
+    }
+
+    fn next(&mut self) -> Option<Entry> {
+        let e = self.rest.pop()?;
+        self.taken += 1;
+        if self.taken.is_multiple_of(Self::GIVE_BACK) {
+            self.rest.shrink_to_fit();
+        }
+        Some(e)
+    }
+}
+
 /// The lowest prefix any list holds next: the previous entries' head or an input's cursor.
 fn next_key(prev: Option<&Entry>, inputs: &[Input], cursors: &[usize]) -> Option<IpNet> {
     let mut next: Option<IpNet> = prev.map(|e| e.net);
@@ -422,7 +457,7 @@ fn next_key(prev: Option<&Entry>, inputs: &[Input], cursors: &[usize]) -> Option
 /// Step 2: consumes the previous entries at `key` and joins their still valid marks. Returns
 /// the prefix (if any entry was there) and the marks.
 fn previous_marks(
-    prev: &mut std::iter::Peekable<std::vec::IntoIter<Entry>>,
+    prev: &mut Previous,
     key: IpNet,
     (policies, allowlist): (&[SourcePolicy], &Allowlist),
     now: i64,
