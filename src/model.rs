@@ -1,4 +1,5 @@
-//! The vocabulary every stage shares: a [`Sighting`] (what a source saw), an [`Entry`] with
+//! The vocabulary every stage shares: a [`Sighting`] (what a source saw; [`Sightings`] one
+//! by one or as a feed's compact listing, [`Nets`]), an [`Entry`] with
 //! its [`Mark`]s (an address and who listed it until when), and a [`Desired`] prefix (what
 //! belongs in a kernel set). Sources produce sightings, the store keeps entries, decide turns
 //! both into desired prefixes, and a backend applies them.

@@ -2,7 +2,9 @@
 //! whether a download is good enough to replace the last good copy.
 //!
 //! A feed result is one of: a fresh listing, "not modified" (the cached last good copy is
-//! listed again), "not due" (the polite interval has not passed; nothing is refreshed), or a
+//! listed again, and only a copy that is still byte for byte what was written: its size and
+//! SHA-256 are recorded with the validators, and without a copy that verifies no conditional
+//! request is sent), "not due" (the polite interval has not passed; nothing is refreshed), or a
 //! failure with a reason. A failure never produces a listing, so the decide step keeps the
 //! feed's last good entries until their TTL runs out.
 //!
