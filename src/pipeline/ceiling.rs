@@ -144,7 +144,7 @@ fn add_size(c: &mut Coverage, net: &IpNet) {
 
 /// The coverage of the union of some sources' prefixes.
 fn cover<'a>(lists: impl Iterator<Item = &'a Vec<IpNet>>) -> Coverage {
-    let all: Vec<IpNet> = lists.flatten().copied().collect();
+    let all: crate::model::Nets = lists.flatten().copied().collect();
     feed::coverage(&all, &|_| true)
 }
 

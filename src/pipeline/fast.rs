@@ -90,7 +90,7 @@ pub fn detect_and_apply(
                 rep.bans += pass.sightings.len();
                 inputs.push(Input {
                     source: src,
-                    sightings: pass.sightings,
+                    sightings: pass.sightings.into(),
                     complete: false,
                 });
                 blobs.push((pass.state_key, pass.blob));
@@ -112,7 +112,7 @@ pub fn detect_and_apply(
     let mut wanted: BTreeMap<IpNet, i64> = BTreeMap::new();
     for input in &inputs {
         let policy = &sources.policies[input.source as usize];
-        for s in &input.sightings {
+        for s in input.sightings.iter() {
             match gate::admit(policy, &allow, &s.net) {
                 Ok(None) => {}
                 // A single host overlapping the allowlist is covered by it whole; refuse.
@@ -121,7 +121,7 @@ pub fn detect_and_apply(
                     continue;
                 }
             }
-            accepted.push((policy.name.as_str(), *s));
+            accepted.push((policy.name.as_str(), s));
             let e = wanted.entry(s.net).or_insert(i64::MIN);
             // Never dated after now (a log written under a clock that was ahead), as in decide.
             *e = (*e).max(s.seen.min(now).saturating_add(i64::from(s.ttl)));

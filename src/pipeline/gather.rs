@@ -14,7 +14,7 @@ use super::summary::{FeedReport, SyncError};
 use super::Sources;
 use crate::config::{FeedLocation, Settings};
 use crate::http;
-use crate::model::Sighting;
+use crate::model::{Nets, Sightings};
 use crate::net;
 use crate::source::apiban::{self, ApibanRun};
 use crate::source::feed::{self, FeedMeta, FeedStatus};
@@ -25,6 +25,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What the network phase brought, held until the apply step.
@@ -35,7 +36,8 @@ pub struct Remote {
     pub inputs: Vec<Input>,
     pub feed_reports: Vec<FeedReport>,
     pub new_metas: Vec<(String, FeedMeta)>,
-    pub cache_writes: Vec<(PathBuf, Vec<IpNet>)>,
+    /// New last good copies of feeds (the listing shared with its input).
+    pub cache_writes: Vec<(PathBuf, Arc<Nets>)>,
     pub apiban: Option<ApibanRun>,
     pub errors: Vec<String>,
     /// What the admin should know but did not fail a source (a saved time in the future).
@@ -205,21 +207,14 @@ impl RemoteSource for Feed<'_> {
             // The last good copy matters for remote feeds (a 304 lists it again); a local file
             // is its own copy, so it is neither read nor written for file feeds.
             let cache = match f.location {
-                FeedLocation::Http(_) => feed::read_cache(&cache_file),
+                FeedLocation::Http(_) => Some(cache_file.as_path()),
                 FeedLocation::File(_) => None,
             };
             // The coverage guard counts what the gate's rules would admit from this feed.
             let policy = super::gate::SourcePolicy::for_feed(f);
             let admitted = |n: &IpNet| policy.reject(n).is_none();
-            let result = feed::run_feed(
-                cx.client.as_ref(),
-                f,
-                &meta,
-                cache.as_deref(),
-                cx.now,
-                &admitted,
-            )
-            .await;
+            let result =
+                feed::run_feed(cx.client.as_ref(), f, &meta, cache, cx.now, &admitted).await;
             let remote = &mut cx.remote;
             if let Some(ip) = result.remote_addr {
                 remote.hosts.push((ip, f.name.clone()));
@@ -236,24 +231,19 @@ impl RemoteSource for Feed<'_> {
                 .map(|l| (l.invalid, l.invalid_samples.clone()))
                 .unwrap_or_default();
             if let (Some(listing), Some(i)) = (result.listing, index) {
-                let (ttl, now) = (f.ttl, cx.now);
-                let sightings = listing
-                    .nets
-                    .iter()
-                    .map(|&n| Sighting {
-                        net: n,
-                        seen: now,
-                        ttl,
-                    })
-                    .collect();
+                let nets = Arc::new(listing.nets);
+                if result.cache_update {
+                    remote.cache_writes.push((cache_file, Arc::clone(&nets)));
+                }
                 remote.inputs.push(Input {
                     source: i,
-                    sightings,
+                    sightings: Sightings::Listing {
+                        nets,
+                        seen: cx.now,
+                        ttl: f.ttl,
+                    },
                     complete: true,
                 });
-                if result.cache_update && matches!(f.location, FeedLocation::Http(_)) {
-                    remote.cache_writes.push((cache_file, listing.nets));
-                }
             }
             let mut status = result.status;
             if matches!(status, FeedStatus::NotDue { .. }) {
@@ -348,7 +338,7 @@ impl RemoteSource for Apiban<'_> {
             if let Some(i) = index {
                 remote.inputs.push(Input {
                     source: i,
-                    sightings: std::mem::take(&mut run.sightings),
+                    sightings: std::mem::take(&mut run.sightings).into(),
                     complete: false,
                 });
             }

@@ -200,7 +200,7 @@ pub fn on_link_warnings(sources: &Sources, inputs: &[Input], allow: &Allowlist) 
         let Some(policy) = sources.policies.get(i) else {
             continue;
         };
-        for s in &input.sightings {
+        for s in input.sightings.iter() {
             let Some(rule) = allow.on_link_hit(&s.net) else {
                 continue;
             };

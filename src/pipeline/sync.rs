@@ -183,7 +183,7 @@ fn detect_local(
                 if let Some(&i) = index.get(pass.source) {
                     inputs.push(Input {
                         source: i,
-                        sightings: std::mem::take(&mut pass.sightings),
+                        sightings: std::mem::take(&mut pass.sightings).into(),
                         complete: false,
                     });
                 }

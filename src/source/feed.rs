@@ -2,7 +2,9 @@
 //! whether a download is good enough to replace the last good copy.
 //!
 //! A feed result is one of: a fresh listing, "not modified" (the cached last good copy is
-//! listed again), "not due" (the polite interval has not passed; nothing is refreshed), or a
+//! listed again, and only a copy that is still byte for byte what was written: its size and
+//! SHA-256 are recorded with the validators, and without a copy that verifies no conditional
+//! request is sent), "not due" (the polite interval has not passed; nothing is refreshed), or a
 //! failure with a reason. A failure never produces a listing, so the decide step keeps the
 //! feed's last good entries until their TTL runs out.
 //!
@@ -13,10 +15,11 @@
 
 use crate::config::{FeedFormat, FeedLocation, FeedSettings};
 use crate::http;
+use crate::model::Nets;
 use crate::net;
 use ipnet::IpNet;
 use serde::Serialize;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,7 +43,8 @@ pub enum FeedStatus {
 /// A parsed listing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Listing {
-    pub nets: Vec<IpNet>,
+    /// In prefix order, duplicates kept.
+    pub nets: Nets,
     /// Non-comment records that were not an address or prefix.
     pub invalid: usize,
     /// Up to [`MAX_SAMPLES`] of them, for messages.
@@ -58,7 +62,8 @@ pub struct FeedResult {
     pub listing: Option<Listing>,
     /// Metadata to store after a real (non dry-run) run.
     pub meta: FeedMeta,
-    /// Whether `listing` should replace the cached copy on disk.
+    /// Whether `listing` is the new last good copy to write (a fresh HTTP listing; its size
+    /// and digest are recorded in `meta`).
     pub cache_update: bool,
     /// The address the feed was fetched from, so it can be allowlisted.
     pub remote_addr: Option<IpAddr>,
@@ -75,29 +80,154 @@ pub fn cache_path(state_dir: &Path, name: &str) -> PathBuf {
     cache_dir(state_dir).join(format!("{name}.list"))
 }
 
-/// Read a cached copy (canonical prefixes, one per line).
-pub fn read_cache(path: &Path) -> Option<Vec<IpNet>> {
-    let text = std::fs::read_to_string(path).ok()?;
-    Some(
-        text.lines()
-            .filter_map(|l| net::parse_net(l).ok())
-            .collect(),
-    )
+/// The last good copy as it is written: canonical prefixes, one per line, in order, handed
+/// to `sink` a piece (about 64 KiB) at a time so that the whole text is never held.
+fn cache_text(
+    nets: &Nets,
+    mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    const PIECE: usize = 64 * 1024;
+    let mut text = Vec::with_capacity(PIECE + 64);
+    for n in nets.iter() {
+        net::push_net(&mut text, &n);
+        text.push(b'\n');
+        if text.len() >= PIECE {
+            sink(&text)?;
+            text.clear();
+        }
+    }
+    sink(&text)
+}
+
+/// Size and SHA-256 (lowercase hex) of the last good copy [`write_cache`] writes for `nets`.
+pub fn cache_digest(nets: &Nets) -> (u64, String) {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut size = 0u64;
+    let _ = cache_text(nets, |piece| {
+        size += piece.len() as u64;
+        ctx.update(piece);
+        Ok(())
+    });
+    (size, hex(ctx.finish().as_ref()))
+}
+
+/// SHA-256 of some bytes, in lowercase hex (what [`FeedMeta::cache_digest`] records).
+pub fn digest(bytes: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Check the last good copy without keeping it: `Ok` only when it is exactly what was
+/// written, a regular file (never followed through a link) of the size and SHA-256 recorded in
+/// `meta`; otherwise why not. A copy of no recorded size or digest (written by an older
+/// sipban) does not verify. Reads at most the recorded size plus one byte, in small pieces.
+pub fn verify_cache(path: &Path, meta: &FeedMeta) -> Result<(), String> {
+    let (f, size, want) = open_cache(path, meta)?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut read = 0u64;
+    let mut f = f.take(size.saturating_add(1));
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| format!("cannot read the cached copy {}: {e}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        read += n as u64;
+        ctx.update(&buf[..n]);
+    }
+    check_copy(path, size, read, want, &hex(ctx.finish().as_ref()))
+}
+
+/// Read the last good copy after the same checks as [`verify_cache`].
+pub fn read_cache(path: &Path, meta: &FeedMeta) -> Result<Nets, String> {
+    let (f, size, want) = open_cache(path, meta)?;
+    let shown = path.display();
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    f.take(size.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read the cached copy {shown}: {e}"))?;
+    check_copy(path, size, bytes.len() as u64, want, &digest(&bytes))?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| format!("the cached copy {shown} is not UTF-8 text"))?;
+    let mut nets = Nets::default();
+    for l in text.lines() {
+        nets.push(net::parse_net(l).map_err(|_| format!("the cached copy {shown} holds `{l}`"))?);
+    }
+    nets.sort();
+    Ok(nets)
+}
+
+/// The cached copy opened for reading (no link followed, never blocking on a FIFO), with the
+/// size and digest it must have.
+fn open_cache<'m>(
+    path: &Path,
+    meta: &'m FeedMeta,
+) -> Result<(std::fs::File, u64, &'m str), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let shown = path.display();
+    let (Some(size), Some(want)) = (meta.cache_size, meta.cache_digest.as_deref()) else {
+        return Err(format!(
+            "no size and digest are recorded for the cached copy {shown}"
+        ));
+    };
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot open the cached copy {shown}: {e}"))?;
+    let kind = f
+        .metadata()
+        .map_err(|e| format!("cannot read the cached copy {shown}: {e}"))?;
+    if !kind.is_file() {
+        return Err(format!("the cached copy {shown} is not a regular file"));
+    }
+    Ok((f, size, want))
+}
+
+fn check_copy(path: &Path, size: u64, read: u64, want: &str, got: &str) -> Result<(), String> {
+    if read != size {
+        let more = if read > size { "more than " } else { "" };
+        let held = read.min(size);
+        return Err(format!(
+            "the cached copy {} holds {more}{held} bytes, {size} were written",
+            path.display()
+        ));
+    }
+    if got != want {
+        return Err(format!(
+            "the cached copy {} does not match the SHA-256 recorded when it was written",
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 /// Write the cached copy atomically (a new temporary file that follows no link, fsync,
-/// rename: [`crate::fsio::write_atomic`]).
-pub fn write_cache(path: &Path, nets: &[IpNet]) -> anyhow::Result<()> {
+/// rename: [`crate::fsio::write_atomic`]). An empty directory at its path (nothing sipban
+/// writes) is removed first; anything else there is an error naming it.
+pub fn write_cache(path: &Path, nets: &Nets) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         crate::fsio::create_dir(dir)
             .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
     }
-    let mut text = Vec::with_capacity(nets.len() * 16);
-    for n in nets {
-        net::push_net(&mut text, n);
-        text.push(b'\n');
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        std::fs::remove_dir(path).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is a directory, not the feed's cached copy, and cannot be removed: {e}",
+                path.display()
+            )
+        })?;
     }
-    crate::fsio::write_atomic(path, &text)
+    crate::fsio::write_atomic_with(path, |f| cache_text(nets, |piece| f.write_all(piece)))
 }
 
 /// When the feed may be downloaded again: the interval after a success, and a shorter,
@@ -114,15 +244,16 @@ pub fn next_due(feed: &FeedSettings, meta: &FeedMeta) -> Option<i64> {
 }
 
 /// Fetch and judge one feed. Never returns an error: failures are a [`FeedStatus::Failed`].
-/// `cache` is the last good copy (used on 304 and to decide whether to send conditional
-/// headers).
+/// `cache` is where an HTTP feed's last good copy is kept: conditional headers are sent only
+/// when that copy verifies (see [`read_cache`]), and a 304 lists it again. A 304 that finds
+/// the copy gone or changed after all is answered by one unconditional download.
 /// `admitted` says whether the gate's address-space rules let this feed ban a prefix; only
 /// those count towards `max_coverage`.
 pub async fn run_feed(
     client: Option<&reqwest::Client>,
     feed: &FeedSettings,
     meta: &FeedMeta,
-    cache: Option<&[IpNet]>,
+    cache: Option<&Path>,
     now: i64,
     admitted: &dyn Fn(&IpNet) -> bool,
 ) -> FeedResult {
@@ -150,11 +281,9 @@ pub async fn run_feed(
             let Some(client) = client else {
                 return fail(result, "no HTTP client".into());
             };
-            let conditional = cache.is_some();
-            match fetch(client, url.secret_str(), feed, meta, conditional).await {
-                Ok(Fetched::NotModified { remote }) => {
+            match download(client, url.secret_str(), feed, meta, cache).await {
+                Ok(Downloaded::Cached { nets, remote }) => {
                     result.remote_addr = remote;
-                    let nets = cache.map(<[IpNet]>::to_vec).unwrap_or_default();
                     result.status = FeedStatus::NotModified;
                     result.meta.last_success = Some(now);
                     result.meta.consecutive_failures = 0;
@@ -165,7 +294,7 @@ pub async fn run_feed(
                     });
                     return result;
                 }
-                Ok(Fetched::Body {
+                Ok(Downloaded::Body {
                     body,
                     etag,
                     last_modified,
@@ -174,7 +303,10 @@ pub async fn run_feed(
                     result.remote_addr = remote;
                     Ok((body, etag, last_modified))
                 }
-                Err(e) => Err(e),
+                Err((e, remote)) => {
+                    result.remote_addr = remote;
+                    Err(e)
+                }
             }
         }
     };
@@ -191,11 +323,85 @@ pub async fn run_feed(
             result.meta.last_good_count = Some(listing.nets.len() as u64);
             result.meta.consecutive_failures = 0;
             result.meta.last_error = None;
-            result.cache_update = true;
+            if matches!(feed.location, FeedLocation::Http(_)) {
+                let (size, digest) = cache_digest(&listing.nets);
+                result.meta.cache_size = Some(size);
+                result.meta.cache_digest = Some(digest);
+                result.cache_update = true;
+            }
             result.listing = Some(listing);
             result
         }
         Err(e) => fail(result, e),
+    }
+}
+
+/// What an HTTP feed's download brought.
+enum Downloaded {
+    /// A 304 over a last good copy that verified.
+    Cached { nets: Nets, remote: Option<IpAddr> },
+    Body {
+        body: Vec<u8>,
+        etag: Option<String>,
+        last_modified: Option<String>,
+        remote: Option<IpAddr>,
+    },
+}
+
+/// Download an HTTP feed: conditionally when its last good copy verifies, and once more
+/// unconditionally when a 304 finds that copy unusable after all.
+async fn download(
+    client: &reqwest::Client,
+    url: &str,
+    feed: &FeedSettings,
+    meta: &FeedMeta,
+    cache: Option<&Path>,
+) -> Result<Downloaded, (String, Option<IpAddr>)> {
+    let validators = meta.etag.is_some() || meta.last_modified.is_some();
+    let mut conditional = match cache {
+        Some(path) if validators => match verify_cache(path, meta) {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::warn!(feed = %feed.name, "{why}; downloading the list afresh");
+                false
+            }
+        },
+        _ => false,
+    };
+    loop {
+        match fetch(client, url, feed, meta, conditional).await {
+            Ok(Fetched::NotModified { remote }) => {
+                let cached = match cache {
+                    Some(path) if conditional => read_cache(path, meta),
+                    _ => Err(
+                        "the server answered 304 Not Modified to a request without validators"
+                            .into(),
+                    ),
+                };
+                match cached {
+                    Ok(nets) => return Ok(Downloaded::Cached { nets, remote }),
+                    Err(why) if conditional => {
+                        tracing::warn!(feed = %feed.name, "{why}; downloading the list afresh");
+                        conditional = false;
+                    }
+                    Err(why) => return Err((why, remote)),
+                }
+            }
+            Ok(Fetched::Body {
+                body,
+                etag,
+                last_modified,
+                remote,
+            }) => {
+                return Ok(Downloaded::Body {
+                    body,
+                    etag,
+                    last_modified,
+                    remote,
+                })
+            }
+            Err(e) => return Err((e, None)),
+        }
     }
 }
 
@@ -446,32 +652,34 @@ pub struct Coverage {
     pub v6: u128,
 }
 
-/// The coverage of the prefixes `admitted` lets through: sort, merge, sum. O(n log n), no
-/// allocation beyond one interval per prefix.
-pub fn coverage(nets: &[IpNet], admitted: &dyn Fn(&IpNet) -> bool) -> Coverage {
-    let mut v4: Vec<(u128, u128)> = Vec::new();
-    let mut v6: Vec<(u128, u128)> = Vec::new();
-    for n in nets.iter().filter(|n| admitted(n)) {
-        match n {
-            IpNet::V4(p) => {
-                let start = u128::from(u32::from(p.network()));
-                v4.push((start, start + (1u128 << (32 - p.prefix_len()))));
-            }
-            IpNet::V6(p) => {
-                let start = u128::from(p.network()) >> 64;
-                v6.push((start, start + (1u128 << (64 - p.prefix_len().min(64)))));
-            }
-        }
-    }
+/// The coverage of the prefixes `admitted` lets through: one pass over the list, which is in
+/// order, merging as it goes; no allocation.
+pub fn coverage(nets: &Nets, admitted: &dyn Fn(&IpNet) -> bool) -> Coverage {
+    let v4 = nets
+        .v4()
+        .iter()
+        .filter(|p| admitted(&IpNet::V4(**p)))
+        .map(|p| {
+            let start = u128::from(u32::from(p.network()));
+            (start, start + (1u128 << (32 - p.prefix_len())))
+        });
+    let v6 = nets
+        .v6()
+        .iter()
+        .filter(|p| admitted(&IpNet::V6(**p)))
+        .map(|p| {
+            let start = u128::from(p.network()) >> 64;
+            (start, start + (1u128 << (64 - p.prefix_len().min(64))))
+        });
     Coverage {
         v4: u64::try_from(merged_len(v4)).unwrap_or(u64::MAX),
         v6: merged_len(v6),
     }
 }
 
-/// The total length of half-open intervals, overlaps counted once.
-fn merged_len(mut ranges: Vec<(u128, u128)>) -> u128 {
-    ranges.sort_unstable();
+/// The total length of half-open intervals given in order of their starts, overlaps counted
+/// once.
+fn merged_len(ranges: impl Iterator<Item = (u128, u128)>) -> u128 {
     let mut total = 0u128;
     let mut current: Option<(u128, u128)> = None;
     for (start, end) in ranges {
@@ -606,6 +814,7 @@ pub fn parse(format: &FeedFormat, text: &str) -> Result<Listing, String> {
             }
         }
     }
+    listing.nets.sort();
     Ok(listing)
 }
 
@@ -732,12 +941,12 @@ mod tests {
         move |n: &IpNet| policy.reject(n).is_none()
     }
 
-    fn nets(list: &[&str]) -> Vec<IpNet> {
+    fn nets(list: &[&str]) -> Nets {
         list.iter().map(|t| net::parse_net(t).unwrap()).collect()
     }
 
     fn shown(l: &Listing) -> Vec<String> {
-        l.nets.iter().map(net::display_net).collect()
+        l.nets.iter().map(|n| net::display_net(&n)).collect()
     }
 
     #[test]
@@ -863,7 +1072,7 @@ mod tests {
             .contains("over max_coverage 3,693,671,875"));
     }
 
-    fn f_nets(body: &str) -> Vec<IpNet> {
+    fn f_nets(body: &str) -> Nets {
         parse(&FeedFormat::Plain, body).unwrap().nets
     }
 
@@ -919,7 +1128,7 @@ mod tests {
             &all,
         );
         assert_eq!(c.v4, 8);
-        assert_eq!(coverage(&[], &all), Coverage::default());
+        assert_eq!(coverage(&Nets::default(), &all), Coverage::default());
         // The guard sees the merged count: 300 copies of a /16 are one /16.
         let f = feed("    max_coverage: { v4: 65536 }\n");
         let body = "45.7.0.0/16\n".repeat(300);
@@ -1009,11 +1218,39 @@ mod tests {
     fn cache_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let p = cache_path(dir.path(), "x");
-        let nets = vec![
-            net::parse_net("192.0.2.0/24").unwrap(),
-            net::parse_net("2001:db8::1").unwrap(),
-        ];
+        let nets = super::tests::nets(&["2001:db8::1", "192.0.2.0/24"]);
         write_cache(&p, &nets).unwrap();
-        assert_eq!(read_cache(&p).unwrap(), nets);
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(bytes, b"192.0.2.0/24\n2001:db8::1\n");
+        let (size, sha) = cache_digest(&nets);
+        assert_eq!(
+            (size, sha.as_str()),
+            (bytes.len() as u64, digest(&bytes).as_str())
+        );
+        let meta = FeedMeta {
+            cache_size: Some(size),
+            cache_digest: Some(sha),
+            ..FeedMeta::default()
+        };
+        assert_eq!(read_cache(&p, &meta).unwrap(), nets);
+        assert_eq!(verify_cache(&p, &meta), Ok(()));
+        // Nothing recorded, another size, another digest: it does not verify.
+        assert!(read_cache(&p, &FeedMeta::default()).is_err());
+        let short = FeedMeta {
+            cache_size: Some(3),
+            ..meta.clone()
+        };
+        assert!(verify_cache(&p, &short)
+            .unwrap_err()
+            .contains("more than 3 bytes"));
+        let other = FeedMeta {
+            cache_digest: Some(digest(b"x")),
+            ..meta.clone()
+        };
+        assert!(verify_cache(&p, &other).unwrap_err().contains("SHA-256"));
+        // Never read through a link.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&p, &link).unwrap();
+        assert!(verify_cache(&link, &meta).is_err());
     }
 }

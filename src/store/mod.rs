@@ -46,6 +46,11 @@ pub struct FeedMeta {
     pub last_good_count: Option<u64>,
     pub consecutive_failures: u32,
     pub last_error: Option<String>,
+    /// Size in bytes of the last good copy as written (`feeds/<name>.list`): with
+    /// `cache_digest`, what the copy must still be before a conditional request may be sent.
+    pub cache_size: Option<u64>,
+    /// SHA-256 of the last good copy as written, in lowercase hex.
+    pub cache_digest: Option<String>,
 }
 
 pub struct Store {
@@ -405,6 +410,24 @@ impl Store {
                 )
                 .with_context(|| format!("upgrading the schema in {}", self.path.display()))?;
         }
+        self.add_cache_columns()?;
+        Ok(())
+    }
+
+    /// The last good copy's size and digest, kept with the validators (added after schema 2).
+    /// Added when missing rather than by a schema version, so an older sipban still opens the
+    /// database (it reads the columns it knows).
+    fn add_cache_columns(&self) -> Result<()> {
+        if !self.has_cache_columns()? {
+            self.conn
+                .execute_batch(
+                    "BEGIN;
+                     ALTER TABLE feeds ADD COLUMN cache_size INTEGER;
+                     ALTER TABLE feeds ADD COLUMN cache_digest TEXT;
+                     COMMIT;",
+                )
+                .with_context(|| format!("upgrading the schema in {}", self.path.display()))?;
+        }
         Ok(())
     }
 
@@ -529,11 +552,25 @@ impl Store {
         Ok(out)
     }
 
+    /// Whether `feeds` has the last good copy's size and digest (a database opened read-only
+    /// may predate them).
+    fn has_cache_columns(&self) -> Result<bool> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT 1 FROM pragma_table_info('feeds') WHERE name = 'cache_digest'")?;
+        Ok(stmt.exists([])?)
+    }
+
     pub fn feed_metas(&self) -> Result<HashMap<String, FeedMeta>> {
-        let mut stmt = self.conn.prepare(
+        let cache = if self.has_cache_columns()? {
+            "cache_size, cache_digest"
+        } else {
+            "NULL, NULL"
+        };
+        let mut stmt = self.conn.prepare(&format!(
             "SELECT name, etag, last_modified, last_attempt, last_success, last_good_count,
-                    consecutive_failures, last_error FROM feeds",
-        )?;
+                    consecutive_failures, last_error, {cache} FROM feeds"
+        ))?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -545,6 +582,8 @@ impl Store {
                     last_good_count: r.get::<_, Option<i64>>(5)?.map(|v| v.max(0) as u64),
                     consecutive_failures: r.get::<_, i64>(6)?.clamp(0, i64::from(u32::MAX)) as u32,
                     last_error: r.get(7)?,
+                    cache_size: r.get::<_, Option<i64>>(8)?.map(|v| v.max(0) as u64),
+                    cache_digest: r.get(9)?,
                 },
             ))
         })?;
@@ -683,10 +722,11 @@ impl Store {
             }
             let mut feed = tx.prepare(
                 "INSERT INTO feeds (name, etag, last_modified, last_attempt, last_success, last_good_count,
-                                    consecutive_failures, last_error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                                    consecutive_failures, last_error, cache_size, cache_digest)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT(name) DO UPDATE SET etag = ?2, last_modified = ?3, last_attempt = ?4,
-                     last_success = ?5, last_good_count = ?6, consecutive_failures = ?7, last_error = ?8",
+                     last_success = ?5, last_good_count = ?6, consecutive_failures = ?7, last_error = ?8,
+                     cache_size = ?9, cache_digest = ?10",
             )?;
             for (name, m) in commit.feeds {
                 feed.execute(params![
@@ -697,7 +737,9 @@ impl Store {
                     m.last_success,
                     m.last_good_count.map(|v| v as i64),
                     i64::from(m.consecutive_failures),
-                    m.last_error
+                    m.last_error,
+                    m.cache_size.map(|v| v as i64),
+                    m.cache_digest
                 ])?;
             }
             let mut blob = tx.prepare(
@@ -1109,6 +1151,8 @@ mod tests {
         let meta = FeedMeta {
             etag: Some("\"x\"".into()),
             last_good_count: Some(2),
+            cache_size: Some(31),
+            cache_digest: Some("ab".repeat(32)),
             ..FeedMeta::default()
         };
         let run = RunRecord {

@@ -686,7 +686,7 @@ fn check_feed(
             }
             assert!(l.invalid_samples.len() <= l.invalid.min(feed::MAX_SAMPLES));
             assert!(l.invalid_samples.iter().all(|s| s.chars().count() <= 80));
-            assert!(l.nets.iter().all(|n| *n == n.trunc()));
+            assert!(l.nets.iter().all(|n| n == n.trunc()));
         }
     }
     if g.one_in(4) {

@@ -19,6 +19,7 @@ mod clock_jump;
 mod corpus_ci;
 mod daemon;
 mod deb;
+mod feed_cache;
 mod firewall_rules;
 mod fuzz;
 mod ipset_kernel;

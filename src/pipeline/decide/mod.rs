@@ -16,7 +16,6 @@ pub use crate::backend::plan;
 
 pub use crate::pipeline::gate as allow;
 
-use crate::model::Sighting;
 use crate::net::{self, Family};
 use allow::Allowlist;
 use ipnet::IpNet;
@@ -25,7 +24,7 @@ use std::collections::BTreeMap;
 
 pub use crate::net::{NetMap, NetSet};
 
-pub use crate::model::{ser_net, Desired, Entry, Mark, Marks};
+pub use crate::model::{ser_net, Desired, Entry, Mark, Marks, Nets, Sightings};
 
 /// How many candidates per family the state keeps beyond the cap (as a multiple of the cap), so
 /// that an evicted address can come back when room frees up, while memory stays bounded.
@@ -179,7 +178,7 @@ impl Decision {
 #[derive(Clone, Debug, Default)]
 pub struct Input {
     pub source: u16,
-    pub sightings: Vec<Sighting>,
+    pub sightings: Sightings,
     /// The sightings are the source's complete current list (a feed download): addresses of
     /// this source that it no longer lists are dropped now, not when their TTL runs out, so a
     /// false positive removed upstream is unblocked at the next sync. Additive sources (APIBAN,
@@ -210,8 +209,17 @@ pub fn decide(
         per_source: vec![SourceCounts::default(); policies.len()],
         ..Decision::default()
     };
-    // 1.–4. One merge pass over the previous entries and this run's sightings.
-    let mut entries = merge(previous, inputs, (policies, allowlist), now, &mut d);
+    // 1.–4. One merge pass over the previous entries and this run's sightings, keeping of
+    //    each feed listing only what the cap could keep.
+    let mut bound = Bound::new(&inputs, policies.len(), caps);
+    let mut entries = merge(
+        previous,
+        inputs,
+        (policies, allowlist),
+        now,
+        &mut bound,
+        &mut d,
+    );
 
     // 5. Subtract the allowlist and rank per family.
     let mut cands = candidates(&entries, policies, allowlist, &mut d);
@@ -231,6 +239,8 @@ pub fn decide(
             (&entries, policies),
             &mut kept,
         );
+        // The listings' entries that merge left out were candidates over the cap too.
+        let evicted = evicted + bound.left_out[fam];
         match family {
             Family::V4 => {
                 d.desired_v4 = desired;
@@ -250,13 +260,93 @@ pub fn decide(
     d
 }
 
+/// What merge may leave out of a feed's listing, so that memory follows the cap and not the
+/// size of the list (a feed of a million addresses against a 65,536-entry set).
+///
+/// An entry that only a listing of this run holds (one mark, last seen when the listing was
+/// taken) and that the allowlist does not touch is a candidate of its own, ranked exactly like
+/// every other such entry of that listing (its source's priority, one source, the same
+/// instant). Among equals the lower prefix goes first, and merge meets them in prefix order: so
+/// once `keep` of them (per family) have been met, every later one has `keep` candidates ranked
+/// above it and can be neither in the set nor kept in the state. It is left out as it comes,
+/// and counted (forgotten, and evicted from its family).
+struct Bound {
+    /// Per source: the instant its listing of this run was taken (a complete input whose
+    /// sightings share it), if any.
+    listed_at: Vec<Option<i64>>,
+    /// Per source and family: such entries met so far.
+    met: Vec<[usize; 2]>,
+    /// Per family: how many of them the cap could keep (`KEEP_FACTOR`×cap).
+    keep: [usize; 2],
+    /// Per family: entries left out.
+    left_out: [usize; 2],
+}
+
+impl Bound {
+    fn new(inputs: &[Input], sources: usize, caps: Caps) -> Bound {
+        let mut listed_at = vec![None; sources];
+        for input in inputs.iter().filter(|i| i.complete) {
+            if let (Some(at), Some(slot)) = (
+                input.sightings.listed_at(),
+                listed_at.get_mut(input.source as usize),
+            ) {
+                *slot = Some(at);
+            }
+        }
+        let keep = |cap: usize| cap.saturating_mul(KEEP_FACTOR).max(cap);
+        Bound {
+            listed_at,
+            met: vec![[0; 2]; sources],
+            keep: [keep(caps.v4), keep(caps.v6)],
+            left_out: [0; 2],
+        }
+    }
+
+    /// Whether the entry (`net`, `marks`) is one of the above, beyond what the cap could keep.
+    fn leaves_out(
+        &mut self,
+        net: &IpNet,
+        marks: &Marks,
+        (policies, allowlist): (&[SourcePolicy], &Allowlist),
+    ) -> bool {
+        let [m] = marks.as_slice() else {
+            return false;
+        };
+        let s = m.source as usize;
+        let (Some(Some(at)), Some(policy)) = (self.listed_at.get(s), policies.get(s)) else {
+            return false;
+        };
+        if m.last_seen != *at || allowlist.subtract_for(net, policy.ban_on_link).is_some() {
+            return false;
+        }
+        // A prefix whose parent the allowlist touches may also be a piece of a wider entry
+        // the allowlist splits; the cap counts such a prefix once, whoever brings it, so it
+        // is not counted as a candidate of its own here.
+        if net
+            .supernet()
+            .is_some_and(|p| allowlist.subtract_for(&p, false).is_some())
+        {
+            return false;
+        }
+        let fam = Family::of(net) as usize;
+        self.met[s][fam] += 1;
+        if self.met[s][fam] <= self.keep[fam] {
+            return false;
+        }
+        self.left_out[fam] += 1;
+        true
+    }
+}
+
 /// Steps 1–4: the previous entries and each input's sightings, merged into entries in prefix
-/// order. Expired, delisted and refused marks are dropped and counted in `d`.
+/// order. Expired, delisted and refused marks are dropped and counted in `d`; what `bound`
+/// says the cap cannot keep is left out and counted as forgotten.
 fn merge(
     mut previous: Vec<Entry>,
     mut inputs: Vec<Input>,
     (policies, allowlist): (&[SourcePolicy], &Allowlist),
     now: i64,
+    bound: &mut Bound,
     d: &mut Decision,
 ) -> Vec<Entry> {
     // 1. Everything in prefix order: the previous entries, and each input's sightings (sorted
@@ -264,7 +354,7 @@ fn merge(
     //    come out sorted, and memory stays at the size of the data.
     sort_by_net(&mut previous, |e| &e.net);
     for input in inputs.iter_mut() {
-        sort_by_net(&mut input.sightings, |s| &s.net);
+        input.sightings.sort();
     }
     // Sources whose input this run is their complete list.
     let mut complete = vec![false; policies.len()];
@@ -274,7 +364,7 @@ fn merge(
         }
     }
     let mut cursors = vec![0usize; inputs.len()];
-    let mut prev = previous.into_iter().peekable();
+    let mut prev = Previous::new(previous);
     let mut entries: Vec<Entry> = Vec::new();
     let mut listed_here: Vec<u16> = Vec::new();
     while let Some(key) = next_key(prev.peek(), &inputs, &cursors) {
@@ -303,6 +393,10 @@ fn merge(
             !drop
         });
         if let (Some(net), false) = (net, marks.is_empty()) {
+            if bound.leaves_out(&net, &marks, (policies, allowlist)) {
+                d.forgotten += 1;
+                continue;
+            }
             marks.sort_unstable_by_key(|m| m.source);
             entries.push(Entry { net, marks });
         }
@@ -314,6 +408,41 @@ fn merge(
     drop(inputs);
     entries.shrink_to_fit();
     entries
+}
+
+/// The previous entries, taken in prefix order, their memory given back as they are taken (a
+/// run that reloads a quarter of a million entries does not hold them twice while it merges).
+struct Previous {
+    /// In reverse prefix order: the next one is last.
+    rest: Vec<Entry>,
+    taken: usize,
+}
+
+impl Previous {
+    /// Give memory back every this many entries taken.
+    const GIVE_BACK: usize = 16 * 1024;
+
+    /// `entries` in prefix order.
+    fn new(mut entries: Vec<Entry>) -> Previous {
+        entries.reverse();
+        Previous {
+            rest: entries,
+            taken: 0,
+        }
+    }
+
+    fn peek(&self) -> Option<&Entry> {
+        self.rest.last()
+    }
+
+    fn next(&mut self) -> Option<Entry> {
+        let e = self.rest.pop()?;
+        self.taken += 1;
+        if self.taken.is_multiple_of(Self::GIVE_BACK) {
+            self.rest.shrink_to_fit();
+        }
+        Some(e)
+    }
 }
 
 /// The lowest prefix any list holds next: the previous entries' head or an input's cursor.
@@ -332,7 +461,7 @@ fn next_key(prev: Option<&Entry>, inputs: &[Input], cursors: &[usize]) -> Option
 /// Step 2: consumes the previous entries at `key` and joins their still valid marks. Returns
 /// the prefix (if any entry was there) and the marks.
 fn previous_marks(
-    prev: &mut std::iter::Peekable<std::vec::IntoIter<Entry>>,
+    prev: &mut Previous,
     key: IpNet,
     (policies, allowlist): (&[SourcePolicy], &Allowlist),
     now: i64,
@@ -556,20 +685,29 @@ fn cap_family(
         drop(origins);
         return (nets, 0);
     }
-    let rank_of = |c: &(Desired, u32)| entries[c.1 as usize].rank(policies);
-    let mut cands: Vec<(Desired, u32)> = nets.into_iter().zip(origins).collect();
+    // The candidates are chosen through their positions (4 bytes each), not copies.
+    let rank_of = |i: u32| entries[origins[i as usize] as usize].rank(policies);
+    let key_of = |i: u32| net::sort_key(&nets[i as usize].net);
+    let mut cands: Vec<u32> = (0..nets.len() as u32).collect();
     if split {
-        // Coinciding pieces of different entries: keep the best-ranked one per prefix.
-        cands.sort_unstable_by_key(|c| (net::sort_key(&c.0.net), std::cmp::Reverse(rank_of(c))));
-        cands.dedup_by_key(|c| c.0.net);
+        // Coinciding pieces of different entries: keep the best-ranked one per prefix, and of
+        // equals the first entry in prefix order (whatever else was left out before).
+        cands.sort_unstable_by_key(|&i| {
+            (
+                key_of(i),
+                std::cmp::Reverse(rank_of(i)),
+                origins[i as usize],
+            )
+        });
+        cands.dedup_by_key(|i| nets[*i as usize].net);
     }
     let keep = cap.saturating_mul(KEEP_FACTOR).max(cap);
     // Best first: higher rank, then the lower prefix, a total order, so the choice is
     // deterministic. Only the cut matters, so partition instead of sorting: O(n).
-    let better = |a: &(Desired, u32), b: &(Desired, u32)| {
-        rank_of(b)
-            .cmp(&rank_of(a))
-            .then_with(|| net::sort_key(&a.0.net).cmp(&net::sort_key(&b.0.net)))
+    let better = |a: &u32, b: &u32| {
+        rank_of(*b)
+            .cmp(&rank_of(*a))
+            .then_with(|| key_of(*a).cmp(&key_of(*b)))
     };
     if cands.len() > cap {
         cands.select_nth_unstable_by(cap, better);
@@ -578,13 +716,14 @@ fn cap_family(
         }
     }
     let mut desired = Vec::with_capacity(cap.min(cands.len()));
-    for (i, (want, idx)) in cands.iter().enumerate() {
-        if i < cap {
-            desired.push(*want);
-            kept.in_set[*idx as usize] = true;
+    for (n, &i) in cands.iter().enumerate() {
+        let idx = origins[i as usize] as usize;
+        if n < cap {
+            desired.push(nets[i as usize]);
+            kept.in_set[idx] = true;
         }
-        if i < keep {
-            kept.keep[*idx as usize] = true;
+        if n < keep {
+            kept.keep[idx] = true;
         }
     }
     let evicted = cands.len().saturating_sub(cap);

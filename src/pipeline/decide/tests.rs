@@ -1,5 +1,6 @@
 use super::allow::{AllowReason, Allowlist};
 use super::*;
+use crate::model::Sighting;
 use proptest::prelude::*;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -50,12 +51,12 @@ fn provenance_and_ttl_refresh() {
     let inputs = vec![
         Input {
             source: 0,
-            sightings: vec![sight(n("192.0.2.1"), now, 3600)],
+            sightings: vec![sight(n("192.0.2.1"), now, 3600)].into(),
             complete: false,
         },
         Input {
             source: 1,
-            sightings: vec![sight(n("192.0.2.1"), now, 7200)],
+            sightings: vec![sight(n("192.0.2.1"), now, 7200)].into(),
             complete: false,
         },
     ];
@@ -74,7 +75,7 @@ fn provenance_and_ttl_refresh() {
     let later = now + 3000;
     let inputs = vec![Input {
         source: 0,
-        sightings: vec![sight(n("192.0.2.1"), later, 3600)],
+        sightings: vec![sight(n("192.0.2.1"), later, 3600)].into(),
         complete: false,
     }];
     let d = decide_plain(d.entries, inputs, &policies, later);
@@ -99,12 +100,13 @@ fn a_complete_listing_replaces_the_source_but_not_others() {
             sightings: vec![
                 sight(n("192.0.2.1"), 0, 1000),
                 sight(n("192.0.2.2"), 0, 1000),
-            ],
+            ]
+            .into(),
             complete: true,
         },
         Input {
             source: 1,
-            sightings: vec![sight(n("192.0.2.2"), 0, 1000)],
+            sightings: vec![sight(n("192.0.2.2"), 0, 1000)].into(),
             complete: false,
         },
     ];
@@ -113,7 +115,7 @@ fn a_complete_listing_replaces_the_source_but_not_others() {
     // The feed drops both; the detector's mark on .2 stays, .1 goes at once.
     let second = vec![Input {
         source: 0,
-        sightings: vec![sight(n("192.0.2.3"), 10, 1000)],
+        sightings: vec![sight(n("192.0.2.3"), 10, 1000)].into(),
         complete: true,
     }];
     let d = decide_plain(d.entries, second, &policies, 10);
@@ -123,7 +125,7 @@ fn a_complete_listing_replaces_the_source_but_not_others() {
     // Re-listing keeps first_seen.
     let third = vec![Input {
         source: 0,
-        sightings: vec![sight(n("192.0.2.3"), 20, 1000)],
+        sightings: vec![sight(n("192.0.2.3"), 20, 1000)].into(),
         complete: true,
     }];
     let d = decide_plain(d.entries, third, &policies, 20);
@@ -136,7 +138,7 @@ fn carried_entries_survive_a_failed_source_until_ttl() {
     let policies = vec![policy("a", 50)];
     let inputs = vec![Input {
         source: 0,
-        sightings: vec![sight(n("192.0.2.9"), 0, 1000)],
+        sightings: vec![sight(n("192.0.2.9"), 0, 1000)].into(),
         complete: false,
     }];
     let d = decide_plain(Vec::new(), inputs, &policies, 0);
@@ -151,7 +153,7 @@ fn removed_sources_are_dropped() {
     let policies = vec![policy("a", 50), policy("b", 50)];
     let inputs = vec![Input {
         source: 1,
-        sightings: vec![sight(n("192.0.2.9"), 0, 1000)],
+        sightings: vec![sight(n("192.0.2.9"), 0, 1000)].into(),
         complete: false,
     }];
     let d = decide_plain(Vec::new(), inputs, &policies, 0);
@@ -205,7 +207,8 @@ fn allowlist_splits_and_protects() {
         sightings: vec![
             sight(n("45.1.0.0/16"), 0, 100),
             sight(n("45.9.9.9"), 0, 100),
-        ],
+        ]
+        .into(),
         complete: false,
     }];
     let d = decide(Vec::new(), inputs, &policies, &allow, CAPS, 0);
@@ -247,17 +250,20 @@ fn cap_keeps_priority_then_multiplicity_then_recency() {
     for i in 0..600 {
         inputs[0]
             .sightings
+            .each_mut()
             .push(sight(v4(i), now - 10_000 + i64::from(i), 86_400));
     }
     for i in 600..3100 {
         // Recency grows with i.
         inputs[1]
             .sightings
+            .each_mut()
             .push(sight(v4(i), now - 10_000 + i64::from(i), 86_400));
     }
     for i in 2800..5000 {
         inputs[2]
             .sightings
+            .each_mut()
             .push(sight(v4(i), now - 10_000 + i64::from(i), 86_400));
     }
     let caps = Caps { v4: 1000, v6: 1000 };
@@ -400,7 +406,7 @@ proptest! {
         for i in (1..prev2.len()).rev() { let j = (next() % (i as u64 + 1)) as usize; prev2.swap(i, j); }
         let mut inputs2 = inputs;
         for input in &mut inputs2 {
-            for i in (1..input.sightings.len()).rev() { let j = (next() % (i as u64 + 1)) as usize; input.sightings.swap(i, j); }
+            for i in (1..input.sightings.len()).rev() { let j = (next() % (i as u64 + 1)) as usize; input.sightings.each_mut().swap(i, j); }
         }
         let b = decide(prev2, inputs2, &policies, &allow, caps, 50);
         prop_assert_eq!(&a.entries, &b.entries);
@@ -490,7 +496,7 @@ fn marks_and_sightings_from_a_clock_that_was_ahead_expire_within_their_ttl() {
     // A sighting stamped in the future (a log written under the wrong clock).
     let inputs = vec![Input {
         source: 0,
-        sightings: vec![sight(v4(4), ahead, 86_400)],
+        sightings: vec![sight(v4(4), ahead, 86_400)].into(),
         complete: false,
     }];
     let d = decide_plain(previous, inputs, &policies, now);
@@ -506,4 +512,111 @@ fn marks_and_sightings_from_a_clock_that_was_ahead_expire_within_their_ttl() {
     }
     // Two saved marks came from the future; the one merely too long did not.
     assert_eq!((d.per_source[0].future, d.per_source[1].future), (1, 1));
+}
+
+/// `n` public IPv4 hosts and prefixes in 45.0.0.0/16 (dense, so that sources overlap).
+fn dense_v4(r: &mut impl FnMut() -> u64, n: usize) -> Vec<IpNet> {
+    (0..n)
+        .map(|_| {
+            let a = 0x2d00_0000u32 + (r() % 4096) as u32;
+            let len = [32u8, 32, 32, 30, 28][(r() % 5) as usize];
+            IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::from(a), len).unwrap()).trunc()
+        })
+        .collect()
+}
+
+proptest! {
+    /// A feed's listing is bounded in merge (`Bound`): the decision must be the one of the
+    /// same sightings given one by one, with entries held by other sources, older marks of
+    /// the feed itself, an allowlist that splits and covers some prefixes, and caps far
+    /// below the listing.
+    #[test]
+    fn a_bounded_listing_decides_like_its_sightings(
+        seed in any::<u64>(),
+        big in 200usize..2500,
+        cap4 in 0usize..120,
+        cap6 in 0usize..20,
+        priorities in (0u16..3, 0u16..3, 0u16..3),
+    ) {
+        let mut rng = seed | 1;
+        let mut r = move || { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; rng };
+        let now = 10_000;
+        let policies = vec![
+            policy("feed", priorities.0),
+            policy("other", priorities.1),
+            SourcePolicy { ban_on_link: true, ..policy("additive", priorities.2) },
+        ];
+        let mut listing = dense_v4(&mut r, big);
+        listing.extend((0..big / 10).map(|_| {
+            let a = (0x2a00_1450u128 << 96) + u128::from(r() % 512);
+            IpNet::V6(ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(a), 128).unwrap())
+        }));
+        // Earlier entries: the feed's own (older), another feed's, both.
+        let mut by_net: std::collections::BTreeMap<IpNet, Vec<Mark>> = Default::default();
+        for (i, net) in dense_v4(&mut r, big / 4).into_iter().enumerate() {
+            let source = (i % 3) as u16;
+            let seen = now - 100 - (r() % 50) as i64;
+            let marks = by_net.entry(net).or_default();
+            if !marks.iter().any(|m| m.source == source) {
+                marks.push(Mark { source, first_seen: seen, last_seen: seen, expires: seen + 86_400 });
+            }
+        }
+        let previous: Vec<Entry> = by_net.into_iter().map(|(net, marks)| Entry { net, marks: marks.into() }).collect();
+        let others: Vec<Sighting> = dense_v4(&mut r, big / 5).into_iter().map(|x| sight(x, now - 5, 3600)).collect();
+        let mut allow = Allowlist::new();
+        allow.add(n("45.0.3.0/26"), AllowReason::Config);
+        allow.add(n("45.0.8.17"), AllowReason::OwnAddress("eth0".into()));
+        allow.add(n("2a00:1450::100/120"), AllowReason::Config);
+        let caps = Caps { v4: cap4, v6: cap6 };
+        let inputs = |feed: Sightings| vec![
+            Input { source: 0, sightings: feed, complete: true },
+            Input { source: 2, sightings: others.clone().into(), complete: false },
+        ];
+        let each: Vec<Sighting> = listing.iter().map(|&x| sight(x, now, 86_400)).collect();
+        let nets: Nets = listing.iter().copied().collect();
+        let listed = Sightings::Listing { nets: std::sync::Arc::new(nets), seen: now, ttl: 86_400 };
+        let a = decide(previous.clone(), inputs(each.into()), &policies, &allow, caps, now);
+        let b = decide(previous, inputs(listed), &policies, &allow, caps, now);
+        let only = |x: &Decision, y: &Decision| -> Vec<Entry> { x.entries.iter().filter(|e| !y.entries.contains(e)).cloned().collect() };
+        prop_assert!(a.entries == b.entries, "only one by one: {:?}\nonly bounded: {:?}", only(&a, &b), only(&b, &a));
+        prop_assert_eq!(&a.desired_v4, &b.desired_v4);
+        prop_assert_eq!(&a.desired_v6, &b.desired_v6);
+        prop_assert_eq!(&a.per_source, &b.per_source);
+        prop_assert_eq!(&a.allow_hits, &b.allow_hits);
+        prop_assert_eq!((a.evicted_v4, a.evicted_v6, a.forgotten), (b.evicted_v4, b.evicted_v6, b.forgotten));
+    }
+}
+
+/// The bound at work: a listing of 10,000 against a cap of 10 keeps 40 entries, not 10,000,
+/// and counts the rest.
+#[test]
+fn a_large_listing_keeps_only_what_the_cap_could_keep() {
+    let policies = vec![policy("feed", 0)];
+    let nets: Nets = (0..10_000).map(v4).collect();
+    let input = Input {
+        source: 0,
+        sightings: Sightings::Listing {
+            nets: std::sync::Arc::new(nets),
+            seen: 100,
+            ttl: 3600,
+        },
+        complete: true,
+    };
+    let caps = Caps { v4: 10, v6: 10 };
+    let d = decide(
+        Vec::new(),
+        vec![input],
+        &policies,
+        &Allowlist::new(),
+        caps,
+        100,
+    );
+    assert_eq!(d.entries.len(), 10 * KEEP_FACTOR);
+    assert_eq!(d.desired_v4.len(), 10);
+    assert_eq!(d.desired_v4[0].net, v4(0));
+    assert_eq!(d.evicted_v4, 10_000 - 10);
+    assert_eq!(d.forgotten, 10_000 - 10 * KEEP_FACTOR);
+    assert_eq!(d.per_source[0].listed, 10_000);
+    assert_eq!(d.per_source[0].held, 10 * KEEP_FACTOR);
+    assert_eq!(d.per_source[0].in_set, 10);
 }

@@ -17,6 +17,9 @@ pub struct Reply {
     pub body: Vec<u8>,
     /// Sleep this long before answering (headers included).
     pub delay: Duration,
+    /// Answer 304 Not Modified (no body) to a request with If-None-Match or
+    /// If-Modified-Since, as a server whose list has not changed does.
+    pub not_modified_when_conditional: bool,
 }
 
 impl Reply {
@@ -26,6 +29,7 @@ impl Reply {
             headers: vec![("Content-Type".into(), "text/plain".into())],
             body: body.into(),
             delay: Duration::ZERO,
+            not_modified_when_conditional: false,
         }
     }
     pub fn status(status: u16, body: impl Into<Vec<u8>>) -> Reply {
@@ -40,6 +44,11 @@ impl Reply {
         self.headers.push((k.into(), v.into()));
         self
     }
+    /// 304 to every conditional request, this reply to the others.
+    pub fn unchanged_when_asked(mut self) -> Reply {
+        self.not_modified_when_conditional = true;
+        self
+    }
     pub fn delayed(mut self, d: Duration) -> Reply {
         self.delay = d;
         self
@@ -50,6 +59,15 @@ impl Reply {
 pub struct Request {
     pub path: String,
     pub headers: Vec<(String, String)>,
+}
+
+impl Request {
+    /// Whether the request carried a validator (If-None-Match or If-Modified-Since).
+    pub fn conditional(&self) -> bool {
+        self.headers.iter().any(|(k, _)| {
+            k.eq_ignore_ascii_case("if-none-match") || k.eq_ignore_ascii_case("if-modified-since")
+        })
+    }
 }
 
 pub struct Stub {
@@ -110,16 +128,23 @@ fn serve(stream: TcpStream, routes: &Mutex<HashMap<String, Reply>>, log: &Mutex<
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
     }
+    let conditional = headers.iter().any(|(k, _)| {
+        k.eq_ignore_ascii_case("if-none-match") || k.eq_ignore_ascii_case("if-modified-since")
+    });
     log.lock().unwrap().push(Request {
         path: path.clone(),
         headers,
     });
-    let reply = routes
+    let mut reply = routes
         .lock()
         .unwrap()
         .get(&path)
         .cloned()
         .unwrap_or_else(|| Reply::status(404, "not found"));
+    if conditional && reply.not_modified_when_conditional {
+        reply.status = 304;
+        reply.body.clear();
+    }
     std::thread::sleep(reply.delay);
     let mut out = stream;
     let mut head = format!(
