@@ -195,7 +195,7 @@ mod tests {
     fn limits() {
         assert_eq!(diff_limit(65_536), 8192);
         assert_eq!(diff_limit(1000), 1024);
-        assert_eq!(maxelem(65_536), 73_728);
+        assert_eq!(maxelem(65_536), 65_536);
         assert_eq!(hashsize(65_536), 32_768);
         assert_eq!(hashsize(10), 1024);
         assert_eq!(timeout_for(100, 200), 1);
