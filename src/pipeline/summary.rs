@@ -120,6 +120,9 @@ pub struct RunReport {
     /// Upstream reporting of this run's own detections (`report:` section).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<crate::report::ReportRun>,
+    /// The check of the firewall rules `firewall install` recorded (none before an install).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<crate::backend::rules::Check>,
 }
 
 /// A run that could not start or plan at all.
@@ -173,6 +176,7 @@ impl RunReport {
                 "refreshed": p.refreshes.len(),
                 "evicted": p.evicted,
                 "rebuild": p.rebuild,
+                "outside": p.outside,
             })).collect::<Vec<_>>(),
         })
     }

@@ -179,7 +179,17 @@ fn a_set_with_the_old_larger_maxelem_is_swapped_to_the_cap() {
         ]);
         ipset_ok(&["add", "t4", &public_v4(0), "timeout", "600"]);
         let rule = Command::new("iptables")
-            .args(["-I", "INPUT", "-m", "set", "--match-set", "t4", "src", "-j", "DROP"])
+            .args([
+                "-I",
+                "INPUT",
+                "-m",
+                "set",
+                "--match-set",
+                "t4",
+                "src",
+                "-j",
+                "DROP",
+            ])
             .output();
         let with_rule = rule.is_ok_and(|o| o.status.success());
         let o = sipban(dir.path(), &["sync"]);
@@ -226,5 +236,175 @@ fn a_hand_edit_with_the_same_count_is_repaired_and_reported() {
         // And the next run finds nothing to repair.
         let o = sipban(dir.path(), &["sync"]);
         assert!(!text(&o).contains("outside sipban"), "{}", text(&o));
+    });
+}
+
+fn config_with_metrics(dir: &Path, list: &Path) {
+    write_config(dir, 1000, &file_feed("f", list));
+    let mut cfg = std::fs::read_to_string(dir.join("config.yaml")).unwrap();
+    cfg.push_str(&format!(
+        "metrics:\n  textfile: {}\n",
+        dir.join("sipban.prom").display()
+    ));
+    std::fs::write(dir.join("config.yaml"), cfg).unwrap();
+}
+
+fn rule_in_place(tool: &str, set: &str) -> bool {
+    Command::new(tool)
+        .args([
+            "-w",
+            "-C",
+            "INPUT",
+            "-m",
+            "set",
+            "--match-set",
+            set,
+            "src",
+            "-m",
+            "comment",
+            "--comment",
+            "sipban",
+            "-j",
+            "DROP",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Item 10: rules flushed by another tool (`iptables -F`, then `nft flush ruleset` as
+/// nftables.service does on a restart) are put back by the next sync, with a warning, a metric
+/// and a status line.
+#[test]
+fn rules_flushed_by_another_tool_are_put_back_by_the_next_sync() {
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("list.txt");
+        write_list(&list, &[public_v4(1), "2001:db8:1::1".to_string()]);
+        config_with_metrics(dir.path(), &list);
+        let o = sipban(dir.path(), &["sync"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let o = sipban(dir.path(), &["firewall", "install"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert!(rule_in_place("iptables", "t4") && rule_in_place("ip6tables", "t6"));
+
+        // Another tool flushes the chains.
+        for tool in ["iptables", "ip6tables"] {
+            assert!(Command::new(tool)
+                .args(["-w", "-F", "INPUT"])
+                .status()
+                .unwrap()
+                .success());
+        }
+        assert!(!rule_in_place("iptables", "t4"));
+        let o = sipban(dir.path(), &["sync"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let all = text(&o);
+        assert!(
+            all.contains("the v4 rule for set t4 in filter INPUT") && all.contains("reinstalled"),
+            "the run warns: {all}"
+        );
+        assert!(rule_in_place("iptables", "t4") && rule_in_place("ip6tables", "t6"));
+        let prom = std::fs::read_to_string(dir.path().join("sipban.prom")).unwrap();
+        assert!(prom.contains("sipban_rules_reinstalled_total 1"), "{prom}");
+        assert!(
+            prom.contains(
+                "sipban_rules_present{set=\"t4\",family=\"v4\",place=\"filter INPUT\"} 1"
+            ),
+            "{prom}"
+        );
+        let o = sipban(dir.path(), &["status"]);
+        let st = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(st.contains("put back 1 time(s)"), "{st}");
+        assert!(st.contains("v4 filter INPUT: drops set t4:"), "{st}");
+
+        // nftables.service's restart: `flush ruleset` (iptables-nft's tables go too).
+        let nft = Command::new("nft").args(["flush", "ruleset"]).output();
+        if nft.is_ok_and(|o| o.status.success()) {
+            assert!(!rule_in_place("iptables", "t4"));
+            // `firewall check` sees it without changing anything, and fails.
+            let o = sipban(dir.path(), &["firewall", "check"]);
+            assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+            assert!(text(&o).contains("missing"), "{}", text(&o));
+            assert!(!rule_in_place("iptables", "t4"));
+            let o = sipban(dir.path(), &["sync"]);
+            assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+            assert!(text(&o).contains("reinstalled"), "{}", text(&o));
+            assert!(rule_in_place("iptables", "t4") && rule_in_place("ip6tables", "t6"));
+            let prom = std::fs::read_to_string(dir.path().join("sipban.prom")).unwrap();
+            assert!(prom.contains("sipban_rules_reinstalled_total 2"), "{prom}");
+        }
+        // Nothing missing: a quiet sync, and `firewall check` passes.
+        let o = sipban(dir.path(), &["sync"]);
+        assert!(!text(&o).contains("reinstalled"), "{}", text(&o));
+        let o = sipban(dir.path(), &["firewall", "check"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    });
+}
+
+/// Item 10: `firewall check --repair` (what sipban-firewall.service runs after a ruleset
+/// reload) puts the rules back by itself.
+#[test]
+fn firewall_check_repair_puts_the_rules_back() {
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("list.txt");
+        write_list(&list, &[public_v4(1)]);
+        write_config(dir.path(), 1000, &file_feed("f", &list));
+        let o = sipban(dir.path(), &["firewall", "check"]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "nothing recorded yet: {}",
+            text(&o)
+        );
+        assert_eq!(sipban(dir.path(), &["sync"]).status.code(), Some(0));
+        assert_eq!(
+            sipban(dir.path(), &["firewall", "install"]).status.code(),
+            Some(0)
+        );
+        assert!(Command::new("iptables")
+            .args(["-w", "-F", "INPUT"])
+            .status()
+            .unwrap()
+            .success());
+        let o = sipban(dir.path(), &["firewall", "check", "--repair"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert!(text(&o).contains("reinstalled"), "{}", text(&o));
+        assert!(rule_in_place("iptables", "t4"));
+    });
+}
+
+/// Item 10: `status` says loudly when no rule references the sets (their entries block
+/// nothing), and shows the rule with its counters once one does.
+#[test]
+fn status_says_loudly_when_no_rule_references_the_sets() {
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("list.txt");
+        write_list(&list, &[public_v4(1), public_v4(2)]);
+        write_config(dir.path(), 1000, &file_feed("f", &list));
+        assert_eq!(sipban(dir.path(), &["sync"]).status.code(), Some(0));
+        let o = sipban(dir.path(), &["status"]);
+        let st = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            st.contains("NO FIREWALL RULE REFERENCES SET t4: its 2 entries block nothing"),
+            "{st}"
+        );
+        let j = json(&sipban(dir.path(), &["status", "--json"]));
+        assert_eq!(j["sets"][0]["references"], 0, "{j}");
+        assert_eq!(
+            sipban(dir.path(), &["firewall", "install"]).status.code(),
+            Some(0)
+        );
+        let o = sipban(dir.path(), &["status"]);
+        let st = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(!st.contains("NO FIREWALL RULE REFERENCES SET t4"), "{st}");
+        assert!(
+            st.contains("v4 filter INPUT: drops set t4: 0 packets, 0 bytes"),
+            "{st}"
+        );
     });
 }
