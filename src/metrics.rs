@@ -123,8 +123,8 @@ pub fn render(st: &Status, duration: Option<f64>) -> String {
         );
     }
     detectors(&mut o, st);
-    sets_manual_reports(&mut o, st);
     firewall(&mut o, st);
+    sets_manual_reports(&mut o, st);
     o.0
 }
 
