@@ -16,11 +16,12 @@ SIZES=${SIZES:-"65536 262144"}
 [ "$(id -u)" = 0 ] || { echo "bench/sync.sh: needs root (private network namespace, ipset)" >&2; exit 2; }
 [ -x /usr/bin/time ] || { echo "bench/sync.sh: needs GNU time (apt-get install time)" >&2; exit 2; }
 if [ "${SIPBAN_BENCH_IN_NS:-}" != 1 ]; then
-    (cd "$HERE" && cargo build --release --locked --quiet)
-    exec env SIPBAN_BENCH_IN_NS=1 RUNS="$RUNS" SIZES="$SIZES" unshare -n bash "$0" "$@"
+    [ -n "${BIN:-}" ] || (cd "$HERE" && cargo build --release --locked --quiet)
+    exec env SIPBAN_BENCH_IN_NS=1 RUNS="$RUNS" SIZES="$SIZES" BIN="${BIN:-}" unshare -n bash "$0" "$@"
 fi
 ip link set lo up
-BIN="$HERE/target/release/sipban"
+# BIN=/path/to/sipban compares another build (for example main's) with the same batches.
+BIN=${BIN:-"$HERE/target/release/sipban"}
 TMP=$(mktemp -d /tmp/sipban-bench.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 
@@ -55,12 +56,11 @@ YAML
 
 restore_batch() { # restore_batch LIST N OUT: the batch sipban would send for a rebuild
     local n=$2 cap=$2
-    local diff=$(( cap / 8 > 1024 ? cap / 8 : 1024 ))
     local hs=$(( cap / 2 )); [ $hs -lt 1024 ] && hs=1024; [ $hs -gt 262144 ] && hs=262144
     local p=1; while [ $p -lt $hs ]; do p=$((p * 2)); done
     {
         echo "destroy peer-tmp"
-        echo "create peer-tmp hash:net family inet hashsize $p maxelem $((cap + diff)) timeout 0"
+        echo "create peer-tmp hash:net family inet hashsize $p maxelem $cap timeout 0"
         sed 's/^/add peer-tmp /; s/$/ timeout 86400/' "$1"
         echo "swap peer-tmp peer"
         echo "destroy peer-tmp"

@@ -98,7 +98,9 @@ fn writes_files(command: &Command) -> bool {
                 command: ConfigCommand::Check { .. }
             }
             | Command::Firewall {
-                command: FirewallCommand::Install(_) | FirewallCommand::Remove(_)
+                command: FirewallCommand::Install(_)
+                    | FirewallCommand::Remove(_)
+                    | FirewallCommand::Check { repair: true, .. }
             }
     )
 }
@@ -225,6 +227,7 @@ fn run(cli: Cli) -> cli::Result {
                 firewall::install_or_remove(s()?, install, &args)
             }
             FirewallCommand::Status { backend, json } => firewall::status(s()?, *backend, *json),
+            FirewallCommand::Check { repair, json } => firewall::check(s()?, *repair, *json, now),
         },
     }
 }

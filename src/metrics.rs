@@ -123,6 +123,7 @@ pub fn render(st: &Status, duration: Option<f64>) -> String {
         );
     }
     detectors(&mut o, st);
+    firewall(&mut o, st);
     sets_manual_reports(&mut o, st);
     if let Some(r) = &st.state_rebuilt {
         o.family(
@@ -137,6 +138,84 @@ pub fn render(st: &Status, duration: Option<f64>) -> String {
         );
     }
     o.0
+}
+
+/// sipban's DROP rules: present or not, their counters, how often they were put back, and
+/// what references each set.
+fn firewall(o: &mut Out, st: &Status) {
+    o.family(
+        "sipban_set_references",
+        "gauge",
+        "Kernel objects (firewall rules, list:set sets) that use each set; 0 means its entries block nothing.",
+    );
+    for s in &st.sets {
+        if let Some(r) = s.references {
+            o.sample(
+                "sipban_set_references",
+                &[("set", &s.name), ("family", s.family.label())],
+                f64::from(r),
+            );
+        }
+    }
+    let fw = &st.firewall;
+    if fw.error.is_none() {
+        o.family(
+            "sipban_rules_present",
+            "gauge",
+            "1 for each sipban DROP rule in place, 0 for a recorded rule that is missing.",
+        );
+        for r in &fw.rules {
+            let place = r.place.to_string();
+            let labels = [
+                ("set", r.set.as_str()),
+                ("family", r.family.label()),
+                ("place", place.as_str()),
+            ];
+            o.sample(
+                "sipban_rules_present",
+                &labels,
+                f64::from(u8::from(r.present)),
+            );
+        }
+        for (name, help) in [
+            (
+                "sipban_rule_packets_total",
+                "Packets each sipban DROP rule dropped (the kernel's rule counter).",
+            ),
+            (
+                "sipban_rule_bytes_total",
+                "Bytes each sipban DROP rule dropped (the kernel's rule counter).",
+            ),
+        ] {
+            o.family(name, "counter", help);
+            for r in fw.rules.iter().filter(|r| r.present) {
+                let place = r.place.to_string();
+                let labels = [
+                    ("set", r.set.as_str()),
+                    ("family", r.family.label()),
+                    ("place", place.as_str()),
+                ];
+                let v = if name.contains("packets") {
+                    r.packets
+                } else {
+                    r.bytes
+                };
+                o.sample(name, &labels, v as f64);
+            }
+        }
+    }
+    if fw.installed {
+        o.family(
+            "sipban_rules_reinstalled_total",
+            "counter",
+            "Times a sync or `firewall check --repair` found recorded rules missing and put them back.",
+        );
+        o.sample(
+            "sipban_rules_reinstalled_total",
+            &[],
+            fw.reinstalled_total as f64,
+        );
+    }
 }
 
 /// The log detectors' offence counters (absent when no detector is configured).

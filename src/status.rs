@@ -32,6 +32,24 @@ pub struct Status {
     /// The state database was rebuilt after it was lost or found corrupt (the last time).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_rebuilt: Option<StateRebuilt>,
+    /// sipban's DROP rules and their counters.
+    pub firewall: FirewallStatus,
+}
+
+/// sipban's DROP rules as `status` shows them (see `backend::rules`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FirewallStatus {
+    /// `firewall install` has run (its record exists): the rules are expected.
+    pub installed: bool,
+    pub backend: String,
+    /// The recorded rules (present or not), or the rules found when none is recorded.
+    pub rules: Vec<crate::backend::rules::Counted>,
+    /// Why the rules could not be read (not root, no iptables).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Times a sync or `firewall check --repair` put missing rules back, and the last time.
+    pub reinstalled_total: u64,
+    pub last_reinstalled: Option<i64>,
 }
 
 /// The last rebuild of the state database (see `store::health`).
@@ -97,6 +115,8 @@ pub struct SetStatus {
     pub from_kernel: bool,
     /// Candidates that did not fit under the cap in the last run.
     pub evicted: u64,
+    /// Kernel objects (firewall rules, list:set sets) that use the set; `None` when unknown.
+    pub references: Option<u32>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -160,6 +180,7 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
         detectors: Vec::new(),
         report_queue: None,
         state_rebuilt: None,
+        firewall: FirewallStatus::default(),
     };
     let mut summary = serde_json::Value::Null;
     let mut per_source_entries: HashMap<String, u64> = HashMap::new();
@@ -216,17 +237,7 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
             });
         }
     }
-    st.manual.queued = std::fs::read_dir(
-        settings
-            .state_dir
-            .join(crate::pipeline::manual::REQUEST_DIR),
-    )
-    .map(|rd| {
-        rd.filter_map(|e| e.ok())
-            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-            .count() as u64
-    })
-    .unwrap_or(0);
+    st.manual.queued = queued_requests(settings);
 
     let last_sources = summary["sources"].as_array().cloned().unwrap_or_default();
     for (p, kind) in sources.policies.iter().zip(&sources.kinds) {
@@ -278,10 +289,10 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
     for family in [Family::V4, Family::V6] {
         let s = settings.sets.get(family);
         let last = last_sets.iter().find(|x| x["set"] == s.name.as_str());
-        let (entries, from_kernel) = match ipset.header(&s.name) {
-            Ok(Some((_, n))) => (Some(n as u64), true),
-            Ok(None) => (Some(0), true),
-            Err(_) => (last.and_then(|x| x["after"].as_u64()), false),
+        let (entries, from_kernel, references) = match ipset.info(&s.name) {
+            Ok(Some(i)) => (Some(i.entries as u64), true, Some(i.references)),
+            Ok(None) => (Some(0), true, None),
+            Err(_) => (last.and_then(|x| x["after"].as_u64()), false, None),
         };
         st.sets.push(SetStatus {
             family,
@@ -290,9 +301,25 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
             entries,
             from_kernel,
             evicted: last.and_then(|x| x["evicted"].as_u64()).unwrap_or(0),
+            references,
         });
     }
+    st.firewall = firewall(settings);
     Ok(st)
+}
+
+/// Manual requests waiting in the request directory for the next run.
+fn queued_requests(settings: &Settings) -> u64 {
+    let dir = settings
+        .state_dir
+        .join(crate::pipeline::manual::REQUEST_DIR);
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                .count() as u64
+        })
+        .unwrap_or(0)
 }
 
 /// From the run history, per non-feed source: the end of the last run whose errors do not name
@@ -325,6 +352,88 @@ fn run_history(
         }
     }
     Ok((last_ok, failing_runs))
+}
+
+/// The rules and their counters; reading them needs root, like the sets.
+fn firewall(settings: &Settings) -> FirewallStatus {
+    use crate::backend::rules;
+    let mut fw = FirewallStatus::default();
+    let marker = match rules::Marker::load(&settings.state_dir) {
+        Ok(m) => m,
+        Err(e) => {
+            fw.error = Some(format!("{e:#}"));
+            None
+        }
+    };
+    if let Some(m) = &marker {
+        fw.installed = true;
+        fw.reinstalled_total = m.reinstalled;
+        fw.last_reinstalled = m.last_reinstalled;
+    }
+    fw.backend = marker
+        .as_ref()
+        .map(|m| m.backend)
+        .unwrap_or_default()
+        .label()
+        .to_string();
+    match rules::counted(settings, marker.as_ref()) {
+        Ok(r) => fw.rules = r,
+        Err(e) => fw.error = Some(format!("{e:#}")),
+    }
+    fw
+}
+
+impl Status {
+    /// The sets that exist and that no kernel object references: their entries block nothing.
+    pub fn unreferenced_sets(&self) -> Vec<&SetStatus> {
+        self.sets
+            .iter()
+            .filter(|s| s.from_kernel && s.references == Some(0))
+            .collect()
+    }
+}
+
+impl FirewallStatus {
+    fn show(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let how = if self.installed {
+            "recorded by `firewall install`; every sync puts missing ones back"
+        } else {
+            "`firewall install` has not been run"
+        };
+        writeln!(f, "\nfirewall ({}, {how}):", self.backend)?;
+        if let Some(e) = &self.error {
+            writeln!(f, "  rules not readable: {e}")?;
+        }
+        for r in &self.rules {
+            if r.present {
+                writeln!(
+                    f,
+                    "  {} {}: drops set {}: {} packets, {} bytes",
+                    r.family, r.place, r.set, r.packets, r.bytes
+                )?;
+            } else {
+                writeln!(
+                    f,
+                    "  {} {}: rule for set {} MISSING (the next sync puts it back)",
+                    r.family, r.place, r.set
+                )?;
+            }
+        }
+        if self.rules.is_empty() && self.error.is_none() {
+            writeln!(f, "  no sipban rule")?;
+        }
+        if self.reinstalled_total > 0 {
+            writeln!(
+                f,
+                "  rules were removed by another tool and put back {} time(s), last at {}",
+                self.reinstalled_total,
+                self.last_reinstalled
+                    .map(fmt_time)
+                    .unwrap_or_else(|| "?".into())
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// HOOK for the upstream report queue (issue 6, written elsewhere): it is shown only once
@@ -450,6 +559,15 @@ impl fmt::Display for Status {
                     s.last_error.as_deref().unwrap_or("?")
                 )?;
             }
+        }
+        self.firewall.show(f)?;
+        for s in self.unreferenced_sets() {
+            writeln!(
+                f,
+                "  NO FIREWALL RULE REFERENCES SET {}: its {} entries block nothing; run `sipban firewall install`",
+                s.name,
+                s.entries.unwrap_or(0)
+            )?;
         }
         if !self.detectors.is_empty() {
             writeln!(f, "\ndetectors:")?;

@@ -14,11 +14,14 @@
 //!   set's family first: ipset resolves text it cannot parse through DNS.
 //! - One process per batch, never one per address; the batch is streamed, never built as one
 //!   big string.
-//! - In a diff, adds come before deletes, so a batch cut short never shrinks the set.
+//! - In a diff, deletes come before adds, so the live set never holds more than the larger of
+//!   its sizes before and after the batch: the cap is a ceiling at every instant, and the kernel
+//!   enforces it too (`maxelem` is the cap). A batch cut short may leave the set smaller; the
+//!   caller checks the count afterwards and rebuilds.
 //! - The live set is never destroyed while it can be swapped, and never emptied: a rebuild fills
 //!   `<name>-tmp` first. A set that a firewall rule references is never destroyed.
-//! - It never decides what to block and never enforces the cap: callers do (the kernel's
-//!   `maxelem` is only approximate, and "Hash is full" must never be flow control).
+//! - It never decides what to block and never enforces the cap: callers do ("Hash is full" must
+//!   never be flow control; the kernel's `maxelem` is only the last guarantee).
 
 use crate::net::{display_net, parse_net, Family};
 use ipnet::IpNet;
@@ -376,10 +379,11 @@ impl Ipset {
             .collect())
     }
 
-    /// One `ipset -exist restore` batch on stdin: all `adds` (each `add NAME net timeout T`)
-    /// first, then all `dels`, so a batch cut short never shrinks the set. Re-adding a present
-    /// entry sets its timeout to the new value. The caller guarantees the set exists with a
-    /// compatible type and that current + adds stays below maxelem. Nothing runs when both lists
+    /// One `ipset -exist restore` batch on stdin: all `dels` first, then all `adds` (each
+    /// `add NAME net timeout T`), so the set never holds more than the larger of its sizes
+    /// before and after. Re-adding a present entry sets its timeout to the new value. The
+    /// caller guarantees the set exists with a compatible type and that current - dels + adds
+    /// stays within maxelem. Nothing runs when both lists
     /// are empty. Timeouts are clamped to 1..=[`MAX_TIMEOUT`] (see [`clamp_timeout`]); every
     /// entry is checked against the spec's family before ipset starts.
     pub fn apply_diff(
@@ -805,7 +809,7 @@ impl fmt::Display for Line<'_> {
     }
 }
 
-/// A restore batch: `head`, then every add and every delete on `set`, then `tail`. Lines are
+/// A restore batch: `head`, then every delete and every add on `set`, then `tail`. Lines are
 /// produced on the fly, so a 65,536-entry batch never exists as one string.
 struct Batch<'a> {
     head: Vec<Line<'a>>,
@@ -821,8 +825,8 @@ impl<'a> Batch<'a> {
         self.head
             .iter()
             .copied()
-            .chain(self.adds.iter().map(move |&(n, t)| Line::Add(set, n, t)))
             .chain(self.dels.iter().map(move |&n| Line::Del(set, n)))
+            .chain(self.adds.iter().map(move |&(n, t)| Line::Add(set, n, t)))
             .chain(self.tail.iter().copied())
     }
 
@@ -1166,7 +1170,7 @@ mod tests {
     }
 
     #[test]
-    fn diff_batch_adds_first_then_deletes_with_clamped_timeouts() {
+    fn diff_batch_deletes_first_then_adds_with_clamped_timeouts() {
         let adds = [
             (n("192.0.2.1"), 0),
             (n("198.51.100.0/24"), 3600),
@@ -1182,13 +1186,14 @@ mod tests {
         };
         assert_eq!(
             render(&batch),
-            "add bl 192.0.2.1 timeout 1\n\
+            "del bl 192.0.2.2\n\
+             del bl 10.1.0.0/16\n\
+             add bl 192.0.2.1 timeout 1\n\
              add bl 198.51.100.0/24 timeout 3600\n\
-             add bl 203.0.113.9 timeout 2147483\n\
-             del bl 192.0.2.2\n\
-             del bl 10.1.0.0/16\n"
+             add bl 203.0.113.9 timeout 2147483\n"
         );
-        assert_eq!(batch.line(4).as_deref(), Some("del bl 192.0.2.2"));
+        assert_eq!(batch.line(1).as_deref(), Some("del bl 192.0.2.2"));
+        assert_eq!(batch.line(3).as_deref(), Some("add bl 192.0.2.1 timeout 1"));
         assert_eq!(batch.line(0), None);
         assert_eq!(batch.line(6), None);
     }

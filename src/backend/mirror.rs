@@ -10,10 +10,16 @@
 //! - the kernel's entry count equals the mirror's count of entries still alive;
 //! - no mirrored entry is within [`EXPIRY_SLACK`] seconds of its expiry (the kernel's and our
 //!   clocks may round differently at the boundary);
-//! - it was verified (by a full read-back or a rebuild) less than [`MAX_AGE`] seconds ago, so
-//!   a manual change that kept the count equal is reconciled within the hour.
+//! - it was verified (by a full read-back or a rebuild) less than [`MAX_AGE`] seconds ago.
 //!
-//! Pure data: encoding, decoding and the trust rules. It never talks to the kernel itself.
+//! A count is not content: a hand edit that deletes one entry and adds another keeps it. So a
+//! trusted mirror only spares the read-back when the plan against it is a rebuild (which makes
+//! the set exact whatever it held). Any other plan is made against the set read back in full,
+//! and the mirror is what that read is compared with ([`Mirror::drift`]): entries added or
+//! removed outside sipban are reported, and the plan repairs them.
+//!
+//! Pure data: encoding, decoding, the trust rules and the comparison. It never talks to the
+//! kernel itself.
 
 use crate::model::Desired;
 use ipnet::IpNet;
@@ -104,6 +110,57 @@ impl Mirror {
     }
 }
 
+impl Mirror {
+    /// What `kernel` (prefix order, as [`super::plan::CurrentSet::members`] gives it) holds that
+    /// the mirror does not expect at `now`, and what it lacks. Entries within [`EXPIRY_SLACK`]
+    /// of their expiry count either way.
+    pub fn drift(&self, kernel: &[(IpNet, u32)], now: i64) -> super::plan::Outside {
+        use std::cmp::Ordering;
+        // (prefix, expected present: Some(true) alive, Some(false) expired, None uncertain)
+        let mut expected: Vec<(IpNet, Option<bool>)> = self
+            .entries
+            .iter()
+            .map(|&(net, expires)| {
+                let state = if (expires - now).abs() <= EXPIRY_SLACK {
+                    None
+                } else {
+                    Some(expires > now)
+                };
+                (net, state)
+            })
+            .collect();
+        if !expected.is_sorted_by(|a, b| crate::net::cmp_net(&a.0, &b.0).is_le()) {
+            expected.sort_by(|a, b| crate::net::cmp_net(&a.0, &b.0));
+        }
+        let mut out = super::plan::Outside::default();
+        let (mut i, mut j) = (0, 0);
+        loop {
+            let order = match (expected.get(i), kernel.get(j)) {
+                (Some(e), Some(k)) => crate::net::cmp_net(&e.0, &k.0),
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (None, None) => break,
+            };
+            match order {
+                Ordering::Less => {
+                    out.removed += usize::from(expected[i].1 == Some(true));
+                    i += 1;
+                }
+                Ordering::Greater => {
+                    out.added += 1;
+                    j += 1;
+                }
+                Ordering::Equal => {
+                    out.added += usize::from(expected[i].1 == Some(false));
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        out
+    }
+}
+
 /// Display helper for logs.
 pub fn describe(m: &Mirror) -> String {
     format!(
@@ -155,5 +212,40 @@ mod tests {
         let mut cut = m.encode();
         cut.truncate(cut.len() - 3);
         assert!(Mirror::decode(&cut).is_none());
+    }
+
+    #[test]
+    fn drift_counts_what_changed_outside() {
+        use super::super::plan::Outside;
+        let m = Mirror {
+            verified_at: 1000,
+            entries: vec![
+                (n("45.0.0.1"), 5000),
+                (n("45.0.0.2"), 5000),
+                (n("45.0.0.3"), 1500),
+                (n("45.0.0.4"), 2001),
+            ],
+        };
+        let k = |v: &[&str]| {
+            let mut v: Vec<(IpNet, u32)> = v.iter().map(|s| (n(s), 100)).collect();
+            v.sort_by(|a, b| net::cmp_net(&a.0, &b.0));
+            v
+        };
+        // As expected at 2000: .3 expired, .4 at its boundary either way.
+        let same = k(&["45.0.0.1", "45.0.0.2"]);
+        assert_eq!(m.drift(&same, 2000), Outside::default());
+        assert_eq!(
+            m.drift(&k(&["45.0.0.1", "45.0.0.2", "45.0.0.4"]), 2000),
+            Outside::default()
+        );
+        // One gone, one stranger, one expired entry back: same count, three changes.
+        let edited = k(&["45.0.0.1", "45.0.0.3", "45.0.0.9"]);
+        assert_eq!(
+            m.drift(&edited, 2000),
+            Outside {
+                added: 2,
+                removed: 1
+            }
+        );
     }
 }

@@ -27,15 +27,18 @@ pub use ipset::SetSpec;
 /// ipset's largest timeout (seconds).
 pub const MAX_TIMEOUT: u32 = 2_147_483;
 
-/// The largest diff applied in place; above it the set is rebuilt and swapped. It is also the
-/// headroom between the cap and the kernel's maxelem, so adds-before-deletes never fill a set.
+/// The largest diff applied in place; above it the set is rebuilt and swapped.
 pub fn diff_limit(cap: u32) -> u32 {
     (cap / 8).max(1024)
 }
 
-/// maxelem of the kernel set for a cap (the cap itself is enforced before the kernel sees a batch).
+/// maxelem of the kernel set for a cap: the cap itself, so the kernel refuses ("Hash is full")
+/// any add that would take the live set over it. Callers keep the set under the cap at every
+/// instant (a diff deletes before it adds; a rebuild fills a temporary set and swaps it in),
+/// so this ceiling is never flow control, only a guarantee. A set created with an older, larger
+/// maxelem no longer matches and is rebuilt once (swapped, so rules referencing it keep working).
 pub fn maxelem(cap: u32) -> u32 {
-    cap.saturating_add(diff_limit(cap))
+    cap
 }
 
 /// Initial hash size: a power of two near half the cap, within ipset's sensible range.
@@ -97,8 +100,9 @@ pub trait SetBackend {
     /// Make the set hold exactly `entries`, atomically (a missing set is created): for a set
     /// that does not exist yet, so that a ban or a real-time detection protects at once.
     fn replace(&self, spec: &SetSpec, entries: &[(IpNet, u32)]) -> anyhow::Result<()>;
-    /// Add (or re-time) and delete a few entries in place, in one batch: the real-time path
-    /// and manual bans, under the cap (adds go first; the headroom above the cap covers them).
+    /// Delete, then add (or re-time) a few entries in place, in one batch: the real-time path
+    /// and manual bans. The caller keeps the result under the cap (deletes go first, so the
+    /// live set never holds more than the larger of its size before and after).
     fn change(&self, spec: &SetSpec, adds: &[(IpNet, u32)], dels: &[IpNet]) -> anyhow::Result<()>;
 }
 
@@ -182,7 +186,17 @@ impl SetBackend for ipset::Ipset {
         } else if !plan.is_noop() {
             let mut adds = plan.adds.clone();
             adds.extend_from_slice(&plan.refreshes);
-            self.apply_diff(spec, &adds, &plan.dels)?;
+            match self.apply_diff(spec, &adds, &plan.dels) {
+                Ok(()) => {}
+                // The kernel still counts entries whose timeout ran out and that its garbage
+                // collector has not removed yet: at the cap, an add can find the set full. A
+                // rebuild holds exactly the desired entries (never more than the cap).
+                Err(e) if e.to_string().contains("is full") => {
+                    tracing::warn!(set = %spec.name, "{e}; rebuilding the set instead");
+                    self.rebuild(spec, &with_timeouts(desired, now))?;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         let count = ipset::Ipset::header(self, &spec.name)?.map(|(_, n)| n);
         if count == Some(plan.after) {

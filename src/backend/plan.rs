@@ -78,6 +78,23 @@ pub struct FamilyPlan {
     pub evicted: usize,
     /// Why the set is rebuilt (temporary set + swap) instead of diffed, if it is.
     pub rebuild: Option<String>,
+    /// What the set held that the last complete run had not left there, or lacked that it had
+    /// (someone changed it by hand, or another tool did): this plan repairs it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outside: Option<Outside>,
+}
+
+/// Entries changed in a kernel set outside sipban since the last complete run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Outside {
+    pub added: usize,
+    pub removed: usize,
+}
+
+impl Outside {
+    pub fn any(&self) -> bool {
+        self.added + self.removed > 0
+    }
 }
 
 impl FamilyPlan {
@@ -180,6 +197,7 @@ pub fn plan_family(
         refreshes,
         evicted,
         rebuild,
+        outside: None,
     }
 }
 
@@ -195,7 +213,7 @@ mod tests {
     fn limits() {
         assert_eq!(diff_limit(65_536), 8192);
         assert_eq!(diff_limit(1000), 1024);
-        assert_eq!(maxelem(65_536), 73_728);
+        assert_eq!(maxelem(65_536), 65_536);
         assert_eq!(hashsize(65_536), 32_768);
         assert_eq!(hashsize(10), 1024);
         assert_eq!(timeout_for(100, 200), 1);

@@ -24,6 +24,10 @@
 //!   ruleset is exactly what it was before `install`.
 //! - Read-only commands (`-C`, `-S`, `nft list`) never create tables or chains.
 //! - `--dry-run` prints the commands it would run and changes nothing.
+//! - Self-healing ([`check`]): once `install` has run (the record exists), every sync, the
+//!   daemon's syncs and `firewall check --repair` (run by `sipban-firewall.service` after
+//!   nftables or netfilter-persistent (re)loaded a ruleset) put back recorded rules that another
+//!   tool removed, and count it in the record.
 
 use crate::backend::ipset::{Ipset, SetSpec};
 use crate::config::Settings;
@@ -196,6 +200,12 @@ pub struct Marker {
     pub rules: Vec<Rule>,
     #[serde(default)]
     pub created: Vec<Created>,
+    /// How many times [`check`] found recorded rules missing and put them back.
+    #[serde(default)]
+    pub reinstalled: u64,
+    /// When it last did (Unix time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reinstalled: Option<i64>,
 }
 
 impl Marker {
@@ -630,6 +640,171 @@ pub fn install(settings: &Settings, ipset: &Ipset, opts: Options) -> Result<Chan
     Ok(change)
 }
 
+/// What [`check`] found and did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Check {
+    /// The recorded rules that were missing, described.
+    pub missing: Vec<String>,
+    /// Whether they were put back.
+    pub reinstalled: bool,
+    /// Times rules were put back, in all runs (from the record).
+    pub reinstalled_total: u64,
+}
+
+impl Check {
+    /// The warning a run prints when rules were missing.
+    pub fn warning(&self) -> Option<String> {
+        if self.missing.is_empty() {
+            return None;
+        }
+        let what = self.missing.join("; ");
+        Some(if self.reinstalled {
+            format!("firewall: {what} missing (another tool reloaded the ruleset?); reinstalled")
+        } else {
+            format!("firewall: {what} missing: banned sources are not dropped; run `sipban firewall check --repair`")
+        })
+    }
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.warning() {
+            Some(w) => writeln!(f, "{w}")?,
+            None => writeln!(f, "firewall: every recorded rule is in place")?,
+        }
+        writeln!(
+            f,
+            "rules put back by checks so far: {}",
+            self.reinstalled_total
+        )
+    }
+}
+
+fn describe(rule: &Rule) -> String {
+    format!(
+        "the {} rule for set {} in {}",
+        rule.family, rule.set, rule.place
+    )
+}
+
+/// Whether the rules `install` recorded are in place; with `repair`, put missing ones back
+/// (as `install` does, with the recorded backend and place) and count it in the record.
+/// `Ok(None)` when `install` never ran: then nothing is expected.
+pub fn check(settings: &Settings, ipset: &Ipset, repair: bool, now: i64) -> Result<Option<Check>> {
+    let Some(marker) = Marker::load(&settings.state_dir)? else {
+        return Ok(None);
+    };
+    let mut c = Check {
+        reinstalled_total: marker.reinstalled,
+        ..Check::default()
+    };
+    for rule in wanted(settings, marker.raw) {
+        if !present(marker.backend, &rule)? {
+            c.missing.push(describe(&rule));
+        }
+    }
+    if c.missing.is_empty() || !repair {
+        return Ok(Some(c));
+    }
+    let opts = Options {
+        backend: marker.backend,
+        raw: marker.raw,
+        dry_run: false,
+    };
+    install(settings, ipset, opts).context("putting the firewall rules back")?;
+    let mut marker = Marker::load(&settings.state_dir)?.unwrap_or(marker);
+    marker.reinstalled += 1;
+    marker.last_reinstalled = Some(now);
+    marker.save(&settings.state_dir)?;
+    c.reinstalled = true;
+    c.reinstalled_total = marker.reinstalled;
+    Ok(Some(c))
+}
+
+/// One sipban rule with its counters, as `sipban status` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Counted {
+    pub family: Family,
+    pub place: Place,
+    pub set: String,
+    pub present: bool,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// sipban's rules with their packet and byte counters: the recorded place (both places when
+/// `install` never ran, listing only the rules found there). Reads only (`-v -S`).
+pub fn counted(settings: &Settings, recorded: Option<&Marker>) -> Result<Vec<Counted>> {
+    let backend = recorded.map(|m| m.backend).unwrap_or_default();
+    let places: Vec<bool> = match recorded {
+        Some(m) => vec![m.raw],
+        None => vec![false, true],
+    };
+    let mut out = Vec::new();
+    for raw in places {
+        for rule in wanted(settings, raw) {
+            let found = if may_hold(backend, rule.family, rule.place)? {
+                find_counted(backend, &rule)?
+            } else {
+                None
+            };
+            if found.is_none() && recorded.is_none() {
+                continue;
+            }
+            let (packets, bytes) = found.unwrap_or((0, 0));
+            out.push(Counted {
+                family: rule.family,
+                place: rule.place,
+                set: rule.set.clone(),
+                present: found.is_some(),
+                packets,
+                bytes,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The counters of `rule` in `-v -S` output (`-A CHAIN match -c PACKETS BYTES -j DROP`),
+/// summed over copies; `None` when the chain does not hold it.
+fn find_counted(backend: Backend, rule: &Rule) -> Result<Option<(u64, u64)>> {
+    let argv: Vec<String> = [
+        backend.tool(rule.family),
+        "-w",
+        "-t",
+        rule.place.table(),
+        "-v",
+        "-S",
+        rule.place.chain(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let o = run_ok(&argv)?;
+    let listed = rule.listed();
+    let mut found: Option<(u64, u64)> = None;
+    for line in String::from_utf8_lossy(&o.stdout).lines() {
+        if let Some((plain, p, b)) = strip_counters(line) {
+            if plain == listed {
+                let (tp, tb) = found.unwrap_or((0, 0));
+                found = Some((tp + p, tb + b));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// `... -c 12 3456 -j DROP` -> (`... -j DROP`, 12, 3456).
+fn strip_counters(line: &str) -> Option<(String, u64, u64)> {
+    let at = line.find(" -c ")?;
+    let rest = &line[at + 4..];
+    let mut parts = rest.splitn(3, ' ');
+    let p = parts.next()?.parse().ok()?;
+    let b = parts.next()?.parse().ok()?;
+    let tail = parts.next().map(|t| format!(" {t}")).unwrap_or_default();
+    Some((format!("{}{tail}", &line[..at]), p, b))
+}
+
 /// `sipban firewall remove`: delete every sipban rule (both places, both families, the
 /// configured set names and those `install` recorded), then the nf_tables chains and tables
 /// that `install` created, when they are empty. Leaves the sets alone.
@@ -1007,6 +1182,20 @@ mod tests {
             shell_line(&r.argv(Backend::Nft, "-I", Some("1"))),
             "iptables-nft -w -t filter -I INPUT 1 -m set --match-set sipban-v4 src -m comment --comment sipban -j DROP"
         );
+    }
+
+    #[test]
+    fn counters_are_read_off_the_verbose_listing() {
+        let (plain, p, b) = strip_counters(
+            "-A INPUT -m set --match-set t4 src -m comment --comment sipban -c 12 3456 -j DROP",
+        )
+        .unwrap();
+        assert_eq!(
+            plain,
+            "-A INPUT -m set --match-set t4 src -m comment --comment sipban -j DROP"
+        );
+        assert_eq!((p, b), (12, 3456));
+        assert!(strip_counters("-A INPUT -j DROP").is_none());
     }
 
     #[test]

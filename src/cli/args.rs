@@ -169,6 +169,16 @@ pub enum FirewallCommand {
     /// Delete sipban's rules in INPUT and raw PREROUTING (and the empty nf_tables chains
     /// install created), with the backend install recorded (else --backend); keeps the sets.
     Remove(FirewallArgs),
+    /// Check that the rules `firewall install` recorded are still in place (another tool may
+    /// have flushed the ruleset); with --repair, put missing ones back. Exit 1 when rules are
+    /// missing and were not put back. Every sync does the same with --repair.
+    Check {
+        /// Put missing rules back (as install does, with the recorded backend and place).
+        #[arg(long)]
+        repair: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show where sipban's rules are and whether anything accepts before them.
     Status {
         /// Which tools to read (default: what install recorded, else iptables).

@@ -42,6 +42,21 @@ pub fn status(settings: &Settings, backend: Option<Backend>, json: bool) -> Resu
     report(serde_json::to_value(&s), s.to_string(), s.protected(), json)
 }
 
+/// `sipban firewall check [--repair]`: the recorded rules are in place (or were put back).
+pub fn check(settings: &Settings, repair: bool, json: bool, now: i64) -> Result {
+    let c = rules::check(settings, &Ipset::new(), repair, now)
+        .map_err(|e| Error::new(Kind::Failed, format!("sipban firewall check: {e:#}")))?;
+    let Some(c) = c else {
+        let text = "firewall install has not been run: no recorded rule to check\n";
+        return report(Ok(serde_json::Value::Null), text.to_string(), true, json);
+    };
+    if let Some(w) = c.warning() {
+        tracing::warn!("{w}");
+    }
+    let ok = c.missing.is_empty() || c.reinstalled;
+    report(serde_json::to_value(&c), c.to_string(), ok, json)
+}
+
 /// Print a result; exit 1 when it says the host is not `ok` (not protected).
 fn report(
     value: serde_json::Result<serde_json::Value>,

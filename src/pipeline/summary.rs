@@ -128,6 +128,9 @@ pub struct RunReport {
     /// Upstream reporting of this run's own detections (`report:` section).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<crate::report::ReportRun>,
+    /// The check of the firewall rules `firewall install` recorded (none before an install).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<crate::backend::rules::Check>,
 }
 
 /// The state could not be saved after the apply step.
@@ -190,6 +193,7 @@ impl RunReport {
                 "refreshed": p.refreshes.len(),
                 "evicted": p.evicted,
                 "rebuild": p.rebuild,
+                "outside": p.outside,
             })).collect::<Vec<_>>(),
         })
     }

@@ -116,6 +116,10 @@ async fn run_inner(
         mut report,
         candidates,
     } = step;
+    if !dry_run {
+        check_rules(settings, ipset, &mut report, now);
+        clock.phase("checked the firewall rules");
+    }
     if let (Some(r), Some(c)) = (&settings.report, candidates) {
         report.upstream = Some(match (dry_run, store.as_mut()) {
             (false, Some(s)) => report::drain(r, s, c, now).await,
@@ -124,6 +128,29 @@ async fn run_inner(
         clock.phase("reported");
     }
     Ok(report)
+}
+
+/// Once `firewall install` has run, the rules it recorded must still be there: another tool
+/// (`nft flush ruleset` on an nftables restart, an `iptables-restore`) may have removed them.
+/// Missing rules are put back with a warning; a check that cannot run, or rules that cannot be
+/// put back, fail the run (banned sources may not be dropped).
+fn check_rules(settings: &Settings, ipset: &Ipset, report: &mut RunReport, now: i64) {
+    match crate::backend::rules::check(settings, ipset, true, now) {
+        Ok(Some(c)) => {
+            if let Some(w) = c.warning() {
+                tracing::warn!("{w}");
+                report.warnings.push(w);
+            }
+            report.firewall = Some(c);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            let m = format!("firewall rules: {e:#}");
+            tracing::error!("{m}");
+            report.errors.push(m);
+            report.outcome = Outcome::Failed;
+        }
+    }
 }
 
 /// The state: read-write for a real run, read-only (or none) for a dry run.
@@ -509,19 +536,44 @@ fn plan_sets(
     let state_path = Store::db_path(&settings.state_dir).display().to_string();
     for family in [Family::V4, Family::V6] {
         let spec = set_spec(settings, family);
-        let mirrored = if dirty {
+        let cap = settings.sets.get(family).cap;
+        let plan_against = |current: &CurrentSet| {
+            plan::plan_family(
+                family,
+                &spec.name,
+                cap,
+                decision.desired(family),
+                decision.evicted(family),
+                current,
+                now,
+            )
+        };
+        // The mirror of the last complete run: the reference for changes made outside sipban.
+        let mirror = if dirty {
             None
         } else {
-            trusted_mirror(store, survey, &spec, now)
+            clean_mirror(store, survey, &spec)
         };
-        let read = match mirrored {
-            Some((current, at)) => {
-                out.verified_at[family as usize] = at;
-                Ok(current)
+        // A rebuild makes the set exact whatever it holds: against a mirror whose count
+        // matches the kernel's, it needs no read-back. Any other plan is made against the set
+        // read back, compared with the mirror.
+        if let Some(m) = &mirror {
+            if let Some((current, at)) = trusted_mirror(m, survey, &spec, now) {
+                let p = plan_against(&current);
+                let how = if p.rebuild.is_some() {
+                    "a rebuild needs no read-back"
+                } else {
+                    "reading the set back to compare"
+                };
+                tracing::debug!(set = %spec.name, "using the kernel mirror ({}): {how}", mirror::describe(m));
+                if p.rebuild.is_some() {
+                    out.verified_at[family as usize] = at;
+                    out.plans.push(p);
+                    continue;
+                }
             }
-            None => backend.read(&spec),
-        };
-        let current = match read {
+        }
+        let current = match backend.read(&spec) {
             Ok(c) => c,
             Err(e) if !backend.changes_kernel() => {
                 let (cur, b, note) = match (saved_decision, store) {
@@ -546,36 +598,49 @@ fn plan_sets(
                 ));
             }
         };
-        let cap = settings.sets.get(family).cap;
-        out.plans.push(plan::plan_family(
-            family,
-            &spec.name,
-            cap,
-            decision.desired(family),
-            decision.evicted(family),
-            &current,
-            now,
-        ));
+        let mut p = plan_against(&current);
+        if let (Some(m), true) = (&mirror, current.exists && current.compatible) {
+            let drift = m.drift(current.members(), now);
+            if drift.any() {
+                tracing::warn!(
+                    set = %spec.name,
+                    "{} entries added and {} removed outside sipban since the last run",
+                    drift.added,
+                    drift.removed
+                );
+                p.outside = Some(drift);
+            }
+        }
+        out.plans.push(p);
     }
     Ok(out)
 }
 
-/// The mirror of a set's kernel contents, when it can be trusted (see [`mirror`]): the
-/// current set and when it was last verified. `None` means: read the kernel back.
-fn trusted_mirror(
+/// The mirror of the last complete run, when it describes the set the kernel has now (same
+/// header; see [`mirror`]).
+fn clean_mirror(
     store: Option<&Store>,
     survey: Option<&Survey>,
     spec: &SetSpec,
-    now: i64,
-) -> Option<(CurrentSet, i64)> {
+) -> Option<mirror::Mirror> {
     let info = survey?.info(&spec.name).ok()??;
     if !info.header.matches(spec) {
         return None;
     }
     let blob = store?.blob(&mirror::key(&spec.name)).ok()??;
-    let m = mirror::Mirror::decode(&blob)?;
+    mirror::Mirror::decode(&blob)
+}
+
+/// The mirror as the current set, when its count can be trusted (see [`mirror`]): the current
+/// set and when it was last verified.
+fn trusted_mirror(
+    m: &mirror::Mirror,
+    survey: Option<&Survey>,
+    spec: &SetSpec,
+    now: i64,
+) -> Option<(CurrentSet, i64)> {
+    let info = survey?.info(&spec.name).ok()??;
     let members = m.members_if_trusted(info.entries, now)?;
-    tracing::debug!(set = %spec.name, "using the kernel mirror ({})", mirror::describe(&m));
     Some((CurrentSet::new(true, true, members), m.verified_at))
 }
 
@@ -649,6 +714,7 @@ fn build_report(
         state_rebuilt: None,
         not_saved: None,
         upstream: None,
+        firewall: None,
     }
 }
 
@@ -681,6 +747,16 @@ fn apply_sets(
         if let Err(e) = backend.apply(&spec, &report.sets[fi], desired, survey, now) {
             report.errors.push(format!("set {}: {e:#}", spec.name));
             failed = true;
+        } else if let Some(o) = report.sets[fi].outside {
+            let what = format!(
+                "set {}: {} entries added and {} removed outside sipban",
+                spec.name, o.added, o.removed
+            );
+            report.warnings.push(if backend.changes_kernel() {
+                format!("{what}; repaired")
+            } else {
+                format!("{what}; a real run repairs it")
+            });
         }
     }
     report.applied = !failed && backend.changes_kernel();

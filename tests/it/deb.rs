@@ -9,11 +9,12 @@ use crate::common::netns::{require_program, skip};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const UNITS: [&str; 4] = [
+const UNITS: [&str; 5] = [
     "sipban.service",
     "sipban.timer",
     "sipban-restore.service",
     "sipban-daemon.service",
+    "sipban-firewall.service",
 ];
 
 fn root() -> PathBuf {
@@ -153,7 +154,11 @@ fn control_depends_on_ipset_and_marks_the_config_as_conffile() {
     // Install enables the timer and the boot restore, starts nothing (the admin reviews the
     // config first), and leaves the daemon (the timer's alternative) disabled.
     let postinst = std::fs::read_to_string(ctl.join("postinst")).expect("a postinst");
-    for unit in ["sipban.timer", "sipban-restore.service"] {
+    for unit in [
+        "sipban.timer",
+        "sipban-restore.service",
+        "sipban-firewall.service",
+    ] {
         assert!(
             postinst.contains(&format!("deb-systemd-helper enable {unit}")),
             "{unit} not enabled:\n{postinst}"

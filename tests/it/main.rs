@@ -23,6 +23,7 @@ mod feed_cache;
 mod firewall_rules;
 mod fuzz;
 mod ipset_kernel;
+mod kernel_faults;
 mod kernlog_corpus;
 mod kernlog_kernel;
 mod kernlog_run;

@@ -11,16 +11,18 @@ use crate::common::netns::require_program;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const UNITS: [&str; 4] = [
+const UNITS: [&str; 5] = [
     "sipban.service",
     "sipban.timer",
     "sipban-restore.service",
     "sipban-daemon.service",
+    "sipban-firewall.service",
 ];
-const SERVICES: [&str; 3] = [
+const SERVICES: [&str; 4] = [
     "sipban.service",
     "sipban-restore.service",
     "sipban-daemon.service",
+    "sipban-firewall.service",
 ];
 const MAX_EXPOSURE: f64 = 2.5;
 
@@ -229,17 +231,41 @@ fn timer_restore_and_daemon_are_wired_as_documented() {
     let daemon = unit("sipban-daemon.service");
     assert_eq!(one(&daemon, "ExecStart"), "/usr/bin/sipban run");
     assert!(one(&daemon, "Conflicts").contains("sipban.timer"));
+
+    // The rules come back after nftables or netfilter-persistent (re)loaded a ruleset: started
+    // after them, restarted with them, re-run on their reload.
+    let fw = unit("sipban-firewall.service");
+    assert_eq!(
+        one(&fw, "ExecStart"),
+        "/usr/bin/sipban firewall check --repair"
+    );
+    assert_eq!(
+        one(&fw, "ExecReload"),
+        "/usr/bin/sipban firewall check --repair"
+    );
+    for key in ["After", "PartOf", "ReloadPropagatedFrom", "WantedBy"] {
+        let v = one(&fw, key);
+        for other in ["nftables.service", "netfilter-persistent.service"] {
+            assert!(
+                v.contains(other),
+                "sipban-firewall.service: {key}={v} lacks {other}"
+            );
+        }
+    }
+    assert!(one(&fw, "After").contains("sipban-restore.service"));
+    assert_eq!(one(&fw, "RemainAfterExit"), "yes");
 }
 
 #[test]
 fn the_commands_the_units_run_exist() {
     // `run` is the daemon's command (issue 7, other half); sync and restore are checked here.
-    for sub in ["sync", "restore"] {
+    for sub in [&["sync"][..], &["restore"], &["firewall", "check"]] {
         let o = Command::new(crate::common::run::bin())
-            .args([sub, "--help"])
+            .args(sub)
+            .arg("--help")
             .output()
             .unwrap();
-        assert!(o.status.success(), "sipban {sub} --help: {o:?}");
+        assert!(o.status.success(), "sipban {sub:?} --help: {o:?}");
     }
 }
 
@@ -345,6 +371,32 @@ fn the_capabilities_each_unit_keeps_are_enough_for_what_it_runs() {
             &setpriv_like("sipban-restore.service"),
             dir.path(),
             &["restore"],
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", shown(&o));
+        let o = run_capped(&["env".to_string()], dir.path(), &["firewall", "status"]);
+        assert_eq!(o.status.code(), Some(0), "{}", shown(&o));
+        // Another tool flushes the rules: the timer's sync, with sipban.service's capabilities,
+        // puts them back; so does sipban-firewall.service's check.
+        let flush = || {
+            for t in ["iptables", "ip6tables"] {
+                assert!(Command::new(t)
+                    .args(["-F", "INPUT"])
+                    .status()
+                    .unwrap()
+                    .success());
+            }
+        };
+        flush();
+        let o = run_capped(&setpriv_like("sipban.service"), dir.path(), &["sync"]);
+        assert_eq!(o.status.code(), Some(0), "{}", shown(&o));
+        assert!(shown(&o).contains("reinstalled"), "{}", shown(&o));
+        let o = run_capped(&["env".to_string()], dir.path(), &["firewall", "status"]);
+        assert_eq!(o.status.code(), Some(0), "{}", shown(&o));
+        flush();
+        let o = run_capped(
+            &setpriv_like("sipban-firewall.service"),
+            dir.path(),
+            &["firewall", "check", "--repair"],
         );
         assert_eq!(o.status.code(), Some(0), "{}", shown(&o));
         let o = run_capped(&["env".to_string()], dir.path(), &["firewall", "status"]);
