@@ -179,6 +179,7 @@ fn detect_local(
             Ok(mut pass) => {
                 errors.extend(pass.file_errors.iter().cloned());
                 local.limited.extend(pass.limited.iter().cloned());
+                local.limited.extend(pass.notes.iter().cloned());
                 if let Some(&i) = index.get(pass.source) {
                     inputs.push(Input {
                         source: i,
