@@ -147,8 +147,7 @@ fn journal_notes(
             .restarted_at
             .map_or_else(String::new, |t| format!(" from {}", crate::clock::Iso(t)));
         pass.notes.push(format!(
-            "{who}: {journal}: the saved cursor is no longer in the journal (rotated or vacuumed); read again{from}, {} older entries skipped",
-            stats.skipped_old
+            "{who}: {journal}: the saved cursor is no longer in the journal (rotated or vacuumed); read again{from}"
         ));
     }
 }

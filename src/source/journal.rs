@@ -17,7 +17,8 @@
 //!   does not satisfy the match (systemd #30288, fixed in 255): the read seeks with
 //!   `--cursor=C` instead and drops the entry whose cursor is C. When the first entry is not C,
 //!   C is no longer in the journal (rotated away, vacuumed, another journal): the read restarts
-//!   from the caller's time bound and says so ([`JournalStats::cursor_lost`]);
+//!   with `--since` from the caller's time bound, or from C's own time when that is later, and
+//!   says so ([`JournalStats::cursor_lost`]);
 //! * `-k` and `--follow` add a current-boot filter: neither is used; the kernel is matched by
 //!   `_TRANSPORT=kernel`, so a reboot between two runs loses nothing.
 //!
@@ -89,14 +90,12 @@ pub struct JournalStats {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub limited: bool,
     /// The saved cursor is no longer in the journal (rotated away or vacuumed): the read
-    /// restarted from `restarted_at` (Unix seconds).
+    /// restarted from `restarted_at` (Unix seconds): the time bound, or the cursor's own time
+    /// when that is later.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub cursor_lost: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restarted_at: Option<i64>,
-    /// Entries older than the restart bound, skipped after a lost cursor.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub skipped_old: u64,
     /// Output lines that were not a journal entry with a cursor and a time (counted, skipped).
     #[serde(skip_serializing_if = "is_zero")]
     pub unreadable: u64,
@@ -176,14 +175,12 @@ pub fn read(
     ) {
         Ok(()) => {}
         // A cursor journalctl cannot seek to (malformed, or from a journal it cannot place).
-        Err(e) if stats.entries == 0 && e.0.contains("cursor") => {
-            stats.cursor_lost = true;
-        }
+        Err(e) if e.0.contains("cursor") => stats.cursor_lost = true,
         Err(e) => return Err(e),
     }
-    if stats.cursor_lost && stats.restarted_at.is_none() {
-        // Lost, and nothing read after it: read from the bound (never before the cursor's
-        // own time, which was handled).
+    if stats.cursor_lost {
+        // Read again from the time bound, but never from before the cursor's own time: the
+        // entries up to it were handled.
         let since = bound_us.max(cursor_time(cursor).map_or(i64::MIN, |t| t + 1));
         stats.restarted_at = Some(since.div_euclid(1_000_000));
         out = Position {
@@ -266,10 +263,10 @@ fn run(
         Seek::Cursor(c) => Some(c),
         Seek::Since(_) => None,
     };
-    let bound_us = q.bound.saturating_mul(1_000_000);
     let mut reader = BufReader::with_capacity(256 * 1024, stdout);
     let mut line = Vec::with_capacity(4096);
     let mut stopped = false;
+    let mut any = false;
     loop {
         if budget.spent() {
             stats.limited = true;
@@ -293,19 +290,19 @@ fn run(
             stats.unreadable += 1;
             continue;
         };
+        any = true;
         if let Some(c) = expect.take() {
             if c == cursor {
                 continue; // handled by the previous read
             }
+            // The cursor's entry is gone; where journalctl placed the read then is its guess
+            // (by sequence number, boot and monotonic time, or realtime): read again by time.
             stats.cursor_lost = true;
-            stats.restarted_at = Some(q.bound);
+            stopped = true;
+            break;
         }
         out.cursor = Some(cursor.to_string());
         out.since_us = None;
-        if stats.cursor_lost && realtime_us < bound_us {
-            stats.skipped_old += 1;
-            continue;
-        }
         let e = Entry {
             message: raw.message.bytes(),
             realtime_us,
@@ -321,7 +318,7 @@ fn run(
         on_entry(&e);
     }
     if stopped {
-        // The rest is read next time; journalctl is not needed any more.
+        // The rest is read next time (or by time); this journalctl is not needed any more.
         let _ = child.kill();
     }
     drop(reader);
@@ -329,7 +326,7 @@ fn run(
         .wait()
         .map_err(|e| JournalError(format!("{}: waiting for journalctl: {e}", q.name())))?;
     let err = stderr.join().unwrap_or_default();
-    if !stopped && !status.success() && out.cursor.is_none() && stats.entries == 0 {
+    if !stopped && !status.success() && !any {
         let msg = String::from_utf8_lossy(&err);
         let msg = msg.trim();
         return Err(JournalError(format!(

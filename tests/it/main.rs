@@ -21,6 +21,7 @@ mod deb;
 mod firewall_rules;
 mod fuzz;
 mod ipset_kernel;
+mod journal;
 mod kernlog_corpus;
 mod kernlog_kernel;
 mod kernlog_run;
