@@ -13,6 +13,8 @@ fi
 sipban_apt_install build-essential ca-certificates curl ipset iptables nftables iproute2 util-linux procps prometheus
 # Service and packaging tests: systemd-analyze, conntrack, dpkg-shlibdeps (for cargo-deb).
 sipban_apt_install systemd conntrack dpkg-dev
+# Journal tests (tests/it/journal.rs): systemd-journal-remote turns Journal Export Format into real journal files.
+sipban_apt_install systemd-journal-remote
 sipban_ensure_rust
 # The .deb that tests/it/deb.rs inspects (installing cargo-deb once takes about 3 minutes).
 command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --locked --version 3.8.0

@@ -528,3 +528,83 @@ fn the_daemon_follows_the_journal_within_one_second() {
         );
     });
 }
+
+/// The pass's read limit bounds a journal read as it bounds a file's: the pass stops after
+/// the limit, the cursor at the last entry handled, and the next pass reads on from there.
+#[test]
+fn the_read_limit_cuts_a_journal_pass_and_the_next_reads_on() {
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("system.journal");
+    let entries: Vec<E> = (0..40)
+        .map(|i| by_identifier(at(i), "0", syslog_msg(&format!("198.51.100.{}", 100 + i))))
+        .collect();
+    write_journal(&file, &entries);
+    let mut s = asterisk_settings(dir.path(), 100);
+    // About 500 bytes of JSON an entry: a few entries a pass.
+    s.read_limit = sipban::config::values::ReadLimit {
+        bytes: 2_000,
+        secs: 60,
+    };
+    let mut state = DetectorState::default();
+    let mut total = 0;
+    let mut passes = 0;
+    loop {
+        let d = asterisk::run(&s, &mut state, at(60)).unwrap();
+        let j = d.journal.as_ref().unwrap();
+        total += d.counters.matched;
+        passes += 1;
+        assert!(passes <= 40, "no progress");
+        if !j.stats.limited {
+            break;
+        }
+        assert!(j.stats.entries > 0 && j.stats.entries < 40, "{j:?}");
+        state = roundtrip(&state);
+    }
+    assert!(passes > 2, "{passes} passes");
+    assert_eq!(total, 40, "every entry once");
+}
+
+/// `config check` says when the kernel's lines come from the journal because the default
+/// kern.log does not exist.
+#[test]
+fn config_check_says_when_the_journal_replaces_a_missing_kern_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir: {}\nkernel_log: {{ threshold: 5 }}\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let o = Command::new(bin())
+        .args(["config", "check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    let said = text.contains("read from the system journal (_TRANSPORT=kernel)");
+    // Whether it applies depends on this host: the default path is fixed.
+    assert_eq!(said, !Path::new("/var/log/kern.log").exists(), "{text}");
+    // Files given: never.
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir: {}\nkernel_log: {{ files: [{}] }}\n",
+            dir.path().join("state").display(),
+            dir.path().join("none.log").display()
+        ),
+    )
+    .unwrap();
+    let o = Command::new(bin())
+        .args(["config", "check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("note: kernel_log"));
+}

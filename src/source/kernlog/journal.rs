@@ -78,3 +78,35 @@ pub fn follow(
     }
     report
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{inputs, KernelLogSettings};
+    use super::*;
+
+    #[test]
+    fn the_journal_replaces_a_missing_default_kern_log_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("kern.log");
+        let mut s = KernelLogSettings {
+            files: vec![missing.clone()],
+            journal_fallback: Some(JournalSettings::default()),
+            ..KernelLogSettings::default()
+        };
+        let (files, j) = inputs(&s);
+        assert!(files.is_empty() && j.is_some());
+        std::fs::write(&missing, "").unwrap();
+        let (files, j) = inputs(&s);
+        assert_eq!((files, j), (&[missing.clone()][..], None));
+        // No fallback (files given, or `journal: false`): the file, missing or not.
+        s.journal_fallback = None;
+        std::fs::remove_file(&missing).unwrap();
+        assert_eq!(inputs(&s).1, None);
+        // `journal: true`: both.
+        s.journal = Some(JournalSettings::default());
+        assert_eq!(
+            inputs(&s),
+            (&[missing][..], Some(&JournalSettings::default()))
+        );
+    }
+}
