@@ -423,15 +423,23 @@ fn batch_pass(
     }
 }
 
+/// The read errors of the last real-time pass (see [`real_time_pass`]).
+static LOGGED_ERRORS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
 /// One real-time pass over the followed logs; logs what it did and queues a full sync in
 /// `pending` if the pass asks for one. `true` when the read limit cut it (more to read).
 fn real_time_pass(settings: &Settings, ipset: &Ipset, now: i64, pending: &mut Option<Job>) -> bool {
     let mut more = false;
     match fast::detect_and_apply(settings, ipset, now) {
         Ok(r) => {
-            for e in &r.file_errors {
+            // The daemon's own log lines land in the journal it may watch: an error logged on
+            // every pass would wake the next pass. Each error is logged when it starts.
+            let mut logged = LOGGED_ERRORS.lock().unwrap_or_else(|p| p.into_inner());
+            for e in r.file_errors.iter().filter(|e| !logged.contains(e)) {
                 tracing::warn!("{e}");
             }
+            *logged = r.file_errors.clone();
+            drop(logged);
             for l in &r.limited {
                 tracing::warn!("real time: {l}");
             }

@@ -147,6 +147,11 @@ pub fn read(
     on_entry: &mut dyn FnMut(&Entry<'_>),
 ) -> Result<(Position, JournalStats), JournalError> {
     let mut stats = JournalStats::default();
+    if budget.spent() {
+        // The files before it took the pass's allowance: the journal is read next time.
+        stats.limited = true;
+        return Ok((pos.clone(), stats));
+    }
     let bound_us = q.bound.saturating_mul(1_000_000);
     let Some(cursor) = &pos.cursor else {
         let since = pos.since_us.unwrap_or(bound_us);

@@ -181,7 +181,6 @@ impl Engine<'_> {
                 (report, hits)
             }
             Err(e) => {
-                tracing::warn!("asterisk detector: {e}");
                 report.error = Some(e.to_string());
                 (report, Vec::new())
             }

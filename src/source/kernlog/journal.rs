@@ -72,7 +72,6 @@ pub fn follow(
             report.stats = stats;
         }
         Err(e) => {
-            tracing::warn!("kernel-log detector: {e}");
             report.error = Some(e.to_string());
         }
     }
