@@ -272,6 +272,8 @@ fn run(
     let mut line = Vec::with_capacity(4096);
     let mut stopped = false;
     let mut any = false;
+    // The cursor of the last entry handled.
+    let mut last = String::new();
     loop {
         if budget.spent() {
             stats.limited = true;
@@ -306,8 +308,8 @@ fn run(
             stopped = true;
             break;
         }
-        out.cursor = Some(cursor.to_string());
-        out.since_us = None;
+        last.clear();
+        last.push_str(cursor);
         let e = Entry {
             message: raw.message.bytes(),
             realtime_us,
@@ -321,6 +323,10 @@ fn run(
         };
         stats.entries += 1;
         on_entry(&e);
+    }
+    if !last.is_empty() {
+        out.cursor = Some(last);
+        out.since_us = None;
     }
     if stopped {
         // The rest is read next time (or by time); this journalctl is not needed any more.
