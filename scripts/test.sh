@@ -16,6 +16,8 @@ sipban_apt_install build-essential ca-certificates curl ipset iptables nftables 
 sipban_apt_install systemd conntrack dpkg-dev faketime
 # SIP on the wire (tests/it/wire_tools.rs): SIPVicious attacks Kamailio, tcpdump records it.
 sipban_apt_install sipvicious kamailio tcpdump
+# Journal tests (tests/it/journal.rs): systemd-journal-remote turns Journal Export Format into real journal files.
+sipban_apt_install systemd-journal-remote
 sipban_ensure_rust
 # The .deb that tests/it/deb.rs inspects (installing cargo-deb once takes about 3 minutes).
 command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --locked --version 3.8.0

@@ -11,12 +11,42 @@ use crate::source::kernlog::KernelLogSettings;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+/// What `config check` says about the inputs as they are on this host (the config itself
+/// does no I/O): the kernel's journal read instead of a missing default kern.log.
+fn input_notes(settings: &Settings) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(k) = &settings.kernel_log {
+        if let (_, Some(j)) = crate::source::kernlog::inputs(k) {
+            if k.journal.is_none() {
+                let from = match &j.directory {
+                    Some(d) => format!("the journal in {}", d.display()),
+                    None => "the system journal".to_string(),
+                };
+                notes.push(format!(
+                    "kernel_log: {} does not exist and no `files` are given: the kernel's lines are read from {from} (_TRANSPORT=kernel)",
+                    k.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+    }
+    notes
+}
+
 /// `sipban config check [--json]`.
 pub fn config_check(settings: &Settings, json: bool) -> Result {
+    let notes = input_notes(settings);
     if json {
-        return print_json(settings);
+        let mut v = serde_json::to_value(settings)
+            .map_err(|e| Error::failed(format_args!("encoding the settings: {e}")))?;
+        if let (Some(o), false) = (v.as_object_mut(), notes.is_empty()) {
+            o.insert("notes".into(), serde_json::json!(notes));
+        }
+        return print_json(&v);
     }
     outln!("{}: OK", settings.config_path.display());
+    for n in &notes {
+        outln!("note: {n}");
+    }
     match serde_saphyr::to_string(settings) {
         Ok(text) => out(&text),
         Err(_) => outln!("{settings:#?}"),

@@ -3,6 +3,7 @@
 //!
 //! This module must never read a log: `source::asterisk` does that at run time.
 
+use super::journal::JournalSettings;
 use super::raw::RawAsterisk;
 use super::values::{human_duration, Dur, ReadLimit, StartAt, TimeZone};
 use serde::Serialize;
@@ -37,6 +38,8 @@ pub struct AsteriskSettings {
     pub start: StartAt,
     /// How much of the logs one pass may read.
     pub read_limit: ReadLimit,
+    /// `journal: true`: also read Asterisk's entries from this systemd journal.
+    pub journal: Option<JournalSettings>,
 }
 
 /// The services whose security events (`Service="..."`) the detector counts.
@@ -126,19 +129,26 @@ impl Default for AsteriskSettings {
             timezone: TimeZone::System,
             start: StartAt::Beginning,
             read_limit: ReadLimit::default(),
+            journal: None,
         }
     }
 }
 
-/// Apply defaults and validate the `asterisk:` section.
+/// Apply defaults and validate the `asterisk:` section. With `journal: true`, only the files
+/// it lists are read besides the journal (the default files are not assumed). The journal is
+/// the system journal here: the caller sets the top-level `journal:` section's directory.
 pub fn resolve(raw: RawAsterisk) -> Result<AsteriskSettings, String> {
     let mut s = AsteriskSettings::default();
+    if raw.journal == Some(true) {
+        s.journal = Some(JournalSettings::default());
+        s.logs = Vec::new();
+    }
     if let Some(logs) = raw.logs {
         s.logs = logs;
     }
     s.full_log = raw.full_log;
-    if s.logs.is_empty() && s.full_log.is_none() {
-        return Err("needs at least one file in `logs` or a `full_log`".into());
+    if s.logs.is_empty() && s.full_log.is_none() && s.journal.is_none() {
+        return Err("needs at least one file in `logs`, a `full_log` or `journal: true`".into());
     }
     if let Some(m) = raw.maxretry {
         if m == 0 {
@@ -203,6 +213,7 @@ pub fn ser_asterisk<S: serde::Serializer>(
             "security_event_services": a.security_services.names(),
             "max_read_per_run": a.read_limit.bytes,
             "max_read_time": human_duration(a.read_limit.secs),
+            "journal": a.journal,
         })
         .serialize(ser),
     }

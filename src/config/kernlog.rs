@@ -4,6 +4,7 @@
 //! This module must never read a log or build the port lookup: `source::kernlog` does that at
 //! run time, from these settings.
 
+use super::journal::JournalSettings;
 use super::ports::PortEntry;
 use super::raw::RawKernelLog;
 use super::values::{human_duration, Dur, ReadLimit, StartAt, TimeZone};
@@ -40,6 +41,12 @@ pub struct KernelLogSettings {
     /// How much of the logs one pass may read.
     #[serde(skip)]
     pub read_limit: ReadLimit,
+    /// `journal: true`: also read the kernel's entries from this systemd journal.
+    pub journal: Option<JournalSettings>,
+    /// No `files` and no `journal: true` were given: when the default kern.log does not exist,
+    /// the kernel's lines are read from this journal instead (`source::kernlog::inputs`).
+    #[serde(skip)]
+    pub journal_fallback: Option<JournalSettings>,
 }
 
 fn ser_secs<S: serde::Serializer>(v: &u32, s: S) -> Result<S::Ok, S::Error> {
@@ -60,18 +67,34 @@ impl Default for KernelLogSettings {
             timezone: TimeZone::System,
             start: StartAt::Beginning,
             read_limit: ReadLimit::default(),
+            journal: None,
+            journal_fallback: None,
         }
     }
 }
 
-/// Apply defaults and validate the `kernel_log:` section.
+/// Apply defaults and validate the `kernel_log:` section. With `journal: true`, only the
+/// files listed are read besides the journal; with neither `files` nor `journal`, the journal
+/// is read instead of the default kern.log when that does not exist. The journal is the
+/// system journal here: the caller sets the top-level `journal:` section's directory.
 pub fn resolve(raw: RawKernelLog) -> Result<KernelLogSettings, String> {
     let mut s = KernelLogSettings::default();
+    match (raw.journal, &raw.files) {
+        (Some(true), _) => {
+            s.journal = Some(JournalSettings::default());
+            s.files = Vec::new();
+        }
+        (None, None) => s.journal_fallback = Some(JournalSettings::default()),
+        _ => {}
+    }
     if let Some(files) = raw.files {
-        if files.is_empty() {
+        if files.is_empty() && s.journal.is_none() {
             return Err("`files` needs at least one kernel log (e.g. /var/log/kern.log)".into());
         }
         s.files = files;
+    }
+    if s.files.is_empty() && s.journal.is_none() {
+        return Err("needs at least one file in `files`, or `journal: true`".into());
     }
     let secs = |d: Dur, what: &str, max: u64| -> Result<u32, String> {
         if d.0 == 0 || d.0 > max {

@@ -10,7 +10,7 @@
 //! Layout: [`raw`] (the YAML types as written), [`values`] (self-validating values and the
 //! small vocabulary shared with the runtime), [`resolved`] (the top-level [`Settings`] and
 //! [`resolve`]), one module per section for its resolved settings ([`sets`], [`feed`],
-//! [`apiban`], [`asterisk`], [`kernlog`], [`ports`], [`protect`], [`daemon`], [`schedule`], [`metrics`],
+//! [`apiban`], [`asterisk`], [`kernlog`], [`journal`], [`ports`], [`protect`], [`daemon`], [`schedule`], [`metrics`],
 //! [`report`], [`secret`]) and [`catalogue`] (the built-in feeds, compiled in).
 //!
 //! Every other module depends on this one, never the reverse: `config` imports no crate module
@@ -26,6 +26,7 @@ pub mod asterisk;
 pub mod catalogue;
 pub mod daemon;
 pub mod feed;
+pub mod journal;
 pub mod kernlog;
 pub mod metrics;
 pub mod ports;

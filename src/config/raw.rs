@@ -36,6 +36,16 @@ pub struct RawConfig {
     pub max_total_coverage: Option<RawMaxCoverage>,
     /// The network's own NAT64 prefixes (RFC 6052), besides the well-known 64:ff9b::/96.
     pub nat64_prefixes: Option<Vec<Nat64Prefix>>,
+    /// `journal:`: where the systemd journal is read from (for `journal: true` inputs).
+    pub journal: Option<Spanned<RawJournal>>,
+}
+
+/// `journal:`: the systemd journal the detectors read with `journal: true`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJournal {
+    /// A journal directory (`journalctl --directory`); default: the system journal.
+    pub directory: Option<PathBuf>,
 }
 
 /// `asterisk:`: the log detector (run by `source::asterisk`).
@@ -53,6 +63,8 @@ pub struct RawAsterisk {
     pub security_event_services: Option<Vec<String>>,
     pub max_read_per_run: Option<Size>,
     pub max_read_time: Option<Dur>,
+    /// Also read Asterisk's entries from the systemd journal.
+    pub journal: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -252,4 +264,6 @@ pub struct RawKernelLog {
     pub builtin_ports: Option<bool>,
     pub max_read_per_run: Option<Size>,
     pub max_read_time: Option<Dur>,
+    /// Also read the kernel's entries (`_TRANSPORT=kernel`) from the systemd journal.
+    pub journal: Option<bool>,
 }

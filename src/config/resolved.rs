@@ -7,6 +7,7 @@ use super::apiban::{self, ApibanSettings};
 use super::asterisk::{self, AsteriskSettings};
 use super::daemon::{self, DaemonSettings};
 use super::feed::{resolve_feed, FeedSettings};
+use super::journal::{self, JournalSettings};
 use super::kernlog::{self, KernelLogSettings};
 use super::metrics::{self, MetricsSettings};
 use super::protect::{Toggle, DEFAULT_ASTERISK_CONFIG_DIR};
@@ -56,6 +57,8 @@ pub struct Settings {
     pub max_total_coverage: TotalCoverage,
     /// `nat64_prefixes`: the network's own NAT64 prefixes.
     pub nat64_prefixes: Vec<crate::net::Nat64>,
+    /// `journal:`: the systemd journal that `journal: true` inputs read.
+    pub journal: JournalSettings,
 }
 
 /// The default ceiling on the IPv4 addresses all sources together may cover: 268,435,456, a
@@ -124,6 +127,11 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
         feeds.push(feed);
     }
 
+    let journal = match raw.journal {
+        None => JournalSettings::default(),
+        Some(spanned) => journal::resolve(spanned.value)
+            .map_err(|e| ConfigError(format!("{}: journal: {e}", at(path, &spanned.referenced))))?,
+    };
     let asterisk = match raw.asterisk {
         None => None,
         Some(spanned) => Some(asterisk::resolve(spanned.value).map_err(|e| {
@@ -139,6 +147,22 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
         })?),
         None => None,
     };
+    // `journal: true` inputs read the top-level `journal:` section's journal.
+    let asterisk = asterisk.map(|mut a| {
+        if let Some(j) = &mut a.journal {
+            *j = journal.clone();
+        }
+        a
+    });
+    let kernel_log = kernel_log.map(|mut k| {
+        for j in [&mut k.journal, &mut k.journal_fallback]
+            .into_iter()
+            .flatten()
+        {
+            *j = journal.clone();
+        }
+        k
+    });
     let apiban =
         match raw.apiban {
             Some(spanned) => Some(apiban::resolve(spanned.value, &base_dir).map_err(|e| {
@@ -201,6 +225,7 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
             .into_iter()
             .map(|p| p.0)
             .collect(),
+        journal,
     })
 }
 

@@ -14,6 +14,8 @@
 //!   logs wake the daemon; after a short batch window ([`BATCH`]) the new lines go through the
 //!   detectors and new bans reach the kernel set in one small batch. Idle, the process sleeps
 //!   in the kernel (inotify, signals, one timer capped at a minute): no polling.
+//!   With `journal: true` (or the kernel's journal instead of a missing kern.log), the journal
+//!   directories are watched the same way ([`journal_dirs`]).
 //! * **Manual requests** (`sipban ban/unban`): request files in `state_dir/manual/` are
 //!   watched too, and applied under the daemon's lock.
 //! * **Signals.** SIGHUP reloads the config; a config that does not load keeps the old one and
@@ -87,6 +89,52 @@ fn followed_files(settings: &Settings) -> Vec<PathBuf> {
     files
 }
 
+/// The journal directories to watch when a detector reads the journal: the configured one or
+/// the system journal's (`/run/log/journal`, `/var/log/journal`), and their machine-id
+/// subdirectories. journald truncates a journal file to its own size after each write so that
+/// inotify sees it (writes through mmap raise no event); each wake-up is one pass, which reads
+/// the matching entries from its saved cursor.
+fn journal_dirs(settings: &Settings) -> Vec<PathBuf> {
+    let mut journals = Vec::new();
+    if let Some(j) = settings.asterisk.as_ref().and_then(|a| a.journal.as_ref()) {
+        journals.push(j);
+    }
+    if let Some(j) = settings
+        .kernel_log
+        .as_ref()
+        .and_then(|k| crate::source::kernlog::inputs(k).1)
+    {
+        journals.push(j);
+    }
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for j in journals {
+        let tops = match &j.directory {
+            Some(d) => vec![d.clone()],
+            None => vec![
+                PathBuf::from("/run/log/journal"),
+                PathBuf::from("/var/log/journal"),
+            ],
+        };
+        for top in tops {
+            if j.directory.is_none() && !top.is_dir() {
+                continue; // no persistent (or no volatile) journal on this host
+            }
+            let subs = std::fs::read_dir(&top)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir());
+            for d in std::iter::once(top.clone()).chain(subs) {
+                if !dirs.contains(&d) {
+                    dirs.push(d);
+                }
+            }
+        }
+    }
+    dirs
+}
+
 fn manual_dir(settings: &Settings) -> PathBuf {
     settings
         .state_dir
@@ -99,7 +147,9 @@ fn watch_for(settings: &Settings) -> std::io::Result<inotify::LogWatch> {
     if let Err(e) = crate::fsio::create_dir(&mdir) {
         tracing::warn!("cannot create {}: {e}", mdir.display());
     }
-    let w = inotify::LogWatch::new(&files, &[mdir])?;
+    let mut whole = vec![mdir];
+    whole.extend(journal_dirs(settings));
+    let w = inotify::LogWatch::new(&files, &whole)?;
     for (dir, why) in &w.unwatched {
         tracing::warn!(
             "cannot watch {} ({why}): its logs are read at the scheduled syncs only",
@@ -373,15 +423,23 @@ fn batch_pass(
     }
 }
 
+/// The read errors of the last real-time pass (see [`real_time_pass`]).
+static LOGGED_ERRORS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
 /// One real-time pass over the followed logs; logs what it did and queues a full sync in
 /// `pending` if the pass asks for one. `true` when the read limit cut it (more to read).
 fn real_time_pass(settings: &Settings, ipset: &Ipset, now: i64, pending: &mut Option<Job>) -> bool {
     let mut more = false;
     match fast::detect_and_apply(settings, ipset, now) {
         Ok(r) => {
-            for e in &r.file_errors {
+            // The daemon's own log lines land in the journal it may watch: an error logged on
+            // every pass would wake the next pass. Each error is logged when it starts.
+            let mut logged = LOGGED_ERRORS.lock().unwrap_or_else(|p| p.into_inner());
+            for e in r.file_errors.iter().filter(|e| !logged.contains(e)) {
                 tracing::warn!("{e}");
             }
+            *logged = r.file_errors.clone();
+            drop(logged);
             for l in &r.limited {
                 tracing::warn!("real time: {l}");
             }

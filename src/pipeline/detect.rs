@@ -27,6 +27,9 @@ pub struct AsteriskReport {
     pub bans: Vec<asterisk::Ban>,
     pub counters: asterisk::Counters,
     pub files: Vec<asterisk::FileReport>,
+    /// What was read from the systemd journal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal: Option<asterisk::journal::JournalReport>,
     /// Addresses dropped from the bounded failure counter to make room: in this pass, and in
     /// all passes.
     pub evicted: u64,
@@ -58,6 +61,8 @@ pub struct Pass {
     /// errors; the real-time pass, which runs on every write to the other logs, leaves them to
     /// the next sync).
     pub missing: Vec<String>,
+    /// Other things the run report says about the inputs (a journal cursor that was lost).
+    pub notes: Vec<String>,
     pub lines: u64,
     pub report: PassReport,
 }
@@ -124,6 +129,35 @@ fn limited<'a>(
         .collect()
 }
 
+/// What a detector's journal read adds to its pass: an error, the read limit, a lost cursor.
+fn journal_notes(
+    who: &str,
+    limit: crate::config::values::ReadLimit,
+    journal: &str,
+    error: Option<&String>,
+    stats: &crate::source::journal::JournalStats,
+    pass: &mut Pass,
+) {
+    if let Some(e) = error {
+        pass.file_errors.push(format!("{who}: {e}"));
+    }
+    if stats.limited {
+        pass.limited.push(format!(
+            "{who}: {journal}: read limit reached (max_read_per_run {} MiB, max_read_time {} s); the rest is read next time, from here",
+            limit.bytes >> 20,
+            limit.secs
+        ));
+    }
+    if stats.cursor_lost {
+        let from = stats
+            .restarted_at
+            .map_or_else(String::new, |t| format!(" from {}", crate::clock::Iso(t)));
+        pass.notes.push(format!(
+            "{who}: {journal}: the saved cursor is no longer in the journal (rotated or vacuumed); read again{from}"
+        ));
+    }
+}
+
 /// `source: path: error` for each file a detector could not read (the source name leads, so
 /// `status` finds the line).
 fn file_errors<'a>(
@@ -176,7 +210,7 @@ impl Detector for AsteriskDetector<'_> {
         let det = asterisk::run(self.0, &mut state, now).map_err(|e| e.to_string())?;
         let blob = serde_json::to_vec(&state)
             .map_err(|e| format!("encoding the Asterisk detector state: {e}"))?;
-        Ok(Pass {
+        let mut pass = Pass {
             source: ASTERISK,
             state_key: ASTERISK_STATE,
             offences: crate::report::from_asterisk(&det),
@@ -193,14 +227,31 @@ impl Detector for AsteriskDetector<'_> {
             lines: det.counters.lines,
             sightings: det.sightings,
             blob,
+            notes: Vec::new(),
             report: PassReport::Asterisk(AsteriskReport {
                 bans: det.bans,
                 counters: det.counters,
                 files: det.files,
+                journal: det.journal,
                 evicted: det.evicted,
                 evicted_total: det.evicted_total,
             }),
-        })
+        };
+        if let PassReport::Asterisk(AsteriskReport {
+            journal: Some(j), ..
+        }) = &pass.report
+        {
+            let (name, error, stats) = (j.journal.clone(), j.error.clone(), j.stats.clone());
+            journal_notes(
+                ASTERISK,
+                self.0.read_limit,
+                &name,
+                error.as_ref(),
+                &stats,
+                &mut pass,
+            );
+        }
+        Ok(pass)
     }
 
     fn saved_evictions(&self, saved: &[u8]) -> Option<u64> {
@@ -231,7 +282,8 @@ impl Detector for KernelDetector<'_> {
         let blob = state
             .encode()
             .map_err(|e| format!("encoding the kernel-log detector state: {e}"))?;
-        Ok(Pass {
+        let journal = det.journal.clone();
+        let mut pass = Pass {
             source: kernlog::SOURCE,
             state_key: KERNEL_STATE,
             offences: crate::report::from_kernel(&det),
@@ -251,8 +303,20 @@ impl Detector for KernelDetector<'_> {
             lines: det.counters.lines,
             sightings: det.sightings.clone(),
             blob,
+            notes: Vec::new(),
             report: PassReport::Kernel(det),
-        })
+        };
+        if let Some(j) = journal {
+            journal_notes(
+                kernlog::SOURCE,
+                self.0.read_limit,
+                &j.journal,
+                j.error.as_ref(),
+                &j.stats,
+                &mut pass,
+            );
+        }
+        Ok(pass)
     }
 
     fn saved_evictions(&self, saved: &[u8]) -> Option<u64> {

@@ -84,6 +84,9 @@ pub fn detect_and_apply(
                 rep.lines += pass.lines;
                 rep.file_errors.extend(pass.file_errors);
                 rep.limited.extend(pass.limited);
+                for n in &pass.notes {
+                    tracing::warn!("real time: {n}");
+                }
                 let Some(&src) = index.get(pass.source) else {
                     anyhow::bail!("internal: the {} source is not registered", pass.source);
                 };

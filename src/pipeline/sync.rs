@@ -207,6 +207,7 @@ fn detect_local(
                 errors.extend(pass.file_errors.iter().cloned());
                 local.limited.extend(pass.limited.iter().cloned());
                 errors.extend(pass.missing.iter().cloned());
+                local.limited.extend(pass.notes.iter().cloned());
                 if let Some(&i) = index.get(pass.source) {
                     inputs.push(Input {
                         source: i,

@@ -3,6 +3,8 @@
 //! the firewall. That keeps the decide step the single place where policy lives.
 //!
 //! - [`tail`]: generic offset-persistent file follower (rotation, truncation, partial lines).
+//! - [`journal`]: the systemd journal read through `journalctl -o json` from a saved cursor
+//!   (lost cursors, byte messages, the read limit).
 //! - [`asterisk`]: the Asterisk log detector (failure rules, Call-ID correlation, bans).
 //! - [`kernlog`]: the kernel-log detector (netfilter LOG lines, port catalogue, probe scoring).
 //! - [`offences`]: the bounded per-address offence counter both detectors keep (spray-proof
@@ -10,6 +12,7 @@
 //! - [`wire`]: SIP on the wire: pcap/pcapng files, HEP v3, the SIP message parser.
 
 pub mod asterisk;
+pub mod journal;
 pub mod kernlog;
 pub mod offences;
 pub mod tail;

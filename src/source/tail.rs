@@ -119,7 +119,8 @@ impl Budget {
         self.bytes_left == 0 || self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
-    fn take(&mut self, n: usize) {
+    /// Count `n` bytes read.
+    pub fn take(&mut self, n: usize) {
         self.bytes_left = self.bytes_left.saturating_sub(n as u64);
     }
 }

@@ -23,6 +23,7 @@ mod feed_cache;
 mod firewall_rules;
 mod fuzz;
 mod ipset_kernel;
+mod journal;
 mod kernel_faults;
 mod kernlog_corpus;
 mod kernlog_kernel;

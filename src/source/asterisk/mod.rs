@@ -7,6 +7,8 @@
 //! * [`guard`]: the injection guard: which lines may be attacker text (the list of remote
 //!   fields Asterisk logs, per version, is in its docs).
 //! * [`callid`]: block-aware dump parser and Call-ID correlation.
+//! * [`journal`]: Asterisk's entries in the systemd journal (which are trusted, how they are
+//!   fed).
 //! * this file: settings, the persisted [`DetectorState`], [`run`] (one detector pass for the
 //!   pipeline) and [`scan`] (the read-only `sipban scan` report).
 //!
@@ -24,6 +26,7 @@
 
 pub mod callid;
 pub mod guard;
+pub mod journal;
 pub mod rules;
 
 use crate::net;
@@ -184,6 +187,9 @@ pub struct DetectorState {
     callids: CallIdMap,
     #[serde(default)]
     dedup: Dedup,
+    /// The systemd journal's position and streams (`asterisk.journal: true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<journal::JournalState>,
 }
 
 impl DetectorState {
@@ -284,6 +290,9 @@ pub struct Detections {
     /// Evidence of every address seen in this run (also those not banned).
     pub evidence: BTreeMap<IpAddr, Evidence>,
     pub files: Vec<FileReport>,
+    /// What was read from the systemd journal (`asterisk.journal: true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal: Option<journal::JournalReport>,
     /// Addresses whose failures were dropped from the bounded counter in this run to make
     /// room (the fewest failures first), and in all runs.
     pub evicted: u64,
@@ -972,7 +981,7 @@ pub fn run(
     state: &mut DetectorState,
     now: i64,
 ) -> Result<Detections, AsteriskError> {
-    if settings.logs.is_empty() && settings.full_log.is_none() {
+    if settings.logs.is_empty() && settings.full_log.is_none() && settings.journal.is_none() {
         return Err(AsteriskError::NoFiles);
     }
     let mut files: Vec<(PathBuf, bool)> =
@@ -986,12 +995,13 @@ pub fn run(
         bans,
         callids,
         dedup,
+        journal: journal_state,
         ..
     } = state;
     let mut engine = Engine {
         aggressive: settings.aggressive,
         services: settings.security_services,
-        multi: files.len() > 1,
+        multi: files.len() + 2 * usize::from(settings.journal.is_some()) > 1,
         full_mode: settings.full_log.is_some(),
         keep_examples: true,
         ..Engine::new(Clock::new(settings.timezone, now), callids, dedup)
@@ -1043,6 +1053,22 @@ pub fn run(
         }
         reports.push(report);
     }
+    let mut journal_report = None;
+    match &settings.journal {
+        Some(j) => {
+            let (report, hits) = engine.follow_journal(
+                j,
+                journal_state.get_or_insert_with(Default::default),
+                (files.len() as u16, now - i64::from(settings.findtime)),
+                &mut budget,
+            );
+            for h in hits {
+                ban.failure(h.ip, h.time);
+            }
+            journal_report = Some(report);
+        }
+        None => *journal_state = None,
+    }
     let counters = std::mem::take(&mut engine.counters);
     let evidence: BTreeMap<IpAddr, Evidence> = engine.evidence.drain().collect();
     let out = std::mem::take(&mut ban.out);
@@ -1070,6 +1096,7 @@ pub fn run(
         counters,
         evidence,
         files: reports,
+        journal: journal_report,
         evicted,
         evicted_total: state.evictions,
     })

@@ -2,6 +2,7 @@
 //!
 //! * [`parse`]: the LOG line and its syslog/journal wrapper.
 //! * [`ports`]: the port catalogue (`feeds/ports.yaml` plus `kernel_log.ports`).
+//! * [`journal`]: the kernel's entries in the systemd journal (`_TRANSPORT=kernel`).
 //! * this file: settings, the persisted [`KernelState`], [`run`] (one pass for the pipeline)
 //!   and [`scan`] (the read-only `sipban scan --kernel` report).
 //!
@@ -36,6 +37,7 @@
 //! dropping the windows furthest from a threshold, so a spray of one-probe spoofed sources
 //! cannot push out a prober one port short of a ban.
 
+pub mod journal;
 pub mod parse;
 pub mod ports;
 
@@ -44,6 +46,7 @@ use crate::config::{human_duration, ConfigError};
 use crate::net;
 use crate::pack;
 use crate::source::asterisk::{Clock, TimeZone};
+use crate::source::journal::JournalSettings;
 use crate::source::offences::{self, Offences, Rank};
 use crate::source::tail::{self, FileCursor, StartAt, TailStats};
 use crate::source::Sighting;
@@ -273,6 +276,9 @@ pub struct KernelState {
     /// Addresses whose windows were dropped from `recent` to make room, in all runs.
     #[serde(default)]
     pub evictions: u64,
+    /// The systemd journal's position (`kernel_log.journal: true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<journal::JournalState>,
 }
 
 /// The first bytes of a [`KernelState::encode`] blob (a JSON blob, the older form, starts with
@@ -310,6 +316,11 @@ impl KernelState {
                 w.uint(u64::from(h.key));
                 w.uint(u64::from(h.weight));
             }
+        }
+        // The journal's position last, and only when there is one: blobs without it are
+        // those of earlier versions.
+        if let Some(j) = &self.journal {
+            w.bytes(&serde_json::to_vec(j)?);
         }
         Ok(w.finish())
     }
@@ -366,13 +377,21 @@ impl KernelState {
             }
             recent.push((ip, Window { hits, over }));
         }
-        if !r.is_done() {
-            return Err(bad());
-        }
+        let journal = if r.is_done() {
+            None
+        } else {
+            let j = serde_json::from_slice(r.bytes().ok_or_else(bad)?)
+                .map_err(|e| format!("kernel-log state, journal position: {e}"))?;
+            if !r.is_done() {
+                return Err(bad());
+            }
+            Some(j)
+        };
         Ok(KernelState {
             files,
             recent: recent.into_iter().collect(),
             evictions,
+            journal,
         })
     }
 }
@@ -647,7 +666,19 @@ impl<'a> Engine<'a> {
 
     fn line<'l>(&mut self, raw: &'l [u8], last_time: &mut Option<i64>) -> Seen<'l> {
         self.counters.lines += 1;
-        let p = match self.parser.parse(raw) {
+        let parsed = self.parser.parse(raw);
+        self.seen(parsed, last_time)
+    }
+
+    /// A message without a wrapper (a journal entry's MESSAGE), at `last_time`.
+    fn message<'l>(&mut self, msg: &'l [u8], last_time: &mut Option<i64>) -> Seen<'l> {
+        self.counters.lines += 1;
+        let parsed = self.parser.message(None, msg);
+        self.seen(parsed, last_time)
+    }
+
+    fn seen<'l>(&mut self, parsed: Line<'l>, last_time: &mut Option<i64>) -> Seen<'l> {
+        let p = match parsed {
             Line::Packet(p) => p,
             Line::NotKernel | Line::NotFirewall => return Seen::Nothing,
             other => {
@@ -773,6 +804,10 @@ pub struct Detections {
     pub evicted_total: u64,
     pub counters: Counters,
     pub files: Vec<FileReport>,
+    /// What was read from the systemd journal (`kernel_log.journal: true`, or instead of a
+    /// missing default kern.log).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal: Option<journal::JournalReport>,
 }
 
 impl Detections {
@@ -799,6 +834,63 @@ impl Detections {
     }
 }
 
+/// The files and the journal a pass reads: as configured, or the journal instead of the
+/// default kern.log when that file does not exist and the section names neither `files` nor
+/// `journal` (Debian 12 and 13 have no rsyslog, so no kern.log, by default).
+pub fn inputs(s: &KernelLogSettings) -> (&[PathBuf], Option<&JournalSettings>) {
+    if let Some(j) = &s.journal {
+        return (&s.files, Some(j));
+    }
+    match (&s.journal_fallback, s.files.as_slice()) {
+        (Some(j), [default]) if !default.exists() => (&[], Some(j)),
+        _ => (&s.files, None),
+    }
+}
+
+/// What a pass scores into: the windows, the crossings and who is over a threshold.
+struct Scoring<'a> {
+    cat: &'a Catalogue,
+    rules: Rules,
+    recent: Offences<Window>,
+    fired: BTreeMap<IpAddr, Fired>,
+    /// Every address over a threshold in this run, and its latest probe.
+    over: BTreeMap<IpAddr, i64>,
+    newest: i64,
+}
+
+impl Scoring<'_> {
+    fn take(&mut self, seen: Seen<'_>) {
+        let Seen::Packet {
+            p,
+            t,
+            class,
+            ignored: None,
+            entry,
+        } = seen
+        else {
+            return;
+        };
+        self.newest = self.newest.max(t);
+        if !class.counted() {
+            return;
+        }
+        let w = self.cat.weight(entry);
+        let win = self.recent.entry(p.src, self.rules.rank(self.newest));
+        match self.rules.score(win, p.src, t, key(p.proto, p.dpt), w) {
+            Score::Below => {}
+            Score::Crossed(f) => {
+                let at = self.over.entry(f.ip).or_insert(f.at);
+                *at = (*at).max(f.at);
+                self.fired.insert(f.ip, f);
+            }
+            Score::Still(t) => {
+                let at = self.over.entry(p.src).or_insert(t);
+                *at = (*at).max(t);
+            }
+        }
+    }
+}
+
 /// One detector pass: read what is new in every configured file from its saved cursor, score
 /// the probes, and return the addresses that crossed a threshold as sightings. `own` are this
 /// host's addresses (never scored). A file that cannot be read is reported and keeps its
@@ -811,50 +903,29 @@ pub fn run(
     own: &HashSet<IpAddr>,
     now: i64,
 ) -> Result<Detections, KernelLogError> {
-    if settings.files.is_empty() {
+    let (files, journal) = inputs(settings);
+    if files.is_empty() && journal.is_none() {
         return Err(KernelLogError::NoFiles);
     }
     let cat = catalogue(settings).map_err(KernelLogError::Catalogue)?;
     let rules = Rules::of(settings);
     let mut engine = Engine::new(&cat, own, settings.timezone, now);
-    let mut recent = std::mem::take(&mut state.recent);
-    let mut fired: BTreeMap<IpAddr, Fired> = BTreeMap::new();
-    // Every address over a threshold in this run, and its latest probe.
-    let mut over: BTreeMap<IpAddr, i64> = BTreeMap::new();
-    let mut newest = i64::MIN;
+    let mut sc = Scoring {
+        cat: &cat,
+        rules,
+        recent: std::mem::take(&mut state.recent),
+        fired: BTreeMap::new(),
+        over: BTreeMap::new(),
+        newest: i64::MIN,
+    };
     let mut reports = Vec::new();
     let mut budget = tail::Budget::new(settings.read_limit);
-    for path in &settings.files {
+    for path in files {
         let fs = state.files.entry(path.display().to_string()).or_default();
         let prev = fs.cursor.clone();
         let mut last_time = fs.last_time;
         let r = tail::follow(path, prev.as_ref(), settings.start, &mut budget, &mut |l| {
-            if let Seen::Packet {
-                p,
-                t,
-                class,
-                ignored: None,
-                entry,
-            } = engine.line(l, &mut last_time)
-            {
-                newest = newest.max(t);
-                if class.counted() {
-                    let w = cat.weight(entry);
-                    let win = recent.entry(p.src, rules.rank(newest));
-                    match rules.score(win, p.src, t, key(p.proto, p.dpt), w) {
-                        Score::Below => {}
-                        Score::Crossed(f) => {
-                            let at = over.entry(f.ip).or_insert(f.at);
-                            *at = (*at).max(f.at);
-                            fired.insert(f.ip, f);
-                        }
-                        Score::Still(t) => {
-                            let at = over.entry(p.src).or_insert(t);
-                            *at = (*at).max(t);
-                        }
-                    }
-                }
-            }
+            sc.take(engine.line(l, &mut last_time));
         });
         let mut report = FileReport {
             path: path.clone(),
@@ -874,15 +945,30 @@ pub fn run(
         }
         reports.push(report);
     }
+    let journal_report = match journal {
+        Some(j) => Some(journal::follow(
+            j,
+            state.journal.get_or_insert_with(Default::default),
+            now - i64::from(settings.window),
+            &mut budget,
+            &mut |msg, last_time| sc.take(engine.message(msg, last_time)),
+        )),
+        None => {
+            state.journal = None;
+            None
+        }
+    };
+    let Scoring {
+        mut recent,
+        fired,
+        over,
+        ..
+    } = sc;
     prune(&mut recent, now, rules);
     let evicted = recent.take_evicted();
     state.recent = recent;
     state.evictions = state.evictions.saturating_add(evicted);
-    let keep: Vec<String> = settings
-        .files
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
+    let keep: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
     state.files.retain(|k, _| keep.contains(k));
     let ttl = settings.ttl;
     let sightings = over
@@ -901,6 +987,7 @@ pub fn run(
         still_probing,
         counters: engine.counters,
         files: reports,
+        journal: journal_report,
         evicted,
         evicted_total: state.evictions,
     })
@@ -1526,7 +1613,7 @@ mod tests {
         ) {
             let mut files = BTreeMap::new();
             files.insert("/var/log/kern.log".to_string(), FileState { cursor: None, last_time });
-            let st = KernelState { files, recent: recent.into_iter().collect(), evictions };
+            let st = KernelState { files, recent: recent.into_iter().collect(), evictions, journal: None };
             prop_assert_eq!(KernelState::decode(&st.encode().unwrap()).unwrap(), st);
         }
 
@@ -1602,6 +1689,7 @@ mod tests {
             files: BTreeMap::new(),
             recent: recent.into_iter().collect(),
             evictions: 0,
+            journal: None,
         };
         let blob = st.encode().unwrap();
         let json = serde_json::to_vec(&st).unwrap();
