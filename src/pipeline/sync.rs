@@ -127,7 +127,19 @@ async fn run_inner(
         });
         clock.phase("reported");
     }
+    if let Some(kib) = peak_rss_kib() {
+        // This process alone: a journal read's journalctl (which maps the journal files) is
+        // a child, and GNU time's figure includes it.
+        tracing::debug!("peak RSS of this process: {kib} KiB");
+    }
     Ok(report)
+}
+
+/// `VmHWM` of `/proc/self/status`: this process's peak resident set, children excluded.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Once `firewall install` has run, the rules it recorded must still be there: another tool
