@@ -207,8 +207,19 @@ fn acquire(state_dir: &Path) -> Result<RunLock, u8> {
             Err(exit::LOCKED)
         }
         Err(e) => {
-            eprintln!("sipban run: {e}");
-            Err(exit::FAILED)
+            // A read-only, full or forbidden state directory is a storage fault (exit 5), as
+            // for a sync; never the lock code.
+            let text = e.to_string();
+            match crate::store::health::fault(&anyhow::Error::new(e), state_dir) {
+                Some(f) => {
+                    eprintln!("sipban run: {f} ({text})");
+                    Err(exit::STORAGE)
+                }
+                None => {
+                    eprintln!("sipban run: {text}");
+                    Err(exit::FAILED)
+                }
+            }
         }
     }
 }

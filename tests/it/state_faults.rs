@@ -443,6 +443,22 @@ fn a_read_only_state_directory_exits_5_not_4() {
                 text(&o)
             );
         }
+        // The daemon too: it stops at once with the storage code (under `timeout`, so that a
+        // daemon that wrongly starts fails the test instead of hanging it).
+        let o = std::process::Command::new("timeout")
+            .args(["20"])
+            .arg(crate::common::run::bin())
+            .args(["run", "--config"])
+            .arg(d.join("config.yaml"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), Some(5), "run: {}", text(&o));
+        assert!(
+            stderr(&o).contains("read-only file system"),
+            "run: {}",
+            text(&o)
+        );
         let o = sipban(d, &["status"]);
         assert_eq!(code(&o), Some(0), "{}", text(&o));
     });
