@@ -61,9 +61,40 @@ impl std::fmt::Display for Iso {
     }
 }
 
+/// A span of seconds for people: its two largest units, `6d 23h`, `3h 12m`, `5m 2s`, `45s`
+/// (`0s` for none or a negative span). JSON keeps seconds.
+pub fn span(secs: i64) -> String {
+    let s = secs.max(0);
+    let units = [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)];
+    let Some(i) = units.iter().position(|&(_, n)| s >= n) else {
+        return "0s".into();
+    };
+    let (u1, n1) = units[i];
+    let mut out = format!("{}{u1}", s / n1);
+    if let Some(&(u2, n2)) = units.get(i + 1) {
+        let rest = s % n1 / n2;
+        if rest > 0 {
+            out.push_str(&format!(" {rest}{u2}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans_read_in_two_units() {
+        assert_eq!(span(0), "0s");
+        assert_eq!(span(-5), "0s");
+        assert_eq!(span(45), "45s");
+        assert_eq!(span(302), "5m 2s");
+        assert_eq!(span(3600), "1h");
+        assert_eq!(span(11_520), "3h 12m");
+        assert_eq!(span(7 * 86_400 - 3600), "6d 23h");
+        assert_eq!(span(86_400 + 59), "1d");
+    }
 
     #[test]
     fn a_time_is_in_the_future_only_beyond_the_skew() {

@@ -59,7 +59,15 @@ pub struct ListRow {
     pub sources: Vec<String>,
     pub last_seen: i64,
     pub expires: i64,
+    /// Seconds until it expires (0 once expired).
+    pub ttl_left: i64,
     pub in_set: bool,
+    /// `in_set`; `in_set_in_part` (split around allowlisted addresses, the rest in the set);
+    /// `refused` (by the allowlist: `refused_by` says why); `evicted` (over the cap, by
+    /// higher-ranked entries).
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused_by: Option<String>,
 }
 
 /// Entries a sync would put in the sets (and, with `all`, those it holds but does not), one
@@ -86,13 +94,26 @@ pub fn list(settings: &Settings, source: Option<&str>, now: i64) -> Result<Vec<L
                 continue;
             }
         }
+        let hit = v.decision.allow_hits.iter().find(|h| h.listed == e.net);
+        let listed = in_set.contains(&e.net);
+        let state = match hit {
+            _ if listed => "in_set",
+            Some(h) if h.partial => "in_set_in_part",
+            Some(_) => "refused",
+            None => "evicted",
+        };
         rows.push(ListRow {
             key: net::sort_key(&e.net),
             net: net::display_net(&e.net),
             sources: srcs,
             last_seen: e.marks.iter().map(|m| m.last_seen).max().unwrap_or(0),
             expires: e.expires(),
-            in_set: in_set.contains(&e.net),
+            ttl_left: (e.expires() - now).max(0),
+            in_set: listed,
+            state,
+            refused_by: hit
+                .filter(|_| !listed)
+                .map(|h| format!("{} ({})", h.reason, net::display_net(&h.rule))),
         });
     }
     rows.sort_unstable_by_key(|r| r.key);

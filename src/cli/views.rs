@@ -62,12 +62,17 @@ pub fn list(settings: &Settings, source: Option<&str>, json: bool, now: i64) -> 
         return print_json(&rows);
     }
     for r in &rows {
+        let state = match (r.state, &r.refused_by) {
+            ("in_set_in_part", Some(why)) => format!("in set in part, split around {why}"),
+            ("refused", Some(why)) => format!("refused: {why}"),
+            (s, _) => s.replace('_', " "),
+        };
         outln!(
-            "{:<40} {:<7} expires {}  {}",
+            "{:<40} {:<10} expires in {:<8} {}  [{state}]",
             r.net,
-            if r.in_set { "in-set" } else { "evicted" },
+            r.sources.join(","),
+            crate::clock::span(r.ttl_left),
             crate::inspect::fmt_time(r.expires),
-            r.sources.join(",")
         );
     }
     eprintln!("{} entries", rows.len());

@@ -323,3 +323,78 @@ fn a_feed_cannot_ban_the_hosts_dns_resolver() {
         assert!(x.contains("DNS resolver in /etc/resolv.conf"), "{x}");
     });
 }
+
+/// `list` labels each entry by its real state: in the set, in the set in part (split around an
+/// allowlisted address), refused by the allowlist (with the reason), or evicted over the cap;
+/// TTLs are human-readable in text and seconds in JSON.
+#[test]
+fn list_labels_entries_by_their_real_state() {
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        setup(d, &["45.0.0.1", "45.9.9.9", "45.9.9.8/30"]);
+        ok(d, &["sync"]);
+        let v = json(&ok(d, &["list", "--json"]));
+        let row = |net: &str| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["net"] == net)
+                .unwrap_or_else(|| panic!("{net} in {v}"))
+                .clone()
+        };
+        assert_eq!(row("45.0.0.1")["state"], "in_set", "{v}");
+        assert_eq!(row("45.9.9.8/30")["state"], "in_set_in_part", "{v}");
+        let refused = row("45.9.9.9");
+        assert_eq!(refused["state"], "refused", "{v}");
+        assert!(
+            refused["refused_by"]
+                .as_str()
+                .unwrap()
+                .contains("allowlist in config"),
+            "{v}"
+        );
+        let ttl = row("45.0.0.1")["ttl_left"].as_i64().unwrap();
+        assert!(ttl > 86_000 && ttl <= 86_400, "{v}");
+        let out = String::from_utf8_lossy(&ok(d, &["list"]).stdout).to_string();
+        let line = |net: &str| {
+            out.lines()
+                .find(|l| l.starts_with(&format!("{net} ")))
+                .unwrap_or_else(|| panic!("{net} in {out}"))
+                .to_string()
+        };
+        assert!(line("45.0.0.1").contains("[in set]"), "{out}");
+        let l = line("45.0.0.1");
+        assert!(
+            l.contains("expires in 1d ") || l.contains("expires in 23h 59m"),
+            "{out}"
+        );
+        assert!(
+            line("45.9.9.9").contains("[refused: allowlist in config"),
+            "{out}"
+        );
+        assert!(!out.contains("evicted"), "{out}");
+
+        // Over the cap: the lower-ranked entry is evicted, and says so.
+        let cfg = std::fs::read_to_string(d.join("config.yaml")).unwrap();
+        std::fs::write(
+            d.join("config.yaml"),
+            cfg.replace("name: t4, cap: 100", "name: t4, cap: 1"),
+        )
+        .unwrap();
+        std::fs::write(d.join("list.txt"), "45.0.0.1\n45.0.0.2\n").unwrap();
+        ok(d, &["sync"]);
+        let v = json(&ok(d, &["list", "--json"]));
+        let states: Vec<&str> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["state"].as_str())
+            .collect();
+        assert!(
+            states.contains(&"in_set") && states.contains(&"evicted"),
+            "{v}"
+        );
+    });
+}
