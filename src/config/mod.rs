@@ -196,6 +196,18 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.0.contains("twice") && e.0.contains("line 3"), "{e}");
+        let e = load("sets:\n  v4: { name: ok4, cap: 0 }\n").unwrap_err();
+        assert!(
+            e.0.contains("line 2 column 25") && e.0.contains("cap"),
+            "{e}"
+        );
+        let e = load("sets:\n  v6:\n    name: 'bad name!'\n").unwrap_err();
+        assert!(
+            e.0.contains("line 3 column 11") && e.0.contains("name"),
+            "{e}"
+        );
+        let e = load("sets:\n  v4: { name: same }\n  v6: { name: same }\n").unwrap_err();
+        assert!(e.0.contains("line 3") && e.0.contains("different"), "{e}");
     }
 
     #[test]

@@ -84,8 +84,9 @@ pub struct RawSets {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSet {
-    pub name: Option<String>,
-    pub cap: Option<u32>,
+    /// Spanned, so that a bad name or cap is reported at its line and column.
+    pub name: Option<Spanned<String>>,
+    pub cap: Option<Spanned<u32>>,
 }
 
 /// One feed entry: either a full definition (`name`, `url`, ...) or `use: <catalogue name>`

@@ -86,28 +86,32 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
         .state_dir
         .unwrap_or_else(|| PathBuf::from("/var/lib/sipban"));
     let raw_sets = raw.sets.unwrap_or_default();
-    let set = |r: Option<RawSet>, default_name: &str| -> Result<SetSettings, ConfigError> {
-        let r = r.unwrap_or_default();
-        let name = r.name.unwrap_or_else(|| default_name.to_string());
-        validate_set_name(&name)
-            .map_err(|e| ConfigError(format!("{}: sets: {e}", path.display())))?;
-        let cap = r.cap.unwrap_or(65_536);
-        if cap == 0 {
-            return Err(ConfigError(format!(
-                "{}: sets: cap for `{name}` must be at least 1",
-                path.display()
-            )));
-        }
-        Ok(SetSettings { name, cap })
-    };
-    let sets = SetsSettings {
-        v4: set(raw_sets.v4, "sipban-v4")?,
-        v6: set(raw_sets.v6, "sipban-v6")?,
-    };
+    let set =
+        |r: Option<RawSet>, default_name: &str| -> Result<(SetSettings, String), ConfigError> {
+            let r = r.unwrap_or_default();
+            let (name, name_at) = match r.name {
+                Some(n) => (n.value, at(path, &n.referenced)),
+                None => (default_name.to_string(), path.display().to_string()),
+            };
+            validate_set_name(&name).map_err(|e| ConfigError(format!("{name_at}: sets: {e}")))?;
+            let cap = match r.cap {
+                Some(c) if c.value == 0 => {
+                    return Err(ConfigError(format!(
+                        "{}: sets: cap for `{name}` must be at least 1",
+                        at(path, &c.referenced)
+                    )))
+                }
+                Some(c) => c.value,
+                None => 65_536,
+            };
+            Ok((SetSettings { name, cap }, name_at))
+        };
+    let (v4, _) = set(raw_sets.v4, "sipban-v4")?;
+    let (v6, v6_at) = set(raw_sets.v6, "sipban-v6")?;
+    let sets = SetsSettings { v4, v6 };
     if sets.v4.name == sets.v6.name {
         return Err(ConfigError(format!(
-            "{}: sets: v4 and v6 must have different names (both are `{}`)",
-            path.display(),
+            "{v6_at}: sets: v4 and v6 must have different names (both are `{}`)",
             sets.v4.name
         )));
     }
