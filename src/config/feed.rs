@@ -309,6 +309,12 @@ fn parse_location(url: &str, base_dir: &Path) -> Result<FeedLocation, String> {
         if host.is_empty() {
             return Err(format!("`{shown}`: no host in URL"));
         }
+        if !host.is_ascii() {
+            // sipban is built without Unicode host-name tables (idna_adapter 1.0).
+            return Err(format!(
+                "`{shown}`: the host name is not ASCII; write it in its `xn--` (punycode) form"
+            ));
+        }
         return Ok(FeedLocation::Http(FeedUrl(url.to_string())));
     }
     Err(format!(

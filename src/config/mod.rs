@@ -196,6 +196,8 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.0.contains("twice") && e.0.contains("line 3"), "{e}");
+        let e = load("feeds:\n  - {name: a, url: 'https://bücher.example/x'}\n").unwrap_err();
+        assert!(e.0.contains("xn--") && e.0.contains("line 2"), "{e}");
         let e = load("sets:\n  v4: { name: ok4, cap: 0 }\n").unwrap_err();
         assert!(
             e.0.contains("line 2 column 25") && e.0.contains("cap"),
