@@ -143,6 +143,18 @@ fn await_read(port: u16) {
     }
 }
 
+/// The highest value of the counter logged as `N<name>` in the daemon's `sip_wire:` lines.
+fn counter(log: &str, name: &str) -> u64 {
+    log.lines()
+        .filter(|l| l.contains("sip_wire: ") && l.contains(name))
+        .filter_map(|l| {
+            let before = l.split(name).next()?;
+            before.rsplit([' ', ',']).next()?.parse::<u64>().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// The set's members.
 fn members(set: &str) -> String {
     let o = Command::new("ipset").args(["list", set]).output().unwrap();
@@ -256,24 +268,97 @@ fn hep_from_a_non_peer_is_ignored_and_counted() {
         let deadline = Instant::now() + Duration::from_secs(15);
         let ignored = loop {
             let log = d.log();
-            let n = log
-                .lines()
-                .filter_map(|l| {
-                    l.split(" from non-peers ignored")
-                        .next()?
-                        .rsplit(", ")
-                        .next()?
-                        .parse::<u32>()
-                        .ok()
-                })
-                .max();
-            match n {
-                Some(n) if n == flood && log.contains("1 HEP refused") => break n,
+            match counter(&log, " from non-peers ignored") {
+                n if n == u64::from(flood) && log.contains("1 HEP refused") => break n,
                 _ if Instant::now() > deadline => panic!("no counters logged; log:\n{log}"),
                 _ => std::thread::sleep(Duration::from_millis(50)),
             }
         };
-        assert_eq!(ignored, flood);
+        assert_eq!(ignored, u64::from(flood));
+        assert!(d.stop().success());
+    });
+}
+
+/// Live capture (`sip_wire.capture`, an AF_PACKET socket on the server's interface): Debian's
+/// `svwar` attacking Debian's `kamailio` across a veth pair is banned from what the wire shows,
+/// and a phone on the same link, challenged as often, is not.
+#[test]
+fn a_live_capture_bans_sipvicious_and_not_a_phone() {
+    use crate::common::netns::require_program;
+    use crate::wire_tools::{attack, kamailio, pair, ATTACKER, SERVER};
+    if !(require_program("kamailio") && require_program("svwar")) {
+        return;
+    }
+    let Some((a, b)) = pair() else {
+        return;
+    };
+    const PHONE_IP: &str = "10.77.0.3";
+    a.exec_ok(&["ip", "addr", "add", &format!("{PHONE_IP}/24"), "dev", "va"]);
+    let dir = tempfile::tempdir().unwrap();
+    let _server = kamailio(&b, dir.path());
+    let path = dir.path().to_path_buf();
+    // The attacker and the phone are on the server's own link: bans there are opt-in.
+    let d = run_in(&b, move || {
+        std::fs::write(
+            path.join("config.yaml"),
+            format!(
+                "state_dir: {state}\nban_on_link: true\nsets:\n  v4: {{ name: t4, cap: 1000 }}\n  v6: {{ name: t6, cap: 1000 }}\ndaemon:\n  sync_schedule: \"0 0 0 1 1 *\"\nsip_wire:\n  capture: {{ interface: vb, ports: [5060] }}\n",
+                state = path.join("state").display()
+            ),
+        )
+        .unwrap();
+        let d = Daemon::start(&path);
+        d.wait_log("sip_wire: capture on vb", Duration::from_secs(10));
+        d.wait_log("sync ok", Duration::from_secs(30));
+        d
+    });
+    // The phone: challenged REGISTERs (it has no password this server accepts) and OPTIONS
+    // keep-alives, each answered before the next.
+    run_in(&a, || {
+        let s = UdpSocket::bind((PHONE_IP, 5062)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 4096];
+        for n in 0..12 {
+            let c = format!("phone{n}");
+            for m in [
+                req("REGISTER", "100", &c, 1, false, PHONE),
+                req("OPTIONS", "100", &c, 2, false, PHONE),
+            ] {
+                // Answers go where the top Via says.
+                let m = String::from_utf8(m)
+                    .unwrap()
+                    .replace("45.0.0.1;", &format!("{PHONE_IP}:5062;rport;"));
+                s.send_to(m.as_bytes(), (SERVER, 5060)).unwrap();
+                let got = s.recv(&mut buf).expect("kamailio answers the phone");
+                assert!(buf[..got].starts_with(b"SIP/2.0 "), "{:?}", &buf[..got]);
+            }
+        }
+    });
+    attack(
+        &a,
+        &["svwar", "-e100-110", "-m", "REGISTER", "--force", SERVER],
+    );
+    run_in(&b, move || {
+        let Some(t) = wait_in_set("t4", ATTACKER, Duration::from_secs(10)) else {
+            panic!("{ATTACKER} not in the set; log:\n{}", d.log());
+        };
+        eprintln!("capture: svwar banned {t:?} after it finished");
+        d.wait_log("sip_wire: 1 new bans, 1 added", Duration::from_secs(5));
+        assert!(
+            !in_set("t4", PHONE_IP),
+            "the phone was banned; log:\n{}",
+            d.log()
+        );
+        // The counters are logged (at most every 10 s): the SIP packets were captured.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while counter(&d.log(), " captured") == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "nothing captured; log:\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         assert!(d.stop().success());
     });
 }
