@@ -213,6 +213,15 @@ fn a_hep_password_guesser_is_banned_within_one_second_and_a_phone_never() {
             "{text}"
         );
         assert!(d.stop().success());
+        // A full sync rebuilds the set from the state, the ban included.
+        let o = Command::new("ipset")
+            .args(["destroy", "t4"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        let o = crate::common::run::sipban(dir.path(), &["sync"]);
+        assert!(o.status.success(), "{}", crate::common::run::text(&o));
+        assert!(in_set("t4", guesser), "{}", members("t4"));
     });
 }
 
