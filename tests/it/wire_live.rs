@@ -321,28 +321,7 @@ fn a_live_capture_bans_sipvicious_and_not_a_phone() {
         d.wait_log("sync ok", Duration::from_secs(30));
         d
     });
-    // The phone: challenged REGISTERs (it has no password this server accepts) and OPTIONS
-    // keep-alives, each answered before the next.
-    run_in(&a, || {
-        let s = UdpSocket::bind((PHONE_IP, 5062)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut buf = [0u8; 4096];
-        for n in 0..12 {
-            let c = format!("phone{n}");
-            for m in [
-                req("REGISTER", "100", &c, 1, false, PHONE),
-                req("OPTIONS", "100", &c, 2, false, PHONE),
-            ] {
-                // Answers go where the top Via says.
-                let m = String::from_utf8(m)
-                    .unwrap()
-                    .replace("45.0.0.1;", &format!("{PHONE_IP}:5062;rport;"));
-                s.send_to(m.as_bytes(), (SERVER, 5060)).unwrap();
-                let got = s.recv(&mut buf).expect("kamailio answers the phone");
-                assert!(buf[..got].starts_with(b"SIP/2.0 "), "{:?}", &buf[..got]);
-            }
-        }
-    });
+    phone(&a, PHONE_IP);
     attack(
         &a,
         &["svwar", "-e100-110", "-m", "REGISTER", "--force", SERVER],
@@ -368,6 +347,105 @@ fn a_live_capture_bans_sipvicious_and_not_a_phone() {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        assert!(d.stop().success());
+    });
+}
+
+/// A phone at `phone_ip` (in `ns`): challenged REGISTERs (it has no password this server
+/// accepts) and OPTIONS keep-alives, each answered before the next.
+fn phone(ns: &NetNs, phone_ip: &'static str) {
+    use crate::wire_tools::SERVER;
+    run_in(ns, move || {
+        let s = UdpSocket::bind((phone_ip, 5062)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 4096];
+        for n in 0..12 {
+            let c = format!("phone{n}");
+            for m in [
+                req("REGISTER", "100", &c, 1, false, PHONE),
+                req("OPTIONS", "100", &c, 2, false, PHONE),
+            ] {
+                // Answers go where the top Via says.
+                let m = String::from_utf8(m)
+                    .unwrap()
+                    .replace("45.0.0.1;", &format!("{phone_ip}:5062;rport;"));
+                s.send_to(m.as_bytes(), (SERVER, 5060)).unwrap();
+                let got = s.recv(&mut buf).expect("kamailio answers the phone");
+                assert!(buf[..got].starts_with(b"SIP/2.0 "), "{:?}", &buf[..got]);
+            }
+        }
+    });
+}
+
+/// Kamailio's `siptrace` (HEP v3, `trace_mode 1`: every message it receives and sends) feeds
+/// the daemon while Debian's `svwar` attacks it: the scanner is banned, and a phone challenged
+/// on the same server is not.
+#[test]
+fn kamailio_siptrace_hep_bans_sipvicious_and_not_a_phone() {
+    use crate::common::netns::require_program;
+    use crate::wire_tools::{attack, kamailio_with, pair, ATTACKER, SERVER};
+    if !(require_program("kamailio") && require_program("svwar")) {
+        return;
+    }
+    let Some((a, b)) = pair() else {
+        return;
+    };
+    const PHONE_IP: &str = "10.77.0.3";
+    a.exec_ok(&["ip", "addr", "add", &format!("{PHONE_IP}/24"), "dev", "va"]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let d = run_in(&b, move || {
+        std::fs::write(
+            path.join("config.yaml"),
+            format!(
+                "state_dir: {state}\nban_on_link: true\nsets:\n  v4: {{ name: t4, cap: 1000 }}\n  v6: {{ name: t6, cap: 1000 }}\ndaemon:\n  sync_schedule: \"0 0 0 1 1 *\"\nsip_wire:\n  hep: {{ listen: \"{SERVER}:9060\", peers: [{SERVER}] }}\n",
+                state = path.join("state").display()
+            ),
+        )
+        .unwrap();
+        started(&path)
+    });
+    let _server = kamailio_with(
+        &b,
+        dir.path(),
+        &format!(
+            "loadmodule \"siptrace.so\"\nmodparam(\"siptrace\", \"duplicate_uri\", \"sip:{SERVER}:9060\")\n\
+modparam(\"siptrace\", \"hep_mode_on\", 1)\nmodparam(\"siptrace\", \"hep_version\", 3)\n\
+modparam(\"siptrace\", \"trace_to_database\", 0)\nmodparam(\"siptrace\", \"trace_on\", 1)\n\
+modparam(\"siptrace\", \"trace_mode\", 1)\n"
+        ),
+    );
+    phone(&a, PHONE_IP);
+    attack(
+        &a,
+        &["svwar", "-e100-110", "-m", "REGISTER", "--force", SERVER],
+    );
+    run_in(&b, move || {
+        let Some(t) = wait_in_set("t4", ATTACKER, Duration::from_secs(10)) else {
+            panic!("{ATTACKER} not in the set; log:\n{}", d.log());
+        };
+        eprintln!("siptrace: svwar banned {t:?} after it finished");
+        d.wait_log("sip_wire: 1 new bans, 1 added", Duration::from_secs(5));
+        assert!(
+            !in_set("t4", PHONE_IP),
+            "the phone was banned; log:\n{}",
+            d.log()
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while counter(&d.log(), " HEP datagrams") == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "no HEP counted; log:\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(
+            counter(&d.log(), " from non-peers ignored"),
+            0,
+            "{}",
+            d.log()
+        );
         assert!(d.stop().success());
     });
 }

@@ -72,11 +72,20 @@ fn spawn(ns: &NetNs, argv: &[&str]) -> Child {
 
 /// Start kamailio in `ns` and wait until its socket is bound.
 pub(crate) fn kamailio(ns: &NetNs, dir: &std::path::Path) -> Running {
+    kamailio_with(ns, dir, "")
+}
+
+/// Start kamailio in `ns` with `modules` (config lines) loaded after the test config's own.
+pub(crate) fn kamailio_with(ns: &NetNs, dir: &std::path::Path, modules: &str) -> Running {
     let cfg = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/wire/kamailio.cfg"),
     )
     .expect("kamailio.cfg")
-    .replace("LISTEN", SERVER);
+    .replace("LISTEN", SERVER)
+    .replace(
+        "loadmodule \"auth.so\"\n",
+        &format!("loadmodule \"auth.so\"\n{modules}"),
+    );
     let path = dir.join("kamailio.cfg");
     std::fs::write(&path, cfg).expect("write cfg");
     let run = Running(spawn(
