@@ -60,7 +60,7 @@ impl Daemon {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
-    fn signal(&self, sig: libc::c_int) {
+    pub(crate) fn signal(&self, sig: libc::c_int) {
         // SAFETY: sending a signal to our own child.
         unsafe {
             libc::kill(self.child.id() as i32, sig);

@@ -449,3 +449,41 @@ modparam(\"siptrace\", \"trace_mode\", 1)\n"
         assert!(d.stop().success());
     });
 }
+
+/// SIGHUP with a changed `sip_wire` section moves the listener: the old port is closed, the
+/// new one is read, and a scanner seen there is banned.
+#[test]
+fn a_reload_moves_the_hep_listener() {
+    let ns = netns_or_skip!();
+    local_addresses(&ns);
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        let hep = |port: u16| format!("  hep: {{ listen: \"{PEER}:{port}\", peers: [{PEER}] }}\n");
+        config(dir.path(), &hep(9060));
+        let d = started(dir.path());
+        config(dir.path(), &hep(9061));
+        d.signal(libc::SIGHUP);
+        d.wait_log(
+            &format!("sip_wire: HEP on udp {PEER}:9061"),
+            Duration::from_secs(10),
+        );
+        let listening = |port: u16| {
+            let o = Command::new("ss")
+                .args(["-Hun", "state", "all", "sport", &format!("= :{port}")])
+                .output()
+                .unwrap();
+            !o.stdout.is_empty()
+        };
+        assert!(!listening(9060), "the old listener is still open");
+        let agent = Agent::new(PEER, &format!("{PEER}:9061"));
+        agent.send(
+            "45.30.0.1",
+            PBX,
+            &req("OPTIONS", "100", "hup", 1, false, "friendly-scanner"),
+        );
+        let Some(_) = wait_in_set("t4", "45.30.0.1", Duration::from_secs(5)) else {
+            panic!("not banned after the reload; log:\n{}", d.log());
+        };
+        assert!(d.stop().success());
+    });
+}
