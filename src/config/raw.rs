@@ -71,6 +71,9 @@ pub struct RawHep {
 pub struct RawCapture {
     pub interface: Option<String>,
     pub ports: Option<Vec<u16>>,
+    /// Also read SIP in TCP segments (default false: a segment is read without its
+    /// handshake, so its source can be forged).
+    pub tcp: Option<bool>,
 }
 
 /// `journal:`: the systemd journal the detectors read with `journal: true`.

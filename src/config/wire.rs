@@ -50,6 +50,10 @@ pub struct HepSettings {
 pub struct CaptureSettings {
     pub interface: String,
     pub ports: Vec<u16>,
+    /// Read SIP in TCP segments too. Off by default: the capture sees a segment whether or not
+    /// it belongs to a connection the kernel accepted, so one forged segment with a scanner's
+    /// User-Agent could name any source (UDP has that weakness in any case).
+    pub tcp: bool,
 }
 
 fn ser_secs<S: serde::Serializer>(v: &u32, s: S) -> Result<S::Ok, S::Error> {
@@ -104,7 +108,11 @@ fn capture(raw: RawCapture) -> Result<CaptureSettings, String> {
     if ports.is_empty() || ports.contains(&0) {
         return Err("capture.ports needs at least one port, none of them 0".into());
     }
-    Ok(CaptureSettings { interface, ports })
+    Ok(CaptureSettings {
+        interface,
+        ports,
+        tcp: raw.tcp.unwrap_or(false),
+    })
 }
 
 /// Apply defaults and validate the `sip_wire:` section.
@@ -161,7 +169,9 @@ mod tests {
         let h = w.hep.unwrap();
         assert_eq!(h.listen.to_string(), "127.0.0.1:9060");
         assert_eq!(h.peers.len(), 2);
-        assert_eq!(w.capture.unwrap().ports, [5060, 5061]);
+        let c = w.capture.unwrap();
+        assert_eq!(c.ports, [5060, 5061]);
+        assert!(!c.tcp);
         assert_eq!(
             (w.maxretry, w.findtime, w.bantime, w.priority),
             (3, 300, 3600, 95)

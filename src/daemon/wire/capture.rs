@@ -2,12 +2,16 @@
 //! bound to one interface, read without a BPF program; the ports are filtered in userspace.
 //! Needs `CAP_NET_RAW`.
 //!
+//! UDP always; TCP only with `capture.tcp`, and then segment by segment (no reassembly, and
+//! no check that the segment belongs to an accepted connection: its source may be forged).
+//!
 //! Both directions are read (requests in, responses out); on a loopback interface each
 //! packet passes twice, and the outgoing copy is dropped.
 //!
 //! This module must never write to the socket or put the interface in promiscuous mode.
 
 use crate::config::wire::CaptureSettings;
+use crate::source::wire::pcap::Transport;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -18,6 +22,7 @@ use tokio::io::Interest;
 pub struct Capture {
     fd: AsyncFd<OwnedFd>,
     ports: Vec<u16>,
+    tcp: bool,
 }
 
 const ARPHRD_LOOPBACK: u16 = 772;
@@ -73,6 +78,7 @@ impl Capture {
         Ok(Capture {
             fd,
             ports: s.ports.clone(),
+            tcp: s.tcp,
         })
     }
 
@@ -111,8 +117,27 @@ impl Capture {
         })
     }
 
-    /// Whether a packet between these ports is SIP traffic to read.
-    pub fn wanted(&self, sport: u16, dport: u16) -> bool {
-        self.ports.contains(&sport) || self.ports.contains(&dport)
+    /// Whether a packet between these ports, over `transport`, is SIP traffic to read.
+    pub fn wanted(&self, transport: Transport, sport: u16, dport: u16) -> bool {
+        wanted(&self.ports, self.tcp, transport, sport, dport)
+    }
+}
+
+fn wanted(ports: &[u16], tcp: bool, transport: Transport, sport: u16, dport: u16) -> bool {
+    (transport == Transport::Udp || tcp) && (ports.contains(&sport) || ports.contains(&dport))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_userspace_filter_reads_the_sip_ports_and_tcp_only_when_asked() {
+        let ports = [5060, 5061];
+        assert!(wanted(&ports, false, Transport::Udp, 40000, 5060));
+        assert!(wanted(&ports, false, Transport::Udp, 5061, 40000));
+        assert!(!wanted(&ports, false, Transport::Udp, 40000, 53));
+        assert!(!wanted(&ports, false, Transport::Tcp, 40000, 5060));
+        assert!(wanted(&ports, true, Transport::Tcp, 40000, 5060));
     }
 }

@@ -7,9 +7,9 @@
 //!   decoded: anyone who can reach the port could otherwise name a victim in the inner source
 //!   address. A datagram that is not HEP v3, not SIP, or whose SIP does not parse is counted
 //!   and dropped.
-//! * **Capture.** IPv4/IPv6 packets to or from `capture.ports` over UDP, and TCP segments that
-//!   each hold whole SIP messages (no stream reassembly: a message split across segments is
-//!   not seen).
+//! * **Capture.** IPv4/IPv6 packets to or from `capture.ports` over UDP, and with
+//!   `capture.tcp` TCP segments that each hold whole SIP messages (no stream reassembly: a
+//!   message split across segments is not seen; no handshake check: off by default).
 //! * **Bounds.** One wake-up reads at most [`MAX_PER_WAKE`] packets into one 64 KiB buffer,
 //!   each packet costs one parse and a few hash lookups; the detector remembers at most
 //!   `max_clients` clients and a bounded number of transactions.
@@ -109,7 +109,11 @@ impl WireInput {
             parts.push(format!("HEP on udp {}", h.listen));
         }
         if let Some(c) = &self.settings.capture {
-            parts.push(format!("capture on {} ports {:?}", c.interface, c.ports));
+            let over = if c.tcp { "UDP and TCP" } else { "UDP" };
+            parts.push(format!(
+                "capture on {} ports {:?} over {over}",
+                c.interface, c.ports
+            ));
         }
         parts.join(", ")
     }
@@ -178,7 +182,7 @@ impl WireInput {
                 let Ok(p) = pcap::decode_ip(&self.buf[..n], now) else {
                     continue;
                 };
-                if !c.wanted(p.sport, p.dport) || p.payload.is_empty() {
+                if !c.wanted(p.transport, p.sport, p.dport) || p.payload.is_empty() {
                     continue;
                 }
                 self.stats.captured += 1;
