@@ -14,7 +14,14 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// Feed names that belong to built-in sources and may not be used by feeds.
-pub const RESERVED_SOURCE_NAMES: &[&str] = &["apiban", "asterisk", "kernel", "manual", "recovered"];
+pub const RESERVED_SOURCE_NAMES: &[&str] = &[
+    "apiban",
+    "asterisk",
+    "kernel",
+    "manual",
+    "recovered",
+    "sip_wire",
+];
 
 /// An http(s) feed URL, which may carry credentials (`https://user:pass@host/…`) or tokens
 /// (`?token=…`). `Display`, `Debug` and `Serialize` show it through [`redact_url`], so no

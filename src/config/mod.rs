@@ -10,7 +10,7 @@
 //! Layout: [`raw`] (the YAML types as written), [`values`] (self-validating values and the
 //! small vocabulary shared with the runtime), [`resolved`] (the top-level [`Settings`] and
 //! [`resolve`]), one module per section for its resolved settings ([`sets`], [`feed`],
-//! [`apiban`], [`asterisk`], [`kernlog`], [`journal`], [`ports`], [`protect`], [`daemon`], [`schedule`], [`metrics`],
+//! [`apiban`], [`asterisk`], [`kernlog`], [`journal`], [`ports`], [`protect`], [`daemon`], [`schedule`], [`metrics`], [`wire`],
 //! [`report`], [`secret`]) and [`catalogue`] (the built-in feeds, compiled in).
 //!
 //! Every other module depends on this one, never the reverse: `config` imports no crate module
@@ -38,6 +38,7 @@ pub mod schedule;
 pub mod secret;
 pub mod sets;
 pub mod values;
+pub mod wire;
 
 pub use feed::{
     url_host, FeedFormat, FeedLocation, FeedSettings, FeedUrl, DEFAULT_MAX_COVERAGE_V4,

@@ -38,6 +38,42 @@ pub struct RawConfig {
     pub nat64_prefixes: Option<Vec<Nat64Prefix>>,
     /// `journal:`: where the systemd journal is read from (for `journal: true` inputs).
     pub journal: Option<Spanned<RawJournal>>,
+    /// `sip_wire:`: SIP seen on the wire (HEP v3 from the PBX, live capture) in the daemon.
+    pub sip_wire: Option<Spanned<RawSipWire>>,
+}
+
+/// `sip_wire:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSipWire {
+    pub hep: Option<RawHep>,
+    pub capture: Option<RawCapture>,
+    pub maxretry: Option<u32>,
+    pub findtime: Option<Dur>,
+    pub bantime: Option<Dur>,
+    pub priority: Option<Priority>,
+    /// Clients the detector remembers at most (its memory bound).
+    pub max_clients: Option<u32>,
+}
+
+/// `sip_wire.hep`: HEP v3 over UDP.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHep {
+    pub listen: Option<super::values::ListenAddr>,
+    /// The capture agents whose datagrams are read; others are ignored (counted).
+    pub peers: Option<Vec<Cidr>>,
+}
+
+/// `sip_wire.capture`: live capture on one interface.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCapture {
+    pub interface: Option<String>,
+    pub ports: Option<Vec<u16>>,
+    /// Also read SIP in TCP segments (default false: a segment is read without its
+    /// handshake, so its source can be forged).
+    pub tcp: Option<bool>,
 }
 
 /// `journal:`: the systemd journal the detectors read with `journal: true`.

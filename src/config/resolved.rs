@@ -14,6 +14,7 @@ use super::protect::{Toggle, DEFAULT_ASTERISK_CONFIG_DIR};
 use super::raw::{RawConfig, RawSet};
 use super::report::{self, ReportSettings};
 use super::sets::{validate_set_name, SetSettings, SetsSettings};
+use super::wire::{self, SipWireSettings};
 use super::ConfigError;
 use ipnet::IpNet;
 use serde::Serialize;
@@ -59,6 +60,9 @@ pub struct Settings {
     pub nat64_prefixes: Vec<crate::net::Nat64>,
     /// `journal:`: the systemd journal that `journal: true` inputs read.
     pub journal: JournalSettings,
+    /// Present when the config has a `sip_wire:` section.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sip_wire: Option<SipWireSettings>,
 }
 
 /// The default ceiling on the IPv4 addresses all sources together may cover: 268,435,456, a
@@ -167,13 +171,9 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
         }
         k
     });
-    let apiban =
-        match raw.apiban {
-            Some(spanned) => Some(apiban::resolve(spanned.value, &base_dir).map_err(|e| {
-                ConfigError(format!("{}: apiban: {e}", at(path, &spanned.referenced)))
-            })?),
-            None => None,
-        };
+    let apiban = section(raw.apiban, path, "apiban", |r| {
+        apiban::resolve(r, &base_dir)
+    })?;
     let daemon = match raw.daemon {
         None => DaemonSettings::default(),
         Some(spanned) => daemon::resolve(Some(spanned.value), &feeds)
@@ -184,13 +184,10 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
         Some(spanned) => metrics::resolve(Some(spanned.value))
             .map_err(|e| ConfigError(format!("{}: metrics: {e}", at(path, &spanned.referenced))))?,
     };
-    let report =
-        match raw.report {
-            Some(spanned) => Some(report::resolve(spanned.value, &base_dir).map_err(|e| {
-                ConfigError(format!("{}: report: {e}", at(path, &spanned.referenced)))
-            })?),
-            None => None,
-        };
+    let sip_wire = section(raw.sip_wire, path, "sip_wire", wire::resolve)?;
+    let report = section(raw.report, path, "report", |r| {
+        report::resolve(r, &base_dir)
+    })?;
 
     Ok(Settings {
         config_path: path.to_path_buf(),
@@ -230,7 +227,22 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
             .map(|p| p.0)
             .collect(),
         journal,
+        sip_wire,
     })
+}
+
+/// An optional section resolved by `f`, its errors located at the section.
+fn section<R, T>(
+    raw: Option<serde_saphyr::Spanned<R>>,
+    path: &Path,
+    name: &str,
+    f: impl FnOnce(R) -> Result<T, String>,
+) -> Result<Option<T>, ConfigError> {
+    raw.map(|spanned| {
+        f(spanned.value)
+            .map_err(|e| ConfigError(format!("{}: {name}: {e}", at(path, &spanned.referenced))))
+    })
+    .transpose()
 }
 
 fn at(origin: &Path, loc: &serde_saphyr::Location) -> String {

@@ -312,3 +312,20 @@ pub enum StartAt {
     /// Only lines written from now on.
     End,
 }
+
+/// A UDP address to listen on (`sip_wire.hep.listen`): `IP:port`, never a host name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenAddr(pub std::net::SocketAddr);
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse::<std::net::SocketAddr>()
+            .map(ListenAddr)
+            .map_err(|_| {
+                de::Error::custom(format!(
+                    "`{s}`: not an IP:port (e.g. 127.0.0.1:9060 or [::1]:9060; host names are not accepted)"
+                ))
+            })
+    }
+}

@@ -16,6 +16,10 @@
 //!   in the kernel (inotify, signals, one timer capped at a minute): no polling.
 //!   With `journal: true` (or the kernel's journal instead of a missing kern.log), the journal
 //!   directories are watched the same way ([`journal_dirs`]).
+//! * **SIP on the wire** ([`wire`], with `sip_wire:`): a HEP v3 listener and a live capture
+//!   feed the resident wire detector; the bans it reaches go through the real-time pass's gate
+//!   and apply path ([`fast::apply_sightings`]) after the same batch window. With the section
+//!   configured, a one-second tick closes un-ACKed INVITEs and logs the inputs' counters.
 //! * **Manual requests** (`sipban ban/unban`): request files in `state_dir/manual/` are
 //!   watched too, and applied under the daemon's lock.
 //! * **Signals.** SIGHUP reloads the config; a config that does not load keeps the old one and
@@ -32,6 +36,7 @@
 
 pub mod inotify;
 pub mod schedule;
+pub mod wire;
 
 use crate::backend::ipset::Ipset;
 use crate::config::{self, Settings};
@@ -256,6 +261,11 @@ pub async fn run(config_path: &Path, settings: Settings) -> u8 {
         }
     };
     let mut timer = timer_for(&settings);
+    let mut wire = wire::open_configured(&settings);
+    let mut wire_at: Option<tokio::time::Instant> = None;
+    let mut wire_logged = (wire::WireStats::default(), 0i64);
+    let mut wire_tick = tokio::time::interval(Duration::from_secs(1));
+    wire_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
     let mut dog = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     dog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -294,6 +304,7 @@ pub async fn run(config_path: &Path, settings: Settings) -> u8 {
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
             _ = hup.recv() => {
                 if reload(config_path, &mut settings, &mut timer, &mut watch) {
+                    wire::reopen(&mut wire, &settings);
                     logs_dirty = true;
                     batch_at.get_or_insert_with(tokio::time::Instant::now);
                 }
@@ -326,6 +337,35 @@ pub async fn run(config_path: &Path, settings: Settings) -> u8 {
                 batch_pass(&settings, &ipset, &watch, (&mut logs_dirty, &mut manual_dirty), &mut pending);
                 if logs_dirty {
                     batch_at = Some(tokio::time::Instant::now() + BATCH);
+                }
+            }
+            r = async { match wire.as_ref() { Some(w) => w.readable().await, None => std::future::pending().await } } => {
+                match (r, wire.as_mut()) {
+                    (Ok(()), Some(w)) => if w.drain(sync::unix_now()) {
+                        wire_at.get_or_insert_with(|| tokio::time::Instant::now() + BATCH);
+                    },
+                    (Err(e), _) => {
+                        tracing::error!("sip_wire: {e}; SIP on the wire is not read until a reload");
+                        wire = None;
+                    }
+                    (Ok(()), None) => {}
+                }
+            }
+            _ = wire_tick.tick(), if wire.is_some() => {
+                let now = sync::unix_now();
+                if let Some(w) = wire.as_mut() {
+                    if w.tick(now) {
+                        wire_at.get_or_insert_with(tokio::time::Instant::now);
+                    }
+                    wire::log_stats(w, &mut wire_logged, now, 10);
+                }
+            }
+            _ = async { match wire_at { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } }, if wire_at.is_some() => {
+                wire_at = None;
+                if let Some(w) = wire.as_mut() {
+                    if wire::apply(&settings, &*ipset, w, sync::unix_now()) {
+                        pending.get_or_insert(Job::Sync);
+                    }
                 }
             }
             _ = tokio::time::sleep(sleep) => {

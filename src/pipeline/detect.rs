@@ -16,6 +16,8 @@ use serde::Serialize;
 
 /// The source name of the Asterisk log detector.
 pub const ASTERISK: &str = "asterisk";
+/// The source name of the wire detector in the daemon (`sip_wire`: HEP, live capture).
+pub const SIP_WIRE: &str = "sip_wire";
 /// The blob key of the Asterisk detector's state (cursors, failure windows, Call-ID map).
 pub const ASTERISK_STATE: &str = "asterisk.state";
 /// The blob key of the kernel-log detector's state (cursors, scoring windows).

@@ -101,14 +101,77 @@ pub fn detect_and_apply(
             Err(e) => rep.file_errors.push(format!("{}: {e}", d.label())),
         }
     }
-    let mut unbans = Unbans::load(&store)?;
-    unbans.filter(&mut inputs, &sources);
+    gate_and_apply(
+        settings, backend, &mut store, &sources, inputs, &blobs, now, &mut rep,
+    )?;
+    rep.millis = t.elapsed().as_secs_f64() * 1000.0;
+    Ok(rep)
+}
+
+/// Sightings a resident detector made (the daemon's wire detector: HEP, live capture), marked
+/// with `source`: under the apply lock, through the same manual unbans, gate, cap check, kernel
+/// add and persistence as a log pass's.
+pub fn apply_sightings(
+    settings: &Settings,
+    backend: &dyn SetBackend,
+    source: &str,
+    sightings: Vec<Sighting>,
+    now: i64,
+) -> Result<FastReport> {
+    let t = Instant::now();
+    let mut rep = FastReport {
+        bans: sightings.len(),
+        ..FastReport::default()
+    };
+    if sightings.is_empty() {
+        return Ok(rep);
+    }
+    let sources = Sources::from_settings(settings);
+    let Some(&src) = sources.index().get(source) else {
+        anyhow::bail!("internal: the {source} source is not registered");
+    };
+    let _held = lock::apply(&settings.state_dir, lock::APPLY_WAIT)?;
+    let mut store = Store::open(&settings.state_dir)?;
+    let inputs = vec![Input {
+        source: src,
+        sightings: sightings.into(),
+        complete: false,
+    }];
+    gate_and_apply(
+        settings,
+        backend,
+        &mut store,
+        &sources,
+        inputs,
+        &[],
+        now,
+        &mut rep,
+    )?;
+    rep.millis = t.elapsed().as_secs_f64() * 1000.0;
+    Ok(rep)
+}
+
+/// Manual unbans, the gate, then the kernel and the state (in that order), for one pass's
+/// inputs; `blobs` are the detectors' states saved with the marks.
+#[allow(clippy::too_many_arguments)]
+fn gate_and_apply(
+    settings: &Settings,
+    backend: &dyn SetBackend,
+    store: &mut Store,
+    sources: &Sources,
+    mut inputs: Vec<Input>,
+    blobs: &[(&str, Vec<u8>)],
+    now: i64,
+    rep: &mut FastReport,
+) -> Result<()> {
+    let mut unbans = Unbans::load(store)?;
+    unbans.filter(&mut inputs, sources);
     rep.refused += unbans.dropped;
 
     // The gate, as for every path into a set: the source's rules and the allowlist.
     let mut summary = AllowSummary::default();
     let allow = base_allowlist(settings, &mut summary);
-    for w in super::protect::on_link_warnings(&sources, &inputs, &allow) {
+    for w in super::protect::on_link_warnings(sources, &inputs, &allow) {
         tracing::warn!("{w}");
     }
     let mut accepted: Vec<(&str, Sighting)> = Vec::new();
@@ -140,11 +203,10 @@ pub fn detect_and_apply(
         let expires = expires.max(stored.unwrap_or(i64::MIN));
         adds[Family::of(&net) as usize].push((net, plan::timeout_for(expires, now)));
     }
-    add_to_sets(settings, backend, &mut store, &adds, &mut rep)?;
-    save(&mut store, &accepted, &blobs, now)?;
-    unbans.save(&mut store)?;
-    rep.millis = t.elapsed().as_secs_f64() * 1000.0;
-    Ok(rep)
+    add_to_sets(settings, backend, store, &adds, rep)?;
+    save(store, &accepted, blobs, now)?;
+    unbans.save(store)?;
+    Ok(())
 }
 
 /// Kernel first: add within the cap, or ask for a full run (eviction, a missing set).

@@ -100,6 +100,20 @@ impl Sources {
             });
             kinds.push("kernel");
         }
+        if let Some(w) = &settings.sip_wire {
+            // SIP clients seen on the wire by the daemon (HEP, live capture): single hosts, as
+            // the log detectors' (the sender is the packet's source, never a header).
+            policies.push(SourcePolicy {
+                name: detect::SIP_WIRE.to_string(),
+                priority: w.priority.min(crate::config::MAX_PRIORITY),
+                min_prefix_v4: 32,
+                min_prefix_v6: 128,
+                allow_private: true,
+                ban_on_link: settings.ban_on_link,
+                max_ttl: w.bantime,
+            });
+            kinds.push("sip_wire");
+        }
         // Manual bans (`sipban ban`): always registered, after every configured source, so sync keeps their marks.
         policies.push(manual::policy());
         kinds.push("manual");

@@ -26,7 +26,7 @@ fn config(dir: &Path, schedule: &str, extra: &str) -> String {
     )
 }
 
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     stderr: PathBuf,
 }
@@ -42,7 +42,7 @@ impl Daemon {
         d
     }
 
-    fn start(dir: &Path) -> Daemon {
+    pub(crate) fn start(dir: &Path) -> Daemon {
         let stderr = dir.join("daemon.log");
         let child = Command::new(bin())
             .args(["run", "-vv", "--config"])
@@ -56,11 +56,11 @@ impl Daemon {
         Daemon { child, stderr }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
-    fn signal(&self, sig: libc::c_int) {
+    pub(crate) fn signal(&self, sig: libc::c_int) {
         // SAFETY: sending a signal to our own child.
         unsafe {
             libc::kill(self.child.id() as i32, sig);
@@ -68,7 +68,7 @@ impl Daemon {
     }
 
     /// Wait for `what` in the log, or panic with the log.
-    fn wait_log(&self, what: &str, timeout: Duration) {
+    pub(crate) fn wait_log(&self, what: &str, timeout: Duration) {
         let t = Instant::now();
         while t.elapsed() < timeout {
             if self.log().contains(what) {
@@ -79,7 +79,7 @@ impl Daemon {
         panic!("no `{what}` after {timeout:?}; daemon log:\n{}", self.log());
     }
 
-    fn stop(mut self) -> std::process::ExitStatus {
+    pub(crate) fn stop(mut self) -> std::process::ExitStatus {
         self.signal(libc::SIGTERM);
         let t = Instant::now();
         loop {
@@ -103,7 +103,7 @@ impl Drop for Daemon {
     }
 }
 
-fn in_set(set: &str, ip: &str) -> bool {
+pub(crate) fn in_set(set: &str, ip: &str) -> bool {
     Command::new("ipset")
         .args(["test", set, ip])
         .stdout(Stdio::null())
@@ -114,7 +114,7 @@ fn in_set(set: &str, ip: &str) -> bool {
 }
 
 /// Wait for `ip` in `set`; the time it took.
-fn wait_in_set(set: &str, ip: &str, timeout: Duration) -> Option<Duration> {
+pub(crate) fn wait_in_set(set: &str, ip: &str, timeout: Duration) -> Option<Duration> {
     let t = Instant::now();
     while t.elapsed() < timeout {
         if in_set(set, ip) {

@@ -46,5 +46,6 @@ mod sync_kernel;
 mod systemd_units;
 mod tail_rotation;
 mod total_coverage;
+mod wire_live;
 mod wire_scan;
 mod wire_tools;

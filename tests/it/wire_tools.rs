@@ -7,11 +7,11 @@ use crate::common::netns::{require_netns, require_program, NetNs};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-const SERVER: &str = "10.77.0.1";
-const ATTACKER: &str = "10.77.0.2";
+pub(crate) const SERVER: &str = "10.77.0.1";
+pub(crate) const ATTACKER: &str = "10.77.0.2";
 
 /// A child process killed (and reaped) on drop.
-struct Running(Child);
+pub(crate) struct Running(Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -27,7 +27,7 @@ fn ip(ns: &NetNs, args: &[&str]) {
 }
 
 /// Two namespaces joined by a veth pair: the attacker's and the server's.
-fn pair() -> Option<(NetNs, NetNs)> {
+pub(crate) fn pair() -> Option<(NetNs, NetNs)> {
     let a = require_netns()?;
     let b = require_netns()?;
     let out = Command::new("ip")
@@ -71,12 +71,21 @@ fn spawn(ns: &NetNs, argv: &[&str]) -> Child {
 }
 
 /// Start kamailio in `ns` and wait until its socket is bound.
-fn kamailio(ns: &NetNs, dir: &std::path::Path) -> Running {
+pub(crate) fn kamailio(ns: &NetNs, dir: &std::path::Path) -> Running {
+    kamailio_with(ns, dir, "")
+}
+
+/// Start kamailio in `ns` with `modules` (config lines) loaded after the test config's own.
+pub(crate) fn kamailio_with(ns: &NetNs, dir: &std::path::Path, modules: &str) -> Running {
     let cfg = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/wire/kamailio.cfg"),
     )
     .expect("kamailio.cfg")
-    .replace("LISTEN", SERVER);
+    .replace("LISTEN", SERVER)
+    .replace(
+        "loadmodule \"auth.so\"\n",
+        &format!("loadmodule \"auth.so\"\n{modules}"),
+    );
     let path = dir.join("kamailio.cfg");
     std::fs::write(&path, cfg).expect("write cfg");
     let run = Running(spawn(
@@ -132,7 +141,7 @@ fn tcpdump(ns: &NetNs, file: &std::path::Path) -> Running {
     Running(child)
 }
 
-fn attack(ns: &NetNs, argv: &[&str]) {
+pub(crate) fn attack(ns: &NetNs, argv: &[&str]) {
     let mut full = vec!["timeout", "60"];
     full.extend_from_slice(argv);
     let o = ns.exec(&full);

@@ -182,7 +182,14 @@ pub struct Engine {
     pub callids: CallIdMap,
     pub counters: Counters,
     newest: i64,
+    /// Clients that reached a ban since the last [`Engine::take_fresh`] (at most
+    /// [`MAX_FRESH`]; past that, `fresh_overflow` makes the next take scan every client).
+    fresh: Vec<IpAddr>,
+    fresh_overflow: bool,
 }
+
+/// Fresh bans queued between two takes, at most.
+pub const MAX_FRESH: usize = 4096;
 
 fn hash(b: &[u8]) -> u64 {
     crate::source::tail::fnv1a(b)
@@ -204,7 +211,43 @@ impl Engine {
             callids: CallIdMap::default(),
             counters: Counters::default(),
             newest: i64::MIN,
+            fresh: Vec::new(),
+            fresh_overflow: false,
         }
+    }
+
+    /// A detector that remembers at most `max_clients` clients (the daemon's memory bound).
+    pub fn with_capacity(s: WireSettings, max_clients: usize) -> Engine {
+        Engine {
+            clients: Offences::with_cap(max_clients),
+            ..Engine::new(s)
+        }
+    }
+
+    /// The bans reached since the last take (for a resident detector: the daemon applies
+    /// them as they come).
+    pub fn take_fresh(&mut self, now: i64) -> Vec<WireBan> {
+        if std::mem::take(&mut self.fresh_overflow) {
+            self.fresh.clear();
+            return self.bans(now);
+        }
+        let mut ips = std::mem::take(&mut self.fresh);
+        ips.sort_unstable();
+        ips.dedup();
+        self.bans(now)
+            .into_iter()
+            .filter(|b| ips.binary_search(&b.ip).is_ok())
+            .collect()
+    }
+
+    /// Whether a ban was reached since the last [`Engine::take_fresh`].
+    pub fn has_fresh(&self) -> bool {
+        !self.fresh.is_empty() || self.fresh_overflow
+    }
+
+    /// Clients remembered, and the total dropped to make room.
+    pub fn clients_held(&mut self) -> (usize, u64) {
+        (self.clients.len(), self.clients.take_evicted())
     }
 
     fn rank(&self) -> impl Fn(&Client) -> Rank {
@@ -228,7 +271,13 @@ impl Engine {
     /// Count a failure of `ip` at `t`; a signature reason bans at once.
     fn fail(&mut self, ip: IpAddr, t: i64, why: Reason) {
         let (findtime, maxretry) = (i64::from(self.s.findtime), self.s.maxretry as usize);
+        let bantime = i64::from(self.s.bantime);
         let c = self.client(ip);
+        // A ban that ran out: counting starts again (a resident detector outlives its bans).
+        if c.banned.is_some_and(|(at, _)| at + bantime <= t) {
+            c.banned = None;
+            c.fails.clear();
+        }
         c.counts[why as usize] = c.counts[why as usize].saturating_add(1);
         c.fails.retain(|x| *x >= t - findtime);
         // Only the latest `maxretry` times can make a ban: the list stays that short,
@@ -240,6 +289,11 @@ impl Engine {
         let signature = matches!(why, Reason::ScannerUserAgent | Reason::ToolFingerprint);
         if c.banned.is_none() && (signature || c.fails.len() >= maxretry) {
             c.banned = Some((t, why));
+            if self.fresh.len() < MAX_FRESH {
+                self.fresh.push(ip);
+            } else {
+                self.fresh_overflow = true;
+            }
         }
     }
 
@@ -639,5 +693,33 @@ To: <sip:x@{PBX}>;tag=srv\r\nCall-ID: {callid}@phone\r\nCSeq: {cseq} {method}\r\
         }
         assert_eq!(w.ban(s), None);
         assert_eq!(w.ban("203.0.113.99"), None);
+    }
+
+    #[test]
+    fn fresh_bans_are_handed_out_once_and_a_ban_that_ran_out_can_come_again() {
+        let mut w = Wire::new();
+        let s = "198.51.100.15";
+        w.up(
+            s,
+            &req("OPTIONS", "100", "f1", 1, false, "friendly-scanner"),
+        );
+        let fresh = w.e.take_fresh(w.t);
+        assert_eq!(fresh.len(), 1);
+        assert_eq!(fresh[0].ip, ip(s));
+        w.up(
+            s,
+            &req("OPTIONS", "100", "f2", 1, false, "friendly-scanner"),
+        );
+        assert!(
+            w.e.take_fresh(w.t).is_empty(),
+            "the same ban handed out twice"
+        );
+        // After the ban time, the same scanner is banned again.
+        w.t += i64::from(WireSettings::default().bantime) + 1;
+        w.up(
+            s,
+            &req("OPTIONS", "100", "f3", 1, false, "friendly-scanner"),
+        );
+        assert_eq!(w.e.take_fresh(w.t).len(), 1);
     }
 }

@@ -1,0 +1,241 @@
+//! The resolved `sip_wire:` section: where the daemon reads SIP from the wire (a HEP v3
+//! listener, a live capture on one interface) and the wire detector's thresholds.
+//!
+//! This module must never open a socket or read a packet: the daemon does that at run time,
+//! from these settings.
+
+use super::raw::{RawCapture, RawHep, RawSipWire};
+use super::values::{human_duration, Dur};
+use ipnet::IpNet;
+use serde::Serialize;
+use std::net::SocketAddr;
+
+/// The default HEP listen address (Asterisk's and Kamailio's usual capture port, loopback).
+pub const DEFAULT_HEP_LISTEN: &str = "127.0.0.1:9060";
+/// The default ports a live capture reads SIP on.
+pub const DEFAULT_CAPTURE_PORTS: [u16; 2] = [5060, 5061];
+/// The default bound on remembered clients.
+pub const DEFAULT_MAX_CLIENTS: u32 = 65_536;
+/// The highest `max_clients`.
+pub const MAX_CLIENTS: u32 = 1 << 20;
+
+/// The resolved `sip_wire:` section.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SipWireSettings {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hep: Option<HepSettings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture: Option<CaptureSettings>,
+    pub maxretry: u32,
+    /// Seconds.
+    #[serde(serialize_with = "ser_secs")]
+    pub findtime: u32,
+    /// Seconds.
+    #[serde(serialize_with = "ser_secs")]
+    pub bantime: u32,
+    pub priority: u16,
+    pub max_clients: u32,
+}
+
+/// `sip_wire.hep`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HepSettings {
+    pub listen: SocketAddr,
+    /// Datagrams from any other source are ignored (and counted).
+    pub peers: Vec<IpNet>,
+}
+
+/// `sip_wire.capture`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CaptureSettings {
+    pub interface: String,
+    pub ports: Vec<u16>,
+    /// Read SIP in TCP segments too. Off by default: the capture sees a segment whether or not
+    /// it belongs to a connection the kernel accepted, so one forged segment with a scanner's
+    /// User-Agent could name any source (UDP has that weakness in any case).
+    pub tcp: bool,
+}
+
+fn ser_secs<S: serde::Serializer>(v: &u32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&human_duration(u64::from(*v)))
+}
+
+fn hep(raw: RawHep) -> Result<HepSettings, String> {
+    let listen = match raw.listen {
+        Some(l) => l.0,
+        None => DEFAULT_HEP_LISTEN
+            .parse()
+            .map_err(|e| format!("internal: default listen address: {e}"))?,
+    };
+    if listen.port() == 0 {
+        return Err("hep.listen needs a port (e.g. 127.0.0.1:9060)".into());
+    }
+    let peers: Vec<IpNet> = match raw.peers {
+        Some(p) => p.into_iter().map(|c| c.0).collect(),
+        // The PBX on this host.
+        None => vec![
+            IpNet::from(std::net::IpAddr::from([127, 0, 0, 1])),
+            IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+        ],
+    };
+    if peers.is_empty() {
+        return Err("hep.peers is empty: no datagram would ever be read".into());
+    }
+    if let Some(all) = peers.iter().find(|p| p.prefix_len() == 0) {
+        return Err(format!(
+            "hep.peers: {all} would let anyone send HEP datagrams that name a victim; list the PBX's addresses"
+        ));
+    }
+    Ok(HepSettings { listen, peers })
+}
+
+fn capture(raw: RawCapture) -> Result<CaptureSettings, String> {
+    let Some(interface) = raw.interface else {
+        return Err("capture needs an `interface` (e.g. eth0)".into());
+    };
+    // IFNAMSIZ is 16 with its NUL; the kernel refuses '/', ':' and white space in a name.
+    if interface.is_empty()
+        || interface.len() > 15
+        || interface
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err(format!(
+            "capture.interface {interface:?} is not a network interface name"
+        ));
+    }
+    let ports = raw.ports.unwrap_or_else(|| DEFAULT_CAPTURE_PORTS.to_vec());
+    if ports.is_empty() || ports.contains(&0) {
+        return Err("capture.ports needs at least one port, none of them 0".into());
+    }
+    Ok(CaptureSettings {
+        interface,
+        ports,
+        tcp: raw.tcp.unwrap_or(false),
+    })
+}
+
+/// Apply defaults and validate the `sip_wire:` section.
+pub fn resolve(raw: RawSipWire) -> Result<SipWireSettings, String> {
+    let hep = raw.hep.map(hep).transpose()?;
+    let capture = raw.capture.map(capture).transpose()?;
+    if hep.is_none() && capture.is_none() {
+        return Err("needs `hep` (a HEP v3 listener), `capture` (a live capture) or both".into());
+    }
+    let maxretry = raw.maxretry.unwrap_or(5);
+    if maxretry == 0 {
+        return Err("maxretry must be at least 1".into());
+    }
+    let secs = |d: Option<Dur>, default: u32, what: &str| -> Result<u32, String> {
+        match d {
+            None => Ok(default),
+            Some(d) => u32::try_from(d.0)
+                .ok()
+                .filter(|&v| v > 0)
+                .ok_or_else(|| format!("{what} must be between 1s and 136 years")),
+        }
+    };
+    let max_clients = raw.max_clients.unwrap_or(DEFAULT_MAX_CLIENTS);
+    if !(64..=MAX_CLIENTS).contains(&max_clients) {
+        return Err(format!("max_clients must be between 64 and {MAX_CLIENTS}"));
+    }
+    Ok(SipWireSettings {
+        hep,
+        capture,
+        maxretry,
+        findtime: secs(raw.findtime, 600, "findtime")?,
+        bantime: secs(raw.bantime, 86_400, "bantime")?,
+        priority: raw.priority.map_or(100, |p| p.0),
+        max_clients,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::load_str;
+    use std::path::Path;
+
+    fn load(text: &str) -> Result<crate::config::Settings, String> {
+        load_str(text, Path::new("/etc/sipban/test.yaml")).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn a_full_section_resolves() {
+        let s = load(
+            "sip_wire:\n  hep: { listen: \"127.0.0.1:9060\", peers: [127.0.0.1, 10.0.0.0/24] }\n  capture: { interface: eth0, ports: [5060, 5061] }\n  maxretry: 3\n  findtime: 5m\n  bantime: 1h\n  priority: 95\n",
+        )
+        .unwrap();
+        let w = s.sip_wire.unwrap();
+        let h = w.hep.unwrap();
+        assert_eq!(h.listen.to_string(), "127.0.0.1:9060");
+        assert_eq!(h.peers.len(), 2);
+        let c = w.capture.unwrap();
+        assert_eq!(c.ports, [5060, 5061]);
+        assert!(!c.tcp);
+        assert_eq!(
+            (w.maxretry, w.findtime, w.bantime, w.priority),
+            (3, 300, 3600, 95)
+        );
+        assert_eq!(w.max_clients, super::DEFAULT_MAX_CLIENTS);
+    }
+
+    #[test]
+    fn defaults_are_the_local_pbx() {
+        let w = load("sip_wire:\n  hep: {}\n").unwrap().sip_wire.unwrap();
+        let h = w.hep.unwrap();
+        assert_eq!(h.listen.to_string(), super::DEFAULT_HEP_LISTEN);
+        assert!(h.peers.iter().all(|p| p.addr().is_loopback()), "{h:?}");
+        assert!(w.capture.is_none());
+        assert_eq!((w.maxretry, w.findtime, w.bantime), (5, 600, 86_400));
+    }
+
+    #[test]
+    fn bad_values_are_located() {
+        for (text, line, words) in [
+            ("sip_wire: {}\n", 1, "needs `hep`"),
+            (
+                "state_dir: /x\nsip_wire:\n  hep: { listen: pbx.example:9060 }\n",
+                3,
+                "IP:port",
+            ),
+            (
+                "sip_wire:\n  hep: { listen: \"127.0.0.1:0\" }\n",
+                2,
+                "needs a port",
+            ),
+            ("sip_wire:\n  hep: { peers: [] }\n", 2, "empty"),
+            ("sip_wire:\n  hep: { peers: [0.0.0.0/0] }\n", 2, "anyone"),
+            (
+                "sip_wire:\n  hep: { peers: [pbx.example] }\n",
+                2,
+                "host names",
+            ),
+            ("sip_wire:\n  capture: { ports: [5060] }\n", 2, "interface"),
+            (
+                "sip_wire:\n  capture: { interface: \"eth0/x\" }\n",
+                2,
+                "interface name",
+            ),
+            (
+                "sip_wire:\n  capture: { interface: eth0, ports: [] }\n",
+                2,
+                "at least one port",
+            ),
+            (
+                "sip_wire:\n  capture: { interface: eth0, ports: [70000] }\n",
+                2,
+                "",
+            ),
+            ("sip_wire:\n  hep: {}\n  maxretry: 0\n", 2, "maxretry"),
+            ("sip_wire:\n  hep: {}\n  bantime: 7\n", 3, "unit"),
+            ("sip_wire:\n  hep: {}\n  max_clients: 1\n", 2, "max_clients"),
+            ("sip_wire:\n  hep: {}\n  colour: red\n", 3, "colour"),
+        ] {
+            let e = load(text).unwrap_err();
+            assert!(
+                e.contains("test.yaml") && e.contains(&format!("line {line}")) && e.contains(words),
+                "{text:?}: {e}"
+            );
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Live capture: an `AF_PACKET` socket (`SOCK_DGRAM`: the kernel strips the link header)
+//! bound to one interface, read without a BPF program; the ports are filtered in userspace.
+//! Needs `CAP_NET_RAW`.
+//!
+//! UDP always; TCP only with `capture.tcp`, and then segment by segment (no reassembly, and
+//! no check that the segment belongs to an accepted connection: its source may be forged).
+//!
+//! Both directions are read (requests in, responses out); on a loopback interface each
+//! packet passes twice, and the outgoing copy is dropped.
+//!
+//! This module must never write to the socket or put the interface in promiscuous mode.
+
+use crate::config::wire::CaptureSettings;
+use crate::source::wire::pcap::Transport;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+/// An open capture.
+pub struct Capture {
+    fd: AsyncFd<OwnedFd>,
+    ports: Vec<u16>,
+    tcp: bool,
+}
+
+const ARPHRD_LOOPBACK: u16 = 772;
+
+impl Capture {
+    /// Open a capture on `s.interface`. Must be called inside a tokio runtime.
+    pub fn open(s: &CaptureSettings) -> io::Result<Capture> {
+        let name = CString::new(s.interface.as_bytes())
+            .map_err(|_| io::Error::other("interface name with a NUL byte"))?;
+        // SAFETY: a NUL-terminated name; returns 0 when there is no such interface.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if index == 0 {
+            return Err(io::Error::other(format!(
+                "no interface {:?}: {}",
+                s.interface,
+                io::Error::last_os_error()
+            )));
+        }
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: plain arguments; returns a new descriptor or -1.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                libc::c_int::from(proto),
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+        let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: sockaddr_ll is plain data; all zeroes is a valid value.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto;
+        sll.sll_ifindex = i32::try_from(index).map_err(io::Error::other)?;
+        // SAFETY: `sll` is a valid sockaddr_ll and its size is given.
+        let rc = unsafe {
+            libc::bind(
+                owned.as_raw_fd(),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: an OwnedFd keeps its descriptor open and unchanged until it is dropped, which
+        // happens only with the AsyncFd.
+        let fd = unsafe { AsyncFd::register_with_interest(owned, Interest::READABLE) }
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(Capture {
+            fd,
+            ports: s.ports.clone(),
+            tcp: s.tcp,
+        })
+    }
+
+    pub async fn readable(&self) -> io::Result<()> {
+        // Readiness is cleared by `recv` when it finds nothing (through `try_io`).
+        self.fd.readable().await.map(|_| ())
+    }
+
+    /// One packet into `buf`: `Ok(Some(len))` (the IP packet, cut to `buf`), `Ok(None)` for a
+    /// packet that is not read (the outgoing copy on a loopback interface), `WouldBlock` when
+    /// nothing waits.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        self.fd.try_io(Interest::READABLE, |fd| {
+            // SAFETY: sockaddr_ll is plain data; all zeroes is a valid value.
+            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+            // SAFETY: `buf` and `from` are valid for writes of the lengths given.
+            let n = unsafe {
+                libc::recvfrom(
+                    fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                    (&mut from as *mut libc::sockaddr_ll).cast(),
+                    &mut len,
+                )
+            };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if from.sll_pkttype == libc::PACKET_OUTGOING && from.sll_hatype == ARPHRD_LOOPBACK {
+                return Ok(None);
+            }
+            // MSG_TRUNC returns the packet's real length; only `buf.len()` bytes were kept.
+            Ok(Some((n as usize).min(buf.len())))
+        })
+    }
+
+    /// Whether a packet between these ports, over `transport`, is SIP traffic to read.
+    pub fn wanted(&self, transport: Transport, sport: u16, dport: u16) -> bool {
+        wanted(&self.ports, self.tcp, transport, sport, dport)
+    }
+}
+
+fn wanted(ports: &[u16], tcp: bool, transport: Transport, sport: u16, dport: u16) -> bool {
+    (transport == Transport::Udp || tcp) && (ports.contains(&sport) || ports.contains(&dport))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_userspace_filter_reads_the_sip_ports_and_tcp_only_when_asked() {
+        let ports = [5060, 5061];
+        assert!(wanted(&ports, false, Transport::Udp, 40000, 5060));
+        assert!(wanted(&ports, false, Transport::Udp, 5061, 40000));
+        assert!(!wanted(&ports, false, Transport::Udp, 40000, 53));
+        assert!(!wanted(&ports, false, Transport::Tcp, 40000, 5060));
+        assert!(wanted(&ports, true, Transport::Tcp, 40000, 5060));
+    }
+}
