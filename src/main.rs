@@ -56,7 +56,7 @@ enum Needs {
 
 fn needs(command: &Command) -> Needs {
     match command {
-        Command::Feeds { .. } => Needs::Nothing,
+        Command::Feeds { .. } | Command::GenerateAssets { .. } => Needs::Nothing,
         // An empty file list is refused before the config is read.
         Command::Scan {
             kernel: true,
@@ -173,6 +173,7 @@ fn run(cli: Cli) -> cli::Result {
             command: ReportCommand::Status { json },
         } => views::report_status(s()?, *json, now),
         Command::Feeds { json } => views::feeds(*json),
+        Command::GenerateAssets { dir } => cli::assets::generate(dir),
         Command::Scan {
             files,
             json,

@@ -221,3 +221,151 @@ fn package_ships_this_tree_and_its_config_is_valid() {
     assert!(out.contains("OK"), "{out}");
     assert!(out.contains("state_dir: /var/lib/sipban"), "{out}");
 }
+
+/// The man page and completions in packaging/generated/ (what the package ships) are what
+/// this tree's `sipban generate-assets` writes: a changed command line fails here until they
+/// are regenerated. Needs no package.
+#[test]
+fn the_man_page_and_completions_are_current() {
+    let dir = tempfile::tempdir().unwrap();
+    run(&[
+        env!("CARGO_BIN_EXE_sipban"),
+        "generate-assets",
+        dir.path().to_str().unwrap(),
+    ]);
+    for f in ["sipban.1", "sipban.bash", "_sipban", "sipban.fish"] {
+        let fresh = std::fs::read(dir.path().join(f)).unwrap();
+        assert!(!fresh.is_empty(), "{f} is empty");
+        assert_eq!(
+            std::fs::read(root().join("packaging/generated").join(f)).ok(),
+            Some(fresh),
+            "packaging/generated/{f} is stale: run `cargo run -- generate-assets packaging/generated`"
+        );
+    }
+    let man = std::fs::read_to_string(dir.path().join("sipban.1")).unwrap();
+    assert!(man.contains(".TH sipban 1"), "{man}");
+    let bash = std::fs::read_to_string(dir.path().join("sipban.bash")).unwrap();
+    assert!(bash.contains("complete -F"), "{bash}");
+}
+
+#[test]
+fn package_ships_the_man_page_completions_and_changelog() {
+    let Some(deb) = package() else { return };
+    let files = contents(&deb);
+    for p in [
+        "/usr/share/man/man1/sipban.1.gz",
+        "/usr/share/bash-completion/completions/sipban",
+        "/usr/share/zsh/vendor-completions/_sipban",
+        "/usr/share/fish/vendor_completions.d/sipban.fish",
+        "/usr/share/doc/sipban/changelog.Debian.gz",
+        "/usr/share/doc/sipban/copyright",
+    ] {
+        assert!(
+            files.iter().any(|(_, _, f)| f == p),
+            "no {p} in the package: {files:?}"
+        );
+    }
+}
+
+/// On removal prerm takes the rules and sets down while the binary is there; on purge postrm
+/// removes the state and what is left in /etc/sipban; cargo-deb's unit handling is merged in.
+#[test]
+fn removal_takes_the_rules_and_sets_and_purge_the_state() {
+    let Some(deb) = package() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = dir.path().join("DEBIAN");
+    run(&[
+        "dpkg-deb",
+        "-e",
+        deb.to_str().unwrap(),
+        ctl.to_str().unwrap(),
+    ]);
+    let prerm = std::fs::read_to_string(ctl.join("prerm")).expect("a prerm");
+    let postrm = std::fs::read_to_string(ctl.join("postrm")).expect("a postrm");
+    for (name, text) in [("prerm", &prerm), ("postrm", &postrm)] {
+        assert!(
+            !text.contains("#DEBHELPER#"),
+            "{name} kept the token:\n{text}"
+        );
+        run(&["sh", "-n", ctl.join(name).to_str().unwrap()]);
+    }
+    // The units are stopped (cargo-deb's part) before the rules and sets go.
+    let stop = prerm
+        .find("deb-systemd-invoke stop")
+        .expect("units stopped in prerm");
+    let remove = prerm
+        .find("/usr/bin/sipban firewall remove")
+        .expect("rules removed in prerm");
+    assert!(stop < remove, "{prerm}");
+    assert!(prerm.contains(r#"[ "$1" = remove ]"#), "{prerm}");
+    assert!(prerm.contains("ipset destroy"), "{prerm}");
+    assert!(postrm.contains(r#"[ "$1" = purge ]"#), "{postrm}");
+    assert!(
+        postrm.contains("rm -rf /var/lib/sipban /etc/sipban"),
+        "{postrm}"
+    );
+}
+
+/// The set names prerm destroys come from `sipban config check`'s output: the sed in prerm
+/// must find exactly the packaged config's two sets in it.
+#[test]
+fn prerm_finds_the_set_names_in_config_check() {
+    let prerm = std::fs::read_to_string(root().join("systemd/prerm")).unwrap();
+    let sed = prerm
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("| sed -n '"))
+        .and_then(|l| l.split('\'').next())
+        .expect("the sed program in systemd/prerm");
+    let check = run(&[
+        env!("CARGO_BIN_EXE_sipban"),
+        "config",
+        "check",
+        "--config",
+        root().join("packaging/config.yaml").to_str().unwrap(),
+    ]);
+    let mut child = Command::new("sed")
+        .args(["-n", sed])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(check.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let names = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        names.split_whitespace().collect::<Vec<_>>(),
+        ["sipban-v4", "sipban-v6"],
+        "{check}"
+    );
+}
+
+/// lintian finds no error in the package (warnings are listed in the output).
+#[test]
+fn lintian_reports_no_errors() {
+    let Some(deb) = package() else { return };
+    if !require_program("lintian") {
+        return;
+    }
+    let o = Command::new("lintian")
+        .args(["--no-tag-display-limit", "--display-info"])
+        .arg(&deb)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    eprintln!("lintian:\n{out}{}", String::from_utf8_lossy(&o.stderr));
+    let errors: Vec<&str> = out.lines().filter(|l| l.starts_with("E: ")).collect();
+    assert!(errors.is_empty(), "lintian errors:\n{}", errors.join("\n"));
+    assert!(
+        o.status.success(),
+        "lintian failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
