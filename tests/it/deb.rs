@@ -369,3 +369,55 @@ fn lintian_reports_no_errors() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// The packaged postrm, run for real in a private mount namespace whose /etc is a copy and
+/// whose /var/lib is empty: `remove` keeps /etc/sipban and /var/lib/sipban, `purge` deletes
+/// both. Needs root (mount namespaces).
+#[test]
+fn postrm_purge_deletes_the_state_and_config_and_remove_keeps_them() {
+    let Some(deb) = package() else { return };
+    if !crate::common::netns::is_root() {
+        skip("postrm run: needs root for a private mount namespace");
+        return;
+    }
+    if !require_program("unshare") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = dir.path().join("DEBIAN");
+    run(&[
+        "dpkg-deb",
+        "-e",
+        deb.to_str().unwrap(),
+        ctl.to_str().unwrap(),
+    ]);
+    let etc = dir.path().join("etc");
+    run(&["cp", "-a", "/etc", etc.to_str().unwrap()]);
+    for (arg, kept) in [("remove", true), ("purge", false)] {
+        let script = format!(
+            "set -e\nmount --bind {etc} /etc\nmount -t tmpfs tmpfs /var/lib\n\
+             mkdir -p /etc/sipban /var/lib/sipban\n\
+             echo k > /etc/sipban/apiban.key\necho x > /var/lib/sipban/state.db\n\
+             sh {postrm} {arg} >/dev/null 2>&1\n\
+             for p in /etc/sipban/apiban.key /var/lib/sipban/state.db; do\n\
+             if [ -e $p ]; then echo kept $p; else echo gone $p; fi\ndone\n",
+            etc = etc.display(),
+            postrm = ctl.join("postrm").display(),
+        );
+        let out = run(&[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ]);
+        let want = if kept { "kept" } else { "gone" };
+        assert_eq!(
+            out.lines().filter(|l| l.starts_with(want)).count(),
+            2,
+            "postrm {arg}: {out}"
+        );
+    }
+}
