@@ -421,3 +421,70 @@ fn postrm_purge_deletes_the_state_and_config_and_remove_keeps_them() {
         );
     }
 }
+
+/// The packaged binary links Debian's libsqlite3 (security updates apply) and the package
+/// depends on it; `cargo build`'s binary has SQLite compiled in.
+#[test]
+fn the_package_links_the_system_sqlite() {
+    let Some(deb) = package() else { return };
+    if !require_program("readelf") {
+        return;
+    }
+    let control = run(&["dpkg-deb", "-f", deb.to_str().unwrap(), "Depends"]);
+    assert!(control.contains("libsqlite3-0"), "Depends: {control}");
+    let dir = tempfile::tempdir().unwrap();
+    run(&[
+        "dpkg-deb",
+        "-x",
+        deb.to_str().unwrap(),
+        dir.path().to_str().unwrap(),
+    ]);
+    let needed = |bin: &str| {
+        run(&["readelf", "-d", bin])
+            .lines()
+            .filter(|l| l.contains("(NEEDED)"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let packaged = dir.path().join("usr/bin/sipban");
+    let n = needed(packaged.to_str().unwrap());
+    assert!(n.iter().any(|l| l.contains("libsqlite3.so")), "{n:?}");
+    let n = needed(env!("CARGO_BIN_EXE_sipban"));
+    assert!(!n.iter().any(|l| l.contains("libsqlite3.so")), "{n:?}");
+}
+
+/// The packaged binary (on the system SQLite) runs a real sync into a private network
+/// namespace's kernel sets and reads its saved state back.
+#[test]
+fn the_packaged_binary_syncs_and_reads_its_state() {
+    let Some(deb) = package() else { return };
+    let ns = crate::netns_or_skip!();
+    crate::common::netns::run_in(&ns, move || {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        run(&[
+            "dpkg-deb",
+            "-x",
+            deb.to_str().unwrap(),
+            d.join("x").to_str().unwrap(),
+        ]);
+        let bin = d.join("x/usr/bin/sipban");
+        std::fs::write(d.join("l.txt"), "45.0.0.1\n").unwrap();
+        let cfg = d.join("c.yaml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "state_dir: {}\nsets:\n  v4: {{ name: pk4, cap: 100 }}\n  v6: {{ name: pk6, cap: 100 }}\nfeeds:\n  - {{ name: a, url: 'file://{}' }}\n",
+                d.join("state").display(),
+                d.join("l.txt").display()
+            ),
+        )
+        .unwrap();
+        let (b, c) = (bin.to_str().unwrap(), cfg.to_str().unwrap());
+        run(&[b, "sync", "--config", c]);
+        let status = run(&[b, "status", "--config", c]);
+        assert!(status.contains("last run: ok"), "{status}");
+        let listed = run(&["ipset", "list", "pk4"]);
+        assert!(listed.contains("45.0.0.1"), "{listed}");
+    });
+}
