@@ -488,3 +488,65 @@ fn the_packaged_binary_syncs_and_reads_its_state() {
         assert!(listed.contains("45.0.0.1"), "{listed}");
     });
 }
+
+/// The packaged prerm, run for real on `remove` in a private network namespace (and a mount
+/// namespace whose /etc is a copy holding the config): the sets and rules the packaged binary
+/// made are gone afterwards. Its `/usr/bin/sipban` points at the extracted binary.
+#[test]
+fn prerm_remove_takes_the_rules_and_sets_down() {
+    let Some(deb) = package() else { return };
+    if !require_program("unshare") || !require_program("iptables") {
+        return;
+    }
+    let ns = crate::netns_or_skip!();
+    crate::common::netns::run_in(&ns, move || {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let x = d.join("x");
+        run(&["dpkg-deb", "-x", deb.to_str().unwrap(), x.to_str().unwrap()]);
+        run(&[
+            "dpkg-deb",
+            "-e",
+            deb.to_str().unwrap(),
+            d.join("ctl").to_str().unwrap(),
+        ]);
+        let bin = x.join("usr/bin/sipban").display().to_string();
+        let prerm = std::fs::read_to_string(d.join("ctl/prerm"))
+            .unwrap()
+            .replace("/usr/bin/sipban", &bin);
+        std::fs::write(d.join("prerm"), prerm).unwrap();
+        let etc = d.join("etc");
+        run(&["cp", "-a", "/etc", etc.to_str().unwrap()]);
+        std::fs::create_dir_all(etc.join("sipban")).unwrap();
+        std::fs::write(d.join("l.txt"), "45.0.0.1\n").unwrap();
+        std::fs::write(
+            etc.join("sipban/config.yaml"),
+            format!(
+                "state_dir: {}\nsets:\n  v4: {{ name: pr4, cap: 100 }}\n  v6: {{ name: pr6, cap: 100 }}\nfeeds:\n  - {{ name: a, url: 'file://{}' }}\n",
+                d.join("state").display(),
+                d.join("l.txt").display()
+            ),
+        )
+        .unwrap();
+        let script = format!(
+            "set -e\nmount --bind {etc} /etc\n{bin} sync >/dev/null\n{bin} firewall install >/dev/null\n\
+             echo before; ipset list -n; iptables -S INPUT\n\
+             sh {prerm} remove\necho after; ipset list -n; iptables -S INPUT\n",
+            etc = etc.display(),
+            prerm = d.join("prerm").display(),
+        );
+        let out = run(&[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ]);
+        let (before, after) = out.split_once("after").expect("both halves");
+        assert!(before.contains("pr4") && before.contains("pr6"), "{out}");
+        assert!(before.contains("pr4 src"), "no rule installed: {out}");
+        assert!(!after.contains("pr4") && !after.contains("pr6"), "{out}");
+    });
+}
