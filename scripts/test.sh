@@ -11,9 +11,11 @@ fi
 . scripts/ensure-toolchain.sh
 # prometheus: for promtool (tests/it/metrics.rs checks the textfile with `promtool check metrics`).
 sipban_apt_install build-essential ca-certificates curl ipset iptables nftables iproute2 util-linux procps prometheus
-# Service and packaging tests: systemd-analyze, conntrack, dpkg-shlibdeps (for cargo-deb).
+# Service and packaging tests: systemd-analyze, conntrack, dpkg-shlibdeps (for cargo-deb),
+# lintian (tests/it/deb.rs: the package has no lintian error), libsqlite3-dev (the package links
+# the system SQLite; `cargo build` compiles its own).
 # faketime: tests/it/clock_jump.rs runs a sync under a clock a year ahead (libfaketime).
-sipban_apt_install systemd conntrack dpkg-dev faketime
+sipban_apt_install systemd conntrack dpkg-dev faketime lintian libsqlite3-dev
 # SIP on the wire (tests/it/wire_tools.rs): SIPVicious attacks Kamailio, tcpdump records it.
 sipban_apt_install sipvicious kamailio tcpdump
 # Journal tests (tests/it/journal.rs): systemd-journal-remote turns Journal Export Format into real journal files.

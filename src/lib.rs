@@ -44,6 +44,7 @@ pub mod hostaddr;
 pub mod http;
 pub mod inspect;
 pub mod lock;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod net;

@@ -12,12 +12,18 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_verbosity);
+    // The daemon logs its syncs and bans at info by default: the journal is its only output.
+    sipban::logging::init(cli.log_verbosity, matches!(cli.command, Command::Run));
     let code = match run(cli) {
         Ok(()) => exit::OK,
         Err(e) => {
             if let Some(message) = &e.message {
-                eprintln!("{message}");
+                // A partial run or a held lock is a warning; everything else an error.
+                let prio = match e.kind {
+                    Kind::Partial | Kind::Locked => 4,
+                    _ => 3,
+                };
+                eprintln!("{}{message}", sipban::logging::journal_prefix(prio));
             }
             exit_code(e.kind)
         }
@@ -38,25 +44,6 @@ fn exit_code(kind: Kind) -> u8 {
     }
 }
 
-fn init_logging(verbose: u8) {
-    let level = match verbose {
-        0 => tracing::Level::WARN,
-        1 => tracing::Level::INFO,
-        _ => tracing::Level::DEBUG,
-    };
-    let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(level)
-        .with_target(false)
-        .with_ansi(false);
-    if under_systemd {
-        builder.without_time().init();
-    } else {
-        builder.init();
-    }
-}
-
 /// What a command needs of the config file.
 enum Needs {
     /// Nothing (`feeds`, `scan` of Asterisk logs).
@@ -69,7 +56,7 @@ enum Needs {
 
 fn needs(command: &Command) -> Needs {
     match command {
-        Command::Feeds { .. } => Needs::Nothing,
+        Command::Feeds { .. } | Command::GenerateAssets { .. } => Needs::Nothing,
         // An empty file list is refused before the config is read.
         Command::Scan {
             kernel: true,
@@ -186,6 +173,7 @@ fn run(cli: Cli) -> cli::Result {
             command: ReportCommand::Status { json },
         } => views::report_status(s()?, *json, now),
         Command::Feeds { json } => views::feeds(*json),
+        Command::GenerateAssets { dir } => cli::assets::generate(dir),
         Command::Scan {
             files,
             json,

@@ -98,6 +98,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write the man page (sipban.1) and the bash, zsh and fish completions into DIR (the
+    /// package's copies in packaging/generated/ are made with this).
+    #[command(hide = true)]
+    GenerateAssets {
+        /// Where to write them (created if missing).
+        dir: PathBuf,
+    },
     /// Run as a daemon: scheduled syncs (daemon.sync_schedule, UTC), real-time Asterisk log
     /// detections, SIGHUP reloads the config, SIGTERM stops. Holds the run lock throughout.
     Run,

@@ -16,6 +16,7 @@
 //! it calls the library and presents what it returns.
 
 pub mod args;
+pub mod assets;
 pub mod firewall;
 pub mod manual;
 pub mod sync;

@@ -31,7 +31,10 @@ pub fn sync(settings: &Settings, dry_run: bool, json: bool, retry_now: bool, now
             if !dry_run {
                 let secs = started.elapsed().as_secs_f64();
                 if let Err(e) = crate::metrics::after_run(settings, &report, secs, &ipset) {
-                    eprintln!("sipban: metrics: {e:#}");
+                    eprintln!(
+                        "{}sipban: metrics: {e:#}",
+                        crate::logging::journal_prefix(4)
+                    );
                 }
             }
             if json {
@@ -39,11 +42,17 @@ pub fn sync(settings: &Settings, dry_run: bool, json: bool, retry_now: bool, now
             } else {
                 out(&report.to_string());
             }
+            // Under systemd, each with its journal priority: a source error is a warning (the
+            // run went on), an unsaved state an error.
+            let (warning, error) = (
+                crate::logging::journal_prefix(4),
+                crate::logging::journal_prefix(3),
+            );
             for e in &report.errors {
-                eprintln!("sipban: {e}");
+                eprintln!("{warning}sipban: {e}");
             }
             if let Some(n) = &report.not_saved {
-                eprintln!("sipban: {}", n.message);
+                eprintln!("{error}sipban: {}", n.message);
             }
             match exit_kind(&report) {
                 None => Ok(()),

@@ -11,7 +11,8 @@
 //! small vocabulary shared with the runtime), [`resolved`] (the top-level [`Settings`] and
 //! [`resolve`]), one module per section for its resolved settings ([`sets`], [`feed`],
 //! [`apiban`], [`asterisk`], [`kernlog`], [`journal`], [`ports`], [`protect`], [`daemon`], [`schedule`], [`metrics`], [`wire`],
-//! [`report`], [`secret`]) and [`catalogue`] (the built-in feeds, compiled in).
+//! [`report`], [`secret`]), [`catalogue`] (the built-in feeds, compiled in) and [`credentials`]
+//! (systemd's `LoadCredential=` files in place of key files).
 //!
 //! Every other module depends on this one, never the reverse: `config` imports no crate module
 //! but `net`, which is the leaf vocabulary of addresses (parsing and canonicalisation of
@@ -19,11 +20,12 @@
 //! resolved settings and may re-export the types of their section.
 //!
 //! This module must never read anything but the config file (key and header files are only
-//! recorded as paths): no network, no state, no kernel.
+//! recorded as paths; [`credentials`] only checks a credential's size): no network, no state, no kernel.
 
 pub mod apiban;
 pub mod asterisk;
 pub mod catalogue;
+pub mod credentials;
 pub mod daemon;
 pub mod feed;
 pub mod journal;

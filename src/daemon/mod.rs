@@ -26,15 +26,17 @@
 //!   the reason is logged. SIGTERM/SIGINT stop the daemon between two steps: a step that
 //!   changes the kernel never awaits, so it always completes; a run still downloading is
 //!   dropped before it changed anything (runs are crash-safe by design anyway).
-//! * **systemd:** `READY=1` once the lock is held and the watches are set, `WATCHDOG=1` at half
-//!   the watchdog interval (the timer runs while a sync downloads), `STATUS=` after each run,
-//!   `STOPPING=1` on the way out.
+//! * **systemd** ([`notify`], the protocol without libsystemd): `READY=1` once the lock is
+//!   held and the watches are set, `WATCHDOG=1` at half the watchdog interval (the timer runs
+//!   while a sync downloads), `RELOADING=1` then `READY=1` around a SIGHUP reload (whether or
+//!   not the new config was taken), `STATUS=` after each run, `STOPPING=1` on the way out.
 //!
 //! This module must never change the kernel or the state without holding the apply lock, and
 //! never run two syncs at once. A real-time pass may run while a sync downloads, never inside
 //! its apply step (that step does not await).
 
 pub mod inotify;
+pub mod notify;
 pub mod schedule;
 pub mod wire;
 
@@ -164,12 +166,9 @@ fn watch_for(settings: &Settings) -> std::io::Result<inotify::LogWatch> {
     Ok(w)
 }
 
-fn notify(states: &[sd_notify::NotifyState<'_>]) {
-    if std::env::var_os("NOTIFY_SOCKET").is_some() {
-        if let Err(e) = sd_notify::notify(states) {
-            tracing::debug!("sd_notify: {e}");
-        }
-    }
+/// `STATUS=` for systemctl status (one line: a newline would start another assignment).
+fn set_status(text: &str) {
+    notify::notify(&format!("STATUS={}", text.replace('\n', " ")));
 }
 
 /// Give freed heap back to the kernel after a run (a 65,536-entry run allocates tens of MiB
@@ -208,7 +207,7 @@ fn acquire(state_dir: &Path) -> Result<RunLock, u8> {
     match lock::acquire(state_dir) {
         Ok(l) => Ok(l),
         Err(e @ lock::LockError::Busy { .. }) => {
-            eprintln!("sipban run: {e}");
+            eprintln!("{}sipban run: {e}", crate::logging::journal_prefix(4));
             Err(exit::LOCKED)
         }
         Err(e) => {
@@ -217,11 +216,11 @@ fn acquire(state_dir: &Path) -> Result<RunLock, u8> {
             let text = e.to_string();
             match crate::store::health::fault(&anyhow::Error::new(e), state_dir) {
                 Some(f) => {
-                    eprintln!("sipban run: {f} ({text})");
+                    eprintln!("{}sipban run: {f} ({text})", crate::logging::journal_prefix(3));
                     Err(exit::STORAGE)
                 }
                 None => {
-                    eprintln!("sipban run: {text}");
+                    eprintln!("{}sipban run: {text}", crate::logging::journal_prefix(3));
                     Err(exit::FAILED)
                 }
             }
@@ -248,7 +247,10 @@ pub async fn run(config_path: &Path, settings: Settings) -> u8 {
         Err(code) => return code,
     };
     let Some((mut term, mut int, mut hup)) = signals() else {
-        eprintln!("sipban run: cannot install signal handlers");
+        eprintln!(
+            "{}sipban run: cannot install signal handlers",
+            crate::logging::journal_prefix(3)
+        );
         return exit::FAILED;
     };
     let mut settings = Rc::new(settings);
@@ -256,7 +258,10 @@ pub async fn run(config_path: &Path, settings: Settings) -> u8 {
     let mut watch = match watch_for(&settings) {
         Ok(w) => w,
         Err(e) => {
-            eprintln!("sipban run: cannot set up inotify: {e}");
+            eprintln!(
+                "{}sipban run: cannot set up inotify: {e}",
+                crate::logging::journal_prefix(3)
+            );
             return exit::FAILED;
         }
     };
@@ -266,7 +271,7 @@ pub async fn run(config_path: &Path, settings: Settings) -> u8 {
     let mut wire_logged = (wire::WireStats::default(), 0i64);
     let mut wire_tick = tokio::time::interval(Duration::from_secs(1));
     wire_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+    let watchdog = notify::watchdog_period().map(|d| d / 2);
     let mut dog = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     dog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -277,10 +282,7 @@ pub async fn run(config_path: &Path, settings: Settings) -> u8 {
         settings.daemon.feed_schedules.len(),
         watch.watched()
     );
-    notify(&[
-        sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status("started; first sync running"),
-    ]);
+    notify::notify("READY=1\nSTATUS=started; first sync running");
 
     let mut running: Option<RunFuture> = None;
     let mut pending: Option<Job> = Some(Job::Sync);
@@ -303,13 +305,17 @@ pub async fn run(config_path: &Path, settings: Settings) -> u8 {
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
             _ = hup.recv() => {
-                if reload(config_path, &mut settings, &mut timer, &mut watch) {
+                // systemd (`systemctl reload`) waits for READY=1 after RELOADING=1.
+                notify::notify(&notify::reloading());
+                let switched = reload(config_path, &mut settings, &mut timer, &mut watch);
+                notify::notify("READY=1");
+                if switched {
                     wire::reopen(&mut wire, &settings);
                     logs_dirty = true;
                     batch_at.get_or_insert_with(tokio::time::Instant::now);
                 }
             }
-            _ = dog.tick(), if watchdog.is_some() => notify(&[sd_notify::NotifyState::Watchdog]),
+            _ = dog.tick(), if watchdog.is_some() => notify::notify("WATCHDOG=1"),
             (result, secs) = async { match running.as_mut() { Some(f) => f.await, None => std::future::pending().await } }, if running.is_some() => {
                 running = None;
                 finished_run(&settings, &ipset, result, secs);
@@ -378,7 +384,7 @@ pub async fn run(config_path: &Path, settings: Settings) -> u8 {
             }
         }
     }
-    notify(&[sd_notify::NotifyState::Stopping]);
+    notify::notify("STOPPING=1");
     drop(running);
     tracing::info!("sipban daemon stopped");
     exit::OK
@@ -398,9 +404,7 @@ fn reload(
             tracing::error!(
                 "SIGHUP: the new configuration does not load; keeping the running one: {e}"
             );
-            notify(&[sd_notify::NotifyState::Status(
-                "config reload FAILED; running on the old configuration",
-            )]);
+            set_status("config reload FAILED; running on the old configuration");
             false
         }
         Ok(new) if new.state_dir != settings.state_dir => {
@@ -413,9 +417,7 @@ fn reload(
         Ok(new) => {
             if let Err(e) = crate::pipeline::dirs::check(&new) {
                 tracing::error!("SIGHUP: {e}; keeping the running configuration");
-                notify(&[sd_notify::NotifyState::Status(
-                    "config reload FAILED; running on the old configuration",
-                )]);
+                set_status("config reload FAILED; running on the old configuration");
                 return false;
             }
             *settings = Rc::new(new);
@@ -430,7 +432,7 @@ fn reload(
                 "SIGHUP: configuration reloaded from {}",
                 config_path.display()
             );
-            notify(&[sd_notify::NotifyState::Status("configuration reloaded")]);
+            set_status("configuration reloaded");
             true
         }
     }
@@ -558,7 +560,7 @@ fn finished_run(
                 crate::inspect::fmt_time(report.finished),
                 sets.join(", ")
             );
-            notify(&[sd_notify::NotifyState::Status(&status)]);
+            set_status(&status);
             match report.outcome {
                 Outcome::Failed => {
                     tracing::error!("sync failed: the live sets were left as they were")
@@ -574,7 +576,7 @@ fn finished_run(
         }
         Err(e) => {
             tracing::error!("sync failed: {e}; the live sets were left as they were");
-            notify(&[sd_notify::NotifyState::Status("last sync FAILED")]);
+            set_status("last sync FAILED");
         }
     }
 }

@@ -378,6 +378,8 @@ pub const ABUSEIPDB_KEY_ENV: &str = "SIPBAN_ABUSEIPDB_KEY";
 // ---------------------------------------------------------------------------------------------
 // Secrets.
 
+use crate::config::credentials;
+
 /// Read a secret file: refuse one that other users can read, that is not a regular file, or
 /// that is too large. `what` names it in messages (`the AbuseIPDB key file`).
 pub fn read_secret_file(path: &Path, what: &str, hint: &str) -> Result<String, String> {
@@ -410,16 +412,31 @@ pub fn load_abuseipdb_key_with(
     settings: &AbuseipdbSettings,
     env: Option<String>,
 ) -> Result<Secret, String> {
+    let creds = std::env::var_os(credentials::DIRECTORY_ENV);
+    load_abuseipdb_key_in(settings, env, creds.as_deref())
+}
+
+/// [`load_abuseipdb_key_with`] with `$CREDENTIALS_DIRECTORY` passed in: the variable wins,
+/// then the `abuseipdb.key` credential ([`credentials`]), then `key_file`.
+pub fn load_abuseipdb_key_in(
+    settings: &AbuseipdbSettings,
+    env: Option<String>,
+    creds: Option<&std::ffi::OsStr>,
+) -> Result<Secret, String> {
     let (text, origin) = match env {
         Some(v) => (v, format!("the variable {ABUSEIPDB_KEY_ENV}")),
-        None => (
-            read_secret_file(
-                &settings.key_file,
-                "the AbuseIPDB key file",
-                &format!(" (or set {ABUSEIPDB_KEY_ENV})"),
-            )?,
-            format!("the key file {}", settings.key_file.display()),
-        ),
+        None => {
+            let path =
+                credentials::secret_file_in(creds, credentials::ABUSEIPDB, &settings.key_file);
+            (
+                read_secret_file(
+                    &path,
+                    "the AbuseIPDB key file",
+                    &format!(" (or set {ABUSEIPDB_KEY_ENV})"),
+                )?,
+                format!("the key file {}", path.display()),
+            )
+        }
     };
     let key = text.trim();
     if key.is_empty() {
@@ -433,10 +450,22 @@ pub fn load_abuseipdb_key_with(
     Ok(Secret::new(key, origin))
 }
 
-/// The webhook's headers: those of the config, then those of `header_file`.
+/// The webhook's headers: those of the config, then those of `header_file` (or of the
+/// `webhook.headers` credential, [`credentials`]).
 pub fn load_webhook_headers(settings: &WebhookSettings) -> Result<Vec<(String, Secret)>, String> {
+    let creds = std::env::var_os(credentials::DIRECTORY_ENV);
+    load_webhook_headers_in(settings, creds.as_deref())
+}
+
+/// [`load_webhook_headers`] with `$CREDENTIALS_DIRECTORY` passed in.
+pub fn load_webhook_headers_in(
+    settings: &WebhookSettings,
+    creds: Option<&std::ffi::OsStr>,
+) -> Result<Vec<(String, Secret)>, String> {
     let mut out = settings.headers.clone();
-    if let Some(path) = &settings.header_file {
+    let file = credentials::credential_in(creds, credentials::WEBHOOK_HEADERS)
+        .or_else(|| settings.header_file.clone());
+    if let Some(path) = &file {
         let text = read_secret_file(path, "the webhook header file", "")?;
         let origin = format!("the webhook header file {}", path.display());
         for (n, line) in text.lines().enumerate() {

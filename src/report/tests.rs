@@ -95,6 +95,50 @@ fn keys_and_header_files() {
     assert!(load_webhook_headers(&w).unwrap_err().contains("line 1"));
 }
 
+/// systemd credentials ($CREDENTIALS_DIRECTORY) win over the configured files; an empty one
+/// (the units' `SetCredential=NAME:\\n` fallback) does not; the variables win over both.
+#[test]
+fn credentials_win_over_key_and_header_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    let c = Some(creds.as_os_str());
+    let mut a = settings("abuseipdb: {}\n").abuseipdb.unwrap();
+    a.key_file = dir.path().join("k");
+    std::fs::write(&a.key_file, "fromfile\n").unwrap();
+    std::fs::set_permissions(&a.key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cred = creds.join("abuseipdb.key");
+    std::fs::write(&cred, "\n").unwrap();
+    std::fs::set_permissions(&cred, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let k = load_abuseipdb_key_in(&a, None, c).unwrap();
+    assert_eq!(k.expose(), "fromfile");
+    std::fs::set_permissions(&cred, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(&cred, "fromcred\n").unwrap();
+    let k = load_abuseipdb_key_in(&a, None, c).unwrap();
+    assert_eq!(k.expose(), "fromcred");
+    let k = load_abuseipdb_key_in(&a, Some("fromenv".into()), c).unwrap();
+    assert_eq!(k.expose(), "fromenv");
+    // A credential is checked like a key file.
+    std::fs::set_permissions(&cred, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = load_abuseipdb_key_in(&a, None, c).unwrap_err();
+    assert!(
+        e.contains("abuseipdb.key") && e.contains("chmod 640"),
+        "{e}"
+    );
+
+    // The webhook's credential is read even when the config names no header_file.
+    let w = settings("webhook: {url: 'https://h/x'}\n").webhook.unwrap();
+    assert!(w.header_file.is_none());
+    assert!(load_webhook_headers_in(&w, c).unwrap().is_empty());
+    let hc = creds.join("webhook.headers");
+    std::fs::write(&hc, "Authorization: Bearer cred\n").unwrap();
+    std::fs::set_permissions(&hc, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let h = load_webhook_headers_in(&w, c).unwrap();
+    assert_eq!(h.len(), 1);
+    assert_eq!(h[0].1.expose(), "Bearer cred");
+}
+
 fn offence(ipt: &str, transports: &[Transport]) -> Offence {
     let mut o = Offence::new(ip(ipt), 1000, 2000);
     o.add(OffenceKind::SipAuth, "sip_registration", 7);

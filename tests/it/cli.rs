@@ -376,3 +376,68 @@ feeds:
         assert_no_feed_secret(&o, feed);
     }
 }
+
+/// Under systemd (`JOURNAL_STREAM` set) every stderr line starts with its syslog priority, so
+/// `journalctl -p warning` finds warnings and errors; elsewhere no line does.
+#[test]
+fn stderr_lines_carry_syslog_priorities_only_under_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("l.txt"), "45.0.0.1\n").unwrap();
+    // A state database that is not one: a warning from the logger ("planning without saved
+    // state"); a missing feed file: a source error (exit 3), printed by the command.
+    std::fs::create_dir(d.join("state")).unwrap();
+    std::fs::write(d.join("state/state.db"), "garbage\n").unwrap();
+    let cfg = d.join("c.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir: {}\nfeeds:\n  - {{ name: a, url: 'file://{}' }}\n  - {{ name: b, url: 'file://{}' }}\n",
+            d.join("state").display(),
+            d.join("l.txt").display(),
+            d.join("missing.txt").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(d.join("bad.yaml"), "sets: [x\n").unwrap();
+    let run = |config: &Path, journal: bool| {
+        let mut c = Command::new(bin());
+        c.args(["sync", "--dry-run", "--config"]).arg(config);
+        c.env_remove("JOURNAL_STREAM");
+        if journal {
+            c.env("JOURNAL_STREAM", "8:12345");
+        }
+        c.output().unwrap()
+    };
+    let o = run(&cfg, true);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("<4>") && l.contains("planning without saved state")),
+        "{err}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("<4>sipban: feed b:") && l.contains("missing.txt")),
+        "{err}"
+    );
+    assert!(lines.iter().all(|l| l.starts_with('<')), "{err}");
+    let o = run(&d.join("bad.yaml"), true);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).starts_with("<3>"),
+        "{}",
+        text(&o)
+    );
+
+    for config in [cfg.as_path(), &d.join("bad.yaml")] {
+        let o = run(config, false);
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(!err.is_empty(), "{}", text(&o));
+        assert!(!err.lines().any(|l| l.starts_with('<')), "{err}");
+    }
+}

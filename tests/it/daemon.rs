@@ -412,3 +412,91 @@ fn a_hung_feed_server_holds_up_neither_detections_nor_bans() {
         assert!(daemon.stop().success());
     });
 }
+
+/// Datagrams on a notification socket until one holds `want` (a `KEY=value` line), or a panic
+/// after `timeout` with what did arrive.
+fn await_notification(sock: &std::os::unix::net::UnixDatagram, want: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "no {want} within {timeout:?}; got {seen:?}"
+        );
+        sock.set_read_timeout(Some(left)).unwrap();
+        match sock.recv(&mut buf) {
+            Ok(n) => {
+                let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+                if msg.lines().any(|l| l == want) {
+                    return;
+                }
+                seen.push(msg);
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+}
+
+/// The daemon speaks systemd's notification protocol itself: READY=1, WATCHDOG=1 at half of
+/// WATCHDOG_USEC, RELOADING=1 then READY=1 around a SIGHUP, STOPPING=1; to a socket path and
+/// to an abstract socket (`@name`).
+#[test]
+fn the_daemon_notifies_systemd_ready_watchdog_reload_and_stopping() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        for abstract_socket in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("messages"), "").unwrap();
+            std::fs::write(
+                dir.path().join("config.yaml"),
+                config(dir.path(), "0 0 0 1 1 *", ""),
+            )
+            .unwrap();
+            let (sock, name) = if abstract_socket {
+                let name = format!("sipban-test-notify-{}", std::process::id());
+                let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+                (UnixDatagram::bind_addr(&addr).unwrap(), format!("@{name}"))
+            } else {
+                let path = dir.path().join("notify");
+                (
+                    UnixDatagram::bind(&path).unwrap(),
+                    path.display().to_string(),
+                )
+            };
+            let stderr = dir.path().join("daemon.log");
+            let child = Command::new(bin())
+                .args(["run", "--config"])
+                .arg(dir.path().join("config.yaml"))
+                .env("NOTIFY_SOCKET", &name)
+                // 1 s: WATCHDOG=1 every 0.5 s.
+                .env("WATCHDOG_USEC", "1000000")
+                .env_remove("WATCHDOG_PID")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&stderr).unwrap())
+                .spawn()
+                .unwrap();
+            let d = Daemon { child, stderr };
+            let t = Duration::from_secs(30);
+            await_notification(&sock, "READY=1", t);
+            // Two in a row: the watchdog keeps ticking, not only at start.
+            await_notification(&sock, "WATCHDOG=1", t);
+            await_notification(&sock, "WATCHDOG=1", t);
+            d.signal(libc::SIGHUP);
+            await_notification(&sock, "RELOADING=1", t);
+            await_notification(&sock, "READY=1", t);
+            // Bans, syncs and reloads are logged at the default verbosity (no -v).
+            d.wait_log("configuration reloaded", t);
+            let status = d.stop();
+            assert!(status.success(), "{status:?}");
+            await_notification(&sock, "STOPPING=1", t);
+        }
+    });
+}

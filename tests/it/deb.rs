@@ -221,3 +221,332 @@ fn package_ships_this_tree_and_its_config_is_valid() {
     assert!(out.contains("OK"), "{out}");
     assert!(out.contains("state_dir: /var/lib/sipban"), "{out}");
 }
+
+/// The man page and completions in packaging/generated/ (what the package ships) are what
+/// this tree's `sipban generate-assets` writes: a changed command line fails here until they
+/// are regenerated. Needs no package.
+#[test]
+fn the_man_page_and_completions_are_current() {
+    let dir = tempfile::tempdir().unwrap();
+    run(&[
+        env!("CARGO_BIN_EXE_sipban"),
+        "generate-assets",
+        dir.path().to_str().unwrap(),
+    ]);
+    for f in ["sipban.1", "sipban.bash", "_sipban", "sipban.fish"] {
+        let fresh = std::fs::read(dir.path().join(f)).unwrap();
+        assert!(!fresh.is_empty(), "{f} is empty");
+        assert_eq!(
+            std::fs::read(root().join("packaging/generated").join(f)).ok(),
+            Some(fresh),
+            "packaging/generated/{f} is stale: run `cargo run -- generate-assets packaging/generated`"
+        );
+    }
+    let man = std::fs::read_to_string(dir.path().join("sipban.1")).unwrap();
+    assert!(man.contains(".TH sipban 1"), "{man}");
+    let bash = std::fs::read_to_string(dir.path().join("sipban.bash")).unwrap();
+    assert!(bash.contains("complete -F"), "{bash}");
+}
+
+#[test]
+fn package_ships_the_man_page_completions_and_changelog() {
+    let Some(deb) = package() else { return };
+    let files = contents(&deb);
+    for p in [
+        "/usr/share/man/man1/sipban.1.gz",
+        "/usr/share/bash-completion/completions/sipban",
+        "/usr/share/zsh/vendor-completions/_sipban",
+        "/usr/share/fish/vendor_completions.d/sipban.fish",
+        "/usr/share/doc/sipban/changelog.Debian.gz",
+        "/usr/share/doc/sipban/copyright",
+    ] {
+        assert!(
+            files.iter().any(|(_, _, f)| f == p),
+            "no {p} in the package: {files:?}"
+        );
+    }
+}
+
+/// On removal prerm takes the rules and sets down while the binary is there; on purge postrm
+/// removes the state and what is left in /etc/sipban; cargo-deb's unit handling is merged in.
+#[test]
+fn removal_takes_the_rules_and_sets_and_purge_the_state() {
+    let Some(deb) = package() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = dir.path().join("DEBIAN");
+    run(&[
+        "dpkg-deb",
+        "-e",
+        deb.to_str().unwrap(),
+        ctl.to_str().unwrap(),
+    ]);
+    let prerm = std::fs::read_to_string(ctl.join("prerm")).expect("a prerm");
+    let postrm = std::fs::read_to_string(ctl.join("postrm")).expect("a postrm");
+    for (name, text) in [("prerm", &prerm), ("postrm", &postrm)] {
+        assert!(
+            !text.contains("#DEBHELPER#"),
+            "{name} kept the token:\n{text}"
+        );
+        run(&["sh", "-n", ctl.join(name).to_str().unwrap()]);
+    }
+    // The units are stopped (cargo-deb's part) before the rules and sets go.
+    let stop = prerm
+        .find("deb-systemd-invoke stop")
+        .expect("units stopped in prerm");
+    let remove = prerm
+        .find("/usr/bin/sipban firewall remove")
+        .expect("rules removed in prerm");
+    assert!(stop < remove, "{prerm}");
+    assert!(prerm.contains(r#"[ "$1" = remove ]"#), "{prerm}");
+    assert!(prerm.contains("ipset destroy"), "{prerm}");
+    assert!(postrm.contains(r#"[ "$1" = purge ]"#), "{postrm}");
+    assert!(
+        postrm.contains("rm -rf /var/lib/sipban /etc/sipban"),
+        "{postrm}"
+    );
+}
+
+/// The set names prerm destroys come from `sipban config check`'s output: the sed in prerm
+/// must find exactly the packaged config's two sets in it.
+#[test]
+fn prerm_finds_the_set_names_in_config_check() {
+    let prerm = std::fs::read_to_string(root().join("systemd/prerm")).unwrap();
+    let sed = prerm
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("| sed -n '"))
+        .and_then(|l| l.split('\'').next())
+        .expect("the sed program in systemd/prerm");
+    let check = run(&[
+        env!("CARGO_BIN_EXE_sipban"),
+        "config",
+        "check",
+        "--config",
+        root().join("packaging/config.yaml").to_str().unwrap(),
+    ]);
+    let mut child = Command::new("sed")
+        .args(["-n", sed])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(check.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let names = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        names.split_whitespace().collect::<Vec<_>>(),
+        ["sipban-v4", "sipban-v6"],
+        "{check}"
+    );
+}
+
+/// lintian finds no error in the package (warnings are listed in the output).
+#[test]
+fn lintian_reports_no_errors() {
+    let Some(deb) = package() else { return };
+    if !require_program("lintian") {
+        return;
+    }
+    let o = Command::new("lintian")
+        .args(["--no-tag-display-limit", "--display-info"])
+        .arg(&deb)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    eprintln!("lintian:\n{out}{}", String::from_utf8_lossy(&o.stderr));
+    let errors: Vec<&str> = out.lines().filter(|l| l.starts_with("E: ")).collect();
+    assert!(errors.is_empty(), "lintian errors:\n{}", errors.join("\n"));
+    assert!(
+        o.status.success(),
+        "lintian failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// The packaged postrm, run for real in a private mount namespace whose /etc is a copy and
+/// whose /var/lib is empty: `remove` keeps /etc/sipban and /var/lib/sipban, `purge` deletes
+/// both. Needs root (mount namespaces).
+#[test]
+fn postrm_purge_deletes_the_state_and_config_and_remove_keeps_them() {
+    let Some(deb) = package() else { return };
+    if !crate::common::netns::is_root() {
+        skip("postrm run: needs root for a private mount namespace");
+        return;
+    }
+    if !require_program("unshare") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = dir.path().join("DEBIAN");
+    run(&[
+        "dpkg-deb",
+        "-e",
+        deb.to_str().unwrap(),
+        ctl.to_str().unwrap(),
+    ]);
+    let etc = dir.path().join("etc");
+    run(&["cp", "-a", "/etc", etc.to_str().unwrap()]);
+    for (arg, kept) in [("remove", true), ("purge", false)] {
+        let script = format!(
+            "set -e\nmount --bind {etc} /etc\nmount -t tmpfs tmpfs /var/lib\n\
+             mkdir -p /etc/sipban /var/lib/sipban\n\
+             echo k > /etc/sipban/apiban.key\necho x > /var/lib/sipban/state.db\n\
+             sh {postrm} {arg} >/dev/null 2>&1\n\
+             for p in /etc/sipban/apiban.key /var/lib/sipban/state.db; do\n\
+             if [ -e $p ]; then echo kept $p; else echo gone $p; fi\ndone\n",
+            etc = etc.display(),
+            postrm = ctl.join("postrm").display(),
+        );
+        let out = run(&[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ]);
+        let want = if kept { "kept" } else { "gone" };
+        assert_eq!(
+            out.lines().filter(|l| l.starts_with(want)).count(),
+            2,
+            "postrm {arg}: {out}"
+        );
+    }
+}
+
+/// The packaged binary links Debian's libsqlite3 (security updates apply) and the package
+/// depends on it; `cargo build`'s binary has SQLite compiled in.
+#[test]
+fn the_package_links_the_system_sqlite() {
+    let Some(deb) = package() else { return };
+    if !require_program("readelf") {
+        return;
+    }
+    let control = run(&["dpkg-deb", "-f", deb.to_str().unwrap(), "Depends"]);
+    assert!(control.contains("libsqlite3-0"), "Depends: {control}");
+    let dir = tempfile::tempdir().unwrap();
+    run(&[
+        "dpkg-deb",
+        "-x",
+        deb.to_str().unwrap(),
+        dir.path().to_str().unwrap(),
+    ]);
+    let needed = |bin: &str| {
+        run(&["readelf", "-d", bin])
+            .lines()
+            .filter(|l| l.contains("(NEEDED)"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let packaged = dir.path().join("usr/bin/sipban");
+    let n = needed(packaged.to_str().unwrap());
+    assert!(n.iter().any(|l| l.contains("libsqlite3.so")), "{n:?}");
+    let n = needed(env!("CARGO_BIN_EXE_sipban"));
+    assert!(!n.iter().any(|l| l.contains("libsqlite3.so")), "{n:?}");
+}
+
+/// The packaged binary (on the system SQLite) runs a real sync into a private network
+/// namespace's kernel sets and reads its saved state back.
+#[test]
+fn the_packaged_binary_syncs_and_reads_its_state() {
+    let Some(deb) = package() else { return };
+    let ns = crate::netns_or_skip!();
+    crate::common::netns::run_in(&ns, move || {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        run(&[
+            "dpkg-deb",
+            "-x",
+            deb.to_str().unwrap(),
+            d.join("x").to_str().unwrap(),
+        ]);
+        let bin = d.join("x/usr/bin/sipban");
+        std::fs::write(d.join("l.txt"), "45.0.0.1\n").unwrap();
+        let cfg = d.join("c.yaml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "state_dir: {}\nsets:\n  v4: {{ name: pk4, cap: 100 }}\n  v6: {{ name: pk6, cap: 100 }}\nfeeds:\n  - {{ name: a, url: 'file://{}' }}\n",
+                d.join("state").display(),
+                d.join("l.txt").display()
+            ),
+        )
+        .unwrap();
+        let (b, c) = (bin.to_str().unwrap(), cfg.to_str().unwrap());
+        run(&[b, "sync", "--config", c]);
+        let status = run(&[b, "status", "--config", c]);
+        assert!(status.contains("last run: ok"), "{status}");
+        let listed = run(&["ipset", "list", "pk4"]);
+        assert!(listed.contains("45.0.0.1"), "{listed}");
+    });
+}
+
+/// The packaged prerm, run for real on `remove` in a private network namespace (and a mount
+/// namespace whose /etc is a copy holding the config): the sets and rules the packaged binary
+/// made are gone afterwards. Its `/usr/bin/sipban` points at the extracted binary.
+#[test]
+fn prerm_remove_takes_the_rules_and_sets_down() {
+    let Some(deb) = package() else { return };
+    if !require_program("unshare") || !require_program("iptables") {
+        return;
+    }
+    let ns = crate::netns_or_skip!();
+    crate::common::netns::run_in(&ns, move || {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let x = d.join("x");
+        run(&["dpkg-deb", "-x", deb.to_str().unwrap(), x.to_str().unwrap()]);
+        run(&[
+            "dpkg-deb",
+            "-e",
+            deb.to_str().unwrap(),
+            d.join("ctl").to_str().unwrap(),
+        ]);
+        let bin = x.join("usr/bin/sipban").display().to_string();
+        let prerm = std::fs::read_to_string(d.join("ctl/prerm"))
+            .unwrap()
+            .replace("/usr/bin/sipban", &bin);
+        std::fs::write(d.join("prerm"), prerm).unwrap();
+        let etc = d.join("etc");
+        run(&["cp", "-a", "/etc", etc.to_str().unwrap()]);
+        std::fs::create_dir_all(etc.join("sipban")).unwrap();
+        std::fs::write(d.join("l.txt"), "45.0.0.1\n").unwrap();
+        std::fs::write(
+            etc.join("sipban/config.yaml"),
+            format!(
+                "state_dir: {}\nsets:\n  v4: {{ name: pr4, cap: 100 }}\n  v6: {{ name: pr6, cap: 100 }}\nfeeds:\n  - {{ name: a, url: 'file://{}' }}\n",
+                d.join("state").display(),
+                d.join("l.txt").display()
+            ),
+        )
+        .unwrap();
+        let script = format!(
+            "set -e\nmount --bind {etc} /etc\n{bin} sync >/dev/null\n{bin} firewall install >/dev/null\n\
+             echo before; ipset list -n; iptables -S INPUT\n\
+             sh {prerm} remove\necho after; ipset list -n; iptables -S INPUT\n",
+            etc = etc.display(),
+            prerm = d.join("prerm").display(),
+        );
+        let out = run(&[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ]);
+        let (before, after) = out.split_once("after").expect("both halves");
+        assert!(before.contains("pr4") && before.contains("pr6"), "{out}");
+        assert!(before.contains("pr4 src"), "no rule installed: {out}");
+        assert!(!after.contains("pr4") && !after.contains("pr6"), "{out}");
+    });
+}

@@ -403,3 +403,44 @@ fn the_capabilities_each_unit_keeps_are_enough_for_what_it_runs() {
         assert_eq!(o.status.code(), Some(0), "{}", shown(&o));
     });
 }
+
+#[test]
+fn the_daemon_is_a_notify_service_with_a_watchdog_and_reload() {
+    let daemon = unit("sipban-daemon.service");
+    assert_eq!(one(&daemon, "Type"), "notify");
+    assert_eq!(one(&daemon, "NotifyAccess"), "main");
+    assert!(!one(&daemon, "WatchdogSec").is_empty());
+    // SIGHUP is what `sipban run` reloads on (tests/it/daemon.rs).
+    assert_eq!(one(&daemon, "ExecReload"), "/bin/kill -HUP $MAINPID");
+}
+
+/// The services that read secrets get them as credentials, each with a stand-in so a missing
+/// file does not stop the unit (src/config/credentials.rs), and may write the metrics
+/// textfile's directory (optional: `-`).
+#[test]
+fn secrets_come_as_credentials_and_the_metrics_directory_is_writable() {
+    for s in ["sipban.service", "sipban-daemon.service"] {
+        let text = unit(s);
+        let load = values(&text, "LoadCredential");
+        let set = values(&text, "SetCredential");
+        for name in ["apiban.key", "abuseipdb.key", "webhook.headers"] {
+            assert!(
+                load.contains(&format!("{name}:/etc/sipban/{name}")),
+                "{s}: no LoadCredential= for {name}: {load:?}"
+            );
+            assert!(
+                set.contains(&format!("{name}:\\n")),
+                "{s}: no SetCredential= stand-in for {name}: {set:?}"
+            );
+        }
+        let rw = values(&text, "ReadWritePaths");
+        assert!(
+            rw.iter().any(|v| v == "-/var/lib/prometheus/node-exporter"),
+            "{s}: {rw:?}"
+        );
+    }
+    // The directory is the one the README's metrics example writes to.
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    assert!(readme.contains("textfile: /var/lib/prometheus/node-exporter/"));
+}

@@ -54,6 +54,7 @@ const PACE_MARGIN_DIVISOR: u32 = 20;
 // Configuration: defined by `config` (the whole schema lives there), re-exported for callers.
 
 pub use crate::config::apiban::{ApibanSettings, DEFAULT_KEY_FILE, MAX_REQUESTS_PER_WINDOW};
+use crate::config::credentials;
 pub use crate::config::raw::{ApiVersion, ApibanSet, RawApiban};
 pub use crate::config::secret::{redact, Secret};
 
@@ -94,11 +95,22 @@ pub fn load_key(settings: &ApibanSettings) -> Result<Secret, KeyError> {
 
 /// [`load_key`] with the environment value passed in (tests).
 pub fn load_key_with(settings: &ApibanSettings, env: Option<String>) -> Result<Secret, KeyError> {
+    let creds = std::env::var_os(credentials::DIRECTORY_ENV);
+    load_key_in(settings, env, creds.as_deref())
+}
+
+/// [`load_key_with`] with `$CREDENTIALS_DIRECTORY` passed in: the variable wins, then the
+/// `apiban.key` credential ([`credentials`]), then `key_file`.
+pub fn load_key_in(
+    settings: &ApibanSettings,
+    env: Option<String>,
+    creds: Option<&std::ffi::OsStr>,
+) -> Result<Secret, KeyError> {
     if let Some(v) = env {
         return Ok(check_key(v.trim(), &format!("the variable {KEY_ENV}"))
             .map(|k| Secret::new(k, format!("the variable {KEY_ENV}")))?);
     }
-    let path = &settings.key_file;
+    let path = &credentials::secret_file_in(creds, credentials::APIBAN, &settings.key_file);
     let shown = path.display();
     let unreadable = |message: String| KeyError {
         message,
@@ -763,6 +775,27 @@ mod tests {
         assert_eq!(pace_period(&s), Duration::from_millis(25_300));
         s.window = Duration::from_secs(1);
         assert!(pace_period(&s) * 5 > s.window);
+    }
+
+    #[test]
+    fn the_apiban_key_credential_wins_over_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("creds");
+        std::fs::create_dir(&creds).unwrap();
+        let mut s = settings("", dir.path());
+        s.key_file = dir.path().join("missing.key");
+        let c = Some(creds.as_os_str());
+        // No credential: the (missing) key file is what is read.
+        let e = load_key_in(&s, None, c).unwrap_err();
+        assert!(e.unreadable && e.message.contains("missing.key"), "{e}");
+        let cred = creds.join("apiban.key");
+        std::fs::write(&cred, "abcdef0123456789\n").unwrap();
+        std::fs::set_permissions(&cred, std::fs::Permissions::from_mode(0o400)).unwrap();
+        let k = load_key_in(&s, None, c).unwrap();
+        assert_eq!(k.expose(), "abcdef0123456789");
+        assert!(k.origin().contains("apiban.key"), "{}", k.origin());
+        let k = load_key_in(&s, Some("fromenv".into()), c).unwrap();
+        assert_eq!(k.expose(), "fromenv");
     }
 
     #[test]
