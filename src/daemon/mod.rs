@@ -216,7 +216,10 @@ fn acquire(state_dir: &Path) -> Result<RunLock, u8> {
             let text = e.to_string();
             match crate::store::health::fault(&anyhow::Error::new(e), state_dir) {
                 Some(f) => {
-                    eprintln!("{}sipban run: {f} ({text})", crate::logging::journal_prefix(3));
+                    eprintln!(
+                        "{}sipban run: {f} ({text})",
+                        crate::logging::journal_prefix(3)
+                    );
                     Err(exit::STORAGE)
                 }
                 None => {
