@@ -252,4 +252,8 @@ pub struct RawKernelLog {
     pub builtin_ports: Option<bool>,
     pub max_read_per_run: Option<Size>,
     pub max_read_time: Option<Dur>,
+    /// Log-prefix rules read before the built-in table: `[{contains: TEXT, means: drop|accept|probe}]`.
+    pub log_prefixes: Option<Vec<super::kernlog::PrefixRule>>,
+    /// What an unnamed prefix means: `count` (default) or `ignore`.
+    pub unknown_prefix: Option<super::kernlog::UnknownPrefix>,
 }

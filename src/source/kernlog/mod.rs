@@ -38,17 +38,21 @@
 
 pub mod parse;
 pub mod ports;
+pub mod prefix;
+pub mod wrapper;
 
 use crate::clock::Iso;
+use crate::config::kernlog::{Means, UnknownPrefix};
 use crate::config::{human_duration, ConfigError};
 use crate::net;
 use crate::pack;
-use crate::source::asterisk::{Clock, TimeZone};
+use crate::source::asterisk::Clock;
 use crate::source::offences::{self, Offences, Rank};
 use crate::source::tail::{self, FileCursor, StartAt, TailStats};
 use crate::source::Sighting;
 use parse::{Line, Packet, Parser};
 use ports::{Catalogue, Match, Proto};
+use prefix::{Prefixes, Verdict};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -411,6 +415,11 @@ pub struct Counters {
     pub unlisted: u64,
     /// Lines over 64 KiB, skipped.
     pub long_lines: u64,
+    /// Lines in no wrapper sipban knows (see [`wrapper`]): counted, never dropped silently.
+    pub unparsed: u64,
+    /// Netfilter-looking lines under another program's tag (`kernel[123]:`, `logger -t ..`):
+    /// refused, since any local user may write them.
+    pub refused: u64,
 }
 
 /// Which threshold an address crossed.
@@ -460,6 +469,8 @@ pub enum Class {
     Broadcast,
     /// Logged by an accepting rule: not counted.
     Accepted,
+    /// Logged by a rule whose prefix no rule names, with `kernel_log.unknown_prefix: ignore`.
+    UnknownRule,
 }
 
 impl Class {
@@ -475,6 +486,7 @@ impl Class {
             Class::Reply => "reply",
             Class::Broadcast => "broadcast",
             Class::Accepted => "accepted",
+            Class::UnknownRule => "unknown_rule",
         }
     }
 }
@@ -628,20 +640,53 @@ struct Engine<'a> {
     cat: &'a Catalogue,
     /// This host's addresses: a handful, so a list beats hashing every packet's source.
     own: Vec<IpAddr>,
+    prefixes: Prefixes,
+    /// The default gateways and resolvers: their service answers are not probes.
+    services: Vec<IpAddr>,
     clock: Clock,
     now: i64,
     counters: Counters,
+    /// Unparsed lines that look relevant (an address and a netfilter field), for `--verbose`.
+    samples: Vec<String>,
+}
+
+/// Source ports of the service answers that are never probes when they come from the default
+/// gateway, a resolver or the LAN: DNS, NTP, SSDP (UPnP), mDNS.
+pub const SERVICE_PORTS: [u16; 4] = [53, 123, 1900, 5353];
+
+/// Unparsed lines kept as samples per run or scan.
+const SAMPLES: usize = 20;
+
+/// Whether an unparsed line looks like one the detector should have read: a netfilter field
+/// and something shaped like an address.
+fn relevant(line: &[u8]) -> bool {
+    (memchr::memmem::find(line, b"SRC=").is_some() || memchr::memmem::find(line, b"DPT=").is_some())
+        && line
+            .windows(2)
+            .any(|w| w[0].is_ascii_digit() && (w[1] == b'.' || w[1] == b':'))
 }
 
 impl<'a> Engine<'a> {
-    fn new(cat: &'a Catalogue, own: &'a HashSet<IpAddr>, tz: TimeZone, now: i64) -> Engine<'a> {
+    fn new(
+        cat: &'a Catalogue,
+        own: &'a HashSet<IpAddr>,
+        settings: &KernelLogSettings,
+        now: i64,
+    ) -> Engine<'a> {
+        let tz = settings.timezone;
         Engine {
             parser: Parser::new(),
             cat,
             own: own.iter().copied().collect(),
+            prefixes: Prefixes::new(&settings.log_prefixes, settings.unknown_prefix),
+            services: match &settings.service_hosts {
+                Some(h) => h.clone(),
+                None => crate::hostaddr::service_hosts(),
+            },
             clock: Clock::new(tz, now),
             now,
             counters: Counters::default(),
+            samples: Vec::new(),
         }
     }
 
@@ -650,6 +695,18 @@ impl<'a> Engine<'a> {
         let p = match self.parser.parse(raw) {
             Line::Packet(p) => p,
             Line::NotKernel | Line::NotFirewall => return Seen::Nothing,
+            Line::Unparsed => {
+                self.counters.unparsed += 1;
+                if self.samples.len() < SAMPLES && relevant(raw) {
+                    self.samples
+                        .push(String::from_utf8_lossy(&raw[..raw.len().min(512)]).into_owned());
+                }
+                return Seen::Nothing;
+            }
+            Line::Refused => {
+                self.counters.refused += 1;
+                return Seen::Nothing;
+            }
             other => {
                 self.counters.firewall_lines += 1;
                 match other {
@@ -683,7 +740,7 @@ impl<'a> Engine<'a> {
                 Class::Harmless => c.harmless += 1,
                 Class::Reply => c.replies += 1,
                 Class::Broadcast => c.broadcast += 1,
-                Class::Accepted => c.accepted += 1,
+                Class::Accepted | Class::UnknownRule => c.accepted += 1,
             }
         }
         Seen::Packet {
@@ -693,6 +750,15 @@ impl<'a> Engine<'a> {
             entry,
             ignored,
         }
+    }
+
+    /// A UDP answer from a service (DNS, NTP, SSDP/UPnP, mDNS) sent by the default gateway, a
+    /// resolver, or a host on a private network: replies and LAN announcements, not probes.
+    fn service_answer(&self, p: &Packet<'_>) -> bool {
+        if p.proto != Proto::Udp || !SERVICE_PORTS.contains(&p.spt) {
+            return false;
+        }
+        self.services.contains(&p.src) || net::private_range(&net::host_net(p.src)).is_some()
     }
 
     fn ignored_source(&self, p: &Packet<'_>) -> Option<&'static str> {
@@ -720,8 +786,13 @@ impl<'a> Engine<'a> {
     }
 
     fn classify(&self, p: &Packet<'_>) -> (Class, Match) {
-        if p.accepted() {
-            return (Class::Accepted, Match::Unlisted);
+        let verdict = self.prefixes.verdict(p.prefix);
+        match verdict {
+            Verdict::Known(Means::Accept) => return (Class::Accepted, Match::Unlisted),
+            Verdict::Unknown if self.prefixes.unknown == UnknownPrefix::Ignore => {
+                return (Class::UnknownRule, Match::Unlisted)
+            }
+            _ => {}
         }
         let dst_group = match p.dst {
             IpAddr::V4(a) => a.is_multicast() || a.is_broadcast(),
@@ -733,9 +804,14 @@ impl<'a> Engine<'a> {
         if p.reply_shaped() {
             return (Class::Reply, self.cat.reply(p.proto, p.dpt));
         }
+        if self.service_answer(p) {
+            return (Class::Reply, self.cat.reply(p.proto, p.dpt));
+        }
         let m = self.cat.probe(p.proto, p.dpt);
+        let dropped = verdict == Verdict::Known(Means::Drop);
         let class = match m {
             Match::Unlisted => Class::Unlisted,
+            m if self.cat.only_dropped(m) && !dropped => Class::Harmless,
             m if self.cat.weight(m) > 0 => Class::Weighted,
             _ => Class::Harmless,
         };
@@ -816,7 +892,7 @@ pub fn run(
     }
     let cat = catalogue(settings).map_err(KernelLogError::Catalogue)?;
     let rules = Rules::of(settings);
-    let mut engine = Engine::new(&cat, own, settings.timezone, now);
+    let mut engine = Engine::new(&cat, own, settings, now);
     let mut recent = std::mem::take(&mut state.recent);
     let mut fired: BTreeMap<IpAddr, Fired> = BTreeMap::new();
     // Every address over a threshold in this run, and its latest probe.
@@ -1068,7 +1144,7 @@ struct Scanner<'a> {
 impl<'a> Scanner<'a> {
     fn new(cat: &'a Catalogue, own: &'a HashSet<IpAddr>, settings: &KernelLogSettings) -> Self {
         Scanner {
-            engine: Engine::new(cat, own, settings.timezone, crate::clock::unix_now()),
+            engine: Engine::new(cat, own, settings, crate::clock::unix_now()),
             rules: Rules::of(settings),
             index4: HashMap::default(),
             index6: HashMap::default(),
@@ -1490,6 +1566,7 @@ impl fmt::Display for ScanReport {
 mod tests {
     use super::*;
     use crate::config::kernlog::resolve;
+    use crate::source::asterisk::TimeZone;
     use proptest::prelude::*;
 
     type AddrMap<V> = HashMap<IpAddr, V, foldhash::quality::RandomState>;
