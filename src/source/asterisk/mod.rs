@@ -681,13 +681,21 @@ impl Engine<'_> {
             self.counters.dump_lines += 1;
             return;
         }
+        // Trailing blanks (some syslog templates and copy-pasted logs add them) are no part
+        // of the message; the guard's byte counts only get smaller, which is safe.
+        let full_line = line;
+        let line = line.trim_ascii_end();
         let anat = anatomy(line);
         if st.full {
             let t = match &anat {
                 Some(a) => self.time_of(st, a),
                 None => st.last_time.unwrap_or(self.clock.now),
             };
-            if st.dump.feed(self.callids, line, orig_len, anat.as_ref(), t) == Feed::Consumed {
+            if st
+                .dump
+                .feed(self.callids, full_line, orig_len, anat.as_ref(), t)
+                == Feed::Consumed
+            {
                 self.counters.dump_lines += 1;
                 return;
             }
