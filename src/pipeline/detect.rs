@@ -54,6 +54,9 @@ pub struct Pass {
     /// `detector: path: ...` for each file whose reading the pass's read limit cut: the rest
     /// is read by the next pass, from where this one stopped.
     pub limited: Vec<String>,
+    /// `detector: path: N of M lines ... unparsed` for each file over the unparsed share
+    /// (`source::input::UNPARSED_WARN_SHARE`) in this pass.
+    pub unparsed: Vec<String>,
     pub lines: u64,
     pub report: PassReport,
 }
@@ -118,6 +121,19 @@ fn limited<'a>(
         .collect()
 }
 
+/// `who: path: ...` for each file whose unparsed share in this pass is over the limit.
+fn unparsed<'a>(
+    who: &str,
+    files: impl Iterator<
+        Item = (
+            &'a std::path::PathBuf,
+            &'a crate::source::input::InputCounts,
+        ),
+    >,
+) -> Vec<String> {
+    files.filter_map(|(path, c)| c.warning(who, path)).collect()
+}
+
 /// `who: path: error` for each file a detector could not read.
 fn file_errors<'a>(
     who: &str,
@@ -161,6 +177,7 @@ impl Detector for AsteriskDetector<'_> {
                 self.0.read_limit,
                 det.files.iter().map(|f| (&f.path, &f.tail)),
             ),
+            unparsed: unparsed("asterisk", det.files.iter().map(|f| (&f.path, &f.counts))),
             lines: det.counters.lines,
             sightings: det.sightings,
             blob,
@@ -208,6 +225,7 @@ impl Detector for KernelDetector<'_> {
                 self.0.read_limit,
                 det.files.iter().map(|f| (&f.path, &f.tail)),
             ),
+            unparsed: unparsed("kernel_log", det.files.iter().map(|f| (&f.path, &f.counts))),
             lines: det.counters.lines,
             sightings: det.sightings.clone(),
             blob,

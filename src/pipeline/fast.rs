@@ -84,6 +84,9 @@ pub fn detect_and_apply(
                 rep.lines += pass.lines;
                 rep.file_errors.extend(pass.file_errors);
                 rep.limited.extend(pass.limited);
+                for w in &pass.unparsed {
+                    tracing::warn!("real time: {w}");
+                }
                 let Some(&src) = index.get(pass.source) else {
                     anyhow::bail!("internal: the {} source is not registered", pass.source);
                 };

@@ -153,6 +153,8 @@ struct Local {
     offences: Vec<report::Offence>,
     /// Files whose reading the read limit cut.
     limited: Vec<String>,
+    /// Files with too many lines in no known layout.
+    unparsed: Vec<String>,
 }
 
 /// Run the configured detectors from their saved states.
@@ -179,6 +181,7 @@ fn detect_local(
             Ok(mut pass) => {
                 errors.extend(pass.file_errors.iter().cloned());
                 local.limited.extend(pass.limited.iter().cloned());
+                local.unparsed.extend(pass.unparsed.iter().cloned());
                 if let Some(&i) = index.get(pass.source) {
                     inputs.push(Input {
                         source: i,
@@ -237,6 +240,7 @@ fn local_step(
     }
     let mut warnings = std::mem::take(&mut allow_summary.notes);
     warnings.extend(local.limited.iter().cloned());
+    warnings.extend(local.unparsed.iter().cloned());
     warnings.extend(super::protect::on_link_warnings(sources, &inputs, &allow));
     for w in &warnings {
         tracing::warn!("{w}");

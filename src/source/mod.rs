@@ -5,10 +5,12 @@
 //! - [`tail`]: generic offset-persistent file follower (rotation, truncation, partial lines).
 //! - [`asterisk`]: the Asterisk log detector (failure rules, Call-ID correlation, bans).
 //! - [`kernlog`]: the kernel-log detector (netfilter LOG lines, port catalogue, probe scoring).
+//! - [`input`]: per-input line counts (read, parsed, matched, refused, unparsed).
 //! - [`offences`]: the bounded per-address offence counter both detectors keep (spray-proof
 //!   eviction: the sources closest to a ban are kept).
 
 pub mod asterisk;
+pub mod input;
 pub mod kernlog;
 pub mod offences;
 pub mod tail;

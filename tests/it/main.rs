@@ -20,6 +20,7 @@ mod daemon;
 mod deb;
 mod firewall_rules;
 mod fuzz;
+mod input_counts;
 mod ipset_kernel;
 mod kernlog_corpus;
 mod kernlog_kernel;

@@ -27,6 +27,8 @@ pub mod guard;
 pub mod rules;
 
 use crate::net;
+use crate::source::input::{self, InputCounts};
+use crate::source::kernlog::wrapper::{self, Wrapper};
 use crate::source::offences::{self, Offences, Rank};
 use crate::source::tail::{self, FileCursor, StartAt, TailStats};
 use crate::source::Sighting;
@@ -226,10 +228,27 @@ pub struct Counters {
     pub injections: u64,
     /// Lines without an Asterisk prefix outside dumps (continuations, other programs).
     pub orphan_lines: u64,
+    /// Of those, lines in no layout sipban knows (another program's syslog or journal line is
+    /// not one): counted per input, warned about above a fifth of a file.
+    #[serde(default)]
+    pub unparsed: u64,
     /// Lines inside SIP debug dumps.
     pub dump_lines: u64,
     /// Lines over 64 KiB, skipped.
     pub long_lines: u64,
+}
+
+impl Counters {
+    /// The per-input view of these counters.
+    pub fn input(&self) -> InputCounts {
+        InputCounts {
+            read: self.lines,
+            parsed: self.lines.saturating_sub(self.unparsed),
+            matched: self.matched,
+            refused: self.refused + self.injected + self.suspect,
+            unparsed: self.unparsed,
+        }
+    }
 }
 
 /// What was seen of one address.
@@ -255,6 +274,8 @@ pub struct FileReport {
     pub path: PathBuf,
     pub full_log: bool,
     pub tail: TailStats,
+    /// Lines read, parsed, matched, refused and unparsed in this pass.
+    pub counts: InputCounts,
     /// A read error (the file's cursor was left unchanged).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -297,6 +318,7 @@ pub struct FileScan {
     pub full_log: bool,
     pub lines: u64,
     pub long_lines: u64,
+    pub counts: InputCounts,
 }
 
 /// Result of [`scan`]: what `sipban scan` prints (human form via `Display`, `--json` via serde).
@@ -315,6 +337,9 @@ pub struct ScanReport {
     /// `--verbose`: Call-IDs of unattributed timeouts with the reason (at most 1000).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unattributed: Vec<(String, &'static str)>,
+    /// `--verbose`: unparsed lines that look relevant (an address and a failure word).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unparsed: Vec<String>,
 }
 
 const VERBOSE_CAP: usize = 1000;
@@ -459,6 +484,7 @@ struct Engine<'a> {
     unmatched: Vec<String>,
     suppressed: Vec<String>,
     unattributed: Vec<(String, &'static str)>,
+    unparsed: Vec<String>,
     hits: Vec<Hit>,
 }
 
@@ -706,6 +732,15 @@ impl Engine<'_> {
                 *st.record = Some(Record::new(&op, line, t, 0));
             } else if !line.is_empty() {
                 self.counters.orphan_lines += 1;
+                if !foreign_program(line) {
+                    self.counters.unparsed += 1;
+                    if self.verbose
+                        && self.unparsed.len() < VERBOSE_CAP
+                        && input::looks_relevant(line, &FAILURE_WORDS)
+                    {
+                        self.unparsed.push(lossy(line, 1024));
+                    }
+                }
             }
             return;
         };
@@ -868,6 +903,31 @@ impl Engine<'_> {
     }
 }
 
+/// Words of a failure line, for samples of unparsed lines that look relevant.
+const FAILURE_WORDS: [&[u8]; 8] = [
+    b"fail",
+    b"reject",
+    b"wrong password",
+    b"invalid",
+    b"unauthorized",
+    b"denied",
+    b"no matching",
+    b"authenticat",
+];
+
+/// Another program's syslog or journal line (a known wrapper, a tag that is not Asterisk's):
+/// not an unparsed Asterisk line.
+fn foreign_program(line: &[u8]) -> bool {
+    match wrapper::unwrap(line) {
+        Wrapper::Kernel(..) => true,
+        Wrapper::Other(msg) => {
+            let head = &line[..line.len() - msg.len()];
+            memchr::memmem::find(head, b"asterisk").is_none()
+        }
+        Wrapper::Unparsed => false,
+    }
+}
+
 /// Key for cross-file de-duplication: thread, source file, message and time.
 fn line_key(a: &Anatomy<'_>, t: i64) -> u64 {
     let mut h = tail::fnv1a(a.lwp);
@@ -1016,6 +1076,7 @@ pub fn run(
         let mut on_hits = |hits: &mut Vec<Hit>| file_hits.append(hits);
         // Work on a copy so that a failed read leaves the stored state untouched.
         let mut work = fs.clone();
+        let before = engine.counters.input();
         let r = engine.follow_file(
             path,
             i as u16,
@@ -1027,6 +1088,7 @@ pub fn run(
         let mut report = FileReport {
             path: path.clone(),
             full_log: *full,
+            counts: engine.counters.input().since(before),
             ..FileReport::default()
         };
         match r {
@@ -1126,6 +1188,7 @@ impl<'a> Engine<'a> {
             unmatched: Vec::new(),
             suppressed: Vec::new(),
             unattributed: Vec::new(),
+            unparsed: Vec::new(),
             hits: Vec::new(),
         }
     }
@@ -1161,6 +1224,7 @@ impl<'a> Engine<'a> {
         report.unmatched = self.unmatched;
         report.suppressed = self.suppressed;
         report.unattributed = self.unattributed;
+        report.unparsed = self.unparsed;
         report
     }
 }
@@ -1198,6 +1262,7 @@ pub fn scan_with(
         }
         let mut fs = FileState::default();
         let before = engine.counters.lines;
+        let before_counts = engine.counters.input();
         let stats = engine
             .follow_file(
                 path,
@@ -1216,6 +1281,7 @@ pub fn scan_with(
             full_log: *is_full,
             lines: engine.counters.lines - before,
             long_lines: stats.long_lines,
+            counts: engine.counters.input().since(before_counts),
         });
     }
     Ok(engine.finish_scan(report))
@@ -1248,6 +1314,7 @@ pub fn scan_bytes(logs: &[&[u8]], full: Option<&[u8]>, opts: ScanOptions) -> Sca
             record: &mut fs.record,
         };
         let before = engine.counters.lines;
+        let before_counts = engine.counters.input();
         let mut long = 0;
         // The empty piece `split` yields after a final newline is not a line: never fed (an
         // open injection window or dump block would take it as one).
@@ -1267,6 +1334,7 @@ pub fn scan_bytes(logs: &[&[u8]], full: Option<&[u8]>, opts: ScanOptions) -> Sca
             full_log: *is_full,
             lines: engine.counters.lines - before,
             long_lines: long,
+            counts: engine.counters.input().since(before_counts),
         });
     }
     engine.finish_scan(report)
@@ -1281,18 +1349,32 @@ impl fmt::Display for ScanReport {
         let c = &self.counters;
         writeln!(f, "Files:")?;
         for file in &self.files {
+            let n = &file.counts;
             writeln!(
                 f,
-                "  {}{}: {} lines{}",
+                "  {}{}: {} lines: {} parsed, {} matched, {} refused, {} unparsed{}",
                 file.path.display(),
                 if file.full_log { " (full log)" } else { "" },
                 file.lines,
+                n.parsed,
+                n.matched,
+                n.refused,
+                n.unparsed,
                 if file.long_lines > 0 {
                     format!(", {} over 64 KiB skipped", file.long_lines)
                 } else {
                     String::new()
                 }
             )?;
+        }
+        if !self.unparsed.is_empty() {
+            writeln!(
+                f,
+                "\nUnparsed lines that look like failures (in no layout sipban knows):"
+            )?;
+            for l in &self.unparsed {
+                writeln!(f, "  {l}")?;
+            }
         }
         writeln!(
             f,

@@ -47,6 +47,7 @@ use crate::config::{human_duration, ConfigError};
 use crate::net;
 use crate::pack;
 use crate::source::asterisk::Clock;
+use crate::source::input::InputCounts;
 use crate::source::offences::{self, Offences, Rank};
 use crate::source::tail::{self, FileCursor, StartAt, TailStats};
 use crate::source::Sighting;
@@ -420,6 +421,19 @@ pub struct Counters {
     /// Netfilter-looking lines under another program's tag (`kernel[123]:`, `logger -t ..`):
     /// refused, since any local user may write them.
     pub refused: u64,
+}
+
+impl Counters {
+    /// The per-input view of these counters.
+    pub fn input(&self) -> InputCounts {
+        InputCounts {
+            read: self.lines,
+            parsed: self.lines.saturating_sub(self.unparsed),
+            matched: self.weighted + self.unlisted,
+            refused: self.refused,
+            unparsed: self.unparsed,
+        }
+    }
 }
 
 /// Which threshold an address crossed.
@@ -827,6 +841,8 @@ impl<'a> Engine<'a> {
 pub struct FileReport {
     pub path: PathBuf,
     pub tail: TailStats,
+    /// Lines read, parsed, matched (counted probes), refused and unparsed in this pass.
+    pub counts: InputCounts,
     /// A read error (the file's cursor was left unchanged).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -904,6 +920,7 @@ pub fn run(
         let fs = state.files.entry(path.display().to_string()).or_default();
         let prev = fs.cursor.clone();
         let mut last_time = fs.last_time;
+        let before = engine.counters.input();
         let r = tail::follow(path, prev.as_ref(), settings.start, &mut budget, &mut |l| {
             if let Seen::Packet {
                 p,
@@ -934,6 +951,7 @@ pub fn run(
         });
         let mut report = FileReport {
             path: path.clone(),
+            counts: engine.counters.input().since(before),
             ..FileReport::default()
         };
         match r {
@@ -1042,6 +1060,7 @@ pub struct FileScan {
     pub path: PathBuf,
     pub lines: u64,
     pub long_lines: u64,
+    pub counts: InputCounts,
 }
 
 /// The scoring a scan applied.
@@ -1062,6 +1081,9 @@ pub struct ScanReport {
     pub counters: Counters,
     /// Sorted: crossed a threshold first, then by weight, distinct ports, packets.
     pub addresses: Vec<AddressScan>,
+    /// Unparsed lines that look relevant (a netfilter field and an address), at most 20.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unparsed_samples: Vec<String>,
 }
 
 /// Ports listed per address in a scan.
@@ -1368,6 +1390,7 @@ impl Scanner<'_> {
                 from,
             },
             counters: self.engine.counters,
+            unparsed_samples: self.engine.samples,
             addresses,
         }
     }
@@ -1399,6 +1422,7 @@ pub fn scan(
             });
         }
         let before = s.engine.counters.lines;
+        let before_counts = s.engine.counters.input();
         let mut last_time = None;
         let (_, stats) = tail::follow(
             path,
@@ -1416,6 +1440,7 @@ pub fn scan(
             path: path.clone(),
             lines: s.engine.counters.lines - before,
             long_lines: stats.long_lines,
+            counts: s.engine.counters.input().since(before_counts),
         });
     }
     Ok(s.report(out, from.to_string()))
@@ -1433,6 +1458,7 @@ pub fn scan_bytes(
     let mut out = Vec::new();
     for (i, data) in logs.iter().enumerate() {
         let before = s.engine.counters.lines;
+        let before_counts = s.engine.counters.input();
         let mut last_time = None;
         let body = data.strip_suffix(b"\n").unwrap_or(data);
         let mut long = 0;
@@ -1450,6 +1476,7 @@ pub fn scan_bytes(
             path: PathBuf::from(format!("<memory {i}>")),
             lines: s.engine.counters.lines - before,
             long_lines: long,
+            counts: s.engine.counters.input().since(before_counts),
         });
     }
     Ok(s.report(out, "test settings".to_string()))
@@ -1464,11 +1491,27 @@ impl fmt::Display for ScanReport {
         let c = &self.counters;
         writeln!(f, "Files:")?;
         for file in &self.files {
-            write!(f, "  {}: {} lines", file.path.display(), file.lines)?;
+            let n = &file.counts;
+            write!(
+                f,
+                "  {}: {} lines: {} parsed, {} counted probes, {} refused, {} unparsed",
+                file.path.display(),
+                file.lines,
+                n.parsed,
+                n.matched,
+                n.refused,
+                n.unparsed
+            )?;
             if file.long_lines > 0 {
                 write!(f, ", {} over 64 KiB skipped", file.long_lines)?;
             }
             writeln!(f)?;
+        }
+        if !self.unparsed_samples.is_empty() {
+            writeln!(f, "Unparsed lines that look like firewall lines (samples):")?;
+            for l in &self.unparsed_samples {
+                writeln!(f, "  {l}")?;
+            }
         }
         let r = &self.rules;
         let onoff = |v: u32, what: &str| {
