@@ -170,7 +170,7 @@ pub fn scan_kernel(
         ));
     }
     let own = crate::hostaddr::own_ips();
-    let mut report = crate::source::kernlog::scan(files, ks, &own, from)
+    let mut report = crate::source::kernlog::scan_files(files, ks, &own, from)
         .map_err(|e| Error::new(Kind::Failed, format!("sipban scan: {e}")))?;
     if !verbose {
         report.unparsed_samples.clear();

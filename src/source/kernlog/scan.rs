@@ -1,0 +1,1164 @@
+//! `sipban scan --kernel`: read kernel logs once, change nothing, and list every inbound TCP/UDP
+//! packet per source address (ports hit, how each counts, summed weight, distinct ports, and
+//! which threshold fired), scored as [`super::run`] would.
+//!
+//! Memory is what the report needs and the open scoring windows, nothing more:
+//!
+//! * per address seen, one compact listing slot (its packets, first and last time, its ports
+//!   and how each counts; two ports inline, the rest in a map, at most [`SCAN_PORTS`]);
+//! * per address with an open window, the window, in a slab: a window whose latest probe is
+//!   older than the newest packet by more than the window (plus [`SLACK`]) can no longer count
+//!   with a later probe, so it is dropped. Logs are read in time order almost always; should a
+//!   line come older than a dropped window could still count with (files given newest first,
+//!   a clock stepped back by more than the slack), the scan starts over keeping every window,
+//!   so the report is always what scoring every window to the end would give.
+//!
+//! The report is sorted and rendered one address at a time from the listing (text or JSON):
+//! a scan of a large log lists tens of thousands of addresses, and building the whole report
+//! at once would cost several times the listing.
+//!
+//! This module must never change the files it reads, never hold a whole file in memory, and
+//! never score differently from [`super::run`].
+
+use super::{
+    catalogue, Class, Counters, Engine, Fired, KernelLogError, KernelLogSettings, Rules, Score,
+    Seen, Window,
+};
+use crate::clock::Iso;
+use crate::config::human_duration;
+use crate::source::input::InputCounts;
+use crate::source::kernlog::ports::{Catalogue, Match, Proto};
+use crate::source::tail::{self, StartAt};
+use serde::ser::{SerializeSeq, SerializeStruct};
+use serde::{Serialize, Serializer};
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+/// Ports listed per address in a scan.
+pub const SCAN_PORTS: usize = 4096;
+
+/// How much older than the newest packet (beyond the window) a window must be to be dropped:
+/// lines a little out of order (two files' tails interleaved, a clock stepped back at boot)
+/// never make the scan start over.
+pub const SLACK: i64 = 3600;
+
+/// One port of one address in a [`ScanReport`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PortScan {
+    pub proto: Proto,
+    pub port: u16,
+    pub packets: u64,
+    pub class: Class,
+    /// The catalogue entry that named the port, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub weight: u8,
+}
+
+/// When and how an address crossed a threshold during the scan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FiredScan {
+    /// The first crossing.
+    pub first: Fired,
+    /// How many times the address crossed a threshold (once over, it stays over while it keeps
+    /// probing within the window; after a quiet window it has to cross again).
+    pub times: u32,
+    /// Its last counted probe while over a threshold (a sighting would be seen then).
+    pub until: i64,
+}
+
+/// One source address in a [`ScanReport`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AddressScan {
+    pub ip: IpAddr,
+    pub packets: u64,
+    pub first: i64,
+    pub last: i64,
+    /// Why the address is never scored (own, loopback, ...), if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignored: Option<&'static str>,
+    /// Summed weight of its distinct weighted ports over the whole scan.
+    pub weight: u32,
+    /// Its distinct counted ports over the whole scan.
+    pub distinct_ports: u32,
+    pub ports: Vec<PortScan>,
+    /// Ports beyond the per-address listing cap.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub more_ports: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fired: Option<FiredScan>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// Per-file part of a [`ScanReport`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FileScan {
+    pub path: PathBuf,
+    pub lines: u64,
+    pub long_lines: u64,
+    pub counts: InputCounts,
+}
+
+/// The scoring a scan applied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ScanRules {
+    pub window: String,
+    pub threshold: u32,
+    pub distinct_ports: u32,
+    /// Where they came from (a config file, or the built-in defaults).
+    pub from: String,
+}
+
+/// Result of [`scan`]: what `sipban scan --kernel` prints, every address built.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ScanReport {
+    pub files: Vec<FileScan>,
+    pub rules: ScanRules,
+    pub counters: Counters,
+    /// Sorted: crossed a threshold first, then by weight, distinct ports, packets.
+    pub addresses: Vec<AddressScan>,
+    /// Unparsed lines that look relevant (a netfilter field and an address), at most 20.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unparsed_samples: Vec<String>,
+}
+
+/// Result of [`scan_files`]: the same report as [`ScanReport`] (its text and JSON are
+/// identical), with the addresses built one at a time as they are written.
+pub struct Scan {
+    pub files: Vec<FileScan>,
+    pub rules: ScanRules,
+    pub counters: Counters,
+    pub unparsed_samples: Vec<String>,
+    listing: Listing,
+}
+
+// ---------------------------------------------------------------------------------------------
+// the listing
+
+/// No index (window slab, fired list).
+const NONE: u32 = u32::MAX;
+
+/// How one port of an address counts, and its packets. The catalogue entry is `u16::MAX` when
+/// unlisted (the catalogue's ids stop below it: its lookup tables hold `id + 1` in a `u16`).
+#[derive(Clone, Copy)]
+struct PortAgg {
+    key: u32,
+    packets: u32,
+    entry: u16,
+    class: Class,
+}
+
+fn entry_of(m: Match) -> u16 {
+    match m {
+        Match::Entry(id) => id,
+        Match::Unlisted => u16::MAX,
+    }
+}
+
+fn match_of(e: u16) -> Match {
+    match e {
+        u16::MAX => Match::Unlisted,
+        id => Match::Entry(id),
+    }
+}
+
+/// One address's listing: most addresses hit one or two ports, kept inline (no allocation,
+/// no second cache miss); the rest in a map.
+struct AddrAgg {
+    first: i64,
+    last: i64,
+    inline: [PortAgg; 2],
+    // Boxed on purpose: 8 bytes in every slot instead of a map header's 40; most addresses
+    // never need it.
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<HashMap<u32, PortAgg, foldhash::fast::RandomState>>>,
+    packets: u32,
+    more_ports: u32,
+    /// Its open window in the slab, or [`NONE`].
+    win: u32,
+    /// Its crossings in [`Listing::fired`], or [`NONE`].
+    fired: u32,
+    ip: IpAddr,
+    n_inline: u8,
+    /// Why it is never scored: 1 + an index into [`Listing::reasons`], or 0.
+    ignored: u8,
+    /// A window of it was dropped (see [`Scanner::sweep`]).
+    dropped: bool,
+}
+
+impl AddrAgg {
+    fn ports_len(&self) -> usize {
+        usize::from(self.n_inline) + self.rest.as_ref().map_or(0, |r| r.len())
+    }
+
+    fn port_mut(&mut self, k: u32) -> Option<&mut PortAgg> {
+        let n = usize::from(self.n_inline);
+        if let Some(pa) = self.inline[..n].iter_mut().find(|p| p.key == k) {
+            return Some(pa);
+        }
+        self.rest.as_mut()?.get_mut(&k)
+    }
+
+    fn insert(&mut self, pa: PortAgg) {
+        let n = usize::from(self.n_inline);
+        if n < self.inline.len() {
+            self.inline[n] = pa;
+            self.n_inline += 1;
+        } else {
+            self.rest.get_or_insert_default().insert(pa.key, pa);
+        }
+    }
+
+    fn ports(&self) -> impl Iterator<Item = &PortAgg> {
+        self.inline[..usize::from(self.n_inline)]
+            .iter()
+            .chain(self.rest.iter().flat_map(|r| r.values()))
+    }
+}
+
+/// A window in the slab, and whose it is ([`NONE`] when the slot is free).
+struct Slot {
+    owner: u32,
+    window: Window,
+}
+
+/// Everything the report needs once the logs are read.
+struct Listing {
+    cat: Catalogue,
+    aggs: Vec<AddrAgg>,
+    fired: Vec<FiredScan>,
+    reasons: Vec<&'static str>,
+    /// Indices into `aggs` in report order (see [`Listing::sort`]).
+    order: Vec<u32>,
+    fired_count: usize,
+}
+
+impl Listing {
+    /// The counted ports' summed weight and number (an ignored address has none).
+    fn score(&self, a: &AddrAgg) -> (u32, u32) {
+        if a.ignored != 0 {
+            return (0, 0);
+        }
+        a.ports()
+            .filter(|p| p.class.counted())
+            .fold((0, 0), |(w, n), p| {
+                (w + u32::from(self.cat.weight(match_of(p.entry))), n + 1)
+            })
+    }
+
+    /// Crossed a threshold first, then by weight, distinct ports, packets, and address.
+    fn sort(&mut self) {
+        let mut keys: Vec<(u128, u32)> = self
+            .aggs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let (w, n) = self.score(a);
+                let fired = u128::from(a.fired != NONE);
+                let key =
+                    fired << 96 | u128::from(w) << 64 | u128::from(n) << 32 | u128::from(a.packets);
+                (key, i as u32)
+            })
+            .collect();
+        let aggs = &self.aggs;
+        keys.sort_unstable_by(|x, y| {
+            y.0.cmp(&x.0)
+                .then_with(|| aggs[x.1 as usize].ip.cmp(&aggs[y.1 as usize].ip))
+        });
+        self.fired_count = self.fired.len();
+        self.order = keys.into_iter().map(|(_, i)| i).collect();
+    }
+
+    /// The `i`-th address of the report, built.
+    fn address(&self, i: usize) -> Option<AddressScan> {
+        let a = &self.aggs[*self.order.get(i)? as usize];
+        let cat = &self.cat;
+        let mut ports: Vec<PortScan> = a
+            .ports()
+            .map(|pa| {
+                let port = (pa.key & 0xffff) as u16;
+                let proto = if pa.key >> 16 == 6 {
+                    Proto::Tcp
+                } else {
+                    Proto::Udp
+                };
+                let (name, weight) = match match_of(pa.entry) {
+                    Match::Entry(id) => (
+                        cat.entry(id).map(|e| e.name().to_string()),
+                        cat.weight(Match::Entry(id)),
+                    ),
+                    Match::Unlisted => (None, 0),
+                };
+                PortScan {
+                    proto,
+                    port,
+                    packets: u64::from(pa.packets),
+                    class: pa.class,
+                    name,
+                    weight,
+                }
+            })
+            .collect();
+        ports.sort_by(|x, y| {
+            y.class
+                .counted()
+                .cmp(&x.class.counted())
+                .then(y.weight.cmp(&x.weight))
+                .then(x.port.cmp(&y.port))
+                .then(x.proto.cmp(&y.proto))
+        });
+        let ignored = match a.ignored {
+            0 => None,
+            r => self.reasons.get(usize::from(r) - 1).copied(),
+        };
+        let counted = |p: &&PortScan| ignored.is_none() && p.class.counted();
+        Some(AddressScan {
+            ip: a.ip,
+            packets: u64::from(a.packets),
+            first: a.first,
+            last: a.last,
+            ignored,
+            weight: ports
+                .iter()
+                .filter(counted)
+                .map(|p| u32::from(p.weight))
+                .sum(),
+            distinct_ports: ports.iter().filter(counted).count() as u32,
+            ports,
+            more_ports: u64::from(a.more_ports),
+            fired: self.fired.get(a.fired as usize).cloned(),
+        })
+    }
+
+    fn addresses(&self) -> impl Iterator<Item = AddressScan> + '_ {
+        (0..self.order.len()).map_while(|i| self.address(i))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the scanner
+
+/// The scan engine (also over in-memory logs, for tests). The maps hold only small indices
+/// (they stay in cache and rehash cheaply); a packet costs one lookup, one listing slot and,
+/// when it counts, one window.
+struct Scanner<'a> {
+    engine: Engine<'a>,
+    rules: Rules,
+    /// Per family, so that the common IPv4 index has 8-byte buckets (it stays in cache).
+    index4: HashMap<u32, u32, foldhash::quality::RandomState>,
+    index6: HashMap<u128, u32, foldhash::quality::RandomState>,
+    aggs: Vec<AddrAgg>,
+    fired: Vec<FiredScan>,
+    reasons: Vec<&'static str>,
+    slab: Vec<Slot>,
+    free: Vec<u32>,
+    pending: Option<Pending>,
+    /// Drop windows that can no longer count (false: keep every window to the end).
+    drop_windows: bool,
+    /// The newest packet's time, and when to look for windows to drop next.
+    newest: i64,
+    next_sweep: i64,
+    /// Latest time a dropped window could still have counted with a probe.
+    horizon: i64,
+    /// A probe came that a dropped window could have counted with: the scan must start over,
+    /// keeping every window.
+    again: bool,
+}
+
+impl<'a> Scanner<'a> {
+    fn new(
+        cat: &'a Catalogue,
+        own: &'a HashSet<IpAddr>,
+        settings: &KernelLogSettings,
+        drop_windows: bool,
+    ) -> Self {
+        Scanner {
+            engine: Engine::new(cat, own, settings, crate::clock::unix_now()),
+            rules: Rules::of(settings),
+            index4: HashMap::default(),
+            index6: HashMap::default(),
+            aggs: Vec::new(),
+            fired: Vec::new(),
+            reasons: Vec::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
+            pending: None,
+            drop_windows,
+            newest: i64::MIN,
+            next_sweep: i64::MIN,
+            horizon: i64::MIN,
+            again: false,
+        }
+    }
+}
+
+/// A packet whose address slot is known (and being fetched) but not yet updated.
+#[derive(Clone, Copy)]
+struct Pending {
+    i: usize,
+    t: i64,
+    k: u32,
+    class: Class,
+    entry: Match,
+    ignored: bool,
+}
+
+/// Ask the CPU to start loading `v`'s cache lines (a hint: it never faults and changes
+/// nothing; a no-op where no stable prefetch instruction is available).
+#[inline(always)]
+fn prefetch<T>(v: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p: *const i8 = (v as *const T).cast();
+        for off in (0..std::mem::size_of::<T>()).step_by(64) {
+            // SAFETY: prefetch is a hint that never faults; `p + off` stays within `*v`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
+}
+
+impl Scanner<'_> {
+    fn feed(&mut self, line: &[u8], last_time: &mut Option<i64>) {
+        let Seen::Packet {
+            p,
+            t,
+            class,
+            entry,
+            ignored,
+        } = self.engine.line(line, last_time)
+        else {
+            return;
+        };
+        if self.again {
+            return; // the scan starts over: only the counters of this pass are kept
+        }
+        let next = self.aggs.len() as u32;
+        let i = match p.src {
+            IpAddr::V4(a) => *self.index4.entry(u32::from(a)).or_insert(next),
+            IpAddr::V6(a) => *self.index6.entry(u128::from(a)).or_insert(next),
+        } as usize;
+        if i == self.aggs.len() {
+            let ignored = match ignored {
+                None => 0,
+                Some(why) => self.reason(why),
+            };
+            let none = PortAgg {
+                key: 0,
+                packets: 0,
+                entry: u16::MAX,
+                class: Class::Unlisted,
+            };
+            self.aggs.push(AddrAgg {
+                first: t,
+                last: t,
+                inline: [none; 2],
+                rest: None,
+                packets: 0,
+                more_ports: 0,
+                win: NONE,
+                fired: NONE,
+                ip: p.src,
+                n_inline: 0,
+                ignored,
+                dropped: false,
+            });
+        }
+        // Update the slot one packet later: its cache lines load while the next line is
+        // parsed (a large log's addresses are too many to stay in cache).
+        prefetch(&self.aggs[i]);
+        let now = Pending {
+            i,
+            t,
+            k: super::key(p.proto, p.dpt),
+            class,
+            entry,
+            ignored: ignored.is_some(),
+        };
+        if let Some(prev) = self.pending.replace(now) {
+            self.apply(prev);
+        }
+    }
+
+    /// 1 + the index of `why` in the reasons table (a handful of static strings).
+    fn reason(&mut self, why: &'static str) -> u8 {
+        let at = match self.reasons.iter().position(|r| *r == why) {
+            Some(at) => at,
+            None => {
+                self.reasons.push(why);
+                self.reasons.len() - 1
+            }
+        };
+        u8::try_from(at + 1).unwrap_or(u8::MAX)
+    }
+
+    /// Apply the packet still pending (at the end of a file).
+    fn flush(&mut self) {
+        if let Some(p) = self.pending.take() {
+            self.apply(p);
+        }
+    }
+
+    fn apply(&mut self, pk: Pending) {
+        let Pending {
+            i,
+            t,
+            k,
+            class,
+            entry,
+            ignored,
+        } = pk;
+        if t > self.newest {
+            self.newest = t;
+            if self.drop_windows && t >= self.next_sweep {
+                self.sweep();
+            }
+        }
+        let a = &mut self.aggs[i];
+        a.packets = a.packets.saturating_add(1);
+        a.first = a.first.min(t);
+        a.last = a.last.max(t);
+        let full = a.ports_len() >= SCAN_PORTS;
+        match a.port_mut(k) {
+            Some(pa) => pa.packets = pa.packets.saturating_add(1),
+            None if full => a.more_ports = a.more_ports.saturating_add(1),
+            None => a.insert(PortAgg {
+                key: k,
+                packets: 1,
+                entry: entry_of(entry),
+                class,
+            }),
+        }
+        if ignored || !class.counted() {
+            return;
+        }
+        let w = self.engine.cat.weight(entry);
+        let slot = match a.win {
+            NONE => {
+                if a.dropped && t <= self.horizon {
+                    // Its dropped window could have counted with this probe.
+                    self.again = true;
+                    return;
+                }
+                let slot = Slot {
+                    owner: i as u32,
+                    window: Window::default(),
+                };
+                let s = match self.free.pop() {
+                    Some(s) => {
+                        self.slab[s as usize] = slot;
+                        s
+                    }
+                    None => {
+                        self.slab.push(slot);
+                        (self.slab.len() - 1) as u32
+                    }
+                };
+                a.win = s;
+                s
+            }
+            s => s,
+        };
+        let ip = a.ip;
+        let window = &mut self.slab[slot as usize].window;
+        let fired = &mut self.aggs[i].fired;
+        match self.rules.score(window, ip, t, k, w) {
+            Score::Below => {}
+            Score::Crossed(f) => match self.fired.get_mut(*fired as usize) {
+                Some(fs) => {
+                    fs.times += 1;
+                    fs.until = fs.until.max(f.at);
+                }
+                None => {
+                    *fired = self.fired.len() as u32;
+                    self.fired.push(FiredScan {
+                        until: f.at,
+                        first: f,
+                        times: 1,
+                    });
+                }
+            },
+            Score::Still(at) => {
+                if let Some(fs) = self.fired.get_mut(*fired as usize) {
+                    fs.until = fs.until.max(at);
+                }
+            }
+        }
+    }
+
+    /// Drop the windows that no probe at or after `newest - SLACK` can count with: a probe
+    /// later than a window's latest by more than the window finds it as a new window would.
+    fn sweep(&mut self) {
+        let window = self.rules.window;
+        let cut = self.newest.saturating_sub(SLACK).saturating_sub(window);
+        for (s, slot) in self.slab.iter_mut().enumerate() {
+            if slot.owner == NONE {
+                continue;
+            }
+            let last = slot.window.last();
+            if last < cut {
+                let a = &mut self.aggs[slot.owner as usize];
+                a.win = NONE;
+                a.dropped = true;
+                self.horizon = self.horizon.max(last.saturating_add(window));
+                slot.owner = NONE;
+                slot.window = Window::default();
+                self.free.push(s as u32);
+            }
+        }
+        self.next_sweep = self.newest.saturating_add(window.max(60));
+    }
+
+    fn finish(mut self, files: Vec<FileScan>, from: String) -> Done {
+        self.flush();
+        Done {
+            files,
+            rules: ScanRules {
+                window: human_duration(self.rules.window as u64),
+                threshold: self.rules.threshold,
+                distinct_ports: self.rules.distinct,
+                from,
+            },
+            counters: self.engine.counters,
+            unparsed_samples: self.engine.samples,
+            aggs: self.aggs,
+            fired: self.fired,
+            reasons: self.reasons,
+        }
+    }
+}
+
+/// A finished scan, before it gets its catalogue back (the scanner borrowed it).
+struct Done {
+    files: Vec<FileScan>,
+    rules: ScanRules,
+    counters: Counters,
+    unparsed_samples: Vec<String>,
+    aggs: Vec<AddrAgg>,
+    fired: Vec<FiredScan>,
+    reasons: Vec<&'static str>,
+}
+
+impl Done {
+    fn with(self, cat: Catalogue) -> Scan {
+        let mut listing = Listing {
+            cat,
+            aggs: self.aggs,
+            fired: self.fired,
+            reasons: self.reasons,
+            order: Vec::new(),
+            fired_count: 0,
+        };
+        listing.sort();
+        Scan {
+            files: self.files,
+            rules: self.rules,
+            counters: self.counters,
+            unparsed_samples: self.unparsed_samples,
+            listing,
+        }
+    }
+}
+
+/// Read kernel logs once from their start, change nothing, and report every inbound TCP/UDP
+/// packet per source address: ports hit, how each counts, summed weight and distinct ports, and
+/// which threshold fired (scored as [`super::run`] would, with `settings`). `from` says where
+/// the settings came from (shown in the report).
+pub fn scan(
+    files: &[PathBuf],
+    settings: &KernelLogSettings,
+    own: &HashSet<IpAddr>,
+    from: &str,
+) -> Result<ScanReport, KernelLogError> {
+    Ok(scan_files(files, settings, own, from)?.into_report())
+}
+
+/// [`scan`], with the addresses built as they are written (what `sipban scan --kernel` runs).
+pub fn scan_files(
+    files: &[PathBuf],
+    settings: &KernelLogSettings,
+    own: &HashSet<IpAddr>,
+    from: &str,
+) -> Result<Scan, KernelLogError> {
+    if files.is_empty() {
+        return Err(KernelLogError::NoFiles);
+    }
+    let cat = catalogue(settings).map_err(KernelLogError::Catalogue)?;
+    let mut done = read_files(files, &cat, settings, own, true, from)?;
+    if done.is_none() {
+        done = read_files(files, &cat, settings, own, false, from)?;
+    }
+    match done {
+        Some(d) => Ok(d.with(cat)),
+        None => Err(started_over()),
+    }
+}
+
+/// One pass over `files`; `None` when it must start over keeping every window.
+fn read_files(
+    files: &[PathBuf],
+    cat: &Catalogue,
+    settings: &KernelLogSettings,
+    own: &HashSet<IpAddr>,
+    drop_windows: bool,
+    from: &str,
+) -> Result<Option<Done>, KernelLogError> {
+    let mut s = Scanner::new(cat, own, settings, drop_windows);
+    let mut out = Vec::new();
+    for path in files {
+        // A missing file is an error here (the follower would wait for it); anything but a
+        // regular file is refused by the follower, with what it is.
+        if let Err(e) = std::fs::metadata(path) {
+            return Err(KernelLogError::Io {
+                path: path.clone(),
+                source: e,
+            });
+        }
+        let before = s.engine.counters.lines;
+        let before_counts = s.engine.counters.input();
+        let mut last_time = None;
+        let (_, stats) = tail::follow(
+            path,
+            None,
+            StartAt::Beginning,
+            &mut tail::Budget::unlimited(),
+            &mut |l| s.feed(l, &mut last_time),
+        )
+        .map_err(|source| KernelLogError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        s.engine.counters.long_lines += stats.long_lines;
+        out.push(FileScan {
+            path: path.clone(),
+            lines: s.engine.counters.lines - before,
+            long_lines: stats.long_lines,
+            counts: s.engine.counters.input().since(before_counts),
+        });
+        if s.again {
+            return Ok(None);
+        }
+    }
+    s.flush();
+    Ok((!s.again).then(|| s.finish(out, from.to_string())))
+}
+
+/// A scan that keeps every window never starts over; should one, it is an error, not a guess.
+fn started_over() -> KernelLogError {
+    KernelLogError::Io {
+        path: PathBuf::new(),
+        source: std::io::Error::other("internal: a scan keeping every window started over"),
+    }
+}
+
+/// [`scan`] over in-memory logs (tests): a last line without a newline counts as complete;
+/// lines over [`tail::MAX_LINE`] are skipped and counted, as when reading a file.
+pub fn scan_bytes(
+    logs: &[&[u8]],
+    settings: &KernelLogSettings,
+    own: &HashSet<IpAddr>,
+) -> Result<ScanReport, KernelLogError> {
+    let cat = catalogue(settings).map_err(KernelLogError::Catalogue)?;
+    let mut done = bytes_pass(logs, &cat, settings, own, true);
+    if done.is_none() {
+        done = bytes_pass(logs, &cat, settings, own, false);
+    }
+    match done {
+        Some(d) => Ok(d.with(cat).into_report()),
+        None => Err(started_over()),
+    }
+}
+
+fn bytes_pass(
+    logs: &[&[u8]],
+    cat: &Catalogue,
+    settings: &KernelLogSettings,
+    own: &HashSet<IpAddr>,
+    drop_windows: bool,
+) -> Option<Done> {
+    let mut s = Scanner::new(cat, own, settings, drop_windows);
+    let mut out = Vec::new();
+    for (i, data) in logs.iter().enumerate() {
+        let before = s.engine.counters.lines;
+        let before_counts = s.engine.counters.input();
+        let mut last_time = None;
+        let body = data.strip_suffix(b"\n").unwrap_or(data);
+        let mut long = 0;
+        if !data.is_empty() {
+            for line in body.split(|b| *b == b'\n') {
+                if line.len() > tail::MAX_LINE {
+                    long += 1;
+                    continue;
+                }
+                s.feed(line, &mut last_time);
+            }
+        }
+        s.engine.counters.long_lines += long;
+        out.push(FileScan {
+            path: PathBuf::from(format!("<memory {i}>")),
+            lines: s.engine.counters.lines - before,
+            long_lines: long,
+            counts: s.engine.counters.input().since(before_counts),
+        });
+    }
+    s.flush();
+    (!s.again).then(|| s.finish(out, "test settings".to_string()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// the report
+
+impl Scan {
+    /// The addresses in report order, each built as it is asked for.
+    pub fn addresses(&self) -> impl Iterator<Item = AddressScan> + '_ {
+        self.listing.addresses()
+    }
+
+    /// Every address built at once.
+    pub fn into_report(self) -> ScanReport {
+        let addresses = self.listing.addresses().collect();
+        ScanReport {
+            files: self.files,
+            rules: self.rules,
+            counters: self.counters,
+            addresses,
+            unparsed_samples: self.unparsed_samples,
+        }
+    }
+}
+
+/// The addresses of a [`Scan`] as a JSON array, built one at a time.
+struct Addresses<'a>(&'a Listing);
+
+impl Serialize for Addresses<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.order.len()))?;
+        for a in self.0.addresses() {
+            seq.serialize_element(&a)?;
+        }
+        seq.end()
+    }
+}
+
+/// As [`ScanReport`]'s derived form, field for field.
+impl Serialize for Scan {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let samples = !self.unparsed_samples.is_empty();
+        let mut st = s.serialize_struct("ScanReport", 4 + usize::from(samples))?;
+        st.serialize_field("files", &self.files)?;
+        st.serialize_field("rules", &self.rules)?;
+        st.serialize_field("counters", &self.counters)?;
+        st.serialize_field("addresses", &Addresses(&self.listing))?;
+        if samples {
+            st.serialize_field("unparsed_samples", &self.unparsed_samples)?;
+        } else {
+            st.skip_field("unparsed_samples")?;
+        }
+        st.end()
+    }
+}
+
+fn iso(t: i64) -> Iso {
+    Iso(t)
+}
+
+/// Everything before the addresses.
+fn write_head(
+    f: &mut fmt::Formatter<'_>,
+    files: &[FileScan],
+    samples: &[String],
+    r: &ScanRules,
+    c: &Counters,
+    (addresses, fired): (usize, usize),
+) -> fmt::Result {
+    writeln!(f, "Files:")?;
+    for file in files {
+        let n = &file.counts;
+        write!(
+            f,
+            "  {}: {} lines: {} parsed, {} counted probes, {} refused, {} unparsed",
+            file.path.display(),
+            file.lines,
+            n.parsed,
+            n.matched,
+            n.refused,
+            n.unparsed
+        )?;
+        if file.long_lines > 0 {
+            write!(f, ", {} over 64 KiB skipped", file.long_lines)?;
+        }
+        writeln!(f)?;
+    }
+    if !samples.is_empty() {
+        writeln!(f, "Unparsed lines that look like firewall lines (samples):")?;
+        for l in samples {
+            writeln!(f, "  {l}")?;
+        }
+    }
+    let onoff = |v: u32, what: &str| {
+        if v == 0 {
+            format!("{what} off")
+        } else {
+            format!("{what} {v}")
+        }
+    };
+    writeln!(
+        f,
+        "\nScoring ({}): {} or {} within {}; each distinct port counts once",
+        r.from,
+        onoff(r.threshold, "weight"),
+        onoff(r.distinct_ports, "distinct ports"),
+        r.window
+    )?;
+    writeln!(
+        f,
+        "\nLines: {} read, {} firewall log lines: {} inbound TCP/UDP packets, {} outbound or forwarded, {} other protocols, {} malformed",
+        c.lines, c.firewall_lines, c.packets, c.not_inbound, c.other_protocol, c.malformed
+    )?;
+    writeln!(
+        f,
+        "Packets: {} on weighted ports, {} on unlisted ports (counted as distinct ports); not counted: {} harmless ports, {} replies, {} broadcast/multicast, {} accepted by the firewall, {} from own or special addresses",
+        c.weighted, c.unlisted, c.harmless, c.replies, c.broadcast, c.accepted, c.ignored_source
+    )?;
+    writeln!(
+        f,
+        "\nAddresses: {} ({} crossed a threshold)",
+        addresses, fired
+    )
+}
+
+/// One address: its line, then its ports (the first 40).
+fn write_address(f: &mut fmt::Formatter<'_>, a: &AddressScan) -> fmt::Result {
+    write!(
+        f,
+        "  {:<39} weight {:>3}, {:>3} ports, {:>6} packets, {} .. {}",
+        a.ip,
+        a.weight,
+        a.distinct_ports,
+        a.packets,
+        iso(a.first),
+        iso(a.last)
+    )?;
+    match (&a.ignored, &a.fired) {
+        (Some(why), _) => write!(f, "  IGNORED: {why}")?,
+        (None, Some(fs)) => {
+            write!(
+                f,
+                "  FIRED ({}: weight {}, {} ports within the window) at {}",
+                fs.first.crossed,
+                fs.first.weight,
+                fs.first.ports,
+                iso(fs.first.at)
+            )?;
+            if fs.until > fs.first.at {
+                write!(f, ", still probing until {}", iso(fs.until))?;
+            }
+            if fs.times > 1 {
+                write!(f, ", crossed {} times", fs.times)?;
+            }
+        }
+        (None, None) => {}
+    }
+    writeln!(f)?;
+    f.write_str("     ")?;
+    for (i, p) in a.ports.iter().take(40).enumerate() {
+        let sep = if i == 0 { " " } else { ", " };
+        write!(f, "{sep}{}/{} (", p.port, p.proto)?;
+        let name = p.name.as_deref();
+        match (p.class, name) {
+            (Class::Weighted, n) => write!(f, "{} {}", n.unwrap_or(""), p.weight)?,
+            (Class::Unlisted, _) => f.write_str("unlisted")?,
+            (Class::Harmless, n) => write!(f, "{}, harmless", n.unwrap_or(""))?,
+            (other, Some(n)) => write!(f, "{}, {n}", other.label())?,
+            (other, None) => f.write_str(other.label())?,
+        }
+        f.write_str(")")?;
+        if p.packets > 1 {
+            write!(f, " x{}", p.packets)?;
+        }
+    }
+    let more = a.ports.len().saturating_sub(40) as u64 + a.more_ports;
+    if more > 0 {
+        write!(f, ", ... and {more} more ports (--json lists them)")?;
+    }
+    writeln!(f)
+}
+
+impl fmt::Display for ScanReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let fired = self.addresses.iter().filter(|a| a.fired.is_some()).count();
+        write_head(
+            f,
+            &self.files,
+            &self.unparsed_samples,
+            &self.rules,
+            &self.counters,
+            (self.addresses.len(), fired),
+        )?;
+        for a in &self.addresses {
+            write_address(f, a)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Scan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let l = &self.listing;
+        write_head(
+            f,
+            &self.files,
+            &self.unparsed_samples,
+            &self.rules,
+            &self.counters,
+            (l.order.len(), l.fired_count),
+        )?;
+        for a in l.addresses() {
+            write_address(f, &a)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_slot_stays_small() {
+        // The scan is bound by memory latency, and the listing is most of its memory: one
+        // address's slot must stay within a cache line and a half.
+        assert!(
+            std::mem::size_of::<AddrAgg>() <= 96,
+            "{}",
+            std::mem::size_of::<AddrAgg>()
+        );
+        assert!(std::mem::size_of::<Slot>() <= 64);
+    }
+
+    fn settings() -> KernelLogSettings {
+        KernelLogSettings {
+            timezone: crate::source::asterisk::TimeZone::FixedOffset(0),
+            ..KernelLogSettings::default()
+        }
+    }
+
+    /// A probe from `src` to `dpt`, `t` seconds after 2024-05-02 00:00:00 UTC.
+    fn line(t: i64, src: &str, dpt: u16) -> String {
+        let d = crate::source::asterisk::rules::days_from_civil(2024, 5, 2) * 86_400 + t;
+        format!("{} pbx kernel: [UFW BLOCK] IN=eth0 OUT= MAC=00:11:22:33:44:55:66:77:88:99:aa:bb:08:00 SRC={src} DST=203.0.113.10 LEN=44 TOS=0x00 PREC=0x00 TTL=241 ID=1 PROTO=TCP SPT=40000 DPT={dpt} WINDOW=1024 RES=0x00 SYN URGP=0\n", Iso(d))
+    }
+
+    /// Two days of probes: 5,000 sources, one every 30 s, each back a day later on other
+    /// ports; a scanner crossing the threshold now and then.
+    fn two_days() -> String {
+        let mut log = String::new();
+        for i in 0..5760i64 {
+            let t = i * 30;
+            let n = i % 2880;
+            log += &line(
+                t,
+                &format!("198.51.{}.{}", n / 250, n % 250),
+                [23, 111][(i / 2880) as usize],
+            );
+            if i % 500 == 0 {
+                for (k, p) in [31337, 12345, 1524].into_iter().enumerate() {
+                    log += &line(t + k as i64, "192.0.2.99", p);
+                }
+            }
+        }
+        log
+    }
+
+    fn pass(logs: &[&[u8]], drop_windows: bool) -> Option<(Done, usize)> {
+        let s = settings();
+        let cat = catalogue(&s).unwrap();
+        let own = HashSet::new();
+        let mut sc = Scanner::new(&cat, &own, &s, drop_windows);
+        for data in logs {
+            let mut last_time = None;
+            for l in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                sc.feed(l, &mut last_time);
+            }
+        }
+        sc.flush();
+        let windows = sc.slab.len();
+        (!sc.again).then(|| (sc.finish(Vec::new(), String::new()), windows))
+    }
+
+    fn report(d: Done) -> ScanReport {
+        let s = settings();
+        d.with(catalogue(&s).unwrap()).into_report()
+    }
+
+    #[test]
+    fn windows_that_can_no_longer_count_are_dropped_and_the_report_is_the_same() {
+        let log = two_days();
+        let (dropping, windows) = pass(&[log.as_bytes()], true).unwrap();
+        let (keeping, all) = pass(&[log.as_bytes()], false).unwrap();
+        // 2,880 sources a day, one every 30 s: the window (10 min) and the slack (an hour)
+        // hold about 140 of them.
+        assert!(windows < 200, "{windows} windows open");
+        assert!(all > 2880, "{all}");
+        let (a, b) = (report(dropping), report(keeping));
+        assert_eq!(a, b);
+        assert_eq!(a.addresses.len(), 2881);
+        assert!(a.addresses[0].fired.as_ref().is_some_and(|f| f.times == 12));
+    }
+
+    #[test]
+    fn a_line_older_than_a_dropped_window_starts_the_scan_over() {
+        // One probe early on the first day (telnet, weight 4); after two days, another from
+        // the same source 10 s after it (back-orifice, 6): within one window, 10 in all.
+        let log = line(30, "198.51.100.1", 23) + &two_days();
+        let late = line(40, "198.51.100.1", 31337);
+        let logs = [log.as_bytes(), late.as_bytes()];
+        assert!(pass(&logs, true).is_none(), "not started over");
+        let (keeping, _) = pass(&logs, false).unwrap();
+        let r = scan_bytes(&logs, &settings(), &HashSet::new()).unwrap();
+        let mut want = report(keeping);
+        want.files = r.files.clone();
+        want.rules = r.rules.clone();
+        assert_eq!(r, want);
+        let a = r
+            .addresses
+            .iter()
+            .find(|a| a.ip.to_string() == "198.51.100.1")
+            .unwrap();
+        assert_eq!(a.fired.as_ref().map(|f| f.first.weight), Some(10), "{a:?}");
+        // A line a little out of order (within the slack) does not start it over.
+        let near = line(2 * 86_400 - 600, "198.51.0.7", 31337);
+        assert!(pass(&[log.as_bytes(), near.as_bytes()], true).is_some());
+    }
+
+    #[test]
+    fn the_streamed_report_is_the_built_one() {
+        let log = two_days() + &line(50, "2001:db8::7", 5060) + &line(51, "203.0.113.10", 22);
+        let s = settings();
+        let own = HashSet::from(["203.0.113.10".parse().unwrap()]);
+        let cat = catalogue(&s).unwrap();
+        let mut sc = Scanner::new(&cat, &own, &s, true);
+        let mut last_time = None;
+        for l in log.lines() {
+            sc.feed(l.as_bytes(), &mut last_time);
+        }
+        let streamed = sc
+            .finish(Vec::new(), "x".into())
+            .with(catalogue(&s).unwrap());
+        let (text, json) = (
+            streamed.to_string(),
+            serde_json::to_string_pretty(&streamed).unwrap(),
+        );
+        let built = streamed.into_report();
+        assert_eq!(text, built.to_string());
+        assert_eq!(json, serde_json::to_string_pretty(&built).unwrap());
+        assert!(text.contains("IGNORED"), "{text}");
+    }
+}
