@@ -865,10 +865,6 @@ impl Serialize for Scan {
     }
 }
 
-fn iso(t: i64) -> Iso {
-    Iso(t)
-}
-
 /// Everything before the addresses.
 fn write_head(
     f: &mut fmt::Formatter<'_>,
@@ -934,61 +930,164 @@ fn write_head(
     )
 }
 
-/// One address: its line, then its ports (the first 40).
-fn write_address(f: &mut fmt::Formatter<'_>, a: &AddressScan) -> fmt::Result {
-    write!(
-        f,
-        "  {:<39} weight {:>3}, {:>3} ports, {:>6} packets, {} .. {}",
-        a.ip,
-        a.weight,
-        a.distinct_ports,
-        a.packets,
-        iso(a.first),
-        iso(a.last)
-    )?;
+/// Decimal digits of `v`, right-aligned in `width` (the `{:>width$}` of `fmt`, without its
+/// machinery: a scan's report is tens of thousands of these lines).
+fn push_num(out: &mut String, v: u64, width: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = v;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let n = digits.len() - i;
+    for _ in n..width {
+        out.push(' ');
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
+    }
+}
+
+/// `v` as `width` zero-padded digits (`v` fits).
+fn push_pad0(out: &mut String, v: i64, width: u32) {
+    let mut div = 10i64.pow(width - 1);
+    while div > 0 {
+        out.push(char::from(b'0' + (v / div % 10) as u8));
+        div /= 10;
+    }
+}
+
+/// [`Iso`], written by hand for the years 0 to 9999 (the rest through `fmt`).
+fn push_iso(out: &mut String, t: i64) {
+    use std::fmt::Write;
+    let (y, m, d, hh, mm, ss) = crate::clock::civil(t);
+    if !(0..=9999).contains(&y) {
+        let _ = write!(out, "{}", Iso(t));
+        return;
+    }
+    push_pad0(out, y, 4);
+    out.push('-');
+    push_pad0(out, m, 2);
+    out.push('-');
+    push_pad0(out, d, 2);
+    out.push('T');
+    push_pad0(out, hh, 2);
+    out.push(':');
+    push_pad0(out, mm, 2);
+    out.push(':');
+    push_pad0(out, ss, 2);
+    out.push('Z');
+}
+
+/// One address into `out`: its line, then its ports (the first 40).
+fn render_address(out: &mut String, a: &AddressScan) {
+    use std::fmt::Write;
+    out.push_str("  ");
+    let at = out.len();
+    match a.ip {
+        IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_num(out, u64::from(o), 0);
+            }
+        }
+        ip => {
+            let _ = write!(out, "{ip}");
+        }
+    }
+    for _ in out.len() - at..39 {
+        out.push(' ');
+    }
+    out.push_str(" weight ");
+    push_num(out, u64::from(a.weight), 3);
+    out.push_str(", ");
+    push_num(out, u64::from(a.distinct_ports), 3);
+    out.push_str(" ports, ");
+    push_num(out, a.packets, 6);
+    out.push_str(" packets, ");
+    push_iso(out, a.first);
+    out.push_str(" .. ");
+    push_iso(out, a.last);
     match (&a.ignored, &a.fired) {
-        (Some(why), _) => write!(f, "  IGNORED: {why}")?,
+        (Some(why), _) => {
+            out.push_str("  IGNORED: ");
+            out.push_str(why);
+        }
         (None, Some(fs)) => {
-            write!(
-                f,
-                "  FIRED ({}: weight {}, {} ports within the window) at {}",
-                fs.first.crossed,
-                fs.first.weight,
-                fs.first.ports,
-                iso(fs.first.at)
-            )?;
+            let _ = write!(
+                out,
+                "  FIRED ({}: weight {}, {} ports within the window) at ",
+                fs.first.crossed, fs.first.weight, fs.first.ports,
+            );
+            push_iso(out, fs.first.at);
             if fs.until > fs.first.at {
-                write!(f, ", still probing until {}", iso(fs.until))?;
+                out.push_str(", still probing until ");
+                push_iso(out, fs.until);
             }
             if fs.times > 1 {
-                write!(f, ", crossed {} times", fs.times)?;
+                let _ = write!(out, ", crossed {} times", fs.times);
             }
         }
         (None, None) => {}
     }
-    writeln!(f)?;
-    f.write_str("     ")?;
+    out.push_str("\n     ");
     for (i, p) in a.ports.iter().take(40).enumerate() {
-        let sep = if i == 0 { " " } else { ", " };
-        write!(f, "{sep}{}/{} (", p.port, p.proto)?;
+        out.push_str(if i == 0 { " " } else { ", " });
+        push_num(out, u64::from(p.port), 0);
+        out.push('/');
+        out.push_str(p.proto.label());
+        out.push_str(" (");
         let name = p.name.as_deref();
         match (p.class, name) {
-            (Class::Weighted, n) => write!(f, "{} {}", n.unwrap_or(""), p.weight)?,
-            (Class::Unlisted, _) => f.write_str("unlisted")?,
-            (Class::Harmless, n) => write!(f, "{}, harmless", n.unwrap_or(""))?,
-            (other, Some(n)) => write!(f, "{}, {n}", other.label())?,
-            (other, None) => f.write_str(other.label())?,
+            (Class::Weighted, n) => {
+                out.push_str(n.unwrap_or(""));
+                out.push(' ');
+                push_num(out, u64::from(p.weight), 0);
+            }
+            (Class::Unlisted, _) => out.push_str("unlisted"),
+            (Class::Harmless, n) => {
+                out.push_str(n.unwrap_or(""));
+                out.push_str(", harmless");
+            }
+            (other, Some(n)) => {
+                out.push_str(other.label());
+                out.push_str(", ");
+                out.push_str(n);
+            }
+            (other, None) => out.push_str(other.label()),
         }
-        f.write_str(")")?;
+        out.push(')');
         if p.packets > 1 {
-            write!(f, " x{}", p.packets)?;
+            out.push_str(" x");
+            push_num(out, p.packets, 0);
         }
     }
     let more = a.ports.len().saturating_sub(40) as u64 + a.more_ports;
     if more > 0 {
-        write!(f, ", ... and {more} more ports (--json lists them)")?;
+        let _ = write!(out, ", ... and {more} more ports (--json lists them)");
     }
-    writeln!(f)
+    out.push('\n');
+}
+
+/// The addresses, each rendered into one buffer and written at once.
+fn write_addresses<A: std::borrow::Borrow<AddressScan>>(
+    f: &mut fmt::Formatter<'_>,
+    addresses: impl Iterator<Item = A>,
+) -> fmt::Result {
+    let mut buf = String::with_capacity(4096);
+    for a in addresses {
+        buf.clear();
+        render_address(&mut buf, a.borrow());
+        f.write_str(&buf)?;
+    }
+    Ok(())
 }
 
 impl fmt::Display for ScanReport {
@@ -1002,10 +1101,7 @@ impl fmt::Display for ScanReport {
             &self.counters,
             (self.addresses.len(), fired),
         )?;
-        for a in &self.addresses {
-            write_address(f, a)?;
-        }
-        Ok(())
+        write_addresses(f, self.addresses.iter())
     }
 }
 
@@ -1020,16 +1116,15 @@ impl fmt::Display for Scan {
             &self.counters,
             (l.order.len(), l.fired_count),
         )?;
-        for a in l.addresses() {
-            write_address(f, &a)?;
-        }
-        Ok(())
+        write_addresses(f, l.addresses())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::Crossed;
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn a_listing_slot_stays_small() {
@@ -1136,6 +1231,168 @@ mod tests {
         // A line a little out of order (within the slack) does not start it over.
         let near = line(2 * 86_400 - 600, "198.51.0.7", 31337);
         assert!(pass(&[log.as_bytes(), near.as_bytes()], true).is_some());
+    }
+
+    /// The address lines as `fmt` writes them (what [`render_address`] does by hand).
+    fn reference(a: &AddressScan) -> String {
+        use std::fmt::Write;
+        let mut f = String::new();
+        let iso = Iso;
+        write!(
+            f,
+            "  {:<39} weight {:>3}, {:>3} ports, {:>6} packets, {} .. {}",
+            a.ip,
+            a.weight,
+            a.distinct_ports,
+            a.packets,
+            iso(a.first),
+            iso(a.last)
+        )
+        .unwrap();
+        match (&a.ignored, &a.fired) {
+            (Some(why), _) => write!(f, "  IGNORED: {why}").unwrap(),
+            (None, Some(fs)) => {
+                write!(
+                    f,
+                    "  FIRED ({}: weight {}, {} ports within the window) at {}",
+                    fs.first.crossed,
+                    fs.first.weight,
+                    fs.first.ports,
+                    iso(fs.first.at)
+                )
+                .unwrap();
+                if fs.until > fs.first.at {
+                    write!(f, ", still probing until {}", iso(fs.until)).unwrap();
+                }
+                if fs.times > 1 {
+                    write!(f, ", crossed {} times", fs.times).unwrap();
+                }
+            }
+            (None, None) => {}
+        }
+        writeln!(f).unwrap();
+        f.push_str("     ");
+        for (i, p) in a.ports.iter().take(40).enumerate() {
+            let sep = if i == 0 { " " } else { ", " };
+            write!(f, "{sep}{}/{} (", p.port, p.proto).unwrap();
+            let name = p.name.as_deref();
+            match (p.class, name) {
+                (Class::Weighted, n) => write!(f, "{} {}", n.unwrap_or(""), p.weight).unwrap(),
+                (Class::Unlisted, _) => f.push_str("unlisted"),
+                (Class::Harmless, n) => write!(f, "{}, harmless", n.unwrap_or("")).unwrap(),
+                (other, Some(n)) => write!(f, "{}, {n}", other.label()).unwrap(),
+                (other, None) => f.push_str(other.label()),
+            }
+            f.push(')');
+            if p.packets > 1 {
+                write!(f, " x{}", p.packets).unwrap();
+            }
+        }
+        let more = a.ports.len().saturating_sub(40) as u64 + a.more_ports;
+        if more > 0 {
+            write!(f, ", ... and {more} more ports (--json lists them)").unwrap();
+        }
+        writeln!(f).unwrap();
+        f
+    }
+
+    fn arb_address() -> impl Strategy<Value = AddressScan> {
+        let classes = [
+            Class::Weighted,
+            Class::Unlisted,
+            Class::Harmless,
+            Class::Reply,
+            Class::Broadcast,
+            Class::Accepted,
+            Class::UnknownRule,
+        ];
+        let port = (
+            any::<bool>(),
+            any::<u16>(),
+            prop_oneof![Just(1u64), any::<u64>()],
+            0..classes.len(),
+            proptest::option::of("[a-z-]{0,12}"),
+            any::<u8>(),
+        )
+            .prop_map(move |(tcp, port, packets, c, name, weight)| PortScan {
+                proto: if tcp { Proto::Tcp } else { Proto::Udp },
+                port,
+                packets,
+                class: classes[c],
+                name,
+                weight,
+            });
+        let time = prop_oneof![
+            1_600_000_000i64..1_900_000_000,
+            -100_000_000_000i64..400_000_000_000,
+        ];
+        let fired = (
+            time.clone(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<(bool, bool)>(),
+            any::<u32>(),
+            0i64..100_000,
+        )
+            .prop_map(|(at, weight, ports, (w, d), times, later)| FiredScan {
+                first: Fired {
+                    ip: IpAddr::from([192, 0, 2, 1]),
+                    at,
+                    weight,
+                    ports,
+                    crossed: Crossed {
+                        weight: w,
+                        distinct_ports: d,
+                    },
+                },
+                times,
+                until: at + later,
+            });
+        let ip = prop_oneof![
+            any::<u32>().prop_map(|a| IpAddr::from(a.to_be_bytes())),
+            any::<u128>().prop_map(|a| IpAddr::from(a.to_be_bytes())),
+        ];
+        (
+            ip,
+            (any::<u64>(), any::<u32>(), any::<u32>(), any::<u64>()),
+            (time.clone(), time),
+            proptest::option::of(Just("this host's own address")),
+            proptest::collection::vec(port, 0..45),
+            proptest::option::of(fired),
+        )
+            .prop_map(
+                |(
+                    ip,
+                    (packets, weight, distinct_ports, more_ports),
+                    (first, last),
+                    ignored,
+                    ports,
+                    fired,
+                )| {
+                    AddressScan {
+                        ip,
+                        packets,
+                        first,
+                        last,
+                        ignored,
+                        weight,
+                        distinct_ports,
+                        ports,
+                        more_ports,
+                        fired,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        /// The hand-written address lines are `fmt`'s, byte for byte.
+        #[test]
+        fn address_lines_are_written_as_fmt_writes_them(a in arb_address()) {
+            let mut out = String::new();
+            render_address(&mut out, &a);
+            prop_assert_eq!(out, reference(&a));
+        }
     }
 
     #[test]
