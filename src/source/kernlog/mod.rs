@@ -2,6 +2,7 @@
 //!
 //! * [`parse`]: the LOG line and its syslog/journal wrapper.
 //! * [`ports`]: the port catalogue (`feeds/ports.yaml` plus `kernel_log.ports`).
+//! * `addrindex`: the scan's address index (fetched a packet ahead).
 //! * [`mod@scan`]: the read-only `sipban scan --kernel` report (every address, scored as [`run`]
 //!   scores, in the memory of its listing and its open windows).
 //! * this file: settings, the persisted [`KernelState`], the line engine shared by both, and
@@ -38,6 +39,7 @@
 //! dropping the windows furthest from a threshold, so a spray of one-probe spoofed sources
 //! cannot push out a prober one port short of a ban.
 
+mod addrindex;
 pub mod parse;
 pub mod ports;
 pub mod prefix;

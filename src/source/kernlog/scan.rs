@@ -20,6 +20,7 @@
 //! This module must never change the files it reads, never hold a whole file in memory, and
 //! never score differently from [`super::run`].
 
+use super::addrindex::Table;
 use super::{
     catalogue, Class, Counters, Engine, Fired, KernelLogError, KernelLogSettings, Rules, Score,
     Seen, Window,
@@ -187,8 +188,6 @@ struct AddrAgg {
     n_inline: u8,
     /// Why it is never scored: 1 + an index into [`Listing::reasons`], or 0.
     ignored: u8,
-    /// A window of it was dropped (see [`Scanner::sweep`]).
-    dropped: bool,
 }
 
 impl AddrAgg {
@@ -221,7 +220,8 @@ impl AddrAgg {
     }
 }
 
-/// A window in the slab, and whose it is ([`NONE`] when the slot is free).
+/// A window in the slab, and whose it is ([`NONE`] when the slot is free). An address whose
+/// `win` names a slot it does not own had its window dropped (see [`Scanner::sweep`]).
 struct Slot {
     owner: u32,
     window: Window,
@@ -343,20 +343,24 @@ impl Listing {
 // ---------------------------------------------------------------------------------------------
 // the scanner
 
-/// The scan engine (also over in-memory logs, for tests). The maps hold only small indices
-/// (they stay in cache and rehash cheaply); a packet costs one lookup, one listing slot and,
-/// when it counts, one window.
+/// The scan engine (also over in-memory logs, for tests). A packet costs one index lookup, one
+/// listing slot and, when it counts, one window. A large log's sources are too many to stay
+/// in cache, so packets go through in three steps, each a packet behind the one before: the
+/// index slot of its source is fetched while the next line is parsed, then its listing slot,
+/// then the listing and the window are updated.
 struct Scanner<'a> {
     engine: Engine<'a>,
     rules: Rules,
-    /// Per family, so that the common IPv4 index has 8-byte buckets (it stays in cache).
-    index4: HashMap<u32, u32, foldhash::quality::RandomState>,
-    index6: HashMap<u128, u32, foldhash::quality::RandomState>,
+    /// Per family, so that the common IPv4 index has 8-byte slots.
+    index4: Table<u32>,
+    index6: Table<u128>,
     aggs: Vec<AddrAgg>,
     fired: Vec<FiredScan>,
     reasons: Vec<&'static str>,
     slab: Vec<Slot>,
     free: Vec<u32>,
+    /// A packet whose index slot is being fetched, and one whose listing slot is.
+    hashed: Option<Hashed>,
     pending: Option<Pending>,
     /// Drop windows that can no longer count (false: keep every window to the end).
     drop_windows: bool,
@@ -380,13 +384,14 @@ impl<'a> Scanner<'a> {
         Scanner {
             engine: Engine::new(cat, own, settings, crate::clock::unix_now()),
             rules: Rules::of(settings),
-            index4: HashMap::default(),
-            index6: HashMap::default(),
+            index4: Table::new(),
+            index6: Table::new(),
             aggs: Vec::new(),
             fired: Vec::new(),
             reasons: Vec::new(),
             slab: Vec::new(),
             free: Vec::new(),
+            hashed: None,
             pending: None,
             drop_windows,
             newest: i64::MIN,
@@ -397,7 +402,19 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// A packet whose address slot is known (and being fetched) but not yet updated.
+/// A packet whose source is hashed (and its index slot being fetched).
+#[derive(Clone, Copy)]
+struct Hashed {
+    h: u64,
+    src: IpAddr,
+    t: i64,
+    k: u32,
+    class: Class,
+    entry: Match,
+    ignored: Option<&'static str>,
+}
+
+/// A packet whose listing slot is known (and being fetched) but not yet updated.
 #[derive(Clone, Copy)]
 struct Pending {
     i: usize,
@@ -411,7 +428,7 @@ struct Pending {
 /// Ask the CPU to start loading `v`'s cache lines (a hint: it never faults and changes
 /// nothing; a no-op where no stable prefetch instruction is available).
 #[inline(always)]
-fn prefetch<T>(v: &T) {
+pub(super) fn prefetch<T>(v: &T) {
     #[cfg(target_arch = "x86_64")]
     {
         use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
@@ -440,13 +457,41 @@ impl Scanner<'_> {
         if self.again {
             return; // the scan starts over: only the counters of this pass are kept
         }
+        let h = match p.src {
+            IpAddr::V4(a) => {
+                let h = self.index4.hash(u32::from(a));
+                self.index4.prefetch(h);
+                h
+            }
+            IpAddr::V6(a) => {
+                let h = self.index6.hash(u128::from(a));
+                self.index6.prefetch(h);
+                h
+            }
+        };
+        let now = Hashed {
+            h,
+            src: p.src,
+            t,
+            k: super::key(p.proto, p.dpt),
+            class,
+            entry,
+            ignored,
+        };
+        if let Some(prev) = self.hashed.replace(now) {
+            self.resolve(prev);
+        }
+    }
+
+    /// Find (or make) the packet's listing slot and ask for it; apply the packet before it.
+    fn resolve(&mut self, pk: Hashed) {
         let next = self.aggs.len() as u32;
-        let i = match p.src {
-            IpAddr::V4(a) => *self.index4.entry(u32::from(a)).or_insert(next),
-            IpAddr::V6(a) => *self.index6.entry(u128::from(a)).or_insert(next),
+        let i = match pk.src {
+            IpAddr::V4(a) => self.index4.get_or_insert(u32::from(a), pk.h, next),
+            IpAddr::V6(a) => self.index6.get_or_insert(u128::from(a), pk.h, next),
         } as usize;
         if i == self.aggs.len() {
-            let ignored = match ignored {
+            let ignored = match pk.ignored {
                 None => 0,
                 Some(why) => self.reason(why),
             };
@@ -457,30 +502,27 @@ impl Scanner<'_> {
                 class: Class::Unlisted,
             };
             self.aggs.push(AddrAgg {
-                first: t,
-                last: t,
+                first: pk.t,
+                last: pk.t,
                 inline: [none; 2],
                 rest: None,
                 packets: 0,
                 more_ports: 0,
                 win: NONE,
                 fired: NONE,
-                ip: p.src,
+                ip: pk.src,
                 n_inline: 0,
                 ignored,
-                dropped: false,
             });
         }
-        // Update the slot one packet later: its cache lines load while the next line is
-        // parsed (a large log's addresses are too many to stay in cache).
         prefetch(&self.aggs[i]);
         let now = Pending {
             i,
-            t,
-            k: super::key(p.proto, p.dpt),
-            class,
-            entry,
-            ignored: ignored.is_some(),
+            t: pk.t,
+            k: pk.k,
+            class: pk.class,
+            entry: pk.entry,
+            ignored: pk.ignored.is_some(),
         };
         if let Some(prev) = self.pending.replace(now) {
             self.apply(prev);
@@ -499,8 +541,11 @@ impl Scanner<'_> {
         u8::try_from(at + 1).unwrap_or(u8::MAX)
     }
 
-    /// Apply the packet still pending (at the end of a file).
+    /// Apply the packets still in flight (at the end of a file).
     fn flush(&mut self) {
+        if let Some(h) = self.hashed.take() {
+            self.resolve(h);
+        }
         if let Some(p) = self.pending.take() {
             self.apply(p);
         }
@@ -540,9 +585,14 @@ impl Scanner<'_> {
             return;
         }
         let w = self.engine.cat.weight(entry);
+        let owned = self
+            .slab
+            .get(a.win as usize)
+            .is_some_and(|s| s.owner == i as u32);
         let slot = match a.win {
-            NONE => {
-                if a.dropped && t <= self.horizon {
+            s if owned => s,
+            had => {
+                if had != NONE && t <= self.horizon {
                     // Its dropped window could have counted with this probe.
                     self.again = true;
                     return;
@@ -564,7 +614,6 @@ impl Scanner<'_> {
                 a.win = s;
                 s
             }
-            s => s,
         };
         let ip = a.ip;
         let window = &mut self.slab[slot as usize].window;
@@ -604,9 +653,7 @@ impl Scanner<'_> {
             }
             let last = slot.window.last();
             if last < cut {
-                let a = &mut self.aggs[slot.owner as usize];
-                a.win = NONE;
-                a.dropped = true;
+                // The address keeps `win`: the slot is no longer its own.
                 self.horizon = self.horizon.max(last.saturating_add(window));
                 slot.owner = NONE;
                 slot.window = Window::default();
