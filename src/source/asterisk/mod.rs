@@ -354,6 +354,8 @@ pub(crate) struct Clock {
     now: i64,
     now_year: i32,
     cache: Option<(i64, i32)>,
+    /// The last civil date turned into days (consecutive lines are mostly of one day).
+    day: (i32, u8, u8, i64),
 }
 
 fn civil_year(days: i64) -> i32 {
@@ -389,6 +391,7 @@ impl Clock {
             now,
             now_year: 1970,
             cache: None,
+            day: (1970, 1, 1, 0),
         };
         let off = c.offset_at(now);
         c.now_year = civil_year((now + i64::from(off)).div_euclid(86_400));
@@ -400,6 +403,17 @@ impl Clock {
             TimeZone::FixedOffset(o) => o,
             TimeZone::System => system_offset(t),
         }
+    }
+
+    /// [`rules::days_from_civil`], remembering the last date.
+    fn days(&mut self, y: i32, m: u8, d: u8) -> i64 {
+        let (cy, cm, cd, days) = self.day;
+        if (cy, cm, cd) == (y, m, d) {
+            return days;
+        }
+        let days = rules::days_from_civil(y, m, d);
+        self.day = (y, m, d, days);
+        days
     }
 
     /// Local wall-clock seconds (as if UTC) to Unix seconds.
@@ -426,14 +440,19 @@ impl Clock {
                 secs,
             } => {
                 let naive =
-                    |y: i32| rules::days_from_civil(y, month, day) * 86_400 + i64::from(secs);
+                    |c: &mut Clock, y: i32| c.days(y, month, day) * 86_400 + i64::from(secs);
                 match year {
-                    Some(y) => self.local_to_unix(naive(y)),
+                    Some(y) => {
+                        let n = naive(self, y);
+                        self.local_to_unix(n)
+                    }
                     None => {
                         // No year in the line: the most recent such date not in the future.
-                        let t = self.local_to_unix(naive(self.now_year));
+                        let n = naive(self, self.now_year);
+                        let t = self.local_to_unix(n);
                         if t > self.now + 2 * 86_400 {
-                            self.local_to_unix(naive(self.now_year - 1))
+                            let n = naive(self, self.now_year - 1);
+                            self.local_to_unix(n)
                         } else {
                             t
                         }

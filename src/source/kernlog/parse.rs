@@ -366,37 +366,84 @@ fn parse_v6_full(b: &[u8]) -> Option<Ipv6Addr> {
 }
 
 fn parse_v4(b: &[u8]) -> Option<Ipv4Addr> {
-    // The octets accumulate in a register (a byte array on the stack costs a store-forwarding
-    // stall per address on this hot path).
+    // Octet by octet, each one to three digits: fewer branches than a loop over bytes (this
+    // is the hot path), and the octets accumulate in a register (a byte array on the stack
+    // costs a store-forwarding stall per address).
+    let digit = |i: usize| -> Option<u32> {
+        let d = b.get(i)?.wrapping_sub(b'0');
+        (d <= 9).then_some(u32::from(d))
+    };
     let mut addr: u32 = 0;
-    let mut dots = 0;
-    let mut v: u32 = 0;
-    let mut digits = 0;
-    for &c in b {
-        if c == b'.' {
-            if digits == 0 || dots == 3 || v > 255 {
-                return None;
+    let mut i = 0;
+    for octet in 0..4 {
+        let mut v = digit(i)?;
+        i += 1;
+        if let Some(d) = digit(i) {
+            v = v * 10 + d;
+            i += 1;
+            if let Some(d) = digit(i) {
+                v = v * 10 + d;
+                i += 1;
             }
-            addr = addr << 8 | v;
-            dots += 1;
-            v = 0;
-            digits = 0;
-        } else if c.is_ascii_digit() && digits < 3 {
-            v = v * 10 + u32::from(c - b'0');
-            digits += 1;
-        } else {
+        }
+        if v > 255 {
             return None;
         }
+        addr = addr << 8 | v;
+        if octet < 3 {
+            if b.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
     }
-    if dots != 3 || digits == 0 || v > 255 {
-        return None;
-    }
-    Some(Ipv4Addr::from(addr << 8 | v))
+    (i == b.len()).then(|| Ipv4Addr::from(addr))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The byte loop `parse_v4` replaced.
+    fn parse_v4_bytewise(b: &[u8]) -> Option<Ipv4Addr> {
+        let mut addr: u32 = 0;
+        let mut dots = 0;
+        let mut v: u32 = 0;
+        let mut digits = 0;
+        for &c in b {
+            if c == b'.' {
+                if digits == 0 || dots == 3 || v > 255 {
+                    return None;
+                }
+                addr = addr << 8 | v;
+                dots += 1;
+                v = 0;
+                digits = 0;
+            } else if c.is_ascii_digit() && digits < 3 {
+                v = v * 10 + u32::from(c - b'0');
+                digits += 1;
+            } else {
+                return None;
+            }
+        }
+        if dots != 3 || digits == 0 || v > 255 {
+            return None;
+        }
+        Some(Ipv4Addr::from(addr << 8 | v))
+    }
+
+    proptest! {
+        #[test]
+        fn v4_octet_by_octet_reads_as_byte_by_byte(
+            b in proptest::collection::vec(proptest::sample::select(b"0123456789.:x".to_vec()), 0..17),
+            a in any::<[u8; 4]>(),
+        ) {
+            prop_assert_eq!(parse_v4(&b), parse_v4_bytewise(&b));
+            let s = Ipv4Addr::from(a).to_string();
+            prop_assert_eq!(parse_v4(s.as_bytes()), Some(Ipv4Addr::from(a)));
+        }
+    }
 
     fn packet(line: &str) -> Packet<'_> {
         match Parser::new().parse(line.as_bytes()) {

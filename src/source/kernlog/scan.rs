@@ -96,6 +96,74 @@ fn is_zero(v: &u64) -> bool {
     *v == 0
 }
 
+/// An address as the report shows it, but for its ports (borrowed from the listing or from
+/// an [`AddressScan`]: both are written by the same code).
+struct AddrHead<'a> {
+    ip: IpAddr,
+    packets: u64,
+    first: i64,
+    last: i64,
+    ignored: Option<&'static str>,
+    weight: u32,
+    distinct_ports: u32,
+    more_ports: u64,
+    fired: Option<&'a FiredScan>,
+}
+
+/// A [`PortScan`], its name borrowed.
+#[derive(Clone, Copy)]
+struct PortView<'a> {
+    proto: Proto,
+    port: u16,
+    packets: u64,
+    class: Class,
+    name: Option<&'a str>,
+    weight: u8,
+}
+
+impl PortView<'_> {
+    fn owned(&self) -> PortScan {
+        PortScan {
+            proto: self.proto,
+            port: self.port,
+            packets: self.packets,
+            class: self.class,
+            name: self.name.map(str::to_string),
+            weight: self.weight,
+        }
+    }
+}
+
+impl AddressScan {
+    fn head(&self) -> AddrHead<'_> {
+        AddrHead {
+            ip: self.ip,
+            packets: self.packets,
+            first: self.first,
+            last: self.last,
+            ignored: self.ignored,
+            weight: self.weight,
+            distinct_ports: self.distinct_ports,
+            more_ports: self.more_ports,
+            fired: self.fired.as_ref(),
+        }
+    }
+
+    fn port_views(&self) -> Vec<PortView<'_>> {
+        self.ports
+            .iter()
+            .map(|p| PortView {
+                proto: p.proto,
+                port: p.port,
+                packets: p.packets,
+                class: p.class,
+                name: p.name.as_deref(),
+                weight: p.weight,
+            })
+            .collect()
+    }
+}
+
 /// Per-file part of a [`ScanReport`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct FileScan {
@@ -274,37 +342,35 @@ impl Listing {
         self.order = keys.into_iter().map(|(_, i)| i).collect();
     }
 
-    /// The `i`-th address of the report, built.
-    fn address(&self, i: usize) -> Option<AddressScan> {
+    /// The `i`-th address of the report, its ports (sorted) into `ports`.
+    fn view<'a>(&'a self, i: usize, ports: &mut Vec<PortView<'a>>) -> Option<AddrHead<'a>> {
         let a = &self.aggs[*self.order.get(i)? as usize];
         let cat = &self.cat;
-        let mut ports: Vec<PortScan> = a
-            .ports()
-            .map(|pa| {
-                let port = (pa.key & 0xffff) as u16;
-                let proto = if pa.key >> 16 == 6 {
-                    Proto::Tcp
-                } else {
-                    Proto::Udp
-                };
-                let (name, weight) = match match_of(pa.entry) {
-                    Match::Entry(id) => (
-                        cat.entry(id).map(|e| e.name().to_string()),
-                        cat.weight(Match::Entry(id)),
-                    ),
-                    Match::Unlisted => (None, 0),
-                };
-                PortScan {
-                    proto,
-                    port,
-                    packets: u64::from(pa.packets),
-                    class: pa.class,
-                    name,
-                    weight,
-                }
-            })
-            .collect();
-        ports.sort_by(|x, y| {
+        ports.clear();
+        ports.extend(a.ports().map(|pa| {
+            let port = (pa.key & 0xffff) as u16;
+            let proto = if pa.key >> 16 == 6 {
+                Proto::Tcp
+            } else {
+                Proto::Udp
+            };
+            let (name, weight) = match match_of(pa.entry) {
+                Match::Entry(id) => (
+                    cat.entry(id).map(|e| e.name()),
+                    cat.weight(Match::Entry(id)),
+                ),
+                Match::Unlisted => (None, 0),
+            };
+            PortView {
+                proto,
+                port,
+                packets: u64::from(pa.packets),
+                class: pa.class,
+                name,
+                weight,
+            }
+        }));
+        ports.sort_unstable_by(|x, y| {
             y.class
                 .counted()
                 .cmp(&x.class.counted())
@@ -316,8 +382,8 @@ impl Listing {
             0 => None,
             r => self.reasons.get(usize::from(r) - 1).copied(),
         };
-        let counted = |p: &&PortScan| ignored.is_none() && p.class.counted();
-        Some(AddressScan {
+        let counted = |p: &&PortView<'_>| ignored.is_none() && p.class.counted();
+        Some(AddrHead {
             ip: a.ip,
             packets: u64::from(a.packets),
             first: a.first,
@@ -329,9 +395,26 @@ impl Listing {
                 .map(|p| u32::from(p.weight))
                 .sum(),
             distinct_ports: ports.iter().filter(counted).count() as u32,
-            ports,
             more_ports: u64::from(a.more_ports),
-            fired: self.fired.get(a.fired as usize).cloned(),
+            fired: self.fired.get(a.fired as usize),
+        })
+    }
+
+    /// The `i`-th address of the report, built.
+    fn address(&self, i: usize) -> Option<AddressScan> {
+        let mut ports = Vec::new();
+        let h = self.view(i, &mut ports)?;
+        Some(AddressScan {
+            ip: h.ip,
+            packets: h.packets,
+            first: h.first,
+            last: h.last,
+            ignored: h.ignored,
+            weight: h.weight,
+            distinct_ports: h.distinct_ports,
+            ports: ports.iter().map(PortView::owned).collect(),
+            more_ports: h.more_ports,
+            fired: h.fired.cloned(),
         })
     }
 
@@ -1032,7 +1115,7 @@ fn push_iso(out: &mut String, t: i64) {
 }
 
 /// One address into `out`: its line, then its ports (the first 40).
-fn render_address(out: &mut String, a: &AddressScan) {
+fn render_address(out: &mut String, a: &AddrHead<'_>, ports: &[PortView<'_>]) {
     use std::fmt::Write;
     out.push_str("  ");
     let at = out.len();
@@ -1085,14 +1168,13 @@ fn render_address(out: &mut String, a: &AddressScan) {
         (None, None) => {}
     }
     out.push_str("\n     ");
-    for (i, p) in a.ports.iter().take(40).enumerate() {
+    for (i, p) in ports.iter().take(40).enumerate() {
         out.push_str(if i == 0 { " " } else { ", " });
         push_num(out, u64::from(p.port), 0);
         out.push('/');
         out.push_str(p.proto.label());
         out.push_str(" (");
-        let name = p.name.as_deref();
-        match (p.class, name) {
+        match (p.class, p.name) {
             (Class::Weighted, n) => {
                 out.push_str(n.unwrap_or(""));
                 out.push(' ');
@@ -1116,25 +1198,11 @@ fn render_address(out: &mut String, a: &AddressScan) {
             push_num(out, p.packets, 0);
         }
     }
-    let more = a.ports.len().saturating_sub(40) as u64 + a.more_ports;
+    let more = ports.len().saturating_sub(40) as u64 + a.more_ports;
     if more > 0 {
         let _ = write!(out, ", ... and {more} more ports (--json lists them)");
     }
     out.push('\n');
-}
-
-/// The addresses, each rendered into one buffer and written at once.
-fn write_addresses<A: std::borrow::Borrow<AddressScan>>(
-    f: &mut fmt::Formatter<'_>,
-    addresses: impl Iterator<Item = A>,
-) -> fmt::Result {
-    let mut buf = String::with_capacity(4096);
-    for a in addresses {
-        buf.clear();
-        render_address(&mut buf, a.borrow());
-        f.write_str(&buf)?;
-    }
-    Ok(())
 }
 
 impl fmt::Display for ScanReport {
@@ -1148,7 +1216,13 @@ impl fmt::Display for ScanReport {
             &self.counters,
             (self.addresses.len(), fired),
         )?;
-        write_addresses(f, self.addresses.iter())
+        let mut buf = String::with_capacity(4096);
+        for a in &self.addresses {
+            buf.clear();
+            render_address(&mut buf, &a.head(), &a.port_views());
+            f.write_str(&buf)?;
+        }
+        Ok(())
     }
 }
 
@@ -1163,7 +1237,18 @@ impl fmt::Display for Scan {
             &self.counters,
             (l.order.len(), l.fired_count),
         )?;
-        write_addresses(f, l.addresses())
+        // Each address rendered into one buffer and written at once, its ports borrowed.
+        let mut buf = String::with_capacity(4096);
+        let mut ports = Vec::new();
+        for i in 0..l.order.len() {
+            let Some(h) = l.view(i, &mut ports) else {
+                break;
+            };
+            buf.clear();
+            render_address(&mut buf, &h, &ports);
+            f.write_str(&buf)?;
+        }
+        Ok(())
     }
 }
 
@@ -1437,7 +1522,7 @@ mod tests {
         #[test]
         fn address_lines_are_written_as_fmt_writes_them(a in arb_address()) {
             let mut out = String::new();
-            render_address(&mut out, &a);
+            render_address(&mut out, &a.head(), &a.port_views());
             prop_assert_eq!(out, reference(&a));
         }
     }

@@ -109,12 +109,15 @@ fn tagged(rest: &[u8], stamp: Option<Stamp>) -> Wrapper<'_> {
         return Wrapper::Unparsed;
     }
     let mut tail = &rest[host_len + 1..];
+    if let Some(msg) = tail.strip_prefix(b"kernel: ") {
+        return Wrapper::Kernel(stamp, skip_printk_time(msg));
+    }
     // busybox syslogd and OpenWrt print the facility and level: `kern.warn kernel: `.
     if let Some(n) = facility_level(tail) {
         tail = &tail[n..];
-    }
-    if let Some(msg) = tail.strip_prefix(b"kernel: ") {
-        return Wrapper::Kernel(stamp, skip_printk_time(msg));
+        if let Some(msg) = tail.strip_prefix(b"kernel: ") {
+            return Wrapper::Kernel(stamp, skip_printk_time(msg));
+        }
     }
     // `host` was in fact the tag of a header without hostname (`prog[pid]: ` / `prog: `).
     if rest[..host_len].ends_with(b":") {
@@ -453,21 +456,58 @@ pub fn skip_printk_time(msg: &[u8]) -> &[u8] {
     if msg.first() != Some(&b'[') {
         return msg;
     }
-    let Some(close) = msg.iter().take(32).position(|&b| b == b']') else {
-        return msg;
-    };
-    if printk_time(&msg[1..close]) {
-        msg[close + 1..]
-            .strip_prefix(b" ")
-            .unwrap_or(&msg[close + 1..])
-    } else {
-        msg
+    // One pass over what [`printk_time`] accepts, up to the `]` within 32 bytes.
+    let mut digit = false;
+    for (i, &b) in msg.iter().enumerate().take(32).skip(1) {
+        match b {
+            b'0'..=b'9' => digit = true,
+            b'.' | b' ' => {}
+            b']' if digit => {
+                let rest = &msg[i + 1..];
+                return rest.strip_prefix(b" ").unwrap_or(rest);
+            }
+            _ => return msg,
+        }
     }
+    msg
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The printk time as the bracketed form reads it: the `]`, then what is inside.
+    fn skip_printk_time_by_parts(msg: &[u8]) -> &[u8] {
+        if msg.first() != Some(&b'[') {
+            return msg;
+        }
+        let Some(close) = msg.iter().take(32).position(|&b| b == b']') else {
+            return msg;
+        };
+        if printk_time(&msg[1..close]) {
+            msg[close + 1..]
+                .strip_prefix(b" ")
+                .unwrap_or(&msg[close + 1..])
+        } else {
+            msg
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn printk_time_is_skipped_in_one_pass_as_by_parts(
+            msg in proptest::collection::vec(proptest::sample::select(b"[] .09xI".to_vec()), 0..40),
+        ) {
+            let mut m = msg.clone();
+            if !m.is_empty() {
+                m[0] = b'[';
+            }
+            for x in [&msg, &m] {
+                prop_assert_eq!(skip_printk_time(x), skip_printk_time_by_parts(x));
+            }
+        }
+    }
 
     fn kernel(line: &str) -> (Option<Stamp>, String) {
         match unwrap(line.as_bytes()) {
