@@ -712,6 +712,7 @@ impl<'a> Engine<'a> {
         }
     }
 
+    #[inline]
     fn line<'l>(&mut self, raw: &'l [u8], last_time: &mut Option<i64>) -> Seen<'l> {
         self.counters.lines += 1;
         let p = match self.parser.parse(raw) {

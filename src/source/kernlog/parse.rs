@@ -123,6 +123,7 @@ impl Parser {
     }
 
     /// Take one line apart (without its newline; a trailing `\r` is ignored).
+    #[inline]
     pub fn parse<'a>(&self, line: &'a [u8]) -> Line<'a> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         match wrapper::unwrap(line) {
@@ -139,6 +140,7 @@ impl Parser {
     }
 
     /// The part after the wrapper: `[prefix]IN=.. OUT=.. ...`.
+    #[inline]
     pub fn message<'a>(&self, stamp: Option<Stamp>, msg: &'a [u8]) -> Line<'a> {
         // IN=<iface> OUT=: the first "IN=" followed by an interface name (no spaces, at most
         // 15 bytes) and " OUT=". The prefix may itself contain "IN=" (it is admin text).
@@ -325,7 +327,9 @@ fn tcp_flags(t: &[u8]) -> u8 {
 }
 
 /// A literal address, canonicalised (IPv4-mapped IPv6 becomes IPv4). IPv4 is parsed by hand
-/// (the hot path); IPv6 by the standard library, which accepts the kernel's uncompressed form.
+/// (the hot path, inlined so that the address is built in place rather than passed through
+/// memory); IPv6 by [`parse_v6`].
+#[inline(always)]
 pub fn parse_addr(b: &[u8]) -> Option<IpAddr> {
     if b.len() <= 15 {
         // parse_v4 accepts nothing but digits and dots.
@@ -333,6 +337,13 @@ pub fn parse_addr(b: &[u8]) -> Option<IpAddr> {
             return Some(IpAddr::V4(a));
         }
     }
+    parse_v6(b)
+}
+
+/// The IPv6 part of [`parse_addr`]: the kernel's uncompressed form by hand, any other form
+/// by the standard library.
+#[inline(never)]
+fn parse_v6(b: &[u8]) -> Option<IpAddr> {
     if b.len() == 39 {
         if let Some(a) = parse_v6_full(b) {
             return Some(net::canonical_ip(IpAddr::V6(a)));
@@ -365,6 +376,7 @@ fn parse_v6_full(b: &[u8]) -> Option<Ipv6Addr> {
     Some(Ipv6Addr::from(g))
 }
 
+#[inline(always)]
 fn parse_v4(b: &[u8]) -> Option<Ipv4Addr> {
     // Octet by octet, each one to three digits: fewer branches than a loop over bytes (this
     // is the hot path), and the octets accumulate in a register (a byte array on the stack

@@ -743,7 +743,8 @@ impl Scanner<'_> {
                 self.free.push(s as u32);
             }
         }
-        self.next_sweep = self.newest.saturating_add(window.max(60));
+        // A sweep reads every open window: once a quarter of the slack at most.
+        self.next_sweep = self.newest.saturating_add(window.max(SLACK / 4));
     }
 
     fn finish(mut self, files: Vec<FileScan>, from: String) -> Done {

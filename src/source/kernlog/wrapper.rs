@@ -456,10 +456,13 @@ pub fn skip_printk_time(msg: &[u8]) -> &[u8] {
     if msg.first() != Some(&b'[') {
         return msg;
     }
-    // One pass over what [`printk_time`] accepts, up to the `]` within 32 bytes.
+    // One pass over what [`printk_time`] accepts, up to the `]` within 32 bytes (a plain
+    // index loop: an iterator chain here kept its state in memory).
+    let end = msg.len().min(32);
     let mut digit = false;
-    for (i, &b) in msg.iter().enumerate().take(32).skip(1) {
-        match b {
+    let mut i = 1;
+    while i < end {
+        match msg[i] {
             b'0'..=b'9' => digit = true,
             b'.' | b' ' => {}
             b']' if digit => {
@@ -468,6 +471,7 @@ pub fn skip_printk_time(msg: &[u8]) -> &[u8] {
             }
             _ => return msg,
         }
+        i += 1;
     }
     msg
 }
