@@ -13,6 +13,11 @@
 //!   a clock stepped back by more than the slack), the scan starts over keeping every window,
 //!   so the report is always what scoring every window to the end would give.
 //!
+//! Lines are parsed and classified by the line engine shared with [`super::run`] (the parsing
+//! side), which hands the packets in batches to the scoring side (listing and windows). Logs of
+//! 4 MiB or more are parsed in a thread of its own while the calling thread scores, through a
+//! bounded channel (a few batches in flight); smaller ones in one thread.
+//!
 //! The report is sorted and rendered one address at a time from the listing (text or JSON):
 //! a scan of a large log lists tens of thousands of addresses, and building the whole report
 //! at once would cost several times the listing.
@@ -36,6 +41,8 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
 
 /// Ports listed per address in a scan.
 pub const SCAN_PORTS: usize = 4096;
@@ -426,20 +433,19 @@ impl Listing {
 // ---------------------------------------------------------------------------------------------
 // the scanner
 
-/// The scan engine (also over in-memory logs, for tests). A packet costs one index lookup, one
+/// The scoring side: packets → listing and windows. A packet costs one index lookup, one
 /// listing slot and, when it counts, one window. A large log's sources are too many to stay
 /// in cache, so packets go through in three steps, each a packet behind the one before: the
-/// index slot of its source is fetched while the next line is parsed, then its listing slot,
-/// then the listing and the window are updated.
+/// index slot of its source is fetched, then its listing slot, then the listing and the
+/// window are updated.
 struct Scanner<'a> {
-    engine: Engine<'a>,
+    cat: &'a Catalogue,
     rules: Rules,
     /// Per family, so that the common IPv4 index has 8-byte slots.
     index4: Table<u32>,
     index6: Table<u128>,
     aggs: Vec<AddrAgg>,
     fired: Vec<FiredScan>,
-    reasons: Vec<&'static str>,
     slab: Vec<Slot>,
     free: Vec<u32>,
     /// A packet whose index slot is being fetched, and one whose listing slot is.
@@ -458,20 +464,14 @@ struct Scanner<'a> {
 }
 
 impl<'a> Scanner<'a> {
-    fn new(
-        cat: &'a Catalogue,
-        own: &'a HashSet<IpAddr>,
-        settings: &KernelLogSettings,
-        drop_windows: bool,
-    ) -> Self {
+    fn new(cat: &'a Catalogue, settings: &KernelLogSettings, drop_windows: bool) -> Self {
         Scanner {
-            engine: Engine::new(cat, own, settings, crate::clock::unix_now()),
+            cat,
             rules: Rules::of(settings),
             index4: Table::new(),
             index6: Table::new(),
             aggs: Vec::new(),
             fired: Vec::new(),
-            reasons: Vec::new(),
             slab: Vec::new(),
             free: Vec::new(),
             hashed: None,
@@ -485,16 +485,24 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// An inbound TCP/UDP packet as the parsing side hands it to the scoring side: its source,
+/// time, `proto << 16 | port`, catalogue entry (`u16::MAX`: unlisted), how it counts, and why
+/// its source is never scored (1 + an index into [`Parse::reasons`], or 0).
+#[derive(Clone, Copy)]
+struct Rec {
+    t: i64,
+    src: IpAddr,
+    k: u32,
+    entry: u16,
+    class: Class,
+    ignored: u8,
+}
+
 /// A packet whose source is hashed (and its index slot being fetched).
 #[derive(Clone, Copy)]
 struct Hashed {
     h: u64,
-    src: IpAddr,
-    t: i64,
-    k: u32,
-    class: Class,
-    entry: Match,
-    ignored: Option<&'static str>,
+    rec: Rec,
 }
 
 /// A packet whose listing slot is known (and being fetched) but not yet updated.
@@ -504,7 +512,7 @@ struct Pending {
     t: i64,
     k: u32,
     class: Class,
-    entry: Match,
+    entry: u16,
     ignored: bool,
 }
 
@@ -526,21 +534,18 @@ pub(super) fn prefetch<T>(v: &T) {
 }
 
 impl Scanner<'_> {
-    fn feed(&mut self, line: &[u8], last_time: &mut Option<i64>) {
-        let Seen::Packet {
-            p,
-            t,
-            class,
-            entry,
-            ignored,
-        } = self.engine.line(line, last_time)
-        else {
-            return;
-        };
-        if self.again {
-            return; // the scan starts over: only the counters of this pass are kept
+    /// Take a batch of packets (in log order).
+    fn take(&mut self, recs: &[Rec]) {
+        for r in recs {
+            if self.again {
+                return; // the scan starts over
+            }
+            self.feed(*r);
         }
-        let h = match p.src {
+    }
+
+    fn feed(&mut self, rec: Rec) {
+        let h = match rec.src {
             IpAddr::V4(a) => {
                 let h = self.index4.hash(u32::from(a));
                 self.index4.prefetch(h);
@@ -552,32 +557,19 @@ impl Scanner<'_> {
                 h
             }
         };
-        let now = Hashed {
-            h,
-            src: p.src,
-            t,
-            k: super::key(p.proto, p.dpt),
-            class,
-            entry,
-            ignored,
-        };
-        if let Some(prev) = self.hashed.replace(now) {
+        if let Some(prev) = self.hashed.replace(Hashed { h, rec }) {
             self.resolve(prev);
         }
     }
 
     /// Find (or make) the packet's listing slot and ask for it; apply the packet before it.
-    fn resolve(&mut self, pk: Hashed) {
+    fn resolve(&mut self, Hashed { h, rec }: Hashed) {
         let next = self.aggs.len() as u32;
-        let i = match pk.src {
-            IpAddr::V4(a) => self.index4.get_or_insert(u32::from(a), pk.h, next),
-            IpAddr::V6(a) => self.index6.get_or_insert(u128::from(a), pk.h, next),
+        let i = match rec.src {
+            IpAddr::V4(a) => self.index4.get_or_insert(u32::from(a), h, next),
+            IpAddr::V6(a) => self.index6.get_or_insert(u128::from(a), h, next),
         } as usize;
         if i == self.aggs.len() {
-            let ignored = match pk.ignored {
-                None => 0,
-                Some(why) => self.reason(why),
-            };
             let none = PortAgg {
                 key: 0,
                 packets: 0,
@@ -585,43 +577,31 @@ impl Scanner<'_> {
                 class: Class::Unlisted,
             };
             self.aggs.push(AddrAgg {
-                first: pk.t,
-                last: pk.t,
+                first: rec.t,
+                last: rec.t,
                 inline: [none; 2],
                 rest: None,
                 packets: 0,
                 more_ports: 0,
                 win: NONE,
                 fired: NONE,
-                ip: pk.src,
+                ip: rec.src,
                 n_inline: 0,
-                ignored,
+                ignored: rec.ignored,
             });
         }
         prefetch(&self.aggs[i]);
         let now = Pending {
             i,
-            t: pk.t,
-            k: pk.k,
-            class: pk.class,
-            entry: pk.entry,
-            ignored: pk.ignored.is_some(),
+            t: rec.t,
+            k: rec.k,
+            class: rec.class,
+            entry: rec.entry,
+            ignored: rec.ignored != 0,
         };
         if let Some(prev) = self.pending.replace(now) {
             self.apply(prev);
         }
-    }
-
-    /// 1 + the index of `why` in the reasons table (a handful of static strings).
-    fn reason(&mut self, why: &'static str) -> u8 {
-        let at = match self.reasons.iter().position(|r| *r == why) {
-            Some(at) => at,
-            None => {
-                self.reasons.push(why);
-                self.reasons.len() - 1
-            }
-        };
-        u8::try_from(at + 1).unwrap_or(u8::MAX)
     }
 
     /// Apply the packets still in flight (at the end of a file).
@@ -660,14 +640,14 @@ impl Scanner<'_> {
             None => a.insert(PortAgg {
                 key: k,
                 packets: 1,
-                entry: entry_of(entry),
+                entry,
                 class,
             }),
         }
         if ignored || !class.counted() {
             return;
         }
-        let w = self.engine.cat.weight(entry);
+        let w = self.cat.weight(match_of(entry));
         let owned = self
             .slab
             .get(a.win as usize)
@@ -747,26 +727,316 @@ impl Scanner<'_> {
         self.next_sweep = self.newest.saturating_add(window.max(SLACK / 4));
     }
 
-    fn finish(mut self, files: Vec<FileScan>, from: String) -> Done {
+    /// Apply what is still in flight: the listing and the crossings, the windows dropped.
+    fn finish(mut self) -> (Vec<AddrAgg>, Vec<FiredScan>, usize) {
         self.flush();
-        Done {
+        (self.aggs, self.fired, self.slab.len())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the parsing side, and the passes
+
+/// Packets handed over at a time.
+const BATCH: usize = 4096;
+/// Batches in flight between the parsing thread and the scoring one (memory stays bounded).
+const IN_FLIGHT: usize = 4;
+/// Logs smaller than this in all are scanned in one thread (a thread would cost more than it
+/// saves).
+const THREAD_FROM: u64 = 4 << 20;
+
+/// Where the parsing side's batches go.
+enum Sink<'s, 'a> {
+    /// Scored at once, in this thread.
+    Here(&'s mut Scanner<'a>),
+    /// To the scoring thread; `stop` says it needs no more (the scan starts over).
+    Thread(SyncSender<Vec<Rec>>, &'s AtomicBool),
+}
+
+/// The parsing side: lines → packets, in batches, and the line counters.
+struct Parse<'s, 'a> {
+    engine: Engine<'a>,
+    /// Why sources are never scored (a handful of static strings).
+    reasons: Vec<&'static str>,
+    batch: Vec<Rec>,
+    sink: Sink<'s, 'a>,
+    /// The scoring side needs no more: lines are only counted as read.
+    stopped: bool,
+}
+
+/// What the parsing side ends with.
+struct Parsed {
+    files: Vec<FileScan>,
+    counters: Counters,
+    samples: Vec<String>,
+    reasons: Vec<&'static str>,
+}
+
+impl<'s, 'a> Parse<'s, 'a> {
+    fn new(
+        cat: &'a Catalogue,
+        own: &'a HashSet<IpAddr>,
+        settings: &KernelLogSettings,
+        sink: Sink<'s, 'a>,
+    ) -> Self {
+        Parse {
+            engine: Engine::new(cat, own, settings, crate::clock::unix_now()),
+            reasons: Vec::new(),
+            batch: Vec::with_capacity(BATCH),
+            sink,
+            stopped: false,
+        }
+    }
+
+    fn line(&mut self, raw: &[u8], last_time: &mut Option<i64>) {
+        if self.stopped {
+            return;
+        }
+        let Seen::Packet {
+            p,
+            t,
+            class,
+            entry,
+            ignored,
+        } = self.engine.line(raw, last_time)
+        else {
+            return;
+        };
+        let ignored = match ignored {
+            None => 0,
+            Some(why) => self.reason(why),
+        };
+        self.batch.push(Rec {
+            t,
+            src: p.src,
+            k: super::key(p.proto, p.dpt),
+            entry: entry_of(entry),
+            class,
+            ignored,
+        });
+        if self.batch.len() >= BATCH {
+            self.ship();
+        }
+    }
+
+    /// 1 + the index of `why` in the reasons table.
+    fn reason(&mut self, why: &'static str) -> u8 {
+        let at = match self.reasons.iter().position(|r| *r == why) {
+            Some(at) => at,
+            None => {
+                self.reasons.push(why);
+                self.reasons.len() - 1
+            }
+        };
+        u8::try_from(at + 1).unwrap_or(u8::MAX)
+    }
+
+    /// Hand the batch over.
+    fn ship(&mut self) {
+        match &mut self.sink {
+            Sink::Here(sc) => {
+                sc.take(&self.batch);
+                self.batch.clear();
+                self.stopped = sc.again;
+            }
+            Sink::Thread(tx, stop) => {
+                let full = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+                if tx.send(full).is_err() || stop.load(Ordering::Relaxed) {
+                    self.stopped = true;
+                }
+            }
+        }
+    }
+
+    fn done(mut self, files: Vec<FileScan>) -> Parsed {
+        self.ship();
+        Parsed {
             files,
-            rules: ScanRules {
-                window: human_duration(self.rules.window as u64),
-                threshold: self.rules.threshold,
-                distinct_ports: self.rules.distinct,
-                from,
-            },
             counters: self.engine.counters,
-            unparsed_samples: self.engine.samples,
-            aggs: self.aggs,
-            fired: self.fired,
+            samples: self.engine.samples,
             reasons: self.reasons,
         }
     }
 }
 
-/// A finished scan, before it gets its catalogue back (the scanner borrowed it).
+/// The logs a pass reads: files, or logs in memory (tests).
+#[derive(Clone, Copy)]
+enum Logs<'l> {
+    Files(&'l [PathBuf]),
+    Bytes(&'l [&'l [u8]]),
+}
+
+/// Read every log through `p`: one [`FileScan`] each (fewer when the scoring side stopped).
+fn read_logs(p: &mut Parse<'_, '_>, logs: Logs<'_>) -> Result<Vec<FileScan>, KernelLogError> {
+    let mut out = Vec::new();
+    match logs {
+        Logs::Files(files) => {
+            for path in files {
+                // A missing file is an error here (the follower would wait for it); anything
+                // but a regular file is refused by the follower, with what it is.
+                if let Err(e) = std::fs::metadata(path) {
+                    return Err(KernelLogError::Io {
+                        path: path.clone(),
+                        source: e,
+                    });
+                }
+                let before = p.engine.counters.lines;
+                let before_counts = p.engine.counters.input();
+                let mut last_time = None;
+                let (_, stats) = tail::follow(
+                    path,
+                    None,
+                    StartAt::Beginning,
+                    &mut tail::Budget::unlimited(),
+                    &mut |l| p.line(l, &mut last_time),
+                )
+                .map_err(|source| KernelLogError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                p.engine.counters.long_lines += stats.long_lines;
+                out.push(FileScan {
+                    path: path.clone(),
+                    lines: p.engine.counters.lines - before,
+                    long_lines: stats.long_lines,
+                    counts: p.engine.counters.input().since(before_counts),
+                });
+                if p.stopped {
+                    break;
+                }
+            }
+        }
+        Logs::Bytes(logs) => {
+            for (i, data) in logs.iter().enumerate() {
+                let before = p.engine.counters.lines;
+                let before_counts = p.engine.counters.input();
+                let mut last_time = None;
+                let body = data.strip_suffix(b"\n").unwrap_or(data);
+                let mut long = 0;
+                if !data.is_empty() {
+                    for line in body.split(|b| *b == b'\n') {
+                        if line.len() > tail::MAX_LINE {
+                            long += 1;
+                            continue;
+                        }
+                        p.line(line, &mut last_time);
+                    }
+                }
+                p.engine.counters.long_lines += long;
+                out.push(FileScan {
+                    path: PathBuf::from(format!("<memory {i}>")),
+                    lines: p.engine.counters.lines - before,
+                    long_lines: long,
+                    counts: p.engine.counters.input().since(before_counts),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// How a pass runs.
+#[derive(Clone, Copy)]
+struct PassOpts {
+    /// Drop windows that can no longer count (false: keep every window to the end).
+    drop_windows: bool,
+    /// Parse in a thread of its own while this one scores.
+    threaded: bool,
+}
+
+/// One pass over `logs`; `None` when it must start over keeping every window.
+fn pass(
+    logs: Logs<'_>,
+    cat: &Catalogue,
+    own: &HashSet<IpAddr>,
+    settings: &KernelLogSettings,
+    opts: PassOpts,
+) -> Result<Option<Done>, KernelLogError> {
+    let mut sc = Scanner::new(cat, settings, opts.drop_windows);
+    let parsed = if opts.threaded {
+        let stop = AtomicBool::new(false);
+        let (tx, rx) = sync_channel::<Vec<Rec>>(IN_FLIGHT);
+        std::thread::scope(|scope| {
+            let stop = &stop;
+            let parser = scope.spawn(move || {
+                let mut p = Parse::new(cat, own, settings, Sink::Thread(tx, stop));
+                read_logs(&mut p, logs).map(|files| p.done(files))
+            });
+            for batch in rx.iter() {
+                sc.take(&batch);
+                if sc.again {
+                    stop.store(true, Ordering::Relaxed);
+                    break;
+                }
+            }
+            // The parser's sends fail from now on: it reads on without parsing and ends.
+            drop(rx);
+            parser
+                .join()
+                .unwrap_or_else(|_| Err(internal("the kernel-log scan's parsing thread panicked")))
+        })?
+    } else {
+        let mut p = Parse::new(cat, own, settings, Sink::Here(&mut sc));
+        let files = read_logs(&mut p, logs)?;
+        p.done(files)
+    };
+    sc.flush();
+    if sc.again {
+        return Ok(None);
+    }
+    let rules = ScanRules {
+        window: human_duration(sc.rules.window as u64),
+        threshold: sc.rules.threshold,
+        distinct_ports: sc.rules.distinct,
+        from: String::new(),
+    };
+    let (aggs, fired, windows) = sc.finish();
+    Ok(Some(Done {
+        files: parsed.files,
+        rules,
+        counters: parsed.counters,
+        unparsed_samples: parsed.samples,
+        aggs,
+        fired,
+        reasons: parsed.reasons,
+        windows,
+    }))
+}
+
+/// Both passes if need be: dropping windows, then (should a line come that a dropped window
+/// could have counted with) keeping them all.
+fn scan_logs(
+    logs: Logs<'_>,
+    settings: &KernelLogSettings,
+    own: &HashSet<IpAddr>,
+    from: &str,
+    threaded: bool,
+) -> Result<Scan, KernelLogError> {
+    let cat = catalogue(settings).map_err(KernelLogError::Catalogue)?;
+    let mut opts = PassOpts {
+        drop_windows: true,
+        threaded,
+    };
+    let mut done = pass(logs, &cat, own, settings, opts)?;
+    if done.is_none() {
+        opts.drop_windows = false;
+        done = pass(logs, &cat, own, settings, opts)?;
+    }
+    let mut done =
+        done.ok_or_else(|| internal("a kernel-log scan keeping every window started over"))?;
+    done.rules.from = from.to_string();
+    Ok(done.with(cat))
+}
+
+/// A scan that went wrong inside, not in what it read: an error, never a guess.
+fn internal(what: &str) -> KernelLogError {
+    KernelLogError::Io {
+        path: PathBuf::new(),
+        source: std::io::Error::other(format!("internal: {what}")),
+    }
+}
+
+/// A finished pass, before it gets its catalogue back (the scanner borrowed it).
 struct Done {
     files: Vec<FileScan>,
     rules: ScanRules,
@@ -775,6 +1045,9 @@ struct Done {
     aggs: Vec<AddrAgg>,
     fired: Vec<FiredScan>,
     reasons: Vec<&'static str>,
+    /// Windows open at most at once (the slab's size; tests check it).
+    #[cfg_attr(not(test), allow(dead_code))]
+    windows: usize,
 }
 
 impl Done {
@@ -812,6 +1085,7 @@ pub fn scan(
 }
 
 /// [`scan`], with the addresses built as they are written (what `sipban scan --kernel` runs).
+/// Large logs are parsed in a thread of their own while this one scores.
 pub fn scan_files(
     files: &[PathBuf],
     settings: &KernelLogSettings,
@@ -821,72 +1095,12 @@ pub fn scan_files(
     if files.is_empty() {
         return Err(KernelLogError::NoFiles);
     }
-    let cat = catalogue(settings).map_err(KernelLogError::Catalogue)?;
-    let mut done = read_files(files, &cat, settings, own, true, from)?;
-    if done.is_none() {
-        done = read_files(files, &cat, settings, own, false, from)?;
-    }
-    match done {
-        Some(d) => Ok(d.with(cat)),
-        None => Err(started_over()),
-    }
-}
-
-/// One pass over `files`; `None` when it must start over keeping every window.
-fn read_files(
-    files: &[PathBuf],
-    cat: &Catalogue,
-    settings: &KernelLogSettings,
-    own: &HashSet<IpAddr>,
-    drop_windows: bool,
-    from: &str,
-) -> Result<Option<Done>, KernelLogError> {
-    let mut s = Scanner::new(cat, own, settings, drop_windows);
-    let mut out = Vec::new();
-    for path in files {
-        // A missing file is an error here (the follower would wait for it); anything but a
-        // regular file is refused by the follower, with what it is.
-        if let Err(e) = std::fs::metadata(path) {
-            return Err(KernelLogError::Io {
-                path: path.clone(),
-                source: e,
-            });
-        }
-        let before = s.engine.counters.lines;
-        let before_counts = s.engine.counters.input();
-        let mut last_time = None;
-        let (_, stats) = tail::follow(
-            path,
-            None,
-            StartAt::Beginning,
-            &mut tail::Budget::unlimited(),
-            &mut |l| s.feed(l, &mut last_time),
-        )
-        .map_err(|source| KernelLogError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        s.engine.counters.long_lines += stats.long_lines;
-        out.push(FileScan {
-            path: path.clone(),
-            lines: s.engine.counters.lines - before,
-            long_lines: stats.long_lines,
-            counts: s.engine.counters.input().since(before_counts),
-        });
-        if s.again {
-            return Ok(None);
-        }
-    }
-    s.flush();
-    Ok((!s.again).then(|| s.finish(out, from.to_string())))
-}
-
-/// A scan that keeps every window never starts over; should one, it is an error, not a guess.
-fn started_over() -> KernelLogError {
-    KernelLogError::Io {
-        path: PathBuf::new(),
-        source: std::io::Error::other("internal: a scan keeping every window started over"),
-    }
+    let size: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    scan_logs(Logs::Files(files), settings, own, from, size >= THREAD_FROM)
 }
 
 /// [`scan`] over in-memory logs (tests): a last line without a newline counts as complete;
@@ -896,51 +1110,7 @@ pub fn scan_bytes(
     settings: &KernelLogSettings,
     own: &HashSet<IpAddr>,
 ) -> Result<ScanReport, KernelLogError> {
-    let cat = catalogue(settings).map_err(KernelLogError::Catalogue)?;
-    let mut done = bytes_pass(logs, &cat, settings, own, true);
-    if done.is_none() {
-        done = bytes_pass(logs, &cat, settings, own, false);
-    }
-    match done {
-        Some(d) => Ok(d.with(cat).into_report()),
-        None => Err(started_over()),
-    }
-}
-
-fn bytes_pass(
-    logs: &[&[u8]],
-    cat: &Catalogue,
-    settings: &KernelLogSettings,
-    own: &HashSet<IpAddr>,
-    drop_windows: bool,
-) -> Option<Done> {
-    let mut s = Scanner::new(cat, own, settings, drop_windows);
-    let mut out = Vec::new();
-    for (i, data) in logs.iter().enumerate() {
-        let before = s.engine.counters.lines;
-        let before_counts = s.engine.counters.input();
-        let mut last_time = None;
-        let body = data.strip_suffix(b"\n").unwrap_or(data);
-        let mut long = 0;
-        if !data.is_empty() {
-            for line in body.split(|b| *b == b'\n') {
-                if line.len() > tail::MAX_LINE {
-                    long += 1;
-                    continue;
-                }
-                s.feed(line, &mut last_time);
-            }
-        }
-        s.engine.counters.long_lines += long;
-        out.push(FileScan {
-            path: PathBuf::from(format!("<memory {i}>")),
-            lines: s.engine.counters.lines - before,
-            long_lines: long,
-            counts: s.engine.counters.input().since(before_counts),
-        });
-    }
-    s.flush();
-    (!s.again).then(|| s.finish(out, "test settings".to_string()))
+    Ok(scan_logs(Logs::Bytes(logs), settings, own, "test settings", false)?.into_report())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1308,17 +1478,13 @@ mod tests {
     fn pass(logs: &[&[u8]], drop_windows: bool) -> Option<(Done, usize)> {
         let s = settings();
         let cat = catalogue(&s).unwrap();
-        let own = HashSet::new();
-        let mut sc = Scanner::new(&cat, &own, &s, drop_windows);
-        for data in logs {
-            let mut last_time = None;
-            for l in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                sc.feed(l, &mut last_time);
-            }
-        }
-        sc.flush();
-        let windows = sc.slab.len();
-        (!sc.again).then(|| (sc.finish(Vec::new(), String::new()), windows))
+        let opts = PassOpts {
+            drop_windows,
+            threaded: false,
+        };
+        let done = super::pass(Logs::Bytes(logs), &cat, &HashSet::new(), &s, opts).unwrap()?;
+        let windows = done.windows;
+        Some((done, windows))
     }
 
     fn report(d: Done) -> ScanReport {
@@ -1531,17 +1697,15 @@ mod tests {
     #[test]
     fn the_streamed_report_is_the_built_one() {
         let log = two_days() + &line(50, "2001:db8::7", 5060) + &line(51, "203.0.113.10", 22);
-        let s = settings();
         let own = HashSet::from(["203.0.113.10".parse().unwrap()]);
-        let cat = catalogue(&s).unwrap();
-        let mut sc = Scanner::new(&cat, &own, &s, true);
-        let mut last_time = None;
-        for l in log.lines() {
-            sc.feed(l.as_bytes(), &mut last_time);
-        }
-        let streamed = sc
-            .finish(Vec::new(), "x".into())
-            .with(catalogue(&s).unwrap());
+        let streamed = scan_logs(
+            Logs::Bytes(&[log.as_bytes()]),
+            &settings(),
+            &own,
+            "x",
+            false,
+        )
+        .unwrap();
         let (text, json) = (
             streamed.to_string(),
             serde_json::to_string_pretty(&streamed).unwrap(),
@@ -1550,5 +1714,36 @@ mod tests {
         assert_eq!(text, built.to_string());
         assert_eq!(json, serde_json::to_string_pretty(&built).unwrap());
         assert!(text.contains("IGNORED"), "{text}");
+    }
+
+    #[test]
+    fn a_scan_parsed_in_a_thread_of_its_own_is_the_same() {
+        let log = two_days() + &line(51, "203.0.113.10", 22);
+        let own = HashSet::from(["203.0.113.10".parse().unwrap()]);
+        let s = settings();
+        let logs = [log.as_bytes(), log.as_bytes()];
+        let here = scan_logs(Logs::Bytes(&logs), &s, &own, "x", false).unwrap();
+        let there = scan_logs(Logs::Bytes(&logs), &s, &own, "x", true).unwrap();
+        assert_eq!(here.into_report(), there.into_report());
+        // Started over (the second copy is older than the windows dropped after the first),
+        // in a thread as here.
+        let (_, windows) = pass(&logs[..1], true).unwrap();
+        assert!(windows < 200);
+        assert!(pass(&logs, true).is_none());
+        let late = line(30, "198.51.100.1", 23) + &log;
+        let after = line(40, "198.51.100.1", 31337);
+        let again = [late.as_bytes(), after.as_bytes()];
+        let here = scan_logs(Logs::Bytes(&again), &s, &own, "x", false)
+            .unwrap()
+            .into_report();
+        let there = scan_logs(Logs::Bytes(&again), &s, &own, "x", true)
+            .unwrap()
+            .into_report();
+        assert_eq!(here, there);
+        assert!(here
+            .addresses
+            .iter()
+            .any(|a| a.ip.to_string() == "198.51.100.1"
+                && a.fired.as_ref().is_some_and(|f| f.first.weight == 10)));
     }
 }
