@@ -150,6 +150,21 @@ pub fn gateways_v6(text: &str) -> Vec<Ipv6Addr> {
     out
 }
 
+/// The default gateways and the resolvers: hosts whose service answers (DNS, NTP, UPnP, mDNS)
+/// reach this host unasked. Unreadable sources are skipped.
+pub fn service_hosts() -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = resolvers().into_iter().map(|r| r.ip).collect();
+    if let Ok(text) = std::fs::read_to_string("/proc/net/route") {
+        out.extend(gateways_v4(&text).into_iter().map(IpAddr::V4));
+    }
+    if let Ok(text) = std::fs::read_to_string("/proc/net/ipv6_route") {
+        out.extend(gateways_v6(&text).into_iter().map(IpAddr::V6));
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// Where the resolvers are listed: the resolver configuration, and systemd-resolved's list of
 /// its upstream servers (when `/etc/resolv.conf` points at its local stub, 127.0.0.53).
 pub const RESOLV_FILES: [&str; 2] = ["/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"];

@@ -177,9 +177,10 @@ fn run(cli: Cli) -> cli::Result {
         Command::Scan {
             files,
             json,
+            verbose,
             kernel: true,
             ..
-        } => views::scan_kernel(files, &ks, &from, *json),
+        } => views::scan_kernel(files, &ks, &from, *json, *verbose),
         Command::Scan {
             files,
             full,

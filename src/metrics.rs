@@ -236,6 +236,35 @@ fn detectors(o: &mut Out, st: &Status) {
             );
         }
     }
+    if st.detectors.iter().any(|d| !d.inputs.is_empty()) {
+        o.family(
+            "sipban_detector_input_lines",
+            "gauge",
+            "Lines of each followed input in the last run, by outcome (read, parsed, matched, refused, unparsed: in no layout sipban knows).",
+        );
+    }
+    for d in &st.detectors {
+        for i in &d.inputs {
+            let c = &i.counts;
+            for (outcome, n) in [
+                ("read", c.read),
+                ("parsed", c.parsed),
+                ("matched", c.matched),
+                ("refused", c.refused),
+                ("unparsed", c.unparsed),
+            ] {
+                o.sample(
+                    "sipban_detector_input_lines",
+                    &[
+                        ("detector", &d.name),
+                        ("input", &i.path),
+                        ("outcome", outcome),
+                    ],
+                    n as f64,
+                );
+            }
+        }
+    }
 }
 
 /// The `sipban_last_run_*` families (absent before the first run).

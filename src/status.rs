@@ -10,6 +10,7 @@ use crate::config::{human_duration, Settings};
 use crate::inspect::fmt_time;
 use crate::net::Family;
 use crate::pipeline::sync::Sources;
+use crate::source::input::InputCounts;
 use crate::store::Store;
 use anyhow::Result;
 use serde::Serialize;
@@ -126,6 +127,38 @@ pub struct DetectorStatus {
     /// Addresses its bounded offence counter dropped to make room (the furthest from a ban
     /// first), in all runs; `None` when its saved state cannot be read.
     pub evictions: Option<u64>,
+    /// Per followed input, what the last run read of it (nothing is dropped silently).
+    pub inputs: Vec<InputStatus>,
+}
+
+/// One input of a detector in the last run.
+#[derive(Clone, Debug, Serialize)]
+pub struct InputStatus {
+    pub path: String,
+    #[serde(flatten)]
+    pub counts: InputCounts,
+}
+
+/// A detector's inputs in the last run, from its source's part of the run report.
+fn inputs(detector: &str, last_sources: &[serde_json::Value]) -> Vec<InputStatus> {
+    let source = match detector {
+        crate::pipeline::detect::ASTERISK => crate::pipeline::detect::ASTERISK,
+        _ => crate::source::kernlog::SOURCE,
+    };
+    let Some(last) = last_sources.iter().find(|s| s["name"] == source) else {
+        return Vec::new();
+    };
+    last["inputs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| {
+            Some(InputStatus {
+                path: f["path"].as_str()?.to_string(),
+                counts: serde_json::from_value(f.clone()).ok()?,
+            })
+        })
+        .collect()
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -234,12 +267,16 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
             st.detectors.push(DetectorStatus {
                 name: d.label().to_string(),
                 evictions,
+                inputs: Vec::new(),
             });
         }
     }
     st.manual.queued = queued_requests(settings);
 
     let last_sources = summary["sources"].as_array().cloned().unwrap_or_default();
+    for d in &mut st.detectors {
+        d.inputs = inputs(&d.name, &last_sources);
+    }
     for (p, kind) in sources.policies.iter().zip(&sources.kinds) {
         let last = last_sources.iter().find(|s| s["name"] == p.name.as_str());
         let in_set = last.and_then(|s| s["counts"]["in_set"].as_u64());
@@ -393,6 +430,34 @@ impl Status {
     }
 }
 
+impl StateRebuilt {
+    /// The loud notice `status` shows while the moved-aside database is still there.
+    fn show(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = &self.marker;
+        writeln!(f, "STATE REBUILT at {}: {}", fmt_time(m.at), m.reason)?;
+        writeln!(
+            f,
+            "  {} manual entries read back from manual.list; {}",
+            m.manual_restored,
+            if m.kernel_recovered {
+                format!(
+                    "{} entries taken in from the live kernel sets",
+                    m.kernel_entries
+                )
+            } else {
+                "the next sync takes in the live kernel sets".to_string()
+            }
+        )?;
+        if let Some(p) = &m.moved_to {
+            writeln!(
+                f,
+                "  the old database is at {p} (remove it once looked at; this notice goes with it)"
+            )?;
+        }
+        Ok(())
+    }
+}
+
 impl FirewallStatus {
     fn show(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let how = if self.installed {
@@ -454,27 +519,7 @@ impl fmt::Display for Status {
             )?;
         }
         if let Some(r) = self.state_rebuilt.as_ref().filter(|r| r.current) {
-            let m = &r.marker;
-            writeln!(f, "STATE REBUILT at {}: {}", fmt_time(m.at), m.reason)?;
-            writeln!(
-                f,
-                "  {} manual entries read back from manual.list; {}",
-                m.manual_restored,
-                if m.kernel_recovered {
-                    format!(
-                        "{} entries taken in from the live kernel sets",
-                        m.kernel_entries
-                    )
-                } else {
-                    "the next sync takes in the live kernel sets".to_string()
-                }
-            )?;
-            if let Some(p) = &m.moved_to {
-                writeln!(
-                    f,
-                    "  the old database is at {p} (remove it once looked at; this notice goes with it)"
-                )?;
-            }
+            r.show(f)?;
         }
         match &self.last_run {
             Some(r) => {
@@ -581,6 +626,14 @@ impl fmt::Display for Status {
                     d.name
                 )?,
                 None => writeln!(f, "  {:<20} saved state unreadable", d.name)?,
+            }
+            for i in &d.inputs {
+                let c = &i.counts;
+                writeln!(
+                    f,
+                    "    {}: last run {} lines read, {} parsed, {} matched, {} refused, {} unparsed",
+                    i.path, c.read, c.parsed, c.matched, c.refused, c.unparsed
+                )?;
             }
         }
         let m = &self.manual;

@@ -81,7 +81,7 @@ complete -c sipban -n "__fish_sipban_using_subcommand scan" -l config -d 'Config
 complete -c sipban -n "__fish_sipban_using_subcommand scan" -l json
 complete -c sipban -n "__fish_sipban_using_subcommand scan" -l verbose -d 'Also list lines that look like failures but matched no rule, and refused lines'
 complete -c sipban -n "__fish_sipban_using_subcommand scan" -l aggressive -d 'Count the opt-in security events too (see `asterisk.aggressive`)'
-complete -c sipban -n "__fish_sipban_using_subcommand scan" -l kernel -d 'The files are kernel logs (kern.log, syslog, `journalctl -k -o short-iso` output): list every inbound TCP/UDP packet per source address, with the port catalogue\'s weights and the threshold it crossed (scored with the config\'s `kernel_log`, if any)'
+complete -c sipban -n "__fish_sipban_using_subcommand scan" -l kernel -d 'The files are kernel logs (kern.log, syslog, `journalctl -k -o short-iso` output): list every inbound TCP/UDP packet per source address, with the port catalogue\'s weights and the threshold it crossed (scored with the config\'s `kernel_log`, if any). With `--verbose`, also samples of unparsed lines that look like firewall lines'
 complete -c sipban -n "__fish_sipban_using_subcommand scan" -s v -d 'More log output on stderr (-v info, -vv debug, with per-phase timings)'
 complete -c sipban -n "__fish_sipban_using_subcommand scan" -s h -l help -d 'Print help'
 complete -c sipban -n "__fish_sipban_using_subcommand feeds" -l config -d 'Config file' -r -F

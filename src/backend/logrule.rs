@@ -325,7 +325,10 @@ mod tests {
         assert!(ipt.contains("iptables-restore --noflush"));
         assert!(ipt.contains("ip6tables -C INPUT -j sipban-log"));
         assert!(ipt.contains("1524"), "{ipt}");
-        assert!(!ipt.contains("5060"), "SIP is weight 0: {ipt}");
+        assert!(
+            !ipt.contains("5060"),
+            "SIP counts only from dropping rules, never watched by the LOG rule: {ipt}"
+        );
         assert!(!ipt.contains(" -F ") && !ipt.contains(" -X "), "{ipt}");
         let nft = rule(Backend::Nft).script();
         assert!(nft.contains("delete table inet sipban_log"));

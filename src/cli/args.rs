@@ -85,7 +85,8 @@ pub enum Command {
         /// The files are kernel logs (kern.log, syslog, `journalctl -k -o short-iso` output):
         /// list every inbound TCP/UDP packet per source address, with the port catalogue's
         /// weights and the threshold it crossed (scored with the config's `kernel_log`, if any).
-        #[arg(long, conflicts_with_all = ["full", "aggressive", "verbose", "security_services"])]
+        /// With `--verbose`, also samples of unparsed lines that look like firewall lines.
+        #[arg(long, conflicts_with_all = ["full", "aggressive", "security_services"])]
         kernel: bool,
         /// A packet capture (pcap or pcapng: SIP in UDP/TCP, HEP v3 in UDP) read through the
         /// SIP wire detector; the files, if any, are Asterisk logs whose IP-less scanner

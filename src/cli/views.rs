@@ -203,8 +203,14 @@ pub fn scan(a: ScanArgs<'_>) -> Result {
     print(&report, a.json)
 }
 
-/// `sipban scan --kernel FILES [--json]`, scored with `ks` (`from` says where they came from).
-pub fn scan_kernel(files: &[PathBuf], ks: &KernelLogSettings, from: &str, json: bool) -> Result {
+/// `sipban scan --kernel FILES [--json] [--verbose]`, scored with `ks` (`from` says where they came from).
+pub fn scan_kernel(
+    files: &[PathBuf],
+    ks: &KernelLogSettings,
+    from: &str,
+    json: bool,
+    verbose: bool,
+) -> Result {
     use std::io::Write;
     if files.is_empty() {
         return Err(Error::new(
@@ -213,8 +219,11 @@ pub fn scan_kernel(files: &[PathBuf], ks: &KernelLogSettings, from: &str, json: 
         ));
     }
     let own = crate::hostaddr::own_ips();
-    let report = crate::source::kernlog::scan(files, ks, &own, from)
+    let mut report = crate::source::kernlog::scan_files(files, ks, &own, from)
         .map_err(|e| Error::new(Kind::Failed, format!("sipban scan: {e}")))?;
+    if !verbose {
+        report.unparsed_samples.clear();
+    }
     // Streamed: a scan of a large log lists tens of thousands of addresses.
     let stdout = std::io::stdout();
     let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());

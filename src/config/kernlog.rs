@@ -8,7 +8,7 @@ use super::journal::JournalSettings;
 use super::ports::PortEntry;
 use super::raw::RawKernelLog;
 use super::values::{human_duration, Dur, ReadLimit, StartAt, TimeZone};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Highest `distinct_ports` (it bounds the state: an address fires before it holds more).
@@ -47,6 +47,48 @@ pub struct KernelLogSettings {
     /// the kernel's lines are read from this journal instead (`source::kernlog::inputs`).
     #[serde(skip)]
     pub journal_fallback: Option<JournalSettings>,
+    /// The config's own log-prefix rules (`kernel_log.log_prefixes`), read before the built-in
+    /// table (`source::kernlog::prefix`).
+    pub log_prefixes: Vec<PrefixRule>,
+    /// What a line whose prefix no rule names means (`kernel_log.unknown_prefix`).
+    pub unknown_prefix: UnknownPrefix,
+    /// Hosts whose service answers (UDP from port 53, 123, 1900, 5353) are never probes: the
+    /// default gateways and resolvers. `None`: read from this host at run time.
+    #[serde(skip)]
+    pub service_hosts: Option<Vec<std::net::IpAddr>>,
+}
+
+/// What a LOG line's rule did with the packet, as its prefix says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Means {
+    /// Dropped or rejected: a probe that was turned away.
+    Drop,
+    /// Accepted, or logged before any verdict (audit): never a probe.
+    Accept,
+    /// Logged before the filter decides by a rule that watches probes (sipban's own): counted,
+    /// but not as proof of a drop.
+    Probe,
+}
+
+/// One `kernel_log.log_prefixes` rule: a prefix containing `contains` (ASCII case ignored)
+/// means `means`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrefixRule {
+    pub contains: String,
+    pub means: Means,
+}
+
+/// `kernel_log.unknown_prefix`: lines whose prefix (or lack of one) no rule names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownPrefix {
+    /// Counted as probes, but not as drops (`only_dropped` ports do not count).
+    #[default]
+    Count,
+    /// Not counted.
+    Ignore,
 }
 
 fn ser_secs<S: serde::Serializer>(v: &u32, s: S) -> Result<S::Ok, S::Error> {
@@ -69,6 +111,9 @@ impl Default for KernelLogSettings {
             read_limit: ReadLimit::default(),
             journal: None,
             journal_fallback: None,
+            log_prefixes: Vec::new(),
+            unknown_prefix: UnknownPrefix::Count,
+            service_hosts: None,
         }
     }
 }
@@ -136,5 +181,15 @@ pub fn resolve(raw: RawKernelLog) -> Result<KernelLogSettings, String> {
     }
     s.ports = raw.ports.unwrap_or_default();
     s.read_limit = ReadLimit::resolve(raw.max_read_per_run, raw.max_read_time)?;
+    s.log_prefixes = raw.log_prefixes.unwrap_or_default();
+    if let Some(r) = s.log_prefixes.iter().find(|r| r.contains.trim().is_empty()) {
+        return Err(format!(
+            "log_prefixes: `contains: {:?}` would match every line; name the prefix",
+            r.contains
+        ));
+    }
+    if let Some(u) = raw.unknown_prefix {
+        s.unknown_prefix = u;
+    }
     Ok(s)
 }

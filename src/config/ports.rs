@@ -174,6 +174,11 @@ pub struct PortEntry {
     /// One line: what a probe here usually means.
     #[serde(default)]
     pub means: Option<String>,
+    /// Counted only from lines whose log prefix says the packet was dropped or rejected
+    /// (`[UFW BLOCK]`, `..._DROP`, ...): a port this host serves (SIP, the web) is probed only
+    /// when its firewall turned the packet away. sipban's own LOG rule never watches it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub only_dropped: bool,
 }
 
 impl PortEntry {

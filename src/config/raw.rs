@@ -303,4 +303,8 @@ pub struct RawKernelLog {
     pub max_read_time: Option<Dur>,
     /// Also read the kernel's entries (`_TRANSPORT=kernel`) from the systemd journal.
     pub journal: Option<bool>,
+    /// Log-prefix rules read before the built-in table: `[{contains: TEXT, means: drop|accept|probe}]`.
+    pub log_prefixes: Option<Vec<super::kernlog::PrefixRule>>,
+    /// What an unnamed prefix means: `count` (default) or `ignore`.
+    pub unknown_prefix: Option<super::kernlog::UnknownPrefix>,
 }

@@ -65,6 +65,9 @@ pub struct Pass {
     pub missing: Vec<String>,
     /// Other things the run report says about the inputs (a journal cursor that was lost).
     pub notes: Vec<String>,
+    /// `detector: path: N of M lines ... unparsed` for each file over the unparsed share
+    /// (`source::input::UNPARSED_WARN_SHARE`) in this pass.
+    pub unparsed: Vec<String>,
     pub lines: u64,
     pub report: PassReport,
 }
@@ -129,6 +132,19 @@ fn limited<'a>(
             )
         })
         .collect()
+}
+
+/// `who: path: ...` for each file whose unparsed share in this pass is over the limit.
+fn unparsed<'a>(
+    who: &str,
+    files: impl Iterator<
+        Item = (
+            &'a std::path::PathBuf,
+            &'a crate::source::input::InputCounts,
+        ),
+    >,
+) -> Vec<String> {
+    files.filter_map(|(path, c)| c.warning(who, path)).collect()
 }
 
 /// What a detector's journal read adds to its pass: an error, the read limit, a lost cursor.
@@ -226,6 +242,7 @@ impl Detector for AsteriskDetector<'_> {
                 ASTERISK,
                 det.files.iter().map(|f| (&f.path, f.tail.missing)),
             ),
+            unparsed: unparsed("asterisk", det.files.iter().map(|f| (&f.path, &f.counts))),
             lines: det.counters.lines,
             sightings: det.sightings,
             blob,
@@ -302,6 +319,7 @@ impl Detector for KernelDetector<'_> {
                 kernlog::SOURCE,
                 det.files.iter().map(|f| (&f.path, f.tail.missing)),
             ),
+            unparsed: unparsed("kernel_log", det.files.iter().map(|f| (&f.path, &f.counts))),
             lines: det.counters.lines,
             sightings: det.sightings.clone(),
             blob,

@@ -84,7 +84,7 @@ pub fn detect_and_apply(
                 rep.lines += pass.lines;
                 rep.file_errors.extend(pass.file_errors);
                 rep.limited.extend(pass.limited);
-                for n in &pass.notes {
+                for n in pass.notes.iter().chain(&pass.unparsed) {
                     tracing::warn!("real time: {n}");
                 }
                 let Some(&src) = index.get(pass.source) else {

@@ -67,6 +67,35 @@ pub struct SourceReport {
     pub counts: SourceCounts,
 }
 
+impl SourceReport {
+    /// A log detector's per-input counts (`[{path, read, parsed, matched, refused, unparsed}]`),
+    /// `null` for other sources: what `status` and the metrics show per input.
+    pub fn inputs(&self) -> serde_json::Value {
+        let rows: Vec<serde_json::Value> = match (&self.asterisk, &self.kernel) {
+            (Some(a), _) => a
+                .files
+                .iter()
+                .map(|f| input_row(&f.path, &f.counts))
+                .collect(),
+            (None, Some(k)) => k
+                .files
+                .iter()
+                .map(|f| input_row(&f.path, &f.counts))
+                .collect(),
+            (None, None) => return serde_json::Value::Null,
+        };
+        serde_json::Value::Array(rows)
+    }
+}
+
+fn input_row(path: &std::path::Path, c: &crate::source::input::InputCounts) -> serde_json::Value {
+    let mut v = serde_json::to_value(c).unwrap_or(serde_json::Value::Null);
+    if let Some(m) = v.as_object_mut() {
+        m.insert("path".into(), path.display().to_string().into());
+    }
+    v
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct FeedReport {
     pub location: String,
@@ -181,6 +210,7 @@ impl RunReport {
                 "status": s.feed.as_ref().map(|f| &f.status),
                 "apiban": s.apiban,
                 "counts": s.counts,
+                "inputs": s.inputs(),
             })).collect::<Vec<_>>(),
             "sets": self.sets.iter().map(|p| serde_json::json!({
                 "family": p.family,

@@ -192,6 +192,8 @@ struct Local {
     offences: Vec<report::Offence>,
     /// Files whose reading the read limit cut.
     limited: Vec<String>,
+    /// Files with too many lines in no known layout.
+    unparsed: Vec<String>,
 }
 
 /// Run the configured detectors from their saved states.
@@ -220,6 +222,7 @@ fn detect_local(
                 local.limited.extend(pass.limited.iter().cloned());
                 errors.extend(pass.missing.iter().cloned());
                 local.limited.extend(pass.notes.iter().cloned());
+                local.unparsed.extend(pass.unparsed.iter().cloned());
                 if let Some(&i) = index.get(pass.source) {
                     inputs.push(Input {
                         source: i,
@@ -276,6 +279,7 @@ fn local_step(
     let mut warnings = std::mem::take(&mut remote.warnings);
     warnings.append(&mut allow_summary.notes);
     warnings.extend(local.limited.iter().cloned());
+    warnings.extend(local.unparsed.iter().cloned());
     warnings.extend(super::protect::on_link_warnings(sources, &inputs, &allow));
     for w in &warnings {
         tracing::warn!("{w}");

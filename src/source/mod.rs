@@ -7,11 +7,13 @@
 //!   (lost cursors, byte messages, the read limit).
 //! - [`asterisk`]: the Asterisk log detector (failure rules, Call-ID correlation, bans).
 //! - [`kernlog`]: the kernel-log detector (netfilter LOG lines, port catalogue, probe scoring).
+//! - [`input`]: per-input line counts (read, parsed, matched, refused, unparsed).
 //! - [`offences`]: the bounded per-address offence counter both detectors keep (spray-proof
 //!   eviction: the sources closest to a ban are kept).
 //! - [`wire`]: SIP on the wire: pcap/pcapng files, HEP v3, the SIP message parser.
 
 pub mod asterisk;
+pub mod input;
 pub mod journal;
 pub mod kernlog;
 pub mod offences;

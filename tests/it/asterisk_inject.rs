@@ -442,3 +442,43 @@ fn held_lines_keep_their_bytes_for_the_dump_parser() {
     assert_eq!(addresses(&r), vec![ip(SENDER)], "{:?}", r.counters);
     assert_eq!(r.counters.by_rule.get("pjsip_request_failed"), Some(&1));
 }
+
+/// Asterisk's console output captured by journald (`asterisk -f` under systemd) and read as
+/// text: every physical line of a message becomes an entry of its own, so every line gets the
+/// journal's header. The header is journald's, not field bytes: a forged line that starts
+/// within the field's capacity in Asterisk's bytes must still be held, however many header
+/// bytes the lines before it carry (issue 15).
+#[test]
+fn journal_headers_do_not_push_a_forged_line_out_of_the_field() {
+    let header = "Dec 03 08:49:54 pbx asterisk[1180]: ";
+    for v in VERSIONS {
+        for victim in [VICTIM, VICTIM6] {
+            for f in forged(v, victim) {
+                for account in fillers(&f, 251) {
+                    let record = security_record(v, "SIP", &account, SENDER);
+                    let log: String = record.lines().map(|l| format!("{header}{l}\n")).collect();
+                    check(&format!("journal {v}"), &log, victim, Some(SENDER));
+                }
+            }
+        }
+    }
+}
+
+/// rsyslog writes each control byte of a message as `#ooo` (four bytes for one): a
+/// colour-coded opener's field counts them as one byte, so a field full of escapes cannot
+/// push a forged line past the field's capacity either.
+#[test]
+fn escaped_control_bytes_count_as_one_field_byte() {
+    for v in VERSIONS {
+        for f in forged(v, VICTIM) {
+            // 40 escaped ESC bytes (160 written, 40 in Asterisk's field), then the newline.
+            let pad = "#033".repeat(40);
+            let account = format!("{pad}\n{f}\ny");
+            if account.len() - 120 > 251 {
+                continue;
+            }
+            let log = security_record(v, "SIP", &account, SENDER) + "\n";
+            check(&format!("escaped {v}"), &log, VICTIM, Some(SENDER));
+        }
+    }
+}

@@ -487,7 +487,7 @@ fn kernel_lines() {
         let parsed = parser.parse(line);
         seen.add(
             match parsed {
-                Line::NotKernel => "not_kernel",
+                Line::NotKernel | Line::Unparsed | Line::Refused => "not_kernel",
                 Line::NotFirewall => "not_firewall",
                 Line::NotInbound => "not_inbound",
                 Line::OtherProtocol => "other_protocol",

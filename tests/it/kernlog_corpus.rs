@@ -23,6 +23,7 @@ use crate::common::corpus::dir as corpus_dir;
 fn settings() -> KernelLogSettings {
     KernelLogSettings {
         timezone: TimeZone::FixedOffset(0),
+        service_hosts: Some(vec!["198.51.100.53".parse().unwrap()]),
         ..KernelLogSettings::default()
     }
 }
@@ -46,6 +47,7 @@ fn class_name(c: Class) -> &'static str {
         Class::Reply => "reply",
         Class::Broadcast => "broadcast",
         Class::Accepted => "accepted",
+        Class::UnknownRule => "unknown_rule",
     }
 }
 
@@ -56,6 +58,8 @@ fn outcome(r: &ScanReport) -> String {
         [] if c.not_inbound > 0 => "not_inbound".into(),
         [] if c.other_protocol > 0 => "other_protocol".into(),
         [] if c.malformed > 0 => "malformed".into(),
+        [] if c.refused > 0 => "refused".into(),
+        [] if c.unparsed > 0 => "unparsed".into(),
         [] => "-".into(),
         [a] => {
             assert_eq!(a.ports.len(), 1, "one packet, one port: {a:?}");

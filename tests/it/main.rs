@@ -22,6 +22,7 @@ mod deb;
 mod feed_cache;
 mod firewall_rules;
 mod fuzz;
+mod input_counts;
 mod ipset_kernel;
 mod journal;
 mod kernel_faults;

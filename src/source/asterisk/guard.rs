@@ -440,6 +440,19 @@ pub fn tail_sender(
     }
 }
 
+/// How many bytes of Asterisk's message `b` stands for: rsyslog writes each control byte as
+/// four (`#033`, `#011`), so those count as one. Counting fewer bytes than were written only
+/// lets the guard hold more; counting more would let a line it should hold go.
+pub fn field_bytes(b: &[u8]) -> usize {
+    let escapes = memchr::memchr_iter(b'#', b)
+        .filter(|&i| {
+            b.get(i + 1..i + 4)
+                .is_some_and(|o| o.iter().all(|c| (b'0'..=b'7').contains(c)))
+        })
+        .count();
+    b.len() - 3 * escapes
+}
+
 /// A held physical line without its carriage return, as the rules read it.
 pub fn text(l: &[u8]) -> &[u8] {
     l.strip_suffix(b"\r").unwrap_or(l)
@@ -488,7 +501,7 @@ impl Record {
             field,
             time,
             key,
-            offset: line.len() - field + 1,
+            offset: field_bytes(&line[field..]) + 1,
             lines: Vec::new(),
             blind: false,
             proven: None,
@@ -502,7 +515,10 @@ impl Record {
 
     pub fn hold(&mut self, line: &[u8]) {
         self.lines.push((self.offset, line.to_vec()));
-        self.offset += line.len() + 1;
+        // A syslog or journal header in front of a held line is the log writer's (journald
+        // writes one per line of Asterisk's console output), not field bytes.
+        let l = text(line);
+        self.offset += field_bytes(&l[rules::header_len(l)..]) + 1;
     }
 
     /// The candidates for the real tail: `None` is the opener, `Some(i)` held line `i`; each
@@ -510,13 +526,16 @@ impl Record {
     fn candidates(&self) -> Vec<(Option<usize>, usize)> {
         let mut out = Vec::new();
         if let Some(m) = tail_marker(self.form, &self.opener, self.field) {
-            if m - self.field <= self.cap {
+            if field_bytes(&self.opener[self.field..m]) <= self.cap {
                 out.push((None, m));
             }
         }
         for (i, (start, l)) in self.lines.iter().enumerate() {
-            if let Some(m) = tail_marker(self.form, text(l), 0) {
-                if start + m <= self.cap {
+            // Field bytes start after the log writer's header, as in `hold`.
+            let l = text(l);
+            let h = rules::header_len(l);
+            if let Some(m) = tail_marker(self.form, l, h) {
+                if start + field_bytes(&l[h..m]) <= self.cap {
                     out.push((Some(i), m));
                 }
             }

@@ -30,6 +30,8 @@ pub mod journal;
 pub mod rules;
 
 use crate::net;
+use crate::source::input::{self, InputCounts};
+use crate::source::kernlog::wrapper::{self, Wrapper};
 use crate::source::offences::{self, Offences, Rank};
 use crate::source::tail::{self, FileCursor, StartAt, TailStats};
 use crate::source::Sighting;
@@ -232,10 +234,27 @@ pub struct Counters {
     pub injections: u64,
     /// Lines without an Asterisk prefix outside dumps (continuations, other programs).
     pub orphan_lines: u64,
+    /// Of those, lines in no layout sipban knows (another program's syslog or journal line is
+    /// not one): counted per input, warned about above a fifth of a file.
+    #[serde(default)]
+    pub unparsed: u64,
     /// Lines inside SIP debug dumps.
     pub dump_lines: u64,
     /// Lines over 64 KiB, skipped.
     pub long_lines: u64,
+}
+
+impl Counters {
+    /// The per-input view of these counters.
+    pub fn input(&self) -> InputCounts {
+        InputCounts {
+            read: self.lines,
+            parsed: self.lines.saturating_sub(self.unparsed),
+            matched: self.matched,
+            refused: self.refused + self.injected + self.suspect,
+            unparsed: self.unparsed,
+        }
+    }
 }
 
 /// What was seen of one address.
@@ -261,6 +280,8 @@ pub struct FileReport {
     pub path: PathBuf,
     pub full_log: bool,
     pub tail: TailStats,
+    /// Lines read, parsed, matched, refused and unparsed in this pass.
+    pub counts: InputCounts,
     /// A read error (the file's cursor was left unchanged).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -306,6 +327,7 @@ pub struct FileScan {
     pub full_log: bool,
     pub lines: u64,
     pub long_lines: u64,
+    pub counts: InputCounts,
 }
 
 /// Result of [`scan`]: what `sipban scan` prints (human form via `Display`, `--json` via serde).
@@ -324,6 +346,9 @@ pub struct ScanReport {
     /// `--verbose`: Call-IDs of unattributed timeouts with the reason (at most 1000).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unattributed: Vec<(String, &'static str)>,
+    /// `--verbose`: unparsed lines that look relevant (an address and a failure word).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unparsed: Vec<String>,
 }
 
 const VERBOSE_CAP: usize = 1000;
@@ -338,6 +363,8 @@ pub(crate) struct Clock {
     now: i64,
     now_year: i32,
     cache: Option<(i64, i32)>,
+    /// The last civil date turned into days (consecutive lines are mostly of one day).
+    day: (i32, u8, u8, i64),
 }
 
 fn civil_year(days: i64) -> i32 {
@@ -373,6 +400,7 @@ impl Clock {
             now,
             now_year: 1970,
             cache: None,
+            day: (1970, 1, 1, 0),
         };
         let off = c.offset_at(now);
         c.now_year = civil_year((now + i64::from(off)).div_euclid(86_400));
@@ -384,6 +412,17 @@ impl Clock {
             TimeZone::FixedOffset(o) => o,
             TimeZone::System => system_offset(t),
         }
+    }
+
+    /// [`rules::days_from_civil`], remembering the last date.
+    fn days(&mut self, y: i32, m: u8, d: u8) -> i64 {
+        let (cy, cm, cd, days) = self.day;
+        if (cy, cm, cd) == (y, m, d) {
+            return days;
+        }
+        let days = rules::days_from_civil(y, m, d);
+        self.day = (y, m, d, days);
+        days
     }
 
     /// Local wall-clock seconds (as if UTC) to Unix seconds.
@@ -410,14 +449,19 @@ impl Clock {
                 secs,
             } => {
                 let naive =
-                    |y: i32| rules::days_from_civil(y, month, day) * 86_400 + i64::from(secs);
+                    |c: &mut Clock, y: i32| c.days(y, month, day) * 86_400 + i64::from(secs);
                 match year {
-                    Some(y) => self.local_to_unix(naive(y)),
+                    Some(y) => {
+                        let n = naive(self, y);
+                        self.local_to_unix(n)
+                    }
                     None => {
                         // No year in the line: the most recent such date not in the future.
-                        let t = self.local_to_unix(naive(self.now_year));
+                        let n = naive(self, self.now_year);
+                        let t = self.local_to_unix(n);
                         if t > self.now + 2 * 86_400 {
-                            self.local_to_unix(naive(self.now_year - 1))
+                            let n = naive(self, self.now_year - 1);
+                            self.local_to_unix(n)
                         } else {
                             t
                         }
@@ -471,6 +515,7 @@ struct Engine<'a> {
     unmatched: Vec<String>,
     suppressed: Vec<String>,
     unattributed: Vec<(String, &'static str)>,
+    unparsed: Vec<String>,
     hits: Vec<Hit>,
 }
 
@@ -693,13 +738,21 @@ impl Engine<'_> {
             self.counters.dump_lines += 1;
             return;
         }
+        // Trailing blanks (some syslog templates and copy-pasted logs add them) are no part
+        // of the message; the guard's byte counts only get smaller, which is safe.
+        let full_line = line;
+        let line = line.trim_ascii_end();
         let anat = anatomy(line);
         if st.full {
             let t = match &anat {
                 Some(a) => self.time_of(st, a),
                 None => st.last_time.unwrap_or(self.clock.now),
             };
-            if st.dump.feed(self.callids, line, orig_len, anat.as_ref(), t) == Feed::Consumed {
+            if st
+                .dump
+                .feed(self.callids, full_line, orig_len, anat.as_ref(), t)
+                == Feed::Consumed
+            {
                 self.counters.dump_lines += 1;
                 return;
             }
@@ -710,6 +763,15 @@ impl Engine<'_> {
                 *st.record = Some(Record::new(&op, line, t, 0));
             } else if !line.is_empty() {
                 self.counters.orphan_lines += 1;
+                if !foreign_program(line) {
+                    self.counters.unparsed += 1;
+                    if self.verbose
+                        && self.unparsed.len() < VERBOSE_CAP
+                        && input::looks_relevant(line, &FAILURE_WORDS)
+                    {
+                        self.unparsed.push(lossy(line, 1024));
+                    }
+                }
             }
             return;
         };
@@ -876,6 +938,31 @@ impl Engine<'_> {
     }
 }
 
+/// Words of a failure line, for samples of unparsed lines that look relevant.
+const FAILURE_WORDS: [&[u8]; 8] = [
+    b"fail",
+    b"reject",
+    b"wrong password",
+    b"invalid",
+    b"unauthorized",
+    b"denied",
+    b"no matching",
+    b"authenticat",
+];
+
+/// Another program's syslog or journal line (a known wrapper, a tag that is not Asterisk's):
+/// not an unparsed Asterisk line.
+fn foreign_program(line: &[u8]) -> bool {
+    match wrapper::unwrap(line) {
+        Wrapper::Kernel(..) => true,
+        Wrapper::Other(msg) => {
+            let head = &line[..line.len() - msg.len()];
+            memchr::memmem::find(head, b"asterisk").is_none()
+        }
+        Wrapper::Unparsed => false,
+    }
+}
+
 /// Key for cross-file de-duplication: thread, source file, message and time.
 fn line_key(a: &Anatomy<'_>, t: i64) -> u64 {
     let mut h = tail::fnv1a(a.lwp);
@@ -1025,6 +1112,7 @@ pub fn run(
         let mut on_hits = |hits: &mut Vec<Hit>| file_hits.append(hits);
         // Work on a copy so that a failed read leaves the stored state untouched.
         let mut work = fs.clone();
+        let before = engine.counters.input();
         let r = engine.follow_file(
             path,
             i as u16,
@@ -1036,6 +1124,7 @@ pub fn run(
         let mut report = FileReport {
             path: path.clone(),
             full_log: *full,
+            counts: engine.counters.input().since(before),
             ..FileReport::default()
         };
         match r {
@@ -1153,6 +1242,7 @@ impl<'a> Engine<'a> {
             unmatched: Vec::new(),
             suppressed: Vec::new(),
             unattributed: Vec::new(),
+            unparsed: Vec::new(),
             hits: Vec::new(),
         }
     }
@@ -1188,6 +1278,7 @@ impl<'a> Engine<'a> {
         report.unmatched = self.unmatched;
         report.suppressed = self.suppressed;
         report.unattributed = self.unattributed;
+        report.unparsed = self.unparsed;
         report
     }
 }
@@ -1240,6 +1331,7 @@ fn scan_files(
         }
         let mut fs = FileState::default();
         let before = engine.counters.lines;
+        let before_counts = engine.counters.input();
         let stats = engine
             .follow_file(
                 path,
@@ -1258,6 +1350,7 @@ fn scan_files(
             full_log: *is_full,
             lines: engine.counters.lines - before,
             long_lines: stats.long_lines,
+            counts: engine.counters.input().since(before_counts),
         });
     }
     Ok(engine.finish_scan(report))
@@ -1290,6 +1383,7 @@ pub fn scan_bytes(logs: &[&[u8]], full: Option<&[u8]>, opts: ScanOptions) -> Sca
             record: &mut fs.record,
         };
         let before = engine.counters.lines;
+        let before_counts = engine.counters.input();
         let mut long = 0;
         // The empty piece `split` yields after a final newline is not a line: never fed (an
         // open injection window or dump block would take it as one).
@@ -1309,6 +1403,7 @@ pub fn scan_bytes(logs: &[&[u8]], full: Option<&[u8]>, opts: ScanOptions) -> Sca
             full_log: *is_full,
             lines: engine.counters.lines - before,
             long_lines: long,
+            counts: engine.counters.input().since(before_counts),
         });
     }
     engine.finish_scan(report)
@@ -1323,18 +1418,32 @@ impl fmt::Display for ScanReport {
         let c = &self.counters;
         writeln!(f, "Files:")?;
         for file in &self.files {
+            let n = &file.counts;
             writeln!(
                 f,
-                "  {}{}: {} lines{}",
+                "  {}{}: {} lines: {} parsed, {} matched, {} refused, {} unparsed{}",
                 file.path.display(),
                 if file.full_log { " (full log)" } else { "" },
                 file.lines,
+                n.parsed,
+                n.matched,
+                n.refused,
+                n.unparsed,
                 if file.long_lines > 0 {
                     format!(", {} over 64 KiB skipped", file.long_lines)
                 } else {
                     String::new()
                 }
             )?;
+        }
+        if !self.unparsed.is_empty() {
+            writeln!(
+                f,
+                "\nUnparsed lines that look like failures (in no layout sipban knows):"
+            )?;
+            for l in &self.unparsed {
+                writeln!(f, "  {l}")?;
+            }
         }
         writeln!(
             f,

@@ -379,11 +379,28 @@ pub fn anatomy(line: &[u8]) -> Option<Anatomy<'_>> {
     let first = *line.first()?;
     if first.is_ascii_uppercase() && line.get(3) == Some(&b' ') {
         if let Some((s, end)) = bsd_date(line) {
-            return after_header(line, syslog_rest(line, end)?, Some(s));
+            return match syslog_rest(line, end) {
+                Some(p) => after_header(line, p, Some(s)),
+                // Asterisk 1.2's file log: the date without brackets
+                // (`Jan 27 11:19:34 NOTICE[11211]: chan_sip.c:11672 func: msg`).
+                None => after_header(line, bare_date_end(line, end)?, Some(s)),
+            };
         }
     } else if first.is_ascii_digit() {
-        let (t, end) = rfc3339(line)?;
-        return after_header(line, syslog_rest(line, end)?, Some(Stamp::Utc(t)));
+        return match rfc3339(line) {
+            Some((t, end)) => after_header(line, syslog_rest(line, end)?, Some(Stamp::Utc(t))),
+            // Asterisk 1.2 with `dateformat=%F %T`: `2012-02-13 17:21:54 NOTICE[..]: ..`.
+            None => {
+                let (y, month, day, secs, end) = iso_date(line)?;
+                let s = Stamp::Local {
+                    year: Some(y),
+                    month,
+                    day,
+                    secs,
+                };
+                after_header(line, bare_date_end(line, end)?, Some(s))
+            }
+        };
     }
     match after_header(line, 0, None) {
         Some(a) => Some(a),
@@ -391,6 +408,31 @@ pub fn anatomy(line: &[u8]) -> Option<Anatomy<'_>> {
         None if first != b'[' => after_header(line, host_tag(line, 0)?, None),
         None => None,
     }
+}
+
+/// After a bracketless Asterisk date: one space, then the level (an upper-case letter).
+fn bare_date_end(line: &[u8], end: usize) -> Option<usize> {
+    (line.get(end) == Some(&b' ') && line.get(end + 1).is_some_and(u8::is_ascii_uppercase))
+        .then_some(end + 1)
+}
+
+/// The length of a syslog or journal header (`Feb 19 15:03:31 pbx asterisk[1180]: `, the
+/// RFC 3339 form, `host asterisk[pid]: `) at the start of `line`; 0 without one. The injection
+/// guard counts a held line's field bytes after it: the header is the log writer's, not text
+/// from Asterisk's message.
+pub fn header_len(line: &[u8]) -> usize {
+    let Some(&first) = line.first() else {
+        return 0;
+    };
+    let end = if first.is_ascii_uppercase() {
+        bsd_date(line).and_then(|(_, end)| syslog_rest(line, end))
+    } else if first.is_ascii_digit() {
+        rfc3339(line).and_then(|(_, end)| syslog_rest(line, end))
+    } else {
+        None
+    };
+    end.or_else(|| (first != b'[').then(|| host_tag(line, 0)).flatten())
+        .unwrap_or(0)
 }
 
 /// The Asterisk part of a line, from `p` (after any syslog header).
@@ -528,13 +570,40 @@ fn after_header(line: &[u8], mut p: usize, header_stamp: Option<Stamp>) -> Optio
 }
 
 /// Whether a line carries terminal output that `term_strip()` would have removed in a file
-/// log: ANSI escape sequences (console capture by journald) or verbose "magic" bytes.
+/// log: ANSI escape sequences (console capture by journald), the same escaped by rsyslog
+/// (`#033[1;33m`, NethServer 8), or verbose "magic" bytes. One pass over the line.
 pub fn has_terminal_bytes(line: &[u8]) -> bool {
-    line.first().is_some_and(|b| *b >= 0xF5) || memchr::memchr(0x1b, line).is_some()
+    line.first().is_some_and(|b| *b >= 0xF5)
+        || memchr::memchr2_iter(0x1b, b'#', line)
+            .any(|i| line[i] == 0x1b || line[i + 1..].starts_with(b"033["))
 }
 
-/// `line` without ANSI CSI sequences (`ESC [ ... final`), other two-byte escapes, and leading
-/// verbose magic bytes (0xF5-0xFF).
+/// The length of a colour sequence (SGR: `ESC [` digits and `;` `m`, or rsyslog's `#033[..m`)
+/// at the start of `b`, if one is there. Only complete SGR sequences are removed: an ESC (or
+/// `#033`) that an attacker wrote into a field and that is not closed by `m` right after its
+/// digits stays, so it can never swallow the server text after the field (a sender's address,
+/// say) the way a terminal would.
+fn sgr_len(b: &[u8]) -> Option<usize> {
+    let body = if b.first() == Some(&0x1b) {
+        1
+    } else if b.starts_with(b"#033") {
+        4
+    } else {
+        return None;
+    };
+    if b.get(body) != Some(&b'[') {
+        return None;
+    }
+    let n = b[body + 1..]
+        .iter()
+        .take(16)
+        .take_while(|c| c.is_ascii_digit() || **c == b';')
+        .count();
+    (b.get(body + 1 + n) == Some(&b'm')).then_some(body + 2 + n)
+}
+
+/// `line` without colour sequences (see [`sgr_len`]) and leading verbose magic bytes
+/// (0xF5-0xFF).
 pub fn strip_terminal(line: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(line.len());
     let mut i = 0;
@@ -542,16 +611,11 @@ pub fn strip_terminal(line: &[u8]) -> Vec<u8> {
         i += 1;
     }
     while i < line.len() {
-        if line[i] == 0x1b {
-            i += 1;
-            if line.get(i) == Some(&b'[') {
-                i += 1;
-                while i < line.len() && !(0x40..=0x7e).contains(&line[i]) {
-                    i += 1;
-                }
+        if matches!(line[i], 0x1b | b'#') {
+            if let Some(n) = sgr_len(&line[i..]) {
+                i += n;
+                continue;
             }
-            i += 1; // the final byte (or the byte after a lone ESC)
-            continue;
         }
         out.push(line[i]);
         i += 1;

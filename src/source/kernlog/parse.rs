@@ -22,8 +22,9 @@
 //! address from anywhere but the packet's own `SRC=`/`DST=` fields.
 
 use super::ports::Proto;
+use super::wrapper::{self, Wrapper};
 use crate::net;
-use crate::source::asterisk::rules::{bsd_date, rfc3339, Stamp};
+use crate::source::asterisk::rules::Stamp;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// TCP flag bits as printed by the kernel.
@@ -87,8 +88,13 @@ impl Packet<'_> {
 /// What one line is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Line<'a> {
-    /// Not a kernel line (another program, another format, a journal marker).
+    /// Another program's line (a recognised syslog or journal wrapper, another tag).
     NotKernel,
+    /// Another program's line that carries a netfilter LOG message (`kernel[123]:`,
+    /// `logger -t iptables`): refused, since anyone may write it.
+    Refused,
+    /// No wrapper sipban knows (counted, never taken for another program's line).
+    Unparsed,
     /// A kernel line that is not a netfilter LOG line.
     NotFirewall,
     /// Locally generated (`IN=` empty) or forwarded (`OUT=` set).
@@ -117,15 +123,24 @@ impl Parser {
     }
 
     /// Take one line apart (without its newline; a trailing `\r` is ignored).
+    #[inline]
     pub fn parse<'a>(&self, line: &'a [u8]) -> Line<'a> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some((stamp, msg)) = kernel_message(line) else {
-            return Line::NotKernel;
-        };
-        self.message(stamp, msg)
+        match wrapper::unwrap(line) {
+            Wrapper::Kernel(stamp, msg) => self.message(stamp, msg),
+            Wrapper::Other(msg) => {
+                if looks_like_netfilter(msg) {
+                    Line::Refused
+                } else {
+                    Line::NotKernel
+                }
+            }
+            Wrapper::Unparsed => Line::Unparsed,
+        }
     }
 
     /// The part after the wrapper: `[prefix]IN=.. OUT=.. ...`.
+    #[inline]
     pub fn message<'a>(&self, stamp: Option<Stamp>, msg: &'a [u8]) -> Line<'a> {
         // IN=<iface> OUT=: the first "IN=" followed by an interface name (no spaces, at most
         // 15 bytes) and " OUT=". The prefix may itself contain "IN=" (it is admin text).
@@ -221,55 +236,24 @@ impl Parser {
     }
 }
 
-/// The wrapper: `<date> <host> kernel: [<printk time>] ` with a BSD (`Feb  9 15:03:17`,
-/// `Feb 09 ...`) or RFC 3339 (`2023-02-19T15:03:17.123+01:00`, `...+0100`) date. Returns the
-/// date and the message.
+/// The wrapper (see [`super::wrapper`] for every form): the date and the kernel message, or
+/// `None` for another program's line or an unknown form.
 pub fn kernel_message(line: &[u8]) -> Option<(Option<Stamp>, &[u8])> {
-    let first = *line.first()?;
-    let (stamp, end) = if first.is_ascii_uppercase() {
-        bsd_date(line)?
-    } else if first.is_ascii_digit() {
-        let (t, end) = rfc3339(line)?;
-        (Stamp::Utc(t), end)
-    } else {
-        return None;
-    };
-    let rest = line.get(end..)?.strip_prefix(b" ")?;
-    let host_len = space(rest)?;
-    if host_len == 0 {
-        return None;
+    match wrapper::unwrap(line) {
+        Wrapper::Kernel(s, m) => Some((s, m)),
+        _ => None,
     }
-    let msg = rest[host_len + 1..].strip_prefix(b"kernel: ")?;
-    Some((Some(stamp), skip_printk_time(msg)))
+}
+
+/// A message that carries `IN=.. OUT=` and a `SRC=` token, as a netfilter LOG line does.
+pub fn looks_like_netfilter(msg: &[u8]) -> bool {
+    memchr::memmem::find(msg, b"IN=").is_some() && find_token(msg, b"SRC=").is_some()
 }
 
 /// The first space in a short field (an address, a host or interface name): a plain loop
 /// beats a vectorised search on a few bytes.
 fn space(b: &[u8]) -> Option<usize> {
     b.iter().position(|&c| c == b' ')
-}
-
-/// `[ 1234.567890] ` at the start of a kernel message (rsyslog's imklog keeps it).
-fn skip_printk_time(msg: &[u8]) -> &[u8] {
-    if msg.first() != Some(&b'[') {
-        return msg;
-    }
-    let Some(close) = msg.iter().take(32).position(|&b| b == b']') else {
-        return msg;
-    };
-    let inner = &msg[1..close];
-    let ok = !inner.is_empty()
-        && inner.iter().any(u8::is_ascii_digit)
-        && inner
-            .iter()
-            .all(|&b| b.is_ascii_digit() || b == b'.' || b == b' ');
-    if ok {
-        msg[close + 1..]
-            .strip_prefix(b" ")
-            .unwrap_or(&msg[close + 1..])
-    } else {
-        msg
-    }
 }
 
 /// Position of `tok` at the start of `hay` or right after a space. The haystacks are short
@@ -343,7 +327,9 @@ fn tcp_flags(t: &[u8]) -> u8 {
 }
 
 /// A literal address, canonicalised (IPv4-mapped IPv6 becomes IPv4). IPv4 is parsed by hand
-/// (the hot path); IPv6 by the standard library, which accepts the kernel's uncompressed form.
+/// (the hot path, inlined so that the address is built in place rather than passed through
+/// memory); IPv6 by [`parse_v6`].
+#[inline(always)]
 pub fn parse_addr(b: &[u8]) -> Option<IpAddr> {
     if b.len() <= 15 {
         // parse_v4 accepts nothing but digits and dots.
@@ -351,6 +337,13 @@ pub fn parse_addr(b: &[u8]) -> Option<IpAddr> {
             return Some(IpAddr::V4(a));
         }
     }
+    parse_v6(b)
+}
+
+/// The IPv6 part of [`parse_addr`]: the kernel's uncompressed form by hand, any other form
+/// by the standard library.
+#[inline(never)]
+fn parse_v6(b: &[u8]) -> Option<IpAddr> {
     if b.len() == 39 {
         if let Some(a) = parse_v6_full(b) {
             return Some(net::canonical_ip(IpAddr::V6(a)));
@@ -383,38 +376,86 @@ fn parse_v6_full(b: &[u8]) -> Option<Ipv6Addr> {
     Some(Ipv6Addr::from(g))
 }
 
+#[inline(always)]
 fn parse_v4(b: &[u8]) -> Option<Ipv4Addr> {
-    // The octets accumulate in a register (a byte array on the stack costs a store-forwarding
-    // stall per address on this hot path).
+    // Octet by octet, each one to three digits: fewer branches than a loop over bytes (this
+    // is the hot path), and the octets accumulate in a register (a byte array on the stack
+    // costs a store-forwarding stall per address).
+    let digit = |i: usize| -> Option<u32> {
+        let d = b.get(i)?.wrapping_sub(b'0');
+        (d <= 9).then_some(u32::from(d))
+    };
     let mut addr: u32 = 0;
-    let mut dots = 0;
-    let mut v: u32 = 0;
-    let mut digits = 0;
-    for &c in b {
-        if c == b'.' {
-            if digits == 0 || dots == 3 || v > 255 {
-                return None;
+    let mut i = 0;
+    for octet in 0..4 {
+        let mut v = digit(i)?;
+        i += 1;
+        if let Some(d) = digit(i) {
+            v = v * 10 + d;
+            i += 1;
+            if let Some(d) = digit(i) {
+                v = v * 10 + d;
+                i += 1;
             }
-            addr = addr << 8 | v;
-            dots += 1;
-            v = 0;
-            digits = 0;
-        } else if c.is_ascii_digit() && digits < 3 {
-            v = v * 10 + u32::from(c - b'0');
-            digits += 1;
-        } else {
+        }
+        if v > 255 {
             return None;
         }
+        addr = addr << 8 | v;
+        if octet < 3 {
+            if b.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
     }
-    if dots != 3 || digits == 0 || v > 255 {
-        return None;
-    }
-    Some(Ipv4Addr::from(addr << 8 | v))
+    (i == b.len()).then(|| Ipv4Addr::from(addr))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The byte loop `parse_v4` replaced.
+    fn parse_v4_bytewise(b: &[u8]) -> Option<Ipv4Addr> {
+        let mut addr: u32 = 0;
+        let mut dots = 0;
+        let mut v: u32 = 0;
+        let mut digits = 0;
+        for &c in b {
+            if c == b'.' {
+                if digits == 0 || dots == 3 || v > 255 {
+                    return None;
+                }
+                addr = addr << 8 | v;
+                dots += 1;
+                v = 0;
+                digits = 0;
+            } else if c.is_ascii_digit() && digits < 3 {
+                v = v * 10 + u32::from(c - b'0');
+                digits += 1;
+            } else {
+                return None;
+            }
+        }
+        if dots != 3 || digits == 0 || v > 255 {
+            return None;
+        }
+        Some(Ipv4Addr::from(addr << 8 | v))
+    }
+
+    proptest! {
+        #[test]
+        fn v4_octet_by_octet_reads_as_byte_by_byte(
+            b in proptest::collection::vec(proptest::sample::select(b"0123456789.:x".to_vec()), 0..17),
+            a in any::<[u8; 4]>(),
+        ) {
+            prop_assert_eq!(parse_v4(&b), parse_v4_bytewise(&b));
+            let s = Ipv4Addr::from(a).to_string();
+            prop_assert_eq!(parse_v4(s.as_bytes()), Some(Ipv4Addr::from(a)));
+        }
+    }
 
     fn packet(line: &str) -> Packet<'_> {
         match Parser::new().parse(line.as_bytes()) {
@@ -469,9 +510,9 @@ mod tests {
         let l = "Feb  9 15:03:19 pbx kernel: IN=eth0 OUT=eth1 SRC=198.51.100.1 DST=10.0.0.2 LEN=60 TOS=0x00 PREC=0x00 TTL=64 ID=1 DF PROTO=TCP SPT=40000 DPT=23 WINDOW=1 RES=0x00 SYN URGP=0";
         assert_eq!(p.parse(l.as_bytes()), Line::NotInbound);
         let l = "Feb  9 15:03:19 pbx kernel[42]: IN=eth0 OUT= SRC=198.51.100.1 DST=10.0.0.2 LEN=60 PROTO=TCP SPT=1 DPT=23 WINDOW=1 RES=0x00 SYN URGP=0";
-        assert_eq!(p.parse(l.as_bytes()), Line::NotKernel);
+        assert_eq!(p.parse(l.as_bytes()), Line::Refused);
         let l = "Feb  9 15:03:19 pbx myapp: IN=eth0 OUT= SRC=198.51.100.1 DST=10.0.0.2 LEN=60 PROTO=TCP SPT=1 DPT=23 WINDOW=1 RES=0x00 SYN URGP=0";
-        assert_eq!(p.parse(l.as_bytes()), Line::NotKernel);
+        assert_eq!(p.parse(l.as_bytes()), Line::Refused);
         let l = "Feb  9 15:03:19 pbx kernel: XX=enp1s0 OUT= SRC=198.51.100.1 DST=10.0.0.2 LEN=60 PROTO=TCP SPT=1 DPT=23 WINDOW=1 RES=0x00 SYN URGP=0";
         assert_eq!(p.parse(l.as_bytes()), Line::NotFirewall);
         let l = "Feb  9 15:03:19 pbx kernel: IN=eth0 OUT= MACSRC=00:11:22:33:44:55 MACDST=ff:ff:ff:ff:ff:ff MACPROTO=0800 SRC=198.51.100.1 DST=10.0.0.2 LEN=60 PROTO=UDP SPT=68 DPT=67 LEN=300";

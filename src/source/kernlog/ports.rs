@@ -88,6 +88,14 @@ impl Catalogue {
     }
 
     /// The weight of a probe on `port` (0 when unlisted).
+    /// Whether the entry counts only from lines of a dropping rule.
+    pub fn only_dropped(&self, m: Match) -> bool {
+        match m {
+            Match::Entry(id) => self.entry(id).is_some_and(|e| e.only_dropped),
+            Match::Unlisted => false,
+        }
+    }
+
     pub fn weight(&self, m: Match) -> u8 {
         match m {
             Match::Entry(id) => self.entry(id).map_or(0, |e| e.weight.0),
@@ -104,7 +112,9 @@ impl Catalogue {
         };
         let mut out: Vec<PortRange> = Vec::new();
         for (port, &id) in table.iter().enumerate() {
-            let weighted = id != 0 && self.weight(Match::Entry(id - 1)) > 0;
+            let weighted = id != 0
+                && self.weight(Match::Entry(id - 1)) > 0
+                && !self.only_dropped(Match::Entry(id - 1));
             if !weighted {
                 continue;
             }
@@ -165,6 +175,7 @@ mod tests {
             weight: Weight(0),
             traffic: Traffic::Probes,
             means: None,
+            only_dropped: false,
         });
         let c = Catalogue::new(e);
         assert_eq!(c.weight(c.probe(Proto::Tcp, 31337)), 0);

@@ -1,0 +1,1749 @@
+//! `sipban scan --kernel`: read kernel logs once, change nothing, and list every inbound TCP/UDP
+//! packet per source address (ports hit, how each counts, summed weight, distinct ports, and
+//! which threshold fired), scored as [`super::run`] would.
+//!
+//! Memory is what the report needs and the open scoring windows, nothing more:
+//!
+//! * per address seen, one compact listing slot (its packets, first and last time, its ports
+//!   and how each counts; two ports inline, the rest in a map, at most [`SCAN_PORTS`]);
+//! * per address with an open window, the window, in a slab: a window whose latest probe is
+//!   older than the newest packet by more than the window (plus [`SLACK`]) can no longer count
+//!   with a later probe, so it is dropped. Logs are read in time order almost always; should a
+//!   line come older than a dropped window could still count with (files given newest first,
+//!   a clock stepped back by more than the slack), the scan starts over keeping every window,
+//!   so the report is always what scoring every window to the end would give.
+//!
+//! Lines are parsed and classified by the line engine shared with [`super::run`] (the parsing
+//! side), which hands the packets in batches to the scoring side (listing and windows). Logs of
+//! 4 MiB or more are parsed in a thread of its own while the calling thread scores, through a
+//! bounded channel (a few batches in flight); smaller ones in one thread.
+//!
+//! The report is sorted and rendered one address at a time from the listing (text or JSON):
+//! a scan of a large log lists tens of thousands of addresses, and building the whole report
+//! at once would cost several times the listing.
+//!
+//! This module must never change the files it reads, never hold a whole file in memory, and
+//! never score differently from [`super::run`].
+
+use super::addrindex::Table;
+use super::{
+    catalogue, Class, Counters, Engine, Fired, KernelLogError, KernelLogSettings, Rules, Score,
+    Seen, Window,
+};
+use crate::clock::Iso;
+use crate::config::human_duration;
+use crate::source::input::InputCounts;
+use crate::source::kernlog::ports::{Catalogue, Match, Proto};
+use crate::source::tail::{self, StartAt};
+use serde::ser::{SerializeSeq, SerializeStruct};
+use serde::{Serialize, Serializer};
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
+
+/// Ports listed per address in a scan.
+pub const SCAN_PORTS: usize = 4096;
+
+/// How much older than the newest packet (beyond the window) a window must be to be dropped:
+/// lines a little out of order (two files' tails interleaved, a clock stepped back at boot)
+/// never make the scan start over.
+pub const SLACK: i64 = 3600;
+
+/// One port of one address in a [`ScanReport`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PortScan {
+    pub proto: Proto,
+    pub port: u16,
+    pub packets: u64,
+    pub class: Class,
+    /// The catalogue entry that named the port, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub weight: u8,
+}
+
+/// When and how an address crossed a threshold during the scan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FiredScan {
+    /// The first crossing.
+    pub first: Fired,
+    /// How many times the address crossed a threshold (once over, it stays over while it keeps
+    /// probing within the window; after a quiet window it has to cross again).
+    pub times: u32,
+    /// Its last counted probe while over a threshold (a sighting would be seen then).
+    pub until: i64,
+}
+
+/// One source address in a [`ScanReport`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AddressScan {
+    pub ip: IpAddr,
+    pub packets: u64,
+    pub first: i64,
+    pub last: i64,
+    /// Why the address is never scored (own, loopback, ...), if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignored: Option<&'static str>,
+    /// Summed weight of its distinct weighted ports over the whole scan.
+    pub weight: u32,
+    /// Its distinct counted ports over the whole scan.
+    pub distinct_ports: u32,
+    pub ports: Vec<PortScan>,
+    /// Ports beyond the per-address listing cap.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub more_ports: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fired: Option<FiredScan>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// An address as the report shows it, but for its ports (borrowed from the listing or from
+/// an [`AddressScan`]: both are written by the same code).
+struct AddrHead<'a> {
+    ip: IpAddr,
+    packets: u64,
+    first: i64,
+    last: i64,
+    ignored: Option<&'static str>,
+    weight: u32,
+    distinct_ports: u32,
+    more_ports: u64,
+    fired: Option<&'a FiredScan>,
+}
+
+/// A [`PortScan`], its name borrowed.
+#[derive(Clone, Copy)]
+struct PortView<'a> {
+    proto: Proto,
+    port: u16,
+    packets: u64,
+    class: Class,
+    name: Option<&'a str>,
+    weight: u8,
+}
+
+impl PortView<'_> {
+    fn owned(&self) -> PortScan {
+        PortScan {
+            proto: self.proto,
+            port: self.port,
+            packets: self.packets,
+            class: self.class,
+            name: self.name.map(str::to_string),
+            weight: self.weight,
+        }
+    }
+}
+
+impl AddressScan {
+    fn head(&self) -> AddrHead<'_> {
+        AddrHead {
+            ip: self.ip,
+            packets: self.packets,
+            first: self.first,
+            last: self.last,
+            ignored: self.ignored,
+            weight: self.weight,
+            distinct_ports: self.distinct_ports,
+            more_ports: self.more_ports,
+            fired: self.fired.as_ref(),
+        }
+    }
+
+    fn port_views(&self) -> Vec<PortView<'_>> {
+        self.ports
+            .iter()
+            .map(|p| PortView {
+                proto: p.proto,
+                port: p.port,
+                packets: p.packets,
+                class: p.class,
+                name: p.name.as_deref(),
+                weight: p.weight,
+            })
+            .collect()
+    }
+}
+
+/// Per-file part of a [`ScanReport`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FileScan {
+    pub path: PathBuf,
+    pub lines: u64,
+    pub long_lines: u64,
+    pub counts: InputCounts,
+}
+
+/// The scoring a scan applied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ScanRules {
+    pub window: String,
+    pub threshold: u32,
+    pub distinct_ports: u32,
+    /// Where they came from (a config file, or the built-in defaults).
+    pub from: String,
+}
+
+/// Result of [`scan`]: what `sipban scan --kernel` prints, every address built.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ScanReport {
+    pub files: Vec<FileScan>,
+    pub rules: ScanRules,
+    pub counters: Counters,
+    /// Sorted: crossed a threshold first, then by weight, distinct ports, packets.
+    pub addresses: Vec<AddressScan>,
+    /// Unparsed lines that look relevant (a netfilter field and an address), at most 20.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unparsed_samples: Vec<String>,
+}
+
+/// Result of [`scan_files`]: the same report as [`ScanReport`] (its text and JSON are
+/// identical), with the addresses built one at a time as they are written.
+pub struct Scan {
+    pub files: Vec<FileScan>,
+    pub rules: ScanRules,
+    pub counters: Counters,
+    pub unparsed_samples: Vec<String>,
+    listing: Listing,
+}
+
+// ---------------------------------------------------------------------------------------------
+// the listing
+
+/// No index (window slab, fired list).
+const NONE: u32 = u32::MAX;
+
+/// How one port of an address counts, and its packets. The catalogue entry is `u16::MAX` when
+/// unlisted (the catalogue's ids stop below it: its lookup tables hold `id + 1` in a `u16`).
+#[derive(Clone, Copy)]
+struct PortAgg {
+    key: u32,
+    packets: u32,
+    entry: u16,
+    class: Class,
+}
+
+fn entry_of(m: Match) -> u16 {
+    match m {
+        Match::Entry(id) => id,
+        Match::Unlisted => u16::MAX,
+    }
+}
+
+fn match_of(e: u16) -> Match {
+    match e {
+        u16::MAX => Match::Unlisted,
+        id => Match::Entry(id),
+    }
+}
+
+/// One address's listing: most addresses hit one or two ports, kept inline (no allocation,
+/// no second cache miss); the rest in a map.
+struct AddrAgg {
+    first: i64,
+    last: i64,
+    inline: [PortAgg; 2],
+    // Boxed on purpose: 8 bytes in every slot instead of a map header's 40; most addresses
+    // never need it.
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<HashMap<u32, PortAgg, foldhash::fast::RandomState>>>,
+    packets: u32,
+    more_ports: u32,
+    /// Its open window in the slab, or [`NONE`].
+    win: u32,
+    /// Its crossings in [`Listing::fired`], or [`NONE`].
+    fired: u32,
+    ip: IpAddr,
+    n_inline: u8,
+    /// Why it is never scored: 1 + an index into [`Listing::reasons`], or 0.
+    ignored: u8,
+}
+
+impl AddrAgg {
+    fn ports_len(&self) -> usize {
+        usize::from(self.n_inline) + self.rest.as_ref().map_or(0, |r| r.len())
+    }
+
+    fn port_mut(&mut self, k: u32) -> Option<&mut PortAgg> {
+        let n = usize::from(self.n_inline);
+        if let Some(pa) = self.inline[..n].iter_mut().find(|p| p.key == k) {
+            return Some(pa);
+        }
+        self.rest.as_mut()?.get_mut(&k)
+    }
+
+    fn insert(&mut self, pa: PortAgg) {
+        let n = usize::from(self.n_inline);
+        if n < self.inline.len() {
+            self.inline[n] = pa;
+            self.n_inline += 1;
+        } else {
+            self.rest.get_or_insert_default().insert(pa.key, pa);
+        }
+    }
+
+    fn ports(&self) -> impl Iterator<Item = &PortAgg> {
+        self.inline[..usize::from(self.n_inline)]
+            .iter()
+            .chain(self.rest.iter().flat_map(|r| r.values()))
+    }
+}
+
+/// A window in the slab, and whose it is ([`NONE`] when the slot is free). An address whose
+/// `win` names a slot it does not own had its window dropped (see [`Scanner::sweep`]).
+struct Slot {
+    owner: u32,
+    window: Window,
+}
+
+/// Everything the report needs once the logs are read.
+struct Listing {
+    cat: Catalogue,
+    aggs: Vec<AddrAgg>,
+    fired: Vec<FiredScan>,
+    reasons: Vec<&'static str>,
+    /// Indices into `aggs` in report order (see [`Listing::sort`]).
+    order: Vec<u32>,
+    fired_count: usize,
+}
+
+impl Listing {
+    /// The counted ports' summed weight and number (an ignored address has none).
+    fn score(&self, a: &AddrAgg) -> (u32, u32) {
+        if a.ignored != 0 {
+            return (0, 0);
+        }
+        a.ports()
+            .filter(|p| p.class.counted())
+            .fold((0, 0), |(w, n), p| {
+                (w + u32::from(self.cat.weight(match_of(p.entry))), n + 1)
+            })
+    }
+
+    /// Crossed a threshold first, then by weight, distinct ports, packets, and address.
+    fn sort(&mut self) {
+        let mut keys: Vec<(u128, u32)> = self
+            .aggs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let (w, n) = self.score(a);
+                let fired = u128::from(a.fired != NONE);
+                let key =
+                    fired << 96 | u128::from(w) << 64 | u128::from(n) << 32 | u128::from(a.packets);
+                (key, i as u32)
+            })
+            .collect();
+        let aggs = &self.aggs;
+        keys.sort_unstable_by(|x, y| {
+            y.0.cmp(&x.0)
+                .then_with(|| aggs[x.1 as usize].ip.cmp(&aggs[y.1 as usize].ip))
+        });
+        self.fired_count = self.fired.len();
+        self.order = keys.into_iter().map(|(_, i)| i).collect();
+    }
+
+    /// The `i`-th address of the report, its ports (sorted) into `ports`.
+    fn view<'a>(&'a self, i: usize, ports: &mut Vec<PortView<'a>>) -> Option<AddrHead<'a>> {
+        let a = &self.aggs[*self.order.get(i)? as usize];
+        let cat = &self.cat;
+        ports.clear();
+        ports.extend(a.ports().map(|pa| {
+            let port = (pa.key & 0xffff) as u16;
+            let proto = if pa.key >> 16 == 6 {
+                Proto::Tcp
+            } else {
+                Proto::Udp
+            };
+            let (name, weight) = match match_of(pa.entry) {
+                Match::Entry(id) => (
+                    cat.entry(id).map(|e| e.name()),
+                    cat.weight(Match::Entry(id)),
+                ),
+                Match::Unlisted => (None, 0),
+            };
+            PortView {
+                proto,
+                port,
+                packets: u64::from(pa.packets),
+                class: pa.class,
+                name,
+                weight,
+            }
+        }));
+        ports.sort_unstable_by(|x, y| {
+            y.class
+                .counted()
+                .cmp(&x.class.counted())
+                .then(y.weight.cmp(&x.weight))
+                .then(x.port.cmp(&y.port))
+                .then(x.proto.cmp(&y.proto))
+        });
+        let ignored = match a.ignored {
+            0 => None,
+            r => self.reasons.get(usize::from(r) - 1).copied(),
+        };
+        let counted = |p: &&PortView<'_>| ignored.is_none() && p.class.counted();
+        Some(AddrHead {
+            ip: a.ip,
+            packets: u64::from(a.packets),
+            first: a.first,
+            last: a.last,
+            ignored,
+            weight: ports
+                .iter()
+                .filter(counted)
+                .map(|p| u32::from(p.weight))
+                .sum(),
+            distinct_ports: ports.iter().filter(counted).count() as u32,
+            more_ports: u64::from(a.more_ports),
+            fired: self.fired.get(a.fired as usize),
+        })
+    }
+
+    /// The `i`-th address of the report, built.
+    fn address(&self, i: usize) -> Option<AddressScan> {
+        let mut ports = Vec::new();
+        let h = self.view(i, &mut ports)?;
+        Some(AddressScan {
+            ip: h.ip,
+            packets: h.packets,
+            first: h.first,
+            last: h.last,
+            ignored: h.ignored,
+            weight: h.weight,
+            distinct_ports: h.distinct_ports,
+            ports: ports.iter().map(PortView::owned).collect(),
+            more_ports: h.more_ports,
+            fired: h.fired.cloned(),
+        })
+    }
+
+    fn addresses(&self) -> impl Iterator<Item = AddressScan> + '_ {
+        (0..self.order.len()).map_while(|i| self.address(i))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the scanner
+
+/// The scoring side: packets → listing and windows. A packet costs one index lookup, one
+/// listing slot and, when it counts, one window. A large log's sources are too many to stay
+/// in cache, so packets go through in three steps, each a packet behind the one before: the
+/// index slot of its source is fetched, then its listing slot, then the listing and the
+/// window are updated.
+struct Scanner<'a> {
+    cat: &'a Catalogue,
+    rules: Rules,
+    /// Per family, so that the common IPv4 index has 8-byte slots.
+    index4: Table<u32>,
+    index6: Table<u128>,
+    aggs: Vec<AddrAgg>,
+    fired: Vec<FiredScan>,
+    slab: Vec<Slot>,
+    free: Vec<u32>,
+    /// A packet whose index slot is being fetched, and one whose listing slot is.
+    hashed: Option<Hashed>,
+    pending: Option<Pending>,
+    /// Drop windows that can no longer count (false: keep every window to the end).
+    drop_windows: bool,
+    /// The newest packet's time, and when to look for windows to drop next.
+    newest: i64,
+    next_sweep: i64,
+    /// Latest time a dropped window could still have counted with a probe.
+    horizon: i64,
+    /// A probe came that a dropped window could have counted with: the scan must start over,
+    /// keeping every window.
+    again: bool,
+}
+
+impl<'a> Scanner<'a> {
+    fn new(cat: &'a Catalogue, settings: &KernelLogSettings, drop_windows: bool) -> Self {
+        Scanner {
+            cat,
+            rules: Rules::of(settings),
+            index4: Table::new(),
+            index6: Table::new(),
+            aggs: Vec::new(),
+            fired: Vec::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
+            hashed: None,
+            pending: None,
+            drop_windows,
+            newest: i64::MIN,
+            next_sweep: i64::MIN,
+            horizon: i64::MIN,
+            again: false,
+        }
+    }
+}
+
+/// An inbound TCP/UDP packet as the parsing side hands it to the scoring side: its source,
+/// time, `proto << 16 | port`, catalogue entry (`u16::MAX`: unlisted), how it counts, and why
+/// its source is never scored (1 + an index into [`Parse::reasons`], or 0).
+#[derive(Clone, Copy)]
+struct Rec {
+    t: i64,
+    src: IpAddr,
+    k: u32,
+    entry: u16,
+    class: Class,
+    ignored: u8,
+}
+
+/// A packet whose source is hashed (and its index slot being fetched).
+#[derive(Clone, Copy)]
+struct Hashed {
+    h: u64,
+    rec: Rec,
+}
+
+/// A packet whose listing slot is known (and being fetched) but not yet updated.
+#[derive(Clone, Copy)]
+struct Pending {
+    i: usize,
+    t: i64,
+    k: u32,
+    class: Class,
+    entry: u16,
+    ignored: bool,
+}
+
+/// Ask the CPU to start loading `v`'s cache lines (a hint: it never faults and changes
+/// nothing; a no-op where no stable prefetch instruction is available).
+#[inline(always)]
+pub(super) fn prefetch<T>(v: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p: *const i8 = (v as *const T).cast();
+        for off in (0..std::mem::size_of::<T>()).step_by(64) {
+            // SAFETY: prefetch is a hint that never faults; `p + off` stays within `*v`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
+}
+
+impl Scanner<'_> {
+    /// Take a batch of packets (in log order).
+    fn take(&mut self, recs: &[Rec]) {
+        for r in recs {
+            if self.again {
+                return; // the scan starts over
+            }
+            self.feed(*r);
+        }
+    }
+
+    fn feed(&mut self, rec: Rec) {
+        let h = match rec.src {
+            IpAddr::V4(a) => {
+                let h = self.index4.hash(u32::from(a));
+                self.index4.prefetch(h);
+                h
+            }
+            IpAddr::V6(a) => {
+                let h = self.index6.hash(u128::from(a));
+                self.index6.prefetch(h);
+                h
+            }
+        };
+        if let Some(prev) = self.hashed.replace(Hashed { h, rec }) {
+            self.resolve(prev);
+        }
+    }
+
+    /// Find (or make) the packet's listing slot and ask for it; apply the packet before it.
+    fn resolve(&mut self, Hashed { h, rec }: Hashed) {
+        let next = self.aggs.len() as u32;
+        let i = match rec.src {
+            IpAddr::V4(a) => self.index4.get_or_insert(u32::from(a), h, next),
+            IpAddr::V6(a) => self.index6.get_or_insert(u128::from(a), h, next),
+        } as usize;
+        if i == self.aggs.len() {
+            let none = PortAgg {
+                key: 0,
+                packets: 0,
+                entry: u16::MAX,
+                class: Class::Unlisted,
+            };
+            self.aggs.push(AddrAgg {
+                first: rec.t,
+                last: rec.t,
+                inline: [none; 2],
+                rest: None,
+                packets: 0,
+                more_ports: 0,
+                win: NONE,
+                fired: NONE,
+                ip: rec.src,
+                n_inline: 0,
+                ignored: rec.ignored,
+            });
+        }
+        prefetch(&self.aggs[i]);
+        let now = Pending {
+            i,
+            t: rec.t,
+            k: rec.k,
+            class: rec.class,
+            entry: rec.entry,
+            ignored: rec.ignored != 0,
+        };
+        if let Some(prev) = self.pending.replace(now) {
+            self.apply(prev);
+        }
+    }
+
+    /// Apply the packets still in flight (at the end of a file).
+    fn flush(&mut self) {
+        if let Some(h) = self.hashed.take() {
+            self.resolve(h);
+        }
+        if let Some(p) = self.pending.take() {
+            self.apply(p);
+        }
+    }
+
+    fn apply(&mut self, pk: Pending) {
+        let Pending {
+            i,
+            t,
+            k,
+            class,
+            entry,
+            ignored,
+        } = pk;
+        if t > self.newest {
+            self.newest = t;
+            if self.drop_windows && t >= self.next_sweep {
+                self.sweep();
+            }
+        }
+        let a = &mut self.aggs[i];
+        a.packets = a.packets.saturating_add(1);
+        a.first = a.first.min(t);
+        a.last = a.last.max(t);
+        let full = a.ports_len() >= SCAN_PORTS;
+        match a.port_mut(k) {
+            Some(pa) => pa.packets = pa.packets.saturating_add(1),
+            None if full => a.more_ports = a.more_ports.saturating_add(1),
+            None => a.insert(PortAgg {
+                key: k,
+                packets: 1,
+                entry,
+                class,
+            }),
+        }
+        if ignored || !class.counted() {
+            return;
+        }
+        let w = self.cat.weight(match_of(entry));
+        let owned = self
+            .slab
+            .get(a.win as usize)
+            .is_some_and(|s| s.owner == i as u32);
+        let slot = match a.win {
+            s if owned => s,
+            had => {
+                if had != NONE && t <= self.horizon {
+                    // Its dropped window could have counted with this probe.
+                    self.again = true;
+                    return;
+                }
+                let slot = Slot {
+                    owner: i as u32,
+                    window: Window::default(),
+                };
+                let s = match self.free.pop() {
+                    Some(s) => {
+                        self.slab[s as usize] = slot;
+                        s
+                    }
+                    None => {
+                        self.slab.push(slot);
+                        (self.slab.len() - 1) as u32
+                    }
+                };
+                a.win = s;
+                s
+            }
+        };
+        let ip = a.ip;
+        let window = &mut self.slab[slot as usize].window;
+        let fired = &mut self.aggs[i].fired;
+        match self.rules.score(window, ip, t, k, w) {
+            Score::Below => {}
+            Score::Crossed(f) => match self.fired.get_mut(*fired as usize) {
+                Some(fs) => {
+                    fs.times += 1;
+                    fs.until = fs.until.max(f.at);
+                }
+                None => {
+                    *fired = self.fired.len() as u32;
+                    self.fired.push(FiredScan {
+                        until: f.at,
+                        first: f,
+                        times: 1,
+                    });
+                }
+            },
+            Score::Still(at) => {
+                if let Some(fs) = self.fired.get_mut(*fired as usize) {
+                    fs.until = fs.until.max(at);
+                }
+            }
+        }
+    }
+
+    /// Drop the windows that no probe at or after `newest - SLACK` can count with: a probe
+    /// later than a window's latest by more than the window finds it as a new window would.
+    fn sweep(&mut self) {
+        let window = self.rules.window;
+        let cut = self.newest.saturating_sub(SLACK).saturating_sub(window);
+        for (s, slot) in self.slab.iter_mut().enumerate() {
+            if slot.owner == NONE {
+                continue;
+            }
+            let last = slot.window.last();
+            if last < cut {
+                // The address keeps `win`: the slot is no longer its own.
+                self.horizon = self.horizon.max(last.saturating_add(window));
+                slot.owner = NONE;
+                slot.window = Window::default();
+                self.free.push(s as u32);
+            }
+        }
+        // A sweep reads every open window: once a quarter of the slack at most.
+        self.next_sweep = self.newest.saturating_add(window.max(SLACK / 4));
+    }
+
+    /// Apply what is still in flight: the listing and the crossings, the windows dropped.
+    fn finish(mut self) -> (Vec<AddrAgg>, Vec<FiredScan>, usize) {
+        self.flush();
+        (self.aggs, self.fired, self.slab.len())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the parsing side, and the passes
+
+/// Packets handed over at a time.
+const BATCH: usize = 4096;
+/// Batches in flight between the parsing thread and the scoring one (memory stays bounded).
+const IN_FLIGHT: usize = 4;
+/// Logs smaller than this in all are scanned in one thread (a thread would cost more than it
+/// saves).
+const THREAD_FROM: u64 = 4 << 20;
+
+/// Where the parsing side's batches go.
+enum Sink<'s, 'a> {
+    /// Scored at once, in this thread.
+    Here(&'s mut Scanner<'a>),
+    /// To the scoring thread; `stop` says it needs no more (the scan starts over).
+    Thread(SyncSender<Vec<Rec>>, &'s AtomicBool),
+}
+
+/// The parsing side: lines → packets, in batches, and the line counters.
+struct Parse<'s, 'a> {
+    engine: Engine<'a>,
+    /// Why sources are never scored (a handful of static strings).
+    reasons: Vec<&'static str>,
+    batch: Vec<Rec>,
+    sink: Sink<'s, 'a>,
+    /// The scoring side needs no more: lines are only counted as read.
+    stopped: bool,
+}
+
+/// What the parsing side ends with.
+struct Parsed {
+    files: Vec<FileScan>,
+    counters: Counters,
+    samples: Vec<String>,
+    reasons: Vec<&'static str>,
+}
+
+impl<'s, 'a> Parse<'s, 'a> {
+    fn new(
+        cat: &'a Catalogue,
+        own: &'a HashSet<IpAddr>,
+        settings: &KernelLogSettings,
+        sink: Sink<'s, 'a>,
+    ) -> Self {
+        Parse {
+            engine: Engine::new(cat, own, settings, crate::clock::unix_now()),
+            reasons: Vec::new(),
+            batch: Vec::with_capacity(BATCH),
+            sink,
+            stopped: false,
+        }
+    }
+
+    fn line(&mut self, raw: &[u8], last_time: &mut Option<i64>) {
+        if self.stopped {
+            return;
+        }
+        let Seen::Packet {
+            p,
+            t,
+            class,
+            entry,
+            ignored,
+        } = self.engine.line(raw, last_time)
+        else {
+            return;
+        };
+        let ignored = match ignored {
+            None => 0,
+            Some(why) => self.reason(why),
+        };
+        self.batch.push(Rec {
+            t,
+            src: p.src,
+            k: super::key(p.proto, p.dpt),
+            entry: entry_of(entry),
+            class,
+            ignored,
+        });
+        if self.batch.len() >= BATCH {
+            self.ship();
+        }
+    }
+
+    /// 1 + the index of `why` in the reasons table.
+    fn reason(&mut self, why: &'static str) -> u8 {
+        let at = match self.reasons.iter().position(|r| *r == why) {
+            Some(at) => at,
+            None => {
+                self.reasons.push(why);
+                self.reasons.len() - 1
+            }
+        };
+        u8::try_from(at + 1).unwrap_or(u8::MAX)
+    }
+
+    /// Hand the batch over.
+    fn ship(&mut self) {
+        match &mut self.sink {
+            Sink::Here(sc) => {
+                sc.take(&self.batch);
+                self.batch.clear();
+                self.stopped = sc.again;
+            }
+            Sink::Thread(tx, stop) => {
+                let full = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+                if tx.send(full).is_err() || stop.load(Ordering::Relaxed) {
+                    self.stopped = true;
+                }
+            }
+        }
+    }
+
+    fn done(mut self, files: Vec<FileScan>) -> Parsed {
+        self.ship();
+        Parsed {
+            files,
+            counters: self.engine.counters,
+            samples: self.engine.samples,
+            reasons: self.reasons,
+        }
+    }
+}
+
+/// The logs a pass reads: files, or logs in memory (tests).
+#[derive(Clone, Copy)]
+enum Logs<'l> {
+    Files(&'l [PathBuf]),
+    Bytes(&'l [&'l [u8]]),
+}
+
+/// Read every log through `p`: one [`FileScan`] each (fewer when the scoring side stopped).
+fn read_logs(p: &mut Parse<'_, '_>, logs: Logs<'_>) -> Result<Vec<FileScan>, KernelLogError> {
+    let mut out = Vec::new();
+    match logs {
+        Logs::Files(files) => {
+            for path in files {
+                // A missing file is an error here (the follower would wait for it); anything
+                // but a regular file is refused by the follower, with what it is.
+                if let Err(e) = std::fs::metadata(path) {
+                    return Err(KernelLogError::Io {
+                        path: path.clone(),
+                        source: e,
+                    });
+                }
+                let before = p.engine.counters.lines;
+                let before_counts = p.engine.counters.input();
+                let mut last_time = None;
+                let (_, stats) = tail::follow(
+                    path,
+                    None,
+                    StartAt::Beginning,
+                    &mut tail::Budget::unlimited(),
+                    &mut |l| p.line(l, &mut last_time),
+                )
+                .map_err(|source| KernelLogError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                p.engine.counters.long_lines += stats.long_lines;
+                out.push(FileScan {
+                    path: path.clone(),
+                    lines: p.engine.counters.lines - before,
+                    long_lines: stats.long_lines,
+                    counts: p.engine.counters.input().since(before_counts),
+                });
+                if p.stopped {
+                    break;
+                }
+            }
+        }
+        Logs::Bytes(logs) => {
+            for (i, data) in logs.iter().enumerate() {
+                let before = p.engine.counters.lines;
+                let before_counts = p.engine.counters.input();
+                let mut last_time = None;
+                let body = data.strip_suffix(b"\n").unwrap_or(data);
+                let mut long = 0;
+                if !data.is_empty() {
+                    for line in body.split(|b| *b == b'\n') {
+                        if line.len() > tail::MAX_LINE {
+                            long += 1;
+                            continue;
+                        }
+                        p.line(line, &mut last_time);
+                    }
+                }
+                p.engine.counters.long_lines += long;
+                out.push(FileScan {
+                    path: PathBuf::from(format!("<memory {i}>")),
+                    lines: p.engine.counters.lines - before,
+                    long_lines: long,
+                    counts: p.engine.counters.input().since(before_counts),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// How a pass runs.
+#[derive(Clone, Copy)]
+struct PassOpts {
+    /// Drop windows that can no longer count (false: keep every window to the end).
+    drop_windows: bool,
+    /// Parse in a thread of its own while this one scores.
+    threaded: bool,
+}
+
+/// One pass over `logs`; `None` when it must start over keeping every window.
+fn pass(
+    logs: Logs<'_>,
+    cat: &Catalogue,
+    own: &HashSet<IpAddr>,
+    settings: &KernelLogSettings,
+    opts: PassOpts,
+) -> Result<Option<Done>, KernelLogError> {
+    let mut sc = Scanner::new(cat, settings, opts.drop_windows);
+    let parsed = if opts.threaded {
+        let stop = AtomicBool::new(false);
+        let (tx, rx) = sync_channel::<Vec<Rec>>(IN_FLIGHT);
+        std::thread::scope(|scope| {
+            let stop = &stop;
+            let parser = scope.spawn(move || {
+                let mut p = Parse::new(cat, own, settings, Sink::Thread(tx, stop));
+                read_logs(&mut p, logs).map(|files| p.done(files))
+            });
+            for batch in rx.iter() {
+                sc.take(&batch);
+                if sc.again {
+                    stop.store(true, Ordering::Relaxed);
+                    break;
+                }
+            }
+            // The parser's sends fail from now on: it reads on without parsing and ends.
+            drop(rx);
+            parser
+                .join()
+                .unwrap_or_else(|_| Err(internal("the kernel-log scan's parsing thread panicked")))
+        })?
+    } else {
+        let mut p = Parse::new(cat, own, settings, Sink::Here(&mut sc));
+        let files = read_logs(&mut p, logs)?;
+        p.done(files)
+    };
+    sc.flush();
+    if sc.again {
+        return Ok(None);
+    }
+    let rules = ScanRules {
+        window: human_duration(sc.rules.window as u64),
+        threshold: sc.rules.threshold,
+        distinct_ports: sc.rules.distinct,
+        from: String::new(),
+    };
+    let (aggs, fired, windows) = sc.finish();
+    Ok(Some(Done {
+        files: parsed.files,
+        rules,
+        counters: parsed.counters,
+        unparsed_samples: parsed.samples,
+        aggs,
+        fired,
+        reasons: parsed.reasons,
+        windows,
+    }))
+}
+
+/// Both passes if need be: dropping windows, then (should a line come that a dropped window
+/// could have counted with) keeping them all.
+fn scan_logs(
+    logs: Logs<'_>,
+    settings: &KernelLogSettings,
+    own: &HashSet<IpAddr>,
+    from: &str,
+    threaded: bool,
+) -> Result<Scan, KernelLogError> {
+    let cat = catalogue(settings).map_err(KernelLogError::Catalogue)?;
+    let mut opts = PassOpts {
+        drop_windows: true,
+        threaded,
+    };
+    let mut done = pass(logs, &cat, own, settings, opts)?;
+    if done.is_none() {
+        opts.drop_windows = false;
+        done = pass(logs, &cat, own, settings, opts)?;
+    }
+    let mut done =
+        done.ok_or_else(|| internal("a kernel-log scan keeping every window started over"))?;
+    done.rules.from = from.to_string();
+    Ok(done.with(cat))
+}
+
+/// A scan that went wrong inside, not in what it read: an error, never a guess.
+fn internal(what: &str) -> KernelLogError {
+    KernelLogError::Io {
+        path: PathBuf::new(),
+        source: std::io::Error::other(format!("internal: {what}")),
+    }
+}
+
+/// A finished pass, before it gets its catalogue back (the scanner borrowed it).
+struct Done {
+    files: Vec<FileScan>,
+    rules: ScanRules,
+    counters: Counters,
+    unparsed_samples: Vec<String>,
+    aggs: Vec<AddrAgg>,
+    fired: Vec<FiredScan>,
+    reasons: Vec<&'static str>,
+    /// Windows open at most at once (the slab's size; tests check it).
+    #[cfg_attr(not(test), allow(dead_code))]
+    windows: usize,
+}
+
+impl Done {
+    fn with(self, cat: Catalogue) -> Scan {
+        let mut listing = Listing {
+            cat,
+            aggs: self.aggs,
+            fired: self.fired,
+            reasons: self.reasons,
+            order: Vec::new(),
+            fired_count: 0,
+        };
+        listing.sort();
+        Scan {
+            files: self.files,
+            rules: self.rules,
+            counters: self.counters,
+            unparsed_samples: self.unparsed_samples,
+            listing,
+        }
+    }
+}
+
+/// Read kernel logs once from their start, change nothing, and report every inbound TCP/UDP
+/// packet per source address: ports hit, how each counts, summed weight and distinct ports, and
+/// which threshold fired (scored as [`super::run`] would, with `settings`). `from` says where
+/// the settings came from (shown in the report).
+pub fn scan(
+    files: &[PathBuf],
+    settings: &KernelLogSettings,
+    own: &HashSet<IpAddr>,
+    from: &str,
+) -> Result<ScanReport, KernelLogError> {
+    Ok(scan_files(files, settings, own, from)?.into_report())
+}
+
+/// [`scan`], with the addresses built as they are written (what `sipban scan --kernel` runs).
+/// Large logs are parsed in a thread of their own while this one scores.
+pub fn scan_files(
+    files: &[PathBuf],
+    settings: &KernelLogSettings,
+    own: &HashSet<IpAddr>,
+    from: &str,
+) -> Result<Scan, KernelLogError> {
+    if files.is_empty() {
+        return Err(KernelLogError::NoFiles);
+    }
+    let size: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    scan_logs(Logs::Files(files), settings, own, from, size >= THREAD_FROM)
+}
+
+/// [`scan`] over in-memory logs (tests): a last line without a newline counts as complete;
+/// lines over [`tail::MAX_LINE`] are skipped and counted, as when reading a file.
+pub fn scan_bytes(
+    logs: &[&[u8]],
+    settings: &KernelLogSettings,
+    own: &HashSet<IpAddr>,
+) -> Result<ScanReport, KernelLogError> {
+    Ok(scan_logs(Logs::Bytes(logs), settings, own, "test settings", false)?.into_report())
+}
+
+// ---------------------------------------------------------------------------------------------
+// the report
+
+impl Scan {
+    /// The addresses in report order, each built as it is asked for.
+    pub fn addresses(&self) -> impl Iterator<Item = AddressScan> + '_ {
+        self.listing.addresses()
+    }
+
+    /// Every address built at once.
+    pub fn into_report(self) -> ScanReport {
+        let addresses = self.listing.addresses().collect();
+        ScanReport {
+            files: self.files,
+            rules: self.rules,
+            counters: self.counters,
+            addresses,
+            unparsed_samples: self.unparsed_samples,
+        }
+    }
+}
+
+/// The addresses of a [`Scan`] as a JSON array, built one at a time.
+struct Addresses<'a>(&'a Listing);
+
+impl Serialize for Addresses<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.order.len()))?;
+        for a in self.0.addresses() {
+            seq.serialize_element(&a)?;
+        }
+        seq.end()
+    }
+}
+
+/// As [`ScanReport`]'s derived form, field for field.
+impl Serialize for Scan {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let samples = !self.unparsed_samples.is_empty();
+        let mut st = s.serialize_struct("ScanReport", 4 + usize::from(samples))?;
+        st.serialize_field("files", &self.files)?;
+        st.serialize_field("rules", &self.rules)?;
+        st.serialize_field("counters", &self.counters)?;
+        st.serialize_field("addresses", &Addresses(&self.listing))?;
+        if samples {
+            st.serialize_field("unparsed_samples", &self.unparsed_samples)?;
+        } else {
+            st.skip_field("unparsed_samples")?;
+        }
+        st.end()
+    }
+}
+
+/// Everything before the addresses.
+fn write_head(
+    f: &mut fmt::Formatter<'_>,
+    files: &[FileScan],
+    samples: &[String],
+    r: &ScanRules,
+    c: &Counters,
+    (addresses, fired): (usize, usize),
+) -> fmt::Result {
+    writeln!(f, "Files:")?;
+    for file in files {
+        let n = &file.counts;
+        write!(
+            f,
+            "  {}: {} lines: {} parsed, {} counted probes, {} refused, {} unparsed",
+            file.path.display(),
+            file.lines,
+            n.parsed,
+            n.matched,
+            n.refused,
+            n.unparsed
+        )?;
+        if file.long_lines > 0 {
+            write!(f, ", {} over 64 KiB skipped", file.long_lines)?;
+        }
+        writeln!(f)?;
+    }
+    if !samples.is_empty() {
+        writeln!(f, "Unparsed lines that look like firewall lines (samples):")?;
+        for l in samples {
+            writeln!(f, "  {l}")?;
+        }
+    }
+    let onoff = |v: u32, what: &str| {
+        if v == 0 {
+            format!("{what} off")
+        } else {
+            format!("{what} {v}")
+        }
+    };
+    writeln!(
+        f,
+        "\nScoring ({}): {} or {} within {}; each distinct port counts once",
+        r.from,
+        onoff(r.threshold, "weight"),
+        onoff(r.distinct_ports, "distinct ports"),
+        r.window
+    )?;
+    writeln!(
+        f,
+        "\nLines: {} read, {} firewall log lines: {} inbound TCP/UDP packets, {} outbound or forwarded, {} other protocols, {} malformed",
+        c.lines, c.firewall_lines, c.packets, c.not_inbound, c.other_protocol, c.malformed
+    )?;
+    writeln!(
+        f,
+        "Packets: {} on weighted ports, {} on unlisted ports (counted as distinct ports); not counted: {} harmless ports, {} replies, {} broadcast/multicast, {} accepted by the firewall, {} from own or special addresses",
+        c.weighted, c.unlisted, c.harmless, c.replies, c.broadcast, c.accepted, c.ignored_source
+    )?;
+    writeln!(
+        f,
+        "\nAddresses: {} ({} crossed a threshold)",
+        addresses, fired
+    )
+}
+
+/// Decimal digits of `v`, right-aligned in `width` (the `{:>width$}` of `fmt`, without its
+/// machinery: a scan's report is tens of thousands of these lines).
+fn push_num(out: &mut String, v: u64, width: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = v;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let n = digits.len() - i;
+    for _ in n..width {
+        out.push(' ');
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
+    }
+}
+
+/// `v` as `width` zero-padded digits (`v` fits).
+fn push_pad0(out: &mut String, v: i64, width: u32) {
+    let mut div = 10i64.pow(width - 1);
+    while div > 0 {
+        out.push(char::from(b'0' + (v / div % 10) as u8));
+        div /= 10;
+    }
+}
+
+/// [`Iso`], written by hand for the years 0 to 9999 (the rest through `fmt`).
+fn push_iso(out: &mut String, t: i64) {
+    use std::fmt::Write;
+    let (y, m, d, hh, mm, ss) = crate::clock::civil(t);
+    if !(0..=9999).contains(&y) {
+        let _ = write!(out, "{}", Iso(t));
+        return;
+    }
+    push_pad0(out, y, 4);
+    out.push('-');
+    push_pad0(out, m, 2);
+    out.push('-');
+    push_pad0(out, d, 2);
+    out.push('T');
+    push_pad0(out, hh, 2);
+    out.push(':');
+    push_pad0(out, mm, 2);
+    out.push(':');
+    push_pad0(out, ss, 2);
+    out.push('Z');
+}
+
+/// One address into `out`: its line, then its ports (the first 40).
+fn render_address(out: &mut String, a: &AddrHead<'_>, ports: &[PortView<'_>]) {
+    use std::fmt::Write;
+    out.push_str("  ");
+    let at = out.len();
+    match a.ip {
+        IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_num(out, u64::from(o), 0);
+            }
+        }
+        ip => {
+            let _ = write!(out, "{ip}");
+        }
+    }
+    for _ in out.len() - at..39 {
+        out.push(' ');
+    }
+    out.push_str(" weight ");
+    push_num(out, u64::from(a.weight), 3);
+    out.push_str(", ");
+    push_num(out, u64::from(a.distinct_ports), 3);
+    out.push_str(" ports, ");
+    push_num(out, a.packets, 6);
+    out.push_str(" packets, ");
+    push_iso(out, a.first);
+    out.push_str(" .. ");
+    push_iso(out, a.last);
+    match (&a.ignored, &a.fired) {
+        (Some(why), _) => {
+            out.push_str("  IGNORED: ");
+            out.push_str(why);
+        }
+        (None, Some(fs)) => {
+            let _ = write!(
+                out,
+                "  FIRED ({}: weight {}, {} ports within the window) at ",
+                fs.first.crossed, fs.first.weight, fs.first.ports,
+            );
+            push_iso(out, fs.first.at);
+            if fs.until > fs.first.at {
+                out.push_str(", still probing until ");
+                push_iso(out, fs.until);
+            }
+            if fs.times > 1 {
+                let _ = write!(out, ", crossed {} times", fs.times);
+            }
+        }
+        (None, None) => {}
+    }
+    out.push_str("\n     ");
+    for (i, p) in ports.iter().take(40).enumerate() {
+        out.push_str(if i == 0 { " " } else { ", " });
+        push_num(out, u64::from(p.port), 0);
+        out.push('/');
+        out.push_str(p.proto.label());
+        out.push_str(" (");
+        match (p.class, p.name) {
+            (Class::Weighted, n) => {
+                out.push_str(n.unwrap_or(""));
+                out.push(' ');
+                push_num(out, u64::from(p.weight), 0);
+            }
+            (Class::Unlisted, _) => out.push_str("unlisted"),
+            (Class::Harmless, n) => {
+                out.push_str(n.unwrap_or(""));
+                out.push_str(", harmless");
+            }
+            (other, Some(n)) => {
+                out.push_str(other.label());
+                out.push_str(", ");
+                out.push_str(n);
+            }
+            (other, None) => out.push_str(other.label()),
+        }
+        out.push(')');
+        if p.packets > 1 {
+            out.push_str(" x");
+            push_num(out, p.packets, 0);
+        }
+    }
+    let more = ports.len().saturating_sub(40) as u64 + a.more_ports;
+    if more > 0 {
+        let _ = write!(out, ", ... and {more} more ports (--json lists them)");
+    }
+    out.push('\n');
+}
+
+impl fmt::Display for ScanReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let fired = self.addresses.iter().filter(|a| a.fired.is_some()).count();
+        write_head(
+            f,
+            &self.files,
+            &self.unparsed_samples,
+            &self.rules,
+            &self.counters,
+            (self.addresses.len(), fired),
+        )?;
+        let mut buf = String::with_capacity(4096);
+        for a in &self.addresses {
+            buf.clear();
+            render_address(&mut buf, &a.head(), &a.port_views());
+            f.write_str(&buf)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Scan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let l = &self.listing;
+        write_head(
+            f,
+            &self.files,
+            &self.unparsed_samples,
+            &self.rules,
+            &self.counters,
+            (l.order.len(), l.fired_count),
+        )?;
+        // Each address rendered into one buffer and written at once, its ports borrowed.
+        let mut buf = String::with_capacity(4096);
+        let mut ports = Vec::new();
+        for i in 0..l.order.len() {
+            let Some(h) = l.view(i, &mut ports) else {
+                break;
+            };
+            buf.clear();
+            render_address(&mut buf, &h, &ports);
+            f.write_str(&buf)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Crossed;
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_listing_slot_stays_small() {
+        // The scan is bound by memory latency, and the listing is most of its memory: one
+        // address's slot must stay within a cache line and a half.
+        assert!(
+            std::mem::size_of::<AddrAgg>() <= 96,
+            "{}",
+            std::mem::size_of::<AddrAgg>()
+        );
+        assert!(std::mem::size_of::<Slot>() <= 64);
+    }
+
+    fn settings() -> KernelLogSettings {
+        KernelLogSettings {
+            timezone: crate::source::asterisk::TimeZone::FixedOffset(0),
+            ..KernelLogSettings::default()
+        }
+    }
+
+    /// A probe from `src` to `dpt`, `t` seconds after 2024-05-02 00:00:00 UTC.
+    fn line(t: i64, src: &str, dpt: u16) -> String {
+        let d = crate::source::asterisk::rules::days_from_civil(2024, 5, 2) * 86_400 + t;
+        format!("{} pbx kernel: [UFW BLOCK] IN=eth0 OUT= MAC=00:11:22:33:44:55:66:77:88:99:aa:bb:08:00 SRC={src} DST=203.0.113.10 LEN=44 TOS=0x00 PREC=0x00 TTL=241 ID=1 PROTO=TCP SPT=40000 DPT={dpt} WINDOW=1024 RES=0x00 SYN URGP=0\n", Iso(d))
+    }
+
+    /// Two days of probes: 5,000 sources, one every 30 s, each back a day later on other
+    /// ports; a scanner crossing the threshold now and then.
+    fn two_days() -> String {
+        let mut log = String::new();
+        for i in 0..5760i64 {
+            let t = i * 30;
+            let n = i % 2880;
+            log += &line(
+                t,
+                &format!("198.51.{}.{}", n / 250, n % 250),
+                [23, 111][(i / 2880) as usize],
+            );
+            if i % 500 == 0 {
+                for (k, p) in [31337, 12345, 1524].into_iter().enumerate() {
+                    log += &line(t + k as i64, "192.0.2.99", p);
+                }
+            }
+        }
+        log
+    }
+
+    fn pass(logs: &[&[u8]], drop_windows: bool) -> Option<(Done, usize)> {
+        let s = settings();
+        let cat = catalogue(&s).unwrap();
+        let opts = PassOpts {
+            drop_windows,
+            threaded: false,
+        };
+        let done = super::pass(Logs::Bytes(logs), &cat, &HashSet::new(), &s, opts).unwrap()?;
+        let windows = done.windows;
+        Some((done, windows))
+    }
+
+    fn report(d: Done) -> ScanReport {
+        let s = settings();
+        d.with(catalogue(&s).unwrap()).into_report()
+    }
+
+    #[test]
+    fn windows_that_can_no_longer_count_are_dropped_and_the_report_is_the_same() {
+        let log = two_days();
+        let (dropping, windows) = pass(&[log.as_bytes()], true).unwrap();
+        let (keeping, all) = pass(&[log.as_bytes()], false).unwrap();
+        // 2,880 sources a day, one every 30 s: the window (10 min) and the slack (an hour)
+        // hold about 140 of them.
+        assert!(windows < 200, "{windows} windows open");
+        assert!(all > 2880, "{all}");
+        let (a, b) = (report(dropping), report(keeping));
+        assert_eq!(a, b);
+        assert_eq!(a.addresses.len(), 2881);
+        assert!(a.addresses[0].fired.as_ref().is_some_and(|f| f.times == 12));
+    }
+
+    #[test]
+    fn a_line_older_than_a_dropped_window_starts_the_scan_over() {
+        // One probe early on the first day (telnet, weight 4); after two days, another from
+        // the same source 10 s after it (back-orifice, 6): within one window, 10 in all.
+        let log = line(30, "198.51.100.1", 23) + &two_days();
+        let late = line(40, "198.51.100.1", 31337);
+        let logs = [log.as_bytes(), late.as_bytes()];
+        assert!(pass(&logs, true).is_none(), "not started over");
+        let (keeping, _) = pass(&logs, false).unwrap();
+        let r = scan_bytes(&logs, &settings(), &HashSet::new()).unwrap();
+        let mut want = report(keeping);
+        want.files = r.files.clone();
+        want.rules = r.rules.clone();
+        assert_eq!(r, want);
+        let a = r
+            .addresses
+            .iter()
+            .find(|a| a.ip.to_string() == "198.51.100.1")
+            .unwrap();
+        assert_eq!(a.fired.as_ref().map(|f| f.first.weight), Some(10), "{a:?}");
+        // A line a little out of order (within the slack) does not start it over.
+        let near = line(2 * 86_400 - 600, "198.51.0.7", 31337);
+        assert!(pass(&[log.as_bytes(), near.as_bytes()], true).is_some());
+    }
+
+    /// The address lines as `fmt` writes them (what [`render_address`] does by hand).
+    fn reference(a: &AddressScan) -> String {
+        use std::fmt::Write;
+        let mut f = String::new();
+        let iso = Iso;
+        write!(
+            f,
+            "  {:<39} weight {:>3}, {:>3} ports, {:>6} packets, {} .. {}",
+            a.ip,
+            a.weight,
+            a.distinct_ports,
+            a.packets,
+            iso(a.first),
+            iso(a.last)
+        )
+        .unwrap();
+        match (&a.ignored, &a.fired) {
+            (Some(why), _) => write!(f, "  IGNORED: {why}").unwrap(),
+            (None, Some(fs)) => {
+                write!(
+                    f,
+                    "  FIRED ({}: weight {}, {} ports within the window) at {}",
+                    fs.first.crossed,
+                    fs.first.weight,
+                    fs.first.ports,
+                    iso(fs.first.at)
+                )
+                .unwrap();
+                if fs.until > fs.first.at {
+                    write!(f, ", still probing until {}", iso(fs.until)).unwrap();
+                }
+                if fs.times > 1 {
+                    write!(f, ", crossed {} times", fs.times).unwrap();
+                }
+            }
+            (None, None) => {}
+        }
+        writeln!(f).unwrap();
+        f.push_str("     ");
+        for (i, p) in a.ports.iter().take(40).enumerate() {
+            let sep = if i == 0 { " " } else { ", " };
+            write!(f, "{sep}{}/{} (", p.port, p.proto).unwrap();
+            let name = p.name.as_deref();
+            match (p.class, name) {
+                (Class::Weighted, n) => write!(f, "{} {}", n.unwrap_or(""), p.weight).unwrap(),
+                (Class::Unlisted, _) => f.push_str("unlisted"),
+                (Class::Harmless, n) => write!(f, "{}, harmless", n.unwrap_or("")).unwrap(),
+                (other, Some(n)) => write!(f, "{}, {n}", other.label()).unwrap(),
+                (other, None) => f.push_str(other.label()),
+            }
+            f.push(')');
+            if p.packets > 1 {
+                write!(f, " x{}", p.packets).unwrap();
+            }
+        }
+        let more = a.ports.len().saturating_sub(40) as u64 + a.more_ports;
+        if more > 0 {
+            write!(f, ", ... and {more} more ports (--json lists them)").unwrap();
+        }
+        writeln!(f).unwrap();
+        f
+    }
+
+    fn arb_address() -> impl Strategy<Value = AddressScan> {
+        let classes = [
+            Class::Weighted,
+            Class::Unlisted,
+            Class::Harmless,
+            Class::Reply,
+            Class::Broadcast,
+            Class::Accepted,
+            Class::UnknownRule,
+        ];
+        let port = (
+            any::<bool>(),
+            any::<u16>(),
+            prop_oneof![Just(1u64), any::<u64>()],
+            0..classes.len(),
+            proptest::option::of("[a-z-]{0,12}"),
+            any::<u8>(),
+        )
+            .prop_map(move |(tcp, port, packets, c, name, weight)| PortScan {
+                proto: if tcp { Proto::Tcp } else { Proto::Udp },
+                port,
+                packets,
+                class: classes[c],
+                name,
+                weight,
+            });
+        let time = prop_oneof![
+            1_600_000_000i64..1_900_000_000,
+            -100_000_000_000i64..400_000_000_000,
+        ];
+        let fired = (
+            time.clone(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<(bool, bool)>(),
+            any::<u32>(),
+            0i64..100_000,
+        )
+            .prop_map(|(at, weight, ports, (w, d), times, later)| FiredScan {
+                first: Fired {
+                    ip: IpAddr::from([192, 0, 2, 1]),
+                    at,
+                    weight,
+                    ports,
+                    crossed: Crossed {
+                        weight: w,
+                        distinct_ports: d,
+                    },
+                },
+                times,
+                until: at + later,
+            });
+        let ip = prop_oneof![
+            any::<u32>().prop_map(|a| IpAddr::from(a.to_be_bytes())),
+            any::<u128>().prop_map(|a| IpAddr::from(a.to_be_bytes())),
+        ];
+        (
+            ip,
+            (any::<u64>(), any::<u32>(), any::<u32>(), any::<u64>()),
+            (time.clone(), time),
+            proptest::option::of(Just("this host's own address")),
+            proptest::collection::vec(port, 0..45),
+            proptest::option::of(fired),
+        )
+            .prop_map(
+                |(
+                    ip,
+                    (packets, weight, distinct_ports, more_ports),
+                    (first, last),
+                    ignored,
+                    ports,
+                    fired,
+                )| {
+                    AddressScan {
+                        ip,
+                        packets,
+                        first,
+                        last,
+                        ignored,
+                        weight,
+                        distinct_ports,
+                        ports,
+                        more_ports,
+                        fired,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        /// The hand-written address lines are `fmt`'s, byte for byte.
+        #[test]
+        fn address_lines_are_written_as_fmt_writes_them(a in arb_address()) {
+            let mut out = String::new();
+            render_address(&mut out, &a.head(), &a.port_views());
+            prop_assert_eq!(out, reference(&a));
+        }
+    }
+
+    #[test]
+    fn the_streamed_report_is_the_built_one() {
+        let log = two_days() + &line(50, "2001:db8::7", 5060) + &line(51, "203.0.113.10", 22);
+        let own = HashSet::from(["203.0.113.10".parse().unwrap()]);
+        let streamed = scan_logs(
+            Logs::Bytes(&[log.as_bytes()]),
+            &settings(),
+            &own,
+            "x",
+            false,
+        )
+        .unwrap();
+        let (text, json) = (
+            streamed.to_string(),
+            serde_json::to_string_pretty(&streamed).unwrap(),
+        );
+        let built = streamed.into_report();
+        assert_eq!(text, built.to_string());
+        assert_eq!(json, serde_json::to_string_pretty(&built).unwrap());
+        assert!(text.contains("IGNORED"), "{text}");
+    }
+
+    #[test]
+    fn a_scan_parsed_in_a_thread_of_its_own_is_the_same() {
+        let log = two_days() + &line(51, "203.0.113.10", 22);
+        let own = HashSet::from(["203.0.113.10".parse().unwrap()]);
+        let s = settings();
+        let logs = [log.as_bytes(), log.as_bytes()];
+        let here = scan_logs(Logs::Bytes(&logs), &s, &own, "x", false).unwrap();
+        let there = scan_logs(Logs::Bytes(&logs), &s, &own, "x", true).unwrap();
+        assert_eq!(here.into_report(), there.into_report());
+        // Started over (the second copy is older than the windows dropped after the first),
+        // in a thread as here.
+        let (_, windows) = pass(&logs[..1], true).unwrap();
+        assert!(windows < 200);
+        assert!(pass(&logs, true).is_none());
+        let late = line(30, "198.51.100.1", 23) + &log;
+        let after = line(40, "198.51.100.1", 31337);
+        let again = [late.as_bytes(), after.as_bytes()];
+        let here = scan_logs(Logs::Bytes(&again), &s, &own, "x", false)
+            .unwrap()
+            .into_report();
+        let there = scan_logs(Logs::Bytes(&again), &s, &own, "x", true)
+            .unwrap()
+            .into_report();
+        assert_eq!(here, there);
+        assert!(here
+            .addresses
+            .iter()
+            .any(|a| a.ip.to_string() == "198.51.100.1"
+                && a.fired.as_ref().is_some_and(|f| f.first.weight == 10)));
+    }
+}
