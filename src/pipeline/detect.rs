@@ -261,6 +261,8 @@ impl Detector for AsteriskDetector<'_> {
         }) = &pass.report
         {
             let (name, error, stats) = (j.journal.clone(), j.error.clone(), j.stats.clone());
+            let warning = j.counts.warning("asterisk", std::path::Path::new(&name));
+            pass.unparsed.extend(warning);
             journal_notes(
                 ASTERISK,
                 self.0.read_limit,
@@ -327,6 +329,10 @@ impl Detector for KernelDetector<'_> {
             report: PassReport::Kernel(det),
         };
         if let Some(j) = journal {
+            let warning = j
+                .counts
+                .warning("kernel_log", std::path::Path::new(&j.journal));
+            pass.unparsed.extend(warning);
             journal_notes(
                 kernlog::SOURCE,
                 self.0.read_limit,

@@ -71,7 +71,7 @@ impl SourceReport {
     /// A log detector's per-input counts (`[{path, read, parsed, matched, refused, unparsed}]`),
     /// `null` for other sources: what `status` and the metrics show per input.
     pub fn inputs(&self) -> serde_json::Value {
-        let rows: Vec<serde_json::Value> = match (&self.asterisk, &self.kernel) {
+        let mut rows: Vec<serde_json::Value> = match (&self.asterisk, &self.kernel) {
             (Some(a), _) => a
                 .files
                 .iter()
@@ -84,6 +84,15 @@ impl SourceReport {
                 .collect(),
             (None, None) => return serde_json::Value::Null,
         };
+        // The journal match, when read, is an input like a file (named by journal and match).
+        let journal = match (&self.asterisk, &self.kernel) {
+            (Some(a), _) => a.journal.as_ref().map(|j| (&j.journal, &j.counts)),
+            (None, Some(k)) => k.journal.as_ref().map(|j| (&j.journal, &j.counts)),
+            (None, None) => None,
+        };
+        if let Some((name, counts)) = journal {
+            rows.push(input_row(std::path::Path::new(name), counts));
+        }
         serde_json::Value::Array(rows)
     }
 }

@@ -231,6 +231,13 @@ fn kernel_entries_count_and_a_kernel_identifier_from_userspace_does_not() {
     assert_eq!(j.error, None);
     assert_eq!(j.stats.entries, 3, "{j:?}");
     assert_eq!(d.counters.lines, 3);
+    // The journal match is an input like a file: its lines counted (issue 15, item 4).
+    let c = j.counts;
+    assert_eq!(
+        (c.read, c.parsed, c.matched, c.refused, c.unparsed),
+        (3, 3, 3, 0, 0),
+        "{j:?}"
+    );
     let fired: Vec<String> = d.fired.iter().map(|f| f.ip.to_string()).collect();
     assert_eq!(fired, ["198.51.100.7"]);
     // Across runs, through the blob: the next probes are read once.
@@ -277,6 +284,10 @@ fn asterisk_by_unit_and_by_trusted_identifier_count_a_forged_identifier_does_not
     let d = asterisk::run(&s, &mut state, at(60)).unwrap();
     let j = d.journal.as_ref().unwrap();
     assert_eq!((j.accepted, j.untrusted), (4, 2), "{j:?}");
+    // Read: all six; refused: at least the two forged ones; matched: the four failures.
+    let c = j.counts;
+    assert_eq!((c.read, c.matched, c.unparsed), (6, 4, 0), "{j:?}");
+    assert!(c.refused >= 2, "{j:?}");
     assert_eq!(banned(&d), ["198.51.100.1", "198.51.100.2"]);
     // The ban's time is the entry's (syslog layout has no date of its own).
     let b = d.bans.iter().find(|b| b.ip.to_string() == "198.51.100.2");

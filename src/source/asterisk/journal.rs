@@ -77,6 +77,9 @@ pub struct JournalReport {
     pub accepted: u64,
     /// Entries the match brought whose trusted fields do not prove them Asterisk's.
     pub untrusted: u64,
+    /// Lines read, parsed, matched, refused and unparsed, as for a file (untrusted entries
+    /// count as read and refused).
+    pub counts: crate::source::input::InputCounts,
     /// A read error (the position was left unchanged).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

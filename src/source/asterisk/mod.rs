@@ -1145,7 +1145,8 @@ pub fn run(
     let mut journal_report = None;
     match &settings.journal {
         Some(j) => {
-            let (report, hits) = engine.follow_journal(
+            let before = engine.counters.input();
+            let (mut report, hits) = engine.follow_journal(
                 j,
                 journal_state.get_or_insert_with(Default::default),
                 (files.len() as u16, now - i64::from(settings.findtime)),
@@ -1154,6 +1155,11 @@ pub fn run(
             for h in hits {
                 ban.failure(h.ip, h.time);
             }
+            let mut counts = engine.counters.input().since(before);
+            counts.read += report.untrusted;
+            counts.parsed += report.untrusted;
+            counts.refused += report.untrusted;
+            report.counts = counts;
             journal_report = Some(report);
         }
         None => *journal_state = None,

@@ -33,6 +33,8 @@ pub struct JournalReport {
     pub journal: String,
     #[serde(flatten)]
     pub stats: JournalStats,
+    /// Lines read, parsed, matched, refused and unparsed, as for a file.
+    pub counts: crate::source::input::InputCounts,
     /// A read error (the position was left unchanged).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

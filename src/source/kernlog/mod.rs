@@ -1049,13 +1049,18 @@ pub fn run(
         reports.push(report);
     }
     let journal_report = match journal {
-        Some(j) => Some(journal::follow(
-            j,
-            state.journal.get_or_insert_with(Default::default),
-            now - i64::from(settings.window),
-            &mut budget,
-            &mut |msg, last_time| sc.take(engine.message(msg, last_time)),
-        )),
+        Some(j) => {
+            let before = engine.counters.input();
+            let mut report = journal::follow(
+                j,
+                state.journal.get_or_insert_with(Default::default),
+                now - i64::from(settings.window),
+                &mut budget,
+                &mut |msg, last_time| sc.take(engine.message(msg, last_time)),
+            );
+            report.counts = engine.counters.input().since(before);
+            Some(report)
+        }
         None => {
             state.journal = None;
             None
