@@ -100,25 +100,8 @@ fn unparsed_lines_are_counted_named_and_exposed() {
         let want = format!("sipban_detector_input_lines{{detector=\"asterisk\",input=\"{messages}\",outcome=\"unparsed\"}} 25");
         assert!(prom.contains(&want), "{want} not in\n{prom}");
         if crate::common::netns::require_program("promtool") {
-            let mut child = std::process::Command::new("promtool")
-                .args(["check", "metrics"])
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(prom.as_bytes())
-                .unwrap();
-            let r = child.wait_with_output().unwrap();
-            assert!(
-                r.status.success() && r.stdout.is_empty() && r.stderr.is_empty(),
-                "promtool: {r:?}\n{prom}"
-            );
+            let (ok, out) = crate::metrics::promtool_check(&prom);
+            assert!(ok && out.is_empty(), "promtool: {out}\n{prom}");
         }
 
         // scan --verbose: the one relevant unparsed line, not the filler.

@@ -22,7 +22,9 @@ fn sync(dir: &Path) {
     assert_eq!(o.status.code(), Some(0), "{o:?}");
 }
 
-fn promtool_check(text: &str) -> (bool, String) {
+/// `promtool check metrics` on `text`: whether it passed, and what it printed (lint warnings
+/// included).
+pub(crate) fn promtool_check(text: &str) -> (bool, String) {
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
