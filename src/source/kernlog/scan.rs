@@ -247,7 +247,9 @@ fn match_of(e: u16) -> Match {
 /// of a dozen ports costs a third of a map), a map beyond [`REST_LIST`].
 enum Rest {
     List(Vec<PortAgg>),
-    Map(HashMap<u32, PortAgg, foldhash::fast::RandomState>),
+    // Boxed: the list is the common case, and the enum stays as small as a Vec.
+    #[allow(clippy::box_collection)]
+    Map(Box<HashMap<u32, PortAgg, foldhash::fast::RandomState>>),
 }
 
 /// Ports an address's [`Rest`] keeps in a list.
@@ -270,12 +272,18 @@ impl Rest {
 
     fn insert(&mut self, pa: PortAgg) {
         match self {
-            Rest::List(v) if v.len() < REST_LIST => v.push(pa),
+            Rest::List(v) if v.len() < REST_LIST => {
+                if v.len() == v.capacity() {
+                    // Grown by half, not doubled: a scanner's dozen ports fill their list.
+                    v.reserve_exact((v.len() / 2).max(2));
+                }
+                v.push(pa);
+            }
             Rest::List(v) => {
                 let mut m: HashMap<u32, PortAgg, foldhash::fast::RandomState> =
                     v.drain(..).map(|p| (p.key, p)).collect();
                 m.insert(pa.key, pa);
-                *self = Rest::Map(m);
+                *self = Rest::Map(Box::new(m));
             }
             Rest::Map(m) => {
                 m.insert(pa.key, pa);
@@ -286,7 +294,7 @@ impl Rest {
     fn iter(&self) -> impl Iterator<Item = &PortAgg> {
         let (list, map) = match self {
             Rest::List(v) => (v.as_slice(), None),
-            Rest::Map(m) => (&[][..], Some(m)),
+            Rest::Map(m) => (&[][..], Some(&**m)),
         };
         list.iter().chain(map.into_iter().flat_map(|m| m.values()))
     }
@@ -1874,6 +1882,25 @@ mod tests {
             render_address(&mut out, &a.head(), &a.port_views());
             prop_assert_eq!(out, reference(&a));
         }
+    }
+
+    #[test]
+    fn an_address_of_many_ports_lists_each_once_with_its_packets() {
+        // Two inline, then a list, then (past 32 more) a map.
+        let mut log = String::new();
+        for round in 0..3 {
+            for p in 0..40u16 {
+                log += &line(i64::from(round * 40 + p), "198.51.100.9", 20_000 + p);
+            }
+        }
+        let r = scan_bytes(&[log.as_bytes()], &settings(), &HashSet::new()).unwrap();
+        let a = &r.addresses[0];
+        assert_eq!((a.packets, a.ports.len(), a.distinct_ports), (120, 40, 40));
+        assert!(a.ports.iter().all(|p| p.packets == 3), "{a:?}");
+        let mut ports: Vec<u16> = a.ports.iter().map(|p| p.port).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports, (20_000..20_040).collect::<Vec<_>>());
     }
 
     #[test]
