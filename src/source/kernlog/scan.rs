@@ -5,7 +5,8 @@
 //! Memory is what the report needs and the open scoring windows, nothing more:
 //!
 //! * per address seen, one compact listing slot (its packets, first and last time, its ports
-//!   and how each counts; two ports inline, the rest in a map, at most [`SCAN_PORTS`]);
+//!   and how each counts; two ports inline, the rest in a short list or a map, at most
+//!   [`SCAN_PORTS`]);
 //! * per address with an open window, the window, in a slab: a window whose latest probe is
 //!   older than the newest packet by more than the window (plus [`SLACK`]) can no longer count
 //!   with a later probe, so it is dropped. Logs are read in time order almost always; should a
