@@ -39,7 +39,7 @@ use crate::source::kernlog::ports::{Catalogue, Match, Proto};
 use crate::source::tail::{self, StartAt};
 use serde::ser::{SerializeSeq, SerializeStruct};
 use serde::{Serialize, Serializer};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -496,9 +496,9 @@ impl Listing {
 
 /// The scoring side: packets → listing and windows. A packet costs one index lookup, one
 /// listing slot and, when it counts, one window. A large log's sources are too many to stay
-/// in cache, so packets go through in three steps, each a packet behind the one before: the
-/// index slot of its source is fetched, then its listing slot, then the listing and the
-/// window are updated.
+/// in cache, so packets go through in three steps, each [`AHEAD`] packets behind the one
+/// before: the index slot of its source is fetched, then its listing slot, then the listing
+/// and the window are updated (in log order).
 struct Scanner<'a> {
     cat: &'a Catalogue,
     rules: Rules,
@@ -509,9 +509,9 @@ struct Scanner<'a> {
     fired: Vec<FiredScan>,
     slab: Vec<Slot>,
     free: Vec<u32>,
-    /// A packet whose index slot is being fetched, and one whose listing slot is.
-    hashed: Option<Hashed>,
-    pending: Option<Pending>,
+    /// Packets whose index slots are being fetched, and packets whose listing slots are.
+    hashed: VecDeque<Hashed>,
+    pending: VecDeque<Pending>,
     /// Drop windows that can no longer count (false: keep every window to the end).
     drop_windows: bool,
     /// The newest packet's time, and when to look for windows to drop next.
@@ -535,8 +535,8 @@ impl<'a> Scanner<'a> {
             fired: Vec::new(),
             slab: Vec::new(),
             free: Vec::new(),
-            hashed: None,
-            pending: None,
+            hashed: VecDeque::with_capacity(AHEAD + 1),
+            pending: VecDeque::with_capacity(AHEAD + 1),
             drop_windows,
             newest: i64::MIN,
             next_sweep: i64::MIN,
@@ -558,6 +558,10 @@ struct Rec {
     class: Class,
     ignored: u8,
 }
+
+/// How many packets each step of the scoring side runs ahead of the next: far enough for a
+/// slot fetched from memory to arrive before it is read.
+const AHEAD: usize = 4;
 
 /// A packet whose source is hashed (and its index slot being fetched).
 #[derive(Clone, Copy)]
@@ -618,8 +622,11 @@ impl Scanner<'_> {
                 h
             }
         };
-        if let Some(prev) = self.hashed.replace(Hashed { h, rec }) {
-            self.resolve(prev);
+        self.hashed.push_back(Hashed { h, rec });
+        if self.hashed.len() > AHEAD {
+            if let Some(prev) = self.hashed.pop_front() {
+                self.resolve(prev);
+            }
         }
     }
 
@@ -660,17 +667,20 @@ impl Scanner<'_> {
             entry: rec.entry,
             ignored: rec.ignored != 0,
         };
-        if let Some(prev) = self.pending.replace(now) {
-            self.apply(prev);
+        self.pending.push_back(now);
+        if self.pending.len() > AHEAD {
+            if let Some(prev) = self.pending.pop_front() {
+                self.apply(prev);
+            }
         }
     }
 
     /// Apply the packets still in flight (at the end of a file).
     fn flush(&mut self) {
-        if let Some(h) = self.hashed.take() {
+        while let Some(h) = self.hashed.pop_front() {
             self.resolve(h);
         }
-        if let Some(p) = self.pending.take() {
+        while let Some(p) = self.pending.pop_front() {
             self.apply(p);
         }
     }
