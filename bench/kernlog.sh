@@ -8,7 +8,7 @@
 #   3. times, paired (A/B/C alternated, RUNS rounds after one warm-up): `sipban scan --kernel`
 #      (the default, human-readable report), the same with --json (pretty JSON, about four times
 #      the bytes), both written to a file, and `LC_ALL=C grep -c 'DPT='`; prints medians, lines
-#      per second and the ratios to grep (target <= 2 for the default report);
+#      per second and the ratios to grep (target <= 1.5 for the default report, issue 15);
 #   4. records peak RSS of sipban (GNU time).
 #
 # The scan runs with built-in defaults (`--config` points at a file that does not exist).
@@ -110,8 +110,8 @@ EOF
         "$w_json" "$(($(stat -c %s "$TMP/json.out") / 1024))" "$w_grep" "$(cat "$TMP/grep.out")"
     awk -v o="$w_ours" -v j="$w_json" -v g="$w_grep" -v n="$n" 'BEGIN{
         r = o / g;
-        printf "ratio %s lines: sipban/grep = %.2fx (target <= 2: %s), with --json %.2fx | sipban %.2fM lines/s, grep %.2fM lines/s\n",
-            n, r, (r <= 2 ? "met" : "NOT met"), j / g, n / o / 1e6, n / g / 1e6 }'
+        printf "ratio %s lines: sipban/grep = %.2fx (target <= 1.5: %s), with --json %.2fx | sipban %.2fM lines/s, grep %.2fM lines/s\n",
+            n, r, (r <= 1.5 ? "met" : "NOT met"), j / g, n / o / 1e6, n / g / 1e6 }'
     printf 'rss %s lines: sipban peak %d KiB (with --json %d KiB), grep %d KiB\n' "$n" \
         "$(sort -n "$TMP/ours.rss" | tail -1)" "$(sort -n "$TMP/json.rss" | tail -1)" \
         "$(sort -n "$TMP/grep.rss" | tail -1)"

@@ -191,11 +191,30 @@ const MONTHS: [&[u8; 3]; 12] = [
     b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
 ];
 
+#[inline]
 fn month(b: &[u8]) -> Option<u8> {
-    let b = b.get(..3)?;
-    MONTHS.iter().position(|m| &m[..] == b).map(|i| i as u8 + 1)
+    // A match on the three bytes: integer compares, where a search of MONTHS calls memcmp.
+    let m: [u8; 3] = b.get(..3)?.try_into().ok()?;
+    let n = match &m {
+        b"Jan" => 1,
+        b"Feb" => 2,
+        b"Mar" => 3,
+        b"Apr" => 4,
+        b"May" => 5,
+        b"Jun" => 6,
+        b"Jul" => 7,
+        b"Aug" => 8,
+        b"Sep" => 9,
+        b"Oct" => 10,
+        b"Nov" => 11,
+        b"Dec" => 12,
+        _ => return None,
+    };
+    debug_assert_eq!(MONTHS[n as usize - 1], &m);
+    Some(n)
 }
 
+#[inline]
 fn digits(b: &[u8], at: usize, n: usize) -> Option<u32> {
     let s = b.get(at..at + n)?;
     let mut v = 0u32;
@@ -209,6 +228,7 @@ fn digits(b: &[u8], at: usize, n: usize) -> Option<u32> {
 }
 
 /// `HH:MM:SS` at `at`, then an optional `.fraction`. Returns (seconds of day, end).
+#[inline]
 fn hms(b: &[u8], at: usize) -> Option<(u32, usize)> {
     let h = digits(b, at, 2)?;
     let m = digits(b, at + 3, 2)?;
@@ -1305,6 +1325,17 @@ pub fn looks_like_failure(a: &Anatomy<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn months_by_their_english_abbreviation_only() {
+        for (i, m) in MONTHS.iter().enumerate() {
+            assert_eq!(month(&m[..]), Some(i as u8 + 1));
+        }
+        for bad in [&b"jan"[..], b"JAN", b"Ja", b"", b"Mai", b"Jan"] {
+            assert_eq!(month(bad), (bad == b"Jan").then_some(1), "{bad:?}");
+        }
+        assert_eq!(month(b"Dec 31"), Some(12));
+    }
 
     #[test]
     fn anatomy_forms() {

@@ -328,7 +328,7 @@ fn tcp_flags(t: &[u8]) -> u8 {
 
 /// A literal address, canonicalised (IPv4-mapped IPv6 becomes IPv4). IPv4 is parsed by hand
 /// (the hot path, inlined so that the address is built in place rather than passed through
-/// memory); IPv6 by [`parse_v6`].
+/// memory); IPv6 by `parse_v6`.
 #[inline(always)]
 pub fn parse_addr(b: &[u8]) -> Option<IpAddr> {
     if b.len() <= 15 {

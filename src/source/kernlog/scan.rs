@@ -5,7 +5,8 @@
 //! Memory is what the report needs and the open scoring windows, nothing more:
 //!
 //! * per address seen, one compact listing slot (its packets, first and last time, its ports
-//!   and how each counts; two ports inline, the rest in a map, at most [`SCAN_PORTS`]);
+//!   and how each counts; two ports inline, the rest in a short list or a map, at most
+//!   [`SCAN_PORTS`]);
 //! * per address with an open window, the window, in a slab: a window whose latest probe is
 //!   older than the newest packet by more than the window (plus [`SLACK`]) can no longer count
 //!   with a later probe, so it is dropped. Logs are read in time order almost always; should a
@@ -14,9 +15,10 @@
 //!   so the report is always what scoring every window to the end would give.
 //!
 //! Lines are parsed and classified by the line engine shared with [`super::run`] (the parsing
-//! side), which hands the packets in batches to the scoring side (listing and windows). Logs of
-//! 4 MiB or more are parsed in a thread of its own while the calling thread scores, through a
-//! bounded channel (a few batches in flight); smaller ones in one thread.
+//! side), which hands the packets to the scoring side (listing and windows). Logs of 4 MiB or
+//! more are parsed in a thread of its own: the calling thread reads the logs, hands the lines
+//! over in blocks and scores the packets that come back (a couple of blocks in flight each
+//! way); smaller logs are read, parsed and scored in one thread.
 //!
 //! The report is sorted and rendered one address at a time from the listing (text or JSON):
 //! a scan of a large log lists tens of thousands of addresses, and building the whole report
@@ -37,12 +39,11 @@ use crate::source::kernlog::ports::{Catalogue, Match, Proto};
 use crate::source::tail::{self, StartAt};
 use serde::ser::{SerializeSeq, SerializeStruct};
 use serde::{Serialize, Serializer};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 
 /// Ports listed per address in a scan.
 pub const SCAN_PORTS: usize = 4096;
@@ -243,16 +244,71 @@ fn match_of(e: u16) -> Match {
     }
 }
 
+/// An address's ports beyond the two inline: a list searched in order while short (a scanner
+/// of a dozen ports costs a third of a map), a map beyond [`REST_LIST`].
+enum Rest {
+    List(Vec<PortAgg>),
+    // Boxed: the list is the common case, and the enum stays as small as a Vec.
+    #[allow(clippy::box_collection)]
+    Map(Box<HashMap<u32, PortAgg, foldhash::fast::RandomState>>),
+}
+
+/// Ports an address's [`Rest`] keeps in a list.
+const REST_LIST: usize = 32;
+
+impl Rest {
+    fn len(&self) -> usize {
+        match self {
+            Rest::List(v) => v.len(),
+            Rest::Map(m) => m.len(),
+        }
+    }
+
+    fn get_mut(&mut self, k: u32) -> Option<&mut PortAgg> {
+        match self {
+            Rest::List(v) => v.iter_mut().find(|p| p.key == k),
+            Rest::Map(m) => m.get_mut(&k),
+        }
+    }
+
+    fn insert(&mut self, pa: PortAgg) {
+        match self {
+            Rest::List(v) if v.len() < REST_LIST => {
+                if v.len() == v.capacity() {
+                    // Grown by half, not doubled: a scanner's dozen ports fill their list.
+                    v.reserve_exact((v.len() / 2).max(2));
+                }
+                v.push(pa);
+            }
+            Rest::List(v) => {
+                let mut m: HashMap<u32, PortAgg, foldhash::fast::RandomState> =
+                    v.drain(..).map(|p| (p.key, p)).collect();
+                m.insert(pa.key, pa);
+                *self = Rest::Map(Box::new(m));
+            }
+            Rest::Map(m) => {
+                m.insert(pa.key, pa);
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &PortAgg> {
+        let (list, map) = match self {
+            Rest::List(v) => (v.as_slice(), None),
+            Rest::Map(m) => (&[][..], Some(&**m)),
+        };
+        list.iter().chain(map.into_iter().flat_map(|m| m.values()))
+    }
+}
+
 /// One address's listing: most addresses hit one or two ports, kept inline (no allocation,
-/// no second cache miss); the rest in a map.
+/// no second cache miss); the rest in a [`Rest`].
 struct AddrAgg {
     first: i64,
     last: i64,
     inline: [PortAgg; 2],
-    // Boxed on purpose: 8 bytes in every slot instead of a map header's 40; most addresses
-    // never need it.
-    #[allow(clippy::box_collection)]
-    rest: Option<Box<HashMap<u32, PortAgg, foldhash::fast::RandomState>>>,
+    /// Boxed: 8 bytes in every slot; most addresses never need it.
+    rest: Option<Box<Rest>>,
     packets: u32,
     more_ports: u32,
     /// Its open window in the slab, or [`NONE`].
@@ -275,7 +331,7 @@ impl AddrAgg {
         if let Some(pa) = self.inline[..n].iter_mut().find(|p| p.key == k) {
             return Some(pa);
         }
-        self.rest.as_mut()?.get_mut(&k)
+        self.rest.as_mut()?.get_mut(k)
     }
 
     fn insert(&mut self, pa: PortAgg) {
@@ -284,14 +340,17 @@ impl AddrAgg {
             self.inline[n] = pa;
             self.n_inline += 1;
         } else {
-            self.rest.get_or_insert_default().insert(pa.key, pa);
+            match &mut self.rest {
+                Some(r) => r.insert(pa),
+                None => self.rest = Some(Box::new(Rest::List(vec![pa]))),
+            }
         }
     }
 
     fn ports(&self) -> impl Iterator<Item = &PortAgg> {
         self.inline[..usize::from(self.n_inline)]
             .iter()
-            .chain(self.rest.iter().flat_map(|r| r.values()))
+            .chain(self.rest.iter().flat_map(|r| r.iter()))
     }
 }
 
@@ -328,25 +387,27 @@ impl Listing {
 
     /// Crossed a threshold first, then by weight, distinct ports, packets, and address.
     fn sort(&mut self) {
-        let mut keys: Vec<(u128, u32)> = self
+        // (crossed, weight, distinct ports) in one word: the weight is at most 4,096 ports of
+        // weight 255 (20 bits), the distinct ports at most 4,096 (13 bits).
+        const _: () = assert!(SCAN_PORTS * 255 < 1 << 20 && SCAN_PORTS < 1 << 13);
+        let mut keys: Vec<(u64, u32, u32)> = self
             .aggs
             .iter()
             .enumerate()
             .map(|(i, a)| {
                 let (w, n) = self.score(a);
-                let fired = u128::from(a.fired != NONE);
-                let key =
-                    fired << 96 | u128::from(w) << 64 | u128::from(n) << 32 | u128::from(a.packets);
-                (key, i as u32)
+                let hi = u64::from(a.fired != NONE) << 33 | u64::from(w) << 13 | u64::from(n);
+                (hi, a.packets, i as u32)
             })
             .collect();
         let aggs = &self.aggs;
         keys.sort_unstable_by(|x, y| {
-            y.0.cmp(&x.0)
-                .then_with(|| aggs[x.1 as usize].ip.cmp(&aggs[y.1 as usize].ip))
+            (y.0, y.1)
+                .cmp(&(x.0, x.1))
+                .then_with(|| aggs[x.2 as usize].ip.cmp(&aggs[y.2 as usize].ip))
         });
         self.fired_count = self.fired.len();
-        self.order = keys.into_iter().map(|(_, i)| i).collect();
+        self.order = keys.into_iter().map(|(_, _, i)| i).collect();
     }
 
     /// The `i`-th address of the report, its ports (sorted) into `ports`.
@@ -435,9 +496,9 @@ impl Listing {
 
 /// The scoring side: packets → listing and windows. A packet costs one index lookup, one
 /// listing slot and, when it counts, one window. A large log's sources are too many to stay
-/// in cache, so packets go through in three steps, each a packet behind the one before: the
-/// index slot of its source is fetched, then its listing slot, then the listing and the
-/// window are updated.
+/// in cache, so packets go through in three steps, each [`AHEAD`] packets behind the one
+/// before: the index slot of its source is fetched, then its listing slot, then the listing
+/// and the window are updated (in log order).
 struct Scanner<'a> {
     cat: &'a Catalogue,
     rules: Rules,
@@ -448,9 +509,9 @@ struct Scanner<'a> {
     fired: Vec<FiredScan>,
     slab: Vec<Slot>,
     free: Vec<u32>,
-    /// A packet whose index slot is being fetched, and one whose listing slot is.
-    hashed: Option<Hashed>,
-    pending: Option<Pending>,
+    /// Packets whose index slots are being fetched, and packets whose listing slots are.
+    hashed: VecDeque<Hashed>,
+    pending: VecDeque<Pending>,
     /// Drop windows that can no longer count (false: keep every window to the end).
     drop_windows: bool,
     /// The newest packet's time, and when to look for windows to drop next.
@@ -474,8 +535,8 @@ impl<'a> Scanner<'a> {
             fired: Vec::new(),
             slab: Vec::new(),
             free: Vec::new(),
-            hashed: None,
-            pending: None,
+            hashed: VecDeque::with_capacity(AHEAD + 1),
+            pending: VecDeque::with_capacity(AHEAD + 1),
             drop_windows,
             newest: i64::MIN,
             next_sweep: i64::MIN,
@@ -497,6 +558,10 @@ struct Rec {
     class: Class,
     ignored: u8,
 }
+
+/// How many packets each step of the scoring side runs ahead of the next: far enough for a
+/// slot fetched from memory to arrive before it is read.
+const AHEAD: usize = 4;
 
 /// A packet whose source is hashed (and its index slot being fetched).
 #[derive(Clone, Copy)]
@@ -557,8 +622,11 @@ impl Scanner<'_> {
                 h
             }
         };
-        if let Some(prev) = self.hashed.replace(Hashed { h, rec }) {
-            self.resolve(prev);
+        self.hashed.push_back(Hashed { h, rec });
+        if self.hashed.len() > AHEAD {
+            if let Some(prev) = self.hashed.pop_front() {
+                self.resolve(prev);
+            }
         }
     }
 
@@ -599,17 +667,20 @@ impl Scanner<'_> {
             entry: rec.entry,
             ignored: rec.ignored != 0,
         };
-        if let Some(prev) = self.pending.replace(now) {
-            self.apply(prev);
+        self.pending.push_back(now);
+        if self.pending.len() > AHEAD {
+            if let Some(prev) = self.pending.pop_front() {
+                self.apply(prev);
+            }
         }
     }
 
     /// Apply the packets still in flight (at the end of a file).
     fn flush(&mut self) {
-        if let Some(h) = self.hashed.take() {
+        while let Some(h) = self.hashed.pop_front() {
             self.resolve(h);
         }
-        if let Some(p) = self.pending.take() {
+        while let Some(p) = self.pending.pop_front() {
             self.apply(p);
         }
     }
@@ -737,31 +808,29 @@ impl Scanner<'_> {
 // ---------------------------------------------------------------------------------------------
 // the parsing side, and the passes
 
-/// Packets handed over at a time.
+/// Packets scored at a time in one thread.
 const BATCH: usize = 4096;
-/// Batches in flight between the parsing thread and the scoring one (memory stays bounded).
-const IN_FLIGHT: usize = 4;
+/// Bytes of whole lines handed to the parsing thread at a time.
+const BLOCK: usize = 256 << 10;
+/// Blocks in flight each way between the threads (memory stays bounded: about 1 MiB of
+/// lines and their packets).
+const IN_FLIGHT: usize = 2;
 /// Logs smaller than this in all are scanned in one thread (a thread would cost more than it
 /// saves).
 const THREAD_FROM: u64 = 4 << 20;
 
-/// Where the parsing side's batches go.
-enum Sink<'s, 'a> {
-    /// Scored at once, in this thread.
-    Here(&'s mut Scanner<'a>),
-    /// To the scoring thread; `stop` says it needs no more (the scan starts over).
-    Thread(SyncSender<Vec<Rec>>, &'s AtomicBool),
-}
-
-/// The parsing side: lines → packets, in batches, and the line counters.
-struct Parse<'s, 'a> {
+/// The parsing side: lines → packets (collected in `batch`), the line counters, and one
+/// [`FileScan`] per log read.
+struct Parse<'a> {
     engine: Engine<'a>,
     /// Why sources are never scored (a handful of static strings).
     reasons: Vec<&'static str>,
     batch: Vec<Rec>,
-    sink: Sink<'s, 'a>,
-    /// The scoring side needs no more: lines are only counted as read.
-    stopped: bool,
+    /// The time of the current log's last dated line (for lines without a date).
+    last_time: Option<i64>,
+    files: Vec<FileScan>,
+    /// The counters when the current log began.
+    before: (u64, InputCounts),
 }
 
 /// What the parsing side ends with.
@@ -772,33 +841,26 @@ struct Parsed {
     reasons: Vec<&'static str>,
 }
 
-impl<'s, 'a> Parse<'s, 'a> {
-    fn new(
-        cat: &'a Catalogue,
-        own: &'a HashSet<IpAddr>,
-        settings: &KernelLogSettings,
-        sink: Sink<'s, 'a>,
-    ) -> Self {
+impl<'a> Parse<'a> {
+    fn new(cat: &'a Catalogue, own: &'a HashSet<IpAddr>, settings: &KernelLogSettings) -> Self {
         Parse {
             engine: Engine::new(cat, own, settings, crate::clock::unix_now()),
             reasons: Vec::new(),
             batch: Vec::with_capacity(BATCH),
-            sink,
-            stopped: false,
+            last_time: None,
+            files: Vec::new(),
+            before: (0, InputCounts::default()),
         }
     }
 
-    fn line(&mut self, raw: &[u8], last_time: &mut Option<i64>) {
-        if self.stopped {
-            return;
-        }
+    fn line(&mut self, raw: &[u8]) {
         let Seen::Packet {
             p,
             t,
             class,
             entry,
             ignored,
-        } = self.engine.line(raw, last_time)
+        } = self.engine.line(raw, &mut self.last_time)
         else {
             return;
         };
@@ -814,9 +876,6 @@ impl<'s, 'a> Parse<'s, 'a> {
             class,
             ignored,
         });
-        if self.batch.len() >= BATCH {
-            self.ship();
-        }
     }
 
     /// 1 + the index of `why` in the reasons table.
@@ -831,27 +890,23 @@ impl<'s, 'a> Parse<'s, 'a> {
         u8::try_from(at + 1).unwrap_or(u8::MAX)
     }
 
-    /// Hand the batch over.
-    fn ship(&mut self) {
-        match &mut self.sink {
-            Sink::Here(sc) => {
-                sc.take(&self.batch);
-                self.batch.clear();
-                self.stopped = sc.again;
-            }
-            Sink::Thread(tx, stop) => {
-                let full = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
-                if tx.send(full).is_err() || stop.load(Ordering::Relaxed) {
-                    self.stopped = true;
-                }
-            }
-        }
+    /// The current log is read: its [`FileScan`], and the next starts undated.
+    fn file_done(&mut self, path: PathBuf, long_lines: u64) {
+        let c = &mut self.engine.counters;
+        c.long_lines += long_lines;
+        self.files.push(FileScan {
+            path,
+            lines: c.lines - self.before.0,
+            long_lines,
+            counts: c.input().since(self.before.1),
+        });
+        self.before = (c.lines, c.input());
+        self.last_time = None;
     }
 
-    fn done(mut self, files: Vec<FileScan>) -> Parsed {
-        self.ship();
+    fn done(self) -> Parsed {
         Parsed {
-            files,
+            files: self.files,
             counters: self.engine.counters,
             samples: self.engine.samples,
             reasons: self.reasons,
@@ -866,9 +921,17 @@ enum Logs<'l> {
     Bytes(&'l [&'l [u8]]),
 }
 
-/// Read every log through `p`: one [`FileScan`] each (fewer when the scoring side stopped).
-fn read_logs(p: &mut Parse<'_, '_>, logs: Logs<'_>) -> Result<Vec<FileScan>, KernelLogError> {
-    let mut out = Vec::new();
+/// Where [`walk`] hands the lines of the logs.
+trait Lines {
+    fn line(&mut self, raw: &[u8]);
+    /// A log is read to its end (`long_lines` over [`tail::MAX_LINE`] skipped).
+    fn file_done(&mut self, path: PathBuf, long_lines: u64);
+    /// No more lines are wanted (the scan starts over).
+    fn stopped(&self) -> bool;
+}
+
+/// Every line of every log, in order, into `to`.
+fn walk(logs: Logs<'_>, to: &mut dyn Lines) -> Result<(), KernelLogError> {
     match logs {
         Logs::Files(files) => {
             for path in files {
@@ -880,37 +943,25 @@ fn read_logs(p: &mut Parse<'_, '_>, logs: Logs<'_>) -> Result<Vec<FileScan>, Ker
                         source: e,
                     });
                 }
-                let before = p.engine.counters.lines;
-                let before_counts = p.engine.counters.input();
-                let mut last_time = None;
                 let (_, stats) = tail::follow(
                     path,
                     None,
                     StartAt::Beginning,
                     &mut tail::Budget::unlimited(),
-                    &mut |l| p.line(l, &mut last_time),
+                    &mut |l| to.line(l),
                 )
                 .map_err(|source| KernelLogError::Io {
                     path: path.clone(),
                     source,
                 })?;
-                p.engine.counters.long_lines += stats.long_lines;
-                out.push(FileScan {
-                    path: path.clone(),
-                    lines: p.engine.counters.lines - before,
-                    long_lines: stats.long_lines,
-                    counts: p.engine.counters.input().since(before_counts),
-                });
-                if p.stopped {
+                to.file_done(path.clone(), stats.long_lines);
+                if to.stopped() {
                     break;
                 }
             }
         }
         Logs::Bytes(logs) => {
             for (i, data) in logs.iter().enumerate() {
-                let before = p.engine.counters.lines;
-                let before_counts = p.engine.counters.input();
-                let mut last_time = None;
                 let body = data.strip_suffix(b"\n").unwrap_or(data);
                 let mut long = 0;
                 if !data.is_empty() {
@@ -919,20 +970,154 @@ fn read_logs(p: &mut Parse<'_, '_>, logs: Logs<'_>) -> Result<Vec<FileScan>, Ker
                             long += 1;
                             continue;
                         }
-                        p.line(line, &mut last_time);
+                        to.line(line);
                     }
                 }
-                p.engine.counters.long_lines += long;
-                out.push(FileScan {
-                    path: PathBuf::from(format!("<memory {i}>")),
-                    lines: p.engine.counters.lines - before,
-                    long_lines: long,
-                    counts: p.engine.counters.input().since(before_counts),
-                });
+                to.file_done(PathBuf::from(format!("<memory {i}>")), long);
             }
         }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Both sides in one thread: a batch is scored as soon as it is full.
+struct Here<'p, 's, 'a> {
+    parse: &'p mut Parse<'a>,
+    scanner: &'s mut Scanner<'a>,
+}
+
+impl Lines for Here<'_, '_, '_> {
+    fn line(&mut self, raw: &[u8]) {
+        if self.scanner.again {
+            return;
+        }
+        self.parse.line(raw);
+        if self.parse.batch.len() >= BATCH {
+            self.scanner.take(&self.parse.batch);
+            self.parse.batch.clear();
+        }
+    }
+
+    fn file_done(&mut self, path: PathBuf, long_lines: u64) {
+        self.parse.file_done(path, long_lines);
+    }
+
+    fn stopped(&self) -> bool {
+        self.scanner.again
+    }
+}
+
+/// Whole lines on their way to the parsing thread: the bytes, where each line ends, and the
+/// log they end, if they do.
+#[derive(Default)]
+struct Block {
+    data: Vec<u8>,
+    ends: Vec<u32>,
+    file_done: Option<(PathBuf, u64)>,
+}
+
+/// The two-thread form: this thread reads and scores, the parsing thread parses. Lines are
+/// copied into blocks for the parser; the packets come back with the emptied block. This side
+/// never blocks on a full queue to the parser without taking the parser's output first, so
+/// neither side can wait for the other forever.
+struct Feeder<'s, 'a> {
+    scanner: &'s mut Scanner<'a>,
+    block: Block,
+    to_parser: SyncSender<Block>,
+    from_parser: Receiver<(Vec<Rec>, Block)>,
+    spare: Vec<Block>,
+    /// The parser is gone (it failed): nothing more is sent.
+    gone: bool,
+}
+
+impl Feeder<'_, '_> {
+    /// Score one batch back from the parser (waiting for it); `false` when there is none.
+    fn take_one(&mut self, wait: bool) -> bool {
+        let got = if wait {
+            self.from_parser.recv().ok()
+        } else {
+            self.from_parser.try_recv().ok()
+        };
+        match got {
+            Some((recs, block)) => {
+                self.scanner.take(&recs);
+                self.spare.push(block);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Send the current block; while the parser's queue is full, score what it sent back.
+    fn ship(&mut self) {
+        let next = self.spare.pop().unwrap_or_default();
+        let mut block = std::mem::replace(&mut self.block, next);
+        loop {
+            match self.to_parser.try_send(block) {
+                Ok(()) => break,
+                Err(TrySendError::Full(b)) => {
+                    block = b;
+                    if !self.take_one(true) {
+                        self.gone = true;
+                        break;
+                    }
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    self.gone = true;
+                    break;
+                }
+            }
+        }
+        while self.take_one(false) {}
+    }
+}
+
+impl Lines for Feeder<'_, '_> {
+    fn line(&mut self, raw: &[u8]) {
+        if self.scanner.again || self.gone {
+            return;
+        }
+        self.block.data.extend_from_slice(raw);
+        self.block.ends.push(self.block.data.len() as u32);
+        if self.block.data.len() >= BLOCK {
+            self.ship();
+        }
+    }
+
+    fn file_done(&mut self, path: PathBuf, long_lines: u64) {
+        self.block.file_done = Some((path, long_lines));
+        self.ship();
+    }
+
+    fn stopped(&self) -> bool {
+        self.scanner.again || self.gone
+    }
+}
+
+/// The parsing thread: blocks in, packets (and the emptied blocks) out, until the reading
+/// side hangs up.
+fn parse_blocks(
+    mut p: Parse<'_>,
+    blocks: Receiver<Block>,
+    back: SyncSender<(Vec<Rec>, Block)>,
+) -> Parsed {
+    for mut b in blocks.iter() {
+        let mut start = 0;
+        for &end in &b.ends {
+            p.line(&b.data[start..end as usize]);
+            start = end as usize;
+        }
+        if let Some((path, long)) = b.file_done.take() {
+            p.file_done(path, long);
+        }
+        b.data.clear();
+        b.ends.clear();
+        let recs = std::mem::replace(&mut p.batch, Vec::with_capacity(BATCH));
+        if back.send((recs, b)).is_err() {
+            break; // the reading side is gone: the scan starts over or failed
+        }
+    }
+    p.done()
 }
 
 /// How a pass runs.
@@ -940,7 +1125,7 @@ fn read_logs(p: &mut Parse<'_, '_>, logs: Logs<'_>) -> Result<Vec<FileScan>, Ker
 struct PassOpts {
     /// Drop windows that can no longer count (false: keep every window to the end).
     drop_windows: bool,
-    /// Parse in a thread of its own while this one scores.
+    /// Parse in a thread of its own while this one reads and scores.
     threaded: bool,
 }
 
@@ -954,31 +1139,47 @@ fn pass(
 ) -> Result<Option<Done>, KernelLogError> {
     let mut sc = Scanner::new(cat, settings, opts.drop_windows);
     let parsed = if opts.threaded {
-        let stop = AtomicBool::new(false);
-        let (tx, rx) = sync_channel::<Vec<Rec>>(IN_FLIGHT);
+        let (to_parser, blocks) = sync_channel::<Block>(IN_FLIGHT);
+        let (back, from_parser) = sync_channel::<(Vec<Rec>, Block)>(IN_FLIGHT);
         std::thread::scope(|scope| {
-            let stop = &stop;
-            let parser = scope.spawn(move || {
-                let mut p = Parse::new(cat, own, settings, Sink::Thread(tx, stop));
-                read_logs(&mut p, logs).map(|files| p.done(files))
-            });
-            for batch in rx.iter() {
-                sc.take(&batch);
-                if sc.again {
-                    stop.store(true, Ordering::Relaxed);
-                    break;
-                }
+            let parser =
+                scope.spawn(move || parse_blocks(Parse::new(cat, own, settings), blocks, back));
+            let mut f = Feeder {
+                scanner: &mut sc,
+                block: Block::default(),
+                to_parser,
+                from_parser,
+                spare: Vec::new(),
+                gone: false,
+            };
+            let read = walk(logs, &mut f);
+            // Hang up: the parser ends once it has sent what it has; take it all.
+            let Feeder {
+                scanner,
+                to_parser,
+                from_parser,
+                ..
+            } = f;
+            drop(to_parser);
+            for (recs, _) in from_parser.iter() {
+                scanner.take(&recs);
             }
-            // The parser's sends fail from now on: it reads on without parsing and ends.
-            drop(rx);
-            parser
+            let parsed = parser
                 .join()
-                .unwrap_or_else(|_| Err(internal("the kernel-log scan's parsing thread panicked")))
+                .map_err(|_| internal("the kernel-log scan's parsing thread panicked"));
+            read.and(parsed)
         })?
     } else {
-        let mut p = Parse::new(cat, own, settings, Sink::Here(&mut sc));
-        let files = read_logs(&mut p, logs)?;
-        p.done(files)
+        let mut p = Parse::new(cat, own, settings);
+        walk(
+            logs,
+            &mut Here {
+                parse: &mut p,
+                scanner: &mut sc,
+            },
+        )?;
+        sc.take(&p.batch);
+        p.done()
     };
     sc.flush();
     if sc.again {
@@ -1692,6 +1893,25 @@ mod tests {
             render_address(&mut out, &a.head(), &a.port_views());
             prop_assert_eq!(out, reference(&a));
         }
+    }
+
+    #[test]
+    fn an_address_of_many_ports_lists_each_once_with_its_packets() {
+        // Two inline, then a list, then (past 32 more) a map.
+        let mut log = String::new();
+        for round in 0..3 {
+            for p in 0..40u16 {
+                log += &line(i64::from(round * 40 + p), "198.51.100.9", 20_000 + p);
+            }
+        }
+        let r = scan_bytes(&[log.as_bytes()], &settings(), &HashSet::new()).unwrap();
+        let a = &r.addresses[0];
+        assert_eq!((a.packets, a.ports.len(), a.distinct_ports), (120, 40, 40));
+        assert!(a.ports.iter().all(|p| p.packets == 3), "{a:?}");
+        let mut ports: Vec<u16> = a.ports.iter().map(|p| p.port).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports, (20_000..20_040).collect::<Vec<_>>());
     }
 
     #[test]
