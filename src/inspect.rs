@@ -5,7 +5,7 @@
 //! never write anything and never touch the network.
 
 use crate::backend::ipset::Ipset;
-use crate::config::{human_duration, Settings};
+use crate::config::Settings;
 use crate::net::{self, Family};
 use crate::pipeline::decide::{self, Decision, Entry};
 use crate::pipeline::sync::Sources;
@@ -328,7 +328,7 @@ impl fmt::Display for Explanation {
                 l.entry,
                 fmt_time(l.first_seen),
                 fmt_time(l.last_seen),
-                human_duration(l.ttl_left.max(0) as u64)
+                crate::clock::span(l.ttl_left)
             )?;
         }
         if let Some(a) = &self.allowlisted_by {

@@ -360,19 +360,31 @@ fn sets_manual_reports(o: &mut Out, st: &Status) {
         &[],
         st.manual.allowlist as f64,
     );
-    if let Some(q) = &st.report_queue {
+    if !st.report_queue.is_empty() {
         o.family(
             "sipban_reports_queued",
             "gauge",
-            "Upstream reports waiting to be sent.",
+            "Upstream reports waiting to be sent, per sink.",
         );
-        o.sample("sipban_reports_queued", &[], q.queued as f64);
+        for q in &st.report_queue {
+            o.sample(
+                "sipban_reports_queued",
+                &[("sink", &q.sink)],
+                q.queued as f64,
+            );
+        }
         o.family(
             "sipban_reports_sent_total",
             "counter",
-            "Upstream reports sent.",
+            "Upstream reports the sink accepted, per sink.",
         );
-        o.sample("sipban_reports_sent_total", &[], q.sent as f64);
+        for q in &st.report_queue {
+            o.sample(
+                "sipban_reports_sent_total",
+                &[("sink", &q.sink)],
+                q.sent as f64,
+            );
+        }
     }
 }
 

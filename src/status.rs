@@ -6,7 +6,7 @@
 //! `ipset list -t` per set). This module must never write anything and never touch the network.
 
 use crate::backend::ipset::Ipset;
-use crate::config::{human_duration, Settings};
+use crate::config::Settings;
 use crate::inspect::fmt_time;
 use crate::net::Family;
 use crate::pipeline::sync::Sources;
@@ -28,8 +28,8 @@ pub struct Status {
     pub manual: ManualStatus,
     /// The configured log detectors.
     pub detectors: Vec<DetectorStatus>,
-    /// Upstream report queue (issue 6); `None` until that feature keeps one in the state.
-    pub report_queue: Option<ReportQueue>,
+    /// Upstream report sinks that are configured or still hold queued reports.
+    pub report_queue: Vec<ReportQueue>,
     /// The state database was rebuilt after it was lost or found corrupt (the last time).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_rebuilt: Option<StateRebuilt>,
@@ -90,6 +90,9 @@ pub struct SourceStatus {
     /// out its back-off (runs exit 3 meanwhile; `sync --retry-now` downloads at once).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backoff: Option<String>,
+    /// Feeds: when the next download is due (Unix time; at or before `now`: the next run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_download: Option<i64>,
     /// Asterisk detector: what its injection guard did in the last run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub injection_guard: Option<InjectionGuard>,
@@ -127,6 +130,9 @@ pub struct DetectorStatus {
     /// Addresses its bounded offence counter dropped to make room (the furthest from a ban
     /// first), in all runs; `None` when its saved state cannot be read.
     pub evictions: Option<u64>,
+    /// The sources it is counting that have not reached a ban (`None`: no saved state, or
+    /// unreadable).
+    pub failing: Option<crate::pipeline::detect::Failing>,
     /// Per followed input, what the last run read of it (nothing is dropped silently).
     pub inputs: Vec<InputStatus>,
 }
@@ -170,10 +176,15 @@ pub struct ManualStatus {
     pub queued: u64,
 }
 
+/// One upstream report sink (`sipban report status` has the details).
 #[derive(Clone, Debug, Serialize)]
 pub struct ReportQueue {
+    pub sink: String,
     pub queued: u64,
+    /// Reports the sink accepted, in all runs.
     pub sent: u64,
+    /// Reports it refused (not retried), in all runs.
+    pub refused: u64,
 }
 
 /// What the Asterisk detector's injection guard did, from a source's part of the last run's
@@ -211,7 +222,7 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
         sets: Vec::new(),
         manual: ManualStatus::default(),
         detectors: Vec::new(),
-        report_queue: None,
+        report_queue: Vec::new(),
         state_rebuilt: None,
         firewall: FirewallStatus::default(),
     };
@@ -254,22 +265,12 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
             .copied()
             .unwrap_or(0);
         (st.manual.unbans, st.manual.allowlist) = s.manual_counts();
-        st.report_queue = report_queue(s);
         st.state_rebuilt = s.rebuilt()?.map(|marker| StateRebuilt {
             current: marker.is_current(),
             marker,
         });
-        for d in crate::pipeline::detect::configured(settings) {
-            let evictions = match s.blob(d.state_key())? {
-                Some(blob) => d.saved_evictions(&blob),
-                None => Some(0),
-            };
-            st.detectors.push(DetectorStatus {
-                name: d.label().to_string(),
-                evictions,
-                inputs: Vec::new(),
-            });
-        }
+        st.detectors = detectors(settings, s, now)?;
+        st.report_queue = report_sinks(settings, now)?;
     }
     st.manual.queued = queued_requests(settings);
 
@@ -297,8 +298,22 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
                 )
             }
         };
+        let feed = settings.feeds.iter().find(|f| f.name == p.name);
+        // A local file is read at every run; only downloads wait out an interval.
+        let downloaded =
+            feed.filter(|f| matches!(f.location, crate::config::FeedLocation::Http(_)));
+        let next_download = match (downloaded, metas.get(&p.name)) {
+            // A time saved under a clock that was ahead is due now (as the sync treats it).
+            (Some(f), Some(m)) => Some(
+                crate::source::feed::next_due(f, m)
+                    .filter(|&t| !crate::clock::is_future(t, now.saturating_add(f.interval as i64)))
+                    .unwrap_or(now),
+            ),
+            (Some(_), None) => Some(now),
+            _ => None,
+        };
         let backoff = metas.get(&p.name).and_then(|m| {
-            let f = settings.feeds.iter().find(|f| f.name == p.name)?;
+            let f = feed?;
             let due = crate::source::feed::next_due(f, m)?;
             (due > now)
                 .then(|| crate::pipeline::gather::backoff(f, m))
@@ -318,6 +333,7 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
             consecutive_failures: failures,
             last_error,
             backoff,
+            next_download,
             injection_guard: last.and_then(injection_guard),
         });
     }
@@ -343,6 +359,40 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
     }
     st.firewall = firewall(settings);
     Ok(st)
+}
+
+/// The configured detectors as their saved states hold them (inputs are filled in from the
+/// last run's summary).
+fn detectors(settings: &Settings, s: &Store, now: i64) -> Result<Vec<DetectorStatus>> {
+    let mut out = Vec::new();
+    for d in crate::pipeline::detect::configured(settings) {
+        let blob = s.blob(d.state_key())?;
+        let evictions = match &blob {
+            Some(blob) => d.saved_evictions(blob),
+            None => Some(0),
+        };
+        out.push(DetectorStatus {
+            name: d.label().to_string(),
+            evictions,
+            failing: blob.and_then(|b| d.failing(&b, now)),
+            inputs: Vec::new(),
+        });
+    }
+    Ok(out)
+}
+
+/// The upstream report sinks that are configured or still hold queued reports.
+fn report_sinks(settings: &Settings, now: i64) -> Result<Vec<ReportQueue>> {
+    Ok(crate::report::status(settings, now)?
+        .sinks
+        .into_iter()
+        .map(|v| ReportQueue {
+            sink: v.sink.to_string(),
+            queued: v.queue.total as u64,
+            sent: v.reported_total.max(0) as u64,
+            refused: v.refused_total.max(0) as u64,
+        })
+        .collect())
 }
 
 /// Manual requests waiting in the request directory for the next run.
@@ -501,12 +551,90 @@ impl FirewallStatus {
     }
 }
 
-/// HOOK for the upstream report queue (issue 6, written elsewhere): it is shown only once
-/// that feature keeps a table in the state. Until its schema is merged this says nothing
-/// rather than guessing what its rows mean.
-fn report_queue(store: &Store) -> Option<ReportQueue> {
-    let _ = store;
-    None
+/// A count in its unit: `3 failures`, `weight 5`.
+struct Measure(&'static str, u32);
+
+impl fmt::Display for Measure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            "weight" => write!(f, "weight {}", self.1),
+            unit if self.1 == 1 => write!(f, "1 {}", unit.trim_end_matches('s')),
+            unit => write!(f, "{} {unit}", self.1),
+        }
+    }
+}
+
+impl Status {
+    /// The kernel sets against their caps.
+    fn show_sets(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "\nsets:")?;
+        for s in &self.sets {
+            let n = s
+                .entries
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "?".into());
+            let fill = match s.entries {
+                Some(e) if s.cap > 0 => format!(" ({}% full)", e * 100 / u64::from(s.cap)),
+                _ => String::new(),
+            };
+            writeln!(
+                f,
+                "  {:<16} {} of cap {}{fill}{}{}",
+                s.name,
+                n,
+                s.cap,
+                if s.from_kernel {
+                    ""
+                } else {
+                    " (from the last run: kernel not readable)"
+                },
+                if s.evicted > 0 {
+                    format!(", {} evicted over the cap", s.evicted)
+                } else {
+                    String::new()
+                }
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A detector's failing sources below a ban, the closest first.
+    fn show_failing(
+        &self,
+        f: &mut fmt::Formatter<'_>,
+        fl: &crate::pipeline::detect::Failing,
+    ) -> fmt::Result {
+        if fl.total == 0 {
+            return writeln!(f, "    currently failing: none");
+        }
+        writeln!(
+            f,
+            "    currently failing (below a ban at {}): {} address{}{}",
+            Measure(fl.unit, fl.limit),
+            fl.total,
+            if fl.total == 1 { "" } else { "es" },
+            if fl.total > fl.top.len() as u64 {
+                format!(", the {} closest to a ban:", fl.top.len())
+            } else {
+                String::new()
+            }
+        )?;
+        for x in &fl.top {
+            let ports = x
+                .ports
+                .map(|p| format!(" on {p} port{}", if p == 1 { "" } else { "s" }))
+                .unwrap_or_default();
+            writeln!(
+                f,
+                "      {:<39} {} of {}{ports}, last {} ago",
+                x.ip.to_string(),
+                Measure(fl.unit, x.count),
+                fl.limit,
+                crate::clock::span(self.now - x.last)
+            )?;
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for Status {
@@ -528,7 +656,7 @@ impl fmt::Display for Status {
                     "last run: {} at {} ({} ago), took {}s",
                     r.outcome,
                     fmt_time(r.finished),
-                    human_duration((self.now - r.finished).max(0) as u64),
+                    crate::clock::span(self.now - r.finished),
                     (r.finished - r.started).max(0)
                 )?;
                 for e in &r.errors {
@@ -537,34 +665,17 @@ impl fmt::Display for Status {
             }
             None => writeln!(f, "last run: none recorded")?,
         }
-        writeln!(f, "\nsets:")?;
-        for s in &self.sets {
-            let n = s
-                .entries
-                .map(|n| n.to_string())
-                .unwrap_or_else(|| "?".into());
-            writeln!(
-                f,
-                "  {:<16} {} of cap {}{}{}",
-                s.name,
-                n,
-                s.cap,
-                if s.from_kernel {
-                    ""
-                } else {
-                    " (from the last run: kernel not readable)"
-                },
-                if s.evicted > 0 {
-                    format!(", {} evicted over the cap", s.evicted)
-                } else {
-                    String::new()
-                }
-            )?;
-        }
+        self.show_sets(f)?;
         writeln!(f, "\nsources:")?;
-        for s in &self.sources {
+        // The source of entries taken in from the kernel after a state rebuild: only once
+        // there was one.
+        let shown = self
+            .sources
+            .iter()
+            .filter(|s| s.kind != "recovered" || s.entries > 0 || self.state_rebuilt.is_some());
+        for s in shown {
             let fresh = match (s.last_success, s.staleness_seconds) {
-                (Some(_), Some(age)) => format!("last good {} ago", human_duration(age as u64)),
+                (Some(_), Some(age)) => format!("last good {} ago", crate::clock::span(age)),
                 (Some(t), None) => format!(
                     "last good saved as {}, in the future (the clock was ahead)",
                     fmt_time(t)
@@ -575,15 +686,23 @@ impl fmt::Display for Status {
                 }
                 _ => "never read successfully".to_string(),
             };
+            let next = match s.next_download {
+                Some(t) if t > self.now => {
+                    format!(", next download in {}", crate::clock::span(t - self.now))
+                }
+                Some(_) => ", next download at the next run".to_string(),
+                None => String::new(),
+            };
             writeln!(
                 f,
-                "  {:<20} {:<8} prio {:<4} {} entries{}, {fresh}",
+                "  {:<20} {:<8} prio {:<4} {} entr{}{}, {fresh}{next}",
                 s.name,
                 s.kind,
                 s.priority,
                 s.entries,
+                if s.entries == 1 { "y" } else { "ies" },
                 s.in_set
-                    .map(|n| format!(" ({n} in set)"))
+                    .map(|n| format!(" ({n} in set after the last run)"))
                     .unwrap_or_default()
             )?;
             if let Some(g) = &s.injection_guard {
@@ -627,6 +746,9 @@ impl fmt::Display for Status {
                 )?,
                 None => writeln!(f, "  {:<20} saved state unreadable", d.name)?,
             }
+            if let Some(fl) = &d.failing {
+                self.show_failing(f, fl)?;
+            }
             for i in &d.inputs {
                 let c = &i.counts;
                 writeln!(
@@ -642,8 +764,12 @@ impl fmt::Display for Status {
             "\nmanual: {} bans, {} unbans holding, {} allowlisted, {} requests queued",
             m.bans, m.unbans, m.allowlist, m.queued
         )?;
-        if let Some(q) = &self.report_queue {
-            writeln!(f, "reports: {} queued, {} sent", q.queued, q.sent)?;
+        for q in &self.report_queue {
+            writeln!(
+                f,
+                "reports to {}: {} queued, {} sent, {} refused (`sipban report status` for more)",
+                q.sink, q.queued, q.sent, q.refused
+            )?;
         }
         Ok(())
     }

@@ -85,6 +85,52 @@ pub trait Detector {
     /// The total of addresses its bounded offence counter dropped to make room, as its saved
     /// state holds it (`None`: unreadable).
     fn saved_evictions(&self, saved: &[u8]) -> Option<u64>;
+    /// The sources it is counting that have not reached a ban, as its saved state holds them
+    /// (`None`: unreadable).
+    fn failing(&self, saved: &[u8], now: i64) -> Option<Failing>;
+}
+
+/// How many failing sources `status` lists by name (the total is always given).
+pub const FAILING_SHOWN: usize = 10;
+
+/// The sources a detector is counting that have not reached a ban yet: fail2ban's
+/// "Currently failed". Read from the saved state, so it is as of the last pass.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Failing {
+    /// What each count is measured against: `maxretry` failures, or the kernel log's weight
+    /// `threshold`.
+    pub limit: u32,
+    /// `failures` or `weight`.
+    pub unit: &'static str,
+    /// Addresses counting now.
+    pub total: u64,
+    /// The closest to a ban first (then the latest), at most [`FAILING_SHOWN`].
+    pub top: Vec<FailingSource>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FailingSource {
+    pub ip: std::net::IpAddr,
+    pub count: u32,
+    /// Kernel log: distinct ports probed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ports: Option<u32>,
+    /// Unix time of the latest failure or probe.
+    pub last: i64,
+}
+
+impl Failing {
+    fn of(limit: u32, unit: &'static str, mut all: Vec<FailingSource>) -> Failing {
+        let total = all.len() as u64;
+        all.sort_unstable_by(|a, b| (b.count, b.last, a.ip).cmp(&(a.count, a.last, b.ip)));
+        all.truncate(FAILING_SHOWN);
+        Failing {
+            limit,
+            unit,
+            total,
+            top: all,
+        }
+    }
 }
 
 /// The configured detectors, in source order.
@@ -278,6 +324,21 @@ impl Detector for AsteriskDetector<'_> {
     fn saved_evictions(&self, saved: &[u8]) -> Option<u64> {
         asterisk::DetectorState::saved_evictions(saved)
     }
+
+    fn failing(&self, saved: &[u8], now: i64) -> Option<Failing> {
+        let state: asterisk::DetectorState = serde_json::from_slice(saved).ok()?;
+        let all = state
+            .failing(self.0, now)
+            .into_iter()
+            .map(|(ip, count, last)| FailingSource {
+                ip,
+                count,
+                ports: None,
+                last,
+            })
+            .collect();
+        Some(Failing::of(self.0.maxretry, "failures", all))
+    }
 }
 
 struct KernelDetector<'a>(&'a kernlog::KernelLogSettings);
@@ -347,5 +408,20 @@ impl Detector for KernelDetector<'_> {
 
     fn saved_evictions(&self, saved: &[u8]) -> Option<u64> {
         kernlog::KernelState::saved_evictions(saved)
+    }
+
+    fn failing(&self, saved: &[u8], now: i64) -> Option<Failing> {
+        let state = kernlog::KernelState::decode(saved).ok()?;
+        let all = state
+            .failing(self.0, now)
+            .into_iter()
+            .map(|(ip, count, ports, last)| FailingSource {
+                ip,
+                count,
+                ports: Some(ports),
+                last,
+            })
+            .collect();
+        Some(Failing::of(self.0.threshold, "weight", all))
     }
 }

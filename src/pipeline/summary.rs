@@ -295,7 +295,7 @@ impl RunReport {
                     FeedStatus::NotDue { next_in } => {
                         format!(
                             "not due (next download in {})",
-                            crate::config::human_duration(*next_in)
+                            crate::clock::span(*next_in as i64)
                         )
                     }
                     FeedStatus::Failed(r) => format!("FAILED: {r}"),
@@ -325,11 +325,11 @@ impl RunReport {
                     (None, None) => String::new(),
                 },
             };
-            writeln!(
-                f,
+            let head = format!(
                 "  {:<20} {:<5} prio {:<4} {status}",
                 s.name, s.kind, s.priority
-            )?;
+            );
+            writeln!(f, "{}", head.trim_end())?;
             let rejected: usize = c.rejected.values().sum();
             let mut line = format!(
                 "  {:<20} listed {}, holds {}, in set {}",
@@ -424,7 +424,7 @@ impl RunReport {
                     f,
                     "    + {} (for {})",
                     net::display_net(n),
-                    crate::config::human_duration(u64::from(*t))
+                    crate::clock::span(i64::from(*t))
                 )?;
             }
             if p.adds.len() > SHOW {

@@ -39,6 +39,7 @@ mod report_prop;
 mod report_sigkill;
 mod report_sync;
 mod restore;
+mod snapshots;
 mod source_faults;
 mod state_faults;
 mod state_files;

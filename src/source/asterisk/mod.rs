@@ -200,6 +200,21 @@ impl DetectorState {
     pub fn saved_evictions(blob: &[u8]) -> Option<u64> {
         offences::evictions_in_json(blob)
     }
+
+    /// The addresses failing now but not yet banned (fail2ban's "Currently failed"): their
+    /// failures within `findtime` of `now` (fewer than `maxretry`, or they would be banned), and
+    /// the latest one's time.
+    pub fn failing(&self, s: &AsteriskSettings, now: i64) -> Vec<(IpAddr, u32, i64)> {
+        let horizon = now - i64::from(s.findtime);
+        self.recent
+            .iter()
+            .filter_map(|(ip, times)| {
+                let n = times.iter().filter(|t| **t >= horizon).count() as u32;
+                let last = times.last().copied()?;
+                (n > 0 && n < s.maxretry.max(1)).then_some((*ip, n, last))
+            })
+            .collect()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -338,6 +338,21 @@ impl KernelState {
         Ok(w.finish())
     }
 
+    /// The addresses probing now but under the thresholds: their windows still open at `now`
+    /// (not over a threshold), as (address, summed weight, distinct ports, latest probe).
+    pub fn failing(&self, s: &KernelLogSettings, now: i64) -> Vec<(IpAddr, u32, u32, i64)> {
+        let horizon = now - i64::from(s.window);
+        self.recent
+            .iter()
+            .filter(|(_, w)| w.over.is_none() && w.last() >= horizon)
+            .map(|(ip, w)| {
+                let hits = w.hits.as_slice();
+                let sum = hits.iter().map(|h| u32::from(h.weight)).sum();
+                (*ip, sum, hits.len() as u32, w.last())
+            })
+            .collect()
+    }
+
     /// The eviction total a saved blob holds, read from its head alone; `None` for an
     /// unreadable blob (blobs of earlier versions read as 0).
     pub fn saved_evictions(blob: &[u8]) -> Option<u64> {
