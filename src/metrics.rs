@@ -236,6 +236,22 @@ fn detectors(o: &mut Out, st: &Status) {
             );
         }
     }
+    if st.detectors.iter().any(|d| d.failing.is_some()) {
+        o.family(
+            "sipban_detector_failing_sources",
+            "gauge",
+            "Addresses each log detector is counting that have not reached a ban (as of its last pass).",
+        );
+    }
+    for d in &st.detectors {
+        if let Some(fl) = &d.failing {
+            o.sample(
+                "sipban_detector_failing_sources",
+                &[("detector", &d.name)],
+                fl.total as f64,
+            );
+        }
+    }
     if st.detectors.iter().any(|d| !d.inputs.is_empty()) {
         o.family(
             "sipban_detector_input_lines",

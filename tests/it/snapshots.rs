@@ -61,7 +61,7 @@ fn write_inputs(d: &Path, url: &str) {
     )
     .unwrap();
     let cfg = format!(
-        "state_dir: {d}/state\nsets:\n  v4: {{ name: snap4, cap: 6 }}\n  v6: {{ name: snap6, cap: 100 }}\nallowlist: [45.9.9.9]\nfeeds:\n  - {{ name: community, url: 'file://{d}/list.txt', ttl: 1d, interval: 1h, max_shrink: 100% }}\n  - {{ name: remote, url: '{url}', ttl: 2d, interval: 1h, retries: 0 }}\nasterisk:\n  logs: [{d}/messages]\n  maxretry: 5\n  findtime: 10m\n  bantime: 2h\nkernel_log:\n  files: [{d}/kern.log]\n",
+        "state_dir: {d}/state\nsets:\n  v4: {{ name: snap4, cap: 6 }}\n  v6: {{ name: snap6, cap: 100 }}\nallowlist: [45.9.9.9]\nfeeds:\n  - {{ name: community, url: 'file://{d}/list.txt', ttl: 1d, interval: 1h, max_shrink: 100% }}\n  - {{ name: remote, url: '{url}', ttl: 2d, interval: 1h, retries: 0 }}\nasterisk:\n  logs: [{d}/messages]\n  maxretry: 5\n  findtime: 10m\n  bantime: 2h\nkernel_log:\n  files: [{d}/kern.log]\nmetrics:\n  textfile: {d}/sipban.prom\n",
         d = d.display()
     );
     std::fs::write(d.join("config.yaml"), cfg).unwrap();
@@ -130,5 +130,15 @@ fn status_list_and_explain_text_for_a_fixed_state() {
             "explain-allowlisted",
             &at(d, later, &["explain", "45.9.9.9"]),
         );
+        // The metrics tell the same story: the sources still counting, per detector.
+        let prom = std::fs::read_to_string(d.join("sipban.prom")).unwrap();
+        for want in [
+            "sipban_detector_failing_sources{detector=\"asterisk\"} 2",
+            "sipban_detector_failing_sources{detector=\"kernel_log\"} 1",
+        ] {
+            assert!(prom.contains(want), "no `{want}` in:\n{prom}");
+        }
+        let (ok, out) = crate::metrics::promtool_check(&prom);
+        assert!(ok, "{out}");
     });
 }
