@@ -179,7 +179,13 @@ impl std::fmt::Display for PcapReport {
         }
         writeln!(f, "\nwould ban ({}):", self.bans.len())?;
         for b in &self.bans {
-            write!(f, "  {} for {}s: {}", b.ip, b.ttl, b.reason.name())?;
+            write!(
+                f,
+                "  {} for {}: {}",
+                b.ip,
+                crate::clock::span(i64::from(b.ttl)),
+                b.reason.name()
+            )?;
             if let Some(t) = b.tool {
                 write!(f, " ({t})")?;
             }
