@@ -236,6 +236,22 @@ fn detectors(o: &mut Out, st: &Status) {
             );
         }
     }
+    if let Some(w) = &st.sip_wire {
+        o.family(
+            "sipban_wire_events_total",
+            "counter",
+            "What the daemon's SIP-on-the-wire inputs saw since they were opened, by kind (as last saved).",
+        );
+        for (k, v) in &w.counters {
+            o.sample("sipban_wire_events_total", &[("kind", k)], *v as f64);
+        }
+        o.family(
+            "sipban_wire_callids",
+            "gauge",
+            "Call-IDs the daemon holds for attributing Asterisk's Timeout lines.",
+        );
+        o.sample("sipban_wire_callids", &[], w.callids as f64);
+    }
     if st.detectors.iter().any(|d| d.failing.is_some()) {
         o.family(
             "sipban_detector_failing_sources",

@@ -35,6 +35,21 @@ pub struct Status {
     pub state_rebuilt: Option<StateRebuilt>,
     /// sipban's DROP rules and their counters.
     pub firewall: FirewallStatus,
+    /// The daemon's SIP-on-the-wire inputs, as it last saved them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sip_wire: Option<WireStatus>,
+}
+
+/// The daemon's wire inputs (HEP, live capture) as it last saved them (every 30 s while
+/// packets arrive, and when it stops).
+#[derive(Clone, Debug, Serialize)]
+pub struct WireStatus {
+    pub saved: i64,
+    /// The counters run from this time (the daemon opened its inputs).
+    pub since: i64,
+    pub counters: std::collections::BTreeMap<String, u64>,
+    /// Call-IDs held for attributing Asterisk's Timeout lines.
+    pub callids: u64,
 }
 
 /// sipban's DROP rules as `status` shows them (see `backend::rules`).
@@ -225,6 +240,7 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
         report_queue: Vec::new(),
         state_rebuilt: None,
         firewall: FirewallStatus::default(),
+        sip_wire: None,
     };
     let mut summary = serde_json::Value::Null;
     let mut per_source_entries: HashMap<String, u64> = HashMap::new();
@@ -270,6 +286,7 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
             marker,
         });
         st.detectors = detectors(settings, s, now)?;
+        st.sip_wire = WireStatus::saved(s)?;
         st.report_queue = report_sinks(settings, now)?;
     }
     st.manual.queued = queued_requests(settings);
@@ -338,27 +355,41 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
         });
     }
 
-    let last_sets = summary["sets"].as_array().cloned().unwrap_or_default();
-    for family in [Family::V4, Family::V6] {
-        let s = settings.sets.get(family);
-        let last = last_sets.iter().find(|x| x["set"] == s.name.as_str());
-        let (entries, from_kernel, references) = match ipset.info(&s.name) {
-            Ok(Some(i)) => (Some(i.entries as u64), true, Some(i.references)),
-            Ok(None) => (Some(0), true, None),
-            Err(_) => (last.and_then(|x| x["after"].as_u64()), false, None),
-        };
-        st.sets.push(SetStatus {
-            family,
-            name: s.name.clone(),
-            cap: s.cap,
-            entries,
-            from_kernel,
-            evicted: last.and_then(|x| x["evicted"].as_u64()).unwrap_or(0),
-            references,
-        });
-    }
+    st.sets = sets(settings, ipset, &summary);
     st.firewall = firewall(settings);
     Ok(st)
+}
+
+impl WireStatus {
+    /// What the daemon last saved, if it ever ran wire inputs.
+    fn saved(s: &Store) -> Result<Option<WireStatus>> {
+        Ok(s.blob(crate::source::wire::saved::KEY)?
+            .and_then(|b| crate::source::wire::saved::SavedWire::decode(&b).ok())
+            .map(|w| WireStatus {
+                saved: w.saved,
+                since: w.since,
+                counters: w.counters,
+                callids: w.callids_held,
+            }))
+    }
+
+    fn show(&self, f: &mut fmt::Formatter<'_>, now: i64) -> fmt::Result {
+        let c = |k: &str| self.counters.get(k).copied().unwrap_or(0);
+        writeln!(
+            f,
+            "\nsip_wire (saved by the daemon {} ago, counted since {}):\n  {} HEP datagrams, {} from non-peers ignored, {} HEP refused, {} without the capture password, {} packets captured, {} malformed, {} clients evicted; {} Call-IDs held",
+            crate::clock::span(now - self.saved),
+            fmt_time(self.since),
+            c("hep"),
+            c("non_peer"),
+            c("hep_refused"),
+            c("hep_unauthenticated"),
+            c("captured"),
+            c("malformed"),
+            c("evicted"),
+            self.callids
+        )
+    }
 }
 
 /// The configured detectors as their saved states hold them (inputs are filled in from the
@@ -393,6 +424,32 @@ fn report_sinks(settings: &Settings, now: i64) -> Result<Vec<ReportQueue>> {
             refused: v.refused_total.max(0) as u64,
         })
         .collect())
+}
+
+/// The kernel sets against their caps: read from the kernel, or the last run's numbers when
+/// it cannot be read.
+fn sets(settings: &Settings, ipset: &Ipset, summary: &serde_json::Value) -> Vec<SetStatus> {
+    let mut out = Vec::new();
+    let last_sets = summary["sets"].as_array().cloned().unwrap_or_default();
+    for family in [Family::V4, Family::V6] {
+        let s = settings.sets.get(family);
+        let last = last_sets.iter().find(|x| x["set"] == s.name.as_str());
+        let (entries, from_kernel, references) = match ipset.info(&s.name) {
+            Ok(Some(i)) => (Some(i.entries as u64), true, Some(i.references)),
+            Ok(None) => (Some(0), true, None),
+            Err(_) => (last.and_then(|x| x["after"].as_u64()), false, None),
+        };
+        out.push(SetStatus {
+            family,
+            name: s.name.clone(),
+            cap: s.cap,
+            entries,
+            from_kernel,
+            evicted: last.and_then(|x| x["evicted"].as_u64()).unwrap_or(0),
+            references,
+        });
+    }
+    out
 }
 
 /// Manual requests waiting in the request directory for the next run.
@@ -757,6 +814,9 @@ impl fmt::Display for Status {
                     i.path, c.read, c.parsed, c.matched, c.refused, c.unparsed
                 )?;
             }
+        }
+        if let Some(w) = &self.sip_wire {
+            w.show(f, self.now)?;
         }
         let m = &self.manual;
         writeln!(

@@ -63,6 +63,9 @@ pub struct RawHep {
     pub listen: Option<super::values::ListenAddr>,
     /// The capture agents whose datagrams are read; others are ignored (counted).
     pub peers: Option<Vec<Cidr>>,
+    /// Asterisk's `hep.conf` `capture_password` (Kamailio: `auth_key`): datagrams without it
+    /// are refused (counted).
+    pub capture_password: Option<String>,
 }
 
 /// `sip_wire.capture`: live capture on one interface.

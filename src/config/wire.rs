@@ -6,6 +6,7 @@
 
 use super::raw::{RawCapture, RawHep, RawSipWire};
 use super::values::{human_duration, Dur};
+use crate::config::secret::Secret;
 use ipnet::IpNet;
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -43,6 +44,12 @@ pub struct HepSettings {
     pub listen: SocketAddr,
     /// Datagrams from any other source are ignored (and counted).
     pub peers: Vec<IpNet>,
+    /// The auth key every datagram must carry (HEP chunk 14), when configured. Never shown:
+    /// `config check` says only whether there is one.
+    #[serde(skip)]
+    pub capture_password: Option<Secret>,
+    /// Whether a capture password is required (for `config check`).
+    pub authenticated: bool,
 }
 
 /// `sip_wire.capture`.
@@ -86,7 +93,19 @@ fn hep(raw: RawHep) -> Result<HepSettings, String> {
             "hep.peers: {all} would let anyone send HEP datagrams that name a victim; list the PBX's addresses"
         ));
     }
-    Ok(HepSettings { listen, peers })
+    let capture_password = match raw.capture_password {
+        Some(p) if p.is_empty() => {
+            return Err("hep.capture_password is empty: leave it out, or set Asterisk's".into())
+        }
+        Some(p) => Some(Secret::new(p, "sip_wire.hep.capture_password")),
+        None => None,
+    };
+    Ok(HepSettings {
+        listen,
+        peers,
+        authenticated: capture_password.is_some(),
+        capture_password,
+    })
 }
 
 fn capture(raw: RawCapture) -> Result<CaptureSettings, String> {
@@ -177,6 +196,18 @@ mod tests {
             (3, 300, 3600, 95)
         );
         assert_eq!(w.max_clients, super::DEFAULT_MAX_CLIENTS);
+    }
+
+    #[test]
+    fn a_capture_password_is_kept_and_never_shown() {
+        let s = load("sip_wire:\n  hep: { capture_password: \"pw-1234\" }\n").unwrap();
+        let h = s.sip_wire.as_ref().unwrap().hep.as_ref().unwrap();
+        assert_eq!(h.capture_password.as_ref().unwrap().expose(), "pw-1234");
+        assert!(h.authenticated);
+        let shown = serde_json::to_string(&s.sip_wire).unwrap() + &format!("{h:?}");
+        assert!(!shown.contains("pw-1234"), "{shown}");
+        let e = load("sip_wire:\n  hep: { capture_password: \"\" }\n").unwrap_err();
+        assert!(e.contains("capture_password is empty"), "{e}");
     }
 
     #[test]

@@ -46,6 +46,7 @@ use crate::exit;
 use crate::lock::{self, RunLock};
 use crate::pipeline::fast;
 use crate::pipeline::sync::{self, Outcome, RunReport, SyncError};
+use crate::source::asterisk::callid::CallIdMap;
 use schedule::Timer;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -343,7 +344,7 @@ pub async fn run(config_path: &Path, settings: Settings) -> u8 {
             }
             _ = async { match batch_ready { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } }, if batch_ready.is_some() => {
                 batch_at = None;
-                batch_pass(&settings, &ipset, &watch, (&mut logs_dirty, &mut manual_dirty), &mut pending);
+                batch_pass(&settings, &ipset, &watch, (&mut logs_dirty, &mut manual_dirty), &mut pending, wire.as_ref().map(|w| w.callids()));
                 if logs_dirty {
                     batch_at = Some(tokio::time::Instant::now() + BATCH);
                 }
@@ -361,12 +362,8 @@ pub async fn run(config_path: &Path, settings: Settings) -> u8 {
                 }
             }
             _ = wire_tick.tick(), if wire.is_some() => {
-                let now = sync::unix_now();
-                if let Some(w) = wire.as_mut() {
-                    if w.tick(now) {
-                        wire_at.get_or_insert_with(tokio::time::Instant::now);
-                    }
-                    wire::log_stats(w, &mut wire_logged, now, 10);
+                if wire.as_mut().is_some_and(|w| wire::on_tick(&settings, w, &mut wire_logged, sync::unix_now())) {
+                    wire_at.get_or_insert_with(tokio::time::Instant::now);
                 }
             }
             _ = async { match wire_at { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } }, if wire_at.is_some() => {
@@ -389,6 +386,9 @@ pub async fn run(config_path: &Path, settings: Settings) -> u8 {
     }
     notify::notify("STOPPING=1");
     drop(running);
+    if let Some(w) = wire.as_mut() {
+        wire::save(&settings, w, sync::unix_now());
+    }
     tracing::info!("sipban daemon stopped");
     exit::OK
 }
@@ -450,6 +450,7 @@ fn batch_pass(
     watch: &inotify::LogWatch,
     (logs_dirty, manual_dirty): (&mut bool, &mut bool),
     pending: &mut Option<Job>,
+    wire: Option<&CallIdMap>,
 ) {
     // Events queued since the window opened are covered by this pass, so they are
     // drained here rather than waking a second pass. They must still count: this
@@ -475,7 +476,7 @@ fn batch_pass(
     }
     if std::mem::take(logs_dirty) {
         // A pass cut by the read limit leaves the flag set: the caller opens another window.
-        *logs_dirty = real_time_pass(settings, ipset, now, pending);
+        *logs_dirty = real_time_pass(settings, ipset, now, pending, wire);
     }
 }
 
@@ -484,9 +485,15 @@ static LOGGED_ERRORS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec:
 
 /// One real-time pass over the followed logs; logs what it did and queues a full sync in
 /// `pending` if the pass asks for one. `true` when the read limit cut it (more to read).
-fn real_time_pass(settings: &Settings, ipset: &Ipset, now: i64, pending: &mut Option<Job>) -> bool {
+fn real_time_pass(
+    settings: &Settings,
+    ipset: &Ipset,
+    now: i64,
+    pending: &mut Option<Job>,
+    wire: Option<&CallIdMap>,
+) -> bool {
     let mut more = false;
-    match fast::detect_and_apply(settings, ipset, now) {
+    match fast::detect_and_apply(settings, ipset, now, wire) {
         Ok(r) => {
             // The daemon's own log lines land in the journal it may watch: an error logged on
             // every pass would wake the next pass. Each error is logged when it starts.

@@ -11,6 +11,7 @@ use crate::config::Settings;
 use crate::hostaddr;
 use crate::model::Sighting;
 use crate::report::Offence;
+use crate::source::asterisk::callid::CallIdMap;
 use crate::source::{asterisk, kernlog};
 use serde::Serialize;
 
@@ -135,9 +136,18 @@ impl Failing {
 
 /// The configured detectors, in source order.
 pub fn configured(settings: &Settings) -> Vec<Box<dyn Detector + '_>> {
-    let mut out: Vec<Box<dyn Detector + '_>> = Vec::new();
+    configured_with_wire(settings, None)
+}
+
+/// [`configured`] in the daemon: the Asterisk detector attributes scanner timeouts through
+/// the Call-ID map of its wire inputs too (see `asterisk::run_with_wire`).
+pub fn configured_with_wire<'a>(
+    settings: &'a Settings,
+    wire: Option<&'a CallIdMap>,
+) -> Vec<Box<dyn Detector + 'a>> {
+    let mut out: Vec<Box<dyn Detector + 'a>> = Vec::new();
     if let Some(a) = &settings.asterisk {
-        out.push(Box::new(AsteriskDetector(a)));
+        out.push(Box::new(AsteriskDetector(a, wire)));
     }
     if let Some(k) = &settings.kernel_log {
         out.push(Box::new(KernelDetector(k)));
@@ -251,7 +261,7 @@ fn missing<'a>(
         .collect()
 }
 
-struct AsteriskDetector<'a>(&'a asterisk::AsteriskSettings);
+struct AsteriskDetector<'a>(&'a asterisk::AsteriskSettings, Option<&'a CallIdMap>);
 
 impl Detector for AsteriskDetector<'_> {
     fn label(&self) -> &'static str {
@@ -271,7 +281,8 @@ impl Detector for AsteriskDetector<'_> {
             decode_or_default(saved, "Asterisk detector", |b: &[u8]| {
                 serde_json::from_slice(b)
             });
-        let det = asterisk::run(self.0, &mut state, now).map_err(|e| e.to_string())?;
+        let det =
+            asterisk::run_with_wire(self.0, &mut state, now, self.1).map_err(|e| e.to_string())?;
         let blob = serde_json::to_vec(&state)
             .map_err(|e| format!("encoding the Asterisk detector state: {e}"))?;
         let mut pass = Pass {

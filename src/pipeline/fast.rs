@@ -33,6 +33,7 @@ use crate::config::Settings;
 use crate::lock;
 use crate::model::Sighting;
 use crate::net::Family;
+use crate::source::asterisk::callid::CallIdMap;
 use crate::store::detections::Detection;
 use crate::store::Store;
 use anyhow::{Context, Result};
@@ -64,10 +65,11 @@ pub fn detect_and_apply(
     settings: &Settings,
     backend: &dyn SetBackend,
     now: i64,
+    wire: Option<&CallIdMap>,
 ) -> Result<FastReport> {
     let t = Instant::now();
     let mut rep = FastReport::default();
-    let detectors = detect::configured(settings);
+    let detectors = detect::configured_with_wire(settings, wire);
     if detectors.is_empty() {
         return Ok(rep);
     }

@@ -83,6 +83,15 @@ impl Agent {
 
     /// One SIP message from `src` to `dst`, as the capture agent saw it.
     fn send(&self, src: &str, dst: &str, sip: &[u8]) {
+        self.send_with(src, dst, sip, None)
+    }
+
+    /// [`Agent::send`] with an auth key chunk (`capture_password`).
+    fn send_keyed(&self, src: &str, dst: &str, sip: &[u8], key: &[u8]) {
+        self.send_with(src, dst, sip, Some(key))
+    }
+
+    fn send_with(&self, src: &str, dst: &str, sip: &[u8], auth_key: Option<&[u8]>) {
         let h = hep::Hep {
             src: ip(src),
             dst: ip(dst),
@@ -92,7 +101,7 @@ impl Agent {
             secs: now(),
             payload_type: hep::SIP,
             capture_id: Some(2001),
-            auth_key: None,
+            auth_key,
             payload: sip,
         };
         self.sock.send_to(&hep::encode(&h), &self.to).unwrap();
@@ -484,6 +493,145 @@ fn a_reload_moves_the_hep_listener() {
         let Some(_) = wait_in_set("t4", "45.30.0.1", Duration::from_secs(5)) else {
             panic!("not banned after the reload; log:\n{}", d.log());
         };
+        assert!(d.stop().success());
+    });
+}
+
+/// With `capture_password` (Asterisk's `hep.conf`), a peer's datagram without it, or with a
+/// wrong one, is refused and counted; with it, read. `status` shows the counters the daemon
+/// saved, and never the password.
+#[test]
+fn hep_without_the_capture_password_is_refused_and_counted() {
+    let ns = netns_or_skip!();
+    local_addresses(&ns);
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        config(
+            dir.path(),
+            &format!("  hep: {{ listen: \"{PEER}:9060\", peers: [{PEER}], capture_password: \"s3cret-pw\" }}\n"),
+        );
+        let d = started(dir.path());
+        let peer = Agent::new(PEER, &format!("{PEER}:9060"));
+        let scanner = |callid: &str| req("OPTIONS", "100", callid, 1, false, "friendly-scanner");
+        // No key, a wrong key: a scanner named in them is not banned.
+        peer.send("45.22.0.1", PBX, &scanner("nokey"));
+        peer.send_keyed("45.22.0.2", PBX, &scanner("wrongkey"), b"s3cret-pX");
+        peer.send_keyed("45.22.0.3", PBX, &scanner("prefix"), b"s3cret");
+        // The right key (as Asterisk sends it, NUL-terminated): banned at once.
+        peer.send_keyed("45.22.0.9", PBX, &scanner("key"), b"s3cret-pw\0");
+        let Some(_) = wait_in_set("t4", "45.22.0.9", Duration::from_secs(5)) else {
+            panic!("the keyed scanner was not banned; log:\n{}", d.log());
+        };
+        for refused in ["45.22.0.1", "45.22.0.2", "45.22.0.3"] {
+            assert!(
+                !in_set("t4", refused),
+                "{refused} banned:\n{}",
+                members("t4")
+            );
+        }
+        assert!(d.stop().success());
+        // Saved when the daemon stopped: status shows the counters.
+        let o = crate::common::run::sipban(dir.path(), &["status", "--json"]);
+        let j = crate::common::run::json(&o);
+        let c = &j["sip_wire"]["counters"];
+        assert_eq!(c["hep_unauthenticated"], 3, "{}", j["sip_wire"]);
+        assert_eq!(c["hep"], 1, "{}", j["sip_wire"]);
+        let o = crate::common::run::sipban(dir.path(), &["status"]);
+        let text = crate::common::run::text(&o);
+        assert!(text.contains("3 without the capture password"), "{text}");
+        let log = d_log_and_state(dir.path());
+        assert!(!log.contains("s3cret"), "the password leaked:\n{log}");
+    });
+}
+
+/// Everything sipban wrote: the daemon's log, `config check`, `status` in both forms, and the
+/// state database's bytes (lossy).
+fn d_log_and_state(dir: &Path) -> String {
+    let mut all = std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+    for args in [
+        &["config", "check"][..],
+        &["config", "check", "--json"],
+        &["status", "--json"],
+    ] {
+        all += &crate::common::run::text(&crate::common::run::sipban(dir, args));
+    }
+    all += &String::from_utf8_lossy(&std::fs::read(dir.join("state/state.db")).unwrap_or_default());
+    all
+}
+
+/// The daemon attributes Asterisk's IP-less `Timeout on <Call-ID>` lines through the Call-IDs
+/// it saw over HEP (no SIP debug in any log), across a restart: the scanner's two timeouts
+/// (one before the restart, one after, its INVITE seen before) reach the Asterisk detector's
+/// maxretry and ban it; a phone that authenticated on its Call-ID is never attributed.
+#[test]
+fn the_daemon_attributes_timeouts_through_hep_call_ids_across_a_restart() {
+    let ns = netns_or_skip!();
+    local_addresses(&ns);
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        let messages = p.join("messages");
+        std::fs::write(&messages, "").unwrap();
+        // The wire detector's own thresholds out of reach: only the Timeout lines can ban.
+        std::fs::write(
+            p.join("config.yaml"),
+            format!(
+                "state_dir: {state}\nsets:\n  v4: {{ name: t4, cap: 1000 }}\n  v6: {{ name: t6, cap: 1000 }}\ndaemon:\n  sync_schedule: \"0 0 0 1 1 *\"\nasterisk:\n  logs: [{log}]\n  maxretry: 2\nsip_wire:\n  hep: {{ listen: \"{PEER}:9060\", peers: [{PEER}] }}\n  maxretry: 100\n",
+                state = p.join("state").display(),
+                log = messages.display()
+            ),
+        )
+        .unwrap();
+        let d = started(p);
+        let agent = Agent::new(PEER, &format!("{PEER}:9060"));
+        let (scanner, phone) = ("45.23.0.1", "45.23.0.2");
+        // Desk-phone User-Agents: no signature. The scanner's INVITEs are rejected, never
+        // authenticated; the phone's carries its digest.
+        for c in ["scan-a", "scan-b"] {
+            agent.send(scanner, PBX, &req("INVITE", "00441234", c, 1, false, PHONE));
+            agent.send(PBX, scanner, &resp(401, c, 1, "INVITE"));
+        }
+        agent.send(phone, PBX, &req("INVITE", "300", "call-1", 2, true, PHONE));
+        agent.send(PBX, phone, &resp(404, "call-1", 2, "INVITE"));
+        await_read(9060);
+        let timeout = |callid: &str| {
+            let stamp = sipban::inspect::fmt_time(i64::from(now())).replace(" UTC", "");
+            format!("[{stamp}] WARNING[686] chan_sip.c: Timeout on {callid}@phone on non-critical invite transaction.\n")
+        };
+        crate::common::lines::append(&messages, &(timeout("scan-a") + &timeout("call-1")));
+        // One failure of two: counting, not banned.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let j = crate::common::run::json(&crate::common::run::sipban(p, &["status", "--json"]));
+            let failing = &j["detectors"][0]["failing"];
+            if failing["total"] == 1 {
+                assert_eq!(failing["top"][0]["ip"], scanner, "{failing}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no failure counted: {failing}\nlog:\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!in_set("t4", scanner));
+        // Restart: the map is saved on SIGTERM and restored.
+        assert!(d.stop().success());
+        let d = Daemon::start(p);
+        d.wait_log("Call-IDs restored from the state", Duration::from_secs(10));
+        d.wait_log("sync ok", Duration::from_secs(30));
+        crate::common::lines::append(&messages, &timeout("scan-b"));
+        let Some(_) = wait_in_set("t4", scanner, Duration::from_secs(5)) else {
+            panic!(
+                "{scanner} not banned after its second timeout; log:\n{}",
+                d.log()
+            );
+        };
+        assert!(!in_set("t4", phone), "the phone was banned");
+        let o = crate::common::run::sipban(p, &["explain", scanner]);
+        let text = crate::common::run::text(&o);
+        assert!(text.contains("listed by asterisk"), "{text}");
         assert!(d.stop().success());
     });
 }

@@ -21,7 +21,9 @@ pub mod capture;
 
 use crate::config::wire::SipWireSettings;
 use crate::model::Sighting;
+use crate::source::asterisk::callid::CallIdMap;
 use crate::source::wire::detect::{Engine, WireSettings};
+use crate::source::wire::saved::{self, SavedWire};
 use crate::source::wire::{hep, pcap};
 use anyhow::{Context, Result};
 use std::net::IpAddr;
@@ -39,6 +41,8 @@ pub struct WireStats {
     pub non_peer: u64,
     /// HEP datagrams refused (not HEP v3, lengths, chunks, not SIP).
     pub hep_refused: u64,
+    /// HEP datagrams from peers without the configured capture password: refused.
+    pub hep_unauthenticated: u64,
     /// Captured packets on the SIP ports.
     pub captured: u64,
     /// Payloads that were not SIP the detector can use.
@@ -47,17 +51,43 @@ pub struct WireStats {
     pub evicted: u64,
 }
 
+/// The HEP socket and who may send on it.
+struct HepListener {
+    sock: UdpSocket,
+    peers: Vec<ipnet::IpNet>,
+    password: Option<crate::config::secret::Secret>,
+}
+
+impl HepListener {
+    /// Whether a decoded datagram carries the configured capture password (always, when none
+    /// is configured). Compared in constant time.
+    fn authentic(&self, key: Option<&[u8]>) -> bool {
+        let Some(want) = &self.password else {
+            return true;
+        };
+        let (want, got) = (want.expose().as_bytes(), key.unwrap_or(&[]));
+        // Asterisk sends the password as a C string: a trailing NUL is not part of it.
+        let got = got.strip_suffix(&[0]).unwrap_or(got);
+        want.len() == got.len() && want.iter().zip(got).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
+    }
+}
+
 /// The wire inputs and their detector.
 pub struct WireInput {
     pub settings: SipWireSettings,
     engine: Engine,
-    hep: Option<(UdpSocket, Vec<ipnet::IpNet>)>,
+    hep: Option<HepListener>,
     capture: Option<capture::Capture>,
     pub stats: WireStats,
     buf: Vec<u8>,
     /// Bans whose apply failed (the apply lock busy, the state unwritable): tried again at the
     /// next tick, while their ban time lasts.
     retry: Vec<Sighting>,
+    /// When the inputs were opened (the counters run from then).
+    since: i64,
+    /// Something was read since the last save.
+    dirty: bool,
+    saved_at: i64,
 }
 
 impl WireInput {
@@ -70,7 +100,11 @@ impl WireInput {
                 std.set_nonblocking(true)
                     .context("sip_wire: HEP socket non-blocking")?;
                 let sock = UdpSocket::from_std(std).context("sip_wire: HEP socket")?;
-                Some((sock, h.peers.clone()))
+                Some(HepListener {
+                    sock,
+                    peers: h.peers.clone(),
+                    password: h.capture_password.clone(),
+                })
             }
             None => None,
         };
@@ -99,7 +133,16 @@ impl WireInput {
             stats: WireStats::default(),
             buf: vec![0; 1 << 16],
             retry: Vec::new(),
+            since: crate::clock::unix_now(),
+            dirty: false,
+            saved_at: crate::clock::unix_now(),
         })
+    }
+
+    /// The Call-ID map the wire keeps: the Asterisk detector attributes scanner timeouts
+    /// through it.
+    pub fn callids(&self) -> &CallIdMap {
+        &self.engine.callids
     }
 
     /// What is listened on, for the start-up line.
@@ -122,7 +165,7 @@ impl WireInput {
     pub async fn readable(&self) -> std::io::Result<()> {
         let hep = async {
             match &self.hep {
-                Some((s, _)) => s.readable().await,
+                Some(h) => h.sock.readable().await,
                 None => std::future::pending().await,
             }
         };
@@ -141,10 +184,11 @@ impl WireInput {
     /// Read what is waiting (at most [`MAX_PER_WAKE`] packets per input) through the
     /// detector. Returns whether a ban was reached.
     pub fn drain(&mut self, now: i64) -> bool {
+        self.dirty = true;
         let before = self.engine.counters.malformed;
-        if let Some((sock, peers)) = &self.hep {
+        if let Some(hl) = &self.hep {
             for _ in 0..MAX_PER_WAKE {
-                let (n, from) = match sock.try_recv_from(&mut self.buf) {
+                let (n, from) = match hl.sock.try_recv_from(&mut self.buf) {
                     Ok(x) => x,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) => {
@@ -152,11 +196,12 @@ impl WireInput {
                         break;
                     }
                 };
-                if !peers.iter().any(|p| p.contains(&canonical(from.ip()))) {
+                if !hl.peers.iter().any(|p| p.contains(&canonical(from.ip()))) {
                     self.stats.non_peer += 1;
                     continue;
                 }
                 match hep::decode(&self.buf[..n]) {
+                    Ok(h) if !hl.authentic(h.auth_key) => self.stats.hep_unauthenticated += 1,
                     Ok(h) if h.payload_type == hep::SIP => {
                         self.stats.hep += 1;
                         // The capture agent's clock, unless it is far from ours.
@@ -222,12 +267,30 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+impl WireStats {
+    /// The counters by name, as the state keeps them for `status` and the metrics.
+    pub fn by_name(&self) -> std::collections::BTreeMap<String, u64> {
+        [
+            ("hep", self.hep),
+            ("non_peer", self.non_peer),
+            ("hep_refused", self.hep_refused),
+            ("hep_unauthenticated", self.hep_unauthenticated),
+            ("captured", self.captured),
+            ("malformed", self.malformed),
+            ("evicted", self.evicted),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
 impl std::fmt::Display for WireStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} HEP datagrams, {} from non-peers ignored, {} HEP refused, {} captured, {} malformed, {} clients evicted",
-            self.hep, self.non_peer, self.hep_refused, self.captured, self.malformed, self.evicted
+            "{} HEP datagrams, {} from non-peers ignored, {} HEP refused, {} without the capture password, {} captured, {} malformed, {} clients evicted",
+            self.hep, self.non_peer, self.hep_refused, self.hep_unauthenticated, self.captured, self.malformed, self.evicted
         )
     }
 }
@@ -237,8 +300,9 @@ impl std::fmt::Display for WireStats {
 pub fn open_configured(settings: &crate::config::Settings) -> Option<WireInput> {
     let s = settings.sip_wire.as_ref()?;
     match WireInput::open(s) {
-        Ok(w) => {
+        Ok(mut w) => {
             tracing::info!("sip_wire: {}", w.describe());
+            restore(&mut w, &settings.state_dir);
             Some(w)
         }
         Err(e) => {
@@ -257,9 +321,72 @@ pub fn reopen(current: &mut Option<WireInput>, settings: &crate::config::Setting
         _ => false,
     };
     if !same {
+        if let Some(w) = current.as_mut() {
+            save(settings, w, crate::clock::unix_now());
+        }
         // Close first: the new listener may take the same port.
         *current = None;
         *current = open_configured(settings);
+    }
+}
+
+/// How often the Call-ID map and the counters are saved while packets arrive.
+pub const SAVE_EVERY: i64 = 30;
+
+/// Save the Call-ID map and the counters into the state (under the apply lock), so that a
+/// restart keeps the INVITEs a later Timeout line needs, and `status` shows the counters.
+/// A failure is logged; the daemon goes on.
+pub fn save(settings: &crate::config::Settings, w: &mut WireInput, now: i64) {
+    w.engine.callids.prune();
+    let saved = SavedWire {
+        saved: now,
+        since: w.since,
+        counters: w.stats.by_name(),
+        callids_held: w.engine.callids.len() as u64,
+        callids: w.engine.callids.clone(),
+    };
+    let r = (|| -> Result<()> {
+        let blob = saved.encode().context("encoding the wire state")?;
+        let _held = crate::lock::apply(&settings.state_dir, crate::lock::APPLY_WAIT)?;
+        let mut store = crate::store::Store::open(&settings.state_dir)?;
+        store.put_blob(saved::KEY, &blob)
+    })();
+    match r {
+        Ok(()) => {
+            w.dirty = false;
+            w.saved_at = now;
+        }
+        Err(e) => tracing::warn!("sip_wire: saving the Call-ID map: {e:#}"),
+    }
+}
+
+/// [`save`] when packets arrived and [`SAVE_EVERY`] seconds passed since the last save.
+pub fn save_if_due(settings: &crate::config::Settings, w: &mut WireInput, now: i64) {
+    if w.dirty && (now - w.saved_at >= SAVE_EVERY || now < w.saved_at) {
+        save(settings, w, now);
+    }
+}
+
+/// The Call-ID map saved by the last daemon, if the state has one (a restart within the
+/// attribution window keeps attributing).
+fn restore(w: &mut WireInput, state_dir: &std::path::Path) {
+    let blob = match crate::store::Store::open_read_only(state_dir) {
+        Ok(Some(store)) => store.blob(saved::KEY),
+        _ => return,
+    };
+    match blob.map(|b| b.map(|b| SavedWire::decode(&b))) {
+        Ok(Some(Ok(s))) => {
+            w.engine.callids = s.callids;
+            tracing::info!(
+                "sip_wire: {} Call-IDs restored from the state",
+                w.engine.callids.len()
+            );
+        }
+        Ok(Some(Err(e))) => {
+            tracing::warn!("sip_wire: the saved Call-ID map is unreadable ({e}); starting afresh")
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!("sip_wire: reading the saved Call-ID map: {e:#}"),
     }
 }
 
@@ -310,6 +437,20 @@ pub fn apply(
             false
         }
     }
+}
+
+/// Once a second: close what is due, log the counters (at most every 10 s), save the map
+/// when due. Returns whether a ban was reached.
+pub fn on_tick(
+    settings: &crate::config::Settings,
+    w: &mut WireInput,
+    logged: &mut (WireStats, i64),
+    now: i64,
+) -> bool {
+    let ban = w.tick(now);
+    log_stats(w, logged, now, 10);
+    save_if_due(settings, w, now);
+    ban
 }
 
 /// Log the counters when they changed, at most every `every` seconds.

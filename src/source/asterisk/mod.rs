@@ -524,6 +524,9 @@ struct Engine<'a> {
     resolve_at_eof: bool,
     clock: Clock,
     callids: &'a mut CallIdMap,
+    /// The daemon's Call-ID map from SIP on the wire: a timeout the dumps cannot attribute
+    /// is attributed through it (see [`run_with_wire`]).
+    wire_map: Option<&'a CallIdMap>,
     dedup: &'a mut Dedup,
     counters: Counters,
     evidence: HashMap<IpAddr, Evidence>,
@@ -853,7 +856,16 @@ impl Engine<'_> {
             }
             Verdict::Timeout { callid } => {
                 let t = self.time_of(st, &a);
-                if st.full || (self.wire && !self.full_mode) {
+                if self.wire_map.is_some() && (st.full || !self.full_mode) {
+                    if !st.full && self.multi && !self.dedup.admit(line_key(&a, t), t, st.id) {
+                        self.counters.duplicates += 1;
+                        return;
+                    }
+                    match self.attribute_with_wire(callid, t, st.full) {
+                        Ok(ip) => self.hit(ip, Rule::SipInviteTimeout, None, t, line),
+                        Err(why) => self.unattributed(callid, why),
+                    }
+                } else if st.full || (self.wire && !self.full_mode) {
                     if !st.full && self.multi && !self.dedup.admit(line_key(&a, t), t, st.id) {
                         self.counters.duplicates += 1;
                         return;
@@ -870,6 +882,25 @@ impl Engine<'_> {
                     self.unattributed(callid, Unattributed::NoInvite);
                 }
             }
+        }
+    }
+
+    /// A timeout through the dumps of the full log (for its lines) and then the wire's map:
+    /// the wire answers only what the dumps do not know (no INVITE with that Call-ID in them).
+    fn attribute_with_wire(
+        &self,
+        callid: &[u8],
+        t: i64,
+        full: bool,
+    ) -> Result<IpAddr, Unattributed> {
+        let dumps = if full {
+            self.callids.attribute(callid, t)
+        } else {
+            Err(Unattributed::NoInvite)
+        };
+        match (dumps, self.wire_map) {
+            (Err(Unattributed::NoInvite), Some(w)) => w.attribute(callid, t),
+            (r, _) => r,
         }
     }
 
@@ -1083,6 +1114,18 @@ pub fn run(
     state: &mut DetectorState,
     now: i64,
 ) -> Result<Detections, AsteriskError> {
+    run_with_wire(settings, state, now, None)
+}
+
+/// [`run`] in the daemon, with the Call-ID map its wire inputs (HEP, live capture) keep: a
+/// `Timeout on <Call-ID>` line in any followed file is attributed through it when the full
+/// log's dumps (if one is followed) do not know that Call-ID. The map is only read.
+pub fn run_with_wire(
+    settings: &AsteriskSettings,
+    state: &mut DetectorState,
+    now: i64,
+    wire: Option<&CallIdMap>,
+) -> Result<Detections, AsteriskError> {
     if settings.logs.is_empty() && settings.full_log.is_none() && settings.journal.is_none() {
         return Err(AsteriskError::NoFiles);
     }
@@ -1106,6 +1149,7 @@ pub fn run(
         multi: files.len() + 2 * usize::from(settings.journal.is_some()) > 1,
         full_mode: settings.full_log.is_some(),
         keep_examples: true,
+        wire_map: wire,
         ..Engine::new(Clock::new(settings.timezone, now), callids, dedup)
     };
     let mut ban = Bans {
@@ -1257,6 +1301,7 @@ impl<'a> Engine<'a> {
             resolve_at_eof: false,
             clock,
             callids,
+            wire_map: None,
             dedup,
             counters: Counters::default(),
             evidence: HashMap::new(),

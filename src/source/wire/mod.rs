@@ -8,6 +8,7 @@
 //! - [`detect`]: the wire detector (per client: signatures and behaviour, maxretry/findtime)
 //!   and the Call-ID map that attributes Asterisk's IP-less Timeout lines.
 //! - [`scan`]: `sipban scan --pcap`, a capture read offline, with Asterisk logs attributed.
+//! - [`saved`]: what the daemon's wire inputs keep across a restart (the Call-ID map, counters).
 //!
 //! This module must never keep a SIP body, credentials or a digest, and never let a header
 //! name the sender.
@@ -15,6 +16,7 @@
 pub mod detect;
 pub mod hep;
 pub mod pcap;
+pub mod saved;
 pub mod scan;
 pub mod signature;
 pub mod sip;
