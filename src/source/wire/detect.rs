@@ -186,6 +186,8 @@ pub struct Engine {
     /// [`MAX_FRESH`]; past that, `fresh_overflow` makes the next take scan every client).
     fresh: Vec<IpAddr>,
     fresh_overflow: bool,
+    /// The input time of the last [`Engine::expire`] walk.
+    expired_at: i64,
 }
 
 /// Fresh bans queued between two takes, at most.
@@ -213,6 +215,7 @@ impl Engine {
             newest: i64::MIN,
             fresh: Vec::new(),
             fresh_overflow: false,
+            expired_at: i64::MIN,
         }
     }
 
@@ -458,9 +461,13 @@ impl Engine {
     /// Close INVITE transactions whose error response went unacknowledged for [`ACK_WAIT`],
     /// and forget the rest after twice that.
     fn expire(&mut self, now: i64) {
-        if self.txns.is_empty() {
+        // What is due depends on `now` alone (whole seconds): once per second of input time
+        // does the same work as once per message, where a busy second would walk every open
+        // transaction for each of its messages.
+        if self.txns.is_empty() || now <= self.expired_at {
             return;
         }
+        self.expired_at = now;
         let mut unacked = Vec::new();
         self.txns.retain(|_, x| match x.refused {
             Some((_, at)) if now - at > ACK_WAIT => {
