@@ -377,3 +377,41 @@ fn a_damaged_capture_is_an_error_naming_it() {
         "{text}"
     );
 }
+
+/// A capture made with the real tools, kept as test data: `tests/it/wire_tools.rs` run with
+/// `SIPBAN_KEEP_PCAP` (Debian's svwar, svcrack and svmap against Debian's Kamailio across a
+/// veth pair, recorded by tcpdump on the server's side). svwar ACKs every INVITE but its first
+/// probe (answered 404), for which Asterisk would write `Timeout on 896093194` 32 s later: the
+/// log beside it has that line, one for a Call-ID the capture never saw, and one (forged: a
+/// transaction the scanner ACKed times out in no Asterisk) for an ACKed INVITE.
+#[test]
+fn a_kept_sipvicious_capture_attributes_its_timeout_and_refuses_the_rest() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/wire");
+    let o = std::process::Command::new(crate::common::run::bin())
+        .args(["scan", "--json", "--pcap"])
+        .arg(data.join("sipvicious-kamailio.pcap"))
+        .arg(data.join("sipvicious-kamailio.messages"))
+        .env("TZ", "UTC")
+        .output()
+        .expect("run sipban");
+    let text = crate::common::run::text(&o);
+    assert!(o.status.success(), "{text}");
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let bans = r["bans"].as_array().expect("bans");
+    assert_eq!(bans.len(), 1, "{text}");
+    assert_eq!(bans[0]["ip"], "10.77.0.2", "{text}");
+    let a = &r["asterisk"];
+    assert_eq!(a["counters"]["timeouts_attributed"], 1, "{text}");
+    assert_eq!(a["counters"]["timeouts_unattributed"], 2, "{text}");
+    assert_eq!(
+        a["counters"]["unattributed_reasons"]["no_invite"], 1,
+        "{text}"
+    );
+    assert_eq!(a["counters"]["unattributed_reasons"]["acked"], 1, "{text}");
+    let who: Vec<&String> = a["addresses"]
+        .as_object()
+        .expect("addresses")
+        .keys()
+        .collect();
+    assert_eq!(who, ["10.77.0.2"], "{text}");
+}

@@ -175,6 +175,10 @@ fn sipvicious_against_kamailio_is_named_from_the_capture() {
     unsafe { libc::kill(dump.0.id() as i32, libc::SIGINT) };
     let status = dump.0.wait().expect("tcpdump exit");
     assert!(status.success() || status.code() == Some(0) || status.code().is_none());
+    // How tests/data/wire/sipvicious-kamailio.pcap was made: this capture, kept.
+    if let Some(keep) = std::env::var_os("SIPBAN_KEEP_PCAP") {
+        std::fs::copy(&file, keep).expect("keep the capture");
+    }
 
     let o = Command::new(crate::common::run::bin())
         .args(["scan", "--json", "--pcap"])
