@@ -54,6 +54,8 @@ pub struct RawSipWire {
     pub priority: Option<Priority>,
     /// Clients the detector remembers at most (its memory bound).
     pub max_clients: Option<u32>,
+    /// Call-IDs remembered at most for attributing Asterisk's Timeout lines.
+    pub max_callids: Option<u32>,
 }
 
 /// `sip_wire.hep`: HEP v3 over UDP.

@@ -17,7 +17,9 @@ pub const DEFAULT_HEP_LISTEN: &str = "127.0.0.1:9060";
 pub const DEFAULT_CAPTURE_PORTS: [u16; 2] = [5060, 5061];
 /// The default bound on remembered clients.
 pub const DEFAULT_MAX_CLIENTS: u32 = 65_536;
-/// The highest `max_clients`.
+/// The default bound on remembered Call-IDs.
+pub const DEFAULT_MAX_CALLIDS: u32 = 16_384;
+/// The highest `max_clients` (and `max_callids`).
 pub const MAX_CLIENTS: u32 = 1 << 20;
 
 /// The resolved `sip_wire:` section.
@@ -36,6 +38,8 @@ pub struct SipWireSettings {
     pub bantime: u32,
     pub priority: u16,
     pub max_clients: u32,
+    /// Call-IDs remembered at most (the Call-ID map's memory bound).
+    pub max_callids: u32,
 }
 
 /// `sip_wire.hep`.
@@ -158,6 +162,10 @@ pub fn resolve(raw: RawSipWire) -> Result<SipWireSettings, String> {
     if !(64..=MAX_CLIENTS).contains(&max_clients) {
         return Err(format!("max_clients must be between 64 and {MAX_CLIENTS}"));
     }
+    let max_callids = raw.max_callids.unwrap_or(DEFAULT_MAX_CALLIDS);
+    if !(256..=MAX_CLIENTS).contains(&max_callids) {
+        return Err(format!("max_callids must be between 256 and {MAX_CLIENTS}"));
+    }
     Ok(SipWireSettings {
         hep,
         capture,
@@ -166,6 +174,7 @@ pub fn resolve(raw: RawSipWire) -> Result<SipWireSettings, String> {
         bantime: secs(raw.bantime, 86_400, "bantime")?,
         priority: raw.priority.map_or(100, |p| p.0),
         max_clients,
+        max_callids,
     })
 }
 
@@ -196,6 +205,9 @@ mod tests {
             (3, 300, 3600, 95)
         );
         assert_eq!(w.max_clients, super::DEFAULT_MAX_CLIENTS);
+        assert_eq!(w.max_callids, super::DEFAULT_MAX_CALLIDS);
+        let e = load("sip_wire:\n  hep: {}\n  max_callids: 10\n").unwrap_err();
+        assert!(e.contains("max_callids must be between"), "{e}");
     }
 
     #[test]

@@ -117,7 +117,7 @@ impl WireInput {
             })?),
             None => None,
         };
-        let engine = Engine::with_capacity(
+        let mut engine = Engine::with_capacity(
             WireSettings {
                 maxretry: settings.maxretry,
                 findtime: settings.findtime,
@@ -125,6 +125,7 @@ impl WireInput {
             },
             settings.max_clients as usize,
         );
+        engine.callids = CallIdMap::with_cap(settings.max_callids as usize);
         Ok(WireInput {
             settings: settings.clone(),
             engine,
@@ -377,6 +378,7 @@ fn restore(w: &mut WireInput, state_dir: &std::path::Path) {
     match blob.map(|b| b.map(|b| SavedWire::decode(&b))) {
         Ok(Some(Ok(s))) => {
             w.engine.callids = s.callids;
+            w.engine.callids.set_cap(w.settings.max_callids as usize);
             tracing::info!(
                 "sip_wire: {} Call-IDs restored from the state",
                 w.engine.callids.len()

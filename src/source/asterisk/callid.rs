@@ -147,16 +147,51 @@ struct Entry {
     acked: bool,
 }
 
-/// Call-ID → what the dumps said about it. Bounded by [`MAX_CALLIDS`] and by age.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Call-ID → what the dumps said about it. Bounded by [`MAX_CALLIDS`] (or the daemon's
+/// `sip_wire.max_callids`, see [`CallIdMap::with_cap`]) and by age.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallIdMap {
     entries: HashMap<String, Entry>,
     /// Times at which the logger said it was dropping messages.
     loss: Vec<i64>,
     newest: i64,
+    /// The bound on entries (not saved: the configuration sets it).
+    #[serde(skip, default = "default_cap")]
+    cap: usize,
+}
+
+fn default_cap() -> usize {
+    MAX_CALLIDS
+}
+
+impl Default for CallIdMap {
+    fn default() -> Self {
+        CallIdMap {
+            entries: HashMap::new(),
+            loss: Vec::new(),
+            newest: 0,
+            cap: MAX_CALLIDS,
+        }
+    }
 }
 
 impl CallIdMap {
+    /// An empty map holding at most `cap` Call-IDs (at least 16).
+    pub fn with_cap(cap: usize) -> CallIdMap {
+        CallIdMap {
+            cap: cap.max(16),
+            ..CallIdMap::default()
+        }
+    }
+
+    /// Bound the map to `cap` Call-IDs (at least 16), dropping the oldest when it holds more.
+    pub fn set_cap(&mut self, cap: usize) {
+        self.cap = cap.max(16);
+        if self.entries.len() >= self.cap {
+            self.prune();
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -167,7 +202,7 @@ impl CallIdMap {
 
     fn entry(&mut self, callid: &str, time: i64) -> &mut Entry {
         self.newest = self.newest.max(time);
-        if self.entries.len() >= MAX_CALLIDS && !self.entries.contains_key(callid) {
+        if self.entries.len() >= self.cap && !self.entries.contains_key(callid) {
             self.prune();
         }
         let e = self.entries.entry(callid.to_owned()).or_default();
@@ -180,13 +215,13 @@ impl CallIdMap {
         let cutoff = self.newest - 2 * WINDOW_SECS;
         self.entries.retain(|_, e| e.last >= cutoff);
         self.loss.retain(|t| *t >= cutoff);
-        if self.entries.len() >= MAX_CALLIDS {
+        if self.entries.len() >= self.cap {
             let mut times: Vec<i64> = self.entries.values().map(|e| e.last).collect();
             times.sort_unstable();
-            let keep_from = times[times.len() - MAX_CALLIDS / 2];
+            let keep_from = times[times.len() - self.cap / 2];
             self.entries.retain(|_, e| e.last >= keep_from);
             // Still too many (all at the same second): drop arbitrary ones.
-            while self.entries.len() >= MAX_CALLIDS {
+            while self.entries.len() >= self.cap {
                 let Some(k) = self.entries.keys().next().cloned() else {
                     break;
                 };
@@ -586,6 +621,25 @@ impl DumpParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cap_bounds_the_map_whatever_arrives() {
+        let mut m = CallIdMap::with_cap(32);
+        for i in 0..1000u32 {
+            m.wire_invite(
+                format!("c{i}").as_bytes(),
+                "45.0.0.1".parse().unwrap(),
+                1000,
+                false,
+            );
+            assert!(m.len() <= 32, "{} at {i}", m.len());
+        }
+        // Restored from a save (the cap is not saved): the configuration bounds it again.
+        let mut back: CallIdMap =
+            serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        back.set_cap(16);
+        assert!(back.len() < 16, "{}", back.len());
+    }
     use crate::source::asterisk::rules::anatomy;
 
     fn run(lines: &[&str]) -> (CallIdMap, Vec<bool>) {
