@@ -711,6 +711,7 @@ fn build_report(
                 priority: p.priority,
                 feed: remote.feed_reports.get(i).cloned(),
                 apiban: remote.apiban.clone().filter(|_| *kind == "apiban"),
+                crowdsec: remote.crowdsec.clone().filter(|_| *kind == "crowdsec"),
                 asterisk: asterisk.clone().filter(|_| *kind == "asterisk"),
                 kernel: kernel.clone().filter(|_| *kind == "kernel"),
                 counts: decision.per_source[i].clone(),
