@@ -43,8 +43,6 @@ pub struct CrowdsecSettings {
     /// The shortest prefix a `Range` decision may be.
     pub min_prefix_v4: u8,
     pub min_prefix_v6: u8,
-    /// Push `sipban ban` entries too (default false: only the detectors' own detections).
-    pub push_manual: bool,
     pub ca_file: Option<PathBuf>,
     /// Whole-request timeout. Not a config key.
     #[serde(skip)]
@@ -173,7 +171,6 @@ pub fn resolve(raw: RawCrowdsec, config_dir: &Path) -> Result<CrowdsecSettings, 
         max_ttl: max_ttl as u32,
         min_prefix_v4,
         min_prefix_v6,
-        push_manual: raw.push_manual.unwrap_or(false),
         ca_file: raw.ca_file.map(anchor),
         timeout: Duration::from_secs(60),
         connect_timeout: Duration::from_secs(10),

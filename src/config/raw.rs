@@ -62,7 +62,6 @@ pub struct RawCrowdsec {
     pub max_ttl: Option<Dur>,
     pub min_prefix_v4: Option<u8>,
     pub min_prefix_v6: Option<u8>,
-    pub push_manual: Option<bool>,
     pub ca_file: Option<PathBuf>,
 }
 

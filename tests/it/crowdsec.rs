@@ -6,7 +6,6 @@
 use crate::common::lapi::{self, Lapi};
 use crate::common::netns::run_in;
 use crate::common::run::{json, sipban, text};
-use ipnet::IpNet;
 use sipban::backend::ipset::Ipset;
 use std::path::Path;
 
@@ -238,7 +237,233 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-#[allow(dead_code)]
-fn net(s: &str) -> IpNet {
-    sipban::net::parse_net(s).unwrap()
+/// A security-log failure at `t` (UTC; sipban runs with TZ=UTC).
+fn security_line(t: i64, ip: &str) -> String {
+    let stamp = sipban::inspect::fmt_time(t).replace(" UTC", "");
+    format!(
+        "[{stamp}] SECURITY[4140] res_security_log.c: SecurityEvent=\"InvalidPassword\",EventTV=\"{stamp}\",Severity=\"Error\",Service=\"PJSIP\",EventVersion=\"2\",AccountID=\"3001\",SessionID=\"1a2b\",LocalAddress=\"IPV4/TCP/192.0.2.1/5060\",RemoteAddress=\"IPV4/TCP/{ip}/5060\",Challenge=\"17\",ReceivedChallenge=\"17\",ReceivedHash=\"ff\"\n"
+    )
+}
+
+/// Run sipban in `dir` under TZ=UTC, without the secrets' variables.
+fn run_utc(dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(crate::common::run::bin())
+        .args(args)
+        .arg("--config")
+        .arg(dir.join("config.yaml"))
+        .env("TZ", "UTC")
+        .env_remove("SIPBAN_CROWDSEC_KEY")
+        .env_remove("SIPBAN_CROWDSEC_MACHINE_PASSWORD")
+        .output()
+        .unwrap()
+}
+
+/// The alerts machine `id` pushed.
+fn alerts_of(lapi: &Lapi, id: &str) -> Vec<serde_json::Value> {
+    lapi.alerts()
+        .into_iter()
+        .filter(|a| a["machine_id"] == id)
+        .collect()
+}
+
+#[test]
+fn own_detections_are_pushed_once_and_pulled_or_feed_entries_never() {
+    if !lapi::available() {
+        return;
+    }
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let lapi = Lapi::start(PORT);
+        lapi.add_bouncer("pbx-01", BOUNCER_KEY);
+        lapi.add_bouncer("pbx-02", "bouncerKeyOfTheSecondPbx0123456789");
+        lapi.add_machine("pbx-01", MACHINE_PW);
+        // Another box's decision, pulled by this one: never pushed back.
+        lapi.ban(&["--ip", "45.67.89.30", "--duration", "2h"]);
+        let dir = tempfile::tempdir().unwrap();
+        let now = sipban::pipeline::sync::unix_now();
+        let log = dir.path().join("security");
+        let mut lines = String::new();
+        for i in 0..4 {
+            lines.push_str(&security_line(now - 300 + i, "45.7.7.7"));
+        }
+        std::fs::write(&log, lines).unwrap();
+        let feed = dir.path().join("feed.txt");
+        std::fs::write(&feed, "45.5.5.5\n").unwrap();
+        let extra = format!(
+            "feeds:\n  - {{ name: local, url: 'file://{}', ttl: 1d }}\n\
+             asterisk:\n  logs: [{}]\n  maxretry: 3\n  bantime: 1h\n",
+            feed.display(),
+            log.display()
+        );
+        configure(dir.path(), &lapi.url, true, &extra);
+
+        // A dry run pushes nothing.
+        let o = run_utc(dir.path(), &["sync", "--dry-run"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert!(text(&o).contains("CrowdSec: would queue"), "{}", text(&o));
+        assert!(alerts_of(&lapi, "pbx-01").is_empty());
+
+        let o = run_utc(dir.path(), &["sync", "--json"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let names: Vec<String> = members("c4").into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["45.5.5.5", "45.67.89.30", "45.7.7.7"]);
+        let pushed = alerts_of(&lapi, "pbx-01");
+        assert_eq!(pushed.len(), 1, "{pushed:#?}\n{}", text(&o));
+        let a = &pushed[0];
+        assert_eq!(a["scenario"], "sipban/asterisk-bruteforce");
+        assert_eq!(a["source"]["scope"], "Ip");
+        assert_eq!(a["source"]["value"], "45.7.7.7");
+        assert_eq!(a["events_count"], 4);
+        let d = &a["decisions"][0];
+        assert_eq!(
+            (d["origin"].as_str(), d["type"].as_str()),
+            (Some("sipban"), Some("ban"))
+        );
+        let secs =
+            sipban::source::crowdsec::duration::parse_go_duration(d["duration"].as_str().unwrap())
+                .unwrap();
+        // The LAPI counts the duration from the alert's last event (297 s ago), as sipban
+        // counts its own ban: both end together.
+        assert!(
+            secs > 3600.0 - 297.0 - 60.0 && secs <= 3600.0 - 296.0,
+            "bantime 1h: {d}"
+        );
+
+        // The next runs pull this box's own decision back: nothing is pushed again.
+        for _ in 0..2 {
+            let o = run_utc(dir.path(), &["sync"]);
+            assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        }
+        assert_eq!(alerts_of(&lapi, "pbx-01").len(), 1, "pushed exactly once");
+        let o = run_utc(dir.path(), &["report", "status"]);
+        assert!(text(&o).contains("CrowdSec"), "{}", text(&o));
+
+        // A second box of the fleet sees the detection at its next sync.
+        let other = tempfile::tempdir().unwrap();
+        write_secret(
+            &other.path().join("bouncer.key"),
+            "bouncerKeyOfTheSecondPbx0123456789",
+        );
+        std::fs::write(
+            other.path().join("config.yaml"),
+            format!(
+                "state_dir: {}\nsets:\n  v4: {{ name: d4, cap: 100 }}\n  v6: {{ name: d6, cap: 100 }}\n\
+                 crowdsec:\n  lapi_url: {}\n  bouncer_key_file: bouncer.key\n",
+                other.path().join("state").display(),
+                lapi.url
+            ),
+        )
+        .unwrap();
+        let o = sipban(other.path(), &["sync"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let names: Vec<String> = members("d4").into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["45.67.89.30", "45.7.7.7"]);
+    });
+}
+
+/// The queue's side of "exactly once": an item claimed by a run killed mid-request is not sent
+/// again within a bantime; a malformed alert is dropped before it is sent (the LAPI would
+/// answer 500, like an outage); the rest goes out in one batch.
+#[test]
+fn a_claimed_item_is_not_sent_again_and_a_malformed_one_is_dropped_unsent() {
+    use sipban::report::{self, queue, Detail, OffenceKind};
+    if !lapi::available() {
+        return;
+    }
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let lapi = Lapi::start(PORT);
+        lapi.add_machine("pbx-01", MACHINE_PW);
+        let dir = tempfile::tempdir().unwrap();
+        configure(dir.path(), &lapi.url, true, "");
+        let settings = sipban::config::load(&dir.path().join("config.yaml")).unwrap();
+        let r = settings.report.clone().expect("the push is a report sink");
+        let mut store = sipban::store::Store::open(&dir.path().join("state")).unwrap();
+        let now = sipban::pipeline::sync::unix_now();
+        let good = |n: u64| {
+            let mut d = Detail {
+                events: n,
+                ..Detail::default()
+            };
+            d.kinds.insert(OffenceKind::SipScan);
+            d
+        };
+        let q = store.report_queue();
+        q.ensure_schema().unwrap();
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        q.enqueue(
+            queue::CROWDSEC,
+            ip("45.1.1.1"),
+            now - 60,
+            now - 10,
+            &good(5),
+            now,
+        )
+        .unwrap();
+        // No kind: no scenario, a malformed alert.
+        q.enqueue(
+            queue::CROWDSEC,
+            ip("45.1.1.2"),
+            now - 60,
+            now - 10,
+            &Detail::default(),
+            now,
+        )
+        .unwrap();
+        q.enqueue(
+            queue::CROWDSEC,
+            ip("45.1.1.3"),
+            now - 60,
+            now - 10,
+            &good(2),
+            now,
+        )
+        .unwrap();
+        let claimed: Vec<queue::Item> = q.items(queue::CROWDSEC, 10).unwrap();
+        let id3 = claimed.iter().find(|i| i.ip == ip("45.1.1.3")).unwrap().id;
+        // A run killed after claiming 45.1.1.3, its request's fate unknown.
+        q.claim(
+            queue::CROWDSEC,
+            &[id3],
+            now,
+            queue::Claim {
+                used: 1,
+                bulk: false,
+                per_ip: true,
+                request_ms: 0,
+            },
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let run = rt.block_on(report::drain(&r, &mut store, Vec::new(), now));
+        let sink = run
+            .sinks
+            .iter()
+            .find(|s| s.sink == queue::CROWDSEC)
+            .unwrap();
+        assert_eq!(
+            (sink.sent, sink.refused, sink.requests),
+            (1, 1, 1),
+            "{run:#?}"
+        );
+        let pushed = alerts_of(&lapi, "pbx-01");
+        let values: Vec<&str> = pushed
+            .iter()
+            .map(|a| a["source"]["value"].as_str().unwrap())
+            .collect();
+        assert_eq!(values, ["45.1.1.1"]);
+        assert_eq!(pushed[0]["scenario"], "sipban/sip-scanner");
+        // Again: nothing left to send within the bantime.
+        let run = rt.block_on(report::drain(&r, &mut store, Vec::new(), now + 60));
+        let sink = run
+            .sinks
+            .iter()
+            .find(|s| s.sink == queue::CROWDSEC)
+            .unwrap();
+        assert_eq!(sink.requests, 0, "{run:#?}");
+        assert_eq!(alerts_of(&lapi, "pbx-01").len(), 1);
+    });
 }
