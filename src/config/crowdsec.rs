@@ -80,7 +80,7 @@ pub struct CrowdsecPushSettings {
 }
 
 /// The format of an export.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ExportFormat {
     /// One address or prefix per line, after `#` header lines.

@@ -12,6 +12,7 @@
 //! - [`ceiling`]: the ceiling on what all sources together may cover (`max_total_coverage`).
 //! - [`dirs`]: the directories a run writes into, refused when others may write there.
 //! - [`protect`]: what is protected by default (this host's networks, Asterisk's peers).
+//! - [`export`]: own detections written as a feed (`sipban export`, `export:`).
 
 //! - [`sync`], [`fast`], [`manual`], [`restore`]: the entry points.
 //!
@@ -23,6 +24,7 @@ pub mod ceiling;
 pub mod decide;
 pub mod detect;
 pub mod dirs;
+pub mod export;
 pub mod fast;
 pub mod gate;
 pub mod gather;

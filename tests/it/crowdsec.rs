@@ -467,3 +467,111 @@ fn a_claimed_item_is_not_sent_again_and_a_malformed_one_is_dropped_unsent() {
         assert_eq!(alerts_of(&lapi, "pbx-01").len(), 1);
     });
 }
+
+/// Run `cmd` (split on spaces), or panic with its stderr.
+fn sh(cmd: &str) {
+    let argv: Vec<&str> = cmd.split(' ').collect();
+    let o = std::process::Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Item 3: box A writes its own detections (not its feed's entries) to the `export:` file
+/// after its sync; a web server on A serves it; box B, in another network namespace, reads it
+/// as an ordinary feed.
+#[test]
+fn the_export_is_consumed_by_a_second_sipban_across_two_namespaces() {
+    let a = netns_or_skip!();
+    let b = netns_or_skip!();
+    sh(&format!(
+        "ip netns exec {} ip link add xa type veth peer name xb netns {}",
+        a.name(),
+        b.name()
+    ));
+    for (ns, dev, addr) in [(&a, "xa", "10.99.0.1/24"), (&b, "xb", "10.99.0.2/24")] {
+        sh(&format!(
+            "ip netns exec {} ip addr add {addr} dev {dev}",
+            ns.name()
+        ));
+        sh(&format!("ip netns exec {} ip link set {dev} up", ns.name()));
+    }
+    let dir_a = tempfile::tempdir().unwrap();
+    let pa = dir_a.path().to_path_buf();
+    let (stub, json_export) = run_in(&a, move || {
+        let now = sipban::pipeline::sync::unix_now();
+        let log = pa.join("security");
+        let mut lines = String::new();
+        for i in 0..3 {
+            lines.push_str(&security_line(now - 300 + i, "45.7.7.7"));
+        }
+        std::fs::write(&log, lines).unwrap();
+        std::fs::write(pa.join("feed.txt"), "45.5.5.5\n").unwrap();
+        let export = pa.join("www/sipban.txt");
+        std::fs::create_dir_all(pa.join("www")).unwrap();
+        std::fs::write(
+            pa.join("config.yaml"),
+            format!(
+                "state_dir: {}\nsets:\n  v4: {{ name: a4, cap: 100 }}\n  v6: {{ name: a6, cap: 100 }}\n\
+                 feeds:\n  - {{ name: local, url: 'file://{}', ttl: 1d }}\n\
+                 asterisk:\n  logs: [{}]\n  maxretry: 3\n  bantime: 1h\n\
+                 export: {{ path: {}, format: plain }}\n",
+                pa.join("state").display(),
+                pa.join("feed.txt").display(),
+                log.display(),
+                export.display()
+            ),
+        )
+        .unwrap();
+        let o = run_utc(&pa, &["sync"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let body = std::fs::read_to_string(&export).unwrap();
+        let lines: Vec<&str> = body.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(lines, ["45.7.7.7"], "own detections only: {body}");
+        assert!(body.starts_with("# sipban export"), "{body}");
+        let o = run_utc(&pa, &["export", "--format", "json"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let stub = crate::common::stub::Stub::start_on("10.99.0.1:0");
+        stub.set("/sipban.txt", crate::common::stub::Reply::ok(body));
+        (stub, json(&o))
+    });
+    let e = &json_export["entries"][0];
+    assert_eq!(e["address"], "45.7.7.7");
+    assert_eq!(e["reason"], serde_json::json!(["asterisk"]));
+    let left = e["ttl_left"].as_i64().unwrap();
+    assert!(left > 3000 && left <= 3600 - 297, "{e}");
+    assert_eq!(json_export["entries"].as_array().unwrap().len(), 1);
+
+    let dir_b = tempfile::tempdir().unwrap();
+    let pb = dir_b.path().to_path_buf();
+    let url = stub.url("/sipban.txt");
+    run_in(&b, move || {
+        std::fs::write(
+            pb.join("config.yaml"),
+            format!(
+                "state_dir: {}\nsets:\n  v4: {{ name: b4, cap: 100 }}\n  v6: {{ name: b6, cap: 100 }}\n\
+                 feeds:\n  - {{ name: pbx-a, url: '{url}', ttl: 1h }}\n",
+                pb.join("state").display(),
+            ),
+        )
+        .unwrap();
+        let o = sipban(&pb, &["sync"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let names: Vec<String> = members("b4").into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["45.7.7.7"]);
+        let out = pb.join("out.json");
+        let o = sipban(&pb, &["export", "--out", out.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let body = std::fs::read_to_string(&out).unwrap();
+        assert!(
+            body.lines().all(|l| l.starts_with('#')),
+            "a feed's entries are not B's own detections: {body}"
+        );
+    });
+    assert_eq!(stub.requests("/sipban.txt").len(), 1);
+}
