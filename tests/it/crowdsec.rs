@@ -82,7 +82,13 @@ fn ip_and_range_decisions_v4_and_v6_enter_the_sets_with_their_remaining_duration
             "captcha",
         ]);
         let dir = tempfile::tempdir().unwrap();
-        configure(dir.path(), &lapi.url, false, "");
+        let prom = dir.path().join("sipban.prom");
+        configure(
+            dir.path(),
+            &lapi.url,
+            false,
+            &format!("metrics: {{ textfile: {} }}\n", prom.display()),
+        );
         let o = sipban(dir.path(), &["sync", "--json"]);
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
         let v4 = members("c4");
@@ -113,6 +119,23 @@ fn ip_and_range_decisions_v4_and_v6_enter_the_sets_with_their_remaining_duration
         assert_eq!(src["crowdsec"]["by_scope"]["ip_v4"], 1);
         assert_eq!(src["crowdsec"]["by_scope"]["range_v6"], 1);
         assert_eq!(src["crowdsec"]["ignored"], 1);
+        // Item 4: status and the metrics.
+        let o = sipban(dir.path(), &["status", "--json"]);
+        let c = &json(&o)["crowdsec"];
+        assert_eq!(c["last_pull"]["by_scope"]["range_v4"], 1, "{c}");
+        assert!(c["last_success"].is_i64(), "{c}");
+        let o = sipban(dir.path(), &["status"]);
+        assert!(
+            text(&o).contains("last pull: ok (5 decisions"),
+            "{}",
+            text(&o)
+        );
+        let m = std::fs::read_to_string(&prom).unwrap();
+        assert!(
+            m.contains("sipban_crowdsec_decisions{scope=\"range\",family=\"v6\"} 1"),
+            "{m}"
+        );
+        assert!(m.contains("sipban_crowdsec_pull_ok 1"), "{m}");
     });
 }
 
@@ -167,7 +190,12 @@ fn lapi_down_exits_3_and_keeps_the_last_good_entries() {
         assert_eq!(left, ["45.67.89.10"], "last good kept");
         let o = sipban(dir.path(), &["status"]);
         let out = text(&o);
-        assert!(out.contains("crowdsec"), "{out}");
+        assert!(
+            out.contains(
+                "last error: crowdsec: the LAPI at http://127.0.0.1:8080 cannot be reached"
+            ),
+            "{out}"
+        );
     });
 }
 
@@ -337,6 +365,12 @@ fn own_detections_are_pushed_once_and_pulled_or_feed_entries_never() {
         assert_eq!(alerts_of(&lapi, "pbx-01").len(), 1, "pushed exactly once");
         let o = run_utc(dir.path(), &["report", "status"]);
         assert!(text(&o).contains("CrowdSec"), "{}", text(&o));
+        let o = run_utc(dir.path(), &["status"]);
+        assert!(
+            text(&o).contains("push: 1 alerts pushed, 0 queued"),
+            "{}",
+            text(&o)
+        );
 
         // A second box of the fleet sees the detection at its next sync.
         let other = tempfile::tempdir().unwrap();
