@@ -136,6 +136,9 @@ fn ip_and_range_decisions_v4_and_v6_enter_the_sets_with_their_remaining_duration
             "{m}"
         );
         assert!(m.contains("sipban_crowdsec_pull_ok 1"), "{m}");
+        // explain names the source of an address inside a pulled Range.
+        let o = sipban(dir.path(), &["explain", "45.68.1.7"]);
+        assert!(text(&o).contains("crowdsec"), "{}", text(&o));
     });
 }
 
@@ -331,8 +334,11 @@ fn own_detections_are_pushed_once_and_pulled_or_feed_entries_never() {
         assert!(text(&o).contains("CrowdSec: would queue"), "{}", text(&o));
         assert!(alerts_of(&lapi, "pbx-01").is_empty());
 
-        let o = run_utc(dir.path(), &["sync", "--json"]);
+        let o = run_utc(dir.path(), &["sync", "--json", "-vv"]);
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        for secret in [BOUNCER_KEY, MACHINE_PW] {
+            assert!(!text(&o).contains(secret), "a secret in the output");
+        }
         let names: Vec<String> = members("c4").into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["45.5.5.5", "45.67.89.30", "45.7.7.7"]);
         let pushed = alerts_of(&lapi, "pbx-01");
@@ -363,6 +369,12 @@ fn own_detections_are_pushed_once_and_pulled_or_feed_entries_never() {
             assert_eq!(o.status.code(), Some(0), "{}", text(&o));
         }
         assert_eq!(alerts_of(&lapi, "pbx-01").len(), 1, "pushed exactly once");
+        for entry in walk(&dir.path().join("state")) {
+            let text = String::from_utf8_lossy(&std::fs::read(&entry).unwrap()).to_string();
+            for secret in [BOUNCER_KEY, MACHINE_PW] {
+                assert!(!text.contains(secret), "a secret in {}", entry.display());
+            }
+        }
         let o = run_utc(dir.path(), &["report", "status"]);
         assert!(text(&o).contains("CrowdSec"), "{}", text(&o));
         let o = run_utc(dir.path(), &["status"]);
