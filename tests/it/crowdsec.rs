@@ -584,6 +584,10 @@ fn the_export_is_consumed_by_a_second_sipban_across_two_namespaces() {
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
         let stub = crate::common::stub::Stub::start_on("10.99.0.1:0");
         stub.set("/sipban.txt", crate::common::stub::Reply::ok(body));
+        stub.set(
+            "/sipban.json",
+            crate::common::stub::Reply::ok(o.stdout.clone()),
+        );
         (stub, json(&o))
     });
     let e = &json_export["entries"][0];
@@ -596,12 +600,14 @@ fn the_export_is_consumed_by_a_second_sipban_across_two_namespaces() {
     let dir_b = tempfile::tempdir().unwrap();
     let pb = dir_b.path().to_path_buf();
     let url = stub.url("/sipban.txt");
+    let url_json = stub.url("/sipban.json");
     run_in(&b, move || {
         std::fs::write(
             pb.join("config.yaml"),
             format!(
                 "state_dir: {}\nsets:\n  v4: {{ name: b4, cap: 100 }}\n  v6: {{ name: b6, cap: 100 }}\n\
-                 feeds:\n  - {{ name: pbx-a, url: '{url}', ttl: 1h }}\n",
+                 feeds:\n  - {{ name: pbx-a, url: '{url}', ttl: 1h }}\n\
+                 \x20 - {{ name: pbx-a-json, url: '{url_json}', ttl: 1h, format: json, pointer: /entries/*/address }}\n",
                 pb.join("state").display(),
             ),
         )
@@ -610,6 +616,13 @@ fn the_export_is_consumed_by_a_second_sipban_across_two_namespaces() {
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
         let names: Vec<String> = members("b4").into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["45.7.7.7"]);
+        let o = sipban(&pb, &["list", "--json"]);
+        let rows = json(&o);
+        assert_eq!(
+            rows[0]["sources"],
+            serde_json::json!(["pbx-a", "pbx-a-json"]),
+            "the plain and the JSON forms both read: {rows}"
+        );
         let out = pb.join("out.json");
         let o = sipban(&pb, &["export", "--out", out.to_str().unwrap()]);
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
