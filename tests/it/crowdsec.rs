@@ -167,6 +167,18 @@ fn a_deletion_is_honoured_even_after_a_dry_run_swallowed_it() {
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
         let left: Vec<String> = members("c4").into_iter().map(|(n, _)| n).collect();
         assert_eq!(left, ["45.67.89.20"], "{}", text(&o));
+        // A decision replaced by a shorter one: the kernel timeout follows it down.
+        lapi.delete(&["--ip", "45.67.89.20"]);
+        lapi.ban(&["--ip", "45.67.89.20", "--duration", "10m"]);
+        let o = sipban(dir.path(), &["sync"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let left = members("c4");
+        assert_eq!(left.len(), 1);
+        assert!(
+            near(left[0].1, 600),
+            "timeout {} after a 10m decision",
+            left[0].1
+        );
     });
 }
 

@@ -304,6 +304,12 @@ fn take(settings: &CrowdsecSettings, stream: Stream, now: i64, run: &mut Crowdse
             ttl,
         });
     }
+    // One sighting per prefix, the longest decision (as CrowdSec's own bouncers apply them):
+    // the list is complete, so its TTL replaces the saved one.
+    run.sightings
+        .sort_unstable_by(|a, b| net::cmp_net(&a.net, &b.net).then(b.ttl.cmp(&a.ttl)));
+    run.sightings
+        .dedup_by(|later, first| later.net == first.net);
 }
 
 fn client(settings: &CrowdsecSettings) -> anyhow::Result<reqwest::Client> {
