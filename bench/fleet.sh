@@ -13,7 +13,7 @@
 # over the schedule. Everything runs inside a private network namespace (unshare -n): the
 # host's sets are never touched. Needs root, python3 and the crowdsec package (see
 # scripts/test.sh for the offline install). Not a test: it prints numbers.
-#   HOSTS=50 DECISIONS=20000 ROUNDS=3 PERIOD=60 sudo -E bash bench/fleet.sh
+#   HOSTS=50 DECISIONS=20000 ROUNDS=3 PERIOD=60 WAL=1 sudo -E bash bench/fleet.sh
 set -euo pipefail
 [ -n "${FLEET_TRACE:-}" ] && set -x
 HERE=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,26 +22,31 @@ DECISIONS=${DECISIONS:-20000}
 ROUNDS=${ROUNDS:-3}
 PERIOD=${PERIOD:-60}
 PORT=${PORT:-18080}
+WAL=${WAL:-1} # SQLite in WAL mode, as the Debian package configures it (WAL=0: without)
 [ "$(id -u)" = 0 ] || { echo "bench/fleet.sh: needs root (private network namespace, ipset)" >&2; exit 2; }
 command -v crowdsec >/dev/null || { echo "bench/fleet.sh: needs the crowdsec package (scripts/test.sh installs it)" >&2; exit 2; }
 if [ "${SIPBAN_BENCH_IN_NS:-}" != 1 ]; then
     [ -n "${BIN:-}" ] || (cd "$HERE" && cargo build --release --locked --quiet)
     exec env SIPBAN_BENCH_IN_NS=1 HOSTS="$HOSTS" DECISIONS="$DECISIONS" ROUNDS="$ROUNDS" \
-        PERIOD="$PERIOD" PORT="$PORT" BIN="${BIN:-}" unshare -n bash "$0" "$@"
+        PERIOD="$PERIOD" PORT="$PORT" WAL="$WAL" BIN="${BIN:-}" unshare -n bash "$0" "$@"
 fi
 ip link set lo up
 BIN=${BIN:-"$HERE/target/release/sipban"}
 TMP=$(mktemp -d /tmp/sipban-fleet.XXXXXX)
 LAPI_PID=
-cleanup() { [ -n "$LAPI_PID" ] && kill "$LAPI_PID" 2>/dev/null; wait "$LAPI_PID" 2>/dev/null; rm -rf "$TMP"; }
+cleanup() {
+    [ -n "$LAPI_PID" ] && kill "$LAPI_PID" 2>/dev/null
+    wait "$LAPI_PID" 2>/dev/null || true
+    rm -rf "$TMP"
+}
 trap cleanup EXIT
 URL="http://127.0.0.1:$PORT"
 
 # The LAPI: /etc/crowdsec/config.yaml with its own database, port, no Central API, no
 # prometheus, logs to a file.
-python3 - "$TMP" "$PORT" <<'PY'
+python3 - "$TMP" "$PORT" "$WAL" <<'PY'
 import re, sys
-d, port = sys.argv[1], sys.argv[2]
+d, port, wal = sys.argv[1], sys.argv[2], sys.argv[3]
 t = open('/etc/crowdsec/config.yaml').read()
 t = t.replace('daemonize: true', 'daemonize: false').replace('log_media: file', 'log_media: stdout')
 t = re.sub(r'log_dir: .*', f'log_dir: {d}/', t)
@@ -50,6 +55,9 @@ t = re.sub(r'listen_uri: .*', f'listen_uri: 127.0.0.1:{port}', t)
 t = re.sub(r'credentials_path: /etc/crowdsec/local_api_credentials.yaml', f'credentials_path: {d}/local_api_credentials.yaml', t)
 t = re.sub(r'\n    online_client:.*\n      credentials_path: .*', '', t)
 t = t.replace('prometheus:\n  enabled: true', 'prometheus:\n  enabled: false')
+# As Debian's config.yaml.local sets it (not copied here): SQLite in WAL mode.
+if wal == '1':
+    t = t.replace('  type: sqlite\n', '  type: sqlite\n  use_wal: true\n')
 open(f'{d}/config.yaml', 'w').write(t)
 PY
 CS="cscli -c $TMP/config.yaml"
@@ -140,7 +148,8 @@ up = next((x for x in (j.get("upstream") or {}).get("sinks", []) if x.get("sink"
 m = re.search(r"peak RSS of this process: (\d+) KiB", open(err).read())
 print("\t".join(str(x) for x in [host, rnd, j.get("outcome", "?"), c.get("millis", ""),
       round(float(e) - float(s), 3), m.group(1) if m else "", c.get("decisions", ""),
-      up.get("sent", ""), c.get("status", "?")]))
+      up.get("sent", ""), c.get("status", "?"), up.get("status", "?"),
+      (up.get("detail") or "").replace("\t", " ")]))
 PY
 }
 
@@ -183,6 +192,7 @@ rss = [float(r[5]) / 1024 for r in rows if r[5]]
 dec = [int(r[6]) for r in rows if r[6]]
 sent = sum(int(r[7]) for r in rows if r[7])
 bad = [r for r in rows if r[8] != "ok"]
+push_bad = [r for r in rows if r[9] != "ok"]
 wallall = w1 - w0
 cpu = (c1 - c0) / tck
 print(f"fleet: {hosts} hosts x {rounds} rounds, one sync each per {period} s; LAPI preloaded with {decisions} decisions")
@@ -191,6 +201,8 @@ print(f"decisions pulled per run: {min(dec) if dec else 'n/a'} .. {max(dec) if d
 print(f"pull time (s):      {stats(pull)}")
 print(f"whole sync (s):     {stats(wall)}")
 print(f"peak RSS (MiB):     {stats(rss)}")
+for r in push_bad:
+    print(f"  push not ok: host {r[0]} round {r[1]}: {r[9]} {r[10]}")
 print(f"alerts pushed: {sent} by the runs, {alerts} from pbx-* machines in the LAPI (2 per host per round expected: {2 * int(hosts) * int(rounds)})")
 print(f"LAPI CPU: {cpu:.1f} s over {wallall:.0f} s = {100 * cpu / wallall:.1f}% of one core; LAPI peak RSS {int(lapi_rss) / 1024:.0f} MiB")
 PY
