@@ -20,6 +20,14 @@ sipban_apt_install systemd conntrack dpkg-dev faketime lintian libsqlite3-dev
 sipban_apt_install sipvicious kamailio tcpdump
 # Journal tests (tests/it/journal.rs): systemd-journal-remote turns Journal Export Format into real journal files.
 sipban_apt_install systemd-journal-remote
+# CrowdSec's Local API (tests/it/crowdsec.rs, bench/fleet.sh start their own from this package).
+# The comment-only online_api_credentials.yaml must exist BEFORE the install: otherwise the
+# postinst tries to register with the Central API, fails without the Internet, and leaves the
+# package half-configured, which breaks every later apt run.
+mkdir -p /etc/crowdsec
+[ -e /etc/crowdsec/online_api_credentials.yaml ] ||
+    echo '# sipban tests: no Central API (offline install)' >/etc/crowdsec/online_api_credentials.yaml
+sipban_apt_install crowdsec
 sipban_ensure_rust
 # The .deb that tests/it/deb.rs inspects (installing cargo-deb once takes about 3 minutes).
 command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --locked --version 3.8.0

@@ -166,6 +166,7 @@ fn run(cli: Cli) -> cli::Result {
             command: ConfigCommand::Check { json },
         } => views::config_check(s()?, *json),
         Command::List { source, json } => views::list(s()?, source.as_deref(), *json, now),
+        Command::Export { format, out } => views::export(s()?, *format, out.as_deref(), now),
         Command::Explain { ip, json } => views::explain(s()?, ip, *json, now),
         Command::Check { ip, json } => views::check(s()?, ip, *json, now),
         Command::Status { json } => views::status(s()?, *json, now),

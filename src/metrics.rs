@@ -125,6 +125,7 @@ pub fn render(st: &Status, duration: Option<f64>) -> String {
     detectors(&mut o, st);
     firewall(&mut o, st);
     sets_manual_reports(&mut o, st);
+    crowdsec(&mut o, st);
     if let Some(r) = &st.state_rebuilt {
         o.family(
             "sipban_state_corrupt_timestamp_seconds",
@@ -417,6 +418,63 @@ fn sets_manual_reports(o: &mut Out, st: &Status) {
                 q.sent as f64,
             );
         }
+    }
+}
+
+/// The CrowdSec source and push.
+fn crowdsec(o: &mut Out, st: &Status) {
+    let Some(c) = &st.crowdsec else { return };
+    if let Some(p) = &c.last_pull {
+        o.family(
+            "sipban_crowdsec_decisions",
+            "gauge",
+            "Ban decisions taken in from the CrowdSec LAPI at the last pull, by scope and family.",
+        );
+        for (scope, family, key) in [
+            ("ip", "v4", "ip_v4"),
+            ("ip", "v6", "ip_v6"),
+            ("range", "v4", "range_v4"),
+            ("range", "v6", "range_v6"),
+        ] {
+            let n = p["by_scope"][key].as_f64().unwrap_or(0.0);
+            o.sample(
+                "sipban_crowdsec_decisions",
+                &[("scope", scope), ("family", family)],
+                n,
+            );
+        }
+        o.family(
+            "sipban_crowdsec_pull_duration_seconds",
+            "gauge",
+            "How long the last pull of the LAPI's full state took.",
+        );
+        let ms = p["millis"].as_f64().unwrap_or(0.0);
+        o.sample("sipban_crowdsec_pull_duration_seconds", &[], ms / 1000.0);
+        o.family(
+            "sipban_crowdsec_pull_ok",
+            "gauge",
+            "1 when the last pull of the LAPI succeeded.",
+        );
+        let ok = f64::from(u8::from(p["status"] == "ok"));
+        o.sample("sipban_crowdsec_pull_ok", &[], ok);
+    }
+    if c.push {
+        o.family(
+            "sipban_crowdsec_alerts_pushed_total",
+            "counter",
+            "Alerts of own detections the CrowdSec LAPI accepted.",
+        );
+        o.sample(
+            "sipban_crowdsec_alerts_pushed_total",
+            &[],
+            c.pushed_total as f64,
+        );
+        o.family(
+            "sipban_crowdsec_alerts_queued",
+            "gauge",
+            "Alerts waiting to be pushed.",
+        );
+        o.sample("sipban_crowdsec_alerts_queued", &[], c.push_queued as f64);
     }
 }
 

@@ -38,6 +38,9 @@ pub struct Status {
     /// The daemon's SIP-on-the-wire inputs, as it last saved them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sip_wire: Option<WireStatus>,
+    /// The CrowdSec source and push, when configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crowdsec: Option<CrowdsecStatus>,
 }
 
 /// The daemon's wire inputs (HEP, live capture) as it last saved them (every 30 s while
@@ -50,6 +53,27 @@ pub struct WireStatus {
     pub counters: std::collections::BTreeMap<String, u64>,
     /// Call-IDs held for attributing Asterisk's Timeout lines.
     pub callids: u64,
+}
+
+/// The CrowdSec source (pull) and the push, as `status` shows them.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CrowdsecStatus {
+    pub lapi_url: String,
+    /// The last run's pull: `status`, `decisions`, `deleted`, `by_scope`, `ignored`,
+    /// `invalid`, `bytes`, `millis` (see `source::crowdsec::CrowdsecRun`).
+    pub last_pull: Option<serde_json::Value>,
+    /// When a run last ended with the run history holding no error of the source.
+    pub last_success: Option<i64>,
+    pub last_error: Option<String>,
+    /// The push side is configured (`machine_id`).
+    pub push: bool,
+    /// Alerts accepted by the LAPI, ever.
+    pub pushed_total: i64,
+    /// Alerts waiting in the queue.
+    pub push_queued: u64,
+    /// Alerts dropped (malformed, refused).
+    pub push_refused_total: i64,
+    pub last_push: Option<i64>,
 }
 
 /// sipban's DROP rules as `status` shows them (see `backend::rules`).
@@ -241,6 +265,7 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
         state_rebuilt: None,
         firewall: FirewallStatus::default(),
         sip_wire: None,
+        crowdsec: None,
     };
     let mut summary = serde_json::Value::Null;
     let mut per_source_entries: HashMap<String, u64> = HashMap::new();
@@ -357,6 +382,7 @@ pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
 
     st.sets = sets(settings, ipset, &summary);
     st.firewall = firewall(settings);
+    st.crowdsec = crowdsec(settings, store.as_ref(), &last_sources, &st.sources, now);
     Ok(st)
 }
 
@@ -450,6 +476,92 @@ fn sets(settings: &Settings, ipset: &Ipset, summary: &serde_json::Value) -> Vec<
         });
     }
     out
+}
+
+/// The CrowdSec lines: the last run's pull, the source's health, and the push's counters.
+fn crowdsec(
+    settings: &Settings,
+    store: Option<&Store>,
+    last_sources: &[serde_json::Value],
+    sources: &[SourceStatus],
+    now: i64,
+) -> Option<CrowdsecStatus> {
+    use crate::report::queue;
+    let c = settings.crowdsec.as_ref()?;
+    let name = crate::source::crowdsec::SOURCE;
+    let src = sources.iter().find(|s| s.name == name);
+    let mut st = CrowdsecStatus {
+        lapi_url: c.lapi_url.clone(),
+        last_pull: last_sources
+            .iter()
+            .find(|s| s["name"] == name)
+            .map(|s| s["crowdsec"].clone())
+            .filter(|v| !v.is_null()),
+        last_success: src.and_then(|s| s.last_success),
+        last_error: src.and_then(|s| s.last_error.clone()),
+        push: c.machine_id.is_some(),
+        ..CrowdsecStatus::default()
+    };
+    let q = store
+        .map(Store::report_queue)
+        .filter(|q| q.has_tables().unwrap_or(false));
+    if let Some(q) = q {
+        let total = |k: &str| q.state_int(&queue::key(queue::CROWDSEC, k)).ok().flatten();
+        st.pushed_total = total("reported_total").unwrap_or(0);
+        st.push_refused_total = total("refused_total").unwrap_or(0);
+        st.last_push = total("last_success");
+        st.push_queued = q
+            .stats(queue::CROWDSEC, now, None)
+            .map(|s| s.total as u64)
+            .unwrap_or(0);
+    }
+    Some(st)
+}
+
+impl CrowdsecStatus {
+    fn show(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "
+crowdsec: LAPI {}",
+            self.lapi_url
+        )?;
+        match &self.last_pull {
+            Some(p) => {
+                let s = &p["by_scope"];
+                writeln!(
+                    f,
+                    "  last pull: {} ({} decisions, {} expired or deleted; bans: Ip {} v4 / {} v6, Range {} v4 / {} v6; {} ignored, {} invalid; {} bytes in {} ms)",
+                    p["status"].as_str().unwrap_or("?"),
+                    p["decisions"], p["deleted"], s["ip_v4"], s["ip_v6"], s["range_v4"],
+                    s["range_v6"], p["ignored"], p["invalid"], p["bytes"], p["millis"]
+                )?;
+            }
+            None => writeln!(f, "  last pull: none recorded")?,
+        }
+        match self.last_success {
+            Some(t) => writeln!(f, "  last good pull: {}", fmt_time(t))?,
+            None => writeln!(f, "  last good pull: never")?,
+        }
+        if let Some(e) = &self.last_error {
+            writeln!(f, "  last error: {e}")?;
+        }
+        if self.push {
+            writeln!(
+                f,
+                "  push: {} alerts pushed, {} queued, {} dropped; last push {}",
+                self.pushed_total,
+                self.push_queued,
+                self.push_refused_total,
+                self.last_push
+                    .map(fmt_time)
+                    .unwrap_or_else(|| "never".into())
+            )?;
+        } else {
+            writeln!(f, "  push: off (no machine_id)")?;
+        }
+        Ok(())
+    }
 }
 
 /// Manual requests waiting in the request directory for the next run.
@@ -780,6 +892,9 @@ impl fmt::Display for Status {
                     s.last_error.as_deref().unwrap_or("?")
                 )?;
             }
+        }
+        if let Some(c) = &self.crowdsec {
+            c.show(f)?;
         }
         self.firewall.show(f)?;
         for s in self.unreferenced_sets() {

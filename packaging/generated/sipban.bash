@@ -28,6 +28,9 @@ _sipban() {
             sipban,explain)
                 cmd="sipban__subcmd__explain"
                 ;;
+            sipban,export)
+                cmd="sipban__subcmd__export"
+                ;;
             sipban,feeds)
                 cmd="sipban__subcmd__feeds"
                 ;;
@@ -124,6 +127,9 @@ _sipban() {
             sipban__subcmd__help,explain)
                 cmd="sipban__subcmd__help__subcmd__explain"
                 ;;
+            sipban__subcmd__help,export)
+                cmd="sipban__subcmd__help__subcmd__export"
+                ;;
             sipban__subcmd__help,feeds)
                 cmd="sipban__subcmd__help__subcmd__feeds"
                 ;;
@@ -200,7 +206,7 @@ _sipban() {
 
     case "${cmd}" in
         sipban)
-            opts="-v -h -V --config --help --version sync config list explain check scan feeds generate-assets run status ban unban report restore firewall help"
+            opts="-v -h -V --config --help --version sync config list export explain check scan feeds generate-assets run status ban unban report restore firewall help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -342,6 +348,32 @@ _sipban() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sipban__subcmd__export)
+            opts="-v -h --format --out --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -W "plain json" -- "${cur}"))
+                    return 0
+                    ;;
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -612,7 +644,7 @@ _sipban() {
             return 0
             ;;
         sipban__subcmd__help)
-            opts="sync config list explain check scan feeds generate-assets run status ban unban report restore firewall help"
+            opts="sync config list export explain check scan feeds generate-assets run status ban unban report restore firewall help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -682,6 +714,20 @@ _sipban() {
             return 0
             ;;
         sipban__subcmd__help__subcmd__explain)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sipban__subcmd__help__subcmd__export)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -50,6 +50,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write this host's own detections (the detectors' entries the sets hold, with their
+    /// remaining TTL) as a feed another sipban can read; atomically with --out.
+    Export {
+        /// plain: one address or prefix per line after `#` header lines; json: address,
+        /// reason, first seen and expiry of each.
+        #[arg(long, value_enum, default_value = "plain")]
+        format: crate::config::crowdsec::ExportFormat,
+        /// Write this file (replaced atomically) instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Say why an address (or anything in a prefix) is or is not blocked.
     Explain {
         ip: String,

@@ -85,6 +85,30 @@ pub fn list(settings: &Settings, source: Option<&str>, json: bool, now: i64) -> 
     Ok(())
 }
 
+/// `sipban export [--format plain|json] [--out FILE]`: from the saved state, as a sync would
+/// decide it now.
+pub fn export(
+    settings: &Settings,
+    format: crate::config::crowdsec::ExportFormat,
+    out_file: Option<&Path>,
+    now: i64,
+) -> Result {
+    let v = crate::inspect::view(settings, now)
+        .map_err(|e| super::state_error(&e, &settings.state_dir))?;
+    let own = crate::pipeline::export::own_detections(&v.sources, &v.decision, now);
+    match out_file {
+        Some(path) => {
+            crate::pipeline::export::write(path, &own, format, now)
+                .map_err(|e| Error::failed(format_args!("{e:#}")))?;
+            eprintln!("{} entries written to {}", own.len(), path.display());
+        }
+        None => out(&String::from_utf8_lossy(&crate::pipeline::export::render(
+            &own, format, now,
+        ))),
+    }
+    Ok(())
+}
+
 fn parse_ip(ip: &str) -> std::result::Result<IpAddr, Error> {
     crate::net::parse_ip(ip)
         .ok_or_else(|| Error::usage(format_args!("`{ip}` is not an IP address")))

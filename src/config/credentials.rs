@@ -23,8 +23,9 @@ pub const APIBAN: &str = "apiban.key";
 pub const ABUSEIPDB: &str = "abuseipdb.key";
 /// The webhook's secret headers, `Name: value` lines (in place of `report.webhook.header_file`).
 pub const WEBHOOK_HEADERS: &str = "webhook.headers";
-/// Reserved for the CrowdSec bouncer and reporter keys (not read yet).
+/// The CrowdSec bouncer key (in place of `crowdsec.bouncer_key_file`).
 pub const CROWDSEC_BOUNCER: &str = "crowdsec-bouncer.key";
+/// The CrowdSec machine password (in place of `crowdsec.machine_password_file`).
 pub const CROWDSEC_MACHINE: &str = "crowdsec-machine.key";
 
 /// The credential `name` from `$CREDENTIALS_DIRECTORY`, if there is one longer than a byte.

@@ -11,7 +11,7 @@
 //! small vocabulary shared with the runtime), [`resolved`] (the top-level [`Settings`] and
 //! [`resolve`]), one module per section for its resolved settings ([`sets`], [`feed`],
 //! [`apiban`], [`asterisk`], [`kernlog`], [`journal`], [`ports`], [`protect`], [`daemon`], [`schedule`], [`metrics`], [`wire`],
-//! [`report`], [`secret`]), [`catalogue`] (the built-in feeds, compiled in) and [`credentials`]
+//! [`report`], [`crowdsec`], [`secret`]), [`catalogue`] (the built-in feeds, compiled in) and [`credentials`]
 //! (systemd's `LoadCredential=` files in place of key files).
 //!
 //! Every other module depends on this one, never the reverse: `config` imports no crate module
@@ -26,6 +26,7 @@ pub mod apiban;
 pub mod asterisk;
 pub mod catalogue;
 pub mod credentials;
+pub mod crowdsec;
 pub mod daemon;
 pub mod feed;
 pub mod journal;

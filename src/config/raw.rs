@@ -40,6 +40,37 @@ pub struct RawConfig {
     pub journal: Option<Spanned<RawJournal>>,
     /// `sip_wire:`: SIP seen on the wire (HEP v3 from the PBX, live capture) in the daemon.
     pub sip_wire: Option<Spanned<RawSipWire>>,
+    /// `crowdsec:`: pull a CrowdSec LAPI's decisions (bouncer), push own detections (machine).
+    pub crowdsec: Option<Spanned<RawCrowdsec>>,
+    /// `export:`: own detections written as a feed after every sync.
+    pub export: Option<Spanned<RawExport>>,
+}
+
+/// `crowdsec:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCrowdsec {
+    pub lapi_url: Option<String>,
+    /// A file holding the bouncer key (mode 640 or stricter). `SIPBAN_CROWDSEC_KEY` wins.
+    pub bouncer_key_file: Option<PathBuf>,
+    pub machine_id: Option<String>,
+    /// A file holding the machine password (mode 640 or stricter).
+    /// `SIPBAN_CROWDSEC_MACHINE_PASSWORD` wins.
+    pub machine_password_file: Option<PathBuf>,
+    pub priority: Option<Priority>,
+    pub scopes: Option<Vec<super::crowdsec::Scope>>,
+    pub max_ttl: Option<Dur>,
+    pub min_prefix_v4: Option<u8>,
+    pub min_prefix_v6: Option<u8>,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `export:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExport {
+    pub path: Option<PathBuf>,
+    pub format: Option<super::crowdsec::ExportFormat>,
 }
 
 /// `sip_wire:` as written.

@@ -26,6 +26,9 @@ pub struct ReportSettings {
     pub abuseipdb: Option<AbuseipdbSettings>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookSettings>,
+    /// The CrowdSec push (from the `crowdsec:` section's `machine_id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crowdsec: Option<super::crowdsec::CrowdsecPushSettings>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -228,5 +231,9 @@ pub fn resolve(raw: RawReport, config_dir: &Path) -> Result<ReportSettings, Stri
             })
         }
     };
-    Ok(ReportSettings { abuseipdb, webhook })
+    Ok(ReportSettings {
+        abuseipdb,
+        webhook,
+        crowdsec: None,
+    })
 }

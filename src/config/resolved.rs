@@ -63,6 +63,12 @@ pub struct Settings {
     /// Present when the config has a `sip_wire:` section.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sip_wire: Option<SipWireSettings>,
+    /// Present when the config has a `crowdsec:` section.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crowdsec: Option<super::crowdsec::CrowdsecSettings>,
+    /// Present when the config has an `export:` section.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export: Option<super::crowdsec::ExportSettings>,
 }
 
 /// The default ceiling on the IPv4 addresses all sources together may cover: 268,435,456, a
@@ -155,22 +161,7 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
         })?),
         None => None,
     };
-    // `journal: true` inputs read the top-level `journal:` section's journal.
-    let asterisk = asterisk.map(|mut a| {
-        if let Some(j) = &mut a.journal {
-            *j = journal.clone();
-        }
-        a
-    });
-    let kernel_log = kernel_log.map(|mut k| {
-        for j in [&mut k.journal, &mut k.journal_fallback]
-            .into_iter()
-            .flatten()
-        {
-            *j = journal.clone();
-        }
-        k
-    });
+    let (asterisk, kernel_log) = share_journal(asterisk, kernel_log, &journal);
     let apiban = section(raw.apiban, path, "apiban", |r| {
         apiban::resolve(r, &base_dir)
     })?;
@@ -185,9 +176,22 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
             .map_err(|e| ConfigError(format!("{}: metrics: {e}", at(path, &spanned.referenced))))?,
     };
     let sip_wire = section(raw.sip_wire, path, "sip_wire", wire::resolve)?;
-    let report = section(raw.report, path, "report", |r| {
+    let mut report = section(raw.report, path, "report", |r| {
         report::resolve(r, &base_dir)
     })?;
+    let crowdsec = section(raw.crowdsec, path, "crowdsec", |r| {
+        super::crowdsec::resolve(r, &base_dir)
+    })?;
+    let export = section(raw.export, path, "export", |r| {
+        super::crowdsec::resolve_export(r, &base_dir)
+    })?;
+    add_crowdsec_push(
+        &mut report,
+        crowdsec.as_ref(),
+        asterisk.as_ref(),
+        sip_wire.as_ref(),
+        kernel_log.as_ref(),
+    );
 
     Ok(Settings {
         config_path: path.to_path_buf(),
@@ -228,7 +232,53 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
             .collect(),
         journal,
         sip_wire,
+        crowdsec,
+        export,
     })
+}
+
+/// `journal: true` inputs read the top-level `journal:` section's journal.
+fn share_journal(
+    asterisk: Option<AsteriskSettings>,
+    kernel_log: Option<KernelLogSettings>,
+    journal: &JournalSettings,
+) -> (Option<AsteriskSettings>, Option<KernelLogSettings>) {
+    let asterisk = asterisk.map(|mut a| {
+        if let Some(j) = &mut a.journal {
+            *j = journal.clone();
+        }
+        a
+    });
+    let kernel_log = kernel_log.map(|mut k| {
+        for j in [&mut k.journal, &mut k.journal_fallback]
+            .into_iter()
+            .flatten()
+        {
+            *j = journal.clone();
+        }
+        k
+    });
+    (asterisk, kernel_log)
+}
+
+/// The CrowdSec push is a sink of the report queue: `report:` exists when it is on. An alert's
+/// ban lasts the detector's bantime (Asterisk's, else the SIP wire's; the kernel log's TTL for
+/// port scans).
+fn add_crowdsec_push(
+    report: &mut Option<ReportSettings>,
+    crowdsec: Option<&super::crowdsec::CrowdsecSettings>,
+    asterisk: Option<&AsteriskSettings>,
+    sip_wire: Option<&SipWireSettings>,
+    kernel_log: Option<&KernelLogSettings>,
+) {
+    let bantime = asterisk
+        .map(|a| a.bantime)
+        .or(sip_wire.map(|w| w.bantime))
+        .unwrap_or(4 * 3600);
+    let port_scan_bantime = kernel_log.map(|k| k.ttl).unwrap_or(bantime);
+    if let Some(push) = crowdsec.and_then(|c| c.push(bantime, port_scan_bantime)) {
+        report.get_or_insert_with(ReportSettings::default).crowdsec = Some(push);
+    }
 }
 
 /// An optional section resolved by `f`, its errors located at the section.

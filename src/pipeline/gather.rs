@@ -17,6 +17,7 @@ use crate::http;
 use crate::model::{Nets, Sightings};
 use crate::net;
 use crate::source::apiban::{self, ApibanRun};
+use crate::source::crowdsec::{self, CrowdsecRun};
 use crate::source::feed::{self, FeedMeta, FeedStatus};
 use crate::store::Store;
 use ipnet::IpNet;
@@ -39,6 +40,7 @@ pub struct Remote {
     /// New last good copies of feeds (the listing shared with its input).
     pub cache_writes: Vec<(PathBuf, Arc<Nets>)>,
     pub apiban: Option<ApibanRun>,
+    pub crowdsec: Option<CrowdsecRun>,
     pub errors: Vec<String>,
     /// What the admin should know but did not fail a source (a saved time in the future).
     pub warnings: Vec<String>,
@@ -106,6 +108,9 @@ fn configured(settings: &Settings) -> Vec<Box<dyn RemoteSource + '_>> {
     }
     if let Some(a) = &settings.apiban {
         out.push(Box::new(Apiban(a)));
+    }
+    if let Some(c) = &settings.crowdsec {
+        out.push(Box::new(Crowdsec(c)));
     }
     out
 }
@@ -343,6 +348,50 @@ impl RemoteSource for Apiban<'_> {
                 });
             }
             remote.apiban = Some(run);
+            Ok(())
+        })
+    }
+}
+
+/// CrowdSec: the LAPI's full state, authoritative for the source.
+struct Crowdsec<'s>(&'s crate::config::crowdsec::CrowdsecSettings);
+
+impl RemoteSource for Crowdsec<'_> {
+    fn name(&self) -> &str {
+        crowdsec::SOURCE
+    }
+
+    fn gather<'a>(&'a self, index: Option<u16>, cx: &'a mut Context<'_>) -> Gathering<'a> {
+        Box::pin(async move {
+            // As for APIBAN: an unreadable key fails the source, a refused one the run.
+            let key = match crowdsec::load_key(self.0) {
+                Ok(k) => k,
+                Err(e) if !e.unreadable => return Err(SyncError::Fatal(anyhow::anyhow!(e))),
+                Err(e) => {
+                    let run = CrowdsecRun::failed(e.message);
+                    cx.remote.errors.extend(run.error());
+                    cx.remote.crowdsec = Some(run);
+                    return Ok(());
+                }
+            };
+            // A dry run pulls the same full state: it moves the server's delta cursor, which
+            // no run of sipban ever reads.
+            let mut run = crowdsec::pull(self.0, &key, cx.now).await;
+            let remote = &mut cx.remote;
+            if let Some(ip) = run.remote_addr {
+                remote.hosts.push((ip, crowdsec::SOURCE.to_string()));
+            }
+            remote.errors.extend(run.error());
+            // Only a successful pull is the complete list; a failed one leaves the entries
+            // already applied until they expire (last good kept).
+            if let (Some(i), crowdsec::PullStatus::Ok) = (index, &run.status) {
+                remote.inputs.push(Input {
+                    source: i,
+                    sightings: std::mem::take(&mut run.sightings).into(),
+                    complete: true,
+                });
+            }
+            remote.crowdsec = Some(run);
             Ok(())
         })
     }

@@ -12,6 +12,7 @@
 //! - [`ceiling`]: the ceiling on what all sources together may cover (`max_total_coverage`).
 //! - [`dirs`]: the directories a run writes into, refused when others may write there.
 //! - [`protect`]: what is protected by default (this host's networks, Asterisk's peers).
+//! - [`export`]: own detections written as a feed (`sipban export`, `export:`).
 
 //! - [`sync`], [`fast`], [`manual`], [`restore`]: the entry points.
 //!
@@ -23,6 +24,7 @@ pub mod ceiling;
 pub mod decide;
 pub mod detect;
 pub mod dirs;
+pub mod export;
 pub mod fast;
 pub mod gate;
 pub mod gather;
@@ -35,7 +37,7 @@ pub mod sync;
 use crate::config::Settings;
 use crate::hostaddr;
 use crate::net;
-use crate::source::{apiban, kernlog};
+use crate::source::{apiban, crowdsec, kernlog};
 use decide::{Caps, Decision, Entry, SourcePolicy};
 use gate::{AllowReason, Allowlist};
 use std::collections::HashMap;
@@ -70,6 +72,21 @@ impl Sources {
                 max_ttl: a.ttl,
             });
             kinds.push("apiban");
+        }
+        if let Some(c) = &settings.crowdsec {
+            // A LAPI's Ip and Range decisions: prefixes down to `min_prefix_*`, public space
+            // only (a LAN address in a shared LAPI is another site's LAN), each entry for the
+            // decision's remaining duration (at most `max_ttl`).
+            policies.push(SourcePolicy {
+                name: crowdsec::SOURCE.to_string(),
+                priority: c.priority,
+                min_prefix_v4: c.min_prefix_v4,
+                min_prefix_v6: c.min_prefix_v6,
+                allow_private: false,
+                ban_on_link: false,
+                max_ttl: c.max_ttl,
+            });
+            kinds.push("crowdsec");
         }
         if let Some(a) = &settings.asterisk {
             // Local detections: single hosts, private space included (a compromised phone on

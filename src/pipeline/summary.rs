@@ -10,6 +10,7 @@ use crate::net;
 use crate::pipeline::decide::{AllowHit, SourceCounts};
 use crate::pipeline::detect::AsteriskReport;
 use crate::source::apiban::ApibanRun;
+use crate::source::crowdsec::CrowdsecRun;
 use crate::source::feed::FeedStatus;
 use crate::source::kernlog;
 use serde::Serialize;
@@ -58,6 +59,9 @@ pub struct SourceReport {
     /// APIBAN only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub apiban: Option<ApibanRun>,
+    /// CrowdSec only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crowdsec: Option<CrowdsecRun>,
     /// Asterisk detector only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub asterisk: Option<AsteriskReport>,
@@ -218,6 +222,7 @@ impl RunReport {
                 "kind": s.kind,
                 "status": s.feed.as_ref().map(|f| &f.status),
                 "apiban": s.apiban,
+                "crowdsec": s.crowdsec,
                 "counts": s.counts,
                 "inputs": s.inputs(),
             })).collect::<Vec<_>>(),
@@ -303,6 +308,11 @@ impl RunReport {
                 None if s.kernel.is_some() => {
                     s.kernel.as_ref().map(|k| k.summary()).unwrap_or_default()
                 }
+                None if s.crowdsec.is_some() => s
+                    .crowdsec
+                    .as_ref()
+                    .map(|c| c.to_string())
+                    .unwrap_or_default(),
                 None => match (&s.apiban, &s.asterisk) {
                     (Some(a), _) => a.to_string(),
                     (None, Some(a)) => {

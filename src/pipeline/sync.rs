@@ -386,7 +386,29 @@ fn local_step(
         now,
     )?;
     clock.phase("committed");
+    write_export(settings, sources, &decision, &mut report, now);
     Ok(Step { report, candidates })
+}
+
+/// Rewrite the `export:` file after the commit (it never lists what the state does not hold).
+/// A failure is the run's error (exit 3), not a stop.
+fn write_export(
+    settings: &Settings,
+    sources: &Sources,
+    decision: &Decision,
+    report: &mut RunReport,
+    now: i64,
+) {
+    let Some(x) = &settings.export else { return };
+    let own = super::export::own_detections(sources, decision, now);
+    if let Err(e) = super::export::write(&x.path, &own, x.format, now) {
+        let m = format!("export {}: {e:#}", x.path.display());
+        tracing::error!("{m}");
+        report.errors.push(m);
+        if report.outcome == Outcome::Ok {
+            report.outcome = Outcome::Partial;
+        }
+    }
 }
 
 /// The saved entries, and (see [`recover_kernel`]) what the kernel sets hold when the state
@@ -711,6 +733,7 @@ fn build_report(
                 priority: p.priority,
                 feed: remote.feed_reports.get(i).cloned(),
                 apiban: remote.apiban.clone().filter(|_| *kind == "apiban"),
+                crowdsec: remote.crowdsec.clone().filter(|_| *kind == "crowdsec"),
                 asterisk: asterisk.clone().filter(|_| *kind == "asterisk"),
                 kernel: kernel.clone().filter(|_| *kind == "kernel"),
                 counts: decision.per_source[i].clone(),

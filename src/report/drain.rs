@@ -16,7 +16,7 @@
 //! [`ReportRun::errors`], and the queue keeps what was not delivered.
 
 use super::abuseipdb::{self, BulkAnswer, Report};
-use super::queue::{self, Claim, Item, Stats, ABUSEIPDB, WEBHOOK};
+use super::queue::{self, Claim, Item, Stats, ABUSEIPDB, CROWDSEC, WEBHOOK};
 use super::{
     comment, load_abuseipdb_key, load_webhook_headers, AbuseipdbSettings, Candidate, Outcome,
     ReportRun, ReportSettings, SinkRun, SinkStatus, WebhookSettings,
@@ -45,7 +45,7 @@ pub fn backoff(attempts: u32) -> i64 {
 /// What AbuseIPDB's "once in 15 minutes" refusal makes an item wait without `Retry-After`.
 const DUPLICATE_WAIT: i64 = super::ABUSEIPDB_REPEAT_WINDOW as i64;
 
-fn unix_ms() -> i64 {
+pub(super) fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis().min(i64::MAX as u128) as i64)
@@ -54,14 +54,14 @@ fn unix_ms() -> i64 {
 
 /// Paces requests: a `governor` limiter with a burst of one; the first request of a run also
 /// waits for the spacing after the last request of the previous run.
-struct Pacer {
+pub(super) struct Pacer {
     limiter: governor::DefaultDirectRateLimiter,
     first_not_before_ms: Option<i64>,
     period: Duration,
 }
 
 impl Pacer {
-    fn new(period: Duration, last_request_ms: Option<i64>) -> Pacer {
+    pub(super) fn new(period: Duration, last_request_ms: Option<i64>) -> Pacer {
         let period = period.max(Duration::from_millis(1));
         let quota = governor::Quota::with_period(period)
             .unwrap_or(governor::Quota::per_second(std::num::NonZeroU32::MIN));
@@ -73,7 +73,7 @@ impl Pacer {
         }
     }
 
-    async fn wait(&mut self) {
+    pub(super) async fn wait(&mut self) {
         if let Some(not_before) = self.first_not_before_ms.take() {
             let now = unix_ms();
             if not_before > now {
@@ -85,7 +85,7 @@ impl Pacer {
     }
 }
 
-fn client(
+pub(super) fn client(
     connect: Duration,
     total: Duration,
     ca_file: Option<&std::path::Path>,
@@ -145,6 +145,16 @@ pub async fn drain(
             s.status = SinkStatus::Failed(format!("{e:#}"));
         }
         finish(store, &mut s, now, None, &mut run.errors);
+        run.sinks.push(s);
+    }
+    if let Some(c) = &settings.crowdsec {
+        let mut s = sink_run(CROWDSEC, &run.candidates);
+        if let Err(e) = super::crowdsec::drain(c, store, now, &mut s).await {
+            s.status = SinkStatus::Failed(format!("{e:#}"));
+        }
+        let interval = u64::from(c.bantime.max(c.port_scan_bantime));
+        finish(store, &mut s, now, Some(interval), &mut run.errors);
+        s.used_today = None;
         run.sinks.push(s);
     }
     run
@@ -618,6 +628,25 @@ pub fn preview(
         }
         run.sinks.push(s);
     }
+    if let Some(c) = &settings.crowdsec {
+        let mut s = sink_run(CROWDSEC, &run.candidates);
+        s.status = SinkStatus::DryRun;
+        if let Err(e) = super::crowdsec::load_password(c) {
+            run.errors.push(format!("crowdsec: {e}"));
+        }
+        let interval = Some(u64::from(c.bantime.max(c.port_scan_bantime)));
+        match preview_sink(conn, CROWDSEC, &run.candidates, now, interval) {
+            Ok((stats, _)) => {
+                s.sent = stats.due.min(c.batch * c.max_batches_per_run);
+                s.requests = s.sent.div_ceil(c.batch.max(1));
+                s.queue = stats;
+            }
+            Err(e) => run
+                .errors
+                .push(format!("crowdsec: reading the queue: {e:#}")),
+        }
+        run.sinks.push(s);
+    }
     run
 }
 
@@ -702,8 +731,14 @@ pub fn status(settings: &crate::config::Settings, now: i64) -> Result<Status> {
         .filter(|q| q.has_tables().unwrap_or(false));
     let r = settings.report.as_ref();
     let mut sinks = Vec::new();
-    for sink in [ABUSEIPDB, WEBHOOK] {
+    for sink in [ABUSEIPDB, WEBHOOK, CROWDSEC] {
         let (configured, interval, limit) = match sink {
+            CROWDSEC => (
+                r.and_then(|r| r.crowdsec.as_ref()).is_some(),
+                r.and_then(|r| r.crowdsec.as_ref())
+                    .map(|c| u64::from(c.bantime.max(c.port_scan_bantime))),
+                None,
+            ),
             ABUSEIPDB => (
                 r.and_then(|r| r.abuseipdb.as_ref()).is_some(),
                 Some(
@@ -767,11 +802,7 @@ impl fmt::Display for Status {
             )?;
         }
         for s in &self.sinks {
-            let name = if s.sink == ABUSEIPDB {
-                "AbuseIPDB"
-            } else {
-                "webhook"
-            };
+            let name = super::sink_label(s.sink);
             let q = &s.queue;
             writeln!(
                 f,

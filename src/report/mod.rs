@@ -37,6 +37,7 @@
 
 pub mod abuseipdb;
 pub mod comment;
+pub mod crowdsec;
 pub mod drain;
 pub mod queue;
 pub mod webhook;
@@ -554,6 +555,9 @@ pub struct Candidate {
     pub abuseipdb: Option<Verdict>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook: Option<Verdict>,
+    /// The CrowdSec push (`crowdsec.machine_id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crowdsec: Option<Verdict>,
 }
 
 impl Candidate {
@@ -561,6 +565,7 @@ impl Candidate {
         let v = match sink {
             queue::ABUSEIPDB => &self.abuseipdb,
             queue::WEBHOOK => &self.webhook,
+            queue::CROWDSEC => &self.crowdsec,
             _ => &None,
         };
         v == &Some(Verdict::Queue)
@@ -613,6 +618,10 @@ pub fn select_with(
                 Some(s) => Verdict::Skip(s),
                 None => Verdict::Queue,
             });
+            let crowdsec = settings.crowdsec.as_ref().map(|_| match common {
+                Some(s) => Verdict::Skip(s),
+                None => Verdict::Queue,
+            });
             Candidate {
                 ip: o.ip,
                 first: o.first,
@@ -622,6 +631,7 @@ pub fn select_with(
                 detail: o.detail,
                 abuseipdb,
                 webhook,
+                crowdsec,
             }
         })
         .collect()
@@ -763,6 +773,15 @@ pub struct ReportRun {
     pub errors: Vec<String>,
 }
 
+/// A sink's name for people.
+pub fn sink_label(sink: &str) -> &'static str {
+    match sink {
+        queue::ABUSEIPDB => "AbuseIPDB",
+        queue::CROWDSEC => "CrowdSec",
+        _ => "webhook",
+    }
+}
+
 /// How many candidates the human output lists.
 const SHOW: usize = 25;
 
@@ -777,16 +796,20 @@ impl fmt::Display for ReportRun {
             writeln!(f, "upstream reports:")?;
         }
         for c in self.candidates.iter().take(SHOW) {
-            let verdicts: Vec<String> = [("AbuseIPDB", &c.abuseipdb), ("webhook", &c.webhook)]
-                .iter()
-                .filter_map(|(name, v)| {
-                    v.as_ref().map(|v| match v {
-                        Verdict::Queue if self.dry_run => format!("{name}: would queue"),
-                        Verdict::Queue => format!("{name}: queued"),
-                        Verdict::Skip(s) => format!("{name}: not reported ({})", s.describe()),
-                    })
+            let verdicts: Vec<String> = [
+                ("AbuseIPDB", &c.abuseipdb),
+                ("webhook", &c.webhook),
+                ("CrowdSec", &c.crowdsec),
+            ]
+            .iter()
+            .filter_map(|(name, v)| {
+                v.as_ref().map(|v| match v {
+                    Verdict::Queue if self.dry_run => format!("{name}: would queue"),
+                    Verdict::Queue => format!("{name}: queued"),
+                    Verdict::Skip(s) => format!("{name}: not reported ({})", s.describe()),
                 })
-                .collect();
+            })
+            .collect();
             let cats: Vec<String> = c.categories.iter().map(u8::to_string).collect();
             writeln!(
                 f,
@@ -810,11 +833,7 @@ impl fmt::Display for ReportRun {
             writeln!(f, "  no new detections of this host to report")?;
         }
         for s in &self.sinks {
-            let name = if s.sink == queue::ABUSEIPDB {
-                "AbuseIPDB"
-            } else {
-                "webhook"
-            };
+            let name = sink_label(s.sink);
             let status = match &s.status {
                 SinkStatus::Ok => String::new(),
                 SinkStatus::DryRun => String::new(),

@@ -15,6 +15,7 @@ pub use crate::store::report_queue::{
 
 pub const ABUSEIPDB: &str = "abuseipdb";
 pub const WEBHOOK: &str = "webhook";
+pub const CROWDSEC: &str = super::crowdsec::SINK;
 
 /// Most items per sink. Items merge per address, so this is reached only when a sink has been
 /// unreachable for long under a flood of distinct attackers; the oldest go first.
@@ -41,6 +42,7 @@ pub fn enqueue_all<M>(
     for (sink, on) in [
         (ABUSEIPDB, settings.abuseipdb.is_some()),
         (WEBHOOK, settings.webhook.is_some()),
+        (CROWDSEC, settings.crowdsec.is_some()),
     ] {
         if !on {
             continue;

@@ -11,6 +11,8 @@
 //! - [`offences`]: the bounded per-address offence counter both detectors keep (spray-proof
 //!   eviction: the sources closest to a ban are kept).
 //! - [`wire`]: SIP on the wire: pcap/pcapng files, HEP v3, the SIP message parser.
+//! - [`apiban`], [`crowdsec`], [`feed`]: the remote sources (APIBAN pages, a CrowdSec LAPI's
+//!   decisions, blocklist feeds).
 
 pub mod asterisk;
 pub mod input;
@@ -23,4 +25,5 @@ pub mod wire;
 pub use crate::model::Sighting;
 
 pub mod apiban;
+pub mod crowdsec;
 pub mod feed;

@@ -17,6 +17,7 @@ mod asterisk_prop;
 mod cli;
 mod clock_jump;
 mod corpus_ci;
+mod crowdsec;
 mod daemon;
 mod deb;
 mod feed_cache;

@@ -541,6 +541,11 @@ fn add_sightings(
     per_source: &mut [SourceCounts],
 ) -> Option<IpNet> {
     let mut net = None;
+    // Per source touched at this prefix in this run: (source, saved expiry, this run's
+    // longest, whether a complete list named it). A complete list says how long the entry
+    // lives now (CrowdSec's remaining duration may be shorter than what was saved), so then
+    // the saved expiry no longer counts; otherwise the longest wins. Order-independent.
+    let mut touched: smallvec::SmallVec<[(u16, i64, i64, bool); 2]> = smallvec::SmallVec::new();
     for (k, input) in inputs.iter().enumerate() {
         while let Some(s) = input.sightings.get(cursors[k]) {
             if s.net != key {
@@ -568,11 +573,24 @@ fn add_sightings(
             if expires <= now {
                 continue;
             }
-            match marks.iter_mut().find(|m| m.source == input.source) {
+            let mark = marks.iter_mut().find(|m| m.source == input.source);
+            let i = match touched.iter().position(|t| t.0 == input.source) {
+                Some(i) => i,
+                None => {
+                    let saved = mark.as_ref().map_or(i64::MIN, |m| m.expires);
+                    touched.push((input.source, saved, i64::MIN, false));
+                    touched.len() - 1
+                }
+            };
+            let t = &mut touched[i];
+            t.2 = t.2.max(expires);
+            t.3 |= input.complete;
+            let expires = if t.3 { t.2 } else { t.1.max(t.2) };
+            match mark {
                 Some(m) => {
                     m.first_seen = m.first_seen.min(seen);
                     m.last_seen = m.last_seen.max(seen);
-                    m.expires = m.expires.max(expires);
+                    m.expires = expires;
                 }
                 None => marks.push(Mark {
                     source: input.source,

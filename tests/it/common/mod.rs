@@ -2,6 +2,7 @@
 
 pub mod corpus;
 pub mod https;
+pub mod lapi;
 pub mod lines;
 pub mod lock;
 #[macro_use] // `netns_or_skip!`, for every test module (see main.rs)

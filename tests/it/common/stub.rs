@@ -78,7 +78,12 @@ pub struct Stub {
 
 impl Stub {
     pub fn start() -> Stub {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind stub");
+        Stub::start_on("127.0.0.1:0")
+    }
+
+    /// A stub listening on `addr` (e.g. an address of a veth in the test's namespace).
+    pub fn start_on(addr: &str) -> Stub {
+        let listener = TcpListener::bind(addr).expect("bind stub");
         let addr = listener.local_addr().expect("stub addr");
         let routes: Arc<Mutex<HashMap<String, Reply>>> = Arc::default();
         let log: Arc<Mutex<Vec<Request>>> = Arc::default();
