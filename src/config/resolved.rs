@@ -26,6 +26,8 @@ pub struct Settings {
     pub config_path: PathBuf,
     pub state_dir: PathBuf,
     pub sets: SetsSettings,
+    /// `backend:` as configured (`auto` is decided when a command runs).
+    pub backend: super::sets::BackendChoice,
     pub allowlist: Vec<IpNet>,
     pub allow_own_addresses: bool,
     /// May the log detectors (asterisk, kernel_log) ban an address on this host's own
@@ -119,6 +121,13 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
             sets.v4.name
         )));
     }
+    if super::sets::nft_set_name(&sets.v4.name) == super::sets::nft_set_name(&sets.v6.name) {
+        return Err(ConfigError(format!(
+            "{v6_at}: sets: v4 and v6 would have the same nftables name `{}` (`-` becomes `_`)",
+            super::sets::nft_set_name(&sets.v4.name)
+        )));
+    }
+    let backend = raw.backend.map(|b| b.value).unwrap_or_default();
 
     let mut feeds: Vec<FeedSettings> = Vec::new();
     for spanned in raw.feeds.unwrap_or_default() {
@@ -193,6 +202,7 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
         config_path: path.to_path_buf(),
         state_dir,
         sets,
+        backend,
         allowlist: raw
             .allowlist
             .unwrap_or_default()

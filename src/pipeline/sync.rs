@@ -22,7 +22,7 @@ use super::detect::{self, PassReport};
 use super::gate::AllowReason;
 use super::gather::{self, Remote};
 pub use super::{base_allowlist, caps, Sources};
-use crate::backend::ipset::Ipset;
+use crate::backend::Kernel;
 use crate::backend::plan::{self, CurrentSet, FamilyPlan};
 pub use crate::backend::set_spec;
 use crate::backend::{mirror, DryRun, SetBackend, SetSpec, Survey};
@@ -42,7 +42,7 @@ pub use crate::clock::unix_now;
 /// One sync run. A real run takes the run lock (one sync at a time; the loser exits 4).
 pub async fn run(
     settings: &Settings,
-    ipset: &Ipset,
+    ipset: &Kernel,
     dry_run: bool,
     now: i64,
 ) -> Result<RunReport, SyncError> {
@@ -59,7 +59,7 @@ pub async fn run(
 pub async fn run_holding(
     held: &lock::RunLock,
     settings: &Settings,
-    ipset: &Ipset,
+    ipset: &Kernel,
     now: i64,
 ) -> Result<RunReport, SyncError> {
     run_inner(settings, ipset, false, now, Some(held)).await
@@ -76,7 +76,7 @@ impl Clock {
 
 async fn run_inner(
     settings: &Settings,
-    ipset: &Ipset,
+    ipset: &Kernel,
     dry_run: bool,
     now: i64,
     held: Option<&lock::RunLock>,
@@ -89,8 +89,8 @@ async fn run_inner(
     clock.phase("gathered remote");
     // 2. The short serialised step. It never awaits: in the daemon a real-time pass cannot
     //    run inside it, and in another process a ban waits for it at most.
-    let dry = DryRun::new(ipset);
-    let backend: &dyn SetBackend = if dry_run { &dry } else { ipset };
+    let dry = DryRun::new(ipset.as_backend());
+    let backend: &dyn SetBackend = if dry_run { &dry } else { ipset.as_backend() };
     let step = {
         let _apply = match held.filter(|_| !dry_run) {
             Some(_) => Some(
@@ -117,7 +117,7 @@ async fn run_inner(
         candidates,
     } = step;
     if !dry_run {
-        check_rules(settings, ipset, &mut report, now);
+        check_rules(settings, &ipset.ipset(), &mut report, now);
         clock.phase("checked the firewall rules");
     }
     if let (Some(r), Some(c)) = (&settings.report, candidates) {
@@ -146,7 +146,7 @@ fn peak_rss_kib() -> Option<u64> {
 /// (`nft flush ruleset` on an nftables restart, an `iptables-restore`) may have removed them.
 /// Missing rules are put back with a warning; a check that cannot run, or rules that cannot be
 /// put back, fail the run (banned sources may not be dropped).
-fn check_rules(settings: &Settings, ipset: &Ipset, report: &mut RunReport, now: i64) {
+fn check_rules(settings: &Settings, ipset: &crate::backend::ipset::Ipset, report: &mut RunReport, now: i64) {
     match crate::backend::rules::check(settings, ipset, true, now) {
         Ok(Some(c)) => {
             if let Some(w) = c.warning() {
@@ -314,7 +314,13 @@ fn local_step(
             now,
         )
     });
-    let decision = decide::decide(previous, inputs, &sources.policies, &allow, caps, now);
+    let mut decision = decide::decide(previous, inputs, &sources.policies, &allow, caps, now);
+    let mut saved_decision = saved_decision;
+    if backend.disjoint() {
+        for d in std::iter::once(&mut decision).chain(saved_decision.as_mut()) {
+            disjoint(d);
+        }
+    }
     warnings.extend(future_marks(sources, &decision));
     let candidates = settings
         .report
@@ -387,6 +393,14 @@ fn local_step(
     )?;
     clock.phase("committed");
     Ok(Step { report, candidates })
+}
+
+/// Make the desired entries disjoint, for a backend whose sets refuse overlaps (nft).
+pub fn disjoint(d: &mut Decision) {
+    let dropped = plan::make_disjoint(&mut d.desired_v4) + plan::make_disjoint(&mut d.desired_v6);
+    if dropped > 0 {
+        tracing::debug!("{dropped} entries inside a larger banned prefix are left out of the sets");
+    }
 }
 
 /// The saved entries, and (see [`recover_kernel`]) what the kernel sets hold when the state
