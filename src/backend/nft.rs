@@ -154,7 +154,10 @@ impl Nft {
     }
 
     fn command(&self, args: &[&str]) -> Result<Command, IpsetError> {
-        let (program, rest) = self.argv.split_first().ok_or_else(|| failed("nft", "the command line for nft is empty"))?;
+        let (program, rest) = self
+            .argv
+            .split_first()
+            .ok_or_else(|| failed("nft", "the command line for nft is empty"))?;
         let mut cmd = Command::new(program);
         cmd.args(rest).args(args);
         Ok(cmd)
@@ -323,12 +326,7 @@ impl Nft {
         self.run_script(&format!("nft -f - (diff of set {set})"), |w| {
             declare_set(w, &spec.name, spec.family)?;
             write_elements(w, "delete", &set, &mut dels.iter().map(|&n| (n, None)))?;
-            write_elements(
-                w,
-                "add",
-                &set,
-                &mut adds.iter().map(|&(n, t)| (n, Some(t))),
-            )
+            write_elements(w, "add", &set, &mut adds.iter().map(|&(n, t)| (n, Some(t))))
         })
     }
 
@@ -341,7 +339,10 @@ impl Nft {
         adds: &[(IpNet, u32)],
         dels: &[IpNet],
     ) -> Result<(), IpsetError> {
-        let current = self.read(&spec.name)?.map(|s| s.members).unwrap_or_default();
+        let current = self
+            .read(&spec.name)?
+            .map(|s| s.members)
+            .unwrap_or_default();
         let mut dels: Vec<IpNet> = dels
             .iter()
             .map(IpNet::trunc)
@@ -491,7 +492,10 @@ fn failed(what: &str, message: &str) -> IpsetError {
 
 fn spawn_error(e: io::Error) -> IpsetError {
     if e.kind() == io::ErrorKind::NotFound {
-        failed("nft", "nft not found: install it (apt-get install nftables)")
+        failed(
+            "nft",
+            "nft not found: install it (apt-get install nftables)",
+        )
     } else {
         IpsetError::Io(e)
     }
@@ -548,12 +552,7 @@ pub fn chain_name(raw: bool) -> &'static str {
 
 /// The script `firewall install` runs: table, both sets, the chain with both rules (flushed
 /// first, so it is idempotent), and the other place's chain deleted if it exists.
-pub fn rules_script(
-    out: &mut dyn Write,
-    v4: &str,
-    v6: &str,
-    raw: bool,
-) -> io::Result<()> {
+pub fn rules_script(out: &mut dyn Write, v4: &str, v6: &str, raw: bool) -> io::Result<()> {
     declare_set(out, v4, Family::V4)?;
     declare_set(out, v6, Family::V6)?;
     let (chain, other) = (chain_name(raw), chain_name(!raw));
@@ -624,19 +623,33 @@ mod tests {
     fn elements_are_written_in_lines_with_timeouts() {
         let mut out = Vec::new();
         let items: Vec<(IpNet, Option<u32>)> = (0..300u32)
-            .map(|i| (IpNet::from(std::net::Ipv4Addr::from(0x2d00_0000 + i)), Some(60)))
+            .map(|i| {
+                (
+                    IpNet::from(ipnet::Ipv4Net::from(std::net::Ipv4Addr::from(
+                        0x2d00_0000 + i,
+                    ))),
+                    Some(60),
+                )
+            })
             .collect();
         write_elements(&mut out, "add", "s4", &mut items.into_iter()).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.lines().count(), 2);
-        assert!(text.starts_with("add element inet sipban s4 { 45.0.0.0 timeout 60s, 45.0.0.1 timeout 60s"));
+        assert!(text.starts_with(
+            "add element inet sipban s4 { 45.0.0.0 timeout 60s, 45.0.0.1 timeout 60s"
+        ));
     }
 
     #[test]
     fn disjoint_keeps_covering_prefixes_and_its_family() {
         let v = disjoint(
             Family::V4,
-            &[(n("45.0.1.7/32"), 1), (n("45.0.0.0/16"), 2), (n("2001:db8::/32"), 3), (n("45.1.0.0/24"), 4)],
+            &[
+                (n("45.0.1.7/32"), 1),
+                (n("45.0.0.0/16"), 2),
+                (n("2001:db8::/32"), 3),
+                (n("45.1.0.0/24"), 4),
+            ],
         );
         assert_eq!(v, vec![(n("45.0.0.0/16"), 2), (n("45.1.0.0/24"), 4)]);
     }
@@ -645,7 +658,13 @@ mod tests {
     fn the_json_listing_is_parsed() {
         let text = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"set": {"family": "inet", "name": "t4", "table": "sipban", "type": "ipv4_addr", "handle": 1, "flags": ["interval", "timeout"], "elem": [{"elem": {"val": "45.0.0.1", "timeout": 86400, "expires": 86398}}, {"elem": {"val": {"prefix": {"addr": "45.1.0.0", "len": 24}}, "timeout": 60, "expires": 0}}, "45.2.0.1"]}}]}"#;
         let top: JTop = serde_json::from_str(text).unwrap();
-        let set = top.nftables.into_iter().find_map(|i| i.set).unwrap().into_set().unwrap();
+        let set = top
+            .nftables
+            .into_iter()
+            .find_map(|i| i.set)
+            .unwrap()
+            .into_set()
+            .unwrap();
         assert_eq!(set.header.set_type, SET_TYPE);
         assert_eq!(set.header.family, Some(Family::V4));
         assert!(set.header.timeout_support);

@@ -220,7 +220,10 @@ pub fn status(settings: &Settings, nft: &Nft) -> Result<Status> {
 
 /// Packets and bytes each recorded nft rule dropped (for `status`): family, place, set,
 /// counters; `None` counters for a missing rule.
-pub fn counters(settings: &Settings, nft: &Nft, raw: bool) -> Result<Vec<(Family, Place, String, Option<(u64, u64)>)>> {
+/// One rule's family, place, set and counters (`None`: missing).
+pub type RuleCounters = (Family, Place, String, Option<(u64, u64)>);
+
+pub fn counters(settings: &Settings, nft: &Nft, raw: bool) -> Result<Vec<RuleCounters>> {
     let present = found(nft, settings, raw)?;
     let place = if raw {
         Place::RawPrerouting

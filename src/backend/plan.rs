@@ -343,7 +343,7 @@ mod disjoint_tests {
 
     fn d(s: &str, expires: i64) -> Desired {
         Desired {
-            net: s.parse().unwrap(),
+            net: net::parse_net(s).unwrap(),
             expires,
         }
     }

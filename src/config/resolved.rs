@@ -121,12 +121,7 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
             sets.v4.name
         )));
     }
-    if super::sets::nft_set_name(&sets.v4.name) == super::sets::nft_set_name(&sets.v6.name) {
-        return Err(ConfigError(format!(
-            "{v6_at}: sets: v4 and v6 would have the same nftables name `{}` (`-` becomes `_`)",
-            super::sets::nft_set_name(&sets.v4.name)
-        )));
-    }
+    super::sets::check_nft_names(&sets).map_err(|e| ConfigError(format!("{v6_at}: sets: {e}")))?;
     let backend = raw.backend.map(|b| b.value).unwrap_or_default();
 
     let mut feeds: Vec<FeedSettings> = Vec::new();

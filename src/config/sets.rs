@@ -30,6 +30,17 @@ impl BackendChoice {
     }
 }
 
+/// The two sets' nftables names must differ too.
+pub fn check_nft_names(sets: &SetsSettings) -> Result<(), String> {
+    let (a, b) = (nft_set_name(&sets.v4.name), nft_set_name(&sets.v6.name));
+    if a == b {
+        return Err(format!(
+            "v4 and v6 would have the same nftables name `{a}` (`-` becomes `_`)"
+        ));
+    }
+    Ok(())
+}
+
 /// The nftables name of a set sipban owns: nft identifiers cannot hold `-` (and nft 1.0.6
 /// does not accept quoted set names), so `-` becomes `_` (`sipban-v4` → `sipban_v4`).
 pub fn nft_set_name(name: &str) -> String {

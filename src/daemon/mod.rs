@@ -243,6 +243,18 @@ fn signals() -> Option<(Signal, Signal, Signal)> {
     }
 }
 
+/// The configured set backend, or `None` after saying why not (the other backend's rules are
+/// live).
+fn open_kernel(settings: &Settings) -> Option<Rc<Kernel>> {
+    match Kernel::open(settings) {
+        Ok(k) => Some(Rc::new(k)),
+        Err(e) => {
+            eprintln!("{}sipban run: {e:#}", crate::logging::journal_prefix(3));
+            None
+        }
+    }
+}
+
 /// Run the daemon until SIGTERM/SIGINT. Returns the process exit code.
 pub async fn run(config_path: &Path, settings: Settings) -> u8 {
     let held = match acquire(&settings.state_dir) {
@@ -257,12 +269,8 @@ pub async fn run(config_path: &Path, settings: Settings) -> u8 {
         return exit::FAILED;
     };
     let mut settings = Rc::new(settings);
-    let ipset = match Kernel::open(&settings) {
-        Ok(k) => Rc::new(k),
-        Err(e) => {
-            eprintln!("{}sipban run: {e:#}", crate::logging::journal_prefix(3));
-            return exit::FAILED;
-        }
+    let Some(ipset) = open_kernel(&settings) else {
+        return exit::FAILED;
     };
     let mut watch = match watch_for(&settings) {
         Ok(w) => w,
@@ -490,7 +498,12 @@ static LOGGED_ERRORS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec:
 
 /// One real-time pass over the followed logs; logs what it did and queues a full sync in
 /// `pending` if the pass asks for one. `true` when the read limit cut it (more to read).
-fn real_time_pass(settings: &Settings, ipset: &Kernel, now: i64, pending: &mut Option<Job>) -> bool {
+fn real_time_pass(
+    settings: &Settings,
+    ipset: &Kernel,
+    now: i64,
+    pending: &mut Option<Job>,
+) -> bool {
     let mut more = false;
     match fast::detect_and_apply(settings, ipset.as_backend(), now) {
         Ok(r) => {

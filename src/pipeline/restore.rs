@@ -19,8 +19,8 @@
 //! that is little more than loopback, so the config `allowlist` is what protects the LAN and the
 //! gateway until the first sync (which re-applies the full allowlist).
 
-use crate::backend::Kernel;
 use crate::backend::rules::{self, Marker};
+use crate::backend::Kernel;
 use crate::backend::SetBackend;
 use crate::config::Settings;
 use crate::lock::{self, LockError};

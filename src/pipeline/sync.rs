@@ -22,9 +22,9 @@ use super::detect::{self, PassReport};
 use super::gate::AllowReason;
 use super::gather::{self, Remote};
 pub use super::{base_allowlist, caps, Sources};
-use crate::backend::Kernel;
 use crate::backend::plan::{self, CurrentSet, FamilyPlan};
 pub use crate::backend::set_spec;
+use crate::backend::Kernel;
 use crate::backend::{mirror, DryRun, SetBackend, SetSpec, Survey};
 use crate::config::Settings;
 use crate::lock;
@@ -146,7 +146,12 @@ fn peak_rss_kib() -> Option<u64> {
 /// (`nft flush ruleset` on an nftables restart, an `iptables-restore`) may have removed them.
 /// Missing rules are put back with a warning; a check that cannot run, or rules that cannot be
 /// put back, fail the run (banned sources may not be dropped).
-fn check_rules(settings: &Settings, ipset: &crate::backend::ipset::Ipset, report: &mut RunReport, now: i64) {
+fn check_rules(
+    settings: &Settings,
+    ipset: &crate::backend::ipset::Ipset,
+    report: &mut RunReport,
+    now: i64,
+) {
     match crate::backend::rules::check(settings, ipset, true, now) {
         Ok(Some(c)) => {
             if let Some(w) = c.warning() {
@@ -316,11 +321,7 @@ fn local_step(
     });
     let mut decision = decide::decide(previous, inputs, &sources.policies, &allow, caps, now);
     let mut saved_decision = saved_decision;
-    if backend.disjoint() {
-        for d in std::iter::once(&mut decision).chain(saved_decision.as_mut()) {
-            disjoint(d);
-        }
-    }
+    disjoint_for(backend, &mut decision, saved_decision.as_mut());
     warnings.extend(future_marks(sources, &decision));
     let candidates = settings
         .report
@@ -393,6 +394,14 @@ fn local_step(
     )?;
     clock.phase("committed");
     Ok(Step { report, candidates })
+}
+
+/// [`disjoint`] both decisions when the backend needs it.
+fn disjoint_for(backend: &dyn SetBackend, decision: &mut Decision, saved: Option<&mut Decision>) {
+    if backend.disjoint() {
+        disjoint(decision);
+        saved.map(disjoint);
+    }
 }
 
 /// Make the desired entries disjoint, for a backend whose sets refuse overlaps (nft).
