@@ -219,6 +219,10 @@ fn timer_restore_and_daemon_are_wired_as_documented() {
     let restore = unit("sipban-restore.service");
     assert_eq!(one(&restore, "ExecStart"), "/usr/bin/sipban restore");
     assert!(one(&restore, "Before").contains("network-pre.target"));
+    // With `backend: nft` restore writes the table `inet sipban`: after nftables.service's
+    // `flush ruleset`, never before it.
+    assert!(one(&restore, "After").contains("nftables.service"));
+    assert!(!one(&restore, "Before").contains("nftables.service"));
     assert!(one(&restore, "Wants").contains("network-pre.target"));
     assert_eq!(one(&restore, "DefaultDependencies"), "no");
     assert_eq!(
