@@ -136,6 +136,13 @@ impl Snapshot {
         Snapshot { sets }
     }
 
+    /// A snapshot of the given sets (the nft backend's survey, [`super::nft::Nft::survey`]).
+    pub fn from_infos(infos: impl IntoIterator<Item = (String, SetInfo)>) -> Snapshot {
+        Snapshot {
+            sets: infos.into_iter().map(|(n, i)| (n, Ok(i))).collect(),
+        }
+    }
+
     /// Whether a set of this name exists.
     pub fn has(&self, name: &str) -> bool {
         self.sets.contains_key(name)

@@ -118,18 +118,20 @@ pub trait SetBackend {
     }
 }
 
-/// A survey in progress.
-pub struct PendingSurvey(Option<ipset::PendingSnapshot>);
+/// A survey in progress (ipset's runs in another process), or already done (nft's).
+pub struct PendingSurvey(Option<Result<ipset::PendingSnapshot, Survey>>);
 
 impl PendingSurvey {
     pub fn finish(self) -> Option<Survey> {
-        match self.0.map(ipset::PendingSnapshot::finish) {
-            Some(Ok(s)) => Some(s),
-            Some(Err(e)) => {
-                tracing::debug!("cannot list the kernel sets: {e}");
-                None
-            }
-            None => None,
+        match self.0? {
+            Err(done) => Some(done),
+            Ok(pending) => match pending.finish() {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::debug!("cannot list the kernel sets: {e}");
+                    None
+                }
+            },
         }
     }
 }
@@ -152,7 +154,7 @@ impl SetBackend for ipset::Ipset {
     }
 
     fn survey_start(&self) -> PendingSurvey {
-        PendingSurvey(Some(self.snapshot_start()))
+        PendingSurvey(Some(Ok(self.snapshot_start())))
     }
 
     fn read(&self, spec: &SetSpec) -> Result<CurrentSet, ipset::IpsetError> {
@@ -329,10 +331,16 @@ impl SetBackend for nft::Nft {
         true
     }
 
-    /// No survey: nft has no cheap per-set count, so the plan reads each set back in full
-    /// (the mirror is not trusted without a count).
+    /// Headers only (`nft -t list table`): nft has no cheap per-set count, so a plan against
+    /// the mirror spares the read-back only when it is a full replace (see `mirror`).
     fn survey_start(&self) -> PendingSurvey {
-        PendingSurvey(None)
+        match self.survey() {
+            Ok(s) => PendingSurvey(Some(Err(s))),
+            Err(e) => {
+                tracing::debug!("cannot list table inet {}: {e}", nft::TABLE);
+                PendingSurvey(None)
+            }
+        }
     }
 
     fn read(&self, spec: &SetSpec) -> Result<CurrentSet, ipset::IpsetError> {
@@ -406,7 +414,13 @@ impl Kernel {
     /// the other backend's rules are live (recorded by `firewall install`): the two must never
     /// drop from the same bans at once, so switching goes through `sipban firewall remove`.
     pub fn open(settings: &Settings) -> anyhow::Result<Kernel> {
-        let kernel = Kernel::for_choice(resolve(settings.backend));
+        let kernel = match Kernel::for_choice(resolve(settings.backend)) {
+            Kernel::Nft(n) => Kernel::Nft(n.for_sets(vec![
+                settings.sets.v4.name.clone(),
+                settings.sets.v6.name.clone(),
+            ])),
+            k => k,
+        };
         kernel.refuse_other(settings)?;
         Ok(kernel)
     }

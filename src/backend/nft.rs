@@ -45,6 +45,9 @@ pub const TABLE: &str = "sipban";
 pub const SET_TYPE: &str = "nft interval";
 /// Deletes applied in place; a diff with more is applied as a full replace (see the top).
 pub const DEL_IN_PLACE_MAX: usize = 16;
+/// The entry count of a set in the nft survey: unknown (listing the table with `-t` leaves the
+/// elements out, and nft has no other count).
+pub const ENTRIES_UNKNOWN: usize = usize::MAX;
 /// Elements per `add element` line (nft quotes a failing line whole in its error).
 const PER_LINE: usize = 256;
 
@@ -52,6 +55,8 @@ const PER_LINE: usize = 256;
 #[derive(Clone, Debug)]
 pub struct Nft {
     argv: Vec<OsString>,
+    /// The configured names of the sets (for the survey); empty: no survey.
+    names: Vec<String>,
 }
 
 impl Default for Nft {
@@ -150,7 +155,10 @@ impl Nft {
 
     /// Run nft through another command line (`["ip","netns","exec",NS,"nft"]`).
     pub fn with_argv(argv: Vec<OsString>) -> Self {
-        Self { argv }
+        Self {
+            argv,
+            names: Vec::new(),
+        }
     }
 
     fn command(&self, args: &[&str]) -> Result<Command, IpsetError> {
@@ -194,6 +202,65 @@ impl Nft {
             }
             written.map_err(|e| failed(what, &format!("writing the script to nft: {e}")))
         })
+    }
+
+    /// The headers of sipban's sets (`nft -t list table inet sipban`, elements left out), keyed
+    /// by the configured names in `names` whose nft name is listed; counts unknown.
+    pub fn survey_of(&self, names: &[String]) -> Result<super::ipset::Snapshot, IpsetError> {
+        let text = self
+            .output(&["-t", "list", "table", "inet", TABLE])?
+            .unwrap_or_default();
+        let mut infos = Vec::new();
+        let mut current: Option<(String, SetHeader)> = None;
+        for line in text.lines().map(str::trim) {
+            if let Some(rest) = line.strip_prefix("set ") {
+                let name = rest.trim_end_matches('{').trim().to_string();
+                current = Some((name, SetHeader::default()));
+            } else if let Some((_, h)) = current.as_mut() {
+                if let Some(t) = line.strip_prefix("type ") {
+                    h.family = match t.trim() {
+                        "ipv4_addr" => Some(Family::V4),
+                        "ipv6_addr" => Some(Family::V6),
+                        _ => None,
+                    };
+                    h.set_type = format!("nft {}", t.trim());
+                } else if let Some(f) = line.strip_prefix("flags ") {
+                    let flags: Vec<&str> = f.split(',').map(str::trim).collect();
+                    h.timeout_support = flags.contains(&"timeout");
+                    if flags.contains(&"interval") {
+                        h.set_type = SET_TYPE.to_string();
+                    }
+                } else if line == "}" {
+                    if let Some((n, h)) = current.take() {
+                        infos.push((n, h));
+                    }
+                }
+            }
+        }
+        let out = names.iter().filter_map(|configured| {
+            let nft = nft_set_name(configured);
+            let (_, h) = infos.iter().find(|(n, _)| *n == nft)?;
+            Some((
+                configured.clone(),
+                super::ipset::SetInfo {
+                    header: h.clone(),
+                    entries: ENTRIES_UNKNOWN,
+                    references: 0,
+                },
+            ))
+        });
+        Ok(super::ipset::Snapshot::from_infos(out))
+    }
+
+    /// The survey of the sets this backend was opened for ([`Nft::for_sets`]).
+    pub fn survey(&self) -> Result<super::ipset::Snapshot, IpsetError> {
+        self.survey_of(&self.names)
+    }
+
+    /// The same backend, knowing the configured names of its sets (for [`Nft::survey`]).
+    pub fn for_sets(mut self, names: Vec<String>) -> Self {
+        self.names = names;
+        self
     }
 
     /// Run nft with `args` and return its stdout (small outputs: chains, tables).

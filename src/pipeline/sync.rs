@@ -680,7 +680,9 @@ fn trusted_mirror(
     now: i64,
 ) -> Option<(CurrentSet, i64)> {
     let info = survey?.info(&spec.name).ok()??;
-    let members = m.members_if_trusted(info.entries, now)?;
+    // The nft survey lists headers only: no count (see `nft::ENTRIES_UNKNOWN`).
+    let count = (info.entries != crate::backend::nft::ENTRIES_UNKNOWN).then_some(info.entries);
+    let members = m.members_if_trusted(count, now)?;
     Some((CurrentSet::new(true, true, members), m.verified_at))
 }
 
