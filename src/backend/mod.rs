@@ -111,6 +111,10 @@ pub trait SetBackend {
     /// and manual bans. The caller keeps the result under the cap (deletes go first, so the
     /// live set never holds more than the larger of its size before and after).
     fn change(&self, spec: &SetSpec, adds: &[(IpNet, u32)], dels: &[IpNet]) -> anyhow::Result<()>;
+    /// Why this backend applies `plan` (a diff) as a full rebuild instead, if it does.
+    fn prefers_replace(&self, _plan: &FamilyPlan) -> Option<String> {
+        None
+    }
     /// Whether its sets refuse overlapping members (nft interval sets): callers then make the
     /// desired entries disjoint ([`plan::make_disjoint`]) before planning.
     fn disjoint(&self) -> bool {
@@ -284,6 +288,10 @@ impl SetBackend for DryRun<'_> {
         self.reader.disjoint()
     }
 
+    fn prefers_replace(&self, plan: &FamilyPlan) -> Option<String> {
+        self.reader.prefers_replace(plan)
+    }
+
     fn apply(
         &self,
         spec: &SetSpec,
@@ -399,6 +407,15 @@ impl SetBackend for nft::Nft {
 
     fn disjoint(&self) -> bool {
         true
+    }
+
+    fn prefers_replace(&self, plan: &FamilyPlan) -> Option<String> {
+        (plan.dels.len() > nft::DEL_IN_PLACE_MAX).then(|| {
+            format!(
+                "{} deletes: nft deletes from an interval set in time proportional to the set, a full replace is faster",
+                plan.dels.len()
+            )
+        })
     }
 }
 

@@ -578,7 +578,7 @@ fn plan_sets(
         let spec = set_spec(settings, family);
         let cap = settings.sets.get(family).cap;
         let plan_against = |current: &CurrentSet| {
-            plan::plan_family(
+            let mut p = plan::plan_family(
                 family,
                 &spec.name,
                 cap,
@@ -586,7 +586,11 @@ fn plan_sets(
                 decision.evicted(family),
                 current,
                 now,
-            )
+            );
+            if p.rebuild.is_none() {
+                p.rebuild = backend.prefers_replace(&p);
+            }
+            p
         };
         // The mirror of the last complete run: the reference for changes made outside sipban.
         let mirror = if dirty {
