@@ -397,3 +397,52 @@ fn the_two_backends_never_run_at_once() {
         });
     }
 }
+
+#[test]
+fn auto_picks_nft_on_an_nftables_only_host_and_ipset_next_to_iptables_legacy_rules() {
+    let Some(ns) = crate::common::netns::require_netns() else {
+        return;
+    };
+    if !crate::common::netns::require_program("iptables-legacy") {
+        return;
+    }
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("list.txt");
+        write_list(&list, &["45.0.0.1".into()]);
+        let cfg = |b: &str| {
+            config(dir.path(), Backend::Nft, 100, &list);
+            let p = dir.path().join("config.yaml");
+            let s = std::fs::read_to_string(&p).unwrap();
+            std::fs::write(&p, s.replace("backend: nft", &format!("backend: {b}"))).unwrap();
+        };
+        // A namespace has an empty nftables ruleset and no legacy rule: nftables only.
+        cfg("ipset");
+        let o = sipban(dir.path(), &["config", "check"]);
+        ok(&o);
+        assert!(text(&o).contains("note: backend: ipset"), "{}", text(&o));
+        assert!(
+            text(&o).contains("`backend: nft`"),
+            "the suggestion: {}",
+            text(&o)
+        );
+        cfg("auto");
+        let o = sipban(dir.path(), &["config", "check"]);
+        assert!(text(&o).contains("backend: nft (auto:"), "{}", text(&o));
+        ok(&sipban(dir.path(), &["sync"]));
+        assert_eq!(Backend::Nft.members("b-4").map(|m| m.len()), Some(1));
+        assert_eq!(Backend::Ipset.members("b-4"), None);
+
+        // An iptables-legacy rule: auto keeps ipset, and no suggestion is made.
+        let o = Command::new("iptables-legacy")
+            .args(["-w", "-A", "INPUT", "-s", "192.0.2.9", "-j", "ACCEPT"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let o = sipban(dir.path(), &["config", "check"]);
+        assert!(text(&o).contains("backend: ipset (auto:"), "{}", text(&o));
+        cfg("ipset");
+        let o = sipban(dir.path(), &["config", "check"]);
+        assert!(!text(&o).contains("`backend: nft`"), "{}", text(&o));
+    });
+}
