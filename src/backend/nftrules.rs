@@ -212,6 +212,7 @@ pub fn status(settings: &Settings, nft: &Nft) -> Result<Status> {
     }
     Ok(Status {
         backend: super::rules::Backend::Nft,
+        set_backend: BackendChoice::Nft,
         rules,
         sets,
         recorded,

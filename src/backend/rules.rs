@@ -1031,6 +1031,8 @@ pub struct SetStatus {
 #[derive(Clone, Debug, Serialize)]
 pub struct Status {
     pub backend: Backend,
+    /// Which sets the rules match (`nft`: sipban's own chains in table `inet sipban`).
+    pub set_backend: BackendChoice,
     pub rules: Vec<RuleStatus>,
     pub sets: Vec<SetStatus>,
     pub recorded: Option<Marker>,
@@ -1127,6 +1129,7 @@ pub fn status(settings: &Settings, ipset: &Ipset, backend: Option<Backend>) -> R
     }
     Ok(Status {
         backend,
+        set_backend: BackendChoice::Ipset,
         rules,
         sets,
         recorded,
@@ -1141,24 +1144,33 @@ fn accepts_established(line: &str) -> bool {
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "backend: {}", self.backend.label())?;
+        if self.set_backend == BackendChoice::Nft {
+            writeln!(f, "backend: nft (sipban's own table inet sipban)")?;
+        } else {
+            writeln!(f, "backend: {}", self.backend.label())?;
+        }
         for r in &self.rules {
+            let place = match (self.set_backend, r.place) {
+                (BackendChoice::Nft, Place::Input) => "inet sipban input".to_string(),
+                (BackendChoice::Nft, Place::RawPrerouting) => "inet sipban prerouting".to_string(),
+                (_, p) => p.to_string(),
+            };
             match r.position {
                 Some(p) if r.shadowed_by.is_empty() => writeln!(
                     f,
                     "  {} {}: drops set {} (rule {p})",
-                    r.family, r.place, r.set
+                    r.family, place, r.set
                 )?,
                 Some(p) => writeln!(
                     f,
                     "  {} {}: drops set {} (rule {p}) but AFTER {} rule(s) that accept existing flows ({}); `sipban firewall install` moves it back on top",
                     r.family,
-                    r.place,
+                    place,
                     r.set,
                     r.shadowed_by.len(),
                     r.shadowed_by.join("; ")
                 )?,
-                None => writeln!(f, "  {} {}: no sipban rule", r.family, r.place)?,
+                None => writeln!(f, "  {} {}: no sipban rule", r.family, place)?,
             }
         }
         for SetStatus { name, entries } in &self.sets {
