@@ -125,6 +125,17 @@ fn write_elements(
     Ok(())
 }
 
+/// `entries` in a scrambled (but deterministic) order: nft 1.0.6 loads an interval set from
+/// elements in address order 2 to 4 times slower than from the same elements unordered
+/// (262,144 entries: 20-24 s against 6-11 s, measured), so what is written is never sorted.
+fn scrambled(mut entries: Vec<(IpNet, u32)>) -> Vec<(IpNet, u32)> {
+    entries.sort_unstable_by_key(|(n, _)| {
+        let (_, bits, len) = net::sort_key(n);
+        (bits ^ u128::from(len)).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835) >> 64
+    });
+    entries
+}
+
 /// `entries` of `family` only, sorted, each once, and disjoint (a prefix inside another listed
 /// one is dropped; the covering one stays).
 fn disjoint(family: Family, entries: &[(IpNet, u32)]) -> Vec<(IpNet, u32)> {
@@ -336,10 +347,9 @@ impl Nft {
     /// Make the set hold exactly `entries` in one transaction: declare table and set, flush
     /// the set, add everything. A set of another type is refused with what to do.
     pub fn replace(&self, spec: &SetSpec, entries: &[(IpNet, u32)]) -> Result<(), IpsetError> {
-        self.refuse_incompatible(spec)?;
-        let entries = disjoint(spec.family, entries);
+        let entries = scrambled(disjoint(spec.family, entries));
         let set = nft_set_name(&spec.name);
-        self.run_script(&format!("nft -f - (replace set {set})"), |w| {
+        let done = self.run_script(&format!("nft -f - (replace set {set})"), |w| {
             declare_set(w, &spec.name, spec.family)?;
             writeln!(w, "flush set inet {TABLE} {set}")?;
             write_elements(
@@ -348,7 +358,9 @@ impl Nft {
                 &set,
                 &mut entries.iter().map(|&(n, t)| (n, Some(t))),
             )
-        })
+        });
+        // Only after a failure: is it a set of another type (then say what to do)?
+        done.or_else(|e| self.refuse_incompatible(spec).and(Err(e)))
     }
 
     fn refuse_incompatible(&self, spec: &SetSpec) -> Result<(), IpsetError> {
@@ -380,7 +392,7 @@ impl Nft {
         adds: &[(IpNet, u32)],
         dels: &[IpNet],
     ) -> Result<(), IpsetError> {
-        let adds = disjoint(spec.family, adds);
+        let adds = scrambled(disjoint(spec.family, adds));
         let dels: Vec<IpNet> = dels
             .iter()
             .filter(|n| Family::of(n) == spec.family)
