@@ -339,8 +339,7 @@ impl SetBackend for nft::Nft {
         true
     }
 
-    /// Headers only (`nft -t list table`): nft has no cheap per-set count, so a plan against
-    /// the mirror spares the read-back only when it is a full replace (see `mirror`).
+    /// See [`nft::Nft::survey`]: what the sets should be, without running nft.
     fn survey_start(&self) -> PendingSurvey {
         match self.survey() {
             Ok(s) => PendingSurvey(Some(Err(s))),

@@ -45,8 +45,7 @@ pub const TABLE: &str = "sipban";
 pub const SET_TYPE: &str = "nft interval";
 /// Deletes applied in place; a diff with more is applied as a full replace (see the top).
 pub const DEL_IN_PLACE_MAX: usize = 16;
-/// The entry count of a set in the nft survey: unknown (listing the table with `-t` leaves the
-/// elements out, and nft has no other count).
+/// The entry count of a set in the nft survey: unknown (nft has no count short of a listing).
 pub const ENTRIES_UNKNOWN: usize = usize::MAX;
 /// Elements per `add element` line (nft quotes a failing line whole in its error).
 const PER_LINE: usize = 256;
@@ -55,7 +54,7 @@ const PER_LINE: usize = 256;
 #[derive(Clone, Debug)]
 pub struct Nft {
     argv: Vec<OsString>,
-    /// The configured names of the sets (for the survey); empty: no survey.
+    /// The configured names of the sets, v4 then v6 (for the survey); empty: no survey.
     names: Vec<String>,
 }
 
@@ -215,57 +214,35 @@ impl Nft {
         })
     }
 
-    /// The headers of sipban's sets (`nft -t list table inet sipban`, elements left out), keyed
-    /// by the configured names in `names` whose nft name is listed; counts unknown.
-    pub fn survey_of(&self, names: &[String]) -> Result<super::ipset::Snapshot, IpsetError> {
-        let text = self
-            .output(&["-t", "list", "table", "inet", TABLE])?
-            .unwrap_or_default();
-        let mut infos = Vec::new();
-        let mut current: Option<(String, SetHeader)> = None;
-        for line in text.lines().map(str::trim) {
-            if let Some(rest) = line.strip_prefix("set ") {
-                let name = rest.trim_end_matches('{').trim().to_string();
-                current = Some((name, SetHeader::default()));
-            } else if let Some((_, h)) = current.as_mut() {
-                if let Some(t) = line.strip_prefix("type ") {
-                    h.family = match t.trim() {
-                        "ipv4_addr" => Some(Family::V4),
-                        "ipv6_addr" => Some(Family::V6),
-                        _ => None,
-                    };
-                    h.set_type = format!("nft {}", t.trim());
-                } else if let Some(f) = line.strip_prefix("flags ") {
-                    let flags: Vec<&str> = f.split(',').map(str::trim).collect();
-                    h.timeout_support = flags.contains(&"timeout");
-                    if flags.contains(&"interval") {
-                        h.set_type = SET_TYPE.to_string();
-                    }
-                } else if line == "}" {
-                    if let Some((n, h)) = current.take() {
-                        infos.push((n, h));
-                    }
-                }
-            }
-        }
-        let out = names.iter().filter_map(|configured| {
-            let nft = nft_set_name(configured);
-            let (_, h) = infos.iter().find(|(n, _)| *n == nft)?;
-            Some((
-                configured.clone(),
-                super::ipset::SetInfo {
-                    header: h.clone(),
-                    entries: ENTRIES_UNKNOWN,
-                    references: 0,
-                },
-            ))
-        });
-        Ok(super::ipset::Snapshot::from_infos(out))
-    }
-
-    /// The survey of the sets this backend was opened for ([`Nft::for_sets`]).
+    /// The survey of the sets this backend was opened for ([`Nft::for_sets`]), made without
+    /// running nft: on nft 1.0.6 every command, even `nft list tables` or a terse listing,
+    /// loads every element of every set first (about as long as a read-back: 13 s for
+    /// 262,144 entries on a loaded machine), so a survey would cost what it saves. It states
+    /// what the sets should be, count unknown; that is safe for its one use, the mirror: a
+    /// plan against the mirror spares the read-back only when it is a full replace, which
+    /// declares the table and set and makes the set exact whatever the kernel held.
     pub fn survey(&self) -> Result<super::ipset::Snapshot, IpsetError> {
-        self.survey_of(&self.names)
+        let infos = self
+            .names
+            .iter()
+            .zip([Family::V4, Family::V6])
+            .map(|(n, f)| {
+                (
+                    n.clone(),
+                    super::ipset::SetInfo {
+                        header: SetHeader {
+                            set_type: SET_TYPE.to_string(),
+                            family: Some(f),
+                            maxelem: None,
+                            hashsize: None,
+                            timeout_support: true,
+                        },
+                        entries: ENTRIES_UNKNOWN,
+                        references: 0,
+                    },
+                )
+            });
+        Ok(super::ipset::Snapshot::from_infos(infos))
     }
 
     /// The same backend, knowing the configured names of its sets (for [`Nft::survey`]).
