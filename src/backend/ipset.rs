@@ -80,6 +80,10 @@ impl SetHeader {
     /// family, timeout support and the same maxelem. (The hash size is not compared: the kernel
     /// grows it as the set fills.)
     pub fn matches(&self, spec: &SetSpec) -> bool {
+        // An nftables interval set has no maxelem (sipban enforces the cap itself).
+        if self.set_type == super::nft::SET_TYPE {
+            return self.family == Some(spec.family) && self.timeout_support;
+        }
         self.swappable_with(spec) && self.timeout_support && self.maxelem == Some(spec.maxelem)
     }
 
@@ -130,6 +134,13 @@ impl Snapshot {
             sets.insert(name.to_string(), parse_list_terse(&text[start..end], name));
         }
         Snapshot { sets }
+    }
+
+    /// A snapshot of the given sets (the nft backend's survey, [`super::nft::Nft::survey`]).
+    pub fn from_infos(infos: impl IntoIterator<Item = (String, SetInfo)>) -> Snapshot {
+        Snapshot {
+            sets: infos.into_iter().map(|(n, i)| (n, Ok(i))).collect(),
+        }
     }
 
     /// Whether a set of this name exists.

@@ -93,7 +93,14 @@ impl Mirror {
     /// The mirror as current set members (seconds left), if it can be trusted for a kernel set
     /// that reports `kernel_count` entries at `now`.
     /// Members come in the mirror's order (the prefix order it was written in).
-    pub fn members_if_trusted(&self, kernel_count: usize, now: i64) -> Option<Vec<(IpNet, u32)>> {
+    /// `kernel_count` is `None` for a backend that cannot count a set without listing it
+    /// (nft): the mirror is then trusted on its age and expiries alone, which is enough for
+    /// what it is used for: sparing the read-back of a rebuild, which makes the set exact.
+    pub fn members_if_trusted(
+        &self,
+        kernel_count: Option<usize>,
+        now: i64,
+    ) -> Option<Vec<(IpNet, u32)>> {
         if now.saturating_sub(self.verified_at) >= MAX_AGE || self.verified_at > now {
             return None;
         }
@@ -106,7 +113,9 @@ impl Mirror {
                 members.push((net, super::timeout_for(expires, now)));
             }
         }
-        (members.len() == kernel_count).then_some(members)
+        kernel_count
+            .is_none_or(|n| members.len() == n)
+            .then_some(members)
     }
 }
 
@@ -192,20 +201,20 @@ mod tests {
         let back = Mirror::decode(&m.encode()).unwrap();
         assert_eq!(back, m);
         // Trusted: fresh, counts agree.
-        let members = m.members_if_trusted(3, 1100).unwrap();
+        let members = m.members_if_trusted(Some(3), 1100).unwrap();
         assert!(members.contains(&(n("45.0.0.1"), 3900)));
         // The kernel holds another number of entries.
-        assert!(m.members_if_trusted(2, 1100).is_none());
+        assert!(m.members_if_trusted(Some(2), 1100).is_none());
         // Too old.
-        assert!(m.members_if_trusted(3, 1000 + MAX_AGE).is_none());
+        assert!(m.members_if_trusted(Some(3), 1000 + MAX_AGE).is_none());
         // An entry at its expiry boundary.
-        assert!(m.members_if_trusted(3, 5001).is_none());
+        assert!(m.members_if_trusted(Some(3), 5001).is_none());
         // Expired entries are gone from the kernel too.
         let later = Mirror {
             verified_at: 5000,
             ..m.clone()
         };
-        assert_eq!(later.members_if_trusted(2, 6000).unwrap().len(), 2);
+        assert_eq!(later.members_if_trusted(Some(2), 6000).unwrap().len(), 2);
         // Garbage never decodes into a mirror.
         assert!(Mirror::decode(b"").is_none());
         assert!(Mirror::decode(&[1, 0, 0, 0, 0, 0, 0, 0, 0]).is_none());

@@ -4,6 +4,11 @@
 //! decide step produced: small diffs as one batch of adds and deletes, full rebuilds as one
 //! batch that fills a temporary set and swaps it in, so the live set is never empty or partial.
 //!
+//! [`nft`] is the nftables counterpart (`backend: nft`): one interval set per family in
+//! sipban's own table `inet sipban`, every change one `nft -f` transaction. [`Kernel`] is the
+//! backend the config chose ([`Kernel::open`] resolves `auto` and refuses to run while the
+//! other backend's rules are live).
+//!
 //! [`rules`] installs, removes and reports the DROP rules that make the kernel use the sets;
 //! [`conntrack`] forgets the tracked flows of newly banned sources.
 //! [`logrule`] installs sipban's rate-limited `LOG` rule for probes on the port catalogue's
@@ -17,6 +22,8 @@ pub mod conntrack;
 pub mod ipset;
 pub mod logrule;
 pub mod mirror;
+pub mod nft;
+pub mod nftrules;
 pub mod plan;
 pub mod rules;
 
@@ -104,20 +111,31 @@ pub trait SetBackend {
     /// and manual bans. The caller keeps the result under the cap (deletes go first, so the
     /// live set never holds more than the larger of its size before and after).
     fn change(&self, spec: &SetSpec, adds: &[(IpNet, u32)], dels: &[IpNet]) -> anyhow::Result<()>;
+    /// Why this backend applies `plan` (a diff) as a full rebuild instead, if it does.
+    fn prefers_replace(&self, _plan: &FamilyPlan) -> Option<String> {
+        None
+    }
+    /// Whether its sets refuse overlapping members (nft interval sets): callers then make the
+    /// desired entries disjoint ([`plan::make_disjoint`]) before planning.
+    fn disjoint(&self) -> bool {
+        false
+    }
 }
 
-/// A survey in progress.
-pub struct PendingSurvey(Option<ipset::PendingSnapshot>);
+/// A survey in progress (ipset's runs in another process), or already done (nft's).
+pub struct PendingSurvey(Option<Result<ipset::PendingSnapshot, Survey>>);
 
 impl PendingSurvey {
     pub fn finish(self) -> Option<Survey> {
-        match self.0.map(ipset::PendingSnapshot::finish) {
-            Some(Ok(s)) => Some(s),
-            Some(Err(e)) => {
-                tracing::debug!("cannot list the kernel sets: {e}");
-                None
-            }
-            None => None,
+        match self.0? {
+            Err(done) => Some(done),
+            Ok(pending) => match pending.finish() {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::debug!("cannot list the kernel sets: {e}");
+                    None
+                }
+            },
         }
     }
 }
@@ -140,7 +158,7 @@ impl SetBackend for ipset::Ipset {
     }
 
     fn survey_start(&self) -> PendingSurvey {
-        PendingSurvey(Some(self.snapshot_start()))
+        PendingSurvey(Some(Ok(self.snapshot_start())))
     }
 
     fn read(&self, spec: &SetSpec) -> Result<CurrentSet, ipset::IpsetError> {
@@ -232,12 +250,12 @@ impl SetBackend for ipset::Ipset {
 /// The recording backend of `--dry-run`: reads through to the kernel when it can (read-only
 /// commands need no root), changes nothing, and keeps what it was asked to apply.
 pub struct DryRun<'a> {
-    pub reader: &'a ipset::Ipset,
+    pub reader: &'a dyn SetBackend,
     pub recorded: std::cell::RefCell<Vec<String>>,
 }
 
 impl<'a> DryRun<'a> {
-    pub fn new(reader: &'a ipset::Ipset) -> Self {
+    pub fn new(reader: &'a dyn SetBackend) -> Self {
         DryRun {
             reader,
             recorded: Default::default(),
@@ -255,15 +273,23 @@ impl SetBackend for DryRun<'_> {
     }
 
     fn survey_start(&self) -> PendingSurvey {
-        PendingSurvey(Some(self.reader.snapshot_start()))
+        self.reader.survey_start()
     }
 
     fn read(&self, spec: &SetSpec) -> Result<CurrentSet, ipset::IpsetError> {
-        SetBackend::read(self.reader, spec)
+        self.reader.read(spec)
     }
 
     fn header(&self, name: &str) -> Result<Option<(ipset::SetHeader, usize)>, ipset::IpsetError> {
-        ipset::Ipset::header(self.reader, name)
+        self.reader.header(name)
+    }
+
+    fn disjoint(&self) -> bool {
+        self.reader.disjoint()
+    }
+
+    fn prefers_replace(&self, plan: &FamilyPlan) -> Option<String> {
+        self.reader.prefers_replace(plan)
     }
 
     fn apply(
@@ -301,5 +327,227 @@ impl SetBackend for DryRun<'_> {
             .borrow_mut()
             .push(format!("{}: +{} -{}", spec.name, adds.len(), dels.len()));
         Ok(())
+    }
+}
+
+impl SetBackend for nft::Nft {
+    fn name(&self) -> &'static str {
+        "nft"
+    }
+
+    fn changes_kernel(&self) -> bool {
+        true
+    }
+
+    /// See [`nft::Nft::survey`]: what the sets should be, without running nft.
+    fn survey_start(&self) -> PendingSurvey {
+        match self.survey() {
+            Ok(s) => PendingSurvey(Some(Err(s))),
+            Err(e) => {
+                tracing::debug!("cannot list table inet {}: {e}", nft::TABLE);
+                PendingSurvey(None)
+            }
+        }
+    }
+
+    fn read(&self, spec: &SetSpec) -> Result<CurrentSet, ipset::IpsetError> {
+        Ok(match nft::Nft::read(self, &spec.name)? {
+            None => CurrentSet::default(),
+            Some(k) => CurrentSet::new(true, k.header.matches(spec), k.members),
+        })
+    }
+
+    fn header(&self, name: &str) -> Result<Option<(ipset::SetHeader, usize)>, ipset::IpsetError> {
+        nft::Nft::header(self, name)
+    }
+
+    /// One transaction: a full replace for a rebuild (or a diff with more deletes than nft
+    /// deletes quickly), else the diff. nft applies the whole script or none of it, so the
+    /// count needs no read-back; a diff that fails (an entry timed out since the read) is
+    /// applied as a full replace instead.
+    fn apply(
+        &self,
+        spec: &SetSpec,
+        plan: &FamilyPlan,
+        desired: &[Desired],
+        _survey: Option<&Survey>,
+        now: i64,
+    ) -> anyhow::Result<()> {
+        if plan.is_noop() && plan.before == plan.after {
+            return Ok(());
+        }
+        if plan.rebuild.is_some() || plan.dels.len() > nft::DEL_IN_PLACE_MAX {
+            return Ok(nft::Nft::replace(self, spec, &with_timeouts(desired, now))?);
+        }
+        if plan.is_noop() {
+            return Ok(());
+        }
+        let mut adds = plan.adds.clone();
+        adds.extend_from_slice(&plan.refreshes);
+        if let Err(e) = self.diff(spec, &adds, &plan.dels) {
+            tracing::warn!(set = %spec.name, "{e}; replacing the set instead");
+            nft::Nft::replace(self, spec, &with_timeouts(desired, now))?;
+        }
+        Ok(())
+    }
+
+    fn replace(&self, spec: &SetSpec, entries: &[(IpNet, u32)]) -> anyhow::Result<()> {
+        Ok(nft::Nft::replace(self, spec, entries)?)
+    }
+
+    fn change(&self, spec: &SetSpec, adds: &[(IpNet, u32)], dels: &[IpNet]) -> anyhow::Result<()> {
+        if self.diff(spec, adds, dels).is_ok() {
+            return Ok(());
+        }
+        // An add inside (or around) a member, or a delete of a member that timed out: the
+        // same change fitted to what the set holds now.
+        Ok(self.diff_against_current(spec, adds, dels)?)
+    }
+
+    fn disjoint(&self) -> bool {
+        true
+    }
+
+    fn prefers_replace(&self, plan: &FamilyPlan) -> Option<String> {
+        (plan.dels.len() > nft::DEL_IN_PLACE_MAX).then(|| {
+            format!(
+                "{} deletes: nft deletes from an interval set in time proportional to the set, a full replace is faster",
+                plan.dels.len()
+            )
+        })
+    }
+}
+
+/// The kernel backend the config chose: ipset or nft.
+#[derive(Clone, Debug)]
+pub enum Kernel {
+    Ipset(ipset::Ipset),
+    Nft(nft::Nft),
+}
+
+impl Kernel {
+    /// The backend for `settings`: `auto` resolved on this host (see [`detect`]). Refuses when
+    /// the other backend's rules are live (recorded by `firewall install`): the two must never
+    /// drop from the same bans at once, so switching goes through `sipban firewall remove`.
+    pub fn open(settings: &Settings) -> anyhow::Result<Kernel> {
+        let kernel = match Kernel::for_choice(resolve(settings.backend)) {
+            Kernel::Nft(n) => Kernel::Nft(n.for_sets(vec![
+                settings.sets.v4.name.clone(),
+                settings.sets.v6.name.clone(),
+            ])),
+            k => k,
+        };
+        kernel.refuse_other(settings)?;
+        Ok(kernel)
+    }
+
+    /// The backend for a resolved choice, without the check.
+    pub fn for_choice(choice: BackendChoice) -> Kernel {
+        match choice {
+            BackendChoice::Nft => Kernel::Nft(nft::Nft::new()),
+            _ => Kernel::Ipset(ipset::Ipset::new()),
+        }
+    }
+
+    pub fn choice(&self) -> BackendChoice {
+        match self {
+            Kernel::Ipset(_) => BackendChoice::Ipset,
+            Kernel::Nft(_) => BackendChoice::Nft,
+        }
+    }
+
+    pub fn as_backend(&self) -> &dyn SetBackend {
+        match self {
+            Kernel::Ipset(i) => i,
+            Kernel::Nft(n) => n,
+        }
+    }
+
+    /// The ipset tool (for the ipset rules' own set checks; with nft a default one).
+    pub fn ipset(&self) -> ipset::Ipset {
+        match self {
+            Kernel::Ipset(i) => i.clone(),
+            Kernel::Nft(_) => ipset::Ipset::new(),
+        }
+    }
+
+    /// An error when `firewall install` recorded rules of the other backend.
+    pub fn refuse_other(&self, settings: &Settings) -> anyhow::Result<()> {
+        let marker = rules::Marker::load(&settings.state_dir)?;
+        match marker {
+            Some(m) if m.set_backend != self.choice() => anyhow::bail!(
+                "the firewall rules recorded by `sipban firewall install` use the {} backend, \
+                 but the config selects {}: the two backends never run at once; run \
+                 `sipban firewall remove` (it removes the recorded {} rules), then \
+                 `sipban firewall install` with the new backend",
+                m.set_backend.label(),
+                self.choice().label(),
+                m.set_backend.label()
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+use crate::config::sets::BackendChoice;
+
+/// `auto` decided on this host; `ipset` and `nft` as they are.
+pub fn resolve(choice: BackendChoice) -> BackendChoice {
+    match choice {
+        BackendChoice::Auto => detect().choice,
+        c => c,
+    }
+}
+
+/// What `auto` found on this host.
+#[derive(Clone, Debug)]
+pub struct Detected {
+    pub choice: BackendChoice,
+    /// Why, in a sentence.
+    pub why: String,
+    /// The host's firewall is nftables and no iptables-legacy rule exists.
+    pub nftables_only: bool,
+}
+
+/// `auto`: nft when `nft list ruleset` works and `iptables-legacy-save` (when installed) shows
+/// no rule; ipset otherwise. Reads only.
+pub fn detect() -> Detected {
+    let nft = std::process::Command::new("nft")
+        .args(["list", "tables"])
+        .stdin(std::process::Stdio::null())
+        .output();
+    let nft_ok = matches!(&nft, Ok(o) if o.status.success());
+    let legacy_rules = ["iptables-legacy-save", "ip6tables-legacy-save"]
+        .iter()
+        .filter_map(|tool| {
+            std::process::Command::new(tool)
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .output()
+                .ok()
+        })
+        .any(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.starts_with("-A ") || l.starts_with("-I "))
+        });
+    let (choice, why) = match (nft_ok, legacy_rules) {
+        (true, false) => (
+            BackendChoice::Nft,
+            "the firewall is nftables and no iptables-legacy rule exists".to_string(),
+        ),
+        (true, true) => (
+            BackendChoice::Ipset,
+            "iptables-legacy rules exist next to nftables".to_string(),
+        ),
+        (false, _) => (
+            BackendChoice::Ipset,
+            "nft is not usable here (not installed, or not root)".to_string(),
+        ),
+    };
+    Detected {
+        choice,
+        why,
+        nftables_only: nft_ok && !legacy_rules,
     }
 }

@@ -313,3 +313,85 @@ mod tests {
         }
     }
 }
+
+/// Make `desired` (in [`net::cmp_net`] order) disjoint for a backend whose sets refuse
+/// overlapping members (nftables interval sets): an entry inside another, larger one is
+/// dropped, and the covering prefix keeps its own expiry (the covered entry stays in the saved
+/// state, so once the covering prefix leaves the set the next run adds it back). Returns how
+/// many entries it dropped.
+pub fn make_disjoint(desired: &mut Vec<Desired>) -> usize {
+    let before = desired.len();
+    let mut kept: Option<IpNet> = None;
+    desired.retain(|d| {
+        if let Some(k) = kept {
+            // Sorted by address then length: a covering prefix comes before what it covers,
+            // and among disjoint kept prefixes only the last one can cover `d`.
+            if net::overlaps(&k, &d.net) && k.prefix_len() <= d.net.prefix_len() {
+                return false;
+            }
+        }
+        kept = Some(d.net);
+        true
+    });
+    before - desired.len()
+}
+
+#[cfg(test)]
+mod disjoint_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn d(s: &str, expires: i64) -> Desired {
+        Desired {
+            net: net::parse_net(s).unwrap(),
+            expires,
+        }
+    }
+
+    #[test]
+    fn covered_entries_are_dropped_and_the_cover_keeps_its_expiry() {
+        let mut v = vec![
+            d("45.0.0.0/16", 10),
+            d("45.0.1.0/24", 20),
+            d("45.0.1.7", 30),
+            d("45.1.0.1", 40),
+            d("45.1.0.2", 50),
+        ];
+        assert_eq!(make_disjoint(&mut v), 2);
+        let nets: Vec<String> = v.iter().map(|x| net::display_net(&x.net)).collect();
+        assert_eq!(nets, ["45.0.0.0/16", "45.1.0.1", "45.1.0.2"]);
+        assert_eq!(v[0].expires, 10);
+    }
+
+    proptest! {
+        /// Whatever the (sorted, distinct) input, the output is pairwise disjoint, a subset
+        /// of the input, and covers every input address.
+        #[test]
+        fn output_is_disjoint_and_covers_the_input(
+            raw in proptest::collection::vec((0u32..64, 26u8..=32), 0..60)
+        ) {
+            let mut v: Vec<Desired> = raw
+                .iter()
+                .map(|&(a, len)| {
+                    let n = ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(0x2d00_0000 + a), len)
+                        .unwrap()
+                        .trunc();
+                    Desired { net: IpNet::V4(n), expires: 1 }
+                })
+                .collect();
+            v.sort_by(|a, b| net::cmp_net(&a.net, &b.net));
+            v.dedup_by_key(|x| x.net);
+            let input = v.clone();
+            make_disjoint(&mut v);
+            for (i, a) in v.iter().enumerate() {
+                for b in &v[i + 1..] {
+                    prop_assert!(!net::overlaps(&a.net, &b.net), "{} overlaps {}", a.net, b.net);
+                }
+                prop_assert!(input.iter().any(|x| x.net == a.net));
+            }
+            for x in &input {
+                prop_assert!(v.iter().any(|k| k.net.contains(&x.net)), "{} is lost", x.net);
+            }
+        }
+    }
+}

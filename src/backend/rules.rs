@@ -30,6 +30,7 @@
 //!   tool removed, and count it in the record.
 
 use crate::backend::ipset::{Ipset, SetSpec};
+use crate::config::sets::BackendChoice;
 use crate::config::Settings;
 use crate::net::Family;
 use anyhow::{bail, Context, Result};
@@ -195,6 +196,9 @@ pub struct Created {
 /// `state_dir/firewall.json`: what `install` put in place.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Marker {
+    /// Which sets the rules match: ipset (iptables rules) or nft (sipban's own chains).
+    #[serde(default)]
+    pub set_backend: crate::config::sets::BackendChoice,
     pub backend: Backend,
     pub raw: bool,
     pub rules: Vec<Rule>,
@@ -234,6 +238,11 @@ impl Marker {
         let text = serde_json::to_vec_pretty(self).context("encoding the firewall record")?;
         crate::fsio::write_atomic(&Self::path(state_dir), &text)
     }
+}
+
+/// Save the record (for the nft rules, [`super::nftrules`]).
+pub fn save_marker(marker: &Marker, state_dir: &Path) -> Result<()> {
+    marker.save(state_dir)
 }
 
 /// One line of what a command did or would do.
@@ -526,6 +535,15 @@ fn ensure_set(ipset: &Ipset, spec: &SetSpec, change: &mut Change) -> Result<()> 
 /// it is already there. Creates missing sets (empty) first. Remembers what it did in
 /// `state_dir/firewall.json`.
 pub fn install(settings: &Settings, ipset: &Ipset, opts: Options) -> Result<Change> {
+    let chosen = super::resolve(settings.backend);
+    if let Some(m) = Marker::load(&settings.state_dir)? {
+        if m.set_backend != chosen {
+            super::Kernel::for_choice(chosen).refuse_other(settings)?;
+        }
+    }
+    if chosen == BackendChoice::Nft {
+        return super::nftrules::install(settings, &super::nft::Nft::new(), opts);
+    }
     let mut change = Change {
         dry_run: opts.dry_run,
         ..Default::default()
@@ -694,6 +712,10 @@ pub fn check(settings: &Settings, ipset: &Ipset, repair: bool, now: i64) -> Resu
     let Some(marker) = Marker::load(&settings.state_dir)? else {
         return Ok(None);
     };
+    if marker.set_backend == BackendChoice::Nft {
+        let nft = super::nft::Nft::new();
+        return super::nftrules::check(settings, &nft, marker, repair, now).map(Some);
+    }
     let mut c = Check {
         reinstalled_total: marker.reinstalled,
         ..Check::default()
@@ -735,6 +757,32 @@ pub struct Counted {
 /// sipban's rules with their packet and byte counters: the recorded place (both places when
 /// `install` never ran, listing only the rules found there). Reads only (`-v -S`).
 pub fn counted(settings: &Settings, recorded: Option<&Marker>) -> Result<Vec<Counted>> {
+    let nft = match recorded {
+        Some(m) => m.set_backend == BackendChoice::Nft,
+        None => super::resolve(settings.backend) == BackendChoice::Nft,
+    };
+    if nft {
+        let places = recorded.map_or(vec![false, true], |m| vec![m.raw]);
+        let mut out = Vec::new();
+        for raw in places {
+            let found = super::nftrules::counters(settings, &super::nft::Nft::new(), raw)?;
+            for (family, place, set, c) in found {
+                if c.is_none() && recorded.is_none() {
+                    continue;
+                }
+                let (packets, bytes) = c.unwrap_or((0, 0));
+                out.push(Counted {
+                    family,
+                    place,
+                    set,
+                    present: c.is_some(),
+                    packets,
+                    bytes,
+                });
+            }
+        }
+        return Ok(out);
+    }
     let backend = recorded.map(|m| m.backend).unwrap_or_default();
     let places: Vec<bool> = match recorded {
         Some(m) => vec![m.raw],
@@ -809,11 +857,20 @@ fn strip_counters(line: &str) -> Option<(String, u64, u64)> {
 /// configured set names and those `install` recorded), then the nf_tables chains and tables
 /// that `install` created, when they are empty. Leaves the sets alone.
 pub fn remove(settings: &Settings, opts: Options) -> Result<Change> {
+    let marker = Marker::load(&settings.state_dir)?;
+    // The recorded backend's rules go, whatever the config says now (that is how a switch of
+    // backend starts).
+    let nft = match &marker {
+        Some(m) => m.set_backend == BackendChoice::Nft,
+        None => super::resolve(settings.backend) == BackendChoice::Nft,
+    };
+    if nft {
+        return super::nftrules::remove(settings, &super::nft::Nft::new(), opts);
+    }
     let mut change = Change {
         dry_run: opts.dry_run,
         ..Default::default()
     };
-    let marker = Marker::load(&settings.state_dir)?;
     let mut candidates: Vec<Rule> = Vec::new();
     for r in wanted(settings, false)
         .into_iter()
@@ -974,6 +1031,8 @@ pub struct SetStatus {
 #[derive(Clone, Debug, Serialize)]
 pub struct Status {
     pub backend: Backend,
+    /// Which sets the rules match (`nft`: sipban's own chains in table `inet sipban`).
+    pub set_backend: BackendChoice,
     pub rules: Vec<RuleStatus>,
     pub sets: Vec<SetStatus>,
     pub recorded: Option<Marker>,
@@ -1036,6 +1095,13 @@ fn placement(backend: Backend, rule: &Rule) -> Result<(Option<usize>, Vec<String
 /// Read the rules of both places and both families. Never changes anything.
 pub fn status(settings: &Settings, ipset: &Ipset, backend: Option<Backend>) -> Result<Status> {
     let recorded = Marker::load(&settings.state_dir)?;
+    let nft = match &recorded {
+        Some(m) => m.set_backend == BackendChoice::Nft,
+        None => super::resolve(settings.backend) == BackendChoice::Nft,
+    };
+    if nft {
+        return super::nftrules::status(settings, &super::nft::Nft::new());
+    }
     let backend = backend
         .or(recorded.as_ref().map(|m| m.backend))
         .unwrap_or_default();
@@ -1063,6 +1129,7 @@ pub fn status(settings: &Settings, ipset: &Ipset, backend: Option<Backend>) -> R
     }
     Ok(Status {
         backend,
+        set_backend: BackendChoice::Ipset,
         rules,
         sets,
         recorded,
@@ -1077,24 +1144,33 @@ fn accepts_established(line: &str) -> bool {
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "backend: {}", self.backend.label())?;
+        if self.set_backend == BackendChoice::Nft {
+            writeln!(f, "backend: nft (sipban's own table inet sipban)")?;
+        } else {
+            writeln!(f, "backend: {}", self.backend.label())?;
+        }
         for r in &self.rules {
+            let place = match (self.set_backend, r.place) {
+                (BackendChoice::Nft, Place::Input) => "inet sipban input".to_string(),
+                (BackendChoice::Nft, Place::RawPrerouting) => "inet sipban prerouting".to_string(),
+                (_, p) => p.to_string(),
+            };
             match r.position {
                 Some(p) if r.shadowed_by.is_empty() => writeln!(
                     f,
                     "  {} {}: drops set {} (rule {p})",
-                    r.family, r.place, r.set
+                    r.family, place, r.set
                 )?,
                 Some(p) => writeln!(
                     f,
                     "  {} {}: drops set {} (rule {p}) but AFTER {} rule(s) that accept existing flows ({}); `sipban firewall install` moves it back on top",
                     r.family,
-                    r.place,
+                    place,
                     r.set,
                     r.shadowed_by.len(),
                     r.shadowed_by.join("; ")
                 )?,
-                None => writeln!(f, "  {} {}: no sipban rule", r.family, r.place)?,
+                None => writeln!(f, "  {} {}: no sipban rule", r.family, place)?,
             }
         }
         for SetStatus { name, entries } in &self.sets {

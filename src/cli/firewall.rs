@@ -53,6 +53,21 @@ pub fn check(settings: &Settings, repair: bool, json: bool, now: i64) -> Result 
     if let Some(w) = c.warning() {
         tracing::warn!("{w}");
     }
+    // With nft, the `flush ruleset` that removed the chain removed the sets too: the repair
+    // recreated them empty, so fill them from the saved state (what `sipban restore` does).
+    if c.reinstalled && nft_recorded(settings) {
+        let kernel = crate::backend::Kernel::open(settings)
+            .map_err(|e| Error::new(Kind::Failed, format!("sipban firewall check: {e:#}")))?;
+        let r = crate::pipeline::restore::restore(settings, &kernel, now).map_err(|e| {
+            Error::new(
+                Kind::Failed,
+                format!("sipban firewall check: refilling the sets: {e}"),
+            )
+        })?;
+        for e in &r.errors {
+            eprintln!("sipban firewall check: {e}");
+        }
+    }
     let ok = c.missing.is_empty() || c.reinstalled;
     report(serde_json::to_value(&c), c.to_string(), ok, json)
 }
@@ -104,4 +119,12 @@ pub fn log_rule(backend: Option<&str>, apply: bool, ks: &KernelLogSettings, from
         outln!("{}: {}", s.command, s.result);
     }
     Ok(())
+}
+
+/// Whether `firewall install` recorded nft rules (the nft backend's sets go with its table).
+fn nft_recorded(settings: &Settings) -> bool {
+    matches!(
+        rules::Marker::load(&settings.state_dir),
+        Ok(Some(m)) if m.set_backend == crate::config::sets::BackendChoice::Nft
+    )
 }

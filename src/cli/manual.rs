@@ -37,8 +37,9 @@ pub fn unban(settings: &Settings, ip: &str, allow: bool, json: bool, now: i64) -
 /// Submit the request and say what became of it: refused by the gate, exit 2 (nothing was
 /// saved); queued behind another writer's apply step, exit 4.
 fn submit(settings: &Settings, req: &Request, now: i64, json: bool) -> Result {
-    let ipset = crate::backend::ipset::Ipset::new();
-    let o = manual::submit(settings, req, &ipset, now)
+    let kernel = crate::backend::Kernel::open(settings)
+        .map_err(|e| Error::new(Kind::Failed, format!("sipban: {e:#}")))?;
+    let o = manual::submit(settings, req, kernel.as_backend(), now)
         .map_err(|e| super::state_error(&e, &settings.state_dir))?;
     show(&o, json);
     match o {

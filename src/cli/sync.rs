@@ -3,7 +3,7 @@
 //! This module must never hold pipeline logic: it starts the library's run and reports it.
 
 use super::{out, runtime, show, Error, Kind, Result};
-use crate::backend::ipset::Ipset;
+use crate::backend::Kernel;
 use crate::config::Settings;
 use crate::pipeline::sync::{self, Outcome, SyncError};
 use std::path::Path;
@@ -11,7 +11,8 @@ use std::path::Path;
 /// `sipban sync [--dry-run] [--json] [--retry-now]`.
 pub fn sync(settings: &Settings, dry_run: bool, json: bool, retry_now: bool, now: i64) -> Result {
     let rt = runtime()?;
-    let ipset = Ipset::new();
+    let ipset = Kernel::open(settings)
+        .map_err(|e| Error::new(Kind::Failed, format!("sipban sync: {e:#}")))?;
     let started = std::time::Instant::now();
     // --retry-now: every feed is due in this run, whatever its interval and back-off say (a
     // back-off never exceeds the interval), as the daemon does for a feed schedule.
@@ -30,7 +31,7 @@ pub fn sync(settings: &Settings, dry_run: bool, json: bool, retry_now: bool, now
         Ok(report) => {
             if !dry_run {
                 let secs = started.elapsed().as_secs_f64();
-                if let Err(e) = crate::metrics::after_run(settings, &report, secs, &ipset) {
+                if let Err(e) = crate::metrics::after_run(settings, &report, secs, &ipset.ipset()) {
                     eprintln!(
                         "{}sipban: metrics: {e:#}",
                         crate::logging::journal_prefix(4)
@@ -133,7 +134,9 @@ pub fn run(config_path: &Path, settings: Settings) -> Result {
 /// `sipban restore`.
 pub fn restore(settings: &Settings, json: bool, now: i64) -> Result {
     use crate::pipeline::restore::RestoreError;
-    match crate::pipeline::restore::restore(settings, &Ipset::new(), now) {
+    let kernel = Kernel::open(settings)
+        .map_err(|e| Error::new(Kind::Failed, format!("sipban restore: {e:#}")))?;
+    match crate::pipeline::restore::restore(settings, &kernel, now) {
         Ok(report) => {
             show(&report, json);
             for e in &report.errors {

@@ -40,7 +40,10 @@ fn input_notes(settings: &Settings) -> Vec<String> {
 
 /// `sipban config check [--json]`.
 pub fn config_check(settings: &Settings, json: bool) -> Result {
-    let notes = input_notes(settings);
+    let mut notes = input_notes(settings);
+    let (backend_line, suggestion) = backend_notes(settings);
+    notes.insert(0, backend_line);
+    notes.extend(suggestion);
     if json {
         let mut v = serde_json::to_value(settings)
             .map_err(|e| Error::failed(format_args!("encoding the settings: {e}")))?;
@@ -58,6 +61,28 @@ pub fn config_check(settings: &Settings, json: bool) -> Result {
         Err(_) => outln!("{settings:#?}"),
     }
     Ok(())
+}
+
+/// Which set backend is in use (and, for `auto`, why); a suggestion of `nft` on a host whose
+/// firewall is nftables only while the config uses ipset. Reads only.
+fn backend_notes(settings: &Settings) -> (String, Option<String>) {
+    use crate::config::sets::BackendChoice;
+    let choice = settings.backend;
+    let detected = crate::backend::detect();
+    let line = match choice {
+        BackendChoice::Auto => format!(
+            "backend: {} (auto: {})",
+            detected.choice.label(),
+            detected.why
+        ),
+        c => format!("backend: {}", c.label()),
+    };
+    let suggestion = (choice == BackendChoice::Ipset && detected.nftables_only).then(|| {
+        "this host's firewall is nftables with no iptables-legacy rule: `backend: nft` puts the \
+         sets and drop rules in sipban's own table `inet sipban`, where nft rules can match them"
+            .to_string()
+    });
+    (line, suggestion)
 }
 
 /// `sipban list [--source S] [--json]`.

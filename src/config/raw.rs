@@ -17,6 +17,8 @@ use std::path::PathBuf;
 pub struct RawConfig {
     pub state_dir: Option<PathBuf>,
     pub sets: Option<RawSets>,
+    /// `backend: ipset | nft | auto`: which kernel sets sipban fills (default ipset).
+    pub backend: Option<Spanned<super::sets::BackendChoice>>,
     pub allowlist: Option<Vec<Cidr>>,
     pub allow_own_addresses: Option<bool>,
     /// Let the log detectors ban addresses on this host's own networks (default false).

@@ -26,6 +26,8 @@ pub struct Settings {
     pub config_path: PathBuf,
     pub state_dir: PathBuf,
     pub sets: SetsSettings,
+    /// `backend:` as configured (`auto` is decided when a command runs).
+    pub backend: super::sets::BackendChoice,
     pub allowlist: Vec<IpNet>,
     pub allow_own_addresses: bool,
     /// May the log detectors (asterisk, kernel_log) ban an address on this host's own
@@ -125,6 +127,8 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
             sets.v4.name
         )));
     }
+    super::sets::check_nft_names(&sets).map_err(|e| ConfigError(format!("{v6_at}: sets: {e}")))?;
+    let backend = raw.backend.map(|b| b.value).unwrap_or_default();
 
     let mut feeds: Vec<FeedSettings> = Vec::new();
     for spanned in raw.feeds.unwrap_or_default() {
@@ -197,6 +201,7 @@ pub fn resolve(raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
         config_path: path.to_path_buf(),
         state_dir,
         sets,
+        backend,
         allowlist: raw
             .allowlist
             .unwrap_or_default()

@@ -4,7 +4,52 @@
 //! must never talk to the kernel.
 
 use crate::net::Family;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+/// `backend:`: which kernel sets sipban fills and which rules drop their sources.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    /// ipsets (`hash:net`), matched by iptables rules: the default, as before the option.
+    #[default]
+    Ipset,
+    /// nftables sets in sipban's own table `inet sipban`, matched by its own chains.
+    Nft,
+    /// nft when the host's firewall is nftables and no iptables-legacy rule exists, else ipset
+    /// (decided when a command runs, by the backend module, never here).
+    Auto,
+}
+
+impl BackendChoice {
+    pub fn label(self) -> &'static str {
+        match self {
+            BackendChoice::Ipset => "ipset",
+            BackendChoice::Nft => "nft",
+            BackendChoice::Auto => "auto",
+        }
+    }
+}
+
+/// The two sets' nftables names must differ too.
+pub fn check_nft_names(sets: &SetsSettings) -> Result<(), String> {
+    let (a, b) = (nft_set_name(&sets.v4.name), nft_set_name(&sets.v6.name));
+    if a == b {
+        return Err(format!(
+            "v4 and v6 would have the same nftables name `{a}` (`-` becomes `_`)"
+        ));
+    }
+    Ok(())
+}
+
+/// The nftables name of a set sipban owns: nft identifiers cannot hold `-` (and nft 1.0.6
+/// does not accept quoted set names), so `-` becomes `_` (`sipban-v4` → `sipban_v4`).
+pub fn nft_set_name(name: &str) -> String {
+    let mut s = name.replace('-', "_");
+    if s.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+        s.insert(0, 's');
+    }
+    s
+}
 
 /// Longest set name the kernel accepts (`IPSET_MAXNAMELEN` is 32 with the NUL).
 pub const MAX_NAME_LEN: usize = 31;

@@ -40,7 +40,7 @@ pub mod notify;
 pub mod schedule;
 pub mod wire;
 
-use crate::backend::ipset::Ipset;
+use crate::backend::Kernel;
 use crate::config::{self, Settings};
 use crate::exit;
 use crate::lock::{self, RunLock};
@@ -187,7 +187,7 @@ fn start_run(
     job: &Job,
     settings: &Rc<Settings>,
     held: &Rc<RunLock>,
-    ipset: &Rc<Ipset>,
+    ipset: &Rc<Kernel>,
 ) -> RunFuture {
     let mut s: Settings = (**settings).clone();
     if let Job::Feed(name) = job {
@@ -244,6 +244,18 @@ fn signals() -> Option<(Signal, Signal, Signal)> {
     }
 }
 
+/// The configured set backend, or `None` after saying why not (the other backend's rules are
+/// live).
+fn open_kernel(settings: &Settings) -> Option<Rc<Kernel>> {
+    match Kernel::open(settings) {
+        Ok(k) => Some(Rc::new(k)),
+        Err(e) => {
+            eprintln!("{}sipban run: {e:#}", crate::logging::journal_prefix(3));
+            None
+        }
+    }
+}
+
 /// Run the daemon until SIGTERM/SIGINT. Returns the process exit code.
 pub async fn run(config_path: &Path, settings: Settings) -> u8 {
     let held = match acquire(&settings.state_dir) {
@@ -258,7 +270,9 @@ pub async fn run(config_path: &Path, settings: Settings) -> u8 {
         return exit::FAILED;
     };
     let mut settings = Rc::new(settings);
-    let ipset = Rc::new(Ipset::new());
+    let Some(ipset) = open_kernel(&settings) else {
+        return exit::FAILED;
+    };
     let mut watch = match watch_for(&settings) {
         Ok(w) => w,
         Err(e) => {
@@ -369,7 +383,7 @@ pub async fn run(config_path: &Path, settings: Settings) -> u8 {
             _ = async { match wire_at { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } }, if wire_at.is_some() => {
                 wire_at = None;
                 if let Some(w) = wire.as_mut() {
-                    if wire::apply(&settings, &*ipset, w, sync::unix_now()) {
+                    if wire::apply(&settings, ipset.as_backend(), w, sync::unix_now()) {
                         pending.get_or_insert(Job::Sync);
                     }
                 }
@@ -446,7 +460,7 @@ fn reload(
 /// a full sync if the pass asks for one.
 fn batch_pass(
     settings: &Settings,
-    ipset: &Ipset,
+    ipset: &Kernel,
     watch: &inotify::LogWatch,
     (logs_dirty, manual_dirty): (&mut bool, &mut bool),
     pending: &mut Option<Job>,
@@ -468,7 +482,7 @@ fn batch_pass(
     }
     let now = sync::unix_now();
     if std::mem::take(manual_dirty) {
-        match crate::pipeline::manual::apply_waiting(settings, ipset, now) {
+        match crate::pipeline::manual::apply_waiting(settings, ipset.as_backend(), now) {
             Ok(Some(a)) => tracing::info!("manual: {}", a.requests.join("; ")),
             Ok(None) => {}
             Err(e) => tracing::error!("manual requests: {e:#}"),
@@ -487,13 +501,13 @@ static LOGGED_ERRORS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec:
 /// `pending` if the pass asks for one. `true` when the read limit cut it (more to read).
 fn real_time_pass(
     settings: &Settings,
-    ipset: &Ipset,
+    ipset: &Kernel,
     now: i64,
     pending: &mut Option<Job>,
     wire: Option<&CallIdMap>,
 ) -> bool {
     let mut more = false;
-    match fast::detect_and_apply(settings, ipset, now, wire) {
+    match fast::detect_and_apply(settings, ipset.as_backend(), now, wire) {
         Ok(r) => {
             // The daemon's own log lines land in the journal it may watch: an error logged on
             // every pass would wake the next pass. Each error is logged when it starts.
@@ -541,7 +555,7 @@ fn mark_dirty(paths: &[PathBuf], mdir: &Path, logs_dirty: &mut bool, manual_dirt
 /// Log a finished run and write its metrics.
 fn finished_run(
     settings: &Settings,
-    ipset: &Ipset,
+    ipset: &Kernel,
     result: Result<RunReport, SyncError>,
     secs: f64,
 ) {
@@ -561,7 +575,7 @@ fn finished_run(
                 secs,
                 sets.join(", ")
             );
-            if let Err(e) = crate::metrics::after_run(settings, &report, secs, ipset) {
+            if let Err(e) = crate::metrics::after_run(settings, &report, secs, &ipset.ipset()) {
                 tracing::warn!("metrics: {e:#}");
             }
             let status = format!(

@@ -19,8 +19,8 @@
 //! that is little more than loopback, so the config `allowlist` is what protects the LAN and the
 //! gateway until the first sync (which re-applies the full allowlist).
 
-use crate::backend::ipset::Ipset;
 use crate::backend::rules::{self, Marker};
+use crate::backend::Kernel;
 use crate::backend::SetBackend;
 use crate::config::Settings;
 use crate::lock::{self, LockError};
@@ -89,7 +89,7 @@ impl std::error::Error for RestoreError {}
 /// [`RestoreReport::errors`] (exit 1); `Err` only when no set could be restored at all.
 pub fn restore(
     settings: &Settings,
-    ipset: &Ipset,
+    ipset: &Kernel,
     now: i64,
 ) -> Result<RestoreReport, RestoreError> {
     // The apply lock, like every writer of the sets: a daemon that holds the run lock does not
@@ -138,11 +138,14 @@ pub fn restore(
         }
     };
     let held = entries.len();
-    let (decision, _) = super::decide_saved(settings, &sources, entries, now);
+    let (mut decision, _) = super::decide_saved(settings, &sources, entries, now);
+    if ipset.as_backend().disjoint() {
+        sync::disjoint(&mut decision);
+    }
     let dropped = held.saturating_sub(decision.entries.len() + decision.forgotten);
     let state_failed = state_error.is_some();
     let mut sets = Vec::new();
-    let backend: &dyn SetBackend = ipset;
+    let backend: &dyn SetBackend = ipset.as_backend();
     for family in [Family::V4, Family::V6] {
         let spec = sync::set_spec(settings, family);
         let before = match backend.header(&spec.name) {
@@ -200,7 +203,7 @@ pub fn restore(
                 raw: m.raw,
                 dry_run: false,
             };
-            match rules::install(settings, ipset, opts) {
+            match rules::install(settings, &ipset.ipset(), opts) {
                 Ok(c) => Some(c),
                 Err(e) => {
                     errors.push(format!("firewall rules: {e:#}"));

@@ -423,9 +423,7 @@ impl RunReport {
                 p.evicted
             )?;
             match &p.rebuild {
-                Some(why) => {
-                    writeln!(f, "    method: rebuild in a temporary set and swap ({why})")?
-                }
+                Some(why) => writeln!(f, "    method: full rebuild, atomic ({why})")?,
                 None if p.is_noop() => writeln!(f, "    method: nothing to change")?,
                 None => writeln!(f, "    method: one in-place batch")?,
             }

@@ -22,9 +22,9 @@ use super::detect::{self, PassReport};
 use super::gate::AllowReason;
 use super::gather::{self, Remote};
 pub use super::{base_allowlist, caps, Sources};
-use crate::backend::ipset::Ipset;
 use crate::backend::plan::{self, CurrentSet, FamilyPlan};
 pub use crate::backend::set_spec;
+use crate::backend::Kernel;
 use crate::backend::{mirror, DryRun, SetBackend, SetSpec, Survey};
 use crate::config::Settings;
 use crate::lock;
@@ -42,7 +42,7 @@ pub use crate::clock::unix_now;
 /// One sync run. A real run takes the run lock (one sync at a time; the loser exits 4).
 pub async fn run(
     settings: &Settings,
-    ipset: &Ipset,
+    ipset: &Kernel,
     dry_run: bool,
     now: i64,
 ) -> Result<RunReport, SyncError> {
@@ -59,7 +59,7 @@ pub async fn run(
 pub async fn run_holding(
     held: &lock::RunLock,
     settings: &Settings,
-    ipset: &Ipset,
+    ipset: &Kernel,
     now: i64,
 ) -> Result<RunReport, SyncError> {
     run_inner(settings, ipset, false, now, Some(held)).await
@@ -76,7 +76,7 @@ impl Clock {
 
 async fn run_inner(
     settings: &Settings,
-    ipset: &Ipset,
+    ipset: &Kernel,
     dry_run: bool,
     now: i64,
     held: Option<&lock::RunLock>,
@@ -89,8 +89,8 @@ async fn run_inner(
     clock.phase("gathered remote");
     // 2. The short serialised step. It never awaits: in the daemon a real-time pass cannot
     //    run inside it, and in another process a ban waits for it at most.
-    let dry = DryRun::new(ipset);
-    let backend: &dyn SetBackend = if dry_run { &dry } else { ipset };
+    let dry = DryRun::new(ipset.as_backend());
+    let backend: &dyn SetBackend = if dry_run { &dry } else { ipset.as_backend() };
     let step = {
         let _apply = match held.filter(|_| !dry_run) {
             Some(_) => Some(
@@ -117,7 +117,7 @@ async fn run_inner(
         candidates,
     } = step;
     if !dry_run {
-        check_rules(settings, ipset, &mut report, now);
+        check_rules(settings, &ipset.ipset(), &mut report, now);
         clock.phase("checked the firewall rules");
     }
     if let (Some(r), Some(c)) = (&settings.report, candidates) {
@@ -146,7 +146,12 @@ fn peak_rss_kib() -> Option<u64> {
 /// (`nft flush ruleset` on an nftables restart, an `iptables-restore`) may have removed them.
 /// Missing rules are put back with a warning; a check that cannot run, or rules that cannot be
 /// put back, fail the run (banned sources may not be dropped).
-fn check_rules(settings: &Settings, ipset: &Ipset, report: &mut RunReport, now: i64) {
+fn check_rules(
+    settings: &Settings,
+    ipset: &crate::backend::ipset::Ipset,
+    report: &mut RunReport,
+    now: i64,
+) {
     match crate::backend::rules::check(settings, ipset, true, now) {
         Ok(Some(c)) => {
             if let Some(w) = c.warning() {
@@ -314,7 +319,9 @@ fn local_step(
             now,
         )
     });
-    let decision = decide::decide(previous, inputs, &sources.policies, &allow, caps, now);
+    let mut decision = decide::decide(previous, inputs, &sources.policies, &allow, caps, now);
+    let mut saved_decision = saved_decision;
+    disjoint_for(backend, &mut decision, saved_decision.as_mut());
     warnings.extend(future_marks(sources, &decision));
     let candidates = settings
         .report
@@ -408,6 +415,22 @@ fn write_export(
         if report.outcome == Outcome::Ok {
             report.outcome = Outcome::Partial;
         }
+    }
+}
+
+/// [`disjoint`] both decisions when the backend needs it.
+fn disjoint_for(backend: &dyn SetBackend, decision: &mut Decision, saved: Option<&mut Decision>) {
+    if backend.disjoint() {
+        disjoint(decision);
+        saved.map(disjoint);
+    }
+}
+
+/// Make the desired entries disjoint, for a backend whose sets refuse overlaps (nft).
+pub fn disjoint(d: &mut Decision) {
+    let dropped = plan::make_disjoint(&mut d.desired_v4) + plan::make_disjoint(&mut d.desired_v6);
+    if dropped > 0 {
+        tracing::debug!("{dropped} entries inside a larger banned prefix are left out of the sets");
     }
 }
 
@@ -577,7 +600,7 @@ fn plan_sets(
         let spec = set_spec(settings, family);
         let cap = settings.sets.get(family).cap;
         let plan_against = |current: &CurrentSet| {
-            plan::plan_family(
+            let mut p = plan::plan_family(
                 family,
                 &spec.name,
                 cap,
@@ -585,7 +608,11 @@ fn plan_sets(
                 decision.evicted(family),
                 current,
                 now,
-            )
+            );
+            if p.rebuild.is_none() {
+                p.rebuild = backend.prefers_replace(&p);
+            }
+            p
         };
         // The mirror of the last complete run: the reference for changes made outside sipban.
         let mirror = if dirty {
@@ -679,7 +706,9 @@ fn trusted_mirror(
     now: i64,
 ) -> Option<(CurrentSet, i64)> {
     let info = survey?.info(&spec.name).ok()??;
-    let members = m.members_if_trusted(info.entries, now)?;
+    // The nft survey lists headers only: no count (see `nft::ENTRIES_UNKNOWN`).
+    let count = (info.entries != crate::backend::nft::ENTRIES_UNKNOWN).then_some(info.entries);
+    let members = m.members_if_trusted(count, now)?;
     Some((CurrentSet::new(true, true, members), m.verified_at))
 }
 

@@ -29,7 +29,7 @@ const TCP4: u16 = 5060;
 const TCP6: u16 = 5062;
 
 /// Run sipban in `ns` with the config in `dir`.
-fn sipban(ns: &NetNs, dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn sipban(ns: &NetNs, dir: &Path, args: &[&str]) -> Output {
     let mut argv: Vec<String> = vec![bin().display().to_string()];
     argv.extend(args.iter().map(|s| s.to_string()));
     argv.push("--config".into());
@@ -37,7 +37,7 @@ fn sipban(ns: &NetNs, dir: &Path, args: &[&str]) -> Output {
     ns.exec(&argv)
 }
 
-fn sipban_ok(ns: &NetNs, dir: &Path, args: &[&str]) -> String {
+pub(crate) fn sipban_ok(ns: &NetNs, dir: &Path, args: &[&str]) -> String {
     let o = sipban(ns, dir, args);
     assert_eq!(o.status.code(), Some(0), "sipban {args:?}: {}", text(&o));
     String::from_utf8_lossy(&o.stdout).to_string()
@@ -45,12 +45,12 @@ fn sipban_ok(ns: &NetNs, dir: &Path, args: &[&str]) -> String {
 
 /// The pbx and the peer, joined by a veth pair; the peer holds a banned and an allowed address
 /// of each family, on networks the pbx reaches through the link (not its own).
-struct Link {
-    pbx: NetNs,
-    peer: NetNs,
+pub(crate) struct Link {
+    pub(crate) pbx: NetNs,
+    pub(crate) peer: NetNs,
 }
 
-fn link_or_skip() -> Option<Link> {
+pub(crate) fn link_or_skip() -> Option<Link> {
     let pbx = crate::common::netns::require_netns()?;
     for p in ["iptables", "ip6tables", "iptables-nft", "nft", "ipset"] {
         if !require_program(p) {
@@ -231,14 +231,14 @@ fn setup_sipban(link: &Link) -> tempfile::TempDir {
 
 /// Listening sockets on the pbx (they stay in its namespace after the thread that made them
 /// ends).
-struct Listeners {
+pub(crate) struct Listeners {
     udp4: UdpSocket,
     udp6: UdpSocket,
     _tcp4: TcpListener,
     _tcp6: TcpListener,
 }
 
-fn listen(pbx: &NetNs) -> Listeners {
+pub(crate) fn listen(pbx: &NetNs) -> Listeners {
     run_in(pbx, || {
         let udp4 = UdpSocket::bind((PBX4, UDP4)).unwrap();
         let udp6 = UdpSocket::bind((PBX6, UDP6)).unwrap();
@@ -260,14 +260,14 @@ fn addr(ip: &str, port: u16) -> SocketAddr {
 }
 
 /// The peer's sockets, one bound to each of its addresses, per family.
-struct Senders {
+pub(crate) struct Senders {
     banned4: UdpSocket,
     allowed4: UdpSocket,
     banned6: UdpSocket,
     allowed6: UdpSocket,
 }
 
-fn senders(peer: &NetNs) -> Senders {
+pub(crate) fn senders(peer: &NetNs) -> Senders {
     run_in(peer, || Senders {
         banned4: UdpSocket::bind((BANNED4, 0)).unwrap(),
         allowed4: UdpSocket::bind((ALLOWED4, 0)).unwrap(),
@@ -301,7 +301,7 @@ fn first_arrival(
     first
 }
 
-fn udp_both_pass(l: &Listeners, s: &Senders) {
+pub(crate) fn udp_both_pass(l: &Listeners, s: &Senders) {
     // Before the rule: everything arrives, the banned datagram first.
     assert_eq!(
         first_arrival(&l.udp4, &s.banned4, &s.allowed4, addr(PBX4, UDP4)).ip(),
@@ -313,7 +313,7 @@ fn udp_both_pass(l: &Listeners, s: &Senders) {
     );
 }
 
-fn udp_banned_dropped(l: &Listeners, s: &Senders) {
+pub(crate) fn udp_banned_dropped(l: &Listeners, s: &Senders) {
     assert_eq!(
         first_arrival(&l.udp4, &s.banned4, &s.allowed4, addr(PBX4, UDP4)).ip(),
         ALLOWED4.parse::<std::net::IpAddr>().unwrap(),
@@ -358,7 +358,7 @@ fn tcp_connect(peer: &NetNs, src: &str, to: SocketAddr, timeout: Duration) -> st
     })
 }
 
-fn tcp_check(peer: &NetNs, banned_dropped: bool) {
+pub(crate) fn tcp_check(peer: &NetNs, banned_dropped: bool) {
     for (banned, allowed, to) in [
         (BANNED4, ALLOWED4, addr(PBX4, TCP4)),
         (BANNED6, ALLOWED6, addr(PBX6, TCP6)),

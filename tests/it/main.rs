@@ -32,6 +32,7 @@ mod kernlog_kernel;
 mod kernlog_run;
 mod metrics;
 mod nat64;
+mod nft_backend;
 mod offence_spray;
 mod protected;
 mod report_abuseipdb;

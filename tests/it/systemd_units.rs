@@ -219,6 +219,10 @@ fn timer_restore_and_daemon_are_wired_as_documented() {
     let restore = unit("sipban-restore.service");
     assert_eq!(one(&restore, "ExecStart"), "/usr/bin/sipban restore");
     assert!(one(&restore, "Before").contains("network-pre.target"));
+    // With `backend: nft` restore writes the table `inet sipban`: after nftables.service's
+    // `flush ruleset`, never before it.
+    assert!(one(&restore, "After").contains("nftables.service"));
+    assert!(!one(&restore, "Before").contains("nftables.service"));
     assert!(one(&restore, "Wants").contains("network-pre.target"));
     assert_eq!(one(&restore, "DefaultDependencies"), "no");
     assert_eq!(
@@ -443,4 +447,58 @@ fn secrets_come_as_credentials_and_the_metrics_directory_is_writable() {
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     assert!(readme.contains("textfile: /var/lib/prometheus/node-exporter/"));
+}
+
+/// The same with `backend: nft`: the units' capabilities are enough to fill sipban's table,
+/// restore it after `nft flush ruleset` (a reboot or nftables.service's start), and have
+/// sipban-firewall.service put it back with its sets after a reload.
+#[test]
+fn the_units_capabilities_are_enough_for_the_nft_backend() {
+    let ns = netns_or_skip!();
+    if !require_program("setpriv") || !require_program("nft") {
+        return;
+    }
+    crate::common::netns::run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("list.txt");
+        std::fs::write(&list, "45.0.0.1\n2001:db8:1::1\n").unwrap();
+        std::fs::write(
+            dir.path().join("config.yaml"),
+            format!(
+                "state_dir: {}\nbackend: nft\nsets:\n  v4: {{ name: u4, cap: 100 }}\n  v6: {{ name: u6, cap: 100 }}\nfeeds:\n  - {{ name: f, url: 'file://{}', ttl: 1d }}\n",
+                dir.path().join("state").display(),
+                list.display()
+            ),
+        )
+        .unwrap();
+        let o = run_capped(&setpriv_like("sipban.service"), dir.path(), &["sync"]);
+        assert_eq!(o.status.code(), Some(0), "{}", shown(&o));
+        let o = run_capped(&["env".to_string()], dir.path(), &["firewall", "install"]);
+        assert_eq!(o.status.code(), Some(0), "{}", shown(&o));
+        let flush = || {
+            assert!(Command::new("nft")
+                .args(["flush", "ruleset"])
+                .status()
+                .unwrap()
+                .success());
+        };
+        let dropped = || {
+            let o = run_capped(&["env".to_string()], dir.path(), &["firewall", "status"]);
+            assert_eq!(o.status.code(), Some(0), "{}", shown(&o));
+            assert!(shown(&o).contains("set u4: 1 entries"), "{}", shown(&o));
+        };
+        for (unit, args) in [
+            ("sipban-restore.service", &["restore"][..]),
+            (
+                "sipban-firewall.service",
+                &["firewall", "check", "--repair"][..],
+            ),
+            ("sipban.service", &["sync"][..]),
+        ] {
+            flush();
+            let o = run_capped(&setpriv_like(unit), dir.path(), args);
+            assert_eq!(o.status.code(), Some(0), "{unit}: {}", shown(&o));
+            dropped();
+        }
+    });
 }
