@@ -4,7 +4,7 @@
 //! the same way a sync would, so "why is this address (not) blocked?" has one answer. They
 //! never write anything and never touch the network.
 
-use crate::backend::ipset::Ipset;
+use crate::backend::Kernel;
 use crate::config::Settings;
 use crate::net::{self, Family};
 use crate::pipeline::decide::{self, Decision, Entry};
@@ -210,7 +210,12 @@ fn refused_listings(
 
 /// Everything the state and the gate say about an address or a prefix: the listings that
 /// overlap it, the refusals, the allowlist, the set and the live kernel set.
-pub fn explain(settings: &Settings, target: IpNet, ipset: &Ipset, now: i64) -> Result<Explanation> {
+pub fn explain(
+    settings: &Settings,
+    target: IpNet,
+    ipset: &Kernel,
+    now: i64,
+) -> Result<Explanation> {
     let host = target;
     let ip = target.network();
     let v = view(settings, now)?;
@@ -269,9 +274,10 @@ pub fn explain(settings: &Settings, target: IpNet, ipset: &Ipset, now: i64) -> R
             .err()
             .map(|r| r.to_string());
     let set_name = settings.sets.get(family).name.clone();
-    let (kernel, kernel_error) = match ipset.read(&set_name) {
+    let spec = crate::backend::set_spec(settings, family);
+    let (kernel, kernel_error) = match ipset.as_backend().read(&spec) {
         Ok(k) => (
-            Some(k.is_some_and(|k| k.members.keys().any(|n| net::overlaps(n, &host)))),
+            Some(k.members().iter().any(|(n, _)| net::overlaps(n, &host))),
             None,
         ),
         Err(e) => (None, Some(e.to_string())),
@@ -420,7 +426,12 @@ pub struct CheckReport {
 }
 
 /// Ask APIBAN (when configured) and the local state about `ip`.
-pub async fn check_report(settings: &Settings, ip: IpAddr, ipset: &Ipset, now: i64) -> CheckReport {
+pub async fn check_report(
+    settings: &Settings,
+    ip: IpAddr,
+    ipset: &Kernel,
+    now: i64,
+) -> CheckReport {
     let ip = net::canonical_ip(ip);
     let apiban = apiban::remote_check(settings.apiban.as_ref(), ip).await;
     let (local, local_error) = match explain(settings, net::host_net(ip), ipset, now) {

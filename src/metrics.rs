@@ -484,7 +484,7 @@ pub fn after_run(
     settings: &crate::config::Settings,
     report: &RunReport,
     duration: f64,
-    ipset: &crate::backend::ipset::Ipset,
+    ipset: &crate::backend::Kernel,
 ) -> Result<()> {
     let mut summary = report.summary_json();
     if let Some(m) = summary.as_object_mut() {
@@ -504,7 +504,7 @@ pub fn after_run(
 pub fn write_textfile(
     settings: &crate::config::Settings,
     duration: Option<f64>,
-    ipset: &crate::backend::ipset::Ipset,
+    ipset: &crate::backend::Kernel,
 ) -> Result<()> {
     let Some(path) = &settings.metrics.textfile else {
         return Ok(());

@@ -5,7 +5,7 @@
 //! metadata, manual bans and unbans) plus, when readable, the kernel sets' headers (one cheap
 //! `ipset list -t` per set). This module must never write anything and never touch the network.
 
-use crate::backend::ipset::Ipset;
+use crate::backend::Kernel;
 use crate::config::Settings;
 use crate::inspect::fmt_time;
 use crate::net::Family;
@@ -249,7 +249,7 @@ fn open_verified(state_dir: &std::path::Path) -> Result<Option<Store>> {
 
 /// Gather the status. `ipset` is asked for set headers; without access the last run's
 /// numbers are shown instead.
-pub fn gather(settings: &Settings, ipset: &Ipset, now: i64) -> Result<Status> {
+pub fn gather(settings: &Settings, ipset: &Kernel, now: i64) -> Result<Status> {
     let store = open_verified(&settings.state_dir)?;
     let sources = Sources::from_settings(settings);
     let mut st = Status {
@@ -454,14 +454,14 @@ fn report_sinks(settings: &Settings, now: i64) -> Result<Vec<ReportQueue>> {
 
 /// The kernel sets against their caps: read from the kernel, or the last run's numbers when
 /// it cannot be read.
-fn sets(settings: &Settings, ipset: &Ipset, summary: &serde_json::Value) -> Vec<SetStatus> {
+fn sets(settings: &Settings, ipset: &Kernel, summary: &serde_json::Value) -> Vec<SetStatus> {
     let mut out = Vec::new();
     let last_sets = summary["sets"].as_array().cloned().unwrap_or_default();
     for family in [Family::V4, Family::V6] {
         let s = settings.sets.get(family);
         let last = last_sets.iter().find(|x| x["set"] == s.name.as_str());
-        let (entries, from_kernel, references) = match ipset.info(&s.name) {
-            Ok(Some(i)) => (Some(i.entries as u64), true, Some(i.references)),
+        let (entries, from_kernel, references) = match ipset.size(&s.name) {
+            Ok(Some((n, refs))) => (Some(n as u64), true, refs),
             Ok(None) => (Some(0), true, None),
             Err(_) => (last.and_then(|x| x["after"].as_u64()), false, None),
         };

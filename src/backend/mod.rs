@@ -441,6 +441,28 @@ impl Kernel {
         Ok(kernel)
     }
 
+    /// The backend the config selects, for commands that only read the sets (`status`,
+    /// `explain`, the metrics): `auto` resolved, without [`Kernel::open`]'s refusal (a read
+    /// changes nothing, and it should still show what is there).
+    pub fn reader(settings: &Settings) -> Kernel {
+        match Kernel::for_choice(resolve(settings.backend)) {
+            Kernel::Nft(n) => Kernel::Nft(n.for_sets(vec![
+                settings.sets.v4.name.clone(),
+                settings.sets.v6.name.clone(),
+            ])),
+            k => k,
+        }
+    }
+
+    /// The set's entry count and, where the backend knows it, how many kernel objects use it
+    /// (ipset's references; nft's rules live in sipban's own table, see `firewall status`).
+    pub fn size(&self, name: &str) -> Result<Option<(usize, Option<u32>)>, ipset::IpsetError> {
+        match self {
+            Kernel::Ipset(i) => Ok(i.info(name)?.map(|x| (x.entries, Some(x.references)))),
+            Kernel::Nft(n) => Ok(n.header(name)?.map(|(_, count)| (count, None))),
+        }
+    }
+
     /// The backend for a resolved choice, without the check.
     pub fn for_choice(choice: BackendChoice) -> Kernel {
         match choice {

@@ -31,7 +31,7 @@ pub fn sync(settings: &Settings, dry_run: bool, json: bool, retry_now: bool, now
         Ok(report) => {
             if !dry_run {
                 let secs = started.elapsed().as_secs_f64();
-                if let Err(e) = crate::metrics::after_run(settings, &report, secs, &ipset.ipset()) {
+                if let Err(e) = crate::metrics::after_run(settings, &report, secs, &ipset) {
                     eprintln!(
                         "{}sipban: metrics: {e:#}",
                         crate::logging::journal_prefix(4)

@@ -4,7 +4,7 @@
 //! This module must never change anything: no kernel, no state, no queue.
 
 use super::{out, print, print_json, runtime, show, Error, Kind, Result};
-use crate::backend::ipset::Ipset;
+use crate::backend::Kernel;
 use crate::config::Settings;
 use crate::outln;
 use crate::source::kernlog::KernelLogSettings;
@@ -143,7 +143,7 @@ fn parse_ip(ip: &str) -> std::result::Result<IpAddr, Error> {
 pub fn explain(settings: &Settings, target: &str, json: bool, now: i64) -> Result {
     let net = crate::net::parse_net(target)
         .map_err(|e| Error::usage(format_args!("`{target}` is not an address or prefix: {e}")))?;
-    let x = crate::inspect::explain(settings, net, &Ipset::new(), now)
+    let x = crate::inspect::explain(settings, net, &Kernel::reader(settings), now)
         .map_err(|e| super::state_error(&e, &settings.state_dir))?;
     print(&x, json)
 }
@@ -156,7 +156,7 @@ pub fn check(settings: &Settings, ip: &str, json: bool, now: i64) -> Result {
     let report = rt.block_on(crate::inspect::check_report(
         settings,
         addr,
-        &Ipset::new(),
+        &Kernel::reader(settings),
         now,
     ));
     show(&report, json);
@@ -171,7 +171,7 @@ pub fn check(settings: &Settings, ip: &str, json: bool, now: i64) -> Result {
 
 /// `sipban status [--json]`.
 pub fn status(settings: &Settings, json: bool, now: i64) -> Result {
-    let st = crate::status::gather(settings, &Ipset::new(), now)
+    let st = crate::status::gather(settings, &Kernel::reader(settings), now)
         .map_err(|e| super::state_error(&e, &settings.state_dir))?;
     print(&st, json)
 }

@@ -575,7 +575,7 @@ fn finished_run(
                 secs,
                 sets.join(", ")
             );
-            if let Err(e) = crate::metrics::after_run(settings, &report, secs, &ipset.ipset()) {
+            if let Err(e) = crate::metrics::after_run(settings, &report, secs, ipset) {
                 tracing::warn!("metrics: {e:#}");
             }
             let status = format!(

@@ -219,6 +219,12 @@ fn a_full_replace_a_one_percent_diff_and_the_cap_behave_the_same() {
             ok(&o);
             assert_eq!(json(&o)["sets"][0]["evicted"], 500, "{b:?}");
             assert_eq!(b.members("b-4").unwrap().len(), n as usize, "{b:?}: cap");
+            // status and explain read the sets through the configured backend.
+            let st = json(&sipban(dir.path(), &["status", "--json"]));
+            assert_eq!(st["sets"][0]["entries"], n, "{b:?}: {}", st["sets"]);
+            assert_eq!(st["sets"][0]["from_kernel"], true, "{b:?}: {}", st["sets"]);
+            let x = json(&sipban(dir.path(), &["explain", &more[0], "--json"]));
+            assert_eq!(x["kernel"], true, "{b:?}: {x}");
 
             // Nested prefixes: nft keeps the covering one only; ipset holds both. Either way a
             // second run has nothing to change.
