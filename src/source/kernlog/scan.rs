@@ -552,7 +552,7 @@ struct Scanner<'a> {
     /// Ports beyond the inline ones in the listing.
     rest_ports: usize,
     /// The listing's runs on disk, in the order spilled.
-    runs: Vec<std::fs::File>,
+    runs: spill::Runs,
     /// Spilling failed: the scan stops with this error.
     failed: Option<std::io::Error>,
     /// Per family, so that the common IPv4 index has 8-byte slots.
@@ -587,7 +587,7 @@ impl<'a> Scanner<'a> {
             budget,
             spill_at: (budget.addresses.max(1), budget.ports),
             rest_ports: 0,
-            runs: Vec::new(),
+            runs: spill::Runs::default(),
             failed: None,
             index4: Table::new(),
             index6: Table::new(),
@@ -885,13 +885,13 @@ impl Scanner<'_> {
             .filter(|&i| !open(i as usize, &self.aggs[i as usize]))
             .collect();
         out.sort_unstable_by_key(|&i| self.aggs[i as usize].ip);
-        let mut run = spill::RunWriter::new()?;
+        let mut run = self.runs.writer()?;
         for &i in &out {
             let a = &self.aggs[i as usize];
             spill::put_seg(run.rec(), a, self.fired.get(a.fired as usize));
             run.end_rec()?;
         }
-        self.runs.push(run.finish()?);
+        run.finish()?;
         drop(out);
         // Keep the slots with an open window, renumbered, and their crossings.
         let mut i = 0;
@@ -947,7 +947,7 @@ struct Finished {
     aggs: Vec<AddrAgg>,
     fired: Vec<FiredScan>,
     windows: usize,
-    runs: Vec<std::fs::File>,
+    runs: spill::Runs,
 }
 
 impl Scanner<'_> {}
@@ -1406,7 +1406,7 @@ struct Done {
     #[cfg_attr(not(test), allow(dead_code))]
     windows: usize,
     /// The listing's runs on disk (none: it is all in memory).
-    runs: Vec<std::fs::File>,
+    runs: spill::Runs,
 }
 
 impl Done {
@@ -1426,7 +1426,7 @@ impl Done {
             Listed::Memory(listing)
         } else {
             let mut runs = self.runs;
-            runs.push(spill::last_run(self.aggs, &self.fired).map_err(KernelLogError::Spill)?);
+            spill::last_run(&mut runs, self.aggs, &self.fired).map_err(KernelLogError::Spill)?;
             Listed::Disk(
                 spill::merge(cat, self.reasons, runs, budget).map_err(KernelLogError::Spill)?,
             )
@@ -1838,16 +1838,43 @@ impl fmt::Display for ScanReport {
     }
 }
 
-impl fmt::Display for Scan {
+/// A [`Scan`]'s text before its addresses.
+struct Head<'a>(&'a Scan);
+
+impl fmt::Display for Head<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0;
         write_head(
             f,
-            &self.files,
-            &self.unparsed_samples,
-            &self.rules,
-            &self.counters,
-            self.listing.counts(),
-        )?;
+            &s.files,
+            &s.unparsed_samples,
+            &s.rules,
+            &s.counters,
+            s.listing.counts(),
+        )
+    }
+}
+
+impl Scan {
+    /// The text report (as [`fmt::Display`] writes it) into `w`; an error says what failed,
+    /// writing or reading the listing back from disk.
+    pub fn write_text(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        write!(w, "{}", Head(self))?;
+        let mut buf = String::with_capacity(4096);
+        self.listing.each(
+            |e| std::io::Error::new(e.kind(), format!("the scan's listing on disk: {e}")),
+            |h, ports| {
+                buf.clear();
+                render_address(&mut buf, h, ports);
+                w.write_all(buf.as_bytes())
+            },
+        )
+    }
+}
+
+impl fmt::Display for Scan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", Head(self))?;
         // Each address rendered into one buffer and written at once, its ports borrowed. A
         // listing that cannot be read back from disk fails the write (`write_text` says why).
         let mut buf = String::with_capacity(4096);
@@ -2229,6 +2256,9 @@ mod tests {
         let own = HashSet::from(["203.0.113.10".parse().unwrap()]);
         let scan = scan_logs(Logs::Bytes(logs), &settings(), &own, "x", threaded, budget).unwrap();
         let text = scan.to_string();
+        let mut written = Vec::new();
+        scan.write_text(&mut written).unwrap();
+        assert_eq!(text.as_bytes(), written);
         let json = serde_json::to_string_pretty(&scan).unwrap();
         // Written twice: the runs are read from their start each time.
         assert_eq!(text, scan.to_string());

@@ -75,22 +75,63 @@ fn new_block() -> pack::Writer {
     pack::Writer::with_header(&[0; 4], BLOCK + BLOCK / 4)
 }
 
-/// Records into an unnamed file, a block at a time.
-pub(super) struct RunWriter {
-    file: File,
-    off: u64,
-    block: pack::Writer,
+/// Runs, one after another in one unnamed file (created with the first run).
+#[derive(Default)]
+pub(super) struct Runs {
+    file: Option<File>,
+    end: u64,
+    /// Where each run starts and ends.
+    at: Vec<(u64, u64)>,
 }
 
-impl RunWriter {
-    pub(super) fn new() -> io::Result<RunWriter> {
+impl Runs {
+    pub(super) fn is_empty(&self) -> bool {
+        self.at.is_empty()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.at.len()
+    }
+
+    /// A new run, at the end of the file.
+    pub(super) fn writer(&mut self) -> io::Result<RunWriter<'_>> {
+        if self.file.is_none() {
+            self.file = Some(unnamed_file()?);
+        }
+        let start = self.end;
         Ok(RunWriter {
-            file: unnamed_file()?,
-            off: 0,
+            runs: self,
+            start,
             block: new_block(),
         })
     }
 
+    /// Readers of the runs `from`, in order.
+    fn readers(&self, from: std::ops::Range<usize>) -> Vec<RunReader<'_>> {
+        let Some(file) = &self.file else {
+            return Vec::new();
+        };
+        self.at[from]
+            .iter()
+            .map(|&(off, end)| RunReader {
+                file,
+                off,
+                end,
+                buf: Vec::new(),
+                cur: pack::Cursor::default(),
+            })
+            .collect()
+    }
+}
+
+/// Records into a run, a block at a time.
+pub(super) struct RunWriter<'r> {
+    runs: &'r mut Runs,
+    start: u64,
+    block: pack::Writer,
+}
+
+impl RunWriter<'_> {
     /// Where the current record is written.
     pub(super) fn rec(&mut self) -> &mut pack::Writer {
         &mut self.block
@@ -108,20 +149,23 @@ impl RunWriter {
         if self.block.len() <= 4 {
             return Ok(());
         }
+        let Some(file) = &self.runs.file else {
+            return Err(io::Error::other("internal: a run without its file"));
+        };
         let mut b = std::mem::replace(&mut self.block, new_block()).finish();
         let n = u32::try_from(b.len() - 4).map_err(|_| io::Error::other("a block over 4 GiB"))?;
         b[..4].copy_from_slice(&n.to_le_bytes());
-        self.file
-            .write_all_at(&b, self.off)
+        file.write_all_at(&b, self.runs.end)
             .map_err(ctx("writing"))?;
-        self.off += b.len() as u64;
+        self.runs.end += b.len() as u64;
         Ok(())
     }
 
-    /// The run, written.
-    pub(super) fn finish(mut self) -> io::Result<File> {
+    /// The run is written.
+    pub(super) fn finish(mut self) -> io::Result<()> {
         self.flush()?;
-        Ok(self.file)
+        self.runs.at.push((self.start, self.runs.end));
+        Ok(())
     }
 }
 
@@ -129,32 +173,29 @@ impl RunWriter {
 struct RunReader<'f> {
     file: &'f File,
     off: u64,
+    end: u64,
     buf: Vec<u8>,
     cur: pack::Cursor,
 }
 
-impl<'f> RunReader<'f> {
-    fn new(file: &'f File) -> RunReader<'f> {
-        RunReader {
-            file,
-            off: 0,
-            buf: Vec::new(),
-            cur: pack::Cursor::default(),
-        }
-    }
-
+impl RunReader<'_> {
     /// The next record, read by `decode`; `None` at the end of the run.
     fn next<T>(
         &mut self,
         decode: impl FnOnce(&mut pack::Reader<'_>) -> Option<T>,
     ) -> io::Result<Option<T>> {
         if pack::Reader::resume(&self.buf, self.cur).is_done() {
-            let mut len = [0u8; 4];
-            match self.file.read_exact_at(&mut len, self.off) {
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-                r => r.map_err(ctx("reading"))?,
+            if self.off >= self.end {
+                return Ok(None);
             }
+            let mut len = [0u8; 4];
+            self.file
+                .read_exact_at(&mut len, self.off)
+                .map_err(ctx("reading"))?;
             let n = u32::from_le_bytes(len) as usize;
+            if self.off + 4 + n as u64 > self.end {
+                return Err(corrupt());
+            }
             self.buf.clear();
             self.buf.resize(n, 0);
             self.file
@@ -294,6 +335,20 @@ pub(super) fn put_seg(w: &mut pack::Writer, a: &AddrAgg, fired: Option<&FiredSca
     put_fired(w, fired);
 }
 
+/// A merged slot, as a run's record (as [`put_seg`] writes it).
+fn put_merged(w: &mut pack::Writer, s: &Seg) {
+    put_ip(w, s.ip);
+    time(w, s.first);
+    time(w, s.last);
+    w.uint(u64::from(s.packets));
+    w.uint(u64::from(s.ignored));
+    w.uint(s.ports.len() as u64);
+    for p in &s.ports {
+        put_port(w, p);
+    }
+    put_fired(w, s.fired.as_ref());
+}
+
 fn get_seg(r: &mut pack::Reader<'_>) -> Option<Seg> {
     let ip = get_ip(r)?;
     let first = get_time(r)?;
@@ -314,9 +369,13 @@ fn get_seg(r: &mut pack::Reader<'_>) -> Option<Seg> {
 }
 
 /// What is left of the listing in memory at the end, as the last run.
-pub(super) fn last_run(mut aggs: Vec<AddrAgg>, fired: &[FiredScan]) -> io::Result<File> {
+pub(super) fn last_run(
+    runs: &mut Runs,
+    mut aggs: Vec<AddrAgg>,
+    fired: &[FiredScan],
+) -> io::Result<()> {
     aggs.sort_unstable_by_key(|a| a.ip);
-    let mut run = RunWriter::new()?;
+    let mut run = runs.writer()?;
     for a in &aggs {
         put_seg(run.rec(), a, fired.get(a.fired as usize));
         run.end_rec()?;
@@ -364,7 +423,8 @@ impl Seg {
 pub(super) struct Spilled {
     cat: Catalogue,
     reasons: Vec<&'static str>,
-    runs: Vec<File>,
+    /// At most [`FAN_IN`] of them.
+    runs: Runs,
     /// Addresses, and how many crossed a threshold.
     pub(super) count: usize,
     pub(super) fired: usize,
@@ -378,7 +438,7 @@ type Key = (Reverse<u64>, Reverse<u32>, IpAddr);
 struct Chunk {
     keys: Vec<(Key, u32, u32)>,
     bytes: Vec<u8>,
-    runs: Vec<File>,
+    runs: Runs,
     limit: usize,
 }
 
@@ -398,18 +458,13 @@ impl Chunk {
             return Ok(());
         }
         self.keys.sort_unstable_by_key(|k| k.0);
-        let mut run = RunWriter::new()?;
-        for ((Reverse(hi), Reverse(packets), ip), s, e) in self.keys.drain(..) {
-            let w = run.rec();
-            w.uint(hi);
-            w.uint(u64::from(packets));
-            put_ip(w, ip);
-            w.bytes(&self.bytes[s as usize..e as usize]);
+        let mut run = self.runs.writer()?;
+        for (key, s, e) in self.keys.drain(..) {
+            put_head(run.rec(), key, &self.bytes[s as usize..e as usize]);
             run.end_rec()?;
         }
         self.bytes.clear();
-        self.runs.push(run.finish()?);
-        Ok(())
+        run.finish()
     }
 }
 
@@ -439,17 +494,19 @@ fn settled<'a>(cat: &'a Catalogue, s: &Seg, views: &mut Vec<PortView<'a>>) -> (K
     ((Reverse(hi), Reverse(s.packets), s.ip), w.finish())
 }
 
-/// Merge the listing's runs (in the order spilled; the last is what stayed in memory) by
-/// address, and sort the addresses into report order, in runs of at most `budget` addresses.
-pub(super) fn merge(
-    cat: Catalogue,
-    reasons: Vec<&'static str>,
-    runs: Vec<File>,
-    budget: Budget,
-) -> io::Result<Spilled> {
-    let mut readers: Vec<RunReader<'_>> = runs.iter().map(RunReader::new).collect();
+/// Runs merged at once at most: a merge holds a block and a record of each.
+const FAN_IN: usize = 64;
+
+/// The addresses of the runs `from` (spilled in that order) in address order, each address's
+/// records merged into one (earlier runs first), into `sink`.
+fn merge_segs(
+    runs: &Runs,
+    from: std::ops::Range<usize>,
+    sink: &mut dyn FnMut(Seg) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut readers = runs.readers(from);
     let mut heads: Vec<Option<Seg>> = Vec::with_capacity(readers.len());
-    // The next address of each run (and the run: an address's earlier slots come first).
+    // The next address of each run (and the run: an address's earlier records come first).
     let mut heap = BinaryHeap::new();
     for (i, r) in readers.iter_mut().enumerate() {
         let s = r.next(get_seg)?;
@@ -458,14 +515,6 @@ pub(super) fn merge(
         }
         heads.push(s);
     }
-    let mut chunk = Chunk {
-        keys: Vec::new(),
-        bytes: Vec::new(),
-        runs: Vec::new(),
-        limit: budget.addresses.max(1),
-    };
-    let (mut count, mut fired) = (0, 0);
-    let mut views = Vec::new();
     let mut at = HashMap::new();
     let mut acc: Option<Seg> = None;
     while let Some(Reverse((ip, i))) = heap.pop() {
@@ -478,33 +527,92 @@ pub(super) fn merge(
             Some(a) if a.ip == ip => a.add(seg, &mut at),
             _ => {
                 if let Some(a) = acc.replace(seg) {
-                    count += 1;
-                    fired += usize::from(a.fired.is_some());
-                    let (k, rec) = settled(&cat, &a, &mut views);
-                    chunk.push(k, &rec)?;
                     at.clear();
+                    sink(a)?;
                 }
             }
         }
     }
-    if let Some(a) = acc {
+    match acc {
+        Some(a) => sink(a),
+        None => Ok(()),
+    }
+}
+
+/// Merge consecutive runs, [`FAN_IN`] at a time, into fewer, until at most [`FAN_IN`] are
+/// left; `merge` merges a range of runs into a writer.
+fn narrow(
+    mut runs: Runs,
+    merge: impl Fn(&Runs, std::ops::Range<usize>, &mut RunWriter<'_>) -> io::Result<()>,
+) -> io::Result<Runs> {
+    while runs.len() > FAN_IN {
+        let mut next = Runs::default();
+        for start in (0..runs.len()).step_by(FAN_IN) {
+            let mut w = next.writer()?;
+            merge(&runs, start..(start + FAN_IN).min(runs.len()), &mut w)?;
+            w.finish()?;
+        }
+        // The wider level's file is closed (and gone) here.
+        runs = next;
+    }
+    Ok(runs)
+}
+
+/// Merge the listing's runs (in the order spilled; the last is what stayed in memory) by
+/// address, and sort the addresses into report order, in runs of at most `budget` addresses.
+pub(super) fn merge(
+    cat: Catalogue,
+    reasons: Vec<&'static str>,
+    runs: Runs,
+    budget: Budget,
+) -> io::Result<Spilled> {
+    let runs = narrow(runs, |runs, from, w| {
+        merge_segs(runs, from, &mut |s| {
+            put_merged(w.rec(), &s);
+            w.end_rec()
+        })
+    })?;
+    let mut chunk = Chunk {
+        keys: Vec::new(),
+        bytes: Vec::new(),
+        runs: Runs::default(),
+        limit: budget.addresses.max(1),
+    };
+    let (mut count, mut fired) = (0, 0);
+    let mut views = Vec::new();
+    merge_segs(&runs, 0..runs.len(), &mut |a| {
         count += 1;
         fired += usize::from(a.fired.is_some());
         let (k, rec) = settled(&cat, &a, &mut views);
-        chunk.push(k, &rec)?;
-    }
+        chunk.push(k, &rec)
+    })?;
     drop(views);
+    drop(runs);
     chunk.write()?;
+    let runs = narrow(chunk.runs, |runs, from, w| {
+        merge_heads(runs, from, &mut |k, body| {
+            put_head(w.rec(), k, body);
+            w.end_rec()
+        })
+    })?;
     Ok(Spilled {
         cat,
         reasons,
-        runs: chunk.runs,
+        runs,
         count,
         fired,
     })
 }
 
-/// A report-order record's head, its body copied into `body`.
+/// A report-order record: its key, then its body.
+fn put_head(w: &mut pack::Writer, (Reverse(hi), Reverse(packets), ip): Key, body: &[u8]) {
+    w.uint(hi);
+    w.uint(u64::from(packets));
+    put_ip(w, ip);
+    w.bytes(body);
+}
+
+/// A report-order record's key, its body copied into `body`.
 fn get_head(r: &mut pack::Reader<'_>, body: &mut Vec<u8>) -> Option<Key> {
     let hi = r.uint()?;
     let packets = get_u32(r)?;
@@ -514,6 +622,34 @@ fn get_head(r: &mut pack::Reader<'_>, body: &mut Vec<u8>) -> Option<Key> {
     Some((Reverse(hi), Reverse(packets), ip))
 }
 
+/// The report-order records of the runs `from`, merged in report order, into `sink`.
+fn merge_heads<E>(
+    runs: &Runs,
+    from: std::ops::Range<usize>,
+    sink: &mut dyn FnMut(Key, &[u8]) -> Result<(), E>,
+) -> Result<(), E>
+where
+    E: From<io::Error>,
+{
+    let mut readers = runs.readers(from);
+    let mut bodies: Vec<Vec<u8>> = vec![Vec::new(); readers.len()];
+    let mut heap = BinaryHeap::new();
+    for (i, r) in readers.iter_mut().enumerate() {
+        let body = &mut bodies[i];
+        if let Some(k) = r.next(|r| get_head(r, body))? {
+            heap.push(Reverse((k, i)));
+        }
+    }
+    while let Some(Reverse((k, i))) = heap.pop() {
+        sink(k, &bodies[i])?;
+        let body = &mut bodies[i];
+        if let Some(k) = readers[i].next(|r| get_head(r, body))? {
+            heap.push(Reverse((k, i)));
+        }
+    }
+    Ok(())
+}
+
 impl Spilled {
     /// Every address in report order, with its ports as the report lists them, into `f`.
     pub(super) fn each<E>(
@@ -521,34 +657,33 @@ impl Spilled {
         on_io: impl Fn(io::Error) -> E,
         mut f: impl FnMut(&AddrHead<'_>, &[PortView<'_>]) -> Result<(), E>,
     ) -> Result<(), E> {
-        let mut readers: Vec<RunReader<'_>> = self.runs.iter().map(RunReader::new).collect();
-        let mut bodies: Vec<Vec<u8>> = vec![Vec::new(); readers.len()];
-        let mut heap = BinaryHeap::new();
-        for (i, r) in readers.iter_mut().enumerate() {
-            let body = &mut bodies[i];
-            if let Some(k) = r.next(|r| get_head(r, body)).map_err(&on_io)? {
-                heap.push(Reverse((k, i)));
+        /// An error of `f`, or of reading the runs.
+        enum Failed<E> {
+            Io(io::Error),
+            Sink(E),
+        }
+        impl<E> From<io::Error> for Failed<E> {
+            fn from(e: io::Error) -> Self {
+                Failed::Io(e)
             }
         }
         let mut ports = Vec::new();
         let mut views = Vec::new();
-        while let Some(Reverse((k, i))) = heap.pop() {
-            let (head, fired) = self
-                .body(k, &bodies[i], &mut ports)
-                .ok_or_else(|| on_io(corrupt()))?;
+        let done = merge_heads(&self.runs, 0..self.runs.len(), &mut |k, body| {
+            let (head, fired) = self.body(k, body, &mut ports).ok_or_else(corrupt)?;
             views.clear();
             views.extend(ports.iter().map(|p| port_view(&self.cat, p)));
             let head = AddrHead {
                 fired: fired.as_ref(),
                 ..head
             };
-            f(&head, &views)?;
-            let body = &mut bodies[i];
-            if let Some(k) = readers[i].next(|r| get_head(r, body)).map_err(&on_io)? {
-                heap.push(Reverse((k, i)));
-            }
+            f(&head, &views).map_err(Failed::Sink)
+        });
+        match done {
+            Ok(()) => Ok(()),
+            Err(Failed::Io(e)) => Err(on_io(e)),
+            Err(Failed::Sink(e)) => Err(e),
         }
-        Ok(())
     }
 
     /// An address's record: its head (but its crossings), its listed ports, its crossings.
