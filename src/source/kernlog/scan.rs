@@ -2,17 +2,30 @@
 //! packet per source address (ports hit, how each counts, summed weight, distinct ports, and
 //! which threshold fired), scored as [`super::run`] would.
 //!
-//! Memory is what the report needs and the open scoring windows, nothing more:
+//! Memory is bounded by the open scoring windows and a fixed budget, not by the number of
+//! sources seen:
 //!
-//! * per address seen, one compact listing slot (its packets, first and last time, its ports
-//!   and how each counts; two ports inline, the rest in a short list or a map, at most
-//!   [`SCAN_PORTS`]);
 //! * per address with an open window, the window, in a slab: a window whose latest probe is
 //!   older than the newest packet by more than the window (plus [`SLACK`]) can no longer count
 //!   with a later probe, so it is dropped. Logs are read in time order almost always; should a
 //!   line come older than a dropped window could still count with (files given newest first,
 //!   a clock stepped back by more than the slack), the scan starts over keeping every window,
-//!   so the report is always what scoring every window to the end would give.
+//!   so the report is always what scoring every window to the end would give;
+//! * per address in the listing, one compact slot (its packets, first and last time, its ports
+//!   in the order first hit and how each counts; two ports inline, the rest in a short list or
+//!   an ordered map). Past its [`Budget`] (32,768 slots, or 131,072 ports beyond the inline
+//!   ones), the slots without an open window are sorted by address, written to an unnamed
+//!   temporary file as a run, and freed, and the address index with them ([`spill`]); an
+//!   address seen again gets a fresh slot. The report merges the runs back by address (counts
+//!   add up, the first crossing and each port's first class stay, the first [`SCAN_PORTS`]
+//!   ports hit are listed and the rest counted, as in memory), sorts them into report order
+//!   in runs of the same budget, and merges those as it writes: byte for byte the report the
+//!   listing in memory would write. A slot spilled may have had its window dropped: an address
+//!   seen again after a spill counts as such (a line older than a dropped window then starts
+//!   the scan over, which changes nothing in the report). Starting over drops the runs (their
+//!   files are unnamed: closing them frees them). The pass that keeps every window keeps the
+//!   slots of every counted address in memory with them (that rare case is bounded by the
+//!   windows it keeps, as before).
 //!
 //! Lines are parsed and classified by the line engine shared with [`super::run`] (the parsing
 //! side), which hands the packets to the scoring side (listing and windows). Logs of 4 MiB or
@@ -20,12 +33,12 @@
 //! over in blocks and scores the packets that come back (a couple of blocks in flight each
 //! way); smaller logs are read, parsed and scored in one thread.
 //!
-//! The report is sorted and rendered one address at a time from the listing (text or JSON):
-//! a scan of a large log lists tens of thousands of addresses, and building the whole report
-//! at once would cost several times the listing.
+//! The report is sorted and rendered one address at a time from the listing or its runs (text
+//! or JSON): a scan of a large log lists tens of thousands of addresses, and building the
+//! whole report at once would cost several times the listing.
 //!
-//! This module must never change the files it reads, never hold a whole file in memory, and
-//! never score differently from [`super::run`].
+//! This module must never change the files it reads, never hold a whole file in memory (nor
+//! a slot per source ever seen), and never score differently from [`super::run`].
 
 use super::addrindex::Table;
 use super::{
