@@ -905,6 +905,12 @@ impl Scanner<'_> {
             run.end_rec()?;
         }
         run.finish()?;
+        tracing::debug!(
+            "kernel-log scan: {} addresses spilled to disk (run {}), {} kept with an open window",
+            out.len(),
+            self.runs.len(),
+            self.aggs.len() - out.len()
+        );
         drop(out);
         // Keep the slots with an open window, renumbered, and their crossings.
         let mut i = 0;
@@ -1086,7 +1092,7 @@ trait Lines {
     fn line(&mut self, raw: &[u8]);
     /// A log is read to its end (`long_lines` over [`tail::MAX_LINE`] skipped).
     fn file_done(&mut self, path: PathBuf, long_lines: u64);
-    /// No more lines are wanted (the scan starts over).
+    /// No more lines are wanted (the scan starts over, or failed).
     fn stopped(&self) -> bool;
 }
 
@@ -1148,7 +1154,7 @@ struct Here<'p, 's, 'a> {
 
 impl Lines for Here<'_, '_, '_> {
     fn line(&mut self, raw: &[u8]) {
-        if self.scanner.again {
+        if self.scanner.halted() {
             return;
         }
         self.parse.line(raw);
@@ -1163,7 +1169,7 @@ impl Lines for Here<'_, '_, '_> {
     }
 
     fn stopped(&self) -> bool {
-        self.scanner.again
+        self.scanner.halted()
     }
 }
 
@@ -1234,7 +1240,7 @@ impl Feeder<'_, '_> {
 
 impl Lines for Feeder<'_, '_> {
     fn line(&mut self, raw: &[u8]) {
-        if self.scanner.again || self.gone {
+        if self.scanner.halted() || self.gone {
             return;
         }
         self.block.data.extend_from_slice(raw);
@@ -1250,7 +1256,7 @@ impl Lines for Feeder<'_, '_> {
     }
 
     fn stopped(&self) -> bool {
-        self.scanner.again || self.gone
+        self.scanner.halted() || self.gone
     }
 }
 
