@@ -590,7 +590,7 @@ pub(super) fn merge(
     drop(runs);
     chunk.write()?;
     let runs = narrow(chunk.runs, |runs, from, w| {
-        merge_heads(runs, from, &mut |k, body| {
+        merge_heads(runs, from, |k, body| {
             put_head(w.rec(), k, body);
             w.end_rec()
         })
@@ -623,13 +623,10 @@ fn get_head(r: &mut pack::Reader<'_>, body: &mut Vec<u8>) -> Option<Key> {
 }
 
 /// The report-order records of the runs `from`, merged in report order, into `sink`.
-fn merge_heads<E>(
-    runs: &Runs,
-    from: std::ops::Range<usize>,
-    sink: &mut dyn FnMut(Key, &[u8]) -> Result<(), E>,
-) -> Result<(), E>
+fn merge_heads<E, F>(runs: &Runs, from: std::ops::Range<usize>, mut sink: F) -> Result<(), E>
 where
     E: From<io::Error>,
+    F: FnMut(Key, &[u8]) -> Result<(), E>,
 {
     let mut readers = runs.readers(from);
     let mut bodies: Vec<Vec<u8>> = vec![Vec::new(); readers.len()];
@@ -669,7 +666,7 @@ impl Spilled {
         }
         let mut ports = Vec::new();
         let mut views = Vec::new();
-        let done = merge_heads(&self.runs, 0..self.runs.len(), &mut |k, body| {
+        let done = merge_heads(&self.runs, 0..self.runs.len(), |k, body| {
             let (head, fired) = self.body(k, body, &mut ports).ok_or_else(corrupt)?;
             views.clear();
             views.extend(ports.iter().map(|p| port_view(&self.cat, p)));
