@@ -895,12 +895,14 @@ impl Scanner<'_> {
             slab.get(a.win as usize)
                 .is_some_and(|s| s.owner == i as u32)
         };
-        let mut out: Vec<u32> = (0..self.aggs.len() as u32)
+        // Sorted by address (IPv4 first, as `IpAddr` orders them), on keys side by side.
+        let mut out: Vec<((bool, u128), u32)> = (0..self.aggs.len() as u32)
             .filter(|&i| !open(i as usize, &self.aggs[i as usize]))
+            .map(|i| (spill::order_key(self.aggs[i as usize].ip), i))
             .collect();
-        out.sort_unstable_by_key(|&i| self.aggs[i as usize].ip);
+        out.sort_unstable();
         let mut run = self.runs.writer()?;
-        for &i in &out {
+        for &(_, i) in &out {
             let a = &self.aggs[i as usize];
             spill::put_seg(run.rec(), a, self.fired.get(a.fired as usize));
             run.end_rec()?;

@@ -309,6 +309,12 @@ fn get_fired(r: &mut pack::Reader<'_>) -> Option<Option<FiredScan>> {
     }))
 }
 
+/// Where each port of an address being merged is (once it has more than [`FEW_PORTS`]).
+type PortIndex = HashMap<u32, usize, foldhash::fast::RandomState>;
+
+/// Ports of an address being merged searched in order.
+const FEW_PORTS: usize = 16;
+
 /// One address's slot as spilled: what it saw between its first packet and its spill.
 struct Seg {
     ip: IpAddr,
@@ -368,6 +374,14 @@ fn get_seg(r: &mut pack::Reader<'_>) -> Option<Seg> {
     })
 }
 
+/// A key that orders addresses as `IpAddr` does (every IPv4 address before every IPv6 one).
+pub(super) fn order_key(ip: IpAddr) -> (bool, u128) {
+    match ip {
+        IpAddr::V4(a) => (false, u128::from(u32::from(a))),
+        IpAddr::V6(a) => (true, u128::from(a)),
+    }
+}
+
 /// What is left of the listing in memory at the end, as the last run.
 pub(super) fn last_run(
     runs: &mut Runs,
@@ -386,7 +400,7 @@ pub(super) fn last_run(
 impl Seg {
     /// Add a later slot of the same address: as if its packets had come to this slot (the
     /// first crossing and each port's first class stay, counts add up).
-    fn add(&mut self, later: Seg, at: &mut HashMap<u32, usize>) {
+    fn add(&mut self, later: Seg, at: &mut PortIndex) {
         self.packets = self.packets.saturating_add(later.packets);
         self.first = self.first.min(later.first);
         self.last = self.last.max(later.last);
@@ -398,17 +412,25 @@ impl Seg {
             }
             (f, g) => f.or(g),
         };
-        if at.is_empty() {
-            at.extend(self.ports.iter().enumerate().map(|(i, p)| (p.key, i)));
-        }
         for p in later.ports {
-            match at.get(&p.key) {
-                Some(&i) => {
+            // A few ports are searched in order; more, through `at`.
+            let found = if at.is_empty() && self.ports.len() < FEW_PORTS {
+                self.ports.iter().position(|q| q.key == p.key)
+            } else {
+                if at.is_empty() {
+                    at.extend(self.ports.iter().enumerate().map(|(i, p)| (p.key, i)));
+                }
+                at.get(&p.key).copied()
+            };
+            match found {
+                Some(i) => {
                     let q = &mut self.ports[i];
                     q.packets = q.packets.saturating_add(p.packets);
                 }
                 None => {
-                    at.insert(p.key, self.ports.len());
+                    if !at.is_empty() {
+                        at.insert(p.key, self.ports.len());
+                    }
                     self.ports.push(p);
                 }
             }
@@ -515,7 +537,7 @@ fn merge_segs(
         }
         heads.push(s);
     }
-    let mut at = HashMap::new();
+    let mut at = PortIndex::default();
     let mut acc: Option<Seg> = None;
     while let Some(Reverse((ip, i))) = heap.pop() {
         let seg = heads[i].take().ok_or_else(corrupt)?;
