@@ -138,20 +138,20 @@ fn scan_in(tmp: &Path, log: &Path, json: bool) -> std::process::Output {
 
 #[test]
 fn a_scan_of_more_sources_than_its_listing_budget_spills_to_unnamed_files_or_says_why_not() {
-    // 40,000 sources, one a second (more than the 32,768 addresses the listing keeps in
+    // 70,000 sources, two a second (more than the 65,536 addresses the listing keeps in
     // memory; their windows close as they go), then the first 100 again, crossing.
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("kern.log");
-    let n = 40_000u32;
+    let n = 70_000u32;
     let mut text = String::with_capacity(n as usize * 260);
     for i in 0..n {
         let ip = std::net::Ipv4Addr::from(0x2d00_0000u32 + i * 7).to_string();
-        text += &line(i64::from(i), &ip, 23);
+        text += &line(i64::from(i / 2), &ip, 23);
     }
     for i in 0..100u32 {
         let ip = std::net::Ipv4Addr::from(0x2d00_0000u32 + i * 7).to_string();
         for (k, p) in [31337, 1524].into_iter().enumerate() {
-            text += &line(i64::from(n) + k as i64, &ip, p);
+            text += &line(i64::from(n / 2) + k as i64, &ip, p);
         }
     }
     append(&log, &text);
@@ -170,7 +170,7 @@ fn a_scan_of_more_sources_than_its_listing_budget_spills_to_unnamed_files_or_say
     let o = scan_in(&tmp, &log, false);
     assert!(
         String::from_utf8_lossy(&o.stdout)
-            .contains("\nAddresses: 40000 (100 crossed a threshold)\n"),
+            .contains("\nAddresses: 70000 (100 crossed a threshold)\n"),
         "{}",
         crate::common::run::text(&o)
     );
