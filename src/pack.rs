@@ -76,6 +76,25 @@ impl Writer {
     pub fn finish(self) -> Vec<u8> {
         self.out
     }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.out.is_empty()
+    }
+}
+
+/// Where a [`Reader`] stands (its position and the previous address of each family), to go on
+/// later over the same bytes: a reader of records one at a time need not borrow its buffer
+/// between records.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cursor {
+    at: usize,
+    prev4: u32,
+    prev6: u128,
 }
 
 /// Reads what a [`Writer`] wrote, in the same order of calls.
@@ -93,6 +112,25 @@ impl<'a> Reader<'a> {
             at: 0,
             prev4: 0,
             prev6: 0,
+        }
+    }
+
+    /// A reader of `data` going on from `c` (see [`Reader::cursor`]).
+    pub fn resume(data: &'a [u8], c: Cursor) -> Reader<'a> {
+        Reader {
+            data,
+            at: c.at,
+            prev4: c.prev4,
+            prev6: c.prev6,
+        }
+    }
+
+    /// Where this reader stands.
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            at: self.at,
+            prev4: self.prev4,
+            prev6: self.prev6,
         }
     }
 

@@ -281,7 +281,7 @@ pub fn scan_kernel(
             .map_err(std::io::Error::from)
             .and_then(|()| writeln!(w))
     } else {
-        write!(w, "{report}")
+        report.write_text(&mut w)
     };
     match written.and_then(|()| w.flush()) {
         Ok(()) => Ok(()),

@@ -119,3 +119,71 @@ fn state_stays_bounded_under_a_flood_of_sources() {
     );
     assert!(state.recent.len() >= MAX_ADDRESSES / 2);
 }
+
+/// `sipban scan --kernel` with `TMPDIR` set to `tmp`.
+fn scan_in(tmp: &Path, log: &Path, json: bool) -> std::process::Output {
+    let mut cmd = std::process::Command::new(crate::common::run::bin());
+    cmd.args(["scan", "--kernel"]);
+    if json {
+        cmd.arg("--json");
+    }
+    cmd.arg(log)
+        .arg("--config")
+        .arg(tmp.join("no-config.yaml"))
+        .env("TMPDIR", tmp)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_scan_of_more_sources_than_its_listing_budget_spills_to_unnamed_files_or_says_why_not() {
+    // 70,000 sources, two a second (more than the 65,536 addresses the listing keeps in
+    // memory; their windows close as they go), then the first 100 again, crossing.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("kern.log");
+    let n = 70_000u32;
+    let mut text = String::with_capacity(n as usize * 260);
+    for i in 0..n {
+        let ip = std::net::Ipv4Addr::from(0x2d00_0000u32 + i * 7).to_string();
+        text += &line(i64::from(i / 2), &ip, 23);
+    }
+    for i in 0..100u32 {
+        let ip = std::net::Ipv4Addr::from(0x2d00_0000u32 + i * 7).to_string();
+        for (k, p) in [31337, 1524].into_iter().enumerate() {
+            text += &line(i64::from(n / 2) + k as i64, &ip, p);
+        }
+    }
+    append(&log, &text);
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let o = scan_in(&tmp, &log, true);
+    assert_eq!(o.status.code(), Some(0), "{}", crate::common::run::text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let addrs = v["addresses"].as_array().unwrap();
+    assert_eq!(addrs.len(), n as usize);
+    let fired: Vec<_> = addrs.iter().take_while(|a| !a["fired"].is_null()).collect();
+    assert_eq!(fired.len(), 100);
+    assert!(fired
+        .iter()
+        .all(|a| a["packets"] == 3 && a["ports"].as_array().unwrap().len() == 3));
+    let o = scan_in(&tmp, &log, false);
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .contains("\nAddresses: 70000 (100 crossed a threshold)\n"),
+        "{}",
+        crate::common::run::text(&o)
+    );
+    // Unnamed: nothing is left behind.
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+
+    // No temporary directory to spill to: a clear error, not a panic.
+    let gone = dir.path().join("gone");
+    let o = scan_in(&gone, &log, false);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{}", crate::common::run::text(&o));
+    assert!(
+        err.contains("unnamed temporary file in") && err.contains("/gone"),
+        "{err}"
+    );
+}

@@ -105,6 +105,8 @@ pub enum KernelLogError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A scan's listing could not be spilled to (or read back from) its temporary files.
+    Spill(std::io::Error),
 }
 
 impl fmt::Display for KernelLogError {
@@ -115,6 +117,7 @@ impl fmt::Display for KernelLogError {
             KernelLogError::Io { path, source } => {
                 write!(f, "reading kernel log {}: {source}", path.display())
             }
+            KernelLogError::Spill(e) => write!(f, "the scan's listing on disk: {e}"),
         }
     }
 }
@@ -123,6 +126,7 @@ impl std::error::Error for KernelLogError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             KernelLogError::Io { source, .. } => Some(source),
+            KernelLogError::Spill(e) => Some(e),
             KernelLogError::Catalogue(e) => Some(e),
             KernelLogError::NoFiles => None,
         }

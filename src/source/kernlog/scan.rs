@@ -2,17 +2,30 @@
 //! packet per source address (ports hit, how each counts, summed weight, distinct ports, and
 //! which threshold fired), scored as [`super::run`] would.
 //!
-//! Memory is what the report needs and the open scoring windows, nothing more:
+//! Memory is bounded by the open scoring windows and a fixed budget, not by the number of
+//! sources seen:
 //!
-//! * per address seen, one compact listing slot (its packets, first and last time, its ports
-//!   and how each counts; two ports inline, the rest in a short list or a map, at most
-//!   [`SCAN_PORTS`]);
 //! * per address with an open window, the window, in a slab: a window whose latest probe is
 //!   older than the newest packet by more than the window (plus [`SLACK`]) can no longer count
 //!   with a later probe, so it is dropped. Logs are read in time order almost always; should a
 //!   line come older than a dropped window could still count with (files given newest first,
 //!   a clock stepped back by more than the slack), the scan starts over keeping every window,
-//!   so the report is always what scoring every window to the end would give.
+//!   so the report is always what scoring every window to the end would give;
+//! * per address in the listing, one compact slot (its packets, first and last time, its ports
+//!   in the order first hit and how each counts; two ports inline, the rest in a short list or
+//!   an ordered map). Past its [`Budget`] (65,536 slots, or 262,144 ports beyond the inline
+//!   ones), the slots without an open window are sorted by address, written to an unnamed
+//!   temporary file as a run, and freed, and the address index with them ([`spill`]); an
+//!   address seen again gets a fresh slot. The report merges the runs back by address (counts
+//!   add up, the first crossing and each port's first class stay, the first [`SCAN_PORTS`]
+//!   ports hit are listed and the rest counted, as in memory), sorts them into report order
+//!   in runs of the same budget, and merges those as it writes: byte for byte the report the
+//!   listing in memory would write. A slot spilled may have had its window dropped: an address
+//!   seen again after a spill counts as such (a line older than a dropped window then starts
+//!   the scan over, which changes nothing in the report). Starting over drops the runs (their
+//!   files are unnamed: closing them frees them). The pass that keeps every window keeps the
+//!   slots of every counted address in memory with them (that rare case is bounded by the
+//!   windows it keeps, as before).
 //!
 //! Lines are parsed and classified by the line engine shared with [`super::run`] (the parsing
 //! side), which hands the packets to the scoring side (listing and windows). Logs of 4 MiB or
@@ -20,12 +33,12 @@
 //! over in blocks and scores the packets that come back (a couple of blocks in flight each
 //! way); smaller logs are read, parsed and scored in one thread.
 //!
-//! The report is sorted and rendered one address at a time from the listing (text or JSON):
-//! a scan of a large log lists tens of thousands of addresses, and building the whole report
-//! at once would cost several times the listing.
+//! The report is sorted and rendered one address at a time from the listing or its runs (text
+//! or JSON): a scan of a large log lists tens of thousands of addresses, and building the
+//! whole report at once would cost several times the listing.
 //!
-//! This module must never change the files it reads, never hold a whole file in memory, and
-//! never score differently from [`super::run`].
+//! This module must never change the files it reads, never hold a whole file in memory (nor
+//! a slot per source ever seen), and never score differently from [`super::run`].
 
 use super::addrindex::Table;
 use super::{
@@ -44,6 +57,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+
+mod spill;
 
 /// Ports listed per address in a scan.
 pub const SCAN_PORTS: usize = 4096;
@@ -127,6 +142,8 @@ struct PortView<'a> {
     class: Class,
     name: Option<&'a str>,
     weight: u8,
+    /// Its catalogue entry (`u16::MAX`: unlisted, or not known).
+    entry: u16,
 }
 
 impl PortView<'_> {
@@ -167,6 +184,7 @@ impl AddressScan {
                 class: p.class,
                 name: p.name.as_deref(),
                 weight: p.weight,
+                entry: u16::MAX,
             })
             .collect()
     }
@@ -211,7 +229,7 @@ pub struct Scan {
     pub rules: ScanRules,
     pub counters: Counters,
     pub unparsed_samples: Vec<String>,
-    listing: Listing,
+    listing: Listed,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -219,6 +237,30 @@ pub struct Scan {
 
 /// No index (window slab, fired list).
 const NONE: u32 = u32::MAX;
+/// An address's `win` when it may have been spilled with its window dropped (it is not a slot:
+/// the slab never grows that large).
+const SPILLED: u32 = u32::MAX - 1;
+
+/// How much of the listing stays in memory: past `addresses` slots (or `ports` ports beyond
+/// the two inline), the slots without an open window are spilled to disk (see [`spill`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Budget {
+    pub addresses: usize,
+    pub ports: usize,
+}
+
+impl Budget {
+    /// 65,536 slots (about 6 MiB) and 262,144 ports beyond the inline ones (3 to 8 MiB; every
+    /// TCP and UDP port of two addresses).
+    /// Half as many slots would make `bench/kernlog.sh`'s million lines (56,575 sources, most
+    /// of them back every few hours for a week) spill 8 times, each address coming back as a
+    /// new slot, and the scan about 25% slower; with these, that log never spills (its 16,000
+    /// scanners' ports beyond the inline ones are about 160,000).
+    pub const DEFAULT: Budget = Budget {
+        addresses: 65_536,
+        ports: 262_144,
+    };
+}
 
 /// How one port of an address counts, and its packets. The catalogue entry is `u16::MAX` when
 /// unlisted (the catalogue's ids stop below it: its lookup tables hold `id + 1` in a `u16`).
@@ -244,13 +286,19 @@ fn match_of(e: u16) -> Match {
     }
 }
 
-/// An address's ports beyond the two inline: a list searched in order while short (a scanner
-/// of a dozen ports costs a third of a map), a map beyond [`REST_LIST`].
+/// An address's ports beyond the two inline, in the order they were first hit: a list searched
+/// in order while short (a scanner of a dozen ports costs a third of a map), a list and a map
+/// of positions in it beyond [`REST_LIST`].
 enum Rest {
     List(Vec<PortAgg>),
     // Boxed: the list is the common case, and the enum stays as small as a Vec.
-    #[allow(clippy::box_collection)]
-    Map(Box<HashMap<u32, PortAgg, foldhash::fast::RandomState>>),
+    Map(Box<Ordered>),
+}
+
+/// Ports in the order they were first hit, and where each is.
+struct Ordered {
+    list: Vec<PortAgg>,
+    at: HashMap<u32, u32, foldhash::fast::RandomState>,
 }
 
 /// Ports an address's [`Rest`] keeps in a list.
@@ -260,14 +308,17 @@ impl Rest {
     fn len(&self) -> usize {
         match self {
             Rest::List(v) => v.len(),
-            Rest::Map(m) => m.len(),
+            Rest::Map(m) => m.list.len(),
         }
     }
 
     fn get_mut(&mut self, k: u32) -> Option<&mut PortAgg> {
         match self {
             Rest::List(v) => v.iter_mut().find(|p| p.key == k),
-            Rest::Map(m) => m.get_mut(&k),
+            Rest::Map(m) => {
+                let i = *m.at.get(&k)?;
+                m.list.get_mut(i as usize)
+            }
         }
     }
 
@@ -281,28 +332,34 @@ impl Rest {
                 v.push(pa);
             }
             Rest::List(v) => {
-                let mut m: HashMap<u32, PortAgg, foldhash::fast::RandomState> =
-                    v.drain(..).map(|p| (p.key, p)).collect();
-                m.insert(pa.key, pa);
-                *self = Rest::Map(Box::new(m));
+                let mut list = std::mem::take(v);
+                list.push(pa);
+                let at = list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (p.key, i as u32))
+                    .collect();
+                *self = Rest::Map(Box::new(Ordered { list, at }));
             }
             Rest::Map(m) => {
-                m.insert(pa.key, pa);
+                m.at.insert(pa.key, m.list.len() as u32);
+                m.list.push(pa);
             }
         }
     }
 
     fn iter(&self) -> impl Iterator<Item = &PortAgg> {
-        let (list, map) = match self {
-            Rest::List(v) => (v.as_slice(), None),
-            Rest::Map(m) => (&[][..], Some(&**m)),
-        };
-        list.iter().chain(map.into_iter().flat_map(|m| m.values()))
+        match self {
+            Rest::List(v) => v.iter(),
+            Rest::Map(m) => m.list.iter(),
+        }
     }
 }
 
 /// One address's listing: most addresses hit one or two ports, kept inline (no allocation,
-/// no second cache miss); the rest in a [`Rest`].
+/// no second cache miss); the rest in a [`Rest`]. Every port is kept, in the order first hit:
+/// the report lists the first [`SCAN_PORTS`] and counts the packets of the rest (the
+/// listing's budget bounds the ports in memory, see [`Budget`]).
 struct AddrAgg {
     first: i64,
     last: i64,
@@ -310,8 +367,7 @@ struct AddrAgg {
     /// Boxed: 8 bytes in every slot; most addresses never need it.
     rest: Option<Box<Rest>>,
     packets: u32,
-    more_ports: u32,
-    /// Its open window in the slab, or [`NONE`].
+    /// Its open window in the slab, or [`NONE`] (or [`SPILLED`]).
     win: u32,
     /// Its crossings in [`Listing::fired`], or [`NONE`].
     fired: u32,
@@ -347,6 +403,7 @@ impl AddrAgg {
         }
     }
 
+    /// Its ports in the order first hit.
     fn ports(&self) -> impl Iterator<Item = &PortAgg> {
         self.inline[..usize::from(self.n_inline)]
             .iter()
@@ -379,6 +436,7 @@ impl Listing {
             return (0, 0);
         }
         a.ports()
+            .take(SCAN_PORTS)
             .filter(|p| p.class.counted())
             .fold((0, 0), |(w, n), p| {
                 (w + u32::from(self.cat.weight(match_of(p.entry))), n + 1)
@@ -413,82 +471,85 @@ impl Listing {
     /// The `i`-th address of the report, its ports (sorted) into `ports`.
     fn view<'a>(&'a self, i: usize, ports: &mut Vec<PortView<'a>>) -> Option<AddrHead<'a>> {
         let a = &self.aggs[*self.order.get(i)? as usize];
-        let cat = &self.cat;
-        ports.clear();
-        ports.extend(a.ports().map(|pa| {
-            let port = (pa.key & 0xffff) as u16;
-            let proto = if pa.key >> 16 == 6 {
-                Proto::Tcp
-            } else {
-                Proto::Udp
-            };
-            let (name, weight) = match match_of(pa.entry) {
-                Match::Entry(id) => (
-                    cat.entry(id).map(|e| e.name()),
-                    cat.weight(Match::Entry(id)),
-                ),
-                Match::Unlisted => (None, 0),
-            };
-            PortView {
-                proto,
-                port,
-                packets: u64::from(pa.packets),
-                class: pa.class,
-                name,
-                weight,
-            }
-        }));
-        ports.sort_unstable_by(|x, y| {
-            y.class
-                .counted()
-                .cmp(&x.class.counted())
-                .then(y.weight.cmp(&x.weight))
-                .then(x.port.cmp(&y.port))
-                .then(x.proto.cmp(&y.proto))
-        });
         let ignored = match a.ignored {
             0 => None,
             r => self.reasons.get(usize::from(r) - 1).copied(),
         };
-        let counted = |p: &&PortView<'_>| ignored.is_none() && p.class.counted();
+        let (weight, distinct_ports, more) = settle(&self.cat, a.ports(), ignored.is_some(), ports);
         Some(AddrHead {
             ip: a.ip,
             packets: u64::from(a.packets),
             first: a.first,
             last: a.last,
             ignored,
-            weight: ports
-                .iter()
-                .filter(counted)
-                .map(|p| u32::from(p.weight))
-                .sum(),
-            distinct_ports: ports.iter().filter(counted).count() as u32,
-            more_ports: u64::from(a.more_ports),
+            weight,
+            distinct_ports,
+            more_ports: u64::from(more),
             fired: self.fired.get(a.fired as usize),
         })
     }
+}
 
-    /// The `i`-th address of the report, built.
-    fn address(&self, i: usize) -> Option<AddressScan> {
-        let mut ports = Vec::new();
-        let h = self.view(i, &mut ports)?;
-        Some(AddressScan {
-            ip: h.ip,
-            packets: h.packets,
-            first: h.first,
-            last: h.last,
-            ignored: h.ignored,
-            weight: h.weight,
-            distinct_ports: h.distinct_ports,
-            ports: ports.iter().map(PortView::owned).collect(),
-            more_ports: h.more_ports,
-            fired: h.fired.cloned(),
-        })
+/// A port as the report shows it.
+fn port_view<'a>(cat: &'a Catalogue, pa: &PortAgg) -> PortView<'a> {
+    let port = (pa.key & 0xffff) as u16;
+    let proto = if pa.key >> 16 == 6 {
+        Proto::Tcp
+    } else {
+        Proto::Udp
+    };
+    let (name, weight) = match match_of(pa.entry) {
+        Match::Entry(id) => (
+            cat.entry(id).map(|e| e.name()),
+            cat.weight(Match::Entry(id)),
+        ),
+        Match::Unlisted => (None, 0),
+    };
+    PortView {
+        proto,
+        port,
+        packets: u64::from(pa.packets),
+        class: pa.class,
+        name,
+        weight,
+        entry: pa.entry,
     }
+}
 
-    fn addresses(&self) -> impl Iterator<Item = AddressScan> + '_ {
-        (0..self.order.len()).map_while(|i| self.address(i))
+/// An address's ports (in the order first hit) as the report lists them: the first
+/// [`SCAN_PORTS`] into `out`, sorted (counted first, then by weight, port, protocol); returns
+/// their summed weight and number counted (none when the address is `ignored`), and the
+/// packets of the ports beyond the cap.
+fn settle<'a, 'p>(
+    cat: &'a Catalogue,
+    ports: impl Iterator<Item = &'p PortAgg>,
+    ignored: bool,
+    out: &mut Vec<PortView<'a>>,
+) -> (u32, u32, u32) {
+    out.clear();
+    let mut more = 0u32;
+    for (n, pa) in ports.enumerate() {
+        if n < SCAN_PORTS {
+            out.push(port_view(cat, pa));
+        } else {
+            more = more.saturating_add(pa.packets);
+        }
     }
+    out.sort_unstable_by(|x, y| {
+        y.class
+            .counted()
+            .cmp(&x.class.counted())
+            .then(y.weight.cmp(&x.weight))
+            .then(x.port.cmp(&y.port))
+            .then(x.proto.cmp(&y.proto))
+    });
+    let counted = |p: &&PortView<'_>| !ignored && p.class.counted();
+    let weight = out
+        .iter()
+        .filter(counted)
+        .map(|p| u32::from(p.weight))
+        .sum();
+    (weight, out.iter().filter(counted).count() as u32, more)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -502,6 +563,15 @@ impl Listing {
 struct Scanner<'a> {
     cat: &'a Catalogue,
     rules: Rules,
+    budget: Budget,
+    /// Spill once the listing reaches this many slots, or this many ports beyond the inline.
+    spill_at: (usize, usize),
+    /// Ports beyond the inline ones in the listing.
+    rest_ports: usize,
+    /// The listing's runs on disk, in the order spilled.
+    runs: spill::Runs,
+    /// Spilling failed: the scan stops with this error.
+    failed: Option<std::io::Error>,
     /// Per family, so that the common IPv4 index has 8-byte slots.
     index4: Table<u32>,
     index6: Table<u128>,
@@ -525,10 +595,17 @@ struct Scanner<'a> {
 }
 
 impl<'a> Scanner<'a> {
-    fn new(cat: &'a Catalogue, settings: &KernelLogSettings, drop_windows: bool) -> Self {
+    fn new(cat: &'a Catalogue, settings: &KernelLogSettings, opts: PassOpts) -> Self {
+        let budget = opts.budget;
+        let drop_windows = opts.drop_windows;
         Scanner {
             cat,
             rules: Rules::of(settings),
+            budget,
+            spill_at: (budget.addresses.max(1), budget.ports),
+            rest_ports: 0,
+            runs: spill::Runs::default(),
+            failed: None,
             index4: Table::new(),
             index6: Table::new(),
             aggs: Vec::new(),
@@ -602,14 +679,26 @@ impl Scanner<'_> {
     /// Take a batch of packets (in log order).
     fn take(&mut self, recs: &[Rec]) {
         for r in recs {
-            if self.again {
-                return; // the scan starts over
+            if self.halted() {
+                return; // the scan starts over, or failed
             }
             self.feed(*r);
         }
     }
 
+    /// No more packets are wanted: the scan starts over, or spilling failed.
+    fn halted(&self) -> bool {
+        self.again || self.failed.is_some()
+    }
+
     fn feed(&mut self, rec: Rec) {
+        if self.aggs.len() >= self.spill_at.0 || self.rest_ports >= self.spill_at.1 {
+            self.flush();
+            if let Err(e) = self.spill() {
+                self.failed = Some(e);
+                return;
+            }
+        }
         let h = match rec.src {
             IpAddr::V4(a) => {
                 let h = self.index4.hash(u32::from(a));
@@ -650,8 +739,8 @@ impl Scanner<'_> {
                 inline: [none; 2],
                 rest: None,
                 packets: 0,
-                more_ports: 0,
-                win: NONE,
+                // Spilled before, it may have had a window since dropped.
+                win: if self.runs.is_empty() { NONE } else { SPILLED },
                 fired: NONE,
                 ip: rec.src,
                 n_inline: 0,
@@ -704,16 +793,19 @@ impl Scanner<'_> {
         a.packets = a.packets.saturating_add(1);
         a.first = a.first.min(t);
         a.last = a.last.max(t);
-        let full = a.ports_len() >= SCAN_PORTS;
         match a.port_mut(k) {
             Some(pa) => pa.packets = pa.packets.saturating_add(1),
-            None if full => a.more_ports = a.more_ports.saturating_add(1),
-            None => a.insert(PortAgg {
-                key: k,
-                packets: 1,
-                entry,
-                class,
-            }),
+            None => {
+                a.insert(PortAgg {
+                    key: k,
+                    packets: 1,
+                    entry,
+                    class,
+                });
+                if a.n_inline == 2 && a.rest.is_some() {
+                    self.rest_ports += 1;
+                }
+            }
         }
         if ignored || !class.counted() {
             return;
@@ -798,12 +890,92 @@ impl Scanner<'_> {
         self.next_sweep = self.newest.saturating_add(window.max(SLACK / 4));
     }
 
+    /// Write the listing's slots without an open window to a run on disk, sorted by address,
+    /// and free them; the rest (and their crossings) stay, renumbered. Nothing is in flight.
+    fn spill(&mut self) -> std::io::Result<()> {
+        let slab = &self.slab;
+        let open = |i: usize, a: &AddrAgg| {
+            slab.get(a.win as usize)
+                .is_some_and(|s| s.owner == i as u32)
+        };
+        // Sorted by address (IPv4 first, as `IpAddr` orders them), on keys side by side.
+        let mut out: Vec<((bool, u128), u32)> = (0..self.aggs.len() as u32)
+            .filter(|&i| !open(i as usize, &self.aggs[i as usize]))
+            .map(|i| (spill::order_key(self.aggs[i as usize].ip), i))
+            .collect();
+        out.sort_unstable();
+        let mut run = self.runs.writer()?;
+        for &(_, i) in &out {
+            let a = &self.aggs[i as usize];
+            spill::put_seg(run.rec(), a, self.fired.get(a.fired as usize));
+            run.end_rec()?;
+        }
+        run.finish()?;
+        tracing::debug!(
+            "kernel-log scan: {} addresses spilled to disk (run {}), {} kept with an open window",
+            out.len(),
+            self.runs.len(),
+            self.aggs.len() - out.len()
+        );
+        drop(out);
+        // Keep the slots with an open window, renumbered, and their crossings.
+        let mut i = 0;
+        self.aggs.retain(|a| {
+            let keep = open(i, a);
+            i += 1;
+            keep
+        });
+        let old = std::mem::take(&mut self.fired);
+        self.index4 = Table::new();
+        self.index6 = Table::new();
+        self.rest_ports = 0;
+        for (j, a) in self.aggs.iter_mut().enumerate() {
+            self.slab[a.win as usize].owner = j as u32;
+            if let Some(f) = old.get(a.fired as usize) {
+                a.fired = self.fired.len() as u32;
+                self.fired.push(f.clone());
+            }
+            match a.ip {
+                IpAddr::V4(v) => {
+                    let k = u32::from(v);
+                    self.index4.get_or_insert(k, self.index4.hash(k), j as u32);
+                }
+                IpAddr::V6(v) => {
+                    let k = u128::from(v);
+                    self.index6.get_or_insert(k, self.index6.hash(k), j as u32);
+                }
+            };
+            self.rest_ports += a.ports_len().saturating_sub(2);
+        }
+        self.spill_at = (
+            self.aggs.len() + self.budget.addresses.max(1),
+            self.rest_ports + self.budget.ports,
+        );
+        Ok(())
+    }
+
     /// Apply what is still in flight: the listing and the crossings, the windows dropped.
-    fn finish(mut self) -> (Vec<AddrAgg>, Vec<FiredScan>, usize) {
+    fn finish(mut self) -> Finished {
         self.flush();
-        (self.aggs, self.fired, self.slab.len())
+        Finished {
+            aggs: self.aggs,
+            fired: self.fired,
+            windows: self.slab.len(),
+            runs: self.runs,
+        }
     }
 }
+
+/// The scoring side's result: the listing still in memory, its runs on disk, and the most
+/// windows open at once.
+struct Finished {
+    aggs: Vec<AddrAgg>,
+    fired: Vec<FiredScan>,
+    windows: usize,
+    runs: spill::Runs,
+}
+
+impl Scanner<'_> {}
 
 // ---------------------------------------------------------------------------------------------
 // the parsing side, and the passes
@@ -926,7 +1098,7 @@ trait Lines {
     fn line(&mut self, raw: &[u8]);
     /// A log is read to its end (`long_lines` over [`tail::MAX_LINE`] skipped).
     fn file_done(&mut self, path: PathBuf, long_lines: u64);
-    /// No more lines are wanted (the scan starts over).
+    /// No more lines are wanted (the scan starts over, or failed).
     fn stopped(&self) -> bool;
 }
 
@@ -988,7 +1160,7 @@ struct Here<'p, 's, 'a> {
 
 impl Lines for Here<'_, '_, '_> {
     fn line(&mut self, raw: &[u8]) {
-        if self.scanner.again {
+        if self.scanner.halted() {
             return;
         }
         self.parse.line(raw);
@@ -1003,7 +1175,7 @@ impl Lines for Here<'_, '_, '_> {
     }
 
     fn stopped(&self) -> bool {
-        self.scanner.again
+        self.scanner.halted()
     }
 }
 
@@ -1074,7 +1246,7 @@ impl Feeder<'_, '_> {
 
 impl Lines for Feeder<'_, '_> {
     fn line(&mut self, raw: &[u8]) {
-        if self.scanner.again || self.gone {
+        if self.scanner.halted() || self.gone {
             return;
         }
         self.block.data.extend_from_slice(raw);
@@ -1090,7 +1262,7 @@ impl Lines for Feeder<'_, '_> {
     }
 
     fn stopped(&self) -> bool {
-        self.scanner.again || self.gone
+        self.scanner.halted() || self.gone
     }
 }
 
@@ -1127,6 +1299,8 @@ struct PassOpts {
     drop_windows: bool,
     /// Parse in a thread of its own while this one reads and scores.
     threaded: bool,
+    /// How much of the listing stays in memory.
+    budget: Budget,
 }
 
 /// One pass over `logs`; `None` when it must start over keeping every window.
@@ -1137,7 +1311,7 @@ fn pass(
     settings: &KernelLogSettings,
     opts: PassOpts,
 ) -> Result<Option<Done>, KernelLogError> {
-    let mut sc = Scanner::new(cat, settings, opts.drop_windows);
+    let mut sc = Scanner::new(cat, settings, opts);
     let parsed = if opts.threaded {
         let (to_parser, blocks) = sync_channel::<Block>(IN_FLIGHT);
         let (back, from_parser) = sync_channel::<(Vec<Rec>, Block)>(IN_FLIGHT);
@@ -1182,6 +1356,9 @@ fn pass(
         p.done()
     };
     sc.flush();
+    if let Some(e) = sc.failed.take() {
+        return Err(KernelLogError::Spill(e));
+    }
     if sc.again {
         return Ok(None);
     }
@@ -1191,16 +1368,17 @@ fn pass(
         distinct_ports: sc.rules.distinct,
         from: String::new(),
     };
-    let (aggs, fired, windows) = sc.finish();
+    let fin = sc.finish();
     Ok(Some(Done {
         files: parsed.files,
         rules,
         counters: parsed.counters,
         unparsed_samples: parsed.samples,
-        aggs,
-        fired,
+        aggs: fin.aggs,
+        fired: fin.fired,
         reasons: parsed.reasons,
-        windows,
+        windows: fin.windows,
+        runs: fin.runs,
     }))
 }
 
@@ -1212,21 +1390,24 @@ fn scan_logs(
     own: &HashSet<IpAddr>,
     from: &str,
     threaded: bool,
+    budget: Budget,
 ) -> Result<Scan, KernelLogError> {
     let cat = catalogue(settings).map_err(KernelLogError::Catalogue)?;
     let mut opts = PassOpts {
         drop_windows: true,
         threaded,
+        budget,
     };
     let mut done = pass(logs, &cat, own, settings, opts)?;
     if done.is_none() {
+        // The first pass's runs are gone with its scanner (unnamed files, closed).
         opts.drop_windows = false;
         done = pass(logs, &cat, own, settings, opts)?;
     }
     let mut done =
         done.ok_or_else(|| internal("a kernel-log scan keeping every window started over"))?;
     done.rules.from = from.to_string();
-    Ok(done.with(cat))
+    done.with(cat, budget)
 }
 
 /// A scan that went wrong inside, not in what it read: an error, never a guess.
@@ -1249,27 +1430,46 @@ struct Done {
     /// Windows open at most at once (the slab's size; tests check it).
     #[cfg_attr(not(test), allow(dead_code))]
     windows: usize,
+    /// The listing's runs on disk (none: it is all in memory).
+    runs: spill::Runs,
 }
 
 impl Done {
-    fn with(self, cat: Catalogue) -> Scan {
-        let mut listing = Listing {
-            cat,
-            aggs: self.aggs,
-            fired: self.fired,
-            reasons: self.reasons,
-            order: Vec::new(),
-            fired_count: 0,
+    /// The report to write: from the listing in memory, or (if any of it was spilled) merged
+    /// from its runs and the rest.
+    fn with(self, cat: Catalogue, budget: Budget) -> Result<Scan, KernelLogError> {
+        let listing = if self.runs.is_empty() {
+            let mut listing = Listing {
+                cat,
+                aggs: self.aggs,
+                fired: self.fired,
+                reasons: self.reasons,
+                order: Vec::new(),
+                fired_count: 0,
+            };
+            listing.sort();
+            Listed::Memory(listing)
+        } else {
+            let mut runs = self.runs;
+            spill::last_run(&mut runs, self.aggs, &self.fired).map_err(KernelLogError::Spill)?;
+            Listed::Disk(
+                spill::merge(cat, self.reasons, runs, budget).map_err(KernelLogError::Spill)?,
+            )
         };
-        listing.sort();
-        Scan {
+        Ok(Scan {
             files: self.files,
             rules: self.rules,
             counters: self.counters,
             unparsed_samples: self.unparsed_samples,
             listing,
-        }
+        })
     }
+}
+
+/// Where a [`Scan`]'s addresses are.
+enum Listed {
+    Memory(Listing),
+    Disk(spill::Spilled),
 }
 
 /// Read kernel logs once from their start, change nothing, and report every inbound TCP/UDP
@@ -1282,7 +1482,7 @@ pub fn scan(
     own: &HashSet<IpAddr>,
     from: &str,
 ) -> Result<ScanReport, KernelLogError> {
-    Ok(scan_files(files, settings, own, from)?.into_report())
+    scan_files(files, settings, own, from)?.into_report()
 }
 
 /// [`scan`], with the addresses built as they are written (what `sipban scan --kernel` runs).
@@ -1301,7 +1501,14 @@ pub fn scan_files(
         .filter_map(|f| std::fs::metadata(f).ok())
         .map(|m| m.len())
         .sum();
-    scan_logs(Logs::Files(files), settings, own, from, size >= THREAD_FROM)
+    scan_logs(
+        Logs::Files(files),
+        settings,
+        own,
+        from,
+        size >= THREAD_FROM,
+        Budget::DEFAULT,
+    )
 }
 
 /// [`scan`] over in-memory logs (tests): a last line without a newline counts as complete;
@@ -1311,40 +1518,98 @@ pub fn scan_bytes(
     settings: &KernelLogSettings,
     own: &HashSet<IpAddr>,
 ) -> Result<ScanReport, KernelLogError> {
-    Ok(scan_logs(Logs::Bytes(logs), settings, own, "test settings", false)?.into_report())
+    let scan = scan_logs(
+        Logs::Bytes(logs),
+        settings,
+        own,
+        "test settings",
+        false,
+        Budget::DEFAULT,
+    )?;
+    scan.into_report()
 }
 
 // ---------------------------------------------------------------------------------------------
 // the report
 
-impl Scan {
-    /// The addresses in report order, each built as it is asked for.
-    pub fn addresses(&self) -> impl Iterator<Item = AddressScan> + '_ {
-        self.listing.addresses()
+impl Listed {
+    /// How many addresses, and how many of them crossed a threshold.
+    fn counts(&self) -> (usize, usize) {
+        match self {
+            Listed::Memory(l) => (l.order.len(), l.fired_count),
+            Listed::Disk(d) => (d.count, d.fired),
+        }
     }
 
-    /// Every address built at once.
-    pub fn into_report(self) -> ScanReport {
-        let addresses = self.listing.addresses().collect();
-        ScanReport {
+    /// Every address in report order, with its ports (as the report lists them), into `f`;
+    /// `on_io` says how a failure to read the listing back from disk is reported.
+    fn each<E>(
+        &self,
+        on_io: impl Fn(std::io::Error) -> E,
+        mut f: impl FnMut(&AddrHead<'_>, &[PortView<'_>]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        match self {
+            Listed::Memory(l) => {
+                let mut ports = Vec::new();
+                for i in 0..l.order.len() {
+                    let Some(h) = l.view(i, &mut ports) else {
+                        break;
+                    };
+                    f(&h, &ports)?;
+                }
+                Ok(())
+            }
+            Listed::Disk(d) => d.each(on_io, f),
+        }
+    }
+}
+
+/// An address of the report, built.
+fn built(h: &AddrHead<'_>, ports: &[PortView<'_>]) -> AddressScan {
+    AddressScan {
+        ip: h.ip,
+        packets: h.packets,
+        first: h.first,
+        last: h.last,
+        ignored: h.ignored,
+        weight: h.weight,
+        distinct_ports: h.distinct_ports,
+        ports: ports.iter().map(PortView::owned).collect(),
+        more_ports: h.more_ports,
+        fired: h.fired.cloned(),
+    }
+}
+
+impl Scan {
+    /// Every address built at once (an error only if the listing cannot be read back from
+    /// disk).
+    pub fn into_report(self) -> Result<ScanReport, KernelLogError> {
+        let mut addresses = Vec::new();
+        self.listing.each(KernelLogError::Spill, |h, p| {
+            addresses.push(built(h, p));
+            Ok(())
+        })?;
+        Ok(ScanReport {
             files: self.files,
             rules: self.rules,
             counters: self.counters,
             addresses,
             unparsed_samples: self.unparsed_samples,
-        }
+        })
     }
 }
 
 /// The addresses of a [`Scan`] as a JSON array, built one at a time.
-struct Addresses<'a>(&'a Listing);
+struct Addresses<'a>(&'a Listed);
 
 impl Serialize for Addresses<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.order.len()))?;
-        for a in self.0.addresses() {
-            seq.serialize_element(&a)?;
-        }
+        use serde::ser::Error;
+        let mut seq = s.serialize_seq(Some(self.0.counts().0))?;
+        self.0.each(
+            |e| S::Error::custom(format_args!("the scan's listing on disk: {e}")),
+            |h, p| seq.serialize_element(&built(h, p)),
+        )?;
         seq.end()
     }
 }
@@ -1598,29 +1863,54 @@ impl fmt::Display for ScanReport {
     }
 }
 
-impl fmt::Display for Scan {
+/// A [`Scan`]'s text before its addresses.
+struct Head<'a>(&'a Scan);
+
+impl fmt::Display for Head<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let l = &self.listing;
+        let s = self.0;
         write_head(
             f,
-            &self.files,
-            &self.unparsed_samples,
-            &self.rules,
-            &self.counters,
-            (l.order.len(), l.fired_count),
-        )?;
-        // Each address rendered into one buffer and written at once, its ports borrowed.
+            &s.files,
+            &s.unparsed_samples,
+            &s.rules,
+            &s.counters,
+            s.listing.counts(),
+        )
+    }
+}
+
+impl Scan {
+    /// The text report (as [`fmt::Display`] writes it) into `w`; an error says what failed,
+    /// writing or reading the listing back from disk.
+    pub fn write_text(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        write!(w, "{}", Head(self))?;
         let mut buf = String::with_capacity(4096);
-        let mut ports = Vec::new();
-        for i in 0..l.order.len() {
-            let Some(h) = l.view(i, &mut ports) else {
-                break;
-            };
-            buf.clear();
-            render_address(&mut buf, &h, &ports);
-            f.write_str(&buf)?;
-        }
-        Ok(())
+        self.listing.each(
+            |e| std::io::Error::new(e.kind(), format!("the scan's listing on disk: {e}")),
+            |h, ports| {
+                buf.clear();
+                render_address(&mut buf, h, ports);
+                w.write_all(buf.as_bytes())
+            },
+        )
+    }
+}
+
+impl fmt::Display for Scan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", Head(self))?;
+        // Each address rendered into one buffer and written at once, its ports borrowed. A
+        // listing that cannot be read back from disk fails the write (`write_text` says why).
+        let mut buf = String::with_capacity(4096);
+        self.listing.each(
+            |_| fmt::Error,
+            |h, ports| {
+                buf.clear();
+                render_address(&mut buf, h, ports);
+                f.write_str(&buf)
+            },
+        )
     }
 }
 
@@ -1682,6 +1972,7 @@ mod tests {
         let opts = PassOpts {
             drop_windows,
             threaded: false,
+            budget: Budget::DEFAULT,
         };
         let done = super::pass(Logs::Bytes(logs), &cat, &HashSet::new(), &s, opts).unwrap()?;
         let windows = done.windows;
@@ -1690,7 +1981,10 @@ mod tests {
 
     fn report(d: Done) -> ScanReport {
         let s = settings();
-        d.with(catalogue(&s).unwrap()).into_report()
+        d.with(catalogue(&s).unwrap(), Budget::DEFAULT)
+            .unwrap()
+            .into_report()
+            .unwrap()
     }
 
     #[test]
@@ -1924,13 +2218,14 @@ mod tests {
             &own,
             "x",
             false,
+            Budget::DEFAULT,
         )
         .unwrap();
         let (text, json) = (
             streamed.to_string(),
             serde_json::to_string_pretty(&streamed).unwrap(),
         );
-        let built = streamed.into_report();
+        let built = streamed.into_report().unwrap();
         assert_eq!(text, built.to_string());
         assert_eq!(json, serde_json::to_string_pretty(&built).unwrap());
         assert!(text.contains("IGNORED"), "{text}");
@@ -1942,9 +2237,10 @@ mod tests {
         let own = HashSet::from(["203.0.113.10".parse().unwrap()]);
         let s = settings();
         let logs = [log.as_bytes(), log.as_bytes()];
-        let here = scan_logs(Logs::Bytes(&logs), &s, &own, "x", false).unwrap();
-        let there = scan_logs(Logs::Bytes(&logs), &s, &own, "x", true).unwrap();
-        assert_eq!(here.into_report(), there.into_report());
+        let b = Budget::DEFAULT;
+        let here = scan_logs(Logs::Bytes(&logs), &s, &own, "x", false, b).unwrap();
+        let there = scan_logs(Logs::Bytes(&logs), &s, &own, "x", true, b).unwrap();
+        assert_eq!(here.into_report().unwrap(), there.into_report().unwrap());
         // Started over (the second copy is older than the windows dropped after the first),
         // in a thread as here.
         let (_, windows) = pass(&logs[..1], true).unwrap();
@@ -1953,17 +2249,238 @@ mod tests {
         let late = line(30, "198.51.100.1", 23) + &log;
         let after = line(40, "198.51.100.1", 31337);
         let again = [late.as_bytes(), after.as_bytes()];
-        let here = scan_logs(Logs::Bytes(&again), &s, &own, "x", false)
+        let here = scan_logs(Logs::Bytes(&again), &s, &own, "x", false, b)
             .unwrap()
-            .into_report();
-        let there = scan_logs(Logs::Bytes(&again), &s, &own, "x", true)
+            .into_report()
+            .unwrap();
+        let there = scan_logs(Logs::Bytes(&again), &s, &own, "x", true, b)
             .unwrap()
-            .into_report();
+            .into_report()
+            .unwrap();
         assert_eq!(here, there);
         assert!(here
             .addresses
             .iter()
             .any(|a| a.ip.to_string() == "198.51.100.1"
                 && a.fired.as_ref().is_some_and(|f| f.first.weight == 10)));
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // the listing on disk
+
+    /// A packet from `src` (`tcp` or UDP) to `dpt`, `t` seconds after 2024-05-02 00:00:00 UTC.
+    fn line_p(t: i64, src: &str, tcp: bool, dpt: u16) -> String {
+        let d = crate::source::asterisk::rules::days_from_civil(2024, 5, 2) * 86_400 + t;
+        let proto = if tcp { "TCP" } else { "UDP" };
+        format!("{} pbx kernel: [UFW BLOCK] IN=eth0 OUT= MAC=00:11:22:33:44:55:66:77:88:99:aa:bb:08:00 SRC={src} DST=203.0.113.10 LEN=44 TOS=0x00 PREC=0x00 TTL=241 ID=1 PROTO={proto} SPT=40000 DPT={dpt} LEN=24\n", Iso(d))
+    }
+
+    /// Text, JSON and the built report of a scan with `budget`, and how many runs the first
+    /// pass spilled (0: all in memory).
+    fn scan_with(logs: &[&[u8]], budget: Budget, threaded: bool) -> (String, String, ScanReport) {
+        let own = HashSet::from(["203.0.113.10".parse().unwrap()]);
+        let scan = scan_logs(Logs::Bytes(logs), &settings(), &own, "x", threaded, budget).unwrap();
+        let text = scan.to_string();
+        let mut written = Vec::new();
+        scan.write_text(&mut written).unwrap();
+        assert_eq!(text.as_bytes(), written);
+        let json = serde_json::to_string_pretty(&scan).unwrap();
+        // Written twice: the runs are read from their start each time.
+        assert_eq!(text, scan.to_string());
+        (text, json, scan.into_report().unwrap())
+    }
+
+    fn runs_spilled(logs: &[&[u8]], budget: Budget) -> usize {
+        let s = settings();
+        let cat = catalogue(&s).unwrap();
+        let opts = PassOpts {
+            drop_windows: true,
+            threaded: false,
+            budget,
+        };
+        let own = HashSet::from(["203.0.113.10".parse().unwrap()]);
+        let done = super::pass(Logs::Bytes(logs), &cat, &own, &s, opts).unwrap();
+        done.map_or(0, |d| d.runs.len())
+    }
+
+    /// Spilled with `budget` and all in memory, the report is the same, byte for byte.
+    fn same_spilled(logs: &[&[u8]], budget: Budget) -> (String, ScanReport) {
+        let (text, json, report) = scan_with(logs, Budget::DEFAULT, false);
+        let (t2, j2, r2) = scan_with(logs, budget, false);
+        assert_eq!(text, t2);
+        assert_eq!(json, j2);
+        assert_eq!(report, r2);
+        (text, report)
+    }
+
+    const TINY: Budget = Budget {
+        addresses: 3,
+        ports: 8,
+    };
+
+    /// Sources seen over and over (each in many runs), IPv4 and IPv6, own; weighted, harmless
+    /// and unlisted ports, TCP and UDP; a scanner crossing the threshold again and again; a
+    /// source of more ports than a scan lists, hit in a shuffled order each round.
+    fn busy_log() -> String {
+        let mut log = String::new();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let weighted = [23u16, 22, 3389, 5060, 1524, 12345, 31337, 445, 113, 123, 80];
+        let mut t = 0i64;
+        for i in 0..6000u64 {
+            t += (rnd() % 20) as i64;
+            let r = rnd();
+            let src = match r % 10 {
+                0..=5 => format!("198.51.{}.{}", r % 3, (r >> 8) % 200),
+                6 | 7 => format!("2001:db8::{:x}", (r >> 8) % 150),
+                8 => "203.0.113.10".to_string(),
+                _ => format!("192.0.2.{}", (r >> 8) % 4),
+            };
+            let port = match (r >> 16) % 3 {
+                0 => weighted[((r >> 20) % weighted.len() as u64) as usize],
+                _ => 1024 + ((r >> 24) % 20_000) as u16,
+            };
+            log += &line_p(t, &src, (r >> 40) % 4 != 0, port);
+            if i % 700 == 0 {
+                for (k, p) in [31337, 12345, 1524, 23].into_iter().enumerate() {
+                    log += &line_p(t + k as i64, "192.0.2.99", true, p);
+                }
+            }
+        }
+        // 5,000 distinct ports (more than a scan lists), twice, shuffled each time, with hours
+        // between (its window dropped, it is spilled while others come).
+        for round in 0..2 {
+            t += 3 * 3600;
+            for k in 0..20 {
+                log += &line_p(t, &format!("198.51.8.{}", k + 20 * round), true, 23);
+            }
+            let mut ports: Vec<u16> = (0..5000u16).map(|p| 2000 + p).collect();
+            for i in (1..ports.len()).rev() {
+                ports.swap(i, (rnd() % (i as u64 + 1)) as usize);
+            }
+            for (k, p) in ports.into_iter().enumerate() {
+                t += 1;
+                log += &line_p(t, "2001:db8:ffff::1", p % 2 == 0, p);
+                if k % 97 == 0 {
+                    log += &line_p(t, &format!("198.51.9.{}", k % 250), round == 0, 5060);
+                }
+            }
+        }
+        log
+    }
+
+    #[test]
+    fn a_listing_spilled_to_disk_reports_what_memory_would_byte_for_byte() {
+        let log = busy_log();
+        let logs = [log.as_bytes()];
+        assert_eq!(runs_spilled(&logs, Budget::DEFAULT), 0);
+        assert!(
+            runs_spilled(&logs, TINY) > 100,
+            "{}",
+            runs_spilled(&logs, TINY)
+        );
+        let (text, report) = same_spilled(&logs, TINY);
+        for budget in [
+            Budget {
+                addresses: 1,
+                ports: 0,
+            },
+            Budget {
+                addresses: 64,
+                ports: 1 << 20,
+            },
+            Budget {
+                addresses: 1 << 20,
+                ports: 100,
+            },
+        ] {
+            same_spilled(&logs, budget);
+        }
+        // The cases it must cover are there.
+        let many = report
+            .addresses
+            .iter()
+            .find(|a| a.ip.to_string() == "2001:db8:ffff::1")
+            .unwrap();
+        // The first 4,096 of the first round listed, each hit in both; the rest counted.
+        assert_eq!((many.ports.len(), many.more_ports), (SCAN_PORTS, 2 * 904));
+        assert!(many.ports.iter().all(|p| p.packets == 2), "{many:?}");
+        let scanner = report
+            .addresses
+            .iter()
+            .find(|a| a.ip.to_string() == "192.0.2.99")
+            .unwrap();
+        assert!(
+            scanner.fired.as_ref().is_some_and(|f| f.times > 3),
+            "{scanner:?}"
+        );
+        assert!(text.contains("IGNORED"), "no own address");
+        assert!(report
+            .addresses
+            .iter()
+            .any(|a| a.ip.is_ipv6() && a.fired.is_none()));
+        // Threaded, and spilled, the same.
+        let (t2, _, _) = scan_with(&logs, TINY, true);
+        assert_eq!(text, t2);
+    }
+
+    #[test]
+    fn a_scan_that_starts_over_spills_afresh() {
+        // As in `a_line_older_than_a_dropped_window_starts_the_scan_over`, spilled.
+        let log = line(30, "198.51.100.1", 23) + &two_days();
+        let late = line(40, "198.51.100.1", 31337);
+        let logs = [log.as_bytes(), late.as_bytes()];
+        let budget = Budget {
+            addresses: 50,
+            ports: 1000,
+        };
+        assert!(runs_spilled(&logs[..1], budget) > 10);
+        let (_, report) = same_spilled(&logs, budget);
+        let a = report
+            .addresses
+            .iter()
+            .find(|a| a.ip.to_string() == "198.51.100.1")
+            .unwrap();
+        assert_eq!(a.fired.as_ref().map(|f| f.first.weight), Some(10), "{a:?}");
+        // The second copy of the log is older than the windows dropped after the first.
+        let log = two_days();
+        same_spilled(&[log.as_bytes(), log.as_bytes()], budget);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Any log, spilled after every few addresses or not at all, reports the same.
+        #[test]
+        fn any_log_spilled_or_not_reports_the_same(
+            pkts in proptest::collection::vec(
+                (-30i64..200, 0u8..24, any::<bool>(), any::<bool>(), 0usize..14),
+                0..300,
+            ),
+            addresses in 1usize..6,
+            ports in 0usize..12,
+        ) {
+            let ports_at = [23u16, 22, 3389, 5060, 1524, 31337, 113, 123, 67, 40000, 40001, 40002, 9, 7];
+            let mut t = 0;
+            let mut log = String::new();
+            for (dt, src, v6, tcp, p) in pkts {
+                t += dt;
+                let src = match (src, v6) {
+                    (0, _) => "203.0.113.10".to_string(),
+                    (s, false) => format!("198.51.100.{s}"),
+                    (s, true) => format!("2001:db8::{s:x}"),
+                };
+                log += &line_p(t, &src, tcp, ports_at[p]);
+            }
+            let logs = [log.as_bytes()];
+            let budget = Budget { addresses, ports };
+            let (a, b) = (scan_with(&logs, Budget::DEFAULT, false), scan_with(&logs, budget, false));
+            prop_assert_eq!(a.0, b.0);
+            prop_assert_eq!(a.1, b.1);
+        }
     }
 }
