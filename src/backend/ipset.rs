@@ -28,7 +28,7 @@ use ipnet::IpNet;
 use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
-use std::process::{Command, ExitStatus, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
 
 /// Longest timeout ipset accepts, in seconds (about 24.8 days).
 pub const MAX_TIMEOUT: u32 = 2_147_483;
@@ -576,38 +576,62 @@ impl Ipset {
     /// our write fails with EPIPE), its own message, with the line number, is what is reported.
     fn run_restore(&self, batch: &Batch<'_>) -> Result<(), IpsetError> {
         let what = "ipset restore";
-        let mut child = self
+        let child = self
             .command(&["-exist", "restore"])?
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(spawn_error)?;
-        let stdin = child.stdin.take();
-        let stderr = child.stderr.take();
-        std::thread::scope(|scope| {
-            let errors = scope.spawn(move || read_lossy(stderr));
-            let written = match stdin {
-                Some(pipe) => {
-                    let mut w = BufWriter::with_capacity(PIPE_BUFFER, pipe);
-                    batch.write_to(&mut w).and_then(|()| w.flush())
-                    // `w` drops here, closing the pipe: ipset sees the end of the batch.
-                }
-                None => Err(io::Error::other("ipset's stdin was not captured")),
-            };
-            let status = child.wait().map_err(IpsetError::Io)?;
-            let stderr = errors.join().unwrap_or_default();
-            if !status.success() {
-                return Err(classify(what, &stderr, status, Some(batch)));
-            }
-            written.map_err(|e| {
-                IpsetError::Io(io::Error::new(
-                    e.kind(),
-                    format!("writing the batch to ipset restore: {e}"),
-                ))
-            })
+        let fed = feed(child, "ipset", |w| batch.write_to(w))?;
+        if !fed.status.success() {
+            return Err(classify(what, &fed.stderr, fed.status, Some(batch)));
+        }
+        fed.written.map_err(|e| {
+            IpsetError::Io(io::Error::new(
+                e.kind(),
+                format!("writing the batch to ipset restore: {e}"),
+            ))
         })
     }
+}
+
+/// What a tool fed on its stdin did: its exit status, its stderr, and whether writing to it
+/// succeeded (a tool that stops early closes the pipe; its own message then says why).
+pub(super) struct Fed {
+    pub status: ExitStatus,
+    pub stderr: String,
+    pub written: io::Result<()>,
+}
+
+/// Stream what `write` produces into a spawned `child`'s stdin (buffered; the pipe is closed
+/// when `write` returns, which ends the tool's input) while its stderr is read on a second
+/// thread, so that neither side can block the other; then wait for it. `tool` names it in
+/// the one error of our own.
+pub(super) fn feed(
+    mut child: Child,
+    tool: &str,
+    write: impl FnOnce(&mut BufWriter<ChildStdin>) -> io::Result<()>,
+) -> Result<Fed, IpsetError> {
+    let stdin = child.stdin.take();
+    let stderr = child.stderr.take();
+    std::thread::scope(|scope| {
+        let errors = scope.spawn(move || read_lossy(stderr));
+        let written = match stdin {
+            Some(pipe) => {
+                let mut w = BufWriter::with_capacity(PIPE_BUFFER, pipe);
+                write(&mut w).and_then(|()| w.flush())
+                // `w` drops here, closing the pipe.
+            }
+            None => Err(io::Error::other(format!("{tool}'s stdin was not captured"))),
+        };
+        let status = child.wait().map_err(IpsetError::Io)?;
+        Ok(Fed {
+            status,
+            stderr: errors.join().unwrap_or_default(),
+            written,
+        })
+    })
 }
 
 struct Finished {
@@ -615,7 +639,7 @@ struct Finished {
     stderr: String,
 }
 
-fn read_lossy(pipe: Option<impl Read>) -> String {
+pub(super) fn read_lossy(pipe: Option<impl Read>) -> String {
     let mut buf = Vec::new();
     if let Some(mut p) = pipe {
         let _ = p.read_to_end(&mut buf);

@@ -30,13 +30,13 @@
 //!   still covered, keeping the covering prefix).
 //! - It never decides what to block and never enforces the cap.
 
-use super::ipset::{IpsetError, SetHeader, SetSpec};
+use super::ipset::{read_lossy, IpsetError, SetHeader, SetSpec};
 use crate::config::sets::nft_set_name;
 use crate::net::{self, display_net, Family, NetMap};
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::ffi::OsString;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, Write};
 use std::process::{Command, Stdio};
 
 /// sipban's table (family `inet`).
@@ -187,31 +187,19 @@ impl Nft {
         what: &str,
         write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> Result<(), IpsetError> {
-        let mut child = self
+        let child = self
             .command(&["-f", "-"])?
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(spawn_error)?;
-        let stdin = child.stdin.take();
-        let stderr = child.stderr.take();
-        std::thread::scope(|scope| {
-            let errors = scope.spawn(move || read_lossy(stderr));
-            let written = match stdin {
-                Some(pipe) => {
-                    let mut w = BufWriter::with_capacity(64 * 1024, pipe);
-                    write(&mut w).and_then(|()| w.flush())
-                }
-                None => Err(io::Error::other("nft's stdin was not captured")),
-            };
-            let status = child.wait().map_err(IpsetError::Io)?;
-            let stderr = errors.join().unwrap_or_default();
-            if !status.success() {
-                return Err(classify(what, &stderr));
-            }
-            written.map_err(|e| failed(what, &format!("writing the script to nft: {e}")))
-        })
+        let fed = super::ipset::feed(child, "nft", |w| write(w))?;
+        if !fed.status.success() {
+            return Err(classify(what, &fed.stderr));
+        }
+        fed.written
+            .map_err(|e| failed(what, &format!("writing the script to nft: {e}")))
     }
 
     /// The survey of the sets this backend was opened for ([`Nft::for_sets`]), made without
@@ -528,14 +516,6 @@ impl JSet {
         }
         Ok(NftSet { header, members })
     }
-}
-
-fn read_lossy(pipe: Option<impl Read>) -> String {
-    let mut buf = Vec::new();
-    if let Some(mut p) = pipe {
-        let _ = p.read_to_end(&mut buf);
-    }
-    String::from_utf8_lossy(&buf).into_owned()
 }
 
 fn failed(what: &str, message: &str) -> IpsetError {
