@@ -29,6 +29,7 @@ pub mod fast;
 pub mod gate;
 pub mod gather;
 pub mod manual;
+pub mod persist;
 pub mod protect;
 pub mod restore;
 pub mod summary;

@@ -30,9 +30,7 @@ use crate::config::Settings;
 use crate::lock;
 use crate::net::{self, Family};
 use crate::report;
-use crate::source::feed;
-use crate::store::{RunCommit, RunRecord, Store, StoreTx};
-use anyhow::Context;
+use crate::store::Store;
 use ipnet::IpNet;
 
 pub use super::detect::{AsteriskReport, ASTERISK, ASTERISK_STATE, KERNEL_STATE};
@@ -359,19 +357,12 @@ fn local_step(
         .as_deref()
         .map(|s| s.path().display().to_string())
         .unwrap_or_else(|| Store::db_path(&settings.state_dir).display().to_string());
-
-    let verified_at = apply_sets(
-        settings,
-        backend,
-        store.as_deref_mut(),
-        survey.as_ref(),
-        &decision,
-        &mut report,
-        planned.verified_at,
-        now,
-    )?;
-    clock.phase("applied");
+    let apply = |report: &mut RunReport| {
+        apply_sets(settings, backend, survey.as_ref(), &decision, report, now);
+        clock.phase("applied");
+    };
     if dry_run {
+        apply(&mut report);
         report.outcome = if report.errors.is_empty() {
             Outcome::Ok
         } else {
@@ -379,19 +370,25 @@ fn local_step(
         };
         return Ok(Step { report, candidates });
     }
-    persist(
+    if let Some(s) = store.as_deref_mut() {
+        mark_dirty(backend, s, &report)?;
+    }
+    let verified_at = verified_after(&report, planned.verified_at, now);
+    let persist = super::persist::Persist {
         settings,
-        store,
         sources,
         remote,
-        local,
-        &decision,
-        &mut unbans,
-        &mut report,
+        passes: local.passes,
+        decision: &decision,
+        unbans: &mut unbans,
+        candidates: candidates.as_deref(),
         verified_at,
-        candidates.as_deref(),
         now,
-    )?;
+    };
+    super::persist::apply_then_persist(store, persist, &mut report, |r| {
+        apply(r);
+        Ok(())
+    })?;
     clock.phase("committed");
     write_export(settings, sources, &decision, &mut report, now);
     Ok(Step { report, candidates })
@@ -794,24 +791,14 @@ fn build_report(
 fn apply_sets(
     settings: &Settings,
     backend: &dyn SetBackend,
-    store: Option<&mut Store>,
     survey: Option<&Survey>,
     decision: &Decision,
     report: &mut RunReport,
-    mut verified_at: [i64; 2],
     now: i64,
-) -> Result<[i64; 2], SyncError> {
-    if backend.changes_kernel() && report.sets.iter().any(|p| !p.is_noop()) {
-        if let Some(s) = store {
-            s.put_blob(mirror::DIRTY_KEY, b"1")?;
-        }
-    }
+) {
     let mut failed = false;
     for (fi, family) in [Family::V4, Family::V6].into_iter().enumerate() {
         let spec = set_spec(settings, family);
-        if report.sets[fi].rebuild.is_some() {
-            verified_at[fi] = now;
-        }
         let desired = decision.desired(family);
         if let Err(e) = backend.apply(&spec, &report.sets[fi], desired, survey, now) {
             report.errors.push(format!("set {}: {e:#}", spec.name));
@@ -834,7 +821,30 @@ fn apply_sets(
     if report.applied {
         forget_flows(report);
     }
-    Ok(verified_at)
+}
+
+/// Before a change reaches the kernel, the mirror stops being trusted: a run killed during
+/// the apply leaves the marker set, and the next one reads the sets back.
+fn mark_dirty(
+    backend: &dyn SetBackend,
+    store: &mut Store,
+    report: &RunReport,
+) -> Result<(), SyncError> {
+    if backend.changes_kernel() && report.sets.iter().any(|p| !p.is_noop()) {
+        store.put_blob(mirror::DIRTY_KEY, b"1")?;
+    }
+    Ok(())
+}
+
+/// When each set was last verified once the apply succeeds: now for a rebuilt set (it holds
+/// exactly what was written), else when the plan's baseline was.
+fn verified_after(report: &RunReport, mut verified_at: [i64; 2], now: i64) -> [i64; 2] {
+    for (fi, p) in report.sets.iter().enumerate().take(2) {
+        if p.rebuild.is_some() {
+            verified_at[fi] = now;
+        }
+    }
+    verified_at
 }
 
 /// Drop the conntrack entries of newly banned sources.
@@ -852,137 +862,5 @@ fn forget_flows(report: &RunReport) {
         ),
         Ok(f) => tracing::debug!("conntrack: nothing to forget ({:?})", f.skipped),
         Err(e) => tracing::warn!("could not forget the flows of newly banned sources: {e:#}"),
-    }
-}
-
-/// Persist: feed caches by rename, then one transaction (entries, feed metadata, detector
-/// states, the mirror, the run record, the report queue), then the unbans.
-#[allow(clippy::too_many_arguments)]
-fn persist(
-    settings: &Settings,
-    store: Option<&mut Store>,
-    sources: &Sources,
-    remote: Remote,
-    local: Local,
-    decision: &Decision,
-    unbans: &mut super::manual::Unbans,
-    report: &mut RunReport,
-    verified_at: [i64; 2],
-    candidates: Option<&[report::Candidate]>,
-    now: i64,
-) -> Result<(), SyncError> {
-    for (path, nets) in &remote.cache_writes {
-        if let Err(e) = feed::write_cache(path, nets) {
-            report.errors.push(format!("feed cache: {e:#}"));
-        }
-    }
-    let apply_failed = report.outcome == Outcome::Failed;
-    if !apply_failed {
-        report.outcome = if report.errors.is_empty() {
-            Outcome::Ok
-        } else {
-            Outcome::Partial
-        };
-    }
-    let mut blobs: Vec<(String, Vec<u8>)> = local
-        .passes
-        .into_iter()
-        .map(|p| (p.state_key.to_string(), p.blob))
-        .collect();
-    // What the gate refused, per source that listed anything this run (for `explain`).
-    for (policy, counts) in sources.policies.iter().zip(&decision.per_source) {
-        if counts.listed > 0 {
-            let mut refused = counts.refused.clone();
-            let key = super::gate::refused_key(&policy.name);
-            blobs.push((key, super::gate::encode_refused(&mut refused)));
-        }
-    }
-    // The peer names as resolved now (a name that did not resolve keeps its last addresses).
-    if let Some(l) = &remote.peers {
-        let saved = match store.as_deref() {
-            Some(s) => s.blob(super::protect::PEERS_KEY)?,
-            None => None,
-        };
-        let saved = saved
-            .map(|b| super::protect::Resolved::decode(&b))
-            .unwrap_or_default();
-        blobs.push((
-            super::protect::PEERS_KEY.to_string(),
-            l.merged(&saved).encode(),
-        ));
-    }
-    // What the kernel sets now hold, for the next run; only after a complete apply.
-    if !apply_failed {
-        for (fi, family) in [Family::V4, Family::V6].into_iter().enumerate() {
-            let m = mirror::Mirror::from_desired(decision.desired(family), verified_at[fi]);
-            blobs.push((mirror::key(&settings.sets.get(family).name), m.encode()));
-        }
-        blobs.push((mirror::DIRTY_KEY.to_string(), b"0".to_vec()));
-    }
-    let finished = unix_now().max(now);
-    report.finished = finished;
-    let record = RunRecord {
-        started: now,
-        finished,
-        outcome: report.outcome.label().to_string(),
-        summary: report.summary_json().to_string(),
-    };
-    if let Some(r) = &report.state_rebuilt {
-        blobs.push((crate::store::health::REBUILT_KEY.to_string(), r.encode()));
-    }
-    let Some(store) = store else { return Ok(()) };
-    // The report queue is written in the same transaction as the detector cursors.
-    let enqueue = |tx: &StoreTx<'_>| match (&settings.report, candidates) {
-        (Some(r), Some(c)) => report::queue::enqueue_all(&tx.report_queue(), r, c, now),
-        _ => Ok(()),
-    };
-    let saved = store
-        .commit_run_with(
-            &RunCommit {
-                entries: &decision.entries,
-                source_names: &sources.names(),
-                packed: &sources.packed(),
-                feeds: &remote.new_metas,
-                blobs: &blobs,
-                run: Some(&record),
-            },
-            enqueue,
-        )
-        .context("saving state")
-        .and_then(|()| unbans.save(store))
-        .and_then(|()| store.ensure_manual_list());
-    if let Err(e) = saved {
-        report.not_saved = Some(not_saved(report, store.path(), &e));
-    }
-    Ok(())
-}
-
-/// What a run that could not save its state tells: exactly what it applied, and why the
-/// state was not saved (the fault named when it is one: disk full, read-only, permission).
-/// The dirty marker written before the apply stays set, so the next run reads the kernel back
-/// and reconciles.
-fn not_saved(report: &RunReport, db: &std::path::Path, e: &anyhow::Error) -> NotSaved {
-    let fault = crate::store::health::fault(e, db).filter(|f| f.is_storage());
-    let why = match &fault {
-        Some(f) => f.to_string(),
-        None => format!("{e:#}"),
-    };
-    let (adds, dels): (usize, usize) = report
-        .sets
-        .iter()
-        .fold((0, 0), |(a, d), p| (a + p.adds.len(), d + p.dels.len()));
-    let applied = if report.applied && (adds > 0 || dels > 0) {
-        format!("the kernel sets were updated (+{adds}/-{dels})")
-    } else if report.applied {
-        "the kernel sets needed no change".to_string()
-    } else {
-        "the kernel sets were not fully updated".to_string()
-    };
-    let message =
-        format!("{applied} but the state could not be saved: {why}; the next run reconciles");
-    tracing::error!("{message}");
-    NotSaved {
-        message,
-        storage: fault.is_some(),
     }
 }

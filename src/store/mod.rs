@@ -748,18 +748,12 @@ impl Store {
             for (key, value) in commit.blobs {
                 blob.execute(params![key, value])?;
             }
-            if let Some(run) = commit.run {
-                tx.execute(
-                    "INSERT INTO runs (started, finished, outcome, summary) VALUES (?1, ?2, ?3, ?4)",
-                    params![run.started, run.finished, run.outcome, run.summary],
-                )?;
-                tx.execute(
-                    "DELETE FROM runs WHERE id <= (SELECT MAX(id) FROM runs) - ?1",
-                    [KEEP_RUNS],
-                )?;
-            }
         }
-        extra(&StoreTx { tx: &tx })?;
+        let stx = StoreTx { tx: &tx };
+        if let Some(run) = commit.run {
+            stx.record_run(run)?;
+        }
+        extra(&stx)?;
         tx.commit()
             .with_context(|| format!("committing the run to {}", self.path.display()))?;
         Ok(())
@@ -782,6 +776,19 @@ pub struct StoreTx<'a> {
 }
 
 impl StoreTx<'_> {
+    /// Add a row of run history (the oldest beyond the kept number go).
+    pub fn record_run(&self, run: &RunRecord) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO runs (started, finished, outcome, summary) VALUES (?1, ?2, ?3, ?4)",
+            params![run.started, run.finished, run.outcome, run.summary],
+        )?;
+        self.tx.execute(
+            "DELETE FROM runs WHERE id <= (SELECT MAX(id) FROM runs) - ?1",
+            [KEEP_RUNS],
+        )?;
+        Ok(())
+    }
+
     /// The report queue, writing in this transaction.
     pub fn report_queue(&self) -> report_queue::ReportQueue<'_, report_queue::InTransaction> {
         report_queue::ReportQueue::in_transaction(self.tx)
