@@ -49,14 +49,16 @@ pub const HANDSHAKE_WAIT: i64 = 30;
 /// Seconds between two walks for idle streams.
 const EXPIRE_EVERY: i64 = 5;
 
+use crate::config::wire as defaults;
+
 /// The default bound on streams followed at once.
-pub const DEFAULT_MAX_STREAMS: usize = 4096;
+pub const DEFAULT_MAX_STREAMS: usize = defaults::DEFAULT_MAX_TCP_STREAMS as usize;
 /// The default largest SIP message on a stream (and bytes buffered per direction).
-pub const DEFAULT_MAX_BUFFER: usize = 64 * 1024;
+pub const DEFAULT_MAX_BUFFER: usize = defaults::DEFAULT_MAX_TCP_BUFFER as usize;
 /// The default bound on bytes buffered over all streams.
-pub const DEFAULT_MAX_MEMORY: usize = 16 * 1024 * 1024;
-/// The default idle timeout, seconds (a phone's connection sends keep-alives more often).
-pub const DEFAULT_IDLE: i64 = 600;
+pub const DEFAULT_MAX_MEMORY: usize = defaults::DEFAULT_MAX_TCP_MEMORY as usize;
+/// The default idle timeout, seconds.
+pub const DEFAULT_IDLE: i64 = defaults::DEFAULT_TCP_IDLE as i64;
 
 /// Which streams may be read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +91,17 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The configured bounds (the live capture: `handshake` required).
+    pub fn from_settings(s: &crate::config::wire::SipWireSettings, handshake: Handshake) -> Limits {
+        Limits {
+            max_streams: s.max_tcp_streams as usize,
+            max_buffer: s.max_tcp_buffer as usize,
+            max_memory: s.max_tcp_memory as usize,
+            idle: i64::from(s.tcp_idle),
+            handshake,
+        }
+    }
+
     /// The defaults, with `handshake`.
     pub fn new(handshake: Handshake) -> Limits {
         Limits {
