@@ -134,7 +134,7 @@ impl Capture {
             epb.extend_from_slice(&(f.len() as u32).to_le_bytes());
             epb.extend_from_slice(&(f.len() as u32).to_le_bytes());
             epb.extend_from_slice(&f);
-            while epb.len() % 4 != 0 {
+            while !epb.len().is_multiple_of(4) {
                 epb.push(0);
             }
             block(&mut out, 6, &epb);

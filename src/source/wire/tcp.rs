@@ -613,6 +613,14 @@ fn feed(
     };
     let ahead = seq.wrapping_sub(next) as i32;
     if ahead > 0 {
+        if h.held
+            .iter()
+            .any(|(s, d)| *s == seq && d.len() >= payload.len())
+        {
+            // A retransmission of a segment already held.
+            counters.retransmitted += 1;
+            return Ok(());
+        }
         let held: usize = h.held.iter().map(|x| x.1.len()).sum();
         if ahead as usize > max || h.held.len() >= MAX_HELD || held + payload.len() > max {
             return Err(Lost::Gap);

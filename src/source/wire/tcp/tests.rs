@@ -154,6 +154,9 @@ fn out_of_order_segments_are_held_until_the_gap_fills() {
     let (a, b, d) = (&m[..20], &m[20..70], &m[70..]);
     c.seg(true, start.wrapping_add(70), c.s, ACK, d, Dir::In);
     c.seg(true, start.wrapping_add(20), c.s, ACK, b, Dir::In);
+    // A held segment retransmitted is not held twice.
+    c.seg(true, start.wrapping_add(20), c.s, ACK, b, Dir::In);
+    assert_eq!(c.r.counters.retransmitted, 1);
     assert!(c.out.is_empty());
     c.seg(true, start, c.s, ACK, a, Dir::In);
     assert_eq!(c.messages(), vec![msg(1, "x"), msg(2, "yy")]);
