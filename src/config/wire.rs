@@ -175,7 +175,7 @@ fn interface_name(name: &str) -> bool {
 pub const MAX_INTERFACES: usize = 64;
 
 fn capture(raw: RawCapture) -> Result<CaptureSettings, String> {
-    let mut interfaces = match (raw.interfaces, raw.interface) {
+    let interfaces = match (raw.interfaces, raw.interface) {
         (Some(_), Some(_)) => {
             return Err(
                 "capture: give `interfaces: [...]` or its shorthand `interface:`, not both".into(),
@@ -195,10 +195,10 @@ fn capture(raw: RawCapture) -> Result<CaptureSettings, String> {
             "capture.interfaces: {bad:?} is not a network interface name"
         ));
     }
-    let n = interfaces.len();
-    interfaces.sort();
-    interfaces.dedup();
-    if interfaces.len() != n {
+    let mut sorted = interfaces.clone();
+    sorted.sort();
+    sorted.dedup();
+    if sorted.len() != interfaces.len() {
         return Err("capture.interfaces names an interface twice".into());
     }
     let ports = raw.ports.unwrap_or_else(|| DEFAULT_CAPTURE_PORTS.to_vec());
@@ -317,7 +317,7 @@ mod tests {
             .sip_wire
             .unwrap();
         let c = w.capture.as_ref().unwrap();
-        assert_eq!(c.interfaces, ["eth0", "eth1"]);
+        assert_eq!(c.interfaces, ["eth1", "eth0"]);
         assert!(!c.tcp);
         assert_eq!(
             (

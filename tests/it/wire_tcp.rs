@@ -522,14 +522,14 @@ fn a_live_capture_bans_a_tcp_scanner_and_never_a_forged_tcp_source() {
         std::fs::write(
             path.join("config.yaml"),
             format!(
-                "state_dir: {state}\nban_on_link: true\nsets:\n  v4: {{ name: t4, cap: 1000 }}\n  v6: {{ name: t6, cap: 1000 }}\ndaemon:\n  sync_schedule: \"0 0 0 1 1 *\"\nsip_wire:\n  capture: {{ interfaces: [vb], ports: [5060], tcp: true }}\n",
+                "state_dir: {state}\nban_on_link: true\nsets:\n  v4: {{ name: t4, cap: 1000 }}\n  v6: {{ name: t6, cap: 1000 }}\ndaemon:\n  sync_schedule: \"0 0 0 1 1 *\"\nsip_wire:\n  capture: {{ interfaces: [lo, vb], ports: [5060], tcp: true }}\n",
                 state = path.join("state").display()
             ),
         )
         .unwrap();
         let d = Daemon::start(&path);
         d.wait_log(
-            "sip_wire: capture on vb ports [5060] over UDP and TCP",
+            "sip_wire: capture on lo, vb ports [5060] over UDP and TCP",
             Duration::from_secs(10),
         );
         d.wait_log("sync ok", Duration::from_secs(30));
@@ -590,4 +590,21 @@ fn a_live_capture_bans_a_tcp_scanner_and_never_a_forged_tcp_source() {
         assert!(counter(&d.log(), " streams, ") >= 1, "{}", d.log());
         assert!(d.stop().success());
     });
+    // `status` (the counters the daemon saved when it stopped) and `config check` name both
+    // interfaces and the TCP counts.
+    let path = dir.path().to_path_buf();
+    let text = run_in(&b, move || {
+        crate::common::run::text(&crate::common::run::sipban(&path, &["status"]))
+    });
+    assert!(
+        text.contains("configured: capture on lo, vb ports [5060] over UDP and TCP"),
+        "{text}"
+    );
+    assert!(text.contains("unverified segments ignored"), "{text}");
+    let o = crate::common::run::sipban(dir.path(), &["config", "check"]);
+    let text = crate::common::run::text(&o);
+    assert!(
+        text.contains("the live capture on lo, vb needs CAP_NET_RAW"),
+        "{text}"
+    );
 }

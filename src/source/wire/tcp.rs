@@ -494,7 +494,11 @@ impl Reassembler {
 
     /// Forget idle streams and stale handshakes (a walk every few seconds of input time).
     pub fn expire(&mut self, now: i64) {
-        if now < self.expired_at.saturating_add(EXPIRE_EVERY) && now >= self.expired_at {
+        // A capture's clock may step back a little (merged interfaces): no walk per segment
+        // then, only after a real jump back.
+        let due = now >= self.expired_at.saturating_add(EXPIRE_EVERY)
+            || now < self.expired_at.saturating_sub(HANDSHAKE_WAIT);
+        if !due {
             return;
         }
         self.expired_at = now;
