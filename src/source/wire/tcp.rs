@@ -10,7 +10,8 @@
 //! * **Framing** (RFC 3261 18.3): a header block ends at an empty line, then `Content-Length`
 //!   (compact `l`) bytes of body; a missing `Content-Length` means 0. CR/LF keep-alives between
 //!   messages are skipped. A message larger than `max_buffer`, an invalid or conflicting
-//!   `Content-Length`, or bytes that cannot start a SIP message drop the stream (counted as
+//!   `Content-Length`, bytes that cannot start a message, or a message whose start line is not
+//!   SIP's (HTTP, a WebSocket upgrade) drop the stream (counted as
 //!   malformed; the connection is remembered as dropped, so its later segments are ignored).
 //! * **Who may speak** ([`Handshake`]). Live, a stream's data is read only once its three-way
 //!   handshake was seen, and an ISN this host chose (a SYN or SYN-ACK it sent, [`Dir::Out`])
@@ -588,9 +589,9 @@ impl Reassembler {
     }
 }
 
-/// Whether `p` begins a SIP message: its first line (within 512 bytes) holds `SIP/2.0`.
+/// Whether `p` begins a SIP message: its first line starts with an upper-case letter and
+/// holds `SIP/2.0` (the whole line is searched: a padded Request-URI does not hide it).
 fn starts_message(p: &[u8]) -> bool {
-    let p = &p[..p.len().min(512)];
     let line = memchr::memchr(b'\n', p).map_or(p, |n| &p[..n]);
     line.first().is_some_and(u8::is_ascii_uppercase)
         && memchr::memmem::find(line, b"SIP/2.0").is_some()
@@ -691,6 +692,10 @@ fn frame(
             }
             break Ok(());
         };
+        // HTTP (a WebSocket upgrade), RTSP…: framed alike, but not SIP.
+        if !starts_message(rest) {
+            break Err(Lost::Malformed);
+        }
         let Some(body) = content_length(&rest[..head]) else {
             break Err(Lost::Malformed);
         };

@@ -212,6 +212,13 @@ fn oversized_and_garbage_streams_are_dropped_as_malformed() {
     c.send(&msg(1, ""));
     assert_eq!(c.r.counters.malformed, 1);
     assert!(c.out.is_empty());
+    // HTTP on the port (a WebSocket upgrade): framed alike, but not SIP.
+    let mut c = Conn::new(limits);
+    c.handshake();
+    c.send(b"GET /ws HTTP/1.1\r\nHost: pbx\r\nUpgrade: websocket\r\n\r\n");
+    c.send(&msg(1, ""));
+    assert_eq!(c.r.counters.malformed, 1);
+    assert!(c.out.is_empty());
     // Conflicting lengths.
     let mut c = Conn::new(limits);
     c.handshake();
