@@ -53,6 +53,9 @@ pub struct WireStatus {
     pub counters: std::collections::BTreeMap<String, u64>,
     /// Call-IDs held for attributing Asterisk's Timeout lines.
     pub callids: u64,
+    /// What the configuration listens on (HEP, the capture's interfaces and ports).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<String>,
 }
 
 /// The CrowdSec source (pull) and the push, as `status` shows them.
@@ -311,7 +314,10 @@ pub fn gather(settings: &Settings, ipset: &Kernel, now: i64) -> Result<Status> {
             marker,
         });
         st.detectors = detectors(settings, s, now)?;
-        st.sip_wire = WireStatus::saved(s)?;
+        st.sip_wire = WireStatus::saved(s)?.map(|mut w| {
+            w.inputs = settings.sip_wire.as_ref().map(|c| c.describe());
+            w
+        });
         st.report_queue = report_sinks(settings, now)?;
     }
     st.manual.queued = queued_requests(settings);
@@ -396,6 +402,7 @@ impl WireStatus {
                 since: w.since,
                 counters: w.counters,
                 callids: w.callids_held,
+                inputs: None,
             }))
     }
 
@@ -414,7 +421,22 @@ impl WireStatus {
             c("malformed"),
             c("evicted"),
             self.callids
-        )
+        )?;
+        let t = |k: &str| self.counters.get(k).copied();
+        if let Some(streams) = t("tcp_streams") {
+            writeln!(
+                f,
+                "  TCP: {streams} streams, {} messages, {} unverified segments ignored, {} streams dropped, {} evicted",
+                c("tcp_messages"),
+                c("tcp_unverified"),
+                c("tcp_dropped"),
+                c("tcp_evicted")
+            )?;
+        }
+        if let Some(i) = &self.inputs {
+            writeln!(f, "  configured: {i}")?;
+        }
+        Ok(())
     }
 }
 

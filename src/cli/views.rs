@@ -32,7 +32,7 @@ fn input_notes(settings: &Settings) -> Vec<String> {
     if let Some(c) = settings.sip_wire.as_ref().and_then(|w| w.capture.as_ref()) {
         notes.push(format!(
             "sip_wire: the live capture on {} needs CAP_NET_RAW and AF_PACKET sockets in `sipban run` (sipban-daemon.service refuses AF_PACKET unless a drop-in allows it: see README, \"SIP on the wire\")",
-            c.interface
+            c.interfaces.join(", ")
         ));
     }
     notes

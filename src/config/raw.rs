@@ -89,6 +89,14 @@ pub struct RawSipWire {
     pub max_clients: Option<u32>,
     /// Call-IDs remembered at most for attributing Asterisk's Timeout lines.
     pub max_callids: Option<u32>,
+    /// TCP streams the live capture follows at once, at most.
+    pub max_tcp_streams: Option<u32>,
+    /// Bytes buffered per TCP stream direction, at most (also the largest SIP message).
+    pub max_tcp_buffer: Option<u32>,
+    /// Bytes buffered over all TCP streams, at most.
+    pub max_tcp_memory: Option<u32>,
+    /// A TCP stream silent this long is forgotten.
+    pub tcp_idle: Option<Dur>,
 }
 
 /// `sip_wire.hep`: HEP v3 over UDP.
@@ -103,14 +111,16 @@ pub struct RawHep {
     pub capture_password: Option<String>,
 }
 
-/// `sip_wire.capture`: live capture on one interface.
+/// `sip_wire.capture`: live capture on one or more interfaces.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCapture {
+    pub interfaces: Option<Vec<String>>,
+    /// Shorthand for one interface (`interfaces: [eth0]`); not with `interfaces`.
     pub interface: Option<String>,
     pub ports: Option<Vec<u16>>,
-    /// Also read SIP in TCP segments (default false: a segment is read without its
-    /// handshake, so its source can be forged).
+    /// Read SIP over TCP too (default true: streams reassembled, each read only after a
+    /// handshake this host answered).
     pub tcp: Option<bool>,
 }
 

@@ -1,5 +1,6 @@
 //! The resolved `sip_wire:` section: where the daemon reads SIP from the wire (a HEP v3
-//! listener, a live capture on one interface) and the wire detector's thresholds.
+//! listener, a live capture on one or more interfaces, SIP over TCP reassembled within its
+//! bounds) and the wire detector's thresholds.
 //!
 //! This module must never open a socket or read a packet: the daemon does that at run time,
 //! from these settings.
@@ -19,8 +20,20 @@ pub const DEFAULT_CAPTURE_PORTS: [u16; 2] = [5060, 5061];
 pub const DEFAULT_MAX_CLIENTS: u32 = 65_536;
 /// The default bound on remembered Call-IDs.
 pub const DEFAULT_MAX_CALLIDS: u32 = 16_384;
-/// The highest `max_clients` (and `max_callids`).
+/// The highest `max_clients` (and `max_callids`, `max_tcp_streams`).
 pub const MAX_CLIENTS: u32 = 1 << 20;
+/// The bounds of `max_tcp_buffer`: a SIP message of 4 KiB must fit; 1 MiB is plenty.
+pub const TCP_BUFFER_RANGE: (u32, u32) = (4096, 1 << 20);
+/// The default bound on TCP streams followed at once.
+pub const DEFAULT_MAX_TCP_STREAMS: u32 = 4096;
+/// The default largest SIP message over TCP (and bytes buffered per stream direction).
+pub const DEFAULT_MAX_TCP_BUFFER: u32 = 64 * 1024;
+/// The default bound on bytes buffered over all TCP streams.
+pub const DEFAULT_MAX_TCP_MEMORY: u32 = 16 * 1024 * 1024;
+/// The default idle timeout of a TCP stream, seconds (phones send keep-alives more often).
+pub const DEFAULT_TCP_IDLE: u32 = 600;
+/// The highest `max_tcp_memory` (1 GiB).
+pub const MAX_TCP_MEMORY: u32 = 1 << 30;
 
 /// The resolved `sip_wire:` section.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -40,6 +53,15 @@ pub struct SipWireSettings {
     pub max_clients: u32,
     /// Call-IDs remembered at most (the Call-ID map's memory bound).
     pub max_callids: u32,
+    /// TCP reassembly's bounds (the live capture's; `scan --pcap` uses the defaults).
+    pub max_tcp_streams: u32,
+    /// Bytes per stream direction (and the largest SIP message over TCP).
+    pub max_tcp_buffer: u32,
+    /// Bytes over all streams.
+    pub max_tcp_memory: u32,
+    /// Seconds.
+    #[serde(serialize_with = "ser_secs")]
+    pub tcp_idle: u32,
 }
 
 /// `sip_wire.hep`.
@@ -59,12 +81,39 @@ pub struct HepSettings {
 /// `sip_wire.capture`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CaptureSettings {
-    pub interface: String,
+    /// One `AF_PACKET` socket each.
+    pub interfaces: Vec<String>,
     pub ports: Vec<u16>,
-    /// Read SIP in TCP segments too. Off by default: the capture sees a segment whether or not
-    /// it belongs to a connection the kernel accepted, so one forged segment with a scanner's
-    /// User-Agent could name any source (UDP has that weakness in any case).
+    /// Read SIP over TCP too (on by default). Streams are reassembled, and read only once
+    /// their handshake acknowledged an ISN this host chose, so a forged source address never
+    /// gets a message through TCP (UDP has that weakness in any case).
     pub tcp: bool,
+}
+
+impl SipWireSettings {
+    /// What is listened on, in words: the daemon's start-up line, `status`, `config check`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(h) = &self.hep {
+            parts.push(format!("HEP on udp {}", h.listen));
+        }
+        if let Some(c) = &self.capture {
+            let over = if c.tcp {
+                format!(
+                    "UDP and TCP (streams reassembled after a handshake this host answered; at most {} streams)",
+                    self.max_tcp_streams
+                )
+            } else {
+                "UDP".to_owned()
+            };
+            parts.push(format!(
+                "capture on {} ports {:?} over {over}",
+                c.interfaces.join(", "),
+                c.ports
+            ));
+        }
+        parts.join(", ")
+    }
 }
 
 fn ser_secs<S: serde::Serializer>(v: &u32, s: S) -> Result<S::Ok, S::Error> {
@@ -112,29 +161,54 @@ fn hep(raw: RawHep) -> Result<HepSettings, String> {
     })
 }
 
-fn capture(raw: RawCapture) -> Result<CaptureSettings, String> {
-    let Some(interface) = raw.interface else {
-        return Err("capture needs an `interface` (e.g. eth0)".into());
-    };
+/// Whether `name` can be a network interface's name.
+fn interface_name(name: &str) -> bool {
     // IFNAMSIZ is 16 with its NUL; the kernel refuses '/', ':' and white space in a name.
-    if interface.is_empty()
-        || interface.len() > 15
-        || interface
+    !name.is_empty()
+        && name.len() <= 15
+        && !name
             .bytes()
             .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b.is_ascii_control())
-    {
+}
+
+/// Most interfaces one capture opens.
+pub const MAX_INTERFACES: usize = 64;
+
+fn capture(raw: RawCapture) -> Result<CaptureSettings, String> {
+    let interfaces = match (raw.interfaces, raw.interface) {
+        (Some(_), Some(_)) => {
+            return Err(
+                "capture: give `interfaces: [...]` or its shorthand `interface:`, not both".into(),
+            )
+        }
+        (Some(list), None) => list,
+        (None, Some(one)) => vec![one],
+        (None, None) => return Err("capture needs `interfaces` (e.g. interfaces: [eth0])".into()),
+    };
+    if interfaces.is_empty() || interfaces.len() > MAX_INTERFACES {
         return Err(format!(
-            "capture.interface {interface:?} is not a network interface name"
+            "capture.interfaces needs between 1 and {MAX_INTERFACES} interfaces"
         ));
+    }
+    if let Some(bad) = interfaces.iter().find(|i| !interface_name(i)) {
+        return Err(format!(
+            "capture.interfaces: {bad:?} is not a network interface name"
+        ));
+    }
+    let mut sorted = interfaces.clone();
+    sorted.sort();
+    sorted.dedup();
+    if sorted.len() != interfaces.len() {
+        return Err("capture.interfaces names an interface twice".into());
     }
     let ports = raw.ports.unwrap_or_else(|| DEFAULT_CAPTURE_PORTS.to_vec());
     if ports.is_empty() || ports.contains(&0) {
         return Err("capture.ports needs at least one port, none of them 0".into());
     }
     Ok(CaptureSettings {
-        interface,
+        interfaces,
         ports,
-        tcp: raw.tcp.unwrap_or(false),
+        tcp: raw.tcp.unwrap_or(true),
     })
 }
 
@@ -166,6 +240,25 @@ pub fn resolve(raw: RawSipWire) -> Result<SipWireSettings, String> {
     if !(256..=MAX_CLIENTS).contains(&max_callids) {
         return Err(format!("max_callids must be between 256 and {MAX_CLIENTS}"));
     }
+    let max_tcp_streams = raw.max_tcp_streams.unwrap_or(DEFAULT_MAX_TCP_STREAMS);
+    if !(16..=MAX_CLIENTS).contains(&max_tcp_streams) {
+        return Err(format!(
+            "max_tcp_streams must be between 16 and {MAX_CLIENTS}"
+        ));
+    }
+    let max_tcp_buffer = raw.max_tcp_buffer.unwrap_or(DEFAULT_MAX_TCP_BUFFER);
+    let (lo, hi) = TCP_BUFFER_RANGE;
+    if !(lo..=hi).contains(&max_tcp_buffer) {
+        return Err(format!(
+            "max_tcp_buffer must be between {lo} and {hi} bytes"
+        ));
+    }
+    let max_tcp_memory = raw.max_tcp_memory.unwrap_or(DEFAULT_MAX_TCP_MEMORY);
+    if !(max_tcp_buffer..=MAX_TCP_MEMORY).contains(&max_tcp_memory) {
+        return Err(format!(
+            "max_tcp_memory must be between max_tcp_buffer ({max_tcp_buffer}) and {MAX_TCP_MEMORY} bytes"
+        ));
+    }
     Ok(SipWireSettings {
         hep,
         capture,
@@ -175,6 +268,10 @@ pub fn resolve(raw: RawSipWire) -> Result<SipWireSettings, String> {
         priority: raw.priority.map_or(100, |p| p.0),
         max_clients,
         max_callids,
+        max_tcp_streams,
+        max_tcp_buffer,
+        max_tcp_memory,
+        tcp_idle: secs(raw.tcp_idle, DEFAULT_TCP_IDLE, "tcp_idle")?,
     })
 }
 
@@ -199,7 +296,10 @@ mod tests {
         assert_eq!(h.peers.len(), 2);
         let c = w.capture.unwrap();
         assert_eq!(c.ports, [5060, 5061]);
-        assert!(!c.tcp);
+        assert_eq!(c.interfaces, ["eth0"]);
+        assert!(c.tcp, "TCP is read by default");
+        assert_eq!(w.max_tcp_streams, 4096);
+        assert_eq!(w.tcp_idle, 600);
         assert_eq!(
             (w.maxretry, w.findtime, w.bantime, w.priority),
             (3, 300, 3600, 95)
@@ -208,6 +308,26 @@ mod tests {
         assert_eq!(w.max_callids, super::DEFAULT_MAX_CALLIDS);
         let e = load("sip_wire:\n  hep: {}\n  max_callids: 10\n").unwrap_err();
         assert!(e.contains("max_callids must be between"), "{e}");
+    }
+
+    #[test]
+    fn a_capture_on_several_interfaces_and_tcp_bounds() {
+        let w = load("sip_wire:\n  capture: { interfaces: [eth1, eth0], ports: [5060], tcp: false }\n  max_tcp_streams: 100\n  max_tcp_buffer: 8192\n  max_tcp_memory: 1048576\n  tcp_idle: 2m\n")
+            .unwrap()
+            .sip_wire
+            .unwrap();
+        let c = w.capture.as_ref().unwrap();
+        assert_eq!(c.interfaces, ["eth1", "eth0"]);
+        assert!(!c.tcp);
+        assert_eq!(
+            (
+                w.max_tcp_streams,
+                w.max_tcp_buffer,
+                w.max_tcp_memory,
+                w.tcp_idle
+            ),
+            (100, 8192, 1 << 20, 120)
+        );
     }
 
     #[test]
@@ -254,6 +374,36 @@ mod tests {
                 "host names",
             ),
             ("sip_wire:\n  capture: { ports: [5060] }\n", 2, "interface"),
+            (
+                "sip_wire:\n  capture: { interface: eth0, interfaces: [eth1] }\n",
+                2,
+                "not both",
+            ),
+            (
+                "sip_wire:\n  capture: { interfaces: [] }\n",
+                2,
+                "between 1 and",
+            ),
+            (
+                "sip_wire:\n  capture: { interfaces: [eth0, eth0] }\n",
+                2,
+                "twice",
+            ),
+            (
+                "sip_wire:\n  capture: { interfaces: [eth0, \"a b\"] }\n",
+                2,
+                "interface name",
+            ),
+            (
+                "sip_wire:\n  hep: {}\n  max_tcp_buffer: 10\n",
+                2,
+                "max_tcp_buffer",
+            ),
+            (
+                "sip_wire:\n  hep: {}\n  max_tcp_streams: 1\n",
+                2,
+                "max_tcp_streams",
+            ),
             (
                 "sip_wire:\n  capture: { interface: \"eth0/x\" }\n",
                 2,

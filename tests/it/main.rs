@@ -52,4 +52,5 @@ mod tail_rotation;
 mod total_coverage;
 mod wire_live;
 mod wire_scan;
+mod wire_tcp;
 mod wire_tools;

@@ -153,7 +153,7 @@ fn await_read(port: u16) {
 }
 
 /// The highest value of the counter logged as `N<name>` in the daemon's `sip_wire:` lines.
-fn counter(log: &str, name: &str) -> u64 {
+pub(crate) fn counter(log: &str, name: &str) -> u64 {
     log.lines()
         .filter(|l| l.contains("sip_wire: ") && l.contains(name))
         .filter_map(|l| {

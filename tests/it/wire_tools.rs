@@ -11,7 +11,7 @@ pub(crate) const SERVER: &str = "10.77.0.1";
 pub(crate) const ATTACKER: &str = "10.77.0.2";
 
 /// A child process killed (and reaped) on drop.
-pub(crate) struct Running(Child);
+pub(crate) struct Running(pub(crate) Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -117,21 +117,22 @@ pub(crate) fn kamailio_with(ns: &NetNs, dir: &std::path::Path, modules: &str) ->
 
 /// Start tcpdump in `ns` writing `file`, and wait for it to say it is listening.
 fn tcpdump(ns: &NetNs, file: &std::path::Path) -> Running {
-    let mut child = spawn(
-        ns,
-        &[
-            "tcpdump",
-            "-i",
-            "vb",
-            "-U",
-            "-n",
-            "-w",
-            file.to_str().expect("path"),
-            "udp",
-            "port",
-            "5060",
-        ],
-    );
+    tcpdump_filter(ns, file, &["udp", "port", "5060"])
+}
+
+/// Start tcpdump in `ns` on `vb` with `filter`, writing `file`; wait until it listens.
+pub(crate) fn tcpdump_filter(ns: &NetNs, file: &std::path::Path, filter: &[&str]) -> Running {
+    let mut argv = vec![
+        "tcpdump",
+        "-i",
+        "vb",
+        "-U",
+        "-n",
+        "-w",
+        file.to_str().expect("path"),
+    ];
+    argv.extend_from_slice(filter);
+    let mut child = spawn(ns, &argv);
     let err = child.stderr.take().expect("stderr");
     let mut line = String::new();
     BufReader::new(err)

@@ -1,5 +1,5 @@
 //! The daemon's wire inputs (`sip_wire:`): a HEP v3 listener (UDP) and a live capture on one
-//! interface ([`capture`]), both feeding one resident wire detector
+//! or more interfaces ([`capture`]), both feeding one resident wire detector
 //! ([`Engine`](crate::source::wire::detect::Engine)); the bans it reaches are handed to the
 //! real-time pass's gate and apply path ([`fast::apply_sightings`]).
 //!
@@ -7,9 +7,11 @@
 //!   decoded: anyone who can reach the port could otherwise name a victim in the inner source
 //!   address. A datagram that is not HEP v3, not SIP, or whose SIP does not parse is counted
 //!   and dropped.
-//! * **Capture.** IPv4/IPv6 packets to or from `capture.ports` over UDP, and with
-//!   `capture.tcp` TCP segments that each hold whole SIP messages (no stream reassembly: a
-//!   message split across segments is not seen; no handshake check: off by default).
+//! * **Capture.** IPv4/IPv6 packets to or from `capture.ports` over UDP, and (unless
+//!   `capture.tcp: false`) TCP segments through one [`Reassembler`]: streams reassembled and
+//!   framed into SIP messages, each stream read only once its handshake acknowledged an ISN
+//!   this host chose (a forged source never opens one), within `max_tcp_streams`,
+//!   `max_tcp_buffer`, `max_tcp_memory` and `tcp_idle`.
 //! * **Bounds.** One wake-up reads at most [`MAX_PER_WAKE`] packets into one 64 KiB buffer,
 //!   each packet costs one parse and a few hash lookups; the detector remembers at most
 //!   `max_clients` clients and a bounded number of transactions.
@@ -24,6 +26,7 @@ use crate::model::Sighting;
 use crate::source::asterisk::callid::CallIdMap;
 use crate::source::wire::detect::{Engine, WireSettings};
 use crate::source::wire::saved::{self, SavedWire};
+use crate::source::wire::tcp::{Handshake, Limits, Reassembler};
 use crate::source::wire::{hep, pcap};
 use anyhow::{Context, Result};
 use std::net::IpAddr;
@@ -49,6 +52,16 @@ pub struct WireStats {
     pub malformed: u64,
     /// Clients dropped from the detector to stay within `max_clients`.
     pub evicted: u64,
+    /// TCP streams opened by a handshake this host answered.
+    pub tcp_streams: u64,
+    /// SIP messages framed out of TCP streams.
+    pub tcp_messages: u64,
+    /// TCP segments with data on no verified stream (forged, or older than the capture).
+    pub tcp_unverified: u64,
+    /// TCP streams dropped: not SIP, a message too large, a gap, the memory bound.
+    pub tcp_dropped: u64,
+    /// TCP streams evicted (or handshakes refused) to stay within `max_tcp_streams`.
+    pub tcp_evicted: u64,
 }
 
 /// The HEP socket and who may send on it.
@@ -78,6 +91,8 @@ pub struct WireInput {
     engine: Engine,
     hep: Option<HepListener>,
     capture: Option<capture::Capture>,
+    /// SIP over TCP from the capture.
+    tcp: Reassembler,
     pub stats: WireStats,
     buf: Vec<u8>,
     /// Bans whose apply failed (the apply lock busy, the state unwritable): tried again at the
@@ -112,7 +127,7 @@ impl WireInput {
             Some(c) => Some(capture::Capture::open(c).with_context(|| {
                 format!(
                     "sip_wire: live capture on {} (needs CAP_NET_RAW)",
-                    c.interface
+                    c.interfaces.join(", ")
                 )
             })?),
             None => None,
@@ -131,6 +146,7 @@ impl WireInput {
             engine,
             hep,
             capture,
+            tcp: Reassembler::new(Limits::from_settings(settings, Handshake::Required)),
             stats: WireStats::default(),
             buf: vec![0; 1 << 16],
             retry: Vec::new(),
@@ -148,18 +164,7 @@ impl WireInput {
 
     /// What is listened on, for the start-up line.
     pub fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        if let Some(h) = &self.settings.hep {
-            parts.push(format!("HEP on udp {}", h.listen));
-        }
-        if let Some(c) = &self.settings.capture {
-            let over = if c.tcp { "UDP and TCP" } else { "UDP" };
-            parts.push(format!(
-                "capture on {} ports {:?} over {over}",
-                c.interface, c.ports
-            ));
-        }
-        parts.join(", ")
+        self.settings.describe()
     }
 
     /// Wait until an input has something to read.
@@ -215,25 +220,18 @@ impl WireInput {
             }
         }
         if let Some(c) = &self.capture {
-            for _ in 0..MAX_PER_WAKE {
-                let n = match c.recv(&mut self.buf) {
-                    Ok(Some(n)) => n,
-                    Ok(None) => continue, // a packet this side does not read
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        tracing::warn!("sip_wire: capture: {e}");
-                        break;
-                    }
-                };
-                let Ok(p) = pcap::decode_ip(&self.buf[..n], now) else {
-                    continue;
-                };
-                if !c.wanted(p.transport, p.sport, p.dport) || p.payload.is_empty() {
-                    continue;
-                }
-                self.stats.captured += 1;
-                self.engine.payload(p.src, p.dst, now, p.payload);
+            for i in 0..c.sockets() {
+                read_capture(
+                    c,
+                    i,
+                    &mut self.buf,
+                    &mut self.tcp,
+                    &mut self.engine,
+                    &mut self.stats,
+                    now,
+                );
             }
+            self.stats.tcp_from(&self.tcp.counters);
         }
         self.stats.malformed += self.engine.counters.malformed - before;
         self.engine.has_fresh()
@@ -242,6 +240,7 @@ impl WireInput {
     /// Close what is due at `now` (un-ACKed INVITEs); returns whether a ban was reached.
     pub fn tick(&mut self, now: i64) -> bool {
         self.engine.tick(now);
+        self.tcp.expire(now);
         self.stats.evicted += self.engine.clients_held().1;
         self.engine.has_fresh() || !self.retry.is_empty()
     }
@@ -260,6 +259,49 @@ impl WireInput {
     }
 }
 
+/// Read what waits on capture socket `i` (at most [`MAX_PER_WAKE`] packets): UDP payloads
+/// to the detector, TCP segments through the reassembler.
+fn read_capture(
+    c: &capture::Capture,
+    i: usize,
+    buf: &mut [u8],
+    tcp: &mut Reassembler,
+    engine: &mut Engine,
+    stats: &mut WireStats,
+    now: i64,
+) {
+    for _ in 0..MAX_PER_WAKE {
+        let (n, dir) = match c.recv(i, buf) {
+            Ok(Some(x)) => x,
+            Ok(None) => continue, // a packet this side does not read
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => {
+                tracing::warn!("sip_wire: capture: {e}");
+                break;
+            }
+        };
+        let Ok(p) = pcap::decode_ip(&buf[..n], now) else {
+            continue;
+        };
+        if !c.wanted(p.transport, p.sport, p.dport) {
+            continue;
+        }
+        match p.transport {
+            pcap::Transport::Udp if p.payload.is_empty() => {}
+            pcap::Transport::Udp => {
+                stats.captured += 1;
+                engine.payload(p.src, p.dst, now, p.payload);
+            }
+            pcap::Transport::Tcp => {
+                stats.captured += 1;
+                tcp.segment(&p.segment(), dir, now, &mut |src, dst, m| {
+                    engine.payload(src, dst, now, m)
+                });
+            }
+        }
+    }
+}
+
 /// An IPv4-mapped IPv6 source (a dual-stack socket) as the IPv4 address it is.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
@@ -269,6 +311,15 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 impl WireStats {
+    /// The TCP counters from the reassembler's (both count from when the inputs opened).
+    fn tcp_from(&mut self, t: &crate::source::wire::tcp::TcpCounters) {
+        self.tcp_streams = t.handshakes;
+        self.tcp_messages = t.messages;
+        self.tcp_unverified = t.unverified;
+        self.tcp_dropped = t.gaps + t.malformed + t.over_memory;
+        self.tcp_evicted = t.evicted + t.refused;
+    }
+
     /// The counters by name, as the state keeps them for `status` and the metrics.
     pub fn by_name(&self) -> std::collections::BTreeMap<String, u64> {
         [
@@ -279,6 +330,11 @@ impl WireStats {
             ("captured", self.captured),
             ("malformed", self.malformed),
             ("evicted", self.evicted),
+            ("tcp_streams", self.tcp_streams),
+            ("tcp_messages", self.tcp_messages),
+            ("tcp_unverified", self.tcp_unverified),
+            ("tcp_dropped", self.tcp_dropped),
+            ("tcp_evicted", self.tcp_evicted),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -290,8 +346,9 @@ impl std::fmt::Display for WireStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} HEP datagrams, {} from non-peers ignored, {} HEP refused, {} without the capture password, {} captured, {} malformed, {} clients evicted",
-            self.hep, self.non_peer, self.hep_refused, self.hep_unauthenticated, self.captured, self.malformed, self.evicted
+            "{} HEP datagrams, {} from non-peers ignored, {} HEP refused, {} without the capture password, {} captured, {} malformed, {} clients evicted; TCP: {} streams, {} messages, {} unverified segments ignored, {} streams dropped, {} evicted",
+            self.hep, self.non_peer, self.hep_refused, self.hep_unauthenticated, self.captured, self.malformed, self.evicted,
+            self.tcp_streams, self.tcp_messages, self.tcp_unverified, self.tcp_dropped, self.tcp_evicted
         )
     }
 }

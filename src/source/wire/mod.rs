@@ -7,6 +7,7 @@
 //! - [`signature`]: scanner User-Agents (`feeds/sip-scanners.txt`) and tool fingerprints.
 //! - [`detect`]: the wire detector (per client: signatures and behaviour, maxretry/findtime)
 //!   and the Call-ID map that attributes Asterisk's IP-less Timeout lines.
+//! - [`tcp`]: SIP over TCP: per-stream reassembly and framing, bounded (capture and scan).
 //! - [`scan`]: `sipban scan --pcap`, a capture read offline, with Asterisk logs attributed.
 //! - [`saved`]: what the daemon's wire inputs keep across a restart (the Call-ID map, counters).
 //!
@@ -20,3 +21,4 @@ pub mod saved;
 pub mod scan;
 pub mod signature;
 pub mod sip;
+pub mod tcp;

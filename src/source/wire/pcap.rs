@@ -27,7 +27,34 @@ pub struct Packet<'a> {
     pub sport: u16,
     pub dport: u16,
     pub transport: Transport,
+    /// TCP's sequence and acknowledgement numbers and flags (zero for UDP).
+    pub tcp: TcpHead,
     pub payload: &'a [u8],
+}
+
+/// What TCP reassembly reads of a TCP header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpHead {
+    pub seq: u32,
+    pub ack: u32,
+    /// FIN, SYN, RST, PSH, ACK… (the low byte of the flags).
+    pub flags: u8,
+}
+
+impl<'a> Packet<'a> {
+    /// The packet as a TCP segment for [`super::tcp::Reassembler`].
+    pub fn segment(&self) -> super::tcp::Segment<'a> {
+        super::tcp::Segment {
+            src: self.src,
+            dst: self.dst,
+            sport: self.sport,
+            dport: self.dport,
+            seq: self.tcp.seq,
+            ack: self.tcp.ack,
+            flags: self.tcp.flags,
+            payload: self.payload,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -394,6 +421,7 @@ pub fn decode_ip(ip: &[u8], secs: i64) -> Result<Packet<'_>, Skip> {
         }
     }
     let l4 = ip.get(at..end).ok_or(Skip::Truncated)?;
+    let mut tcp = TcpHead::default();
     let (transport, sport, dport, payload) = match proto {
         17 => {
             let len = usize::from(u16_at(l4, 4, true).ok_or(Skip::Truncated)?);
@@ -410,6 +438,11 @@ pub fn decode_ip(ip: &[u8], secs: i64) -> Result<Packet<'_>, Skip> {
             if off < 20 {
                 return Err(Skip::Truncated);
             }
+            tcp = TcpHead {
+                seq: u32_at(l4, 4, true).ok_or(Skip::Truncated)?,
+                ack: u32_at(l4, 8, true).ok_or(Skip::Truncated)?,
+                flags: *l4.get(13).ok_or(Skip::Truncated)?,
+            };
             (
                 Transport::Tcp,
                 u16_at(l4, 0, true).ok_or(Skip::Truncated)?,
@@ -426,6 +459,7 @@ pub fn decode_ip(ip: &[u8], secs: i64) -> Result<Packet<'_>, Skip> {
         sport,
         dport,
         transport,
+        tcp,
         payload,
     })
 }

@@ -2,11 +2,16 @@
 //! detector (SIP in UDP and TCP, HEP v3 in UDP), and, given Asterisk logs, their scanner
 //! timeouts attributed through the Call-IDs the capture saw.
 //!
+//! TCP goes through the same reassembler as the live capture ([`super::tcp`]), with one
+//! difference: a capture often starts after a connection opened, so a stream whose handshake
+//! was not captured is read too, from its first message start, and counted (`midstream`).
+//!
 //! This module must never change anything: it reads and reports.
 
 use super::detect::{ClientReport, Counters, Engine, WireBan, WireSettings};
 use super::hep;
 use super::pcap::{Reader, Skip, Transport};
+use super::tcp::{Dir, Handshake, Limits, Reassembler, TcpCounters};
 use crate::source::asterisk::{self, ScanOptions, ScanReport};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -24,6 +29,8 @@ pub struct PcapReport {
     pub skipped: BTreeMap<&'static str, u64>,
     /// HEP datagrams refused (bad lengths, missing chunks, not SIP).
     pub hep_refused: u64,
+    /// TCP reassembly: streams, messages framed, what was dropped.
+    pub tcp: TcpCounters,
     pub counters: Counters,
     pub clients: Vec<ClientReport>,
     pub bans: Vec<WireBan>,
@@ -66,11 +73,13 @@ pub fn scan_pcap(
         carriers: BTreeMap::new(),
         skipped: BTreeMap::new(),
         hep_refused: 0,
+        tcp: TcpCounters::default(),
         counters: Counters::default(),
         clients: Vec::new(),
         bans: Vec::new(),
         asterisk: None,
     };
+    let mut tcp = Reassembler::new(Limits::new(Handshake::Optional));
     let mut last = 0i64;
     loop {
         let packet = match reader.next_packet() {
@@ -93,7 +102,13 @@ pub fn scan_pcap(
             }
         };
         last = last.max(p.secs);
-        if p.transport == Transport::Udp && p.payload.starts_with(b"HEP3") {
+        if p.transport == Transport::Tcp {
+            let carriers = &mut r.carriers;
+            tcp.segment(&p.segment(), Dir::Unknown, p.secs, &mut |src, dst, m| {
+                *carriers.entry("tcp").or_default() += 1;
+                e.payload(src, dst, p.secs, m);
+            });
+        } else if p.transport == Transport::Udp && p.payload.starts_with(b"HEP3") {
             match hep::decode(p.payload) {
                 Ok(h) if h.payload_type == hep::SIP => {
                     *r.carriers.entry("hep").or_default() += 1;
@@ -107,11 +122,7 @@ pub fn scan_pcap(
                 _ => r.hep_refused += 1,
             }
         } else if looks_like_sip(p.payload) {
-            let carrier = match p.transport {
-                Transport::Udp => "udp",
-                Transport::Tcp => "tcp",
-            };
-            *r.carriers.entry(carrier).or_default() += 1;
+            *r.carriers.entry("udp").or_default() += 1;
             e.payload(p.src, p.dst, p.secs, p.payload);
         } else if !p.payload.is_empty() {
             *r.skipped.entry("not SIP").or_default() += 1;
@@ -123,12 +134,46 @@ pub fn scan_pcap(
     r.clients = e.clients(end);
     r.bans = e.bans(end);
     r.counters = e.counters.clone();
+    r.tcp = tcp.counters.clone();
     if !logs.is_empty() {
         let rep =
             asterisk::scan_with_wire(logs, opts, &mut e.callids).map_err(|err| err.to_string())?;
         r.asterisk = Some(rep);
     }
     Ok(r)
+}
+
+/// The TCP line: streams, and what was dropped.
+fn write_tcp(f: &mut std::fmt::Formatter<'_>, t: &TcpCounters) -> std::fmt::Result {
+    write!(
+        f,
+        "  TCP: {} segments, {} messages framed, {} streams with their handshake, {} picked up mid-stream",
+        t.segments, t.messages, t.handshakes, t.midstream
+    )?;
+    let dropped: Vec<String> = [
+        (t.retransmitted, "retransmitted segments"),
+        (t.out_of_order, "segments out of order"),
+        (t.gaps, "streams dropped on a gap"),
+        (t.malformed, "streams dropped as not SIP or too large"),
+        (t.over_memory, "streams dropped over the memory bound"),
+        (t.evicted, "streams evicted"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect();
+    if !dropped.is_empty() {
+        write!(f, "; {}", dropped.join(", "))?;
+    }
+    writeln!(f)?;
+    if t.midstream > 0 {
+        writeln!(
+            f,
+            "  note: {} TCP streams began before the capture (no handshake seen): their sources are taken on trust, as for UDP; the live capture would not read them",
+            t.midstream
+        )?;
+    }
+    Ok(())
 }
 
 impl std::fmt::Display for PcapReport {
@@ -157,6 +202,9 @@ impl std::fmt::Display for PcapReport {
         }
         if self.hep_refused > 0 {
             writeln!(f, "  HEP datagrams refused: {}", self.hep_refused)?;
+        }
+        if self.tcp.segments > 0 {
+            write_tcp(f, &self.tcp)?;
         }
         writeln!(f, "\nclients ({}):", self.clients.len())?;
         for c in &self.clients {

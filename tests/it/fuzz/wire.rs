@@ -1,5 +1,6 @@
-//! The wire parsers under generated input (issue 16): SIP messages, HEP v3 datagrams and
-//! pcap/pcapng files, each at least a million inputs from a fixed seed.
+//! The wire parsers under generated input (issue 16): SIP messages, HEP v3 datagrams,
+//! pcap/pcapng files and TCP streams (reassembly and framing), each at least a million inputs
+//! from a fixed seed.
 //!
 //! Invariants besides "never panics": every field the SIP parser returns is a slice of the
 //! message and a Call-ID holds no blank or control byte; a HEP datagram round-trips, and a
@@ -211,5 +212,118 @@ fn pcap_files() {
     if let Some(s) = seen {
         s.at_least("packet", 300_000);
         s.at_least("error", 10_000);
+    }
+}
+
+/// TCP reassembly and SIP framing: a stream of (mostly mutated) SIP messages cut into
+/// segments, delivered in order or shuffled, duplicated, with stray flags and sequence
+/// numbers. Every message handed out is a piece of the stream, memory stays within the
+/// bounds, and a clean stream delivered in any order within the holding bound gives back
+/// its messages exactly. Each segment counts as one input.
+#[test]
+fn tcp_streams() {
+    use sipban::source::wire::tcp::{self, Dir, Handshake, Limits, Reassembler, Segment};
+    let seeds: Vec<Vec<u8>> = SIP_SEEDS.iter().map(|s| s.to_vec()).collect();
+    let limits = Limits {
+        max_streams: 4,
+        max_buffer: 2048,
+        max_memory: 8192,
+        idle: 60,
+        handshake: Handshake::Optional,
+    };
+    let seen = fuzz("tcp_streams", |g: &mut Gen, parts, seen: &mut Seen| {
+        let clean = g.one_in(3);
+        let n = g.range(1, 4);
+        let msgs: Vec<Vec<u8>> = (0..n)
+            .map(|_| {
+                let mut m = g.pick(&seeds).clone();
+                if !clean {
+                    mutate(g, &mut m, &seeds, 6, true);
+                }
+                m
+            })
+            .collect();
+        let stream = msgs.concat();
+        parts.push(stream.clone());
+        let mut cuts: Vec<usize> = (0..g.range(0, 8))
+            .map(|_| g.below(stream.len() + 1))
+            .collect();
+        cuts.extend([0, stream.len()]);
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut segs: Vec<(usize, usize)> = cuts.windows(2).map(|w| (w[0], w[1])).collect();
+        if g.one_in(2) && segs.len() > 1 {
+            let i = g.below(segs.len() - 1);
+            segs.swap(i, i + 1);
+        }
+        if g.one_in(3) && !segs.is_empty() {
+            let i = g.below(segs.len());
+            segs.insert(i, segs[i]);
+        }
+        let mut r = Reassembler::new(limits);
+        let (src, dst) = (addr(g), addr(g));
+        let isn = g.u64() as u32;
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        let mut feed = |r: &mut Reassembler, seq: u32, flags: u8, data: &[u8]| {
+            let s = Segment {
+                src,
+                dst,
+                sport: 40000,
+                dport: 5060,
+                seq,
+                ack: 1,
+                flags,
+                payload: data,
+            };
+            r.segment(&s, Dir::Unknown, 100, &mut |_, _, m| out.push(m.to_vec()));
+        };
+        feed(&mut r, isn, tcp::SYN, b"");
+        let synack = Segment {
+            src: dst,
+            dst: src,
+            sport: 5060,
+            dport: 40000,
+            seq: 9,
+            ack: isn.wrapping_add(1),
+            flags: tcp::SYN | tcp::ACK,
+            payload: b"",
+        };
+        r.segment(&synack, Dir::Unknown, 100, &mut |_, _, _| {});
+        // Sequence numbers that lie place bytes where they say: then the messages need not
+        // be pieces of the stream as written.
+        let mut lied = false;
+        for &(a, b) in &segs {
+            let (mut seq, mut flags) = (isn.wrapping_add(1).wrapping_add(a as u32), tcp::ACK);
+            if !clean && g.one_in(8) {
+                seq = seq.wrapping_add(g.u64() as u32 % 5000);
+                lied = true;
+            }
+            if !clean && g.one_in(10) {
+                flags = g.byte();
+                lied |= flags & tcp::SYN != 0;
+            }
+            feed(&mut r, seq, flags, &stream[a..b]);
+            assert!(r.buffered() <= 8192 + 2048, "over the memory bound");
+            assert!(r.streams() <= 4);
+        }
+        for m in out.iter().filter(|_| !lied) {
+            assert!(
+                memchr::memmem::find(&stream, m).is_some(),
+                "a message that is not in the stream"
+            );
+            seen.add("checked", 1);
+        }
+        if clean {
+            assert_eq!(out, msgs, "a clean stream gives back its messages");
+            seen.add("clean", 1);
+        }
+        seen.add("framed", out.len() as u64);
+        seen.add("dropped", r.counters.malformed + r.counters.gaps);
+        segs.len() as u64 + 2
+    });
+    if let Some(s) = seen {
+        s.at_least("framed", 100_000);
+        s.at_least("dropped", 1_000);
+        s.at_least("checked", 100_000);
     }
 }
