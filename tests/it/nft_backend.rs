@@ -450,3 +450,143 @@ fn auto_picks_nft_on_an_nftables_only_host_and_ipset_next_to_iptables_legacy_rul
         assert!(!text(&o).contains("`backend: nft`"), "{}", text(&o));
     });
 }
+
+/// `nft -f` of `script` in the current namespace, which must succeed.
+fn nft_script(script: &str) {
+    use std::io::Write;
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{script}: {}", text(&o));
+}
+
+fn nft_list(args: &[&str]) -> String {
+    let o = Command::new("nft").args(args).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A sync's apply is one transaction for both families: when the v6 part cannot be applied
+/// (its address set was recreated with another type), the v4 sets keep what they held, and
+/// the run says what to do.
+#[test]
+fn with_nft_a_failing_v6_part_leaves_the_v4_sets_unchanged() {
+    let Some(ns) = crate::common::netns::require_netns() else {
+        return;
+    };
+    run_in(&ns, || {
+        let b = Backend::Nft;
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("list.txt");
+        let first: Vec<String> = vec![
+            "45.0.0.1".into(),
+            "45.1.0.0/16".into(),
+            "2001:db8:5::1".into(),
+        ];
+        write_list(&list, &first);
+        config(dir.path(), b, 100, &list);
+        ok(&sipban(dir.path(), &["sync"]));
+        let v4 = b.members("b-4").unwrap();
+        assert_eq!(v4.len(), 2);
+
+        // The v6 address set, made incompatible (a set of IPv4 addresses under its name).
+        nft_script(
+            "delete set inet sipban b_6_addr\nadd set inet sipban b_6_addr { type ipv4_addr; flags timeout; }\n",
+        );
+        // A diff for v4 (one address and one prefix each way) and for v6.
+        write_list(
+            &list,
+            &[
+                "45.0.0.2".into(),
+                "45.2.0.0/16".into(),
+                "2001:db8:5::2".into(),
+            ],
+        );
+        let o = sipban(dir.path(), &["sync"]);
+        assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+        assert!(
+            text(&o).contains("b_6_addr") && text(&o).contains("another type"),
+            "{}",
+            text(&o)
+        );
+        assert_eq!(b.members("b-4"), Some(v4), "the v4 part was applied alone");
+
+        // Once the admin removed the odd set, the next sync makes both families right.
+        nft_script("delete set inet sipban b_6_addr\n");
+        ok(&sipban(dir.path(), &["sync"]));
+        let want = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<HashSet<_>>());
+        assert_eq!(b.members("b-4"), want(&["45.0.0.2", "45.2.0.0/16"]));
+        assert_eq!(b.members("b-6"), want(&["2001:db8:5::2"]));
+    });
+}
+
+/// A table of the single-set layout (one interval set per family holding addresses and
+/// prefixes, one rule each) is converted by the next sync in one transaction: addresses move
+/// to the hash sets, the interval sets keep the prefixes, and the chain gets the four rules.
+#[test]
+fn with_nft_a_sync_migrates_the_single_set_layout_in_one_transaction() {
+    let Some(ns) = crate::common::netns::require_netns() else {
+        return;
+    };
+    run_in(&ns, || {
+        let b = Backend::Nft;
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("list.txt");
+        write_list(
+            &list,
+            &[
+                "45.0.0.1".into(),
+                "45.1.0.0/16".into(),
+                "2001:db8:5::1".into(),
+            ],
+        );
+        config(dir.path(), b, 100, &list);
+        ok(&sipban(dir.path(), &["sync"]));
+        ok(&sipban(dir.path(), &["firewall", "install"]));
+        let (v4, v6) = (b.members("b-4").unwrap(), b.members("b-6").unwrap());
+
+        // What an install of the single-set layout holds.
+        Command::new("nft")
+            .args(["flush", "ruleset"])
+            .status()
+            .unwrap();
+        nft_script(concat!(
+            "add table inet sipban\n",
+            "add set inet sipban b_4 { type ipv4_addr; flags interval,timeout; }\n",
+            "add set inet sipban b_6 { type ipv6_addr; flags interval,timeout; }\n",
+            "add element inet sipban b_4 { 45.0.0.1 timeout 1h, 45.1.0.0/16 timeout 1h }\n",
+            "add element inet sipban b_6 { 2001:db8:5::1 timeout 1h }\n",
+            "add chain inet sipban input { type filter hook input priority filter - 10; policy accept; }\n",
+            "add rule inet sipban input ip saddr @b_4 counter drop comment \"sipban\"\n",
+            "add rule inet sipban input ip6 saddr @b_6 counter drop comment \"sipban\"\n",
+        ));
+        let o = sipban(dir.path(), &["sync", "--json"]);
+        ok(&o);
+        // The rules were right after the apply: the check after it put nothing back.
+        let fw = &json(&o)["firewall"];
+        assert_eq!(fw["reinstalled"], false, "{}", text(&o));
+        assert_eq!(b.members("b-4").as_ref(), Some(&v4));
+        assert_eq!(b.members("b-6").as_ref(), Some(&v6));
+        let nets = nft_list(&["list", "set", "inet", "sipban", "b_4"]);
+        assert!(
+            nets.contains("45.1.0.0/16") && !nets.contains("45.0.0.1"),
+            "{nets}"
+        );
+        let addrs = nft_list(&["list", "set", "inet", "sipban", "b_4_addr"]);
+        assert!(addrs.contains("45.0.0.1"), "{addrs}");
+        let chain = nft_list(&["list", "chain", "inet", "sipban", "input"]);
+        for set in ["@b_4_addr", "@b_4 ", "@b_6_addr", "@b_6 "] {
+            assert_eq!(chain.matches(set).count(), 1, "{set}: {chain}");
+        }
+        ok(&sipban(dir.path(), &["firewall", "check"]));
+    });
+}
