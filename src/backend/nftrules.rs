@@ -1,6 +1,9 @@
 //! `sipban firewall install|remove|status|check` for the nft backend: sipban's own base chain
 //! in the table `inet sipban` (`input`, or `prerouting` at raw priority with `--raw`), holding
-//! one counted drop rule per family that matches the family's interval set.
+//! two counted drop rules per family: one matching its hash set of addresses, one its interval
+//! set of prefixes (see [`super::nft`]). A sync's transaction that refills every set (after a
+//! `flush ruleset`, or the first after an upgrade from the single-set layout) re-declares the
+//! same chain and rules itself; the check after it then finds nothing to put back.
 //!
 //! The script is one transaction (table, both sets, the chain flushed and filled, the other
 //! place's chain deleted), so install and repair are idempotent and never leave a chain half
