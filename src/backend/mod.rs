@@ -510,21 +510,15 @@ impl Kernel {
     /// drop from the same bans at once, so switching goes through `sipban firewall remove`.
     pub fn open(settings: &Settings) -> anyhow::Result<Kernel> {
         let kernel = match Kernel::for_choice(resolve(settings.backend)) {
-            Kernel::Nft(n) => {
-                // With nft rules recorded, a transaction that refills every set re-declares
-                // them too (see `nft`).
-                let raw = match rules::Marker::load(&settings.state_dir)? {
-                    Some(m) if m.set_backend == BackendChoice::Nft => Some(m.raw),
-                    _ => None,
-                };
-                Kernel::Nft(
-                    n.for_sets(vec![
-                        settings.sets.v4.name.clone(),
-                        settings.sets.v6.name.clone(),
-                    ])
-                    .with_chains(raw),
-                )
-            }
+            // With nft rules recorded, a transaction that refills every set re-declares them
+            // too (see `nft`).
+            Kernel::Nft(n) => Kernel::Nft(
+                n.for_sets(vec![
+                    settings.sets.v4.name.clone(),
+                    settings.sets.v6.name.clone(),
+                ])
+                .with_record(&settings.state_dir),
+            ),
             k => k,
         };
         kernel.refuse_other(settings)?;

@@ -81,8 +81,9 @@ pub struct Nft {
     argv: Vec<OsString>,
     /// The configured names of the sets, v4 then v6 (for the survey); empty: no survey.
     names: Vec<String>,
-    /// With `firewall install` recorded: whether its chain is `prerouting` (raw).
-    chains: Option<bool>,
+    /// Where `firewall install` records its rules (`Nft::with_record`): read when a
+    /// transaction refills every set, so a daemon follows a later install or remove.
+    record_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Nft {
@@ -252,7 +253,7 @@ impl Nft {
         Self {
             argv,
             names: Vec::new(),
-            chains: None,
+            record_dir: None,
         }
     }
 
@@ -324,17 +325,22 @@ impl Nft {
         self
     }
 
-    /// The same backend, re-declaring sipban's chain (`Some(raw)`: `prerouting` when true)
-    /// in a transaction that refills every set; needs [`Nft::for_sets`].
-    pub fn with_chains(mut self, raw: Option<bool>) -> Self {
-        self.chains = raw;
+    /// The same backend, re-declaring sipban's chain in a transaction that refills every set
+    /// when `firewall install` recorded nft rules in `state_dir`; needs [`Nft::for_sets`].
+    pub fn with_record(mut self, state_dir: &std::path::Path) -> Self {
+        self.record_dir = Some(state_dir.to_path_buf());
         self
     }
 
-    /// The chain to re-declare with the sets: v4 name, v6 name, raw.
+    /// The chain to re-declare with the sets, as recorded now: v4 name, v6 name, raw.
     pub fn chains(&self) -> Option<(&str, &str, bool)> {
-        match (self.chains, self.names.as_slice()) {
-            (Some(raw), [v4, v6]) => Some((v4.as_str(), v6.as_str(), raw)),
+        let dir = self.record_dir.as_deref()?;
+        let marker = super::rules::Marker::load(dir).ok()??;
+        if marker.set_backend != crate::config::sets::BackendChoice::Nft {
+            return None;
+        }
+        match self.names.as_slice() {
+            [v4, v6] => Some((v4.as_str(), v6.as_str(), marker.raw)),
             _ => None,
         }
     }

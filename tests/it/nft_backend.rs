@@ -321,6 +321,13 @@ fn restore_after_the_ruleset_was_flushed_brings_back_sets_and_rules() {
                 assert_eq!(b.members("b-4").as_ref(), Some(&v4));
                 assert_eq!(b.members("b-6").as_ref(), Some(&v6));
                 ok(&sipban(dir.path(), &["firewall", "check"]));
+                // Without recorded rules, the refill brings back the sets only.
+                ok(&sipban(dir.path(), &["firewall", "remove"]));
+                wipe(b);
+                ok(&sipban(dir.path(), &["sync"]));
+                assert_eq!(b.members("b-4").as_ref(), Some(&v4));
+                let rs = nft_list(&["list", "ruleset"]);
+                assert!(!rs.contains("chain"), "{rs}");
             }
         });
     }
