@@ -9,6 +9,9 @@
 //!   --repair` (sipban-firewall.service after an nftables reload) refills the sets too;
 //! - the two backends never run at once: with the other backend's rules recorded, sync,
 //!   restore and install refuse until `firewall remove`.
+//! - with nft, a sync's apply is one transaction for both families (a failing v6 part leaves
+//!   the v4 sets unchanged), a sync after `nft flush ruleset` brings back table, sets and rules
+//!   in that transaction, and a table of the single-set layout is converted by one sync.
 
 use crate::common::netns::run_in;
 use crate::common::run::{json, sipban, text};
