@@ -8,8 +8,8 @@
 //! four sets with a counter: `input` (priority filter - 10), or `prerouting` (priority raw,
 //! before connection tracking) with `--raw`.
 //!
-//! A sync's apply is one `nft -f -` script for both families ([`Nft::apply_both`]), and nft
-//! applies a script as one transaction: a full replace (`flush set` + `add element`) or a diff
+//! A sync's apply is one `nft -f -` script for both families
+//! ([`super::SetBackend::apply_both`]), and nft applies a script as one transaction: a full replace (`flush set` + `add element`) or a diff
 //! (`delete element` + `add element`) of either family is seen whole, with the other family's,
 //! or not at all, so a set is never empty or partial and needs no temporary set. The script
 //! also proves the table was not lost since the last complete apply (a mark element in the set
@@ -21,7 +21,7 @@
 //! Why two sets per family instead of one interval set: on nft 1.0.6 (Debian 12) any command
 //! on an interval set first loads all its elements, and a delete costs time in proportion to
 //! the set. Measured in a namespace (one `nft -f` each): 1% of 65,536 addresses deleted and
-//! 1% added takes 36 s in an interval set and 0.03 s in a hash set; one `add element` takes
+//! 1% added takes 36-44 s in an interval set and 0.02-0.03 s in a hash set; one `add element` takes
 //! 0.42 s (65,536) and 13 s (262,144) against 0.004 s and 0.008 s; a full replace 0.95 s /
 //! 6.0 s against 0.27 s / 1.2 s. Addresses from detections and feeds are nearly all single
 //! addresses, so the common diff costs its size, and prefixes (a few hundred, from feeds) stay
@@ -44,13 +44,15 @@
 //! Rules this file keeps, and must never break:
 //! - It touches nothing outside the table `inet sipban`: never `flush ruleset`, never another
 //!   table or chain.
-//! - Every address written is an [`IpNet`] formatted as [`net::display_net`] formats it (a single
-//!   address as its address); no other text of outside origin reaches nft (set names are
-//!   validated by the config).
+//! - Every address written is an [`IpNet`] formatted as [`net::display_net`] formats it (a
+//!   single address as its address); no other text of outside origin reaches nft (set names
+//!   are validated by the config).
 //! - Interval sets refuse overlapping members: what it writes is made disjoint first (callers
 //!   de-overlap desired entries with [`super::plan::make_disjoint`]; this file drops anything
 //!   still covered, keeping the covering prefix).
 //! - It never decides what to block and never enforces the cap.
+//! - The mark is set afresh ([`Mark::Set`]) only by a transaction that replaced every set; a
+//!   change of one family leaves it alone, so a table it cannot vouch for is refilled.
 
 use super::ipset::{read_lossy, IpsetError, SetHeader, SetSpec};
 use crate::config::sets::nft_set_name;
@@ -293,8 +295,10 @@ impl Nft {
     /// loads every element of every set first (about as long as a read-back: 13 s for
     /// 262,144 entries on a loaded machine), so a survey would cost what it saves. It states
     /// what the sets should be, count unknown; that is safe for its one use, the mirror: a
-    /// plan against the mirror spares the read-back only when it is a full replace, which
-    /// declares the table and set and makes the set exact whatever the kernel held.
+    /// plan against the mirror is either a full replace, which declares the table and sets
+    /// and makes them exact whatever the kernel held, or a diff in the one transaction of
+    /// [`super::SetBackend::apply_both`], which fails whole (and falls back to a full
+    /// replace) when the table lost its mark or a deleted member is gone.
     pub fn survey(&self) -> Result<super::ipset::Snapshot, IpsetError> {
         let infos = self
             .names
