@@ -6,9 +6,9 @@
 //!
 //! [`nft`] is the nftables counterpart (`backend: nft`): per family a hash set of addresses
 //! and an interval set of prefixes in sipban's own table `inet sipban`; a sync's apply is one
-//! `nft -f` transaction for both families (and, when it must refill the sets, the rules). [`Kernel`] is the
-//! backend the config chose ([`Kernel::open`] resolves `auto` and refuses to run while the
-//! other backend's rules are live).
+//! `nft -f` transaction for both families (and, when it must refill the sets, the rules).
+//! [`Kernel`] is the backend the config chose ([`Kernel::open`] resolves `auto` and refuses
+//! to run while the other backend's rules are live).
 //!
 //! [`rules`] installs, removes and reports the DROP rules that make the kernel use the sets;
 //! [`conntrack`] forgets the tracked flows of newly banned sources.

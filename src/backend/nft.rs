@@ -9,14 +9,15 @@
 //! before connection tracking) with `--raw`.
 //!
 //! A sync's apply is one `nft -f -` script for both families
-//! ([`super::SetBackend::apply_both`]), and nft applies a script as one transaction: a full replace (`flush set` + `add element`) or a diff
-//! (`delete element` + `add element`) of either family is seen whole, with the other family's,
-//! or not at all, so a set is never empty or partial and needs no temporary set. The script
-//! also proves the table was not lost since the last complete apply (a mark element in the set
-//! [`MARK_SET`] is deleted and re-added; the delete fails in a table `nft flush ruleset`
-//! removed), and when that fails the same transaction that refills every set re-declares the
-//! chain and its rules (with `firewall install` recorded), so after a flush one script brings
-//! back table, sets and rules at once.
+//! ([`super::SetBackend::apply_both`]), and nft applies a script as one transaction: a full
+//! replace (`flush set` + `add element`) or a diff (`delete element` + `add element`) of
+//! either family is seen whole, with the other family's, or not at all, so a set is never
+//! empty or partial and needs no temporary set. The script also proves the table was not
+//! lost since the last complete apply (a mark element in the set [`MARK_SET`] is deleted and
+//! re-added; the delete fails in a table `nft flush ruleset` removed), and when that fails
+//! the same transaction that refills every set re-declares the chain and its rules (with
+//! `firewall install` recorded), so after a flush one script brings back table, sets and
+//! rules at once.
 //!
 //! Why two sets per family instead of one interval set: on nft 1.0.6 (Debian 12) any command
 //! on an interval set first loads all its elements, and a delete costs time in proportion to
