@@ -142,6 +142,12 @@ pub trait SetBackend {
     fn diff_checks_itself(&self) -> bool {
         false
     }
+    /// Whether a successful [`SetBackend::apply_both`] also put the rules `firewall install`
+    /// recorded in place (nft re-declares them in its transaction), so the rule check after
+    /// it has nothing to find.
+    fn declares_rules(&self) -> bool {
+        false
+    }
 }
 
 /// A survey in progress (ipset's runs in another process), or already done (nft's).
@@ -412,8 +418,9 @@ impl SetBackend for nft::Nft {
     }
 
     /// Both families in one `nft -f` transaction, which also checks the table's mark (see
-    /// [`nft`]); when it fails, one more transaction replaces every set, sets the mark and,
-    /// with `firewall install` recorded, re-declares the chain and its rules.
+    /// [`nft`]) and, with `firewall install` recorded, re-declares the chain and its rules;
+    /// when it fails, one more transaction (the same rules) replaces every set and sets the
+    /// mark.
     fn apply_both(
         &self,
         specs: &[SetSpec; 2],
@@ -425,18 +432,24 @@ impl SetBackend for nft::Nft {
         let parts: Vec<(&SetSpec, nft::Part)> = (0..2)
             .map(|i| (&specs[i], nft_part(&plans[i], desired[i], now)))
             .collect();
-        let first = self.transaction("nft -f - (apply)", &parts, nft::Mark::Check, None);
+        let chains = self.chains();
+        let first = self.transaction("nft -f - (apply)", &parts, nft::Mark::Check, chains);
         let Err(e) = first else {
             return [Ok(()), Ok(())];
         };
-        if e.to_string().contains(nft::MARK_SET) {
-            tracing::info!(
+        match (e.to_string().contains(nft::MARK_SET), chains) {
+            // The rules were recorded, so the table was there: something removed it.
+            (true, Some(_)) => tracing::warn!(
+                "table inet {} was removed or emptied outside sipban (`nft flush ruleset`?): \
+                 refilling every set and putting the drop rules back",
+                nft::TABLE
+            ),
+            (true, None) => tracing::info!(
                 "table inet {} was not filled by sipban since it was created (first run, an \
                  upgrade, or `nft flush ruleset`): replacing every set",
                 nft::TABLE
-            );
-        } else {
-            tracing::warn!("{e}; replacing every set instead");
+            ),
+            (false, _) => tracing::warn!("{e}; replacing every set instead"),
         }
         let parts: Vec<(&SetSpec, nft::Part)> = (0..2)
             .map(|i| {
@@ -446,7 +459,6 @@ impl SetBackend for nft::Nft {
                 )
             })
             .collect();
-        let chains = self.chains();
         let what = "nft -f - (replace every set)";
         let done = self.transaction(what, &parts, nft::Mark::Set, chains);
         let done = done.map_err(|e| {
@@ -478,6 +490,10 @@ impl SetBackend for nft::Nft {
 
     fn diff_checks_itself(&self) -> bool {
         true
+    }
+
+    fn declares_rules(&self) -> bool {
+        self.chains().is_some()
     }
 }
 

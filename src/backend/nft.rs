@@ -786,10 +786,22 @@ fn classify(what: &str, stderr: &str) -> IpsetError {
     failed(what, &message)
 }
 
+/// The named counter of the drop rule matching nft set `set`: a table object, so the
+/// rule can be re-declared by every sync without losing what it counted.
+pub fn counter_name(set: &str) -> String {
+    format!("{set}_drops")
+}
+
 /// The drop rule lines of a chain for a family's configured set, one per nft set (addresses,
-/// prefixes), as `nft list chain` prints them back minus their counter values.
+/// prefixes), as `nft list chain` prints them back.
 pub fn rule_lines(family: Family, set_name: &str) -> [String; 2] {
-    set_names(set_name).map(|s| format!("{} @{s} counter drop comment \"sipban\"", saddr(family)))
+    set_names(set_name).map(|s| {
+        format!(
+            "{} @{s} counter name \"{}\" drop comment \"sipban\"",
+            saddr(family),
+            counter_name(&s)
+        )
+    })
 }
 
 /// The chain sipban's rules live in: `input`, or `prerouting` with `raw`.
@@ -810,8 +822,14 @@ pub fn rules_script(out: &mut dyn Write, v4: &str, v6: &str, raw: bool) -> io::R
 }
 
 /// sipban's chain re-declared with its four rules (the sets must be declared before), and the
-/// other place's chain deleted.
+/// other place's chain deleted. The counters are declared (`add` keeps an existing one's
+/// values), so re-declaring the rules loses nothing they counted.
 fn write_chains(out: &mut dyn Write, v4: &str, v6: &str, raw: bool) -> io::Result<()> {
+    for name in [v4, v6] {
+        for set in set_names(name) {
+            writeln!(out, "add counter inet {TABLE} {}", counter_name(&set))?;
+        }
+    }
     let (chain, other) = (chain_name(raw), chain_name(!raw));
     let hook = |c: &str| match c {
         "prerouting" => "type filter hook prerouting priority raw; policy accept;",
@@ -846,37 +864,57 @@ pub fn remove_script(out: &mut dyn Write) -> io::Result<()> {
     Ok(())
 }
 
-/// The drop rules found in `chain_text` (`nft list chain` output) for `set_name`: packets and
-/// bytes of their counters added up. `None` unless both (addresses, prefixes) are there.
-pub fn find_rule(chain_text: &str, family: Family, set_name: &str) -> Option<(u64, u64)> {
+/// The drop rules found in `table_text` (`nft -t list table inet sipban`: the chains and the
+/// counters) in `chain`, for `set_name`: packets and bytes of their counters added up. `None`
+/// unless both (addresses, prefixes) are there.
+pub fn find_rule(
+    table_text: &str,
+    chain: &str,
+    family: Family,
+    set_name: &str,
+) -> Option<(u64, u64)> {
+    let chain_text = block(table_text, &format!("chain {chain} {{"))?;
     let mut total = (0, 0);
     for set in set_names(set_name) {
-        let (p, b) = find_one_rule(chain_text, family, &set)?;
+        let want = format!("{} @{set} counter", saddr(family));
+        let line = chain_text
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(&want) && l.contains(" drop"))?;
+        let counted = |text: &str| {
+            let words: Vec<&str> = text.split_whitespace().collect();
+            let num = |key: &str| -> Option<u64> {
+                let i = words.iter().position(|w| *w == key)?;
+                words.get(i + 1)?.parse().ok()
+            };
+            (num("packets").unwrap_or(0), num("bytes").unwrap_or(0))
+        };
+        // A named counter's values are in its own block; an anonymous one's in the rule.
+        let name = counter_name(&set);
+        let (p, b) = if line.contains(&format!("counter name \"{name}\"")) {
+            counted(block(table_text, &format!("counter {name} {{")).unwrap_or(""))
+        } else {
+            counted(line)
+        };
         total = (total.0 + p, total.1 + b);
     }
     Some(total)
 }
 
-fn find_one_rule(chain_text: &str, family: Family, set: &str) -> Option<(u64, u64)> {
-    let want = format!("{} @{set} counter", saddr(family));
-    for line in chain_text.lines().map(str::trim) {
-        let Some(rest) = line.strip_prefix(&want) else {
-            continue;
-        };
-        if !line.contains(" drop") {
-            continue;
+/// The text of the block that `header` opens in an `nft list` output, up to its closing brace
+/// (one tab in: a table's object).
+fn block<'a>(text: &'a str, header: &str) -> Option<&'a str> {
+    let mut from = None;
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        if from.is_none() && line.trim() == header {
+            from = Some(at);
+        } else if from.is_some() && line.trim_end() == "\t}" {
+            return text.get(from?..at + line.len());
         }
-        let words: Vec<&str> = rest.split_whitespace().collect();
-        let num = |key: &str| {
-            words
-                .iter()
-                .position(|w| *w == key)
-                .and_then(|i| words.get(i + 1))
-                .and_then(|v| v.parse().ok())
-        };
-        return Some((num("packets").unwrap_or(0), num("bytes").unwrap_or(0)));
+        at += line.len();
     }
-    None
+    text.get(from?..)
 }
 
 #[cfg(test)]
@@ -943,11 +981,24 @@ mod tests {
 
     #[test]
     fn a_rule_is_found_with_its_counters() {
-        let text = "table inet sipban {\n\tchain input {\n\t\ttype filter hook input priority filter - 10; policy accept;\n\t\tip saddr @sipban_v4_addr counter packets 2 bytes 100 drop comment \"sipban\"\n\t\tip saddr @sipban_v4 counter packets 3 bytes 180 drop comment \"sipban\"\n\t}\n}\n";
-        assert_eq!(find_rule(text, Family::V4, "sipban-v4"), Some((5, 280)));
-        // The single-set layout's one rule is not enough.
-        let old = text.replace("@sipban_v4_addr", "@other");
-        assert_eq!(find_rule(&old, Family::V4, "sipban-v4"), None);
-        assert_eq!(find_rule(text, Family::V6, "sipban-v6"), None);
+        let text = "table inet sipban {\n\tcounter sipban_v4_addr_drops {\n\t\tpackets 2 bytes 100\n\t}\n\n\tcounter sipban_v4_drops {\n\t\tpackets 3 bytes 180\n\t}\n\n\tchain input {\n\t\ttype filter hook input priority filter - 10; policy accept;\n\t\tip saddr @sipban_v4_addr counter name \"sipban_v4_addr_drops\" drop comment \"sipban\"\n\t\tip saddr @sipban_v4 counter name \"sipban_v4_drops\" drop comment \"sipban\"\n\t}\n}\n";
+        assert_eq!(
+            find_rule(text, "input", Family::V4, "sipban-v4"),
+            Some((5, 280))
+        );
+        assert_eq!(find_rule(text, "input", Family::V6, "sipban-v6"), None);
+        assert_eq!(find_rule(text, "prerouting", Family::V4, "sipban-v4"), None);
+        // The single-set layout's one rule (an anonymous counter) is not enough.
+        let old = "table inet sipban {\n\tchain input {\n\t\tip saddr @sipban_v4 counter packets 3 bytes 180 drop comment \"sipban\"\n\t}\n}\n";
+        assert_eq!(find_rule(old, "input", Family::V4, "sipban-v4"), None);
+        let script = {
+            let mut out = Vec::new();
+            rules_script(&mut out, "sipban-v4", "sipban-v6", false).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        for set in ["sipban_v4_addr", "sipban_v4", "sipban_v6_addr", "sipban_v6"] {
+            assert!(script.contains(&format!("add counter inet sipban {set}_drops\n")));
+            assert!(script.contains(&format!("@{set} counter name \"{set}_drops\" drop")));
+        }
     }
 }

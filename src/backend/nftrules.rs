@@ -41,11 +41,13 @@ fn script_text(settings: &Settings, raw: bool) -> String {
 /// rule (or the chain, or the table) is missing.
 fn found(nft: &Nft, settings: &Settings, raw: bool) -> Result<[Option<(u64, u64)>; 2]> {
     let chain = nft::chain_name(raw);
+    // Terse: the chains and the counters, without the sets' elements.
     let text = nft
-        .output(&["list", "chain", "inet", nft::TABLE, chain])
-        .with_context(|| format!("listing chain inet {} {chain}", nft::TABLE))?
+        .output(&["-t", "list", "table", "inet", nft::TABLE])
+        .with_context(|| format!("listing table inet {}", nft::TABLE))?
         .unwrap_or_default();
-    Ok([Family::V4, Family::V6].map(|f| nft::find_rule(&text, f, &settings.sets.get(f).name)))
+    Ok([Family::V4, Family::V6]
+        .map(|f| nft::find_rule(&text, chain, f, &settings.sets.get(f).name)))
 }
 
 /// `sipban firewall install` with `backend: nft`.

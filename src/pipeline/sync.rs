@@ -116,7 +116,10 @@ async fn run_inner(
         mut report,
         candidates,
     } = step;
-    if !dry_run {
+    if !dry_run && report.applied && ipset.as_backend().declares_rules() {
+        // The apply's own transaction put the recorded rules in place (nft).
+        report.firewall = crate::backend::rules::declared_by_apply(settings);
+    } else if !dry_run {
         check_rules(settings, &ipset.ipset(), &mut report, now);
         clock.phase("checked the firewall rules");
     }

@@ -133,6 +133,30 @@ fn a_banned_source_is_dropped_across_a_veth_pair_while_another_connects() {
                 "{rs}"
             );
             udp_banned_dropped(&listeners, &s);
+            // The rules' counters are named objects: a sync re-declares the rules in its
+            // transaction (a chain emptied by hand is filled again) and they keep counting.
+            let dropped = || {
+                let o = link.pbx.exec_ok(&[
+                    "nft",
+                    "list",
+                    "counter",
+                    "inet",
+                    "sipban",
+                    "b_4_addr_drops",
+                ]);
+                let t = String::from_utf8_lossy(&o.stdout).to_string();
+                let w: Vec<&str> = t.split_whitespace().collect();
+                let i = w.iter().position(|x| *x == "packets").expect("packets");
+                w[i + 1].parse::<u64>().unwrap()
+            };
+            let before = dropped();
+            assert!(before > 0, "nothing counted");
+            link.pbx
+                .exec_ok(&["nft", "flush", "chain", "inet", "sipban", "prerouting"]);
+            sipban_ok(&link.pbx, dir.path(), &["sync"]);
+            udp_banned_dropped(&listeners, &s);
+            assert!(dropped() > before, "the counter started again");
+            sipban_ok(&link.pbx, dir.path(), &["firewall", "check"]);
         }
         sipban_ok(&link.pbx, dir.path(), &["firewall", "remove"]);
         udp_both_pass(&listeners, &s);
