@@ -1,9 +1,9 @@
 //! `sipban firewall install|remove|status|check` for the nft backend: sipban's own base chain
 //! in the table `inet sipban` (`input`, or `prerouting` at raw priority with `--raw`), holding
 //! two counted drop rules per family: one matching its hash set of addresses, one its interval
-//! set of prefixes (see [`super::nft`]). A sync's transaction that refills every set (after a
-//! `flush ruleset`, or the first after an upgrade from the single-set layout) re-declares the
-//! same chain and rules itself; the check after it then finds nothing to put back.
+//! set of prefixes (see [`super::nft`]), each counting in a named counter. Every sync's
+//! transaction re-declares the same chain and rules itself (counters kept), so a sync needs no
+//! rule check after it; `firewall check` and `status` still read them back.
 //!
 //! The script is one transaction (table, both sets, the chain flushed and filled, the other
 //! place's chain deleted), so install and repair are idempotent and never leave a chain half
