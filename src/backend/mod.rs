@@ -4,10 +4,11 @@
 //! decide step produced: small diffs as one batch of adds and deletes, full rebuilds as one
 //! batch that fills a temporary set and swaps it in, so the live set is never empty or partial.
 //!
-//! [`nft`] is the nftables counterpart (`backend: nft`): one interval set per family in
-//! sipban's own table `inet sipban`, every change one `nft -f` transaction. [`Kernel`] is the
-//! backend the config chose ([`Kernel::open`] resolves `auto` and refuses to run while the
-//! other backend's rules are live).
+//! [`nft`] is the nftables counterpart (`backend: nft`): per family a hash set of addresses
+//! and an interval set of prefixes in sipban's own table `inet sipban`; a sync's apply is one
+//! `nft -f` transaction for both families (and, when it must refill the sets, the rules).
+//! [`Kernel`] is the backend the config chose ([`Kernel::open`] resolves `auto` and refuses
+//! to run while the other backend's rules are live).
 //!
 //! [`rules`] installs, removes and reports the DROP rules that make the kernel use the sets;
 //! [`conntrack`] forgets the tracked flows of newly banned sources.
@@ -118,6 +119,33 @@ pub trait SetBackend {
     /// Whether its sets refuse overlapping members (nft interval sets): callers then make the
     /// desired entries disjoint ([`plan::make_disjoint`]) before planning.
     fn disjoint(&self) -> bool {
+        false
+    }
+    /// Apply both families' plans (`specs`, `plans` and `desired` are v4 then v6), one result
+    /// per family. By default each family is applied on its own with [`SetBackend::apply`];
+    /// nft applies both in one transaction (both fail, or neither).
+    fn apply_both(
+        &self,
+        specs: &[SetSpec; 2],
+        plans: &[FamilyPlan],
+        desired: [&[Desired]; 2],
+        survey: Option<&Survey>,
+        now: i64,
+    ) -> [anyhow::Result<()>; 2] {
+        [0, 1].map(|i| self.apply(&specs[i], &plans[i], desired[i], survey, now))
+    }
+    /// Whether a diff may be planned against the mirror of the last complete apply without
+    /// reading the set back: the backend's diff fails whole (and falls back to a full
+    /// replace) when the set is not what the mirror says in a way the diff depends on (nft:
+    /// a delete of a member that is gone, or a table that was lost). Entries added or removed
+    /// by hand elsewhere are then found by the read-back at least every [`mirror::MAX_AGE`].
+    fn diff_checks_itself(&self) -> bool {
+        false
+    }
+    /// Whether a successful [`SetBackend::apply_both`] also put the rules `firewall install`
+    /// recorded in place (nft re-declares them in its transaction), so the rule check after
+    /// it has nothing to find.
+    fn declares_rules(&self) -> bool {
         false
     }
 }
@@ -288,6 +316,10 @@ impl SetBackend for DryRun<'_> {
         self.reader.disjoint()
     }
 
+    fn diff_checks_itself(&self) -> bool {
+        self.reader.diff_checks_itself()
+    }
+
     fn prefers_replace(&self, plan: &FamilyPlan) -> Option<String> {
         self.reader.prefers_replace(plan)
     }
@@ -361,10 +393,9 @@ impl SetBackend for nft::Nft {
         nft::Nft::header(self, name)
     }
 
-    /// One transaction: a full replace for a rebuild (or a diff with more deletes than nft
-    /// deletes quickly), else the diff. nft applies the whole script or none of it, so the
-    /// count needs no read-back; a diff that fails (an entry timed out since the read) is
-    /// applied as a full replace instead.
+    /// One family in one transaction: a full replace for a rebuild, else the diff; a diff
+    /// that fails (an entry timed out since the read) is applied as a full replace instead.
+    /// A sync applies both families at once ([`SetBackend::apply_both`]).
     fn apply(
         &self,
         spec: &SetSpec,
@@ -373,22 +404,71 @@ impl SetBackend for nft::Nft {
         _survey: Option<&Survey>,
         now: i64,
     ) -> anyhow::Result<()> {
-        if plan.is_noop() && plan.before == plan.after {
-            return Ok(());
+        match nft_part(plan, desired, now) {
+            nft::Part::Keep => Ok(()),
+            nft::Part::Replace(all) => Ok(nft::Nft::replace(self, spec, &all)?),
+            nft::Part::Diff { adds, dels } => {
+                if let Err(e) = self.diff(spec, &adds, &dels) {
+                    tracing::warn!(set = %spec.name, "{e}; replacing the set instead");
+                    nft::Nft::replace(self, spec, &with_timeouts(desired, now))?;
+                }
+                Ok(())
+            }
         }
-        if plan.rebuild.is_some() || plan.dels.len() > nft::DEL_IN_PLACE_MAX {
-            return Ok(nft::Nft::replace(self, spec, &with_timeouts(desired, now))?);
+    }
+
+    /// Both families in one `nft -f` transaction, which also checks the table's mark (see
+    /// [`nft`]) and, with `firewall install` recorded, re-declares the chain and its rules;
+    /// when it fails, one more transaction (the same rules) replaces every set and sets the
+    /// mark.
+    fn apply_both(
+        &self,
+        specs: &[SetSpec; 2],
+        plans: &[FamilyPlan],
+        desired: [&[Desired]; 2],
+        _survey: Option<&Survey>,
+        now: i64,
+    ) -> [anyhow::Result<()>; 2] {
+        let parts: Vec<(&SetSpec, nft::Part)> = (0..2)
+            .map(|i| (&specs[i], nft_part(&plans[i], desired[i], now)))
+            .collect();
+        let chains = self.chains();
+        let first = self.transaction("nft -f - (apply)", &parts, nft::Mark::Check, chains);
+        let Err(e) = first else {
+            return [Ok(()), Ok(())];
+        };
+        match (e.to_string().contains(nft::MARK_SET), chains) {
+            // The rules were recorded, so the table was there: something removed it.
+            (true, Some(_)) => tracing::warn!(
+                "table inet {} was removed or emptied outside sipban (`nft flush ruleset`?): \
+                 refilling every set and putting the drop rules back",
+                nft::TABLE
+            ),
+            (true, None) => tracing::info!(
+                "table inet {} was not filled by sipban since it was created (first run, an \
+                 upgrade, or `nft flush ruleset`): replacing every set",
+                nft::TABLE
+            ),
+            (false, _) => tracing::warn!("{e}; replacing every set instead"),
         }
-        if plan.is_noop() {
-            return Ok(());
-        }
-        let mut adds = plan.adds.clone();
-        adds.extend_from_slice(&plan.refreshes);
-        if let Err(e) = self.diff(spec, &adds, &plan.dels) {
-            tracing::warn!(set = %spec.name, "{e}; replacing the set instead");
-            nft::Nft::replace(self, spec, &with_timeouts(desired, now))?;
-        }
-        Ok(())
+        let parts: Vec<(&SetSpec, nft::Part)> = (0..2)
+            .map(|i| {
+                (
+                    &specs[i],
+                    nft::Part::Replace(with_timeouts(desired[i], now)),
+                )
+            })
+            .collect();
+        let what = "nft -f - (replace every set)";
+        let done = self.transaction(what, &parts, nft::Mark::Set, chains);
+        let done = done.map_err(|e| {
+            specs
+                .iter()
+                .find_map(|s| self.refuse_incompatible(s).err())
+                .unwrap_or(e)
+                .to_string()
+        });
+        [0, 1].map(|_| done.clone().map_err(anyhow::Error::msg))
     }
 
     fn replace(&self, spec: &SetSpec, entries: &[(IpNet, u32)]) -> anyhow::Result<()> {
@@ -408,13 +488,28 @@ impl SetBackend for nft::Nft {
         true
     }
 
-    fn prefers_replace(&self, plan: &FamilyPlan) -> Option<String> {
-        (plan.dels.len() > nft::DEL_IN_PLACE_MAX).then(|| {
-            format!(
-                "{} deletes: nft deletes from an interval set in time proportional to the set, a full replace is faster",
-                plan.dels.len()
-            )
-        })
+    fn diff_checks_itself(&self) -> bool {
+        true
+    }
+
+    fn declares_rules(&self) -> bool {
+        self.chains().is_some()
+    }
+}
+
+/// A family's plan as its part of an nft transaction.
+fn nft_part(plan: &FamilyPlan, desired: &[Desired], now: i64) -> nft::Part {
+    if plan.rebuild.is_some() {
+        return nft::Part::Replace(with_timeouts(desired, now));
+    }
+    if plan.is_noop() {
+        return nft::Part::Keep;
+    }
+    let mut adds = plan.adds.clone();
+    adds.extend_from_slice(&plan.refreshes);
+    nft::Part::Diff {
+        adds,
+        dels: plan.dels.clone(),
     }
 }
 
@@ -431,10 +526,15 @@ impl Kernel {
     /// drop from the same bans at once, so switching goes through `sipban firewall remove`.
     pub fn open(settings: &Settings) -> anyhow::Result<Kernel> {
         let kernel = match Kernel::for_choice(resolve(settings.backend)) {
-            Kernel::Nft(n) => Kernel::Nft(n.for_sets(vec![
-                settings.sets.v4.name.clone(),
-                settings.sets.v6.name.clone(),
-            ])),
+            // With nft rules recorded, a transaction that refills every set re-declares them
+            // too (see `nft`).
+            Kernel::Nft(n) => Kernel::Nft(
+                n.for_sets(vec![
+                    settings.sets.v4.name.clone(),
+                    settings.sets.v6.name.clone(),
+                ])
+                .with_record(&settings.state_dir),
+            ),
             k => k,
         };
         kernel.refuse_other(settings)?;

@@ -1,38 +1,66 @@
 //! nftables sets and chains in sipban's own table `inet sipban`, driven through `nft -f -`.
 //!
-//! The nftables counterpart of [`super::ipset`] (`backend: nft`): one interval set per family
-//! (`type ipv4_addr` / `ipv6_addr`, `flags interval,timeout`, named after the configured set
-//! with `-` turned into `_`), and, once `sipban firewall install` ran, sipban's own base chains
-//! in the same table that drop their sources with a counter: `input` (priority filter - 10),
-//! or `prerouting` (priority raw, before connection tracking) with `--raw`.
+//! The nftables counterpart of [`super::ipset`] (`backend: nft`). Each configured set is two
+//! nft sets of its family (`type ipv4_addr` / `ipv6_addr`): single addresses in a hash set
+//! `<name>_addr` (`flags timeout`), prefixes in an interval set `<name>` (`flags
+//! interval,timeout`), named after the configured set with `-` turned into `_`. Once `sipban
+//! firewall install` ran, sipban's own base chain in the same table drops the sources of all
+//! four sets with a counter: `input` (priority filter - 10), or `prerouting` (priority raw,
+//! before connection tracking) with `--raw`. Each rule counts in a named counter
+//! (`<set>_drops`), a table object that outlives the rule.
 //!
-//! Every change is one `nft -f -` script, and nft applies a script as one transaction: a full
-//! replace (`flush set` + `add element`) or a diff (`delete element` + `add element`) is seen
-//! whole or not at all, so the live set is never empty or partial and needs no temporary set.
+//! A sync's apply is one `nft -f -` script for both families
+//! ([`super::SetBackend::apply_both`]), and nft applies a script as one transaction: a full
+//! replace (`flush set` + `add element`) or a diff (`delete element` + `add element`) of
+//! either family is seen whole, with the other family's, or not at all, so a set is never
+//! empty or partial and needs no temporary set. The script also proves the table was not
+//! lost since the last complete apply (a mark element in the set [`MARK_SET`] is deleted and
+//! re-added; the delete fails in a table `nft flush ruleset` removed), and when that fails
+//! one more transaction refills every set. With `firewall install` recorded, both re-declare
+//! the chain and its rules (counters kept, see above), so the rules are in place after every
+//! apply by construction, and after a flush one script brings back table, sets and rules at
+//! once. (The rule check after a sync would cost more than the sync: on nft 1.0.6 listing a
+//! chain loads every element of the table first, 2-3 s at 262,144.)
+//!
+//! Why two sets per family instead of one interval set: on nft 1.0.6 (Debian 12) any command
+//! on an interval set first loads all its elements, and a delete costs time in proportion to
+//! the set. Measured in a namespace (one `nft -f` each): 1% of 65,536 addresses deleted and
+//! 1% added takes 36-44 s in an interval set and 0.02-0.03 s in a hash set; one `add element` takes
+//! 0.42 s (65,536) and 13 s (262,144) against 0.004 s and 0.008 s; a full replace 0.95 s /
+//! 6.0 s against 0.27 s / 1.2 s. Addresses from detections and feeds are nearly all single
+//! addresses, so the common diff costs its size, and prefixes (a few hundred, from feeds) stay
+//! in the interval set, which refuses overlaps and merges nothing. The drop rules match both.
 //!
 //! Why JSON to read back (`nft -j list set`): on nft 1.0.6 it is about twice as fast as the
-//! text listing (0.38 s against 0.66 s for 65,536 entries), its timeouts are plain seconds,
-//! and it is parsed as a stream straight from the pipe (typed, never a whole JSON tree), so a
-//! 262,144-entry set costs its entries and not its 19 MB of text.
+//! text listing, its timeouts are plain seconds, and it is parsed as a stream straight from
+//! the pipe (typed, never a whole JSON tree), so a 262,144-entry set costs its entries and not
+//! its 19 MB of text. A read costs more than a full replace of a hash set (0.46 s against
+//! 0.27 s at 65,536), which is why a sync diffs against the mirror of its last apply
+//! ([`super::SetBackend::diff_checks_itself`]): a delete of a member that is gone fails the
+//! transaction, and the mark check catches a lost table; either way the fallback is a full
+//! replace.
 //!
-//! Why a diff with many deletes becomes a full replace: nft 1.0.6 (Debian 12) deletes an
-//! element of an interval set in time proportional to the set (about 75 ms each at 65,536
-//! entries, measured), so past [`DEL_IN_PLACE_MAX`] deletes a replace of the whole set is
-//! faster; it is still one transaction.
+//! An install of the single-set layout (before the hash sets) migrates by itself: its table
+//! has no mark, so the first sync's transaction falls back to the full replace, which empties
+//! the interval set of single addresses, fills the hash set and re-declares the rules, in one
+//! transaction (the host is never unprotected).
 //!
 //! Rules this file keeps, and must never break:
 //! - It touches nothing outside the table `inet sipban`: never `flush ruleset`, never another
 //!   table or chain.
-//! - Every address written is an [`IpNet`] formatted by [`display_net`]; no other text of
-//!   outside origin reaches nft (set names are validated by the config).
+//! - Every address written is an [`IpNet`] formatted as [`net::display_net`] formats it (a
+//!   single address as its address); no other text of outside origin reaches nft (set names
+//!   are validated by the config).
 //! - Interval sets refuse overlapping members: what it writes is made disjoint first (callers
 //!   de-overlap desired entries with [`super::plan::make_disjoint`]; this file drops anything
 //!   still covered, keeping the covering prefix).
 //! - It never decides what to block and never enforces the cap.
+//! - The mark is set afresh ([`Mark::Set`]) only by a transaction that replaced every set; a
+//!   change of one family leaves it alone, so a table it cannot vouch for is refilled.
 
 use super::ipset::{read_lossy, IpsetError, SetHeader, SetSpec};
 use crate::config::sets::nft_set_name;
-use crate::net::{self, display_net, Family, NetMap};
+use crate::net::{self, Family, NetMap};
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::ffi::OsString;
@@ -41,10 +69,13 @@ use std::process::{Command, Stdio};
 
 /// sipban's table (family `inet`).
 pub const TABLE: &str = "sipban";
-/// The `set_type` of a [`SetHeader`] read from nft: an interval set.
-pub const SET_TYPE: &str = "nft interval";
-/// Deletes applied in place; a diff with more is applied as a full replace (see the top).
-pub const DEL_IN_PLACE_MAX: usize = 16;
+/// The `set_type` of a [`SetHeader`] read from nft: the pair of a hash set of addresses and an
+/// interval set of prefixes (see the top).
+pub const SET_TYPE: &str = "nft addr+interval";
+/// The set whose one element marks a table that sipban filled completely (see the top).
+pub const MARK_SET: &str = "sipban_mark";
+/// Suffix of the hash set holding a configured set's single addresses.
+pub const ADDR_SUFFIX: &str = "_addr";
 /// The entry count of a set in the nft survey: unknown (nft has no count short of a listing).
 pub const ENTRIES_UNKNOWN: usize = usize::MAX;
 /// Elements per `add element` line (nft quotes a failing line whole in its error).
@@ -56,6 +87,9 @@ pub struct Nft {
     argv: Vec<OsString>,
     /// The configured names of the sets, v4 then v6 (for the survey); empty: no survey.
     names: Vec<String>,
+    /// Where `firewall install` records its rules (`Nft::with_record`): read when a
+    /// transaction refills every set, so a daemon follows a later install or remove.
+    record_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Nft {
@@ -85,15 +119,68 @@ fn saddr(family: Family) -> &'static str {
     }
 }
 
-/// `add table` and `add set` lines: idempotent, they create what is missing.
+/// The nft name of the hash set holding a configured set's single addresses.
+pub fn addr_set_name(name: &str) -> String {
+    format!("{}{ADDR_SUFFIX}", nft_set_name(name))
+}
+
+/// The nft names of a configured set's two sets: addresses (hash), prefixes (interval).
+pub fn set_names(name: &str) -> [String; 2] {
+    [addr_set_name(name), nft_set_name(name)]
+}
+
+/// A single address (it goes to the hash set), not a prefix.
+fn is_host(n: &IpNet) -> bool {
+    n.prefix_len() == n.max_prefix_len()
+}
+
+/// `add table` and `add set` lines for a configured set's two sets: idempotent, they create
+/// what is missing.
 pub fn declare_set(out: &mut dyn Write, name: &str, family: Family) -> io::Result<()> {
+    let [addr, nets] = set_names(name);
+    let ty = set_type(family);
     writeln!(
         out,
-        "add table inet {TABLE}\nadd set inet {TABLE} {} {{ type {}; flags interval,timeout; }}",
-        nft_set_name(name),
-        set_type(family)
+        "add table inet {TABLE}\n\
+         add set inet {TABLE} {addr} {{ type {ty}; flags timeout; }}\n\
+         add set inet {TABLE} {nets} {{ type {ty}; flags interval,timeout; }}"
     )
 }
+
+/// The mark set's declaration.
+fn declare_mark(out: &mut dyn Write) -> io::Result<()> {
+    writeln!(
+        out,
+        "add table inet {TABLE}\nadd set inet {TABLE} {MARK_SET} {{ type inet_service; }}"
+    )
+}
+
+/// One family's part of a transaction.
+pub enum Part {
+    /// Declared only: the set is left as it is.
+    Keep,
+    /// Flushed and filled with exactly these entries.
+    Replace(Vec<(IpNet, u32)>),
+    /// These deletes, then these adds (or re-timings).
+    Diff {
+        adds: Vec<(IpNet, u32)>,
+        dels: Vec<IpNet>,
+    },
+}
+
+/// What a transaction does with the mark (see the top).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mark {
+    /// Not touched: a change of one family (`ban`, the real-time pass, `restore`).
+    Leave,
+    /// Deleted and added back: the transaction fails if the table lost it.
+    Check,
+    /// Set afresh: every set was replaced.
+    Set,
+}
+
+/// The element of the mark set.
+const MARK: u16 = 1;
 
 /// Elements as `add element` (with timeouts) or `delete element` lines.
 fn write_elements(
@@ -112,9 +199,11 @@ fn write_elements(
         } else {
             write!(out, ", ")?;
         }
+        // A single address as its address (what `display_net` writes, without a String).
+        let shown: &dyn std::fmt::Display = if is_host(&net) { &net.addr() } else { &net };
         match timeout {
-            Some(t) if t > 0 => write!(out, "{} timeout {t}s", display_net(&net))?,
-            _ => write!(out, "{}", display_net(&net))?,
+            Some(t) if t > 0 => write!(out, "{shown} timeout {t}s")?,
+            _ => write!(out, "{shown}")?,
         }
         n += 1;
     }
@@ -126,7 +215,9 @@ fn write_elements(
 
 /// `entries` in a scrambled (but deterministic) order: nft 1.0.6 loads an interval set from
 /// elements in address order 2 to 4 times slower than from the same elements unordered
-/// (262,144 entries: 20-24 s against 6-11 s, measured), so what is written is never sorted.
+/// (262,144 entries: 20-24 s against 6-11 s, measured), so prefixes are never written sorted.
+/// (A hash set loads as fast either way: 65,536 addresses in 0.30 s sorted or not, measured;
+/// single addresses are written in address order, which spares this sort.)
 fn scrambled(mut entries: Vec<(IpNet, u32)>) -> Vec<(IpNet, u32)> {
     entries.sort_unstable_by_key(|(n, _)| {
         let (_, bits, len) = net::sort_key(n);
@@ -168,6 +259,7 @@ impl Nft {
         Self {
             argv,
             names: Vec::new(),
+            record_dir: None,
         }
     }
 
@@ -207,8 +299,10 @@ impl Nft {
     /// loads every element of every set first (about as long as a read-back: 13 s for
     /// 262,144 entries on a loaded machine), so a survey would cost what it saves. It states
     /// what the sets should be, count unknown; that is safe for its one use, the mirror: a
-    /// plan against the mirror spares the read-back only when it is a full replace, which
-    /// declares the table and set and makes the set exact whatever the kernel held.
+    /// plan against the mirror is either a full replace, which declares the table and sets
+    /// and makes them exact whatever the kernel held, or a diff in the one transaction of
+    /// [`super::SetBackend::apply_both`], which fails whole (and falls back to a full
+    /// replace) when the table lost its mark or a deleted member is gone.
     pub fn survey(&self) -> Result<super::ipset::Snapshot, IpsetError> {
         let infos = self
             .names
@@ -239,6 +333,26 @@ impl Nft {
         self
     }
 
+    /// The same backend, re-declaring sipban's chain in a transaction that refills every set
+    /// when `firewall install` recorded nft rules in `state_dir`; needs [`Nft::for_sets`].
+    pub fn with_record(mut self, state_dir: &std::path::Path) -> Self {
+        self.record_dir = Some(state_dir.to_path_buf());
+        self
+    }
+
+    /// The chain to re-declare with the sets, as recorded now: v4 name, v6 name, raw.
+    pub fn chains(&self) -> Option<(&str, &str, bool)> {
+        let dir = self.record_dir.as_deref()?;
+        let marker = super::rules::Marker::load(dir).ok()??;
+        if marker.set_backend != crate::config::sets::BackendChoice::Nft {
+            return None;
+        }
+        match self.names.as_slice() {
+            [v4, v6] => Some((v4.as_str(), v6.as_str(), marker.raw)),
+            _ => None,
+        }
+    }
+
     /// Run nft with `args` and return its stdout (small outputs: chains, tables).
     pub fn output(&self, args: &[&str]) -> Result<Option<String>, IpsetError> {
         let what = format!("nft {}", args.join(" "));
@@ -257,13 +371,49 @@ impl Nft {
         Err(classify(&what, &stderr))
     }
 
-    /// `nft -j list set inet sipban NAME`, parsed as it streams. `Ok(None)` when the table
-    /// or the set does not exist.
+    /// The configured set `name` read back: its two nft sets merged (see the top). `Ok(None)`
+    /// when neither exists. The header says [`SET_TYPE`] only for the layout sipban writes:
+    /// both sets there with the right type and flags, and no single address in the interval
+    /// set (an install of the single-set layout reads as incompatible, and is replaced).
     pub fn read(&self, name: &str) -> Result<Option<NftSet>, IpsetError> {
-        let set = nft_set_name(name);
+        let [addr, nets] = set_names(name);
+        let (a, n) = (self.read_one(&addr)?, self.read_one(&nets)?);
+        if a.is_none() && n.is_none() {
+            return Ok(None);
+        }
+        let family = a.iter().chain(&n).find_map(|s| s.header.family);
+        let hosts_in_nets = n.as_ref().is_some_and(|s| s.members.keys().any(is_host));
+        let layout = matches!((&a, &n), (Some(a), Some(n))
+            if a.header.set_type == "nft hash"
+                && n.header.set_type == "nft interval"
+                && a.header.family == n.header.family
+                && a.header.timeout_support
+                && n.header.timeout_support)
+            && !hosts_in_nets;
+        let mut members = NetMap::default();
+        for s in [a, n].into_iter().flatten() {
+            members.extend(s.members);
+        }
+        let header = SetHeader {
+            set_type: if layout {
+                SET_TYPE.to_string()
+            } else {
+                "nft (another layout)".to_string()
+            },
+            family,
+            maxelem: None,
+            hashsize: None,
+            timeout_support: layout,
+        };
+        Ok(Some(NftSet { header, members }))
+    }
+
+    /// `nft -j list set inet sipban SET` (an nft name), parsed as it streams. `Ok(None)` when
+    /// the table or the set does not exist.
+    fn read_one(&self, set: &str) -> Result<Option<NftSet>, IpsetError> {
         let what = format!("nft -j list set inet {TABLE} {set}");
         let mut child = self
-            .command(&["-j", "list", "set", "inet", TABLE, &set])?
+            .command(&["-j", "list", "set", "inet", TABLE, set])?
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -309,45 +459,77 @@ impl Nft {
         }))
     }
 
-    /// Make the set hold exactly `entries` in one transaction: declare table and set, flush
-    /// the set, add everything. A set of another type is refused with what to do.
+    /// Make the set hold exactly `entries` in one transaction: declare table and sets, flush
+    /// them, add everything. A set of another type is refused with what to do.
     pub fn replace(&self, spec: &SetSpec, entries: &[(IpNet, u32)]) -> Result<(), IpsetError> {
-        let entries = scrambled(disjoint(spec.family, entries));
-        let set = nft_set_name(&spec.name);
-        let done = self.run_script(&format!("nft -f - (replace set {set})"), |w| {
-            declare_set(w, &spec.name, spec.family)?;
-            writeln!(w, "flush set inet {TABLE} {set}")?;
-            write_elements(
-                w,
-                "add",
-                &set,
-                &mut entries.iter().map(|&(n, t)| (n, Some(t))),
-            )
-        });
-        // Only after a failure: is it a set of another type (then say what to do)?
-        done.or_else(|e| self.refuse_incompatible(spec).and(Err(e)))
+        let what = format!("nft -f - (replace set {})", nft_set_name(&spec.name));
+        let parts = [(spec, Part::Replace(entries.to_vec()))];
+        self.transaction(&what, &parts, Mark::Leave, None)
+            .or_else(|e| self.refuse_incompatible(spec).and(Err(e)))
     }
 
-    fn refuse_incompatible(&self, spec: &SetSpec) -> Result<(), IpsetError> {
-        // Cheap when the table is missing; a listing otherwise, but only on this rare path's
-        // callers (replace), whose own cost is a full listing's order anyway.
-        let set = nft_set_name(&spec.name);
-        let Some(text) = self.output(&["-t", "list", "set", "inet", TABLE, &set])? else {
-            return Ok(());
-        };
-        let ok = text.contains(&format!("type {}", set_type(spec.family)))
-            && text.contains("flags interval,timeout");
-        if ok {
-            return Ok(());
+    /// One transaction over `parts`, with the `mark` step first and, with `chains` (v4 name,
+    /// v6 name, raw), sipban's chain and rules re-declared last.
+    pub fn transaction(
+        &self,
+        what: &str,
+        parts: &[(&SetSpec, Part)],
+        mark: Mark,
+        chains: Option<(&str, &str, bool)>,
+    ) -> Result<(), IpsetError> {
+        self.run_script(what, |w| {
+            if mark != Mark::Leave {
+                declare_mark(w)?;
+            }
+            for (spec, _) in parts {
+                declare_set(w, &spec.name, spec.family)?;
+            }
+            match mark {
+                Mark::Leave => {}
+                Mark::Check => writeln!(
+                    w,
+                    "delete element inet {TABLE} {MARK_SET} {{ {MARK} }}\n\
+                     add element inet {TABLE} {MARK_SET} {{ {MARK} }}"
+                )?,
+                Mark::Set => writeln!(
+                    w,
+                    "flush set inet {TABLE} {MARK_SET}\nadd element inet {TABLE} {MARK_SET} {{ {MARK} }}"
+                )?,
+            }
+            for (spec, part) in parts {
+                write_part(w, spec, part)?;
+            }
+            match chains {
+                Some((v4, v6, raw)) => write_chains(w, v4, v6, raw),
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// An error saying what to do when one of `spec`'s sets exists with another type or flags.
+    pub fn refuse_incompatible(&self, spec: &SetSpec) -> Result<(), IpsetError> {
+        // Only after a failure (a listing of the hash set costs what its elements cost).
+        for (set, flags) in set_names(&spec.name)
+            .into_iter()
+            .zip(["flags timeout", "flags interval,timeout"])
+        {
+            let Some(text) = self.output(&["-t", "list", "set", "inet", TABLE, &set])? else {
+                continue;
+            };
+            let ok = text.contains(&format!("type {}", set_type(spec.family)))
+                && text.lines().any(|l| l.trim() == flags);
+            if !ok {
+                return Err(failed(
+                    &format!("nft set {set}"),
+                    &format!(
+                        "set {set} in table inet {TABLE} exists with another type or flags; \
+                         run `sipban firewall remove` and `nft delete set inet {TABLE} {set}`, \
+                         then `sipban sync` recreates it"
+                    ),
+                ));
+            }
         }
-        Err(failed(
-            &format!("nft set {set}"),
-            &format!(
-                "set {set} in table inet {TABLE} exists with another type or flags; \
-                 run `sipban firewall remove` and `nft delete set inet {TABLE} {set}`, then \
-                 `sipban sync` recreates it"
-            ),
-        ))
+        Ok(())
     }
 
     /// Delete `dels`, then add (or re-time) `adds`, in one transaction.
@@ -357,21 +539,15 @@ impl Nft {
         adds: &[(IpNet, u32)],
         dels: &[IpNet],
     ) -> Result<(), IpsetError> {
-        let adds = scrambled(disjoint(spec.family, adds));
-        let dels: Vec<IpNet> = dels
-            .iter()
-            .filter(|n| Family::of(n) == spec.family)
-            .map(IpNet::trunc)
-            .collect();
         if adds.is_empty() && dels.is_empty() {
             return Ok(());
         }
-        let set = nft_set_name(&spec.name);
-        self.run_script(&format!("nft -f - (diff of set {set})"), |w| {
-            declare_set(w, &spec.name, spec.family)?;
-            write_elements(w, "delete", &set, &mut dels.iter().map(|&n| (n, None)))?;
-            write_elements(w, "add", &set, &mut adds.iter().map(|&(n, t)| (n, Some(t))))
-        })
+        let what = format!("nft -f - (diff of set {})", nft_set_name(&spec.name));
+        let part = Part::Diff {
+            adds: adds.to_vec(),
+            dels: dels.to_vec(),
+        };
+        self.transaction(&what, &[(spec, part)], Mark::Leave, None)
     }
 
     /// A diff that cannot fail on what the set holds now: deletes of entries that are gone
@@ -393,6 +569,7 @@ impl Nft {
             .filter(|n| current.contains_key(n))
             .collect();
         let gone: std::collections::HashSet<IpNet> = dels.iter().copied().collect();
+        // Only prefixes can hold another member (single addresses sit in their own set).
         let kept: Vec<IpNet> = current
             .keys()
             .filter(|n| !gone.contains(n))
@@ -411,6 +588,55 @@ impl Nft {
             out.push((n, t));
         }
         self.diff(spec, &out, &dels)
+    }
+}
+
+/// One family's part of a script: its sets flushed and filled, or its deletes and adds, each
+/// element to the set of its kind (addresses to the hash set, prefixes to the interval set).
+fn write_part(w: &mut dyn Write, spec: &SetSpec, part: &Part) -> io::Result<()> {
+    let [addr, nets] = set_names(&spec.name);
+    // Addresses in address order, prefixes scrambled (see [`scrambled`]).
+    let add_both = |w: &mut dyn Write, entries: Vec<(IpNet, u32)>| -> io::Result<()> {
+        let mut hosts = entries.iter().filter(|(n, _)| is_host(n));
+        write_elements(
+            w,
+            "add",
+            &addr,
+            &mut hosts.by_ref().map(|&(n, t)| (n, Some(t))),
+        )?;
+        let prefixes = entries.into_iter().filter(|(n, _)| !is_host(n)).collect();
+        let prefixes = scrambled(prefixes);
+        write_elements(
+            w,
+            "add",
+            &nets,
+            &mut prefixes.iter().map(|&(n, t)| (n, Some(t))),
+        )
+    };
+    match part {
+        Part::Keep => Ok(()),
+        Part::Replace(entries) => {
+            writeln!(
+                w,
+                "flush set inet {TABLE} {addr}\nflush set inet {TABLE} {nets}"
+            )?;
+            add_both(w, disjoint(spec.family, entries))
+        }
+        Part::Diff { adds, dels } => {
+            let dels: Vec<IpNet> = dels
+                .iter()
+                .filter(|n| Family::of(n) == spec.family)
+                .map(IpNet::trunc)
+                .collect();
+            for (set, host) in [(&addr, true), (&nets, false)] {
+                let mut d = dels
+                    .iter()
+                    .filter(|n| is_host(n) == host)
+                    .map(|&n| (n, None));
+                write_elements(w, "delete", set, &mut d)?;
+            }
+            add_both(w, disjoint(spec.family, adds))
+        }
     }
 }
 
@@ -490,11 +716,7 @@ impl JSet {
         let interval = self.flags.iter().any(|f| f == "interval");
         let timeout_support = self.flags.iter().any(|f| f == "timeout");
         let header = SetHeader {
-            set_type: if interval {
-                SET_TYPE.to_string()
-            } else {
-                format!("nft {}", self.ty)
-            },
+            set_type: if interval { "nft interval" } else { "nft hash" }.to_string(),
             family,
             maxelem: None,
             hashsize: None,
@@ -567,14 +789,22 @@ fn classify(what: &str, stderr: &str) -> IpsetError {
     failed(what, &message)
 }
 
-/// The drop rule line of a chain for a family's set (what `nft list chain` prints back, minus
-/// its counter values).
-pub fn rule_line(family: Family, set_name: &str) -> String {
-    format!(
-        "{} @{} counter drop comment \"sipban\"",
-        saddr(family),
-        nft_set_name(set_name)
-    )
+/// The named counter of the drop rule matching nft set `set`: a table object, so the
+/// rule can be re-declared by every sync without losing what it counted.
+pub fn counter_name(set: &str) -> String {
+    format!("{set}_drops")
+}
+
+/// The drop rule lines of a chain for a family's configured set, one per nft set (addresses,
+/// prefixes), as `nft list chain` prints them back.
+pub fn rule_lines(family: Family, set_name: &str) -> [String; 2] {
+    set_names(set_name).map(|s| {
+        format!(
+            "{} @{s} counter name \"{}\" drop comment \"sipban\"",
+            saddr(family),
+            counter_name(&s)
+        )
+    })
 }
 
 /// The chain sipban's rules live in: `input`, or `prerouting` with `raw`.
@@ -586,11 +816,23 @@ pub fn chain_name(raw: bool) -> &'static str {
     }
 }
 
-/// The script `firewall install` runs: table, both sets, the chain with both rules (flushed
-/// first, so it is idempotent), and the other place's chain deleted if it exists.
+/// The script `firewall install` runs: table, both families' sets, the chain with its rules
+/// (flushed first, so it is idempotent), and the other place's chain deleted if it exists.
 pub fn rules_script(out: &mut dyn Write, v4: &str, v6: &str, raw: bool) -> io::Result<()> {
     declare_set(out, v4, Family::V4)?;
     declare_set(out, v6, Family::V6)?;
+    write_chains(out, v4, v6, raw)
+}
+
+/// sipban's chain re-declared with its four rules (the sets must be declared before), and the
+/// other place's chain deleted. The counters are declared (`add` keeps an existing one's
+/// values), so re-declaring the rules loses nothing they counted.
+fn write_chains(out: &mut dyn Write, v4: &str, v6: &str, raw: bool) -> io::Result<()> {
+    for name in [v4, v6] {
+        for set in set_names(name) {
+            writeln!(out, "add counter inet {TABLE} {}", counter_name(&set))?;
+        }
+    }
     let (chain, other) = (chain_name(raw), chain_name(!raw));
     let hook = |c: &str| match c {
         "prerouting" => "type filter hook prerouting priority raw; policy accept;",
@@ -602,7 +844,9 @@ pub fn rules_script(out: &mut dyn Write, v4: &str, v6: &str, raw: bool) -> io::R
     writeln!(out, "add chain inet {TABLE} {chain} {{ {} }}", hook(chain))?;
     writeln!(out, "flush chain inet {TABLE} {chain}")?;
     for (f, name) in [(Family::V4, v4), (Family::V6, v6)] {
-        writeln!(out, "add rule inet {TABLE} {chain} {}", rule_line(f, name))?;
+        for line in rule_lines(f, name) {
+            writeln!(out, "add rule inet {TABLE} {chain} {line}")?;
+        }
     }
     Ok(())
 }
@@ -623,28 +867,57 @@ pub fn remove_script(out: &mut dyn Write) -> io::Result<()> {
     Ok(())
 }
 
-/// Each drop rule found in `chain_text` (`nft list chain` output) for `set_name`: packets and
-/// bytes of its counter. `None` when the rule is not there.
-pub fn find_rule(chain_text: &str, family: Family, set_name: &str) -> Option<(u64, u64)> {
-    let want = format!("{} @{} counter", saddr(family), nft_set_name(set_name));
-    for line in chain_text.lines().map(str::trim) {
-        let Some(rest) = line.strip_prefix(&want) else {
-            continue;
+/// The drop rules found in `table_text` (`nft -t list table inet sipban`: the chains and the
+/// counters) in `chain`, for `set_name`: packets and bytes of their counters added up. `None`
+/// unless both (addresses, prefixes) are there.
+pub fn find_rule(
+    table_text: &str,
+    chain: &str,
+    family: Family,
+    set_name: &str,
+) -> Option<(u64, u64)> {
+    let chain_text = block(table_text, &format!("chain {chain} {{"))?;
+    let mut total = (0, 0);
+    for set in set_names(set_name) {
+        let want = format!("{} @{set} counter", saddr(family));
+        let line = chain_text
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(&want) && l.contains(" drop"))?;
+        let counted = |text: &str| {
+            let words: Vec<&str> = text.split_whitespace().collect();
+            let num = |key: &str| -> Option<u64> {
+                let i = words.iter().position(|w| *w == key)?;
+                words.get(i + 1)?.parse().ok()
+            };
+            (num("packets").unwrap_or(0), num("bytes").unwrap_or(0))
         };
-        if !line.contains(" drop") {
-            continue;
-        }
-        let words: Vec<&str> = rest.split_whitespace().collect();
-        let num = |key: &str| {
-            words
-                .iter()
-                .position(|w| *w == key)
-                .and_then(|i| words.get(i + 1))
-                .and_then(|v| v.parse().ok())
+        // A named counter's values are in its own block; an anonymous one's in the rule.
+        let name = counter_name(&set);
+        let (p, b) = if line.contains(&format!("counter name \"{name}\"")) {
+            counted(block(table_text, &format!("counter {name} {{")).unwrap_or(""))
+        } else {
+            counted(line)
         };
-        return Some((num("packets").unwrap_or(0), num("bytes").unwrap_or(0)));
+        total = (total.0 + p, total.1 + b);
     }
-    None
+    Some(total)
+}
+
+/// The text of the block that `header` opens in an `nft list` output, up to its closing brace
+/// (one tab in: a table's object).
+fn block<'a>(text: &'a str, header: &str) -> Option<&'a str> {
+    let mut from = None;
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        if from.is_none() && line.trim() == header {
+            from = Some(at);
+        } else if from.is_some() && line.trim_end() == "\t}" {
+            return text.get(from?..at + line.len());
+        }
+        at += line.len();
+    }
+    text.get(from?..)
 }
 
 #[cfg(test)]
@@ -701,7 +974,7 @@ mod tests {
             .unwrap()
             .into_set()
             .unwrap();
-        assert_eq!(set.header.set_type, SET_TYPE);
+        assert_eq!(set.header.set_type, "nft interval");
         assert_eq!(set.header.family, Some(Family::V4));
         assert!(set.header.timeout_support);
         assert_eq!(set.members[&n("45.0.0.1/32")], 86398);
@@ -711,8 +984,24 @@ mod tests {
 
     #[test]
     fn a_rule_is_found_with_its_counters() {
-        let text = "table inet sipban {\n\tchain input {\n\t\ttype filter hook input priority filter - 10; policy accept;\n\t\tip saddr @sipban_v4 counter packets 3 bytes 180 drop comment \"sipban\"\n\t}\n}\n";
-        assert_eq!(find_rule(text, Family::V4, "sipban-v4"), Some((3, 180)));
-        assert_eq!(find_rule(text, Family::V6, "sipban-v6"), None);
+        let text = "table inet sipban {\n\tcounter sipban_v4_addr_drops {\n\t\tpackets 2 bytes 100\n\t}\n\n\tcounter sipban_v4_drops {\n\t\tpackets 3 bytes 180\n\t}\n\n\tchain input {\n\t\ttype filter hook input priority filter - 10; policy accept;\n\t\tip saddr @sipban_v4_addr counter name \"sipban_v4_addr_drops\" drop comment \"sipban\"\n\t\tip saddr @sipban_v4 counter name \"sipban_v4_drops\" drop comment \"sipban\"\n\t}\n}\n";
+        assert_eq!(
+            find_rule(text, "input", Family::V4, "sipban-v4"),
+            Some((5, 280))
+        );
+        assert_eq!(find_rule(text, "input", Family::V6, "sipban-v6"), None);
+        assert_eq!(find_rule(text, "prerouting", Family::V4, "sipban-v4"), None);
+        // The single-set layout's one rule (an anonymous counter) is not enough.
+        let old = "table inet sipban {\n\tchain input {\n\t\tip saddr @sipban_v4 counter packets 3 bytes 180 drop comment \"sipban\"\n\t}\n}\n";
+        assert_eq!(find_rule(old, "input", Family::V4, "sipban-v4"), None);
+        let script = {
+            let mut out = Vec::new();
+            rules_script(&mut out, "sipban-v4", "sipban-v6", false).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        for set in ["sipban_v4_addr", "sipban_v4", "sipban_v6_addr", "sipban_v6"] {
+            assert!(script.contains(&format!("add counter inet sipban {set}_drops\n")));
+            assert!(script.contains(&format!("@{set} counter name \"{set}_drops\" drop")));
+        }
     }
 }

@@ -1,6 +1,9 @@
 //! `sipban firewall install|remove|status|check` for the nft backend: sipban's own base chain
 //! in the table `inet sipban` (`input`, or `prerouting` at raw priority with `--raw`), holding
-//! one counted drop rule per family that matches the family's interval set.
+//! two counted drop rules per family: one matching its hash set of addresses, one its interval
+//! set of prefixes (see [`super::nft`]), each counting in a named counter. Every sync's
+//! transaction re-declares the same chain and rules itself (counters kept), so a sync needs no
+//! rule check after it; `firewall check` and `status` still read them back.
 //!
 //! The script is one transaction (table, both sets, the chain flushed and filled, the other
 //! place's chain deleted), so install and repair are idempotent and never leave a chain half
@@ -38,11 +41,13 @@ fn script_text(settings: &Settings, raw: bool) -> String {
 /// rule (or the chain, or the table) is missing.
 fn found(nft: &Nft, settings: &Settings, raw: bool) -> Result<[Option<(u64, u64)>; 2]> {
     let chain = nft::chain_name(raw);
+    // Terse: the chains and the counters, without the sets' elements.
     let text = nft
-        .output(&["list", "chain", "inet", nft::TABLE, chain])
-        .with_context(|| format!("listing chain inet {} {chain}", nft::TABLE))?
+        .output(&["-t", "list", "table", "inet", nft::TABLE])
+        .with_context(|| format!("listing table inet {}", nft::TABLE))?
         .unwrap_or_default();
-    Ok([Family::V4, Family::V6].map(|f| nft::find_rule(&text, f, &settings.sets.get(f).name)))
+    Ok([Family::V4, Family::V6]
+        .map(|f| nft::find_rule(&text, chain, f, &settings.sets.get(f).name)))
 }
 
 /// `sipban firewall install` with `backend: nft`.

@@ -705,6 +705,16 @@ fn describe(rule: &Rule) -> String {
     )
 }
 
+/// The check of the recorded rules after an apply that re-declared them in its own
+/// transaction ([`super::SetBackend::declares_rules`]): nothing missing, nothing put back.
+pub fn declared_by_apply(settings: &Settings) -> Option<Check> {
+    let marker = Marker::load(&settings.state_dir).ok()??;
+    Some(Check {
+        reinstalled_total: marker.reinstalled,
+        ..Check::default()
+    })
+}
+
 /// Whether the rules `install` recorded are in place; with `repair`, put missing ones back
 /// (as `install` does, with the recorded backend and place) and count it in the record.
 /// `Ok(None)` when `install` never ran: then nothing is expected.

@@ -134,6 +134,16 @@ mod tests {
     }
 
     #[test]
+    fn the_nft_sets_of_v4_and_v6_must_not_collide() {
+        // Each set is `NAME` and `NAME_addr` in nftables (`-` becomes `_`).
+        let e = load("sets:\n  v4: { name: b }\n  v6: { name: b-addr }\n").unwrap_err();
+        assert!(e.to_string().contains("must differ"), "{e}");
+        let e = load("sets:\n  v4: { name: sipban-mark }\n").unwrap_err();
+        assert!(e.to_string().contains("sipban_mark"), "{e}");
+        load("sets:\n  v4: { name: b4 }\n  v6: { name: b6 }\n").unwrap();
+    }
+
+    #[test]
     fn durations_sizes_percentages() {
         assert_eq!(Dur::parse("90s").unwrap().0, 90);
         assert_eq!(Dur::parse("10m").unwrap().0, 600);

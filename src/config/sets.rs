@@ -38,6 +38,21 @@ pub fn check_nft_names(sets: &SetsSettings) -> Result<(), String> {
             "v4 and v6 would have the same nftables name `{a}` (`-` becomes `_`)"
         ));
     }
+    // Each set is two nft sets, `NAME` and `NAME_addr`, beside `sipban_mark`.
+    let names = [
+        a.clone(),
+        format!("{a}_addr"),
+        b.clone(),
+        format!("{b}_addr"),
+    ];
+    for (i, n) in names.iter().enumerate() {
+        if n == "sipban_mark" || names[i + 1..].contains(n) {
+            return Err(format!(
+                "the nftables sets of v4 (`{a}`, `{a}_addr`) and v6 (`{b}`, `{b}_addr`) \
+                 must differ from each other and from `sipban_mark`"
+            ));
+        }
+    }
     Ok(())
 }
 

@@ -114,7 +114,10 @@ async fn run_inner(
         mut report,
         candidates,
     } = step;
-    if !dry_run {
+    if !dry_run && report.applied && ipset.as_backend().declares_rules() {
+        // The apply's own transaction put the recorded rules in place (nft).
+        report.firewall = crate::backend::rules::declared_by_apply(settings);
+    } else if !dry_run {
         check_rules(settings, &ipset.ipset(), &mut report, now);
         clock.phase("checked the firewall rules");
     }
@@ -618,18 +621,21 @@ fn plan_sets(
             clean_mirror(store, survey, &spec)
         };
         // A rebuild makes the set exact whatever it holds: against a mirror whose count
-        // matches the kernel's, it needs no read-back. Any other plan is made against the set
-        // read back, compared with the mirror.
+        // matches the kernel's, it needs no read-back; so does a diff with a backend whose
+        // diff checks itself (nft). Any other plan is made against the set read back,
+        // compared with the mirror.
         if let Some(m) = &mirror {
             if let Some((current, at)) = trusted_mirror(m, survey, &spec, now) {
                 let p = plan_against(&current);
                 let how = if p.rebuild.is_some() {
                     "a rebuild needs no read-back"
+                } else if backend.diff_checks_itself() {
+                    "the backend's diff checks itself, no read-back"
                 } else {
                     "reading the set back to compare"
                 };
                 tracing::debug!(set = %spec.name, "using the kernel mirror ({}): {how}", mirror::describe(m));
-                if p.rebuild.is_some() {
+                if p.rebuild.is_some() || backend.diff_checks_itself() {
                     out.verified_at[family as usize] = at;
                     out.plans.push(p);
                     continue;
@@ -784,10 +790,9 @@ fn build_report(
     }
 }
 
-/// Apply both families' plans through the backend; returns when each set was last known
-/// exactly (a rebuild makes it now). A run killed from here until its final commit leaves the
-/// dirty marker set, so the next run reads the kernel back instead of trusting the mirror.
-#[allow(clippy::too_many_arguments)]
+/// Apply both families' plans through the backend (one transaction when the backend can). A
+/// run killed from here until its final commit leaves the dirty marker set, so the next run
+/// reads the kernel back instead of trusting the mirror.
 fn apply_sets(
     settings: &Settings,
     backend: &dyn SetBackend,
@@ -797,10 +802,11 @@ fn apply_sets(
     now: i64,
 ) {
     let mut failed = false;
-    for (fi, family) in [Family::V4, Family::V6].into_iter().enumerate() {
-        let spec = set_spec(settings, family);
-        let desired = decision.desired(family);
-        if let Err(e) = backend.apply(&spec, &report.sets[fi], desired, survey, now) {
+    let specs = [Family::V4, Family::V6].map(|f| set_spec(settings, f));
+    let desired = [Family::V4, Family::V6].map(|f| decision.desired(f));
+    let results = backend.apply_both(&specs, &report.sets, desired, survey, now);
+    for (fi, (spec, result)) in specs.iter().zip(results).enumerate() {
+        if let Err(e) = result {
             report.errors.push(format!("set {}: {e:#}", spec.name));
             failed = true;
         } else if let Some(o) = report.sets[fi].outside {
