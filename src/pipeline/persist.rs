@@ -120,16 +120,27 @@ pub(super) fn apply_then_persist(
     if report.outcome == Outcome::Failed {
         // The staged transaction was rolled back: write the state without the mirror.
         blobs.truncate(base);
-        return commit_plain(store, &p, &blobs, report);
+        return commit_plain(store, p, &blobs, report);
     }
-    let saved = staged
+    save_rest(store, p.unbans, staged, report);
+    Ok(())
+}
+
+/// After the run's transaction: the manual unbans and `manual.list`; a failure of any of it
+/// is told as the state not saved.
+fn save_rest(
+    store: &mut Store,
+    unbans: &mut Unbans,
+    committed: anyhow::Result<()>,
+    report: &mut RunReport,
+) {
+    let saved = committed
         .context("saving state")
-        .and_then(|()| p.unbans.save(store))
+        .and_then(|()| unbans.save(store))
         .and_then(|()| store.ensure_manual_list());
     if let Err(e) = saved {
         report.not_saved = Some(not_saved(report, store.path(), &e));
     }
-    Ok(())
 }
 
 /// The outcome of an apply that did not fail: partial when any source or cache failed.
@@ -238,31 +249,25 @@ fn mirror_blobs(
 /// The state of a run whose apply failed, written on this thread (the caches were written).
 fn commit_plain(
     store: &mut Store,
-    p: &Persist<'_>,
+    p: Persist<'_>,
     blobs: &[(String, Vec<u8>)],
     report: &mut RunReport,
 ) -> Result<(), SyncError> {
     let record = run_record(report, p.now);
     let names = p.sources.names();
     let packed = p.sources.packed();
-    let saved = store
-        .commit_run_with(
-            &RunCommit {
-                entries: &p.decision.entries,
-                source_names: &names,
-                packed: &packed,
-                feeds: &p.remote.new_metas,
-                blobs,
-                run: Some(&record),
-            },
-            |tx| enqueue(tx, p.settings, p.candidates, p.now),
-        )
-        .context("saving state")
-        .and_then(|()| p.unbans.save(store))
-        .and_then(|()| store.ensure_manual_list());
-    if let Err(e) = saved {
-        report.not_saved = Some(not_saved(report, store.path(), &e));
-    }
+    let saved = store.commit_run_with(
+        &RunCommit {
+            entries: &p.decision.entries,
+            source_names: &names,
+            packed: &packed,
+            feeds: &p.remote.new_metas,
+            blobs,
+            run: Some(&record),
+        },
+        |tx| enqueue(tx, p.settings, p.candidates, p.now),
+    );
+    save_rest(store, p.unbans, saved, report);
     Ok(())
 }
 

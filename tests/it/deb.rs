@@ -323,22 +323,12 @@ fn prerm_finds_the_set_names_in_config_check() {
         "--config",
         root().join("packaging/config.yaml").to_str().unwrap(),
     ]);
-    let mut child = Command::new("sed")
-        .args(["-n", sed])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(check.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = crate::common::run::piped(
+        Command::new("sed")
+            .args(["-n", sed])
+            .stdout(std::process::Stdio::piped()),
+        check.as_bytes(),
+    );
     let names = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(
         names.split_whitespace().collect::<Vec<_>>(),

@@ -14,7 +14,6 @@ use sipban::config::journal::JournalSettings;
 use sipban::source::asterisk::{self, AsteriskSettings, DetectorState, TimeZone};
 use sipban::source::kernlog::{self, KernelLogSettings, KernelState};
 use std::collections::HashSet;
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -94,22 +93,15 @@ fn export(entries: &[E]) -> Vec<u8> {
 
 /// Append `entries` to the journal file `file` (created if missing).
 fn write_journal(file: &Path, entries: &[E]) {
-    let mut child = Command::new(REMOTE)
-        .arg("--split-mode=none")
-        .arg(format!("--output={}", file.display()))
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&export(entries))
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = crate::common::run::piped(
+        Command::new(REMOTE)
+            .arg("--split-mode=none")
+            .arg(format!("--output={}", file.display()))
+            .arg("-")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+        &export(entries),
+    );
     assert!(
         out.status.success(),
         "systemd-journal-remote: {}",

@@ -6,7 +6,6 @@
 use crate::common::run::bin;
 
 use crate::common::netns::run_in;
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -25,20 +24,13 @@ fn sync(dir: &Path) {
 /// `promtool check metrics` on `text`: whether it passed, and what it printed (lint warnings
 /// included).
 pub(crate) fn promtool_check(text: &str) -> (bool, String) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = crate::common::run::piped(
+        Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+        text.as_bytes(),
+    );
     (
         o.status.success(),
         format!(

@@ -495,20 +495,12 @@ fn auto_picks_nft_on_an_nftables_only_host_and_ipset_next_to_iptables_legacy_rul
 
 /// `nft -f` of `script` in the current namespace, which must succeed.
 fn nft_script(script: &str) {
-    use std::io::Write;
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = crate::common::run::piped(
+        Command::new("nft")
+            .args(["-f", "-"])
+            .stderr(std::process::Stdio::piped()),
+        script.as_bytes(),
+    );
     assert!(o.status.success(), "{script}: {}", text(&o));
 }
 

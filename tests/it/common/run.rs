@@ -45,3 +45,20 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// Run `cmd` with `input` on its standard input (its output captured unless the caller set
+/// stdout or stderr), to its end.
+pub fn piped(cmd: &mut Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(input)
+        .unwrap_or_else(|e| panic!("write to {cmd:?}: {e}"));
+    child.wait_with_output().expect("wait")
+}
