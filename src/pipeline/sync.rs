@@ -8,9 +8,10 @@
 //! real-time add made while the downloads ran is part of it and is never lost.
 //!
 //! The order inside the step is what makes a run crash-safe: the kernel is diffed against what
-//! it really holds (not against saved state), the sets are changed first (atomically per
-//! batch), feed caches are replaced by rename, and the state is committed in one transaction
-//! last. A run killed anywhere leaves either the old or the new state, and the next run
+//! it really holds (not against saved state), the sets are changed (atomically per batch)
+//! while feed caches are replaced by rename and the state's transaction is staged beside
+//! them ([`super::persist`]), and that transaction is committed last, only once the apply
+//! succeeded. A run killed anywhere leaves either the old or the new state, and the next run
 //! converges.
 //!
 //! `--dry-run` runs the same steps through the recording backend and writes nothing: no
