@@ -52,6 +52,16 @@ fn configure(dir: &Path, url: &str, push: bool, extra: &str) {
     std::fs::write(dir.join("config.yaml"), cfg).unwrap();
 }
 
+/// Run `f` in a fresh network namespace with a LAPI of its own started there (nothing when
+/// the `crowdsec` package or namespaces are missing).
+fn with_lapi(f: impl FnOnce(Lapi) + Send + 'static) {
+    if !lapi::available() {
+        return;
+    }
+    let ns = netns_or_skip!();
+    run_in(&ns, || f(Lapi::start(PORT)));
+}
+
 /// Within a second of `ttl` below it (the LAPI counts down from the `cscli` call).
 fn near(timeout: u32, ttl: u32) -> bool {
     timeout <= ttl && timeout + 60 >= ttl
@@ -59,12 +69,7 @@ fn near(timeout: u32, ttl: u32) -> bool {
 
 #[test]
 fn ip_and_range_decisions_v4_and_v6_enter_the_sets_with_their_remaining_duration() {
-    if !lapi::available() {
-        return;
-    }
-    let ns = netns_or_skip!();
-    run_in(&ns, || {
-        let lapi = Lapi::start(PORT);
+    with_lapi(|lapi| {
         lapi.add_bouncer("pbx-01", BOUNCER_KEY);
         lapi.ban(&["--ip", "45.67.89.10", "--duration", "2h"]);
         lapi.ban(&["--range", "45.68.1.0/24", "--duration", "1h"]);
@@ -144,12 +149,7 @@ fn ip_and_range_decisions_v4_and_v6_enter_the_sets_with_their_remaining_duration
 
 #[test]
 fn a_deletion_is_honoured_even_after_a_dry_run_swallowed_it() {
-    if !lapi::available() {
-        return;
-    }
-    let ns = netns_or_skip!();
-    run_in(&ns, || {
-        let lapi = Lapi::start(PORT);
+    with_lapi(|lapi| {
         lapi.add_bouncer("pbx-01", BOUNCER_KEY);
         lapi.ban(&["--ip", "45.67.89.10", "--duration", "2h"]);
         lapi.ban(&["--ip", "45.67.89.20", "--duration", "2h"]);
@@ -184,12 +184,7 @@ fn a_deletion_is_honoured_even_after_a_dry_run_swallowed_it() {
 
 #[test]
 fn lapi_down_exits_3_and_keeps_the_last_good_entries() {
-    if !lapi::available() {
-        return;
-    }
-    let ns = netns_or_skip!();
-    run_in(&ns, || {
-        let mut lapi = Lapi::start(PORT);
+    with_lapi(|mut lapi| {
         lapi.add_bouncer("pbx-01", BOUNCER_KEY);
         lapi.ban(&["--ip", "45.67.89.10", "--duration", "2h"]);
         let dir = tempfile::tempdir().unwrap();
@@ -216,12 +211,7 @@ fn lapi_down_exits_3_and_keeps_the_last_good_entries() {
 
 #[test]
 fn a_bad_key_is_a_clear_error_and_secrets_never_show() {
-    if !lapi::available() {
-        return;
-    }
-    let ns = netns_or_skip!();
-    run_in(&ns, || {
-        let lapi = Lapi::start(PORT);
+    with_lapi(|lapi| {
         lapi.add_bouncer("pbx-01", "someOtherKeyThanTheOneSipbanHas99");
         lapi.add_machine("pbx-01", MACHINE_PW);
         lapi.ban(&["--ip", "45.67.89.10", "--duration", "2h"]);
@@ -311,12 +301,7 @@ fn alerts_of(lapi: &Lapi, id: &str) -> Vec<serde_json::Value> {
 
 #[test]
 fn own_detections_are_pushed_once_and_pulled_or_feed_entries_never() {
-    if !lapi::available() {
-        return;
-    }
-    let ns = netns_or_skip!();
-    run_in(&ns, || {
-        let lapi = Lapi::start(PORT);
+    with_lapi(|lapi| {
         lapi.add_bouncer("pbx-01", BOUNCER_KEY);
         lapi.add_bouncer("pbx-02", "bouncerKeyOfTheSecondPbx0123456789");
         lapi.add_machine("pbx-01", MACHINE_PW);
@@ -425,12 +410,7 @@ fn own_detections_are_pushed_once_and_pulled_or_feed_entries_never() {
 #[test]
 fn a_claimed_item_is_not_sent_again_and_a_malformed_one_is_dropped_unsent() {
     use sipban::report::{self, queue, Detail, OffenceKind};
-    if !lapi::available() {
-        return;
-    }
-    let ns = netns_or_skip!();
-    run_in(&ns, || {
-        let lapi = Lapi::start(PORT);
+    with_lapi(|lapi| {
         lapi.add_machine("pbx-01", MACHINE_PW);
         let dir = tempfile::tempdir().unwrap();
         configure(dir.path(), &lapi.url, true, "");
