@@ -4,8 +4,8 @@
 //! a feed, and kernel timeouts must stay within the TTL that was asked for. The real binary in
 //! a private network namespace, with real `ipset`.
 
-use crate::common::netns::{require_program, run_in};
-use crate::common::run::{bin, json, sipban, text};
+use crate::common::netns::run_in;
+use crate::common::run::{bin, faketime, json, libfaketime, sipban, text};
 use crate::common::stub::{Reply, Stub};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -29,7 +29,8 @@ fn now() -> i64 {
 
 #[test]
 fn a_sync_under_a_clock_a_year_ahead_neither_stalls_feeds_nor_lengthens_timeouts() {
-    if !require_program("faketime") {
+    if libfaketime().is_none() {
+        crate::common::netns::skip("needs libfaketime (Debian package `faketime`)");
         return;
     }
     let ns = netns_or_skip!();
@@ -41,9 +42,8 @@ fn a_sync_under_a_clock_a_year_ahead_neither_stalls_feeds_nor_lengthens_timeouts
         write_config(d, &stub.url("/list"));
 
         // 1. A sync with the clock a year ahead.
-        let o = Command::new("faketime")
-            .args(["-f", "+365d"])
-            .arg(bin())
+        let o = faketime("+365d", bin())
+            .expect("libfaketime")
             .args(["sync", "--json", "--config"])
             .arg(d.join("config.yaml"))
             .stdin(Stdio::null())
@@ -129,15 +129,6 @@ fn visit_expires(v: &serde_json::Value, f: &mut dyn FnMut(i64)) {
         serde_json::Value::Array(a) => a.iter().for_each(|x| visit_expires(x, f)),
         _ => {}
     }
-}
-
-/// libfaketime's library, wherever this architecture keeps it.
-fn libfaketime() -> Option<std::path::PathBuf> {
-    std::fs::read_dir("/usr/lib")
-        .ok()?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("faketime/libfaketime.so.1"))
-        .find(|p| p.is_file())
 }
 
 /// The daemon under a wall clock that the test moves (libfaketime reads the offset from

@@ -10,11 +10,11 @@
 //! When the output changes on purpose, run the test with `SIPBAN_BLESS=1` to rewrite the
 //! files, and review the diff like code.
 
-use crate::common::netns::{require_program, run_in};
-use crate::common::run::{bin, text};
+use crate::common::netns::run_in;
+use crate::common::run::{bin, faketime, libfaketime, text};
 use crate::common::stub::{Reply, Stub};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 /// 2026-06-01 12:00:00 UTC: the sync.
 const T: i64 = 1_780_315_200;
@@ -25,18 +25,15 @@ fn stamp(t: i64) -> String {
 
 /// sipban at a frozen wall-clock time `t`.
 fn at(dir: &Path, t: i64, args: &[&str]) -> Output {
-    let o = Command::new("faketime")
-        .arg("-f")
-        .arg(stamp(t))
-        .arg(bin())
+    let o = faketime(&stamp(t), bin())
+        .expect("libfaketime")
         .args(args)
         .arg("--config")
         .arg(dir.join("config.yaml"))
         .env("TZ", "UTC")
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
         .stdin(Stdio::null())
         .output()
-        .expect("run faketime");
+        .expect("run sipban under libfaketime");
     assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o));
     o
 }
@@ -104,7 +101,8 @@ fn check(d: &Path, name: &str, o: &Output) {
 
 #[test]
 fn status_list_and_explain_text_for_a_fixed_state() {
-    if !require_program("faketime") {
+    if libfaketime().is_none() {
+        crate::common::netns::skip("needs libfaketime (Debian package `faketime`)");
         return;
     }
     let ns = netns_or_skip!();

@@ -62,3 +62,26 @@ pub fn piped(cmd: &mut Command, input: &[u8]) -> Output {
         .unwrap_or_else(|e| panic!("write to {cmd:?}: {e}"));
     child.wait_with_output().expect("wait")
 }
+
+/// libfaketime's library, wherever this architecture keeps it (Debian package `faketime`).
+pub fn libfaketime() -> Option<PathBuf> {
+    std::fs::read_dir("/usr/lib")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.is_file())
+}
+
+/// `program` under libfaketime with the clock `spec` (`FAKETIME`: "2026-06-01 12:00:00"
+/// frozen, "+365d" ahead), the monotonic clock left real. The library is preloaded directly,
+/// not through the `faketime` wrapper: the wrapper names a POSIX semaphore after its PID,
+/// leaves it behind when it dies, and a later wrapper with that PID (pid_max is 32,768 here)
+/// then fails with "sem_open: File exists".
+pub fn faketime(spec: &str, program: impl AsRef<std::ffi::OsStr>) -> Option<Command> {
+    let lib = libfaketime()?;
+    let mut cmd = Command::new(program);
+    cmd.env("LD_PRELOAD", lib)
+        .env("FAKETIME", spec)
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    Some(cmd)
+}
