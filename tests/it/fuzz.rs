@@ -604,14 +604,17 @@ fn kernel_scan() {
         parts.push(data);
         let data = &parts[0];
         let lines = newlines(data) - long as u64;
-        let r = kernlog::scan_bytes(&[data], &settings, &own).expect("scan");
+        // One "now" for both scans: a date ahead of the clock is taken as now, and the two
+        // must not straddle a second.
+        let now = sipban::clock::unix_now();
+        let r = kernlog::scan_bytes_at(&[data], &settings, &own, now).expect("scan");
         assert_eq!(r.counters.long_lines, long as u64, "lines over the cap");
         check_kernel_report(&r, data, lines);
         if from_file {
             let d = tempfile::tempdir().expect("tempdir");
             let path = d.path().join("kern.log");
             std::fs::write(&path, data).expect("write log");
-            let f = kernlog::scan(&[path], &settings, &own, "fuzz").expect("scan file");
+            let f = kernlog::scan_at(&[path], &settings, &own, "fuzz", now).expect("scan file");
             assert_eq!(f.files[0].long_lines, long as u64, "lines over the cap");
             check_kernel_report(&f, data, lines);
             assert_eq!(f.counters, r.counters, "file and memory disagree");

@@ -80,8 +80,8 @@ pub const MAX_HITS: usize = 1024;
 pub use crate::config::kernlog::{KernelLogSettings, MAX_DISTINCT_PORTS, MAX_THRESHOLD};
 pub use crate::config::raw::RawKernelLog;
 pub use scan::{
-    scan, scan_bytes, scan_files, AddressScan, FileScan, FiredScan, PortScan, Scan, ScanReport,
-    ScanRules,
+    scan, scan_at, scan_bytes, scan_bytes_at, scan_files, AddressScan, FileScan, FiredScan,
+    PortScan, Scan, ScanReport, ScanRules,
 };
 
 /// The port catalogue `settings` score with: the built-in entries (unless switched off), then

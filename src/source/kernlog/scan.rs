@@ -1014,9 +1014,14 @@ struct Parsed {
 }
 
 impl<'a> Parse<'a> {
-    fn new(cat: &'a Catalogue, own: &'a HashSet<IpAddr>, settings: &KernelLogSettings) -> Self {
+    fn new(
+        cat: &'a Catalogue,
+        own: &'a HashSet<IpAddr>,
+        settings: &KernelLogSettings,
+        now: i64,
+    ) -> Self {
         Parse {
-            engine: Engine::new(cat, own, settings, crate::clock::unix_now()),
+            engine: Engine::new(cat, own, settings, now),
             reasons: Vec::new(),
             batch: Vec::with_capacity(BATCH),
             last_time: None,
@@ -1301,6 +1306,8 @@ struct PassOpts {
     threaded: bool,
     /// How much of the listing stays in memory.
     budget: Budget,
+    /// The scan's one "now" (a date ahead of it is taken as now), the same in every pass.
+    now: i64,
 }
 
 /// One pass over `logs`; `None` when it must start over keeping every window.
@@ -1316,8 +1323,9 @@ fn pass(
         let (to_parser, blocks) = sync_channel::<Block>(IN_FLIGHT);
         let (back, from_parser) = sync_channel::<(Vec<Rec>, Block)>(IN_FLIGHT);
         std::thread::scope(|scope| {
-            let parser =
-                scope.spawn(move || parse_blocks(Parse::new(cat, own, settings), blocks, back));
+            let parser = scope.spawn(move || {
+                parse_blocks(Parse::new(cat, own, settings, opts.now), blocks, back)
+            });
             let mut f = Feeder {
                 scanner: &mut sc,
                 block: Block::default(),
@@ -1344,7 +1352,7 @@ fn pass(
             read.and(parsed)
         })?
     } else {
-        let mut p = Parse::new(cat, own, settings);
+        let mut p = Parse::new(cat, own, settings, opts.now);
         walk(
             logs,
             &mut Here {
@@ -1384,6 +1392,7 @@ fn pass(
 
 /// Both passes if need be: dropping windows, then (should a line come that a dropped window
 /// could have counted with) keeping them all.
+#[cfg(test)]
 fn scan_logs(
     logs: Logs<'_>,
     settings: &KernelLogSettings,
@@ -1392,11 +1401,25 @@ fn scan_logs(
     threaded: bool,
     budget: Budget,
 ) -> Result<Scan, KernelLogError> {
+    let now = crate::clock::unix_now();
+    scan_logs_at(logs, settings, own, from, (threaded, budget), now)
+}
+
+/// [`scan_logs`] as of `now`.
+fn scan_logs_at(
+    logs: Logs<'_>,
+    settings: &KernelLogSettings,
+    own: &HashSet<IpAddr>,
+    from: &str,
+    (threaded, budget): (bool, Budget),
+    now: i64,
+) -> Result<Scan, KernelLogError> {
     let cat = catalogue(settings).map_err(KernelLogError::Catalogue)?;
     let mut opts = PassOpts {
         drop_windows: true,
         threaded,
         budget,
+        now,
     };
     let mut done = pass(logs, &cat, own, settings, opts)?;
     if done.is_none() {
@@ -1482,7 +1505,19 @@ pub fn scan(
     own: &HashSet<IpAddr>,
     from: &str,
 ) -> Result<ScanReport, KernelLogError> {
-    scan_files(files, settings, own, from)?.into_report()
+    scan_at(files, settings, own, from, crate::clock::unix_now())
+}
+
+/// [`scan`] as of `now`: two scans given the same `now` read the same log the same way (a
+/// date ahead of the clock is taken as `now`).
+pub fn scan_at(
+    files: &[PathBuf],
+    settings: &KernelLogSettings,
+    own: &HashSet<IpAddr>,
+    from: &str,
+    now: i64,
+) -> Result<ScanReport, KernelLogError> {
+    scan_files_at(files, settings, own, from, now)?.into_report()
 }
 
 /// [`scan`], with the addresses built as they are written (what `sipban scan --kernel` runs).
@@ -1493,6 +1528,16 @@ pub fn scan_files(
     own: &HashSet<IpAddr>,
     from: &str,
 ) -> Result<Scan, KernelLogError> {
+    scan_files_at(files, settings, own, from, crate::clock::unix_now())
+}
+
+fn scan_files_at(
+    files: &[PathBuf],
+    settings: &KernelLogSettings,
+    own: &HashSet<IpAddr>,
+    from: &str,
+    now: i64,
+) -> Result<Scan, KernelLogError> {
     if files.is_empty() {
         return Err(KernelLogError::NoFiles);
     }
@@ -1501,13 +1546,13 @@ pub fn scan_files(
         .filter_map(|f| std::fs::metadata(f).ok())
         .map(|m| m.len())
         .sum();
-    scan_logs(
+    scan_logs_at(
         Logs::Files(files),
         settings,
         own,
         from,
-        size >= THREAD_FROM,
-        Budget::DEFAULT,
+        (size >= THREAD_FROM, Budget::DEFAULT),
+        now,
     )
 }
 
@@ -1518,13 +1563,23 @@ pub fn scan_bytes(
     settings: &KernelLogSettings,
     own: &HashSet<IpAddr>,
 ) -> Result<ScanReport, KernelLogError> {
-    let scan = scan_logs(
+    scan_bytes_at(logs, settings, own, crate::clock::unix_now())
+}
+
+/// [`scan_bytes`] as of `now` (see [`scan_at`]).
+pub fn scan_bytes_at(
+    logs: &[&[u8]],
+    settings: &KernelLogSettings,
+    own: &HashSet<IpAddr>,
+    now: i64,
+) -> Result<ScanReport, KernelLogError> {
+    let scan = scan_logs_at(
         Logs::Bytes(logs),
         settings,
         own,
         "test settings",
-        false,
-        Budget::DEFAULT,
+        (false, Budget::DEFAULT),
+        now,
     )?;
     scan.into_report()
 }
@@ -1973,6 +2028,7 @@ mod tests {
             drop_windows,
             threaded: false,
             budget: Budget::DEFAULT,
+            now: crate::clock::unix_now(),
         };
         let done = super::pass(Logs::Bytes(logs), &cat, &HashSet::new(), &s, opts).unwrap()?;
         let windows = done.windows;
@@ -2297,6 +2353,7 @@ mod tests {
             drop_windows: true,
             threaded: false,
             budget,
+            now: crate::clock::unix_now(),
         };
         let own = HashSet::from(["203.0.113.10".parse().unwrap()]);
         let done = super::pass(Logs::Bytes(logs), &cat, &own, &s, opts).unwrap();
