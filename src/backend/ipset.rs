@@ -1,19 +1,24 @@
-//! Kernel ipsets, driven through the `ipset` command-line tool.
+//! Kernel ipsets: read through the `ipset` command-line tool, changed in batches sent to the
+//! kernel over netlink ([`netlink`]), or through `ipset -exist restore` as the fallback.
 //!
 //! This file is the only code in sipban that reads or changes kernel sets. It does three things:
 //! read a set back ([`Ipset::read`], [`Ipset::header`]), apply a small diff as one batch
 //! ([`Ipset::apply_diff`]), and rebuild a set atomically ([`Ipset::rebuild`]: fill a temporary set,
-//! then `swap` it with the live one, all in one `ipset -exist restore` batch).
+//! then `swap` it with the live one, all in one batch).
 //!
-//! Why the tool and not a netlink binding: one `restore` batch on stdin is as fast as the FFI
-//! crate (the kernel does the work), it has `swap`, needs nothing native at build time, and its
-//! errors carry line numbers (`research/crates.md` §1–2).
+//! A batch is a list of restore lines ([`Batch`]) whichever way it goes. Why netlink for them:
+//! `ipset restore` parses each line through `getaddrinfo`, about 0.85 s of its 1 s for 262,144
+//! entries, while the kernel's own work is about 0.16 s (`bench/sync.sh`). Why the tool is kept:
+//! reading sets (its `save` and `list -t` output is parsed here), wrappers given to
+//! [`Ipset::with_argv`] (tests watch and break batches that way), and a kernel that does not
+//! speak the netlink dialect encoded in [`netlink`]: the same batch then goes through the tool,
+//! and a warning says why.
 //!
 //! Rules this file keeps, and must never break:
 //! - Every address written to ipset is an [`IpNet`] formatted by [`display_net`], checked for the
 //!   set's family first: ipset resolves text it cannot parse through DNS.
-//! - One process per batch, never one per address; the batch is streamed, never built as one
-//!   big string.
+//! - One netlink exchange per few hundred entries, or one process per batch; never one per
+//!   address. The batch is streamed, never built as one big string.
 //! - In a diff, deletes come before adds, so the live set never holds more than the larger of
 //!   its sizes before and after the batch: the cap is a ceiling at every instant, and the kernel
 //!   enforces it too (`maxelem` is the cap). A batch cut short may leave the set smaller; the
@@ -44,7 +49,13 @@ const PIPE_BUFFER: usize = 64 * 1024;
 #[derive(Clone, Debug)]
 pub struct Ipset {
     argv: Vec<OsString>,
+    /// Batches go to the kernel over netlink ([`netlink`]) rather than through the program;
+    /// only for the plain `ipset` of [`Ipset::new`], so a wrapper given to
+    /// [`Ipset::with_argv`] sees every batch.
+    netlink: bool,
 }
+
+mod netlink;
 
 /// The set sipban wants: always `hash:net` with timeout support (default timeout 0, permanent).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -229,19 +240,31 @@ impl Default for Ipset {
 impl Ipset {
     /// Run `ipset` from `PATH`.
     pub fn new() -> Self {
-        Self::with_argv(vec![OsString::from("ipset")])
+        Self {
+            argv: vec![OsString::from("ipset")],
+            netlink: true,
+        }
     }
 
     /// Run ipset through another command line, for example
     /// `["ip", "netns", "exec", NS, "ipset"]`. Arguments are appended to it.
     pub fn with_argv(argv: Vec<OsString>) -> Self {
-        Self { argv }
+        Self {
+            argv,
+            netlink: false,
+        }
     }
 
-    /// `ipset save NAME`, parsed. `Ok(None)` when the set does not exist.
+    /// The set's header and members (over netlink, or `ipset save NAME` parsed). `Ok(None)` when
+    /// the set does not exist.
     pub fn read(&self, name: &str) -> Result<Option<KernelSet>, IpsetError> {
         let what = format!("ipset save {name}");
         check_any_name(&what, name)?;
+        if self.netlink {
+            if let Some(done) = through_netlink(netlink::list(name, true)) {
+                return done.map(|found| found.map(|l| l.set));
+            }
+        }
         let (done, parsed) = self.run_reading(&["save", name], |out| {
             let mut parser = SaveParser::new(name);
             let mut buf = Vec::with_capacity(128);
@@ -269,10 +292,16 @@ impl Ipset {
         Ok(self.info(name)?.map(|i| (i.header, i.entries)))
     }
 
-    /// Header, member count and reference count (`ipset list -t NAME`); `Ok(None)` when missing.
+    /// Header, member count and reference count (over netlink, or `ipset list -t NAME`);
+    /// `Ok(None)` when missing.
     pub fn info(&self, name: &str) -> Result<Option<SetInfo>, IpsetError> {
         let what = format!("ipset list -t {name}");
         check_any_name(&what, name)?;
+        if self.netlink {
+            if let Some(done) = through_netlink(netlink::list(name, false)) {
+                return done.map(|found| found.map(|l| l.info));
+            }
+        }
         let out = self.output(&["list", "-t", name])?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         if !out.status.success() {
@@ -286,32 +315,49 @@ impl Ipset {
             .map_err(IpsetError::Parse)
     }
 
-    /// Every set's header and entry count from one `ipset list -t` (one process for all the
-    /// sets a run looks at, instead of one per set and question).
+    /// Every set's header and entry count from one listing (over netlink, or one `ipset list -t`
+    /// for all the sets a run looks at, instead of one per set and question).
     pub fn snapshot(&self) -> Result<Snapshot, IpsetError> {
         self.snapshot_start().finish()
     }
 
-    /// Start [`Ipset::snapshot`]'s `ipset list -t` now and read it later: the process starts
-    /// and runs on another core while the caller works.
+    /// Start [`Ipset::snapshot`] now and read it later. Over netlink it is read at once (about a
+    /// millisecond); through the tool, `ipset list -t` runs on another core while the caller
+    /// works.
     pub fn snapshot_start(&self) -> PendingSnapshot {
-        PendingSnapshot(Some(self.command(&["list", "-t"]).and_then(|mut c| {
+        if self.netlink {
+            if let Some(done) = through_netlink(netlink::list_all()) {
+                return PendingSnapshot(Pending::Done(done.map(Snapshot::from_infos)));
+            }
+        }
+        let started = self.command(&["list", "-t"]).and_then(|mut c| {
             c.stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
                 .map_err(spawn_error)
-        })))
+        });
+        PendingSnapshot(match started {
+            Ok(child) => Pending::Running(child),
+            Err(e) => Pending::Done(Err(e)),
+        })
     }
 }
 
-/// An `ipset list -t` under way (see [`Ipset::snapshot_start`]). Dropped unread, it is
-/// stopped and reaped (a daemon must not collect zombies).
-pub struct PendingSnapshot(Option<Result<std::process::Child, IpsetError>>);
+/// A snapshot under way (see [`Ipset::snapshot_start`]): an `ipset list -t` running, or a
+/// netlink listing already read. Dropped unread, a running listing is stopped and reaped (a
+/// daemon must not collect zombies).
+pub struct PendingSnapshot(Pending);
+
+enum Pending {
+    Running(std::process::Child),
+    Done(Result<Snapshot, IpsetError>),
+    Taken,
+}
 
 impl Drop for PendingSnapshot {
     fn drop(&mut self) {
-        if let Some(Ok(mut child)) = self.0.take() {
+        if let Pending::Running(mut child) = std::mem::replace(&mut self.0, Pending::Taken) {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -321,11 +367,15 @@ impl Drop for PendingSnapshot {
 impl PendingSnapshot {
     /// Wait for the listing and parse it.
     pub fn finish(mut self) -> Result<Snapshot, IpsetError> {
-        let child = self.0.take().unwrap_or_else(|| {
-            Err(IpsetError::Io(io::Error::other(
-                "the listing was already read",
-            )))
-        })?;
+        let child = match std::mem::replace(&mut self.0, Pending::Taken) {
+            Pending::Running(child) => child,
+            Pending::Done(done) => return done,
+            Pending::Taken => {
+                return Err(IpsetError::Io(io::Error::other(
+                    "the listing was already read",
+                )))
+            }
+        };
         let out = child.wait_with_output().map_err(IpsetError::Io)?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
@@ -416,7 +466,7 @@ impl Ipset {
             dels,
             tail: Vec::new(),
         };
-        self.run_restore(&batch)
+        self.run_batch(&batch)
     }
 
     /// Atomic rebuild in one `ipset -exist restore` batch: destroy a leftover `<name>-tmp`, create
@@ -484,7 +534,7 @@ impl Ipset {
             dels: &[],
             tail,
         };
-        let err = match self.run_restore(&batch) {
+        let err = match self.run_batch(&batch) {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
@@ -572,6 +622,19 @@ impl Ipset {
         })
     }
 
+    /// A batch over netlink when this is the plain `ipset`; through the program when a wrapper
+    /// was given, or when this kernel does not speak the dialect [`netlink`] encodes (a warning
+    /// says why).
+    fn run_batch(&self, batch: &Batch<'_>) -> Result<(), IpsetError> {
+        if !self.netlink {
+            return self.run_restore(batch);
+        }
+        match through_netlink(netlink::run(batch.lines())) {
+            Some(done) => done,
+            None => self.run_restore(batch),
+        }
+    }
+
     /// Stream `batch` into one `ipset -exist restore`. If ipset stops early (its stdin closes and
     /// our write fails with EPIPE), its own message, with the line number, is what is reported.
     fn run_restore(&self, batch: &Batch<'_>) -> Result<(), IpsetError> {
@@ -593,6 +656,23 @@ impl Ipset {
                 format!("writing the batch to ipset restore: {e}"),
             ))
         })
+    }
+}
+
+/// What a netlink call did, or `None` when the tool must do it instead (a set type whose
+/// members [`netlink`] does not decode, quietly; a kernel that speaks another dialect, with a
+/// warning).
+fn through_netlink<T>(result: Result<T, netlink::NlError>) -> Option<Result<T, IpsetError>> {
+    match result {
+        Ok(v) => Some(Ok(v)),
+        Err(netlink::NlError::Ipset(e)) => Some(Err(e)),
+        Err(netlink::NlError::OtherType) => None,
+        Err(netlink::NlError::Unsupported(why)) => {
+            tracing::warn!(
+                "kernel ipset over netlink is not usable here ({why}); using the ipset tool"
+            );
+            None
+        }
     }
 }
 

@@ -876,8 +876,9 @@ struct Ran {
     stderr: String,
 }
 
-/// Run `sipban` with `PATH` pointing at an empty directory, so no `ipset` is found and the
-/// host's sets are never read: a dry run falls back to the saved state.
+/// Run `sipban` with `PATH` pointing at an empty directory (no `ipset`, `iptables` or
+/// `conntrack` program). sipban reaches kernel sets over netlink without the tool, so a test
+/// whose runs may touch them runs in a private network namespace (`run_in`).
 fn sipban(e: &Env, config: &Path, args: &[&str], extra_env: &[(&str, &Path)]) -> Ran {
     let empty = e.dir.path().join("empty-path");
     std::fs::create_dir_all(&empty).unwrap();
@@ -903,86 +904,94 @@ fn sipban(e: &Env, config: &Path, args: &[&str], extra_env: &[(&str, &Path)]) ->
 #[test]
 fn the_key_never_appears_in_any_output_or_the_state() {
     for api in ["v1", "v2"] {
-        let e = env();
-        let fake = Fake::new(dataset(3, 0));
-        fake.listed.lock().unwrap().insert("198.18.250.7".into());
-        let server = serve(&fake);
-        let config = write_config(&e, &server, api, Some(&ca_file()));
-        let mut outputs: Vec<(String, Ran)> = Vec::new();
-        let mut run = |args: &[&str]| {
-            let r = sipban(&e, &config, args, &[]);
-            outputs.push((args.join(" "), r));
-            outputs
-                .last()
-                .map(|(_, r)| (r.code, r.stdout.clone(), r.stderr.clone()))
-                .unwrap()
-        };
-        // A dry run with no state yet: the plan adds what APIBAN lists.
-        let (code, stdout, stderr) = run(&["sync", "--dry-run"]);
-        assert_eq!(code, 0, "{stdout}{stderr}");
-        assert!(
-            stdout.contains("apiban") && stdout.contains("caught up"),
-            "{stdout}"
-        );
-        assert!(stdout.contains("+ 198.18.0.1 "), "{stdout}");
-        assert!(
-            !Store::db_path(&e.state_dir()).exists(),
-            "a dry run wrote the state"
-        );
-        // A real sync applies the pages to the state, then fails at the kernel (no ipset here).
-        let (code, _, stderr) = run(&["-vv", "sync"]);
-        assert_eq!(code, 1, "{stderr}");
-        let (code, stdout, _) = run(&["-vv", "sync", "--dry-run", "--json"]);
-        assert_eq!(code, 0);
-        let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-        let src = &v["sources"][0];
-        assert_eq!(src["name"], "apiban");
-        assert_eq!(src["apiban"]["status"], "caught_up");
-        assert_eq!(src["counts"]["held"], 750);
-        let (code, stdout, stderr) = run(&["-vv", "check", "198.18.250.7"]);
-        assert_eq!(code, 0, "{stderr}");
-        assert!(
-            stdout.contains("LISTED") && stdout.contains("not listed by any source"),
-            "{stdout}"
-        );
-        let (code, stdout, _) = run(&["check", "198.18.0.1", "--json"]);
-        assert_eq!(code, 0);
-        let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-        assert_eq!(v["apiban"]["answer"], "not_listed");
-        assert_eq!(v["local"]["listings"][0]["source"], "apiban");
-        run(&["config", "check"]);
-        run(&["config", "check", "--json"]);
-        // Failures: a dropped connection, a 403, a 429.
-        for reply in [
-            Reply::Drop,
-            Fake::unauthorized(),
-            Reply::json(
-                429,
-                r#"{"ipaddress":"rate limit exceeded","ID":"unauthorized"}"#,
-            ),
-        ] {
-            fake.fault(server.request_count() + 1, reply.clone());
-            let (code, stdout, stderr) = run(&["-vv", "sync", "--dry-run"]);
-            assert_eq!(code, 3, "{stdout}{stderr}");
-            assert!(stderr.contains("apiban:"), "{stderr}");
-            fake.fault(server.request_count() + 1, reply);
-            let (code, _, _) = run(&["-vv", "check", "198.18.250.7"]);
-            assert_eq!(code, 3);
-        }
-        let all: String = outputs
-            .iter()
-            .map(|(a, r)| format!("$ sipban {a}\n{}{}", r.stdout, r.stderr))
-            .collect();
-        assert!(!all.contains(KEY), "the key was printed:\n{all}");
-        if api == "v1" {
-            assert!(
-                all.contains("/api/[redacted]/banned/"),
-                "v1 URLs are logged redacted:\n{all}"
-            );
-        }
-        assert!(Store::db_path(&e.state_dir()).exists());
-        assert_no_key_in_dir(&e.state_dir());
+        // A real sync changes kernel sets: those of a fresh private namespace, never the host's.
+        let ns = netns_or_skip!();
+        crate::common::netns::run_in(&ns, move || key_never_appears(api));
     }
+}
+
+fn key_never_appears(api: &'static str) {
+    let e = env();
+    let fake = Fake::new(dataset(3, 0));
+    fake.listed.lock().unwrap().insert("198.18.250.7".into());
+    let server = serve(&fake);
+    let config = write_config(&e, &server, api, Some(&ca_file()));
+    let mut outputs: Vec<(String, Ran)> = Vec::new();
+    let mut run = |args: &[&str]| {
+        let r = sipban(&e, &config, args, &[]);
+        outputs.push((args.join(" "), r));
+        outputs
+            .last()
+            .map(|(_, r)| (r.code, r.stdout.clone(), r.stderr.clone()))
+            .unwrap()
+    };
+    // A dry run with no state yet: the plan adds what APIBAN lists.
+    let (code, stdout, stderr) = run(&["sync", "--dry-run"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("apiban") && stdout.contains("caught up"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("+ 198.18.0.1 "), "{stdout}");
+    assert!(
+        !Store::db_path(&e.state_dir()).exists(),
+        "a dry run wrote the state"
+    );
+    // A real sync applies the pages to the state and to the namespace's kernel set.
+    let (code, _, stderr) = run(&["-vv", "sync"]);
+    assert_eq!(code, 0, "{stderr}");
+    let set = sipban::backend::ipset::Ipset::new().header("sbt-apiban-v4");
+    assert_eq!(set.unwrap().map(|(_, n)| n), Some(750));
+    let (code, stdout, _) = run(&["-vv", "sync", "--dry-run", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let src = &v["sources"][0];
+    assert_eq!(src["name"], "apiban");
+    assert_eq!(src["apiban"]["status"], "caught_up");
+    assert_eq!(src["counts"]["held"], 750);
+    let (code, stdout, stderr) = run(&["-vv", "check", "198.18.250.7"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("LISTED") && stdout.contains("not listed by any source"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = run(&["check", "198.18.0.1", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["apiban"]["answer"], "not_listed");
+    assert_eq!(v["local"]["listings"][0]["source"], "apiban");
+    run(&["config", "check"]);
+    run(&["config", "check", "--json"]);
+    // Failures: a dropped connection, a 403, a 429.
+    for reply in [
+        Reply::Drop,
+        Fake::unauthorized(),
+        Reply::json(
+            429,
+            r#"{"ipaddress":"rate limit exceeded","ID":"unauthorized"}"#,
+        ),
+    ] {
+        fake.fault(server.request_count() + 1, reply.clone());
+        let (code, stdout, stderr) = run(&["-vv", "sync", "--dry-run"]);
+        assert_eq!(code, 3, "{stdout}{stderr}");
+        assert!(stderr.contains("apiban:"), "{stderr}");
+        fake.fault(server.request_count() + 1, reply);
+        let (code, _, _) = run(&["-vv", "check", "198.18.250.7"]);
+        assert_eq!(code, 3);
+    }
+    let all: String = outputs
+        .iter()
+        .map(|(a, r)| format!("$ sipban {a}\n{}{}", r.stdout, r.stderr))
+        .collect();
+    assert!(!all.contains(KEY), "the key was printed:\n{all}");
+    if api == "v1" {
+        assert!(
+            all.contains("/api/[redacted]/banned/"),
+            "v1 URLs are logged redacted:\n{all}"
+        );
+    }
+    assert!(Store::db_path(&e.state_dir()).exists());
+    assert_no_key_in_dir(&e.state_dir());
 }
 
 #[test]
