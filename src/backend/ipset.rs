@@ -629,7 +629,7 @@ impl Ipset {
         if !self.netlink {
             return self.run_restore(batch);
         }
-        match through_netlink(netlink::run(batch.lines())) {
+        match through_netlink(netlink::run(batch)) {
             Some(done) => done,
             None => self.run_restore(batch),
         }

@@ -21,7 +21,7 @@
 //!   through `ipset restore`, which starts by destroying the temporary set: the batch is
 //!   idempotent up to its swap, and the swap is its last line.
 
-use super::{clamp_timeout, IpsetError, KernelSet, Line, SetHeader, SetInfo, SetSpec};
+use super::{clamp_timeout, Batch, IpsetError, KernelSet, Line, SetHeader, SetInfo, SetSpec};
 use crate::net::Family;
 use ipnet::IpNet;
 use std::io;
@@ -114,12 +114,35 @@ pub(super) enum NlError {
     OtherType,
 }
 
-/// Send `lines` in order, stopping at the first error. Line numbers count from 1, as
-/// `ipset restore` counts them.
-pub(super) fn run<'a>(lines: impl Iterator<Item = Line<'a>>) -> Result<(), NlError> {
+/// Send the batch's lines in order, stopping at the first error. Line numbers count from 1, as
+/// `ipset restore` counts them, and an error quotes the line it names.
+pub(super) fn run(batch: &Batch<'_>) -> Result<(), NlError> {
+    send_lines(batch).map_err(|e| match e {
+        Refused::At(kernel, number, cmd) => {
+            let quoted = batch.line(number).unwrap_or_default();
+            kernel.into_error(number, &quoted, cmd)
+        }
+        Refused::Other(e) => e,
+    })
+}
+
+/// Why [`send_lines`] stopped.
+enum Refused {
+    /// The kernel refused line `number` (a `cmd`).
+    At(Kernel, usize, u8),
+    Other(NlError),
+}
+
+impl From<NlError> for Refused {
+    fn from(e: NlError) -> Self {
+        Refused::Other(e)
+    }
+}
+
+fn send_lines(batch: &Batch<'_>) -> Result<(), Refused> {
     let mut sock = Socket::open().map_err(|e| NlError::Unsupported(e.to_string()))?;
     let mut adt: Option<Adt> = None;
-    for (index, line) in lines.enumerate() {
+    for (index, line) in batch.lines().enumerate() {
         let number = index + 1;
         let entry = match line {
             Line::Add(set, net, t) => Some((CMD_ADD, set, net, Some(clamp_timeout(t)))),
@@ -141,7 +164,7 @@ pub(super) fn run<'a>(lines: impl Iterator<Item = Line<'a>>) -> Result<(), NlErr
                 a.send(&mut sock)?;
             }
         }
-        adt.get_or_insert_with(|| Adt::new(cmd, set, net))
+        adt.get_or_insert_with(|| Adt::new(cmd, set, net, number))
             .push(number, net, timeout);
     }
     if let Some(a) = adt.take() {
@@ -151,7 +174,7 @@ pub(super) fn run<'a>(lines: impl Iterator<Item = Line<'a>>) -> Result<(), NlErr
 }
 
 /// One line that is not an add or a delete.
-fn command(sock: &mut Socket, number: usize, line: Line<'_>) -> Result<(), NlError> {
+fn command(sock: &mut Socket, number: usize, line: Line<'_>) -> Result<(), Refused> {
     let (cmd, mut msg) = match line {
         Line::Destroy(set) => (CMD_DESTROY, Msg::new(CMD_DESTROY, Family::V4, set)),
         Line::Flush(set) => (CMD_FLUSH, Msg::new(CMD_FLUSH, Family::V4, set)),
@@ -165,27 +188,34 @@ fn command(sock: &mut Socket, number: usize, line: Line<'_>) -> Result<(), NlErr
             m.str_attr(ATTR_TYPENAME, b);
             (cmd, m)
         }
-        Line::Create(set, spec) => (CMD_CREATE, create_msg(sock, number, set, spec)?),
+        Line::Create(_, spec) => (CMD_CREATE, create_msg(sock, number, &line, spec)?),
         Line::Add(..) | Line::Del(..) => return Ok(()),
     };
     match sock.call(&mut msg, |_| {}) {
         Ok(()) => Ok(()),
         // `-exist`: destroying a set that is not there is not an error.
-        Err(Kernel::Errno(e)) if cmd == CMD_DESTROY && e == libc::ENOENT => Ok(()),
-        Err(k) => Err(k.into_error(number, &line, cmd)),
+        Err(Kernel::Errno(libc::ENOENT, _)) if cmd == CMD_DESTROY => Ok(()),
+        Err(k) => Err(Refused::At(k, number, cmd)),
     }
 }
 
 /// The create message for `spec`, at the newest revision of hash:net that both this kernel and
 /// this module know (what the tool picks).
-fn create_msg(sock: &mut Socket, number: usize, set: &str, spec: &SetSpec) -> Result<Msg, NlError> {
+fn create_msg(
+    sock: &mut Socket,
+    number: usize,
+    line: &Line<'_>,
+    spec: &SetSpec,
+) -> Result<Msg, Refused> {
+    let Line::Create(set, _) = *line else {
+        return Err(NlError::Unsupported("a create without a set".to_owned()).into());
+    };
     let family = spec.family;
     let mut query = Msg::bare(CMD_TYPE, family);
     query.str_attr(ATTR_TYPENAME, "hash:net");
     query.u8_attr(ATTR_FAMILY, nfproto(family));
     let mut newest: Option<u8> = None;
     let mut oldest: Option<u8> = None;
-    let line = Line::Create(set, spec);
     sock.call(&mut query, |attrs| {
         for (kind, value) in Attrs(attrs) {
             match (kind, value.first()) {
@@ -195,16 +225,16 @@ fn create_msg(sock: &mut Socket, number: usize, set: &str, spec: &SetSpec) -> Re
             }
         }
     })
-    .map_err(|k| k.into_error(number, &line, CMD_TYPE))?;
+    .map_err(|k| Refused::At(k, number, CMD_TYPE))?;
     let newest = newest.ok_or_else(|| {
         NlError::Unsupported("the kernel named no revision for hash:net".to_owned())
     })?;
     let revision = newest.min(MAX_REVISION);
-    if oldest.is_some_and(|o| o > revision) {
+    if let Some(o) = oldest.filter(|&o| o > revision) {
         return Err(NlError::Unsupported(format!(
-            "this kernel's hash:net starts at revision {}, newer than {MAX_REVISION}",
-            oldest.unwrap_or(0)
-        )));
+            "this kernel's hash:net starts at revision {o}, newer than {MAX_REVISION}"
+        ))
+        .into());
     }
     let mut m = Msg::new(CMD_CREATE, family, set);
     m.str_attr(ATTR_TYPENAME, "hash:net");
@@ -225,21 +255,19 @@ fn nfproto(family: Family) -> u8 {
     }
 }
 
-/// An add or delete message being filled: `ADT` holds one `DATA` per entry.
+/// An add or delete message being filled: `ADT` holds one `DATA` per entry. Its entries are
+/// consecutive batch lines, from `first`.
 struct Adt<'a> {
     cmd: u8,
     set: &'a str,
     msg: Msg,
     adt: usize,
-    /// The entry the message was opened for (quoted if nothing better is known).
-    first: IpNet,
-    /// Each entry's batch line number, address and timeout, to quote the one an error names.
-    lines: Vec<(usize, IpNet, Option<u32>)>,
+    first: usize,
 }
 
 impl<'a> Adt<'a> {
-    fn new(cmd: u8, set: &'a str, first: IpNet) -> Self {
-        let family = if first.addr().is_ipv4() {
+    fn new(cmd: u8, set: &'a str, net: IpNet, first: usize) -> Self {
+        let family = if net.addr().is_ipv4() {
             Family::V4
         } else {
             Family::V6
@@ -254,7 +282,6 @@ impl<'a> Adt<'a> {
             msg,
             adt,
             first,
-            lines: Vec::new(),
         }
     }
 
@@ -276,52 +303,34 @@ impl<'a> Adt<'a> {
         }
         m.u32_attr(ATTR_LINENO, u32::try_from(number).unwrap_or(u32::MAX));
         m.close(data);
-        self.lines.push((number, net, timeout));
     }
 
-    fn send(mut self, sock: &mut Socket) -> Result<(), NlError> {
+    fn send(mut self, sock: &mut Socket) -> Result<(), Refused> {
         self.msg.close(self.adt);
-        let first = self.lines.first().map_or(0, |l| l.0);
-        match sock.call(&mut self.msg, |_| {}) {
-            Ok(()) => Ok(()),
-            Err(k) => {
-                let at = k.lineno().map_or(first, |n| n as usize);
-                let (number, net, timeout) = self
-                    .lines
-                    .iter()
-                    .copied()
-                    .find(|l| l.0 == at)
-                    .or_else(|| self.lines.first().copied())
-                    .unwrap_or((0, self.first, None));
-                let line = match timeout {
-                    Some(t) => Line::Add(self.set, net, t),
-                    None => Line::Del(self.set, net),
-                };
-                Err(k.into_error(number, &line, self.cmd))
-            }
-        }
+        sock.call(&mut self.msg, |_| {}).map_err(|k| {
+            // The entry the kernel named, or the message's first when it named none.
+            let at = match k {
+                Kernel::Errno(_, Some(n)) => n as usize,
+                _ => self.first,
+            };
+            Refused::At(k, at, self.cmd)
+        })
     }
 }
 
 /// What the kernel answered instead of an acknowledgement.
 enum Kernel {
-    /// A negative errno or ipset error code, made positive, and the echoed line number if any.
-    Errno(i32),
-    ErrnoAt(i32, u32),
+    /// A negative errno or ipset error code, made positive, and the line number the kernel
+    /// wrote into the echoed request, if any.
+    Errno(i32, Option<u32>),
     Io(io::Error),
 }
 
 impl Kernel {
-    fn lineno(&self) -> Option<u32> {
-        match self {
-            Kernel::ErrnoAt(_, n) => Some(*n),
-            _ => None,
-        }
-    }
-
-    fn into_error(self, number: usize, line: &Line<'_>, cmd: u8) -> NlError {
+    /// The error of batch line `number` (`line` is its text), in ipset's words.
+    fn into_error(self, number: usize, line: &str, cmd: u8) -> NlError {
         let code = match self {
-            Kernel::Errno(c) | Kernel::ErrnoAt(c, _) => c,
+            Kernel::Errno(c, _) => c,
             Kernel::Io(e) => {
                 return NlError::Ipset(IpsetError::Io(io::Error::new(
                     e.kind(),
@@ -360,7 +369,7 @@ impl Kernel {
     /// The error of a listing of `name` (a missing set is not one: see [`list`]).
     fn into_read_error(self, name: &str) -> NlError {
         let code = match self {
-            Kernel::Errno(c) | Kernel::ErrnoAt(c, _) => c,
+            Kernel::Errno(c, _) => c,
             Kernel::Io(e) => {
                 return NlError::Ipset(IpsetError::Io(io::Error::new(
                     e.kind(),
@@ -427,7 +436,7 @@ pub(super) fn list(name: &str, members: bool) -> Result<Option<KernelListing>, N
     let mut listing = Decoder::default();
     match sock.dump(&mut msg, |attrs| listing.message(name, attrs, members)) {
         Ok(()) => {}
-        Err(Kernel::Errno(libc::ENOENT)) => return Ok(None),
+        Err(Kernel::Errno(libc::ENOENT, _)) => return Ok(None),
         Err(k) => return Err(k.into_read_error(name)),
     }
     listing.finish(name).map(Some)
@@ -883,8 +892,77 @@ fn error_of(body: &[u8]) -> Option<Kernel> {
             .find(|(k, v)| *k == ATTR_LINENO && v.len() == 4)
             .map(|(_, v)| u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
     });
-    Some(match lineno {
-        Some(n) if n > 0 => Kernel::ErrnoAt(code, n),
-        _ => Kernel::Errno(code),
-    })
+    Some(Kernel::Errno(code, lineno.filter(|&n| n > 0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> IpNet {
+        crate::net::parse_net(s).unwrap()
+    }
+
+    /// What `push` writes decodes back through `entry`: address, prefix and timeout.
+    #[test]
+    fn an_entry_round_trips() {
+        for (text, timeout) in [
+            ("192.0.2.7", Some(60)),
+            ("198.51.100.0/24", Some(super::super::MAX_TIMEOUT)),
+            ("2001:db8::/32", None),
+            ("2001:db8::1", Some(1)),
+        ] {
+            let mut a = Adt::new(CMD_ADD, "s", net(text), 4);
+            a.push(4, net(text), timeout);
+            a.msg.close(a.adt);
+            let attrs = &a.msg.buf[20..];
+            let adt = Attrs(attrs).find(|(k, _)| *k == ATTR_ADT).unwrap().1;
+            let (kind, data) = Attrs(adt).next().unwrap();
+            assert_eq!(kind, ATTR_DATA);
+            assert_eq!(
+                entry(data),
+                Some((net(text), timeout.unwrap_or(0))),
+                "{text}"
+            );
+            let lineno = Attrs(data).find(|(k, _)| *k == ATTR_LINENO).unwrap().1;
+            assert_eq!(lineno, 4u32.to_ne_bytes());
+        }
+    }
+
+    /// Attributes whose length runs past the buffer, or is under a header, end the walk: the
+    /// decoder never reads out of bounds or loops.
+    #[test]
+    fn malformed_attributes_end_the_walk() {
+        assert_eq!(Attrs(&[8, 0, 1, 0, 1, 2]).count(), 0);
+        assert_eq!(Attrs(&[2, 0, 1, 0, 0, 0, 0, 0]).count(), 0);
+        assert_eq!(Attrs(&[5, 0, 1, 0, 9, 0, 0, 0, 4, 0, 2, 0]).count(), 2);
+        assert_eq!(split_message(&[40, 0, 0, 0, 2, 0]), None);
+        assert_eq!(entry(&[]), None);
+    }
+
+    /// An error echoes the request with the failing entry's line written into it.
+    #[test]
+    fn an_error_carries_the_echoed_line() {
+        let mut m = Msg::new(CMD_ADD, Family::V4, "s");
+        m.u32_attr(ATTR_LINENO, 104);
+        let request = m.finish(7).to_vec();
+        let mut body = (-ERR_HASH_FULL).to_ne_bytes().to_vec();
+        body.extend_from_slice(&request);
+        match error_of(&body) {
+            Some(Kernel::Errno(ERR_HASH_FULL, Some(104))) => {}
+            _ => panic!("not decoded"),
+        }
+        assert!(
+            error_of(&0i32.to_ne_bytes()).is_none(),
+            "an acknowledgement"
+        );
+        assert_eq!(
+            message(CMD_ADD, ERR_HASH_FULL),
+            "Hash is full, cannot add more elements"
+        );
+        assert_eq!(
+            message(CMD_DESTROY, libc::ENOENT),
+            "The set with the given name does not exist"
+        );
+    }
 }
