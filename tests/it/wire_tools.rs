@@ -10,11 +10,16 @@ use std::process::{Child, Command, Stdio};
 pub(crate) const SERVER: &str = "10.77.0.1";
 pub(crate) const ATTACKER: &str = "10.77.0.2";
 
-/// A child process killed (and reaped) on drop.
+/// A child process, started in a process group of its own, killed with that whole group (and
+/// reaped) on drop: kamailio's worker processes outlived a kill of the main one alone.
 pub(crate) struct Running(pub(crate) Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            // SAFETY: signals the process group this test started (see `spawn`).
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -60,9 +65,11 @@ pub(crate) fn pair() -> Option<(NetNs, NetNs)> {
 }
 
 fn spawn(ns: &NetNs, argv: &[&str]) -> Child {
+    use std::os::unix::process::CommandExt;
     let full = ns.wrap(argv);
     Command::new(&full[0])
         .args(&full[1..])
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
