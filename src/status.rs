@@ -526,11 +526,7 @@ fn mirror_count(ipset: &Kernel, store: Option<&Store>, name: &str, now: i64) -> 
         return None;
     }
     let store = store?;
-    if store
-        .blob(mirror::DIRTY_KEY)
-        .ok()?
-        .is_some_and(|v| v != b"0")
-    {
+    if crate::pipeline::persist::kernel_changing(store).ok()? {
         return None;
     }
     let m = mirror::Mirror::decode(&store.blob(&mirror::key(name)).ok()??)?;

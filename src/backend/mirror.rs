@@ -4,8 +4,12 @@
 //!
 //! A mirror is trusted only when all of these hold, and otherwise the set is read back in
 //! full, as without a mirror:
-//! - the previous run finished its commit (a "dirty" marker is committed before any apply and
-//!   cleared in the final commit, so a run killed in between leaves it set);
+//! - no change reached the kernel since the last commit of a mirror: a marker ([`CHANGING_FLAG`],
+//!   a flag file beside the state) is raised before any apply and lowered only after the commit
+//!   of the run's mirror, so a run killed in between leaves it raised. The marker need not
+//!   survive a power loss: the kernel's sets do not either, and a missing set, or one whose
+//!   header or count differs, is never trusted. (Older versions kept the marker in the state as
+//!   [`DIRTY_KEY`], committed with four fsyncs before every apply; it is still honoured.)
 //! - it describes the configured set, and the kernel's header matches the set sipban wants;
 //! - the kernel's entry count equals the mirror's count of entries still alive;
 //! - no mirrored entry is within [`EXPIRY_SLACK`] seconds of its expiry (the kernel's and our
@@ -28,7 +32,10 @@ use ipnet::IpNet;
 pub const MAX_AGE: i64 = 3600;
 /// Entries this close to their expiry make the mirror uncertain (seconds).
 pub const EXPIRY_SLACK: i64 = 2;
-/// The blob key of the marker that an apply is under way.
+/// The state flag raised while the kernel sets change outside a committed mirror.
+pub const CHANGING_FLAG: &str = "kernel-changing";
+/// The blob key of the marker older versions committed before an apply ("1") and cleared in
+/// their final commit ("0"). Still read, and written "0" with each mirror.
 pub const DIRTY_KEY: &str = "kernel.dirty";
 
 /// The blob key of a set's mirror.

@@ -229,7 +229,7 @@ fn add_to_sets(
         match backend.header(&spec.name) {
             Ok(Some((h, n))) if h.matches(&spec) && n + list.len() <= cap => {
                 // The kernel changes outside a sync: the next sync must not trust the mirror.
-                store.put_blob(crate::backend::mirror::DIRTY_KEY, b"1")?;
+                super::persist::mark_kernel_changing(store)?;
                 backend
                     .change(&spec, list, &[])
                     .with_context(|| format!("adding detections to set {}", spec.name))?;
@@ -244,7 +244,7 @@ fn add_to_sets(
             Ok(None) if list.len() <= cap => {
                 // No set yet (no sync has finished): create it with these, so the detections
                 // protect now; a full run adds the rest of the state.
-                store.put_blob(crate::backend::mirror::DIRTY_KEY, b"1")?;
+                super::persist::mark_kernel_changing(store)?;
                 backend
                     .replace(&spec, list)
                     .with_context(|| format!("creating set {}", spec.name))?;

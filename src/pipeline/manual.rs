@@ -535,7 +535,7 @@ fn apply_touched(
             }
         };
         // The kernel is about to change outside a sync: the mirror no longer describes it.
-        store.put_blob(crate::backend::mirror::DIRTY_KEY, b"1")?;
+        super::persist::mark_kernel_changing(store)?;
         let (result, added, deleted) = if current.exists {
             let cap = settings.sets.get(family).cap;
             let p = plan::plan_family(

@@ -122,8 +122,26 @@ pub(super) fn apply_then_persist(
         blobs.truncate(base);
         return commit_plain(store, p, &blobs, report);
     }
+    if staged.is_ok() {
+        // The mirror just committed describes the kernel.
+        if let Err(e) = store.clear_flag(mirror::CHANGING_FLAG) {
+            tracing::warn!("{e:#}; the next run reads the kernel sets back");
+        }
+    }
     save_rest(store, p.unbans, staged, report);
     Ok(())
+}
+
+/// Before a change reaches the kernel outside a sync's commit, the mirror stops being trusted
+/// (see [`mirror`]): a run killed before its commit leaves the marker raised.
+pub fn mark_kernel_changing(store: &Store) -> anyhow::Result<()> {
+    store.set_flag(mirror::CHANGING_FLAG)
+}
+
+/// Whether the kernel may hold something the committed mirror does not describe.
+pub fn kernel_changing(store: &Store) -> anyhow::Result<bool> {
+    Ok(store.flag(mirror::CHANGING_FLAG)?
+        || store.blob(mirror::DIRTY_KEY)?.is_some_and(|v| v != b"0"))
 }
 
 /// After the run's transaction: the manual unbans and `manual.list`; a failure of any of it
@@ -230,8 +248,8 @@ fn state_blobs(
     Ok(blobs)
 }
 
-/// What the kernel sets hold after a complete apply, for the next run, and the dirty marker
-/// cleared.
+/// What the kernel sets hold after a complete apply, for the next run, and the older versions'
+/// dirty marker cleared (the flag file is lowered after the commit).
 fn mirror_blobs(
     settings: &Settings,
     decision: &Decision,
@@ -273,8 +291,8 @@ fn commit_plain(
 
 /// What a run that could not save its state tells: exactly what it applied, and why the
 /// state was not saved (the fault named when it is one: disk full, read-only, permission).
-/// The dirty marker written before the apply stays set, so the next run reads the kernel back
-/// and reconciles.
+/// The marker raised before the apply stays raised, so the next run reads the kernel back and
+/// reconciles.
 fn not_saved(report: &RunReport, db: &std::path::Path, e: &anyhow::Error) -> NotSaved {
     let fault = crate::store::health::fault(e, db).filter(|f| f.is_storage());
     let why = match &fault {

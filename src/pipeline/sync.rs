@@ -593,7 +593,7 @@ fn plan_sets(
         verified_at: [now; 2],
     };
     let dirty = match store {
-        Some(s) => s.blob(mirror::DIRTY_KEY)?.is_some_and(|v| v != b"0"),
+        Some(s) => super::persist::kernel_changing(s)?,
         None => true,
     };
     let state_path = Store::db_path(&settings.state_dir).display().to_string();
@@ -838,7 +838,7 @@ fn mark_dirty(
     report: &RunReport,
 ) -> Result<(), SyncError> {
     if backend.changes_kernel() && report.sets.iter().any(|p| !p.is_noop()) {
-        store.put_blob(mirror::DIRTY_KEY, b"1")?;
+        super::persist::mark_kernel_changing(store)?;
     }
     Ok(())
 }

@@ -595,6 +595,41 @@ impl Store {
         Ok(out)
     }
 
+    /// Where flag `name` lives: a file beside the database, `<db>.<name>`.
+    fn flag_path(&self, name: &str) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push(".");
+        p.push(name);
+        PathBuf::from(p)
+    }
+
+    /// Raise flag `name`: a file whose existence is the value, written without fsync. It is
+    /// cheap (no transaction, no fsync: on an SD card each costs tens of milliseconds) and
+    /// outlives a killed process, not a power loss; so it is only for facts that a reboot makes
+    /// moot anyway. It holds one byte, so that on a full disk raising it fails (no space), as a
+    /// transaction would.
+    pub fn set_flag(&self, name: &str) -> Result<()> {
+        let path = self.flag_path(name);
+        std::fs::write(&path, b"1").with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// Whether flag `name` is raised.
+    pub fn flag(&self, name: &str) -> Result<bool> {
+        let path = self.flag_path(name);
+        path.try_exists()
+            .with_context(|| format!("cannot read {}", path.display()))
+    }
+
+    /// Lower flag `name` (a flag already down is fine).
+    pub fn clear_flag(&self, name: &str) -> Result<()> {
+        let path = self.flag_path(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
+        }
+    }
+
     pub fn blob(&self, key: &str) -> Result<Option<Vec<u8>>> {
         Ok(self
             .conn

@@ -404,10 +404,19 @@ fn a_full_disk_is_named_and_the_next_run_reconciles() {
         );
         assert_eq!(members("t4").len(), 40_000, "{all}");
         assert_eq!(leftovers(&state), Vec::<String>::new());
+        // The kernel changed and no mirror describes it: the marker stays raised.
+        let marker = state.join("state.db.kernel-changing");
+        assert!(marker.exists(), "{all}");
 
         std::fs::remove_file(&filler).unwrap();
-        let o = sipban(d, &["sync"]);
+        let o = sipban(d, &["-vv", "sync"]);
         assert_eq!(code(&o), Some(0), "with space again: {}", text(&o));
+        assert!(
+            !stderr(&o).contains("using the kernel mirror"),
+            "the marker was raised: {}",
+            text(&o)
+        );
+        assert!(!marker.exists(), "lowered after the commit: {}", text(&o));
         assert_eq!(members("t4").len(), 40_000);
         let l = sipban(d, &["list", "--source", "f"]);
         assert_eq!(code(&l), Some(0), "{}", text(&l));

@@ -141,6 +141,40 @@ fn one_percent_change_to_65536_entries_changes_only_those_entries() {
     });
 }
 
+/// A change made outside a sync (here a manual ban) raises the marker beside the state, so the
+/// next sync does not trust the mirror even where the count would match; its commit lowers it.
+#[test]
+fn a_ban_between_syncs_raises_the_marker_and_the_next_sync_lowers_it() {
+    let ns = netns_or_skip!();
+    run_in(&ns, || {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("list.txt");
+        std::fs::write(&list, "45.0.0.1\n45.0.0.2\n").unwrap();
+        write_config(dir.path(), 100, "", &file_feed("f", &list));
+        let marker = dir.path().join("state/state.db.kernel-changing");
+        assert_eq!(sipban(dir.path(), &["sync"]).status.code(), Some(0));
+        assert!(!marker.exists(), "a clean run leaves no marker");
+        let o = sipban(dir.path(), &["ban", "45.9.9.9"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert!(marker.exists(), "the ban changed the kernel: {}", text(&o));
+        // The same count again behind sipban's back: only the marker tells the mirror is stale.
+        let o = Command::new("ipset")
+            .args(["del", "t4", "45.0.0.2"])
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        let o = sipban(dir.path(), &["-vv", "sync"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert!(
+            !String::from_utf8_lossy(&o.stderr).contains("using the kernel mirror"),
+            "{}",
+            text(&o)
+        );
+        assert!(!marker.exists(), "lowered by the commit: {}", text(&o));
+        assert_eq!(members("t4").len(), 3);
+    });
+}
+
 /// The mirror is not trusted blindly: an entry deleted by hand changes the kernel's count, so
 /// the next run reads the set back and restores it.
 #[test]
