@@ -1,5 +1,6 @@
-//! A rebuild batch sent straight to the kernel's ipset subsystem over netlink, instead of as
-//! text to `ipset restore`.
+//! The kernel's ipset subsystem over netlink: batches (the lines `ipset restore` would read)
+//! sent as messages, and sets read from the kernel's listing (what `ipset save` and
+//! `ipset list -t` print).
 //!
 //! Why: at 262,144 entries `ipset restore` spends about 1 s, of which the kernel's own work is
 //! about 0.16 s. The rest is the tool parsing each line (it runs `getaddrinfo` per address and
@@ -18,8 +19,11 @@
 //! - It stops at the first error, like the tool; the caller cleans up the temporary set.
 //! - Anything that says this kernel speaks another dialect (protocol error, type or revision
 //!   unknown, no ipset subsystem) is [`NlError::Unsupported`], and the caller runs the same batch
-//!   through `ipset restore`, which starts by destroying the temporary set: the batch is
-//!   idempotent up to its swap, and the swap is its last line.
+//!   through `ipset restore` from its start: a rebuild destroys the temporary set first and
+//!   changes the live set only at its end, a diff's adds and deletes land the same the second
+//!   time.
+//! - Reading decodes the members of hash:net and hash:ip sets only ([`NlError::OtherType`] for
+//!   the rest, which the tool reads); it never changes a set.
 
 use super::{clamp_timeout, Batch, IpsetError, KernelSet, Line, SetHeader, SetInfo, SetSpec};
 use crate::net::Family;
