@@ -820,20 +820,29 @@ impl Socket {
         Ok(seq)
     }
 
-    /// Read one datagram into `buf`; its length.
+    /// Read one datagram into `buf`; its length. A datagram longer than `buf` (which the kernel
+    /// never sends for ipset, whose messages stay under 32 KiB) is an error, never half read.
     fn recv(&mut self) -> Result<usize, Kernel> {
         loop {
-            // SAFETY: `buf` is a live, writable buffer and its length is passed.
+            // SAFETY: `buf` is a live, writable buffer and its length is passed. With MSG_TRUNC
+            // the call returns the datagram's whole length, even when it was cut.
             let n = unsafe {
                 libc::recv(
                     self.fd.as_raw_fd(),
                     self.buf.as_mut_ptr().cast(),
                     self.buf.len(),
-                    0,
+                    libc::MSG_TRUNC,
                 )
             };
             if n >= 0 {
-                return Ok(n as usize);
+                let n = n as usize;
+                if n > self.buf.len() {
+                    return Err(Kernel::Io(io::Error::other(format!(
+                        "a netlink message of {n} bytes, larger than the {} expected",
+                        self.buf.len()
+                    ))));
+                }
+                return Ok(n);
             }
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {
