@@ -414,20 +414,28 @@ impl Ipset {
 
     fn destroy_tmp(&self, tmp: &str) -> Result<bool, IpsetError> {
         check_any_name("cleanup", tmp)?;
-        let out = self.output(&["destroy", tmp])?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            return Err(classify(
-                &format!("ipset destroy {tmp}"),
-                &stderr,
-                out.status,
-                None,
-            ));
-        }
+        self.destroy_exist(tmp)?;
         Ok(true)
     }
 
+    /// Destroy set `name` if it exists (`-exist`): one batch of one line.
+    fn destroy_exist(&self, name: &str) -> Result<(), IpsetError> {
+        self.run_batch(&Batch {
+            head: vec![Line::Destroy(name)],
+            set: name,
+            adds: &[],
+            dels: &[],
+            tail: Vec::new(),
+        })
+    }
+
+    /// The names of every set (over netlink, or `ipset list -n`).
     pub fn list_names(&self) -> Result<Vec<String>, IpsetError> {
+        if self.netlink {
+            if let Some(done) = through_netlink(netlink::list_all()) {
+                return done.map(|sets| sets.into_iter().map(|(name, _)| name).collect());
+            }
+        }
         let out = self.output(&["list", "-n"])?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
@@ -561,7 +569,7 @@ impl Ipset {
         }
         // Best effort: the batch stopped before or at the swap, so the live set is untouched and
         // the temporary set only holds a partial copy.
-        let _ = self.output(&["-exist", "destroy", &tmp]);
+        let _ = self.destroy_exist(&tmp);
         Err(IpsetError::Failed {
             command,
             line,

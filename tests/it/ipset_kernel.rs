@@ -720,3 +720,43 @@ fn netlink_reads_what_the_tool_reads() {
         assert_eq!(nl.read("a4").unwrap().unwrap().members.len(), 3002);
     });
 }
+
+/// Over netlink too, a leftover temporary set (of another type, or of the same type with junk)
+/// never reaches the live set, and `destroy_leftover_tmp` removes one and leaves the live set.
+#[test]
+fn netlink_leftover_tmp_set_never_reaches_the_live_set() {
+    let ns = netns_or_skip!();
+    crate::common::netns::run_in(&ns, || {
+        let ipset_ok = |args: &[&str]| {
+            let o = std::process::Command::new("ipset")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "ipset {args:?}: {}", out_text(&o));
+        };
+        let nl = Ipset::new();
+        let s = spec("sb4", Family::V4);
+        let entries = [(n("192.0.2.1"), 600), (n("192.0.2.2"), 600)];
+        ipset_ok(&["create", "sb4-tmp", "hash:ip", "maxelem", "8"]);
+        ipset_ok(&["add", "sb4-tmp", "10.9.9.9"]);
+        nl.rebuild(&s, &entries).unwrap();
+        assert_exactly(&nl, "sb4", &entries);
+        assert_eq!(nl.list_names().unwrap(), ["sb4"]);
+
+        ipset_ok(&[
+            "create", "sb4-tmp", "hash:net", "family", "inet", "hashsize", "1024", "maxelem",
+            "65536", "timeout", "0",
+        ]);
+        ipset_ok(&["add", "sb4-tmp", "10.8.0.0/16"]);
+        let entries = [(n("192.0.2.3"), 600)];
+        nl.rebuild(&s, &entries).unwrap();
+        assert_exactly(&nl, "sb4", &entries);
+        assert_eq!(nl.list_names().unwrap(), ["sb4"]);
+
+        ipset_ok(&["create", "sb4-tmp", "hash:ip", "maxelem", "8"]);
+        assert!(nl.destroy_leftover_tmp(&s).unwrap());
+        assert!(!nl.destroy_leftover_tmp(&s).unwrap());
+        assert_eq!(nl.list_names().unwrap(), ["sb4"]);
+        assert_exactly(&nl, "sb4", &entries);
+    });
+}
